@@ -1,0 +1,130 @@
+"""One geometry type: a CT volume with its voxels and its physical geometry.
+
+Conventions (the same as SimpleITK / ITK, so conversions are lossless):
+
+- ``array`` is indexed ``[k, j, i]`` = ``[z, y, x]`` (``axis_order == "zyx"``), the numpy view SimpleITK gives.
+- ``spacing``, ``origin`` and the columns of ``direction`` are in ``(x, y, z)`` = ``(i, j, k)`` order.
+- Physical space is **LPS** (DICOM/ITK: +x towards the patient's left, +y posterior, +z superior).
+  The MRML bridge converts to Slicer's RAS in exactly one place.
+
+A voxel index ``(i, j, k)`` maps to the LPS point ``origin + direction @ (spacing * (i, j, k))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+
+@dataclass(frozen=True)
+class CTImage:
+    """Voxels plus geometry. ``array`` shape ``(Z, Y, X)``; geometry in ITK ``(x, y, z)`` order, LPS."""
+
+    array: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    axis_order: str = "zyx"
+
+    def __post_init__(self):
+        if self.array.ndim != 3:
+            raise ValueError(f"CTImage needs a 3-D array, got shape {self.array.shape}")
+        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
+        object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
+        object.__setattr__(self, "direction", np.asarray(self.direction, dtype=float).reshape(3, 3))
+
+    # --- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_sitk(cls, image: sitk.Image) -> CTImage:
+        return cls(
+            array=sitk.GetArrayFromImage(image),
+            spacing=image.GetSpacing(),
+            origin=image.GetOrigin(),
+            direction=np.array(image.GetDirection()).reshape(3, 3),
+        )
+
+    def to_sitk(self) -> sitk.Image:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array))
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(tuple(self.direction.ravel()))
+        return image
+
+    def with_array(self, array: np.ndarray) -> CTImage:
+        """A new image on the same grid (labelmaps, probability maps)."""
+        if array.shape != self.array.shape:
+            raise ValueError(f"shape {array.shape} does not match the grid {self.array.shape}")
+        return CTImage(array, self.spacing, self.origin, self.direction)
+
+    # --- geometry -----------------------------------------------------------------------------------
+    @property
+    def shape_xyz(self) -> tuple[int, int, int]:
+        z, y, x = self.array.shape
+        return (x, y, z)
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(np.prod(self.spacing)) / 1000.0
+
+    @property
+    def ijk_to_lps(self) -> np.ndarray:
+        """4×4 matrix mapping homogeneous ``(i, j, k, 1)`` to LPS millimetres."""
+        m = np.eye(4)
+        m[:3, :3] = self.direction @ np.diag(self.spacing)
+        m[:3, 3] = self.origin
+        return m
+
+    def index_to_lps(self, ijk: np.ndarray) -> np.ndarray:
+        """``(N, 3)`` voxel indices in (i, j, k) order → ``(N, 3)`` LPS points."""
+        ijk = np.atleast_2d(np.asarray(ijk, dtype=float))
+        return ijk @ (self.direction @ np.diag(self.spacing)).T + np.asarray(self.origin)
+
+    def lps_to_index(self, lps: np.ndarray) -> np.ndarray:
+        """``(N, 3)`` LPS points → continuous ``(N, 3)`` voxel indices in (i, j, k) order."""
+        lps = np.atleast_2d(np.asarray(lps, dtype=float))
+        inv = np.linalg.inv(self.direction @ np.diag(self.spacing))
+        return (lps - np.asarray(self.origin)) @ inv.T
+
+    def same_grid(self, other: CTImage, tol: float = 1e-4) -> bool:
+        return (
+            self.array.shape == other.array.shape
+            and np.allclose(self.spacing, other.spacing, atol=tol)
+            and np.allclose(self.origin, other.origin, atol=tol)
+            and np.allclose(self.direction, other.direction, atol=tol)
+        )
+
+    def superior_axis(self) -> tuple[int, int]:
+        """Array axis (0, 1 or 2 of ``array``) closest to the patient's S direction, and its sign (+1 when
+        increasing index goes superior)."""
+        # column c of direction is the LPS direction of index axis c (x, y, z); array axis = 2 - c
+        c = int(np.argmax(np.abs(self.direction[2, :])))
+        return 2 - c, int(np.sign(self.direction[2, c]))
+
+    def left_axis(self) -> tuple[int, int]:
+        """Array axis closest to the patient's L direction (+x in LPS), and its sign."""
+        c = int(np.argmax(np.abs(self.direction[0, :])))
+        return 2 - c, int(np.sign(self.direction[0, c]))
+
+
+def resample_isotropic(image: CTImage, spacing_mm: float = 1.0, default: float = -1024.0,
+                       interpolator: int = sitk.sitkLinear) -> CTImage:
+    """Resample to isotropic ``spacing_mm`` over the same physical extent (same origin and direction)."""
+    src = image.to_sitk()
+    size = [max(1, int(round(n * s / spacing_mm))) for n, s in zip(src.GetSize(), src.GetSpacing())]
+    out = sitk.Resample(src, size, sitk.Transform(), interpolator, src.GetOrigin(),
+                        (spacing_mm,) * 3, src.GetDirection(), default, src.GetPixelID())
+    return CTImage.from_sitk(out)
+
+
+def resample_to(image: CTImage, reference: CTImage, default: float = 0.0,
+                interpolator: int = sitk.sitkNearestNeighbor) -> CTImage:
+    """Resample ``image`` onto ``reference``'s grid (nearest neighbour by default: labelmaps)."""
+    src = image.to_sitk()
+    ref = sitk.Image(reference.shape_xyz, sitk.sitkUInt8)
+    ref.SetSpacing(reference.spacing)
+    ref.SetOrigin(reference.origin)
+    ref.SetDirection(tuple(reference.direction.ravel()))
+    out = sitk.Resample(src, ref, sitk.Transform(), interpolator, default, src.GetPixelID())
+    return CTImage.from_sitk(out)

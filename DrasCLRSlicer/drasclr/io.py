@@ -1,0 +1,168 @@
+"""Reading and writing CT volumes and labelmaps with SimpleITK (NIfTI, NRRD, MHA, DICOM series folders).
+
+Every reader returns a :class:`~drasclr.image.CTImage`; every problem the user can fix raises
+:class:`~drasclr.errors.InputError` with a message fit for one ``error:`` line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+from .image import CTImage
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+MIN_SERIES_SLICES = 3  # fewer is a localizer / scout, not a volume
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for s in IMAGE_SUFFIXES:
+        if name.endswith(s):
+            return s
+    return path.suffix.lower()
+
+
+def read_image(path: str | os.PathLike) -> CTImage:
+    """Read a 3-D image file or a DICOM series folder, with no check on its intensities (labelmaps too)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input not found: {path}")
+    if path.is_dir():
+        return read_dicom_series(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise InputError(f"cannot read image {path.name}: not a readable NIfTI/NRRD/MHA/DICOM file "
+                         f"({first[:120]})") from None
+    return _as_3d(image, path.name)
+
+
+def _as_3d(image: sitk.Image, name: str) -> CTImage:
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{name} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                         "expected a scalar CT volume")
+    dim = image.GetDimension()
+    size = image.GetSize()
+    if dim == 4 and size[3] == 1:
+        image = image[:, :, :, 0]
+    elif dim == 4:
+        raise InputError(f"{name} is a 4-D image {size}; expected one 3-D CT volume")
+    elif dim != 3:
+        raise InputError(f"{name} is a {dim}-D image {size}; expected a 3-D CT volume")
+    if min(image.GetSize()) < 2:
+        raise InputError(f"{name} has size {image.GetSize()}: a single slice, expected a 3-D CT volume")
+    return CTImage.from_sitk(image)
+
+
+def read_ct(path: str | os.PathLike, series_uid: str | None = None) -> CTImage:
+    """Read a chest CT in Hounsfield units (int16 or float) and check that it looks like CT."""
+    path = Path(path)
+    image = read_dicom_series(path, series_uid) if path.is_dir() else read_image(path)
+    check_hounsfield(image, path.name)
+    return image
+
+
+def check_hounsfield(image: CTImage, name: str = "input") -> None:
+    """Refuse volumes whose intensities are not CT Hounsfield units (MR, PET, normalised arrays)."""
+    a = image.array
+    sample = a[:: max(1, a.shape[0] // 16), ::4, ::4].astype(np.float32)
+    sample = sample[sample > -1500]  # ignore padding outside the scan circle (-2048, -3024)
+    if sample.size == 0:
+        raise InputError(f"{name} holds no intensities above -1500; not a CT in Hounsfield units")
+    p1, p99 = np.percentile(sample, [1, 99])
+    if p1 > -500 or p99 < -200 or p99 > 4000:
+        raise InputError(f"{name} does not look like CT in Hounsfield units (1st/99th percentile "
+                         f"{p1:.0f}/{p99:.0f}); expected air near -1000 and soft tissue near 40")
+
+
+def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) -> CTImage:
+    """Read the CT series of a DICOM folder (searched recursively).
+
+    Slices are sorted by their position along the slice normal (GDCM), not by file name; the rescale slope
+    and intercept are applied. Localizers (fewer than 3 slices) are ignored; of several volumetric series the
+    one with the most slices is taken, and a tie is refused (name one with ``series_uid``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"input not found: {folder}")
+    series: dict[str, list[str]] = {}
+    for root, _dirs, _files in os.walk(folder):
+        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(root) or ():
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(root, uid)
+            series.setdefault(uid, []).extend(files)
+    if not series:
+        raise InputError(f"no DICOM series found in folder {folder}")
+    if series_uid is not None:
+        if series_uid not in series:
+            raise InputError(f"series {series_uid} not in {folder}; found: {', '.join(series)}")
+        chosen = series_uid
+    else:
+        volumetric = {u: f for u, f in series.items() if len(f) >= MIN_SERIES_SLICES}
+        if not volumetric:
+            raise InputError(f"no volumetric DICOM series in {folder} (only localizers or single slices)")
+        ranked = sorted(volumetric, key=lambda u: len(volumetric[u]), reverse=True)
+        if len(ranked) > 1 and len(volumetric[ranked[0]]) == len(volumetric[ranked[1]]):
+            listing = "; ".join(f"{u} ({len(volumetric[u])} slices)" for u in ranked)
+            raise InputError(f"{len(ranked)} DICOM series of equal size in {folder}, cannot choose: {listing}; "
+                             "pass --series UID")
+        chosen = ranked[0]
+        if len(ranked) > 1:
+            log.info("folder holds %d series; taking the largest (%d slices)", len(ranked), len(series[chosen]))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(_sort_by_position(series[chosen]))
+    reader.MetaDataDictionaryArrayUpdateOn()
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"cannot read DICOM series in {folder}: {str(exc).strip().splitlines()[-1][:120]}") \
+            from None
+    modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else "CT"
+    if modality and modality != "CT":
+        raise InputError(f"DICOM series in {folder} has modality {modality}; expected CT")
+    return _as_3d(image, folder.name)
+
+
+def _sort_by_position(files: list[str]) -> list[str]:
+    """Sort slice files by ImagePositionPatient projected on the slice normal (never by file name)."""
+    keyed = []
+    for f in files:
+        r = sitk.ImageFileReader()
+        r.SetFileName(f)
+        r.ReadImageInformation()
+        try:
+            ipp = np.array([float(v) for v in r.GetMetaData("0020|0032").split("\\")])
+            iop = np.array([float(v) for v in r.GetMetaData("0020|0037").split("\\")])
+            pos = float(np.dot(ipp, np.cross(iop[:3], iop[3:])))
+        except (RuntimeError, ValueError):
+            raise InputError(f"DICOM file {Path(f).name} has no usable slice position/orientation") from None
+        keyed.append((pos, f))
+    keyed.sort()
+    positions = [k for k, _ in keyed]
+    if len(set(np.round(positions, 3))) != len(positions):
+        raise InputError("DICOM series has several slices at the same position (mixed acquisitions?)")
+    return [f for _, f in keyed]
+
+
+def write_image(image: CTImage, path: str | os.PathLike, dtype=None, compress: bool = True) -> Path:
+    """Write ``image`` (optionally cast to ``dtype``) to a NIfTI/NRRD/MHA file chosen by the suffix."""
+    path = Path(path)
+    out = image if dtype is None else image.with_array(image.array.astype(dtype, copy=False))
+    sitk.WriteImage(out.to_sitk(), str(path), useCompression=compress)
+    return path
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly in ``folder`` and DICOM series sub-folders, sorted by name (batch mode)."""
+    folder = Path(folder)
+    found = [p for p in sorted(folder.iterdir()) if p.is_file() and _suffix(p) in IMAGE_SUFFIXES]
+    found += [p for p in sorted(folder.iterdir()) if p.is_dir() and sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p))]
+    return found
