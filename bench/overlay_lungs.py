@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
 from drasclr.io import read_ct  # noqa: E402
 from drasclr.lungs import segment_lungs  # noqa: E402
 
