@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, labels
-from .errors import InputError
-from .image import CTImage, resample_to
-from .io import read_ct, read_image, write_image
+from . import __version__
+from .image import CTImage
+from .io import read_ct, write_image
 from .lungs import segment_lungs
 from .outputs import staged_dir
-from .regions import zones_from_lungs
+from .regions import read_lobes, zones_from_lungs
 from .stats import region_stats, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -36,19 +35,12 @@ class Analysis:
     model_card: dict | None = None
 
 
-def load_lobes(path: str | Path, ct: CTImage) -> CTImage:
-    """A lobe labelmap (LTRC numbering 1–5) resampled onto ``ct``'s grid with nearest neighbour."""
-    lobes = read_image(path)
-    if not lobes.same_grid(ct):
-        lobes = resample_to(lobes, ct)
-    values = {int(v) for v in np.unique(lobes.array)} - {0}
-    if not values:
-        raise InputError(f"lobe file {Path(path).name} has no labels on the CT's grid (does it overlap the CT?)")
-    unknown = sorted(values - set(labels.LOBES))
-    if unknown:
-        raise InputError(f"lobe file {Path(path).name} has unknown label values {unknown}; "
-                         "expected LTRC lobe values 1-5")
-    return lobes.with_array(lobes.array.astype(np.uint8))
+def load_lobes(path: str | Path, ct: CTImage, convention: str = "auto") -> CTImage:
+    """A lobe labelmap (file or TotalSegmentator folder) in LTRC numbering 1–5 on ``ct``'s grid.
+
+    See :func:`drasclr.regions.read_lobes` (conventions ltrc / totalseg / cip, nearest-neighbour resampling).
+    """
+    return read_lobes(path, ct, convention)
 
 
 def analyze(ct: CTImage, lobes: CTImage | None = None) -> Analysis:
