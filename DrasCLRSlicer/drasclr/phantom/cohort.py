@@ -20,8 +20,8 @@ from ..progress import progress
 from .case import PhantomCase, PhantomOptions, generate_case
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-DEMO_CASE = {"seed": 7, "index": 0, "options": PhantomOptions(size=(160, 160, 120), spacing=2.0, thickness=2.0,
-                                                              kernel="soft", noise=14.0, subtypes=("cle", "pse", "ple"),
+DEMO_CASE = {"seed": 7, "index": 0, "options": PhantomOptions(size=(144, 144, 112), spacing=2.2, thickness=2.2,
+                                                              kernel="soft", noise=12.0, subtypes=("cle", "pse", "ple"),
                                                               severity=0.75, vessel_points=1000)}
 
 
@@ -89,7 +89,7 @@ def _row(m: dict) -> dict:
 
 
 def demo_case() -> PhantomCase:
-    """The bundled demo case (160 x 160 x 120 at 2 mm, all three subtypes), regenerated from its seed."""
+    """The bundled demo case (144 x 144 x 112 at 2.2 mm, all three subtypes), regenerated from its seed."""
     return generate_case(DEMO_CASE["seed"], DEMO_CASE["index"], DEMO_CASE["options"])
 
 
