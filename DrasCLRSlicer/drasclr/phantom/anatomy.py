@@ -57,10 +57,10 @@ def sample_patient(rng: np.random.Generator, half_width: float, lung_height: flo
     free = (z_hi - z_lo) - h
     z_base = z_lo + max(12.0, 0.62 * free) if free > 24 else z_lo + free / 2
     return Patient(
-        half_width=a, depth_ratio=float(rng.uniform(0.6, 0.72)), fat=float(rng.uniform(6, 30)),
+        half_width=a, depth_ratio=float(rng.uniform(0.68, 0.78)), fat=float(rng.uniform(6, 30)),
         muscle=float(rng.uniform(8, 14)), rib_layer=float(rng.uniform(10, 13)), lung_height=h, z_base=float(z_base),
         left_drop=float(rng.uniform(8, 20)), dome_height=float(rng.uniform(55, 80)),
-        carina_frac=float(rng.uniform(0.64, 0.72)), med_width=float(rng.uniform(26, 34)),
+        carina_frac=float(rng.uniform(0.64, 0.72)), med_width=float(rng.uniform(20, 27)),
         heart_size=float(rng.uniform(0.9, 1.1)), heart_angle=float(rng.uniform(30, 45)),
         rib_pitch=float(rng.uniform(24, 30)), rib_drop=float(rng.uniform(35, 60)),
         rib_phase=float(rng.uniform(0, 30)),
@@ -103,8 +103,8 @@ class Thorax:
         """Distance outside the pleural surface, which narrows towards the apex, ``(nz, ny, nx)``."""
         y, x = self._xy()
         zn = ((z - self.p.z_base) / self.p.lung_height)[:, None, None]
-        f = (1.0 - 0.28 * np.clip((zn - 0.4) / 0.6, 0, 1) ** 2).astype(np.float32)
-        fy = 1.0 - 0.4 * (1.0 - f)
+        f = (1.0 - 0.42 * np.clip((zn - 0.3) / 0.7, 0, 1) ** 1.7).astype(np.float32)
+        fy = 1.0 - 0.45 * (1.0 - f)
         by = np.where(y < 0, self.bc_ant, self.bc_post)
         rho = (np.abs(x / (self.ac * f)) ** P_EXP + np.abs(y / (by * fy)) ** P_EXP) ** (1.0 / P_EXP)
         r = np.hypot(x, y)
@@ -128,7 +128,7 @@ class Thorax:
     def apex(self, side: int) -> np.ndarray:
         y, x = self._xy()
         top = self.z_top - (6.0 if side > 0 else 0.0)
-        return top - ((x - side * 0.42 * self.ac) ** 2 + (y - 0.1 * self.bc_post) ** 2) / (2 * 32.0)
+        return top - ((x - side * 0.36 * self.ac) ** 2 + (y - 0.1 * self.bc_post) ** 2) / (2 * 26.0)
 
     def med_halfwidth(self, z: np.ndarray) -> np.ndarray:
         """Mediastinal band half-width (mm) as a function of (z, y), ``(nz, ny, 1)``."""
@@ -178,7 +178,8 @@ class Thorax:
         post = np.sin(theta)  # +1 posterior
         muscle = p.muscle * (1 + 0.9 * np.clip(post, 0, 1) ** 6) + 4 * np.exp(-((x2 / 60.0) ** 2)) * (y2 > 0)
         fat = p.fat * (1 + 0.3 * np.cos(2 * theta) + 0.2 * np.clip(-post, 0, 1))
-        r_body = p.rib_layer + muscle + fat + 2.0
+        w = p.fissure_wave
+        r_body = p.rib_layer + muscle + fat + 2.0 + 4.0 * np.sin(2 * theta + w[0]) + 3.0 * np.cos(3 * theta + w[1])
         # 2-D template
         t2 = np.full((ny, nx), -1000.0, np.float32)
         body = delta < r_body
@@ -202,7 +203,6 @@ class Thorax:
         arch = ((x2 ** 2 + (y2 - canal_y) ** 2) < 13.0 ** 2) & ~canal
         spinous = (np.abs(x2) < 4.0) & (y2 > canal_y) & (y2 < canal_y + 32)
         transverse = (np.abs(y2 - (canal_y - 2)) < 5.0) & (np.abs(x2) < 32) & (np.abs(x2) > 8)
-        post_el = arch | spinous | transverse
         hu = np.broadcast_to(t2, (nz, ny, nx)).copy()
         zz = z[:, None, None]
         # vertebrae: cancellous body with cortex, discs every ~27 mm
@@ -210,7 +210,9 @@ class Thorax:
         rim = (x2 ** 2 + (y2 - sy) ** 2) > (sr - 2.0) ** 2
         vb3 = np.broadcast_to(vb, hu.shape)
         hu[vb3] = np.where(disc, 90.0, np.where(rim, 650.0, 230.0))[vb3]
-        hu[np.broadcast_to(post_el, hu.shape) & ~disc] = 500.0
+        hu[np.broadcast_to(arch | spinous, hu.shape) & ~disc] = 500.0
+        mid_vert = (np.abs(((z - p.z_base) % 27.0) - 16.0) < 6.0)[:, None, None]
+        hu[np.broadcast_to(transverse, hu.shape) & mid_vert] = 450.0
         hu[np.broadcast_to(canal, hu.shape)] = 15.0
         # ribs in the rib layer: bands descending from back to front
         ring = (delta > 0) & (delta < p.rib_layer)
@@ -277,9 +279,9 @@ class Thorax:
         hu[deep] = 25.0
         liver = deep & (x2[None] < 45 - 0.3 * (y2[None] + 0)) & (zz > d_max - 160)
         hu[liver] = 60.0
-        st_q = ((x2 - 0.5 * self.ac) / 55.0) ** 2 + ((y2 + 0.25 * self.bc_ant) / 45.0) ** 2
-        stomach = deep & (st_q[None] < 1) & ~liver
-        gas = stomach & (zz > d_max - 30)
+        st_q = ((x2 - 0.5 * self.ac) / 50.0) ** 2 + ((y2 + 0.25 * self.bc_ant) / 40.0) ** 2
+        stomach = deep & (st_q[None] < 1) & ~liver & (zz < d_max - 10)
+        gas = stomach & ((((zz - d_max + 24.0) / 12.0) ** 2 + st_q[None] / 0.5) < 1)
         hu[stomach] = 15.0
         hu[gas] = -1000.0
         spl_q = ((x2 - 0.65 * self.ac) / 35.0) ** 2 + ((y2 - 0.55 * self.bc_post) / 35.0) ** 2

@@ -159,7 +159,7 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
     # parenchyma: -870 anterior to about -820 posterior (supine gravity gradient) plus fine texture
     yn = info["yn"]  # (1, ny, 1)
     tex = smooth_field(r_tex, grid.fine_axes(), 3.0)
-    paren = (-872.0 + 55.0 * np.clip(yn, 0, 1) ** 1.5) + 16.0 * tex
+    paren = (-886.0 + 72.0 * np.clip(yn, 0, 1) ** 1.5) + 20.0 * tex
     lung_idx = np.flatnonzero(lung)
     zi, yi, xi = np.unravel_index(lung_idx, lung.shape)
     lung_pts = np.stack([grid.zf[zi], grid.y[yi], grid.x[xi]], 1).astype(float)
