@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 from drasclr.model import CondConv3d, DrasCLREncoder
-from drasclr.model.condconv import BMM_MAX_VOXELS
+from drasclr.model.condconv import EXPERTS_MAX_VOXELS
 
 
-@pytest.mark.parametrize("mode", ["auto", "grouped", "bmm"])
-@pytest.mark.parametrize("stride,size", [(1, 8), (2, 9), (2, 4), (1, 2)])
-def test_modes_equal_naive_loop(mode, stride, size):
+@pytest.mark.parametrize("mode", ["auto", "grouped", "experts"])
+@pytest.mark.parametrize("cin,stride,size", [(3, 1, 8), (3, 2, 9), (3, 2, 4), (3, 1, 2), (1, 1, 6)])
+def test_modes_equal_naive_loop(mode, cin, stride, size):
     torch.manual_seed(0)
-    conv = CondConv3d(3, 5, 3, stride=stride, padding=1, num_experts=8).double()
-    x = torch.randn(7, 3, size, size, size, dtype=torch.float64)
+    conv = CondConv3d(cin, 5, 3, stride=stride, padding=1, num_experts=8).double()
+    x = torch.randn(7, cin, size, size, size, dtype=torch.float64)
     loc = torch.rand(7, 3, dtype=torch.float64) * 2 - 1
     ref = conv.forward_loop(x, loc)
     conv.mode = mode
@@ -31,11 +31,11 @@ def test_shared_location_is_one_kernel_and_matches_loop():
     assert torch.allclose(conv(x, loc), conv.forward_loop(x, loc), atol=1e-5, rtol=0)
 
 
-def test_auto_picks_bmm_only_for_small_maps_on_cpu():
+def test_auto_mixes_expert_outputs_only_for_small_maps():
     conv = CondConv3d(2, 2)
     loc = torch.rand(3, 3)
-    assert conv._pick_mode(torch.zeros(3, 2, 4, 4, 4), loc) == "bmm"
-    big = round(BMM_MAX_VOXELS ** (1 / 3)) + 2
+    assert conv._pick_mode(torch.zeros(3, 2, 2, 2, 2), loc) == "experts"
+    big = round(EXPERTS_MAX_VOXELS ** (1 / 3)) + 2
     assert conv._pick_mode(torch.zeros(3, 2, big, big, big), loc) == "grouped"
 
 
