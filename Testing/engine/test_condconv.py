@@ -8,7 +8,7 @@ from drasclr.model import CondConv3d, DrasCLREncoder
 from drasclr.model.condconv import EXPERTS_MAX_VOXELS
 
 
-@pytest.mark.parametrize("mode", ["auto", "grouped", "experts"])
+@pytest.mark.parametrize("mode", ["auto", "grouped", "experts", "unique"])
 @pytest.mark.parametrize("cin,stride,size", [(3, 1, 8), (3, 2, 9), (3, 2, 4), (3, 1, 2), (1, 1, 6)])
 def test_modes_equal_naive_loop(mode, cin, stride, size):
     torch.manual_seed(0)
@@ -60,3 +60,16 @@ def test_full_encoder_float32_equivalence_within_1e5():
         ref = enc.set_condconv_mode("loop")(x, loc)
         fast = enc.set_condconv_mode("auto")(x, loc)
     assert (fast - ref).abs().max().item() < 1e-5
+
+
+def test_few_distinct_locations_use_one_kernel_each_and_match_loop():
+    """A query batch plus neighbours: 3 distinct locations over 12 samples, in scrambled order."""
+    torch.manual_seed(4)
+    conv = CondConv3d(2, 3, 3, stride=1).double()
+    x = torch.randn(12, 2, 5, 5, 5, dtype=torch.float64, requires_grad=True)
+    loc = torch.rand(3, 3, dtype=torch.float64)[torch.tensor([0, 2, 1, 1, 0, 2, 2, 0, 1, 0, 1, 2])]
+    assert conv._pick_mode(x, loc) == "unique"
+    out = conv(x, loc)
+    assert torch.allclose(out, conv.forward_loop(x, loc), atol=1e-10, rtol=0)
+    out.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape

@@ -15,6 +15,8 @@ ways, chosen per call (``mode="auto"``) so that conditioning costs almost nothin
 - ``grouped``: several locations, large feature maps -> per-sample kernels (one small matrix product), one
   grouped convolution with ``groups = B`` (the batch folded into channels; channels-last when one input
   channel, where oneDNN runs it as a fast depthwise convolution).
+- ``unique``: a few distinct locations (e.g. a query batch plus its neighbours) -> one shared-kernel
+  convolution per distinct location.
 - ``experts``: several locations, small feature maps -> one batched convolution with all ``E * C_out`` expert
   kernels, then the expert outputs are mixed per sample. It costs E times the FLOPs of a plain convolution,
   but on maps of a few voxels that is cheaper than building B mixed kernels.
@@ -31,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODES = ("auto", "shared", "grouped", "experts", "loop")
+MODES = ("auto", "shared", "unique", "grouped", "experts", "loop")
 
 # "auto" mixes expert outputs when a layer's output has at most this many voxels (see bench/bench_condconv.py)
 EXPERTS_MAX_VOXELS = 8
@@ -45,7 +47,7 @@ class CondConv3d(nn.Module):
         num_experts: number of expert kernels ``E`` (8 in DrasCLR).
         loc_dim: size of the location code (3: normalised x, y, z).
         bias: one bias per output channel (shared by the experts, as in the reference).
-        mode: ``auto`` (default), ``shared``, ``grouped``, ``experts`` or ``loop``; see the module docstring.
+        mode: ``auto`` (default), ``shared``, ``unique``, ``grouped``, ``experts`` or ``loop`` (module docstring).
 
     Shapes: ``x`` ``(B, C_in, D, H, W)``, ``loc`` ``(B, loc_dim)`` -> ``(B, C_out, D', H', W')``.
     """
@@ -103,11 +105,16 @@ class CondConv3d(nn.Module):
             return self._conv(x, self.kernels(loc[:1])[0])
         if mode == "experts":
             return self._experts(x, loc)
+        if mode == "unique":
+            return self._unique(x, loc)
         return self._grouped(x, self.kernels(loc))
 
     def _pick_mode(self, x: torch.Tensor, loc: torch.Tensor) -> str:
-        if loc.shape[0] == 1 or bool((loc == loc[:1]).all()):
+        b = loc.shape[0]
+        if b == 1 or bool((loc == loc[:1]).all()):
             return "shared"
+        if b >= 8 and len(torch.unique(loc, dim=0)) <= b // 4:
+            return "unique"
         if math.prod(self._out_size(n) for n in x.shape[2:]) <= EXPERTS_MAX_VOXELS:
             return "experts"
         return "grouped"
@@ -127,6 +134,18 @@ class CondConv3d(nn.Module):
             wg = wg.contiguous(memory_format=torch.channels_last_3d)
         y = F.conv3d(xg, wg, bias, self.stride, self.padding, 1, b)
         return y.view(b, self.out_channels, *y.shape[2:])
+
+    def _unique(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        """One shared-kernel convolution per distinct location, results put back in batch order."""
+        uniq, inv = torch.unique(loc, dim=0, return_inverse=True)
+        w = self.kernels(uniq)
+        parts, order = [], []
+        for u in range(len(uniq)):
+            idx = (inv == u).nonzero().squeeze(1)
+            parts.append(self._conv(x.index_select(0, idx), w[u]))
+            order.append(idx)
+        y = torch.cat(parts, 0)
+        return y.index_select(0, torch.argsort(torch.cat(order)))
 
     def _experts(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
         """All expert kernels in one batched convolution, outputs mixed per sample."""
