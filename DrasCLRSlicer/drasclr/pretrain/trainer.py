@@ -166,8 +166,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _Cosine(total, step))
     model = objective
     if info.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            objective, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        model = _ddp(objective, device)
     dataset = PatchPairs(cache, cfg.k_neighbours, PatchAugment(strength=cfg.augment_strength))
     writer = None
     if cfg.tensorboard and info.is_main:
@@ -251,6 +250,18 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> dict:
     return summary
 
 
+def _ddp(objective: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DDP without per-step buffer broadcasts (queues are kept identical by construction; BN stats under
+    shuffle-BN are rank-local and averaged at checkpoints); buffers are synced once at the start."""
+    import inspect
+
+    ddp = torch.nn.parallel.DistributedDataParallel
+    ids = [device.index] if device.type == "cuda" else None
+    if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:
+        return ddp(objective, device_ids=ids, forward_sync_buffers=False)
+    return ddp(objective, device_ids=ids, broadcast_buffers=False)
+
+
 def _save(objective, opt, step, epoch, cfg_json, card, last, out, info, keep):
     _average_buffers(objective)
     if info.is_main:
@@ -268,3 +279,30 @@ def _state_digest(module: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _spawned(rank: int, cfg: PretrainConfig, world: int, port: int, results) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    logging.basicConfig(level=logging.INFO, format=f"[rank {rank}] %(message)s")
+    results[rank] = pretrain(cfg)
+
+
+def pretrain_local_ddp(cfg: PretrainConfig, nprocs: int, start_method: str = "spawn") -> list[dict]:
+    """Run ``pretrain`` in ``nprocs`` local processes (the same as ``torchrun --nproc_per_node nprocs``, for
+    tests and machines without torchrun). Returns each rank's summary. ``start_method="fork"`` starts faster
+    (no re-import) and is safe on CPU with ``cfg.threads=1``."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:  # a free port from the OS
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.start_processes(_spawned, args=(cfg, nprocs, port, results), nprocs=nprocs, join=True,
+                           start_method=start_method)
+        return [dict(results[r]) for r in range(nprocs)]
