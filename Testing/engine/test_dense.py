@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from synthetic import synthetic_chest
 
 from drasclr import labels
 from drasclr.dense.infer import extract_patches, lung_volume, plan_patches, predict_subtypes
@@ -11,6 +10,7 @@ from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import load_segmenter, next_version_dir, save_segmenter
 from drasclr.dense.train import fixed_patches, prepare_case, set_freeze, train_segmenter
 from drasclr.errors import InputError
+from synthetic import synthetic_chest
 
 TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
+
 from drasclr.errors import InputError
 from drasclr.pretrain import (
     LocationBatchSampler,
@@ -18,7 +20,6 @@ from drasclr.pretrain import (
 from drasclr.pretrain.data import cut_patch
 from drasclr.pretrain.locations import nearest_neighbours
 from drasclr.pretrain.toy import write_toy_cohort
-from torch.utils.data import DataLoader
 
 
 @pytest.fixture(scope="module")
