@@ -30,7 +30,7 @@ STRIDE = 26
 MAX_LOCATIONS = 1000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Atlas:
     """The atlas and its location grid.
 
