@@ -15,6 +15,8 @@ from ..errors import InputError
 # subcommand name -> module under drasclr.cli (imported only when used, so `drasclr --help` is fast)
 COMMANDS = {
     "analyze": "analyze",
+    "evaluate": "evaluate",
+    "outcome": "outcome",
 }
 
 
