@@ -168,9 +168,19 @@ def write_image(image: CTImage, path: str | os.PathLike, dtype=None, compress: b
     return path
 
 
+def is_dicom_folder(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` itself (not a sub-folder) holds a DICOM series."""
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
+
+
 def find_images(folder: str | os.PathLike) -> list[Path]:
     """Image files directly in ``folder`` and DICOM series sub-folders, sorted by name (batch mode)."""
     folder = Path(folder)
     found = [p for p in sorted(folder.iterdir()) if p.is_file() and _suffix(p) in IMAGE_SUFFIXES]
-    found += [p for p in sorted(folder.iterdir()) if p.is_dir() and sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p))]
+    found += [p for p in sorted(folder.iterdir()) if p.is_dir() and is_dicom_folder(p)]
     return found

@@ -16,6 +16,7 @@ from ..errors import InputError
 COMMANDS = {
     "analyze": "analyze",
     "evaluate": "evaluate",
+    "finetune": "finetune",
     "outcome": "outcome",
 }
 
