@@ -35,7 +35,6 @@ from . import labels
 from .errors import InputError
 from .io import IMAGE_SUFFIXES, read_image
 from .outputs import staged_dir
-from .regions import lung_side_masks
 
 CLASSES = tuple(range(labels.NUM_CLASSES))  # 0..4
 EMPHYSEMA = (labels.CLE, labels.PSE, labels.PLE)
@@ -46,16 +45,28 @@ def _array(x) -> np.ndarray:
     return np.asarray(getattr(x, "array", x))
 
 
+def label_values(a: np.ndarray) -> list[int]:
+    """Distinct values of a label array (a histogram for 8-bit arrays: much faster than sorting)."""
+    a = np.asarray(a)
+    if a.dtype in (np.uint8, np.int8, np.bool_):
+        counts = np.bincount(a.view(np.uint8).ravel(), minlength=256)
+        vals = np.flatnonzero(counts)
+        return [int(v) - 256 if a.dtype == np.int8 and v > 127 else int(v) for v in vals]
+    return [int(v) for v in np.unique(a)]
+
+
 def check_labels(a: np.ndarray, what: str, allowed=CLASSES) -> None:
     """Raise :class:`InputError` when ``a`` holds values outside ``allowed``."""
-    values = np.unique(a)
-    bad = sorted(int(v) for v in values if v not in allowed)
+    a = np.asarray(a)
+    if a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
+        raise InputError(f"{what} holds non-integer values; expected a labelmap")
+    bad = sorted(v for v in label_values(a) if v not in allowed)
     if bad:
         raise InputError(f"{what} has unknown label values {bad[:10]}; expected {min(allowed)}..{max(allowed)}")
 
 
 def confusion_matrix(pred, truth, n: int = labels.NUM_CLASSES) -> np.ndarray:
-    """``(n, n)`` int64 voxel counts, ``[truth, pred]``. Inputs: integer arrays of the same shape."""
+    """``(n, n)`` int64 voxel counts, ``[truth, pred]``. Inputs: integer arrays of the same shape, values < n."""
     p, t = _array(pred), _array(truth)
     if p.shape != t.shape:
         raise InputError(f"prediction shape {p.shape} does not match truth shape {t.shape}")
@@ -91,11 +102,62 @@ def macro(values) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
+MAX_REGION = max(labels.REGION_NAMES)  # 16
+_LEFT = labels.LEFT_LOBES + labels.LEFT_ZONES
+_RIGHT = labels.RIGHT_LOBES + labels.RIGHT_ZONES
+
+
+def region_groups(present) -> list[tuple[str, tuple[int, ...]]]:
+    """Named groups of region values: each lobe/zone present, then left_lung, right_lung, whole_lung
+    (the same regions as the rows of ``stats.csv``)."""
+    present = [int(v) for v in present if int(v) in labels.REGION_NAMES]
+    return ([(labels.REGION_NAMES[v], (v,)) for v in sorted(present)]
+            + [("left_lung", _LEFT), ("right_lung", _RIGHT), ("whole_lung", _LEFT + _RIGHT)])
+
+
 def region_masks(truth_regions) -> list[tuple[str, np.ndarray]]:
-    """Named masks: each lobe/zone present, then left_lung, right_lung, whole_lung."""
+    """Named boolean masks for :func:`region_groups` of a region labelmap."""
     reg = _array(truth_regions)
-    masks = [(labels.REGION_NAMES[int(v)], reg == v) for v in np.unique(reg) if int(v) in labels.REGION_NAMES]
-    return masks + list(lung_side_masks(reg).items())
+    return [(name, np.isin(reg, values)) for name, values in region_groups(label_values(reg))]
+
+
+def joint_counts(pred, truth, regions=None) -> np.ndarray:
+    """Voxel counts ``[region value, truth class, pred class]``, shape ``(17, 5, 5)``, in one histogram pass.
+
+    Without ``regions`` everything is counted under region value 0.
+    """
+    n = labels.NUM_CLASSES
+    code = _array(truth).astype(np.uint16) * n + _array(pred).astype(np.uint16)
+    if regions is not None:
+        code += _array(regions).astype(np.uint16) * (n * n)
+    size = (MAX_REGION + 1) * n * n
+    return np.bincount(code.ravel(), minlength=size)[:size].reshape(MAX_REGION + 1, n, n)
+
+
+def _fraction_row(conf: np.ndarray) -> dict:
+    """Predicted / true % per subtype within one region from its ``[truth, pred]`` counts."""
+    n = int(conf.sum())
+    row = {"voxels": n}
+    pc, tc = conf.sum(axis=0), conf.sum(axis=1)
+    for v, cls in NAMES.items():
+        pp, tp = 100.0 * pc[v] / n, 100.0 * tc[v] / n
+        row[cls] = {"pred_pct": float(pp), "true_pct": float(tp), "error_pct": float(pp - tp)}
+    return row
+
+
+def fractions_from_counts(counts: np.ndarray, with_regions: bool = True) -> dict[str, dict]:
+    """Fraction errors per region group from :func:`joint_counts` (see the module docstring)."""
+    if not with_regions:  # whole lung = truth subtypes > 0
+        conf = counts[0].copy()
+        conf[0, :] = 0
+        return {"whole_lung": _fraction_row(conf)} if conf.sum() else {}
+    present = [v for v in range(1, MAX_REGION + 1) if counts[v].sum()]
+    out = {}
+    for name, values in region_groups(present):
+        conf = counts[list(values)].sum(axis=0)
+        if conf.sum():
+            out[name] = _fraction_row(conf)
+    return out
 
 
 def fraction_errors(pred, truth, truth_regions=None) -> dict[str, dict]:
@@ -103,21 +165,7 @@ def fraction_errors(pred, truth, truth_regions=None) -> dict[str, dict]:
 
     Without ``truth_regions`` the only region is ``whole_lung`` = truth subtypes > 0.
     """
-    p, t = _array(pred), _array(truth)
-    masks = region_masks(truth_regions) if truth_regions is not None else [("whole_lung", t > 0)]
-    out = {}
-    for name, mask in masks:
-        n = int(mask.sum())
-        if n == 0:
-            continue
-        pc = np.bincount(p[mask].astype(np.int64), minlength=labels.NUM_CLASSES)
-        tc = np.bincount(t[mask].astype(np.int64), minlength=labels.NUM_CLASSES)
-        row = {"voxels": n}
-        for v, cls in NAMES.items():
-            pp, tp = 100.0 * pc[v] / n, 100.0 * tc[v] / n
-            row[cls] = {"pred_pct": float(pp), "true_pct": float(tp), "error_pct": float(pp - tp)}
-        out[name] = row
-    return out
+    return fractions_from_counts(joint_counts(pred, truth, truth_regions), truth_regions is not None)
 
 
 def evaluate_case(pred_subtypes, truth_subtypes, truth_regions=None) -> dict:
@@ -137,25 +185,28 @@ def evaluate_case(pred_subtypes, truth_subtypes, truth_regions=None) -> dict:
         if regions.shape != t.shape:
             raise InputError(f"truth regions shape {regions.shape} does not match truth shape {t.shape}")
         check_labels(regions, "truth regions", allowed=(0, *labels.REGION_NAMES))
-    conf = confusion_matrix(p, t)
+    counts = joint_counts(p, t, regions)
+    conf = counts.sum(axis=0)
     dice = dice_from_confusion(conf)
-    result = {
+    return {
         "dice": {NAMES[c]: d for c, d in dice.items()},
         "macro_dice": macro(dice[c] for c in EMPHYSEMA),
         "confusion": conf.tolist(),
+        "fractions": fractions_from_counts(counts, regions is not None),
     }
-    result["fractions"] = fraction_errors(p, t, regions)
-    return result
 
 
 def laa950_by_region(ct, regions) -> dict[str, float]:
-    """LAA-950 (% of voxels < -950 HU) per named region, plain numpy."""
-    hu = _array(ct)
+    """LAA-950 (% of voxels strictly below -950 HU) per named region, plain numpy (one histogram pass)."""
+    hu, reg = _array(ct), _array(regions)
+    code = reg.astype(np.int64).ravel() * 2 + (hu < -950).ravel()
+    counts = np.bincount(code, minlength=2 * (MAX_REGION + 1))[: 2 * (MAX_REGION + 1)].reshape(-1, 2)
+    present = [v for v in range(1, MAX_REGION + 1) if counts[v].sum()]
     out = {}
-    for name, mask in region_masks(regions):
-        n = int(mask.sum())
-        if n:
-            out[name] = 100.0 * float((hu[mask] < -950).sum()) / n
+    for name, values in region_groups(present):
+        c = counts[list(values)].sum(axis=0)
+        if c.sum():
+            out[name] = 100.0 * float(c[1]) / float(c.sum())
     return out
 
 
@@ -171,15 +222,17 @@ def read_stats_csv(path: Path) -> dict[str, dict[str, float]]:
 
 def laa950_check(ct, truth_regions, pred_regions, stats: dict[str, dict[str, float]]) -> dict:
     """Independent LAA-950 per truth region vs ``stats.csv``; ``region_match`` when the masks are identical."""
-    truth_masks = dict(region_masks(truth_regions))
-    pred_masks = dict(region_masks(pred_regions)) if pred_regions is not None else {}
     independent = laa950_by_region(ct, truth_regions)
+    identical = pred_regions is not None and bool(np.array_equal(_array(pred_regions), _array(truth_regions)))
+    truth_masks = pred_masks = {}
+    if pred_regions is not None and not identical:  # compare region by region
+        truth_masks, pred_masks = dict(region_masks(truth_regions)), dict(region_masks(pred_regions))
     regions, diffs = {}, []
     for name, value in independent.items():
         if name not in stats:
             continue
         reported = stats[name].get("laa950_pct", math.nan)
-        match = name in pred_masks and bool(np.array_equal(pred_masks[name], truth_masks[name]))
+        match = identical or (name in pred_masks and bool(np.array_equal(pred_masks[name], truth_masks[name])))
         diff = abs(reported - value)
         regions[name] = {"independent": value, "stats_csv": reported, "abs_diff": diff, "region_match": match}
         if match and not math.isnan(diff):
@@ -252,8 +305,11 @@ def match_cases(pred_dir, truth_dir) -> list[tuple[str, Path, Path]]:
 def _read_labels(path: Path, what: str):
     img = read_image(path)
     if img.array.dtype.kind == "f":
-        if not np.all(np.equal(np.mod(img.array, 1), 0)):
+        if not np.array_equal(img.array, np.round(img.array)):
             raise InputError(f"{what} ({path.name}) holds non-integer values; expected a labelmap")
+    a = img.array
+    if a.dtype != np.uint8 and a.size and a.min() >= 0 and a.max() <= 255:
+        img = img.with_array(a.astype(np.uint8))  # labelmaps in any integer type: 8-bit for fast histograms
     return img
 
 

@@ -210,3 +210,16 @@ def test_cli_refuses_missing_cases_grid_mismatch_and_unknown_labels(tmp_path):
                 pred_dir / "case_000" / "subtypes.nii.gz")
     _assert_refused(run_cli("evaluate", "--pred", pred_dir, "--truth", truth_dir, "-o", out), out,
                     "unknown label values [9]")
+
+
+def test_without_regions_the_whole_lung_is_truth_lung():
+    truth, _, _ = _phantom_like()
+    pred = truth.copy()
+    pred[truth == 3] = 0  # PSE voxels predicted outside the lung
+    res = evaluate_case(pred, truth)
+    assert list(res["fractions"]) == ["whole_lung"]
+    whole = res["fractions"]["whole_lung"]
+    assert whole["voxels"] == int((truth > 0).sum())
+    assert whole["pse"]["pred_pct"] == 0.0
+    assert whole["pse"]["error_pct"] == pytest.approx(-100 * (truth == 3).sum() / (truth > 0).sum())
+    assert whole["normal"]["error_pct"] == 0.0

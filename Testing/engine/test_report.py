@@ -110,3 +110,23 @@ def test_without_subtypes_the_report_shows_laa950(tmp_path):
     gold = _pixels_of(rgb, LAA_COLOR)
     assert gold.sum() > 50
     assert np.nonzero(gold)[1].max() < rgb.shape[1] / 2  # right lung on the image left
+
+
+@pytest.mark.real
+def test_report_of_a_real_ct(real_ct_dir, tmp_path):
+    from drasclr.analyze import analyze
+    from drasclr.io import read_ct
+
+    ct = read_ct(real_ct_dir / "lidc_idri_0001.nii.gz")
+    result = analyze(ct)
+    path = write_report(tmp_path, ct, None, result.regions, result.rows,
+                        {"region_kind": result.region_kind, "input": str(real_ct_dir / "lidc_idri_0001.nii.gz")})
+    page = path.read_text()
+    assert "lidc" not in page.lower()
+    names = re.findall(r'<img src="([^"]+)"', page)
+    assert len(names) == 5
+    coronal = _read_rgb(tmp_path / "report_coronal.png")
+    # 133 slices x 2.5 mm: the coronal image is taller than the slice count, in proportion to the lung's extent
+    assert coronal.shape[0] > 1.5 * 133 * 0.9 and coronal.dtype == int
+    whole = next(r for r in result.rows if r["region"] == "whole_lung")
+    assert f"{whole['laa950_pct']:,.1f}" in page
