@@ -105,11 +105,12 @@ def _outline(lab: np.ndarray) -> np.ndarray:
 def render_slice(ct: CTImage, plane: str, index: int, labelmap: np.ndarray | None = None,
                  colors: dict | None = None, alphas: dict | None = None, outline: np.ndarray | None = None,
                  outline_colors: dict | None = None, crop: tuple | None = None,
-                 window=LUNG_WINDOW, max_pixels: int = 900) -> np.ndarray:
+                 window=LUNG_WINDOW, max_pixels: int = 900, min_pixels: int = 420) -> np.ndarray:
     """RGB ``(H, W, 3)`` uint8 image of one slice of LPS-oriented volumes (see :func:`to_lps`).
 
     ``labelmap`` / ``outline``: ``(Z, Y, X)`` arrays on ``ct``'s grid; filled with ``colors`` (value → RGB) at
     ``alphas`` opacity, or drawn as outlines. ``crop``: ``(r0, r1, c0, c1)`` in the slice's own pixels.
+    Pixels are square; the longest side is kept between ``min_pixels`` and ``max_pixels``.
     """
     row_mm, col_mm = _plane_spacing(ct.spacing, plane)
 
@@ -122,6 +123,8 @@ def render_slice(ct: CTImage, plane: str, index: int, labelmap: np.ndarray | Non
     longest = max(hu.shape[0] * row_mm, hu.shape[1] * col_mm) / pixel_mm
     if longest > max_pixels:
         pixel_mm *= longest / max_pixels
+    elif longest < min_pixels:  # coarse grids (phantoms, thick resampled scans): enlarge for display
+        pixel_mm *= longest / min_pixels
     gray = _window(_resample_2d(hu, row_mm, col_mm, pixel_mm, 1), *window)
     rgb = np.repeat(gray[..., None], 3, axis=2)
     if labelmap is not None:

@@ -139,7 +139,7 @@ def test_evaluate_dirs_pools_cases_and_checks_laa950(tmp_path):
     # stats.csv was computed on identical regions: agreement up to its 4-decimal rounding
     laa = res["cases"][0]["laa950"]
     assert laa["matching_regions"] == 8
-    assert laa["laa950_max_abs_diff"] < 1e-3
+    assert laa["laa950_max_abs_diff"] < 1e-3 and laa["own_regions_max_abs_diff"] < 1e-3
     assert laa["regions"]["right_upper_lobe"]["independent"] > 5  # CLE block is below -950 HU
 
 
@@ -153,6 +153,8 @@ def test_laa950_check_detects_wrong_stats(tmp_path):
         csv.writer(fh).writerows(rows)
     res = evaluate_dirs(pred_dir, truth_dir)
     assert res["cases"][0]["laa950"]["laa950_max_abs_diff"] == pytest.approx(3.0, abs=1e-3)
+    assert res["cases"][0]["laa950"]["own_regions_max_abs_diff"] == pytest.approx(3.0, abs=1e-3)
+    assert res["pooled"]["laa950_own_regions_max_abs_diff"] == pytest.approx(3.0, abs=1e-3)
 
 
 def test_laa950_by_region_plain_numpy():
