@@ -130,3 +130,28 @@ def test_report_of_a_real_ct(real_ct_dir, tmp_path):
     assert coronal.shape[0] > 1.5 * 133 * 0.9 and coronal.dtype == int
     whole = next(r for r in result.rows if r["region"] == "whole_lung")
     assert f"{whole['laa950_pct']:,.1f}" in page
+
+
+def test_slicer_terminology_uses_the_report_colours():
+    """One colour table: the Slicer terminology JSON (when present) shows subtypes in the report's colours."""
+    import json
+    from pathlib import Path
+
+    term = (Path(__file__).resolve().parents[2] / "DrasCLRSlicer" / "Resources"
+            / "SegmentationCategoryTypeModifier-DrasCLR.term.json")
+    if not term.exists():
+        pytest.skip("terminology JSON not in this checkout")
+    found = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "DrasCLRLabelValue" in node and "recommendedDisplayRGBValue" in node:
+                found[int(node["DrasCLRLabelValue"])] = tuple(node["recommendedDisplayRGBValue"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(json.loads(term.read_text()))
+    assert {v: found.get(v) for v in SUBTYPE_COLORS} == SUBTYPE_COLORS
