@@ -47,5 +47,5 @@ cv = cross_validate(cohort, "both", k=8, folds=5, seed=0)
 print(f"{len(cohort.features.cases)} cases, {int(cohort.event.sum())} events, 5-fold CV")
 for fs, r in cv.items():
     name = fs.replace("embedding", "hist-embedding")
-    print(f"  {name:<24} C-index {r['c_index_mean']:.3f} ± {r['c_index_sd']:.3f}   FEV1 R2 {r['fev1_r2']:.3f} "
-          f"MAE {r['fev1_mae']:.1f}")
+    print(f"  {name:<24} C-index {r['c_index_mean']:.3f} ± {r['c_index_sd']:.3f} "
+          f"(pooled {r['c_index_pooled']:.3f})   FEV1 R2 {r['fev1_r2']:.3f} MAE {r['fev1_mae']:.1f}")
