@@ -1,0 +1,132 @@
+"""Running the engine's command line in a child process: the command, its progress lines, cancelling.
+
+No slicer import: the Slicer module and the tests use the same code. The engine prints
+``progress: <desc> <i>/<n>`` on stderr when stderr is not a terminal (``drasclr.progress``).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+PROGRESS_RE = re.compile(r"^progress:\s*(?P<desc>.*?)\s*(?P<i>\d+)/(?P<n>\d+|\?)\s*$")
+MODULE_DIR = Path(__file__).resolve().parents[1]  # DrasCLRSlicer/, which holds the drasclr package
+
+
+class Cancelled(Exception):
+    """The user cancelled the child process."""
+
+
+class EngineError(RuntimeError):
+    """The engine exited with an error; ``str()`` is its ``error:`` line (or the tail of its output)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    desc: str
+    done: int
+    total: int | None
+
+    @property
+    def fraction(self) -> float | None:
+        return None if not self.total else min(1.0, self.done / self.total)
+
+
+def parse_progress(line: str) -> Progress | None:
+    """``"progress: lung mask 3/10"`` -> ``Progress("lung mask", 3, 10)``; other lines -> ``None``."""
+    m = PROGRESS_RE.match(line.strip())
+    if not m:
+        return None
+    n = m.group("n")
+    return Progress(m.group("desc"), int(m.group("i")), None if n == "?" else int(n))
+
+
+def python_executable() -> str:
+    """Slicer's ``PythonSlicer`` when running inside Slicer, else this interpreter."""
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+def analyze_command(input_path, output_dir, model=None, device: str = "auto", lobes_path=None,
+                    python: str | None = None) -> list[str]:
+    """The ``drasclr analyze`` command line (DESIGN.md CLI contract)."""
+    cmd = [python or python_executable(), "-m", "drasclr", "analyze", str(input_path), "-o", str(output_dir),
+           "--device", device, "--quiet"]
+    if model:
+        cmd += ["--model", str(model)]
+    if lobes_path:
+        cmd += ["--lobes", str(lobes_path)]
+    return cmd
+
+
+def engine_environment(base: dict | None = None) -> dict:
+    """Environment for the child: the module folder first on PYTHONPATH (the bundled ``drasclr``)."""
+    env = dict(os.environ if base is None else base)
+    parts = [str(MODULE_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(parts)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_engine(cmd: list[str], on_progress: Callable[[Progress], None] | None = None,
+               on_line: Callable[[str], None] | None = None, should_cancel: Callable[[], bool] | None = None,
+               on_idle: Callable[[], None] | None = None, env: dict | None = None, poll_s: float = 0.1) -> list[str]:
+    """Run ``cmd``, report its progress lines, return all its output lines.
+
+    ``on_idle`` is called about every ``poll_s`` seconds (the GUI passes ``slicer.app.processEvents``);
+    when ``should_cancel()`` turns true the child is killed and :class:`Cancelled` is raised. A non-zero
+    exit raises :class:`EngineError` with the engine's ``error:`` line.
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            env=engine_environment() if env is None else env)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump():
+        for raw in proc.stdout:
+            lines.put(raw.rstrip("\n"))
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    out: list[str] = []
+    try:
+        finished = False
+        while not finished:
+            if should_cancel is not None and should_cancel():
+                raise Cancelled()
+            deadline = time.monotonic() + poll_s
+            while time.monotonic() < deadline:
+                try:
+                    line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if line is None:
+                    finished = True
+                    break
+                out.append(line)
+                if on_line is not None:
+                    on_line(line)
+                p = parse_progress(line)
+                if p is not None and on_progress is not None:
+                    on_progress(p)
+            if on_idle is not None:
+                on_idle()
+        rc = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        reader.join(timeout=5)
+    if rc != 0:
+        errors = [ln[len("error:"):].strip() for ln in out if ln.startswith("error:")]
+        raise EngineError(errors[-1] if errors else f"engine exited with status {rc}: " + " | ".join(out[-5:]))
+    return out
