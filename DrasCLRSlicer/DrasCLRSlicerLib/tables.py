@@ -61,7 +61,10 @@ def table_to_rows(node) -> list[dict]:
         row = {}
         for col in COLUMNS:
             v = table.GetValueByName(r, col)
-            row[col] = v.ToString() if col == "region" else _to_float(v.ToString())
+            if col == "region":
+                row[col] = v.ToString()
+            else:
+                row[col] = v.ToDouble() if v.IsNumeric() else _to_float(v.ToString())
         rows.append(row)
     return rows
 

@@ -1,0 +1,152 @@
+"""DrasCLRLogic on a small synthetic chest CT: in-process and child-process paths, cancel, exports."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pytest
+from conftest import synthetic_chest
+from drasclr import labels
+from drasclr.analyze import analyze as engine_analyze
+from drasclr.stats import COLUMNS
+from DrasCLRSlicerLib import process, segmentations, tables, terminology, volumes
+from DrasCLRSlicerLib.logic import DrasCLRLogic, lobe_value_from_name, read_stats_csv
+
+ZONE_ROWS = [*labels.ZONES.values(), "left_lung", "right_lung", "whole_lung"]
+
+
+@pytest.fixture(scope="module")
+def chest():
+    return synthetic_chest()  # 96 x 96 x 64 at 3 mm
+
+
+def node_names(scene, cls):
+    c = scene.GetNodesByClass(cls)
+    return sorted(c.GetItemAsObject(i).GetName() for i in range(c.GetNumberOfItems()))
+
+
+def test_analyze_in_process_creates_named_nodes(scene, chest):
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    logic = DrasCLRLogic(scene)
+    nodes = logic.analyze(ct_node)
+    assert nodes.regions.GetName() == "chest regions"
+    assert nodes.table.GetName() == "chest statistics"
+    assert nodes.chart.GetName() == "chest chart"
+    assert nodes.region_kind == "zones"
+    assert set(segmentations.segment_names(nodes.regions)) == {
+        e.name for e in terminology.region_entries(labels.ZONES)}
+    rows = tables.table_to_rows(nodes.table)
+    assert [r["region"] for r in rows] == ZONE_ROWS
+    # the numbers are the engine's numbers on the same CT
+    want = engine_analyze(chest).rows
+    for got, ref in zip(rows, want):
+        for c in COLUMNS[1:]:
+            assert (math.isnan(got[c]) and math.isnan(ref[c])) or got[c] == pytest.approx(ref[c], rel=1e-12)
+    whole = rows[-1]
+    assert whole["volume_ml"] == pytest.approx(2016, rel=0.03)  # two ellipsoids of ~1008 ml
+    assert -880 < whole["mean_hu"] < -840
+    # the regions segmentation holds the engine's zones voxel for voxel
+    back = segmentations.segmentation_to_labelmap(nodes.regions, ct_node, terminology.region_entries(labels.ZONES))
+    np.testing.assert_array_equal(back.array, engine_analyze(chest).regions.array)
+    if nodes.subtypes is None:  # no subtype model in the engine yet: the chart shows LAA-950
+        assert nodes.chart.GetNumberOfPlotSeriesNodes() == 1
+    else:
+        assert set(segmentations.segment_names(nodes.subtypes)) == set(labels.SUBTYPE_TITLES.values())
+
+
+def test_analyze_twice_updates_the_same_nodes(scene, chest):
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    logic = DrasCLRLogic(scene)
+    first = logic.analyze(ct_node)
+    second = logic.analyze(ct_node)
+    assert second.regions is first.regions and second.table is first.table and second.chart is first.chart
+    assert node_names(scene, "vtkMRMLTableNode") == ["chest statistics"]
+    assert node_names(scene, "vtkMRMLSegmentationNode") == ["chest regions"]
+
+
+def test_lobes_from_segmentation_names(scene, chest):
+    """A lobe segmentation (as TotalSegmentator names them) drives per-lobe rows."""
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    zones = engine_analyze(chest).regions.array
+    lobes = np.zeros_like(zones)
+    lobes[np.isin(zones, (11, 12))] = 1
+    lobes[zones == 13] = 2
+    lobes[zones == 14] = 3
+    lobes[zones == 15] = 4
+    lobes[zones == 16] = 5
+    names = ["lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
+             "lung_lower_lobe_right"]
+    entries = [terminology.SegmentEntry(v, n, (0.5, 0.5, 0.5)) for v, n in zip(range(1, 6), names)]
+    lobe_node = segmentations.labelmap_to_segmentation(scene, chest.with_array(lobes), ct_node, entries, name="lobes")
+    nodes = DrasCLRLogic(scene).analyze(ct_node, lobes_node=lobe_node)
+    rows = tables.table_to_rows(nodes.table)
+    assert nodes.region_kind == "lobes"
+    assert [r["region"] for r in rows][:5] == list(labels.LOBES.values())
+    voxel_ml = float(np.prod(chest.spacing)) / 1000
+    assert rows[0]["volume_ml"] == pytest.approx(np.isin(zones, (11, 12)).sum() * voxel_ml)
+
+
+@pytest.mark.parametrize("name,value", [("Left upper lobe", 1), ("lung_lower_lobe_left", 2),
+                                        ("right superior lobe of lung", 3), ("Right middle lobe", 4),
+                                        ("lung_lower_lobe_right", 5), ("left lung", None), ("Trachea", None)])
+def test_lobe_value_from_name(name, value):
+    assert lobe_value_from_name(name) == value
+
+
+def test_progress_line_parsing():
+    p = process.parse_progress("progress: lung mask 3/10")
+    assert (p.desc, p.done, p.total, p.fraction) == ("lung mask", 3, 10, 0.3)
+    assert process.parse_progress("progress: patches 5/?").total is None
+    assert process.parse_progress("wrote out") is None
+
+
+def test_analyze_command_follows_cli_contract(tmp_path):
+    cmd = process.analyze_command(tmp_path / "ct.nrrd", tmp_path / "out", model="m.safetensors", device="cuda",
+                                  lobes_path=tmp_path / "lobes.nrrd", python="py")
+    assert cmd[:5] == ["py", "-m", "drasclr", "analyze", str(tmp_path / "ct.nrrd")]
+    assert cmd[cmd.index("-o") + 1] == str(tmp_path / "out")
+    assert cmd[cmd.index("--device") + 1] == "cuda"
+    assert cmd[cmd.index("--model") + 1] == "m.safetensors"
+    assert cmd[cmd.index("--lobes") + 1] == str(tmp_path / "lobes.nrrd")
+
+
+def test_run_in_subprocess_loads_outputs(scene, chest, tmp_path):
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    logic = DrasCLRLogic(scene)
+    lines, idle = [], []
+    nodes = logic.run_in_subprocess(ct_node, on_line=lines.append, on_idle=lambda: idle.append(1),
+                                    work_dir=tmp_path / "work", keep_files=True)
+    assert any(line.startswith("wrote ") for line in lines)
+    assert idle, "the GUI hook must be called while the child runs"
+    rows = tables.table_to_rows(nodes.table)
+    assert [r["region"] for r in rows] == ZONE_ROWS
+    want = engine_analyze(chest).rows
+    for got, ref in zip(rows, want):  # stats.csv keeps 4 decimals
+        assert got["volume_ml"] == pytest.approx(ref["volume_ml"], abs=1e-4)
+        assert got["laa950_pct"] == pytest.approx(ref["laa950_pct"], abs=1e-4)
+    assert read_stats_csv(nodes.output_dir / "stats.csv")[0]["region"] == "left_upper_zone"
+    back = segmentations.segmentation_to_labelmap(nodes.regions, ct_node, terminology.region_entries(labels.ZONES))
+    np.testing.assert_array_equal(back.array, engine_analyze(chest).regions.array)
+    # exports
+    csv_path = logic.export_csv(nodes, tmp_path / "stats.csv")
+    assert read_stats_csv(csv_path)[-1]["region"] == "whole_lung"
+    html = logic.export_html(nodes, tmp_path / "report.html").read_text()
+    assert "whole_lung" in html and "<table" in html
+
+
+def test_cancel_leaves_no_nodes_and_no_files(scene, chest, tmp_path):
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(process.Cancelled):
+        DrasCLRLogic(scene).run_in_subprocess(ct_node, should_cancel=lambda: True, work_dir=tmp_path / "w")
+    assert scene.GetNumberOfNodes() == before
+    assert not (tmp_path / "w" / "output").exists()
+
+
+def test_engine_error_is_reported(tmp_path):
+    cmd = [sys.executable, "-m", "drasclr", "analyze", str(tmp_path / "missing.nrrd"), "-o", str(tmp_path / "o")]
+    with pytest.raises(process.EngineError, match="input not found"):
+        process.run_engine(cmd)
+    assert not (tmp_path / "o").exists()
