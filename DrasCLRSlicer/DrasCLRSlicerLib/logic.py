@@ -36,10 +36,11 @@ from drasclr.stats import COLUMNS
 
 from . import process, tables
 from .segmentations import labelmap_to_segmentation, segment_names, segmentation_to_labelmap
-from .storage import save_node
+from .storage import load_volume, save_node
 from .terminology import region_entries, subtype_entries
-from .volumes import image_from_volume_node
+from .volumes import add_volume_node, image_from_volume_node
 
+DEMO_CT = Path(__file__).resolve().parents[1] / "drasclr" / "data" / "demo_ct.nii.gz"
 SUFFIXES = {"subtypes": "subtypes", "regions": "regions", "table": "statistics", "chart": "chart"}
 
 
@@ -117,6 +118,16 @@ class DrasCLRLogic:
         ensure_scene_logics(self.scene)
         self.subtype_entries = subtype_entries()
         self.last: AnalysisNodes | None = None
+        self._kept_dir: Path | None = None
+
+    def load_demo_ct(self, name: str = "DrasCLR demo CT"):
+        """The engine's bundled demo CT (``drasclr/data/demo_ct.nii.gz``) as a volume node, read by Slicer's
+        own reader; the module's chest phantom when no demo CT ships."""
+        if DEMO_CT.exists():
+            return load_volume(self.scene, DEMO_CT, name=name)
+        from .phantom import chest_phantom
+
+        return add_volume_node(self.scene, chest_phantom(), name)
 
     # --- in-process -----------------------------------------------------------------------------------
     def analyze(self, volume_node, lobes_node=None, model=None, device: str = "auto") -> AnalysisNodes:
@@ -152,7 +163,8 @@ class DrasCLRLogic:
                           work_dir: Path | None = None, keep_files: bool = False) -> AnalysisNodes:
         """Run ``python -m drasclr analyze`` in a child process and load its outputs as nodes.
 
-        Progress/cancel/idle callbacks: see :func:`process.run_engine`. On cancel or error no node is
+        Progress/cancel/idle callbacks: see :func:`process.run_engine`. ``keep_files`` keeps the output folder
+        (``nodes.output_dir``: report.html, stats.json) until the next run. On cancel or error no node is
         created and the temporary files are removed (:class:`process.Cancelled` / :class:`process.EngineError`
         propagate)."""
         own = work_dir is None
@@ -164,11 +176,19 @@ class DrasCLRLogic:
             process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
                                on_idle=on_idle, env=env)
             nodes = self.load_outputs(volume_node, out_dir)
-            nodes.output_dir = out_dir if keep_files else None
-            return nodes
-        finally:
-            if own and not keep_files:
+        except BaseException:
+            if own:
                 shutil.rmtree(work_dir, ignore_errors=True)
+            raise
+        if keep_files:
+            nodes.output_dir = out_dir
+            if own:  # keep only the latest run's temporary files
+                if self._kept_dir is not None:
+                    shutil.rmtree(self._kept_dir, ignore_errors=True)
+                self._kept_dir = work_dir
+        elif own:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        return nodes
 
     def load_outputs(self, volume_node, out_dir: Path) -> AnalysisNodes:
         """Nodes from an ``drasclr analyze`` output folder computed on ``volume_node``'s CT."""

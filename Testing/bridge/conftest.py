@@ -54,23 +54,7 @@ def oblique_direction() -> np.ndarray:
 
 
 def synthetic_chest(shape_zyx=(64, 96, 96), spacing=(3.0, 3.0, 3.0), direction=None, seed: int = 0):
-    """A small chest CT (HU, int16): soft-tissue body ellipse, air outside, two ellipsoid lungs near -860 HU
-    with a denser emphysema-free rim and a few low-attenuation (-980 HU) holes in the upper left lung."""
-    from drasclr.image import CTImage
+    """The module's chest phantom (``DrasCLRSlicerLib.phantom``): ~96 x 96 x 64 at 3 mm, two ellipsoid lungs."""
+    from DrasCLRSlicerLib.phantom import chest_phantom
 
-    rng = np.random.default_rng(seed)
-    z, y, x = np.indices(shape_zyx, dtype=np.float32)
-    nz, ny, nx = shape_zyx
-    cz, cy, cx = (nz - 1) / 2, (ny - 1) / 2, (nx - 1) / 2
-    ct = np.full(shape_zyx, -1000.0, dtype=np.float32)
-    body = ((x - cx) / (0.46 * nx)) ** 2 + ((y - cy) / (0.36 * ny)) ** 2 <= 1.0
-    ct[body] = 40.0
-    for side in (-1, 1):  # array x: -1 right lung (patient right is low x in LPS), +1 left lung
-        lung = (((x - cx - side * 0.2 * nx) / (0.15 * nx)) ** 2 + ((y - cy) / (0.24 * ny)) ** 2
-                + ((z - cz) / (0.42 * nz)) ** 2) <= 1.0
-        ct[lung] = -860.0
-    holes = (rng.random(shape_zyx) < 0.02) & (ct < -800) & (z > cz) & (x > cx)
-    ct[holes] = -980.0
-    ct += rng.normal(0.0, 15.0, shape_zyx).astype(np.float32)
-    direction = np.eye(3) if direction is None else direction
-    return CTImage(ct.round().astype(np.int16), spacing, (-144.0, -150.0, -90.0), direction)
+    return chest_phantom(shape_zyx, spacing, direction, seed)

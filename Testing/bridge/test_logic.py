@@ -150,3 +150,23 @@ def test_engine_error_is_reported(tmp_path):
     with pytest.raises(process.EngineError, match="input not found"):
         process.run_engine(cmd)
     assert not (tmp_path / "o").exists()
+
+
+def test_load_demo_ct_gives_a_ct_volume(scene):
+    node = DrasCLRLogic(scene).load_demo_ct()
+    assert node.IsA("vtkMRMLScalarVolumeNode") and node.GetName() == "DrasCLR demo CT"
+    a = volumes.image_from_volume_node(node).array
+    assert a.ndim == 3 and a.min() < -900 and a.max() > 0
+
+
+def test_kept_files_live_until_the_next_run(scene, chest):
+    small = synthetic_chest((24, 40, 40), spacing=(6.0, 6.0, 6.0))
+    ct_node = volumes.add_volume_node(scene, small, "small")
+    logic = DrasCLRLogic(scene)
+    first = logic.run_in_subprocess(ct_node, keep_files=True)
+    assert (first.output_dir / "stats.csv").exists()
+    second = logic.run_in_subprocess(ct_node, keep_files=True)
+    assert (second.output_dir / "stats.csv").exists()
+    assert not first.output_dir.parent.exists()
+    third = logic.run_in_subprocess(ct_node)
+    assert third.output_dir is None and (second.output_dir / "stats.csv").exists()
