@@ -6,7 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "DrasCLRSlicer"
@@ -43,18 +42,3 @@ def real_ct_path(request):
     if not path.exists():
         pytest.skip(f"real CT {REAL_CT_NAME} not found in {folder}")
     return path
-
-
-def oblique_direction() -> np.ndarray:
-    """A proper rotation (det +1) about a tilted axis: no axis-aligned shortcut can pass the tests."""
-    import SimpleITK as sitk
-
-    t = sitk.VersorTransform((0.3, -0.5, 0.8), 0.4)
-    return np.array(t.GetMatrix()).reshape(3, 3)
-
-
-def synthetic_chest(shape_zyx=(64, 96, 96), spacing=(3.0, 3.0, 3.0), direction=None, seed: int = 0):
-    """The module's chest phantom (``DrasCLRSlicerLib.phantom``): ~96 x 96 x 64 at 3 mm, two ellipsoid lungs."""
-    from DrasCLRSlicerLib.phantom import chest_phantom
-
-    return chest_phantom(shape_zyx, spacing, direction, seed)

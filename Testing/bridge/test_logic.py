@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import synthetic_chest
+from bridge_support import synthetic_chest
 from drasclr import labels
 from drasclr.analyze import analyze as engine_analyze
 from drasclr.stats import COLUMNS

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import slicer
 import vtk
-from conftest import oblique_direction, synthetic_chest
+from bridge_support import oblique_direction, synthetic_chest
 from drasclr import labels
 from DrasCLRSlicerLib import segmentations, terminology, volumes
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from conftest import oblique_direction, synthetic_chest
+from bridge_support import oblique_direction, synthetic_chest
 from drasclr.stats import COLUMNS
 from DrasCLRSlicerLib import segmentations, storage, tables, terminology, volumes
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
-from conftest import oblique_direction, synthetic_chest
+from bridge_support import oblique_direction, synthetic_chest
 from drasclr.image import CTImage
 from drasclr.io import read_ct, write_image
 from DrasCLRSlicerLib import geometry, storage, volumes
@@ -106,3 +107,27 @@ def test_transformed_volume_is_refused(scene):
         assert "transform" in str(exc)
     else:
         raise AssertionError("a volume under a transform must be refused")
+
+
+@pytest.mark.real
+def test_real_ct_through_storage_nodes_and_segmentation(scene, real_ct_path, tmp_path):
+    """The real CT survives .nrrd save/load; its engine zones survive segmentation -> .seg.nrrd -> labelmap."""
+    from drasclr import labels
+    from drasclr.analyze import analyze
+    from DrasCLRSlicerLib import segmentations, terminology
+
+    ct = read_ct(real_ct_path)
+    node = volumes.add_volume_node(scene, ct, "real")
+    loaded = storage.load_volume(scene, storage.save_node(node, tmp_path / "real.nrrd"))
+    back = volumes.image_from_volume_node(loaded)
+    np.testing.assert_array_equal(back.array, ct.array)
+    assert back.spacing == ct.spacing and back.origin == ct.origin
+    np.testing.assert_array_equal(back.direction, ct.direction)
+
+    zones = analyze(ct).regions
+    entries = terminology.region_entries(labels.ZONES)
+    seg = segmentations.labelmap_to_segmentation(scene, zones, node, entries, name="zones")
+    seg_loaded = storage.load_segmentation(scene, storage.save_node(seg, tmp_path / "zones.seg.nrrd"))
+    out = segmentations.segmentation_to_labelmap(seg_loaded, node, entries)
+    assert out.same_grid(ct, tol=0.0)
+    np.testing.assert_array_equal(out.array, zones.array)

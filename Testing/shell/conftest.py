@@ -4,42 +4,11 @@ these tests read the sources (ast, XML) instead of importing the module."""
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-MODULE = ROOT / "DrasCLRSlicer"
-SHELL = MODULE / "DrasCLRSlicer.py"
-UI = MODULE / "Resources" / "UI" / "DrasCLRSlicer.ui"
+from shell_support import SHELL
 
 
 @pytest.fixture(scope="session")
 def shell_tree() -> ast.Module:
     return ast.parse(SHELL.read_text(), filename=str(SHELL))
-
-
-def classes(tree: ast.Module) -> dict[str, ast.ClassDef]:
-    return {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
-
-
-def methods(cls: ast.ClassDef) -> set[str]:
-    out = {n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    return out
-
-
-def attribute_uses(node: ast.AST, *chain: str) -> set[str]:
-    """Names ``X`` in expressions ``<chain[0]>.<chain[1]>...X`` (e.g. chain ("self", "ui") -> self.ui.X)."""
-    found = set()
-    for n in ast.walk(node):
-        if not isinstance(n, ast.Attribute):
-            continue
-        parts, cur = [], n.value
-        while isinstance(cur, ast.Attribute):
-            parts.append(cur.attr)
-            cur = cur.value
-        if isinstance(cur, ast.Name):
-            parts.append(cur.id)
-            if tuple(reversed(parts)) == chain:
-                found.add(n.attr)
-    return found

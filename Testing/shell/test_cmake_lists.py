@@ -8,7 +8,7 @@ import json
 import re
 import struct
 
-from conftest import MODULE, ROOT
+from shell_support import MODULE, ROOT
 
 spec = importlib.util.spec_from_file_location("update_cmake_lists", ROOT / "scripts" / "update_cmake_lists.py")
 update_cmake_lists = importlib.util.module_from_spec(spec)

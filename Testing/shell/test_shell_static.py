@@ -7,7 +7,7 @@ import py_compile
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import MODULE, SHELL, UI, attribute_uses, classes, methods
+from shell_support import MODULE, SHELL, UI, attribute_uses, classes, methods
 
 PY_FILES = sorted(p for p in MODULE.rglob("*.py") if "__pycache__" not in p.parts)
 
