@@ -15,6 +15,7 @@ from ..errors import InputError
 # subcommand name -> module under drasclr.cli (imported only when used, so `drasclr --help` is fast)
 COMMANDS = {
     "analyze": "analyze",
+    "finetune": "finetune",
 }
 
 
