@@ -109,6 +109,7 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._results = None
         self._running = False
         self._cancelRequested = False
+        self._versions = []
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -202,41 +203,45 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.inputVolume = node
             slicer.util.setSliceViewerLayers(background=node, fit=True)
 
-    def onAnalyze(self) -> None:
+    def _runInBackground(self, what: str, work):
+        """Run ``work(onProgress, shouldCancel, onIdle)`` (a child process) with progress bar and Cancel.
+        Returns its result, or None when it was cancelled or failed (the status line says which)."""
         p = self._parameterNode
         if not self.logic.setupPythonRequirements(askConfirmation=True, device=p.device):
             self.ui.statusLabel.text = "Python packages missing: nothing was run."
-            return
+            return None
         self._running = True
         self._cancelRequested = False
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.setValue(0)
-        self.ui.statusLabel.text = "Starting the engine..."
+        self.ui.statusLabel.text = f"{what}: starting the engine..."
         self._checkCanApply()
-        from DrasCLRSlicerLib.process import Cancelled, EngineError
+        from DrasCLRSlicerLib.process import Cancelled
 
         try:
-            results = self.logic.runInSubprocess(
-                p.inputVolume, p.lobes, model=p.model or None, device=p.device,
-                onProgress=self._onProgress, shouldCancel=lambda: self._cancelRequested,
-                onIdle=slicer.app.processEvents)
+            return work(self._onProgress, lambda: self._cancelRequested, slicer.app.processEvents)
         except Cancelled:
-            self.ui.statusLabel.text = "Cancelled: no result was kept."
-            return
-        except EngineError as exc:
-            self.ui.statusLabel.text = f"Failed: {exc}"
-            slicer.util.errorDisplay(f"The analysis failed:\n{exc}")
-            return
+            self.ui.statusLabel.text = f"{what} cancelled: nothing was kept."
         except Exception as exc:
-            logging.exception("DrasCLR analysis failed")
-            self.ui.statusLabel.text = f"Failed: {exc}"
-            slicer.util.errorDisplay(f"The analysis failed:\n{exc}")
-            return
+            logging.exception(f"DrasCLR {what} failed")
+            self.ui.statusLabel.text = f"{what} failed: {exc}"
+            slicer.util.errorDisplay(f"{what} failed:\n{exc}")
         finally:
             self._running = False
             self.ui.progressBar.setVisible(False)
             self._checkCanApply()
-        self._showResults(results)
+        return None
+
+    def onAnalyze(self) -> None:
+        p = self._parameterNode
+
+        def work(onProgress, shouldCancel, onIdle):
+            return self.logic.runInSubprocess(p.inputVolume, p.lobes, model=p.model or None, device=p.device,
+                                              onProgress=onProgress, shouldCancel=shouldCancel, onIdle=onIdle)
+
+        results = self._runInBackground("Analysis", work)
+        if results is not None:
+            self._showResults(results)
 
     def _onProgress(self, progress) -> None:
         if progress.fraction is not None:
@@ -291,17 +296,32 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.segmentEditorWidget.setActiveEffect(None)
 
     def onFinetune(self) -> None:
-        """Fine-tuning comes with the engine's ``drasclr.finetune``; the button is disabled until then."""
-        with slicer.util.tryWithErrorDisplay("Fine-tuning failed.", waitCursor=True):
-            entry = self.logic.finetuneFromCorrections(self._results, device=self._parameterNode.device)
-            self.refreshModels(select=str(entry.path))
+        """A new model version from the corrected subtype map (``drasclr finetune corrections``, background)."""
+        p = self._parameterNode
+        self.ui.correctButton.checked = False
+
+        def work(onProgress, shouldCancel, onIdle):
+            # model None: the model recorded with the results (the one that made the prediction)
+            return self.logic.finetuneFromCorrections(self._results, model=None, device=p.device,
+                                                      onProgress=onProgress, shouldCancel=shouldCancel,
+                                                      onIdle=onIdle)
+
+        summary = self._runInBackground("Fine-tuning", work)
+        if summary is None:
+            return
+        self.refreshModels(select=summary["model"])
+        before, after = summary.get("before", {}), summary.get("after", {})
+        self.ui.statusLabel.text = (
+            f"New model {os.path.basename(summary['model'])}: accuracy on the corrected voxels "
+            f"{before.get('accuracy', float('nan')):.2f} -> {after.get('accuracy', float('nan')):.2f}. "
+            "Analyze again to use it.")
 
     # --- models -----------------------------------------------------------------------------------------
     def refreshModels(self, select=None) -> None:
         combo = self.ui.modelComboBox
         wasBlocked = combo.blockSignals(True)
         combo.clear()
-        combo.addItem("Engine default", "")
+        combo.addItem("Default (bundled demo model)", "")
         for entry in self.logic.models():
             combo.addItem(entry.label, str(entry.path))
         wanted = select if select is not None else (self._parameterNode.model if self._parameterNode else "")
@@ -321,7 +341,8 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.revertVersionButton.enabled = len(self._versions) > 1
 
     def onImportModel(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(self.parent, "Import model", "", "Model weights (*.safetensors)")
+        path = qt.QFileDialog.getOpenFileName(self.parent, "Import model (model.safetensors + model.json)", "",
+                                              "Model weights (*.safetensors)")
         if path:
             with slicer.util.tryWithErrorDisplay("Failed to import the model.", waitCursor=True):
                 entry = self.logic.modelStore().import_model(path)
@@ -461,12 +482,14 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
 
     # --- models and fine-tuning -------------------------------------------------------------------------
     def modelStore(self):
+        """Bundled models and the user's imported / fine-tuned versions (``$DRASCLR_MODELS`` or
+        ``~/.drasclr/models``, the folder the engine's fine-tuning writes to)."""
         from DrasCLRSlicerLib.models import ModelStore
 
-        settingsDir = os.path.dirname(slicer.app.slicerUserSettingsFilePath)
-        return ModelStore(os.path.join(settingsDir, "DrasCLRSlicer", "models"))
+        return ModelStore()
 
     def models(self):
+        """Every model version for the selector (bundled, imported, fine-tuned)."""
         try:
             return self.modelStore().all()
         except (OSError, ValueError) as exc:
@@ -474,25 +497,32 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
             return []
 
     def versionsOf(self, path):
-        """``[(entry, is_active)]`` for the stored model at ``path`` (empty for bundled/default)."""
+        """``[(entry, is_active)]``: the versions of the model family of the model folder ``path``."""
+        if not path:
+            return []
         store = self.modelStore()
-        for entry in store.all():
-            if str(entry.path) == path and entry.source != "bundled":
-                active = store.active(entry.name)
-                return [(e, active is not None and e.version == active.version) for e in store.versions(entry.name)]
-        return []
+        entry = store.find(path)
+        if entry is None:
+            return []
+        active = store.active(entry.name)
+        return [(e, active is not None and e.path == active.path) for e in store.versions(entry.name)]
 
     def finetuneAvailable(self) -> bool:
-        """Fine-tuning needs the engine's ``drasclr.finetune`` and the bridge method that drives it."""
+        """Fine-tuning needs the engine's corrections trainer (``drasclr.dense.corrections``)."""
         from DrasCLRSlicerLib.logic import finetune_available
 
-        return finetune_available() and hasattr(self.engine, "finetune_from_corrections")
+        return finetune_available()
 
-    def finetuneFromCorrections(self, results, device="Auto"):
-        """Fine-tune from the corrected subtype map (arrives with the fine-tuning engine; see finetuneAvailable)."""
-        if not self.finetuneAvailable():
-            raise RuntimeError("this DrasCLR engine has no fine-tuning yet")
-        return self.engine.finetune_from_corrections(results, store=self.modelStore(), device=device.lower())
+    def finetuneFromCorrections(self, results, model=None, device="Auto", onProgress=None, shouldCancel=None,
+                                onIdle=None):
+        """New model version from the corrected subtype map, in a PythonSlicer child process; returns the
+        engine's summary (``model``: the new folder, ``before``/``after``: accuracy on the corrected voxels)."""
+        from DrasCLRSlicerLib import process
+
+        env = process.engine_environment(slicer.util.startupEnvironment())
+        return self.engine.finetune_from_corrections(results, model=model, device=device.lower(),
+                                                     on_progress=onProgress, should_cancel=shouldCancel,
+                                                     on_idle=onIdle, env=env)
 
 
 #
@@ -542,7 +572,31 @@ class DrasCLRSlicerTest(ScriptedLoadableModuleTest):
         subRows = table_to_rows(sub.table)
         self.assertEqual([r["region"] for r in subRows], [r["region"] for r in rows])
         self.assertAlmostEqual(subRows[-1]["volume_ml"], rows[-1]["volume_ml"], places=3)
+
+        if results.subtypes is not None and logic.finetuneAvailable():
+            self.delayDisplay("Fine-tuning from a correction")
+            self._correctAndFinetune(logic, results)
         self.delayDisplay("Test passed")
+
+    def _correctAndFinetune(self, logic, results):
+        """Relabel the upper half of the lung as centrilobular, fine-tune 5 s into a temporary folder."""
+        import tempfile
+
+        import numpy as np
+
+        from DrasCLRSlicerLib.segmentations import labelmap_to_segmentation
+
+        corrected = results.prediction.array.copy()
+        self.assertTrue((corrected > 0).any())
+        upper = np.arange(corrected.shape[0])[:, None, None] > corrected.shape[0] // 2  # array z up = superior
+        corrected[(corrected > 0) & upper] = 2
+        labelmap_to_segmentation(slicer.mrmlScene, results.prediction.with_array(corrected), results.volume,
+                                 logic.engine.subtype_entries, node=results.subtypes)
+        with tempfile.TemporaryDirectory() as root:
+            summary = logic.engine.finetune_from_corrections(results, device="cpu", max_seconds=5,
+                                                             output_root=root)
+            self.assertTrue(os.path.isdir(summary["model"]))
+            self.assertTrue(os.path.isfile(os.path.join(summary["model"], "model.json")))
 
     def test_CancelLeavesNoNodes(self):
         from DrasCLRSlicerLib.process import Cancelled

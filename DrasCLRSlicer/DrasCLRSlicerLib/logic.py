@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import html
 import importlib.util
-import inspect
+import json
 import math
 import shutil
 import tempfile
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import slicer
+
 from drasclr import labels
 from drasclr.image import CTImage, resample_to
 from drasclr.io import read_image, write_image
@@ -53,6 +54,8 @@ class AnalysisNodes:
     table: object
     chart: object
     subtypes: object | None = None
+    prediction: CTImage | None = None  # the subtype map as the model produced it (before corrections)
+    model: Path | None = None  # the model folder that produced it
     rows: list[dict] = field(default_factory=list)
     region_kind: str = "zones"
     output_dir: Path | None = None
@@ -67,8 +70,11 @@ def ensure_scene_logics(scene) -> None:
 
 
 def finetune_available() -> bool:
-    """True when the engine ships ``drasclr.finetune`` (the fine-tuning engine)."""
-    return importlib.util.find_spec("drasclr.finetune") is not None
+    """True when the engine ships fine-tuning from corrections (``drasclr.dense.corrections``)."""
+    try:
+        return importlib.util.find_spec("drasclr.dense.corrections") is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def lobes_image(lobes_node, ct_node, ct: CTImage) -> CTImage:
@@ -130,22 +136,27 @@ class DrasCLRLogic:
         return add_volume_node(self.scene, chest_phantom(), name)
 
     # --- in-process -----------------------------------------------------------------------------------
-    def analyze(self, volume_node, lobes_node=None, model=None, device: str = "auto") -> AnalysisNodes:
-        """Run the engine on ``volume_node`` in this process and create/update the result nodes."""
-        from drasclr import analyze as engine
+    def analyze(self, volume_node, lobes_node=None, model=None, device: str = "auto",
+                use_model: bool = True) -> AnalysisNodes:
+        """Run the engine on ``volume_node`` in this process and create/update the result nodes.
+
+        ``model``: a model folder or ``.safetensors`` (None: the bundled demo model when it ships);
+        ``use_model`` False: densitometry only, as ``drasclr analyze --no-model``."""
+        from drasclr.analyze import analyze as engine_analyze
+        from drasclr.device import pick_device
 
         ct = image_from_volume_node(volume_node)
         lobes = lobes_image(lobes_node, volume_node, ct) if lobes_node is not None else None
-        kwargs = {}
-        params = inspect.signature(engine.analyze).parameters
-        if model is not None:
-            if "model" not in params:
-                raise RuntimeError("this drasclr engine has no model support yet; leave the model empty")
-            kwargs["model"] = model
-        if "device" in params:
-            kwargs["device"] = device
-        result = engine.analyze(ct, lobes, **kwargs)
-        return self._show(volume_node, result.regions, result.subtypes, result.rows, result.region_kind)
+        dev = pick_device(device)
+        net = card = folder = None
+        if use_model:
+            from drasclr.dense.store import DEMO_MODEL, load_segmenter
+
+            if model is not None or DEMO_MODEL.exists():
+                net, card, folder = load_segmenter(model, dev)
+        result = engine_analyze(ct, lobes, model=net, device=dev, model_card=card)
+        return self._show(volume_node, result.regions, result.subtypes, result.rows, result.region_kind,
+                          model=folder)
 
     # --- child process (GUI) --------------------------------------------------------------------------
     def write_inputs(self, volume_node, lobes_node, work_dir: Path) -> tuple[Path, Path | None]:
@@ -160,7 +171,8 @@ class DrasCLRLogic:
 
     def run_in_subprocess(self, volume_node, lobes_node=None, model=None, device: str = "auto",
                           on_progress=None, on_line=None, should_cancel=None, on_idle=None, env=None,
-                          work_dir: Path | None = None, keep_files: bool = False) -> AnalysisNodes:
+                          work_dir: Path | None = None, keep_files: bool = False,
+                          use_model: bool = True) -> AnalysisNodes:
         """Run ``python -m drasclr analyze`` in a child process and load its outputs as nodes.
 
         Progress/cancel/idle callbacks: see :func:`process.run_engine`. ``keep_files`` keeps the output folder
@@ -172,10 +184,13 @@ class DrasCLRLogic:
         try:
             ct_path, lobes_path = self.write_inputs(volume_node, lobes_node, work_dir / "input")
             out_dir = work_dir / "output"
-            cmd = process.analyze_command(ct_path, out_dir, model=model, device=device, lobes_path=lobes_path)
+            cmd = process.analyze_command(ct_path, out_dir, model=model, device=device, lobes_path=lobes_path,
+                                          use_model=use_model)
             process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
                                on_idle=on_idle, env=env)
             nodes = self.load_outputs(volume_node, out_dir)
+            if nodes.subtypes is not None:
+                nodes.model = self._model_of(out_dir, model)
         except BaseException:
             if own:
                 shutil.rmtree(work_dir, ignore_errors=True)
@@ -202,6 +217,21 @@ class DrasCLRLogic:
         return self._show(volume_node, regions, subtypes, rows, kind)
 
     @staticmethod
+    def _model_of(out_dir: Path, model) -> Path | None:
+        """The model folder a run used: as asked, else the engine's default (named in stats.json)."""
+        if model:
+            path = Path(model)
+            return path if path.is_dir() else path.parent
+        from .models import PACKAGE_MODELS
+
+        try:
+            info = json.loads((out_dir / "stats.json").read_text()).get("model") or {}
+        except (OSError, ValueError):
+            info = {}
+        version = info.get("version")
+        return PACKAGE_MODELS / version if version and (PACKAGE_MODELS / version).is_dir() else None
+
+    @staticmethod
     def _on_grid(image: CTImage, ct: CTImage) -> CTImage:
         image = image if image.same_grid(ct) else resample_to(image, ct)
         return image.with_array(image.array.astype(np.uint8))
@@ -212,7 +242,8 @@ class DrasCLRLogic:
         node = self.scene.GetFirstNode(name, cls)
         return node, name
 
-    def _show(self, volume_node, regions: CTImage, subtypes: CTImage | None, rows, kind) -> AnalysisNodes:
+    def _show(self, volume_node, regions: CTImage, subtypes: CTImage | None, rows, kind,
+              model: Path | None = None) -> AnalysisNodes:
         reg_node, reg_name = self._node(volume_node, "regions", "vtkMRMLSegmentationNode")
         present = sorted(int(v) for v in np.unique(regions.array) if int(v) in labels.REGION_NAMES)
         reg_node = labelmap_to_segmentation(self.scene, regions, volume_node, region_entries(present),
@@ -227,7 +258,8 @@ class DrasCLRLogic:
         table = tables.rows_to_table(self.scene, rows, node=table, name=table_name)
         chart, chart_name = self._node(volume_node, "chart", "vtkMRMLPlotChartNode")
         chart = tables.bar_chart(self.scene, table, rows, chart=chart, name=chart_name)
-        self.last = AnalysisNodes(volume_node, reg_node, table, chart, sub_node, list(rows), kind)
+        self.last = AnalysisNodes(volume_node, reg_node, table, chart, sub_node, subtypes,
+                                  Path(model) if model else None, list(rows), kind)
         return self.last
 
     def set_opacity(self, nodes: AnalysisNodes, opacity: float) -> None:
@@ -242,6 +274,37 @@ class DrasCLRLogic:
         if nodes.subtypes is None:
             raise ValueError("no subtype map to correct: the engine produced regions only")
         return segmentation_to_labelmap(nodes.subtypes, nodes.volume, self.subtype_entries)
+
+    # --- fine-tuning from corrections ---------------------------------------------------------------------
+    def finetune_from_corrections(self, nodes: AnalysisNodes, model=None, device: str = "auto",
+                                  max_seconds: float = 30.0, output_root=None, on_progress=None, on_line=None,
+                                  should_cancel=None, on_idle=None, env=None) -> dict:
+        """Train a new model version from the corrected subtype segmentation (``drasclr finetune corrections``
+        in a child process). The corrected labelmap is read from the segmentation by segment name.
+
+        ``model``: the model that made the prediction (default: the one recorded in ``nodes``, else the
+        engine's default). Returns the engine's summary: ``{"model": new folder, "before": ..., "after": ...}``.
+        Raises :class:`process.Cancelled` / :class:`process.EngineError`; nothing is written on failure.
+        """
+        if nodes.subtypes is None or nodes.prediction is None:
+            raise ValueError("no subtype map to learn from: analyze with a subtype model first")
+        corrected = self.corrected_subtypes(nodes)
+        if np.array_equal(corrected.array, nodes.prediction.array):
+            raise ValueError("the subtype map has not been corrected yet (paint into the subtype segments)")
+        model = model or nodes.model
+        work = Path(tempfile.mkdtemp(prefix="drasclr-finetune-"))
+        try:
+            ct = image_from_volume_node(nodes.volume)
+            ct_path = write_image(ct, work / "ct.nrrd")
+            pred_path = write_image(nodes.prediction, work / "prediction.nrrd", dtype=np.uint8)
+            corr_path = write_image(corrected, work / "corrected.nrrd", dtype=np.uint8)
+            cmd = process.finetune_command(ct_path, pred_path, corr_path, model=model, output_root=output_root,
+                                           device=device, max_seconds=max_seconds)
+            lines = process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
+                                       on_idle=on_idle, env=env)
+            return process.last_json(lines)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     # --- exports ----------------------------------------------------------------------------------------
     def export_csv(self, nodes: AnalysisNodes, path) -> Path:

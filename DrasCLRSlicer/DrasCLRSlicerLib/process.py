@@ -56,15 +56,44 @@ def python_executable() -> str:
 
 
 def analyze_command(input_path, output_dir, model=None, device: str = "auto", lobes_path=None,
-                    python: str | None = None) -> list[str]:
-    """The ``drasclr analyze`` command line (DESIGN.md CLI contract)."""
+                    use_model: bool = True, python: str | None = None) -> list[str]:
+    """The ``drasclr analyze`` command line (DESIGN.md CLI contract). ``model`` None: the engine's default
+    (bundled demo) model; ``use_model`` False: densitometry only (``--no-model``)."""
     cmd = [python or python_executable(), "-m", "drasclr", "analyze", str(input_path), "-o", str(output_dir),
            "--device", device, "--quiet"]
-    if model:
+    if not use_model:
+        cmd += ["--no-model"]
+    elif model:
         cmd += ["--model", str(model)]
     if lobes_path:
-        cmd += ["--lobes", str(lobes_path)]
+        cmd += ["--lobes", str(lobes_path), "--lobes-convention", "ltrc"]
     return cmd
+
+
+def finetune_command(ct_path, prediction_path, corrected_path, model=None, output_root=None, device: str = "auto",
+                     max_seconds: float = 30.0, python: str | None = None) -> list[str]:
+    """The ``drasclr finetune corrections`` command line: a new model version from corrected labels."""
+    cmd = [python or python_executable(), "-m", "drasclr", "finetune", "corrections", str(ct_path),
+           str(prediction_path), str(corrected_path), "--device", device, "--max-seconds", f"{max_seconds:g}"]
+    if model:
+        cmd += ["--model", str(model)]
+    if output_root:
+        cmd += ["-o", str(output_root)]
+    return cmd
+
+
+def last_json(lines: list[str]) -> dict:
+    """The last JSON object printed over one or several lines (the engine's result summary)."""
+    import json
+
+    for start in range(len(lines) - 1, -1, -1):
+        if lines[start].startswith("{"):
+            for end in range(len(lines), start, -1):
+                try:
+                    return json.loads("\n".join(lines[start:end]))
+                except ValueError:
+                    continue
+    raise EngineError("the engine printed no result summary")
 
 
 def engine_environment(base: dict | None = None) -> dict:

@@ -13,6 +13,7 @@ import logging
 import numpy as np
 import slicer
 import vtk
+
 from drasclr.image import CTImage
 
 from .terminology import SegmentEntry

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import vtk
+
 from drasclr.stats import COLUMNS
 
 # chart series: (column, legend title); the subtype columns when a subtype map exists, else LAA-950

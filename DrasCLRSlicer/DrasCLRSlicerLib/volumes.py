@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import slicer
 import vtk
+
 from drasclr.image import CTImage
 
 from .geometry import RASGeometry, lps_geometry, ras_geometry

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -36,8 +35,7 @@ def real_ct_path(request):
     try:
         folder = Path(request.getfixturevalue("real_ct_dir"))
     except pytest.FixtureLookupError:
-        default = Path(__file__).resolve().parents[2].parent / "shared/data/real"
-        folder = Path(os.environ.get("DRASCLR_REAL_DIR") or default)
+        folder = Path(__file__).resolve().parents[2].parent / "shared/data/real"
     path = folder / REAL_CT_NAME
     if not path.exists():
         pytest.skip(f"real CT {REAL_CT_NAME} not found in {folder}")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from bridge_support import synthetic_chest
+
 from drasclr import labels
 from drasclr.analyze import analyze as engine_analyze
 from drasclr.stats import COLUMNS
@@ -17,9 +20,19 @@ from DrasCLRSlicerLib.logic import DrasCLRLogic, lobe_value_from_name, read_stat
 ZONE_ROWS = [*labels.ZONES.values(), "left_lung", "right_lung", "whole_lung"]
 
 
+needs_cli = pytest.mark.skipif(importlib.util.find_spec("drasclr.report") is None,
+                               reason="engine incomplete: drasclr analyze needs drasclr.report (not merged yet)")
+
+
 @pytest.fixture(scope="module")
 def chest():
     return synthetic_chest()  # 96 x 96 x 64 at 3 mm
+
+
+@pytest.fixture(scope="module")
+def chest_result(chest):
+    """The engine's own densitometry analysis of the chest (reference for the node contents)."""
+    return engine_analyze(chest)
 
 
 def node_names(scene, cls):
@@ -27,10 +40,10 @@ def node_names(scene, cls):
     return sorted(c.GetItemAsObject(i).GetName() for i in range(c.GetNumberOfItems()))
 
 
-def test_analyze_in_process_creates_named_nodes(scene, chest):
+def test_analyze_in_process_creates_named_nodes(scene, chest, chest_result):
     ct_node = volumes.add_volume_node(scene, chest, "chest")
     logic = DrasCLRLogic(scene)
-    nodes = logic.analyze(ct_node)
+    nodes = logic.analyze(ct_node, use_model=False)
     assert nodes.regions.GetName() == "chest regions"
     assert nodes.table.GetName() == "chest statistics"
     assert nodes.chart.GetName() == "chest chart"
@@ -40,7 +53,7 @@ def test_analyze_in_process_creates_named_nodes(scene, chest):
     rows = tables.table_to_rows(nodes.table)
     assert [r["region"] for r in rows] == ZONE_ROWS
     # the numbers are the engine's numbers on the same CT
-    want = engine_analyze(chest).rows
+    want = chest_result.rows
     for got, ref in zip(rows, want):
         for c in COLUMNS[1:]:
             assert (math.isnan(got[c]) and math.isnan(ref[c])) or got[c] == pytest.approx(ref[c], rel=1e-12)
@@ -49,7 +62,7 @@ def test_analyze_in_process_creates_named_nodes(scene, chest):
     assert -880 < whole["mean_hu"] < -840
     # the regions segmentation holds the engine's zones voxel for voxel
     back = segmentations.segmentation_to_labelmap(nodes.regions, ct_node, terminology.region_entries(labels.ZONES))
-    np.testing.assert_array_equal(back.array, engine_analyze(chest).regions.array)
+    np.testing.assert_array_equal(back.array, chest_result.regions.array)
     if nodes.subtypes is None:  # no subtype model in the engine yet: the chart shows LAA-950
         assert nodes.chart.GetNumberOfPlotSeriesNodes() == 1
     else:
@@ -59,17 +72,17 @@ def test_analyze_in_process_creates_named_nodes(scene, chest):
 def test_analyze_twice_updates_the_same_nodes(scene, chest):
     ct_node = volumes.add_volume_node(scene, chest, "chest")
     logic = DrasCLRLogic(scene)
-    first = logic.analyze(ct_node)
-    second = logic.analyze(ct_node)
+    first = logic.analyze(ct_node, use_model=False)
+    second = logic.analyze(ct_node, use_model=False)
     assert second.regions is first.regions and second.table is first.table and second.chart is first.chart
     assert node_names(scene, "vtkMRMLTableNode") == ["chest statistics"]
     assert node_names(scene, "vtkMRMLSegmentationNode") == ["chest regions"]
 
 
-def test_lobes_from_segmentation_names(scene, chest):
+def test_lobes_from_segmentation_names(scene, chest, chest_result):
     """A lobe segmentation (as TotalSegmentator names them) drives per-lobe rows."""
     ct_node = volumes.add_volume_node(scene, chest, "chest")
-    zones = engine_analyze(chest).regions.array
+    zones = chest_result.regions.array
     lobes = np.zeros_like(zones)
     lobes[np.isin(zones, (11, 12))] = 1
     lobes[zones == 13] = 2
@@ -80,7 +93,7 @@ def test_lobes_from_segmentation_names(scene, chest):
              "lung_lower_lobe_right"]
     entries = [terminology.SegmentEntry(v, n, (0.5, 0.5, 0.5)) for v, n in zip(range(1, 6), names)]
     lobe_node = segmentations.labelmap_to_segmentation(scene, chest.with_array(lobes), ct_node, entries, name="lobes")
-    nodes = DrasCLRLogic(scene).analyze(ct_node, lobes_node=lobe_node)
+    nodes = DrasCLRLogic(scene).analyze(ct_node, lobes_node=lobe_node, use_model=False)
     rows = tables.table_to_rows(nodes.table)
     assert nodes.region_kind == "lobes"
     assert [r["region"] for r in rows][:5] == list(labels.LOBES.values())
@@ -110,25 +123,41 @@ def test_analyze_command_follows_cli_contract(tmp_path):
     assert cmd[cmd.index("--device") + 1] == "cuda"
     assert cmd[cmd.index("--model") + 1] == "m.safetensors"
     assert cmd[cmd.index("--lobes") + 1] == str(tmp_path / "lobes.nrrd")
+    assert cmd[cmd.index("--lobes-convention") + 1] == "ltrc"  # lobes_image() writes LTRC values
+    assert "--no-model" in process.analyze_command("ct", "out", use_model=False, python="py")
+    assert "--model" not in process.analyze_command("ct", "out", python="py")  # engine default model
 
 
-def test_run_in_subprocess_loads_outputs(scene, chest, tmp_path):
+def test_finetune_command_and_summary(tmp_path):
+    cmd = process.finetune_command("ct.nrrd", "pred.nrrd", "corr.nrrd", model="m-v1", output_root=tmp_path,
+                                   device="cpu", max_seconds=12.5, python="py")
+    assert cmd[:8] == ["py", "-m", "drasclr", "finetune", "corrections", "ct.nrrd", "pred.nrrd", "corr.nrrd"]
+    assert cmd[cmd.index("--max-seconds") + 1] == "12.5" and cmd[cmd.index("--model") + 1] == "m-v1"
+    assert cmd[cmd.index("-o") + 1] == str(tmp_path)
+    lines = ["progress: train 5/10", "{", '  "model": "/x/m-v2",', '  "after": {"accuracy": 0.9}', "}"]
+    assert process.last_json(lines) == {"model": "/x/m-v2", "after": {"accuracy": 0.9}}
+    with pytest.raises(process.EngineError):
+        process.last_json(["wrote out"])
+
+
+@needs_cli
+def test_run_in_subprocess_loads_outputs(scene, chest, chest_result, tmp_path):
     ct_node = volumes.add_volume_node(scene, chest, "chest")
     logic = DrasCLRLogic(scene)
     lines, idle = [], []
-    nodes = logic.run_in_subprocess(ct_node, on_line=lines.append, on_idle=lambda: idle.append(1),
+    nodes = logic.run_in_subprocess(ct_node, on_line=lines.append, on_idle=lambda: idle.append(1), use_model=False,
                                     work_dir=tmp_path / "work", keep_files=True)
     assert any(line.startswith("wrote ") for line in lines)
     assert idle, "the GUI hook must be called while the child runs"
     rows = tables.table_to_rows(nodes.table)
     assert [r["region"] for r in rows] == ZONE_ROWS
-    want = engine_analyze(chest).rows
+    want = chest_result.rows
     for got, ref in zip(rows, want):  # stats.csv keeps 4 decimals
         assert got["volume_ml"] == pytest.approx(ref["volume_ml"], abs=1e-4)
         assert got["laa950_pct"] == pytest.approx(ref["laa950_pct"], abs=1e-4)
     assert read_stats_csv(nodes.output_dir / "stats.csv")[0]["region"] == "left_upper_zone"
     back = segmentations.segmentation_to_labelmap(nodes.regions, ct_node, terminology.region_entries(labels.ZONES))
-    np.testing.assert_array_equal(back.array, engine_analyze(chest).regions.array)
+    np.testing.assert_array_equal(back.array, chest_result.regions.array)
     # exports
     csv_path = logic.export_csv(nodes, tmp_path / "stats.csv")
     assert read_stats_csv(csv_path)[-1]["region"] == "whole_lung"
@@ -140,7 +169,8 @@ def test_cancel_leaves_no_nodes_and_no_files(scene, chest, tmp_path):
     ct_node = volumes.add_volume_node(scene, chest, "chest")
     before = scene.GetNumberOfNodes()
     with pytest.raises(process.Cancelled):
-        DrasCLRLogic(scene).run_in_subprocess(ct_node, should_cancel=lambda: True, work_dir=tmp_path / "w")
+        DrasCLRLogic(scene).run_in_subprocess(ct_node, should_cancel=lambda: True, work_dir=tmp_path / "w",
+                                              use_model=False)
     assert scene.GetNumberOfNodes() == before
     assert not (tmp_path / "w" / "output").exists()
 
@@ -159,14 +189,51 @@ def test_load_demo_ct_gives_a_ct_volume(scene):
     assert a.ndim == 3 and a.min() < -900 and a.max() > 0
 
 
+@needs_cli
 def test_kept_files_live_until_the_next_run(scene, chest):
     small = synthetic_chest((24, 40, 40), spacing=(6.0, 6.0, 6.0))
     ct_node = volumes.add_volume_node(scene, small, "small")
     logic = DrasCLRLogic(scene)
-    first = logic.run_in_subprocess(ct_node, keep_files=True)
+    first = logic.run_in_subprocess(ct_node, keep_files=True, use_model=False)
     assert (first.output_dir / "stats.csv").exists()
-    second = logic.run_in_subprocess(ct_node, keep_files=True)
+    second = logic.run_in_subprocess(ct_node, keep_files=True, use_model=False)
     assert (second.output_dir / "stats.csv").exists()
     assert not first.output_dir.parent.exists()
-    third = logic.run_in_subprocess(ct_node)
+    third = logic.run_in_subprocess(ct_node, use_model=False)
     assert third.output_dir is None and (second.output_dir / "stats.csv").exists()
+
+
+needs_model_engine = pytest.mark.skipif(
+    importlib.util.find_spec("drasclr.registration") is None or importlib.util.find_spec("drasclr.report") is None,
+    reason="engine incomplete: the subtype model path needs drasclr.registration and drasclr.report")
+
+
+@pytest.mark.slow
+@needs_model_engine
+def test_model_analysis_correction_and_finetune(scene, tmp_path):
+    """With a (random, tiny-budget) subtype model: the subtype segmentation round-trips by name, and a
+    correction painted into it becomes a new model version through ``drasclr finetune corrections``."""
+    from drasclr.dense.segmenter import SubtypeSegmenter
+    from drasclr.dense.store import save_segmenter
+
+    model_dir = save_segmenter(SubtypeSegmenter(), tmp_path / "models" / "tiny-v1",
+                               {"name": "tiny", "version": "tiny-v1"})
+    small = synthetic_chest((32, 48, 48), spacing=(5.0, 5.0, 5.0))
+    ct_node = volumes.add_volume_node(scene, small, "small")
+    logic = DrasCLRLogic(scene)
+    nodes = logic.analyze(ct_node, model=model_dir, device="cpu")
+    assert nodes.subtypes is not None and nodes.model == model_dir
+    assert nodes.subtypes.GetName() == "small subtypes"
+    assert set(segmentations.segment_names(nodes.subtypes)) == set(labels.SUBTYPE_TITLES.values())
+    np.testing.assert_array_equal(logic.corrected_subtypes(nodes).array, nodes.prediction.array)
+    whole = tables.table_to_rows(nodes.table)[-1]
+    assert sum(whole[c] for c in ("normal_pct", "cle_pct", "pse_pct", "ple_pct")) == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="not been corrected"):
+        logic.finetune_from_corrections(nodes, device="cpu")
+    corrected = nodes.prediction.array.copy()
+    corrected[corrected > 0] = labels.CLE  # the annotator calls the whole lung centrilobular
+    segmentations.labelmap_to_segmentation(scene, nodes.prediction.with_array(corrected), ct_node,
+                                           terminology.subtype_entries(), node=nodes.subtypes)
+    summary = logic.finetune_from_corrections(nodes, device="cpu", max_seconds=2, output_root=tmp_path / "models")
+    assert Path(summary["model"]) == tmp_path / "models" / "tiny-v2"
+    assert (Path(summary["model"]) / "model.json").exists()

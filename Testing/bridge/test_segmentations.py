@@ -8,6 +8,7 @@ import numpy as np
 import slicer
 import vtk
 from bridge_support import oblique_direction, synthetic_chest
+
 from drasclr import labels
 from DrasCLRSlicerLib import segmentations, terminology, volumes
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from bridge_support import oblique_direction, synthetic_chest
+
 from drasclr.image import CTImage
 from drasclr.io import read_ct, write_image
 from DrasCLRSlicerLib import geometry, storage, volumes
