@@ -71,8 +71,8 @@ def main() -> int:
     row("load .seg.nrrd", lambda: storage.load_segmentation(scene, tmp / "z.seg.nrrd"))
     row("save .nrrd (CT)", lambda: storage.save_node(node, tmp / "ct.nrrd"))
     logic = DrasCLRLogic(scene)
-    row("Logic.analyze (in process)", lambda: logic.analyze(node))
-    row("Logic.run_in_subprocess", lambda: logic.run_in_subprocess(node))
+    row("Logic.analyze (in process)", lambda: logic.analyze(node, use_model=False))
+    row("Logic.run_in_subprocess", lambda: logic.run_in_subprocess(node, use_model=False))
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
