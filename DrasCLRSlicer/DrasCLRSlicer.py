@@ -192,14 +192,12 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.finetuneButton.enabled = canFinetune
         self.ui.finetuneButton.toolTip = (
             "Fine-tune the model from the corrected subtype map" if canFinetune
-            else "Needs a subtype map and an engine with fine-tuning (drasclr.finetune)")
+            else "Needs a subtype map and an engine with fine-tuning (drasclr.dense.corrections)")
 
     # --- actions --------------------------------------------------------------------------------------
     def onLoadDemo(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to load the demo CT.", waitCursor=True):
-            if not self.logic.setupPythonRequirements(askConfirmation=True):
-                return
-            node = self.logic.loadDemoCT()
+            node = self.logic.loadDemoCT()  # Slicer's own reader (or the phantom): no extra packages needed
             self._parameterNode.inputVolume = node
             slicer.util.setSliceViewerLayers(background=node, fit=True)
 

@@ -11,8 +11,9 @@
 Two paths compute them: :meth:`DrasCLRLogic.analyze` calls the engine in this process (tests, scripts), and
 :meth:`DrasCLRLogic.run_in_subprocess` runs ``python -m drasclr analyze`` in a child process and reads its
 output folder back (the GUI: the UI stays responsive and Cancel kills the child; no node is created until
-the child succeeded). Fine-tuning from corrections (``finetune_from_corrections``) arrives with the engine's
-``drasclr.finetune``; the panel disables its button while that module is absent.
+the child succeeded). :meth:`DrasCLRLogic.finetune_from_corrections` turns the corrected subtype segmentation
+into a new model version with ``drasclr finetune corrections`` in a child process; the panel disables its
+button while the engine lacks ``drasclr.dense.corrections``.
 """
 
 from __future__ import annotations
