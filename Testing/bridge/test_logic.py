@@ -101,6 +101,24 @@ def test_lobes_from_segmentation_names(scene, chest, chest_result):
     assert rows[0]["volume_ml"] == pytest.approx(np.isin(zones, (11, 12)).sum() * voxel_ml)
 
 
+def test_lobe_labelmap_on_another_grid_is_resampled(scene, chest):
+    """A lobe labelmap volume on a coarser grid lands on the CT's grid (nearest neighbour, LTRC values kept)."""
+    from drasclr.image import CTImage
+    from DrasCLRSlicerLib.logic import lobes_image
+
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    coarse = np.zeros((33, 49, 49), np.uint8)  # one voxel more than half: covers the CT's last voxel centres
+    coarse[:16] = 2  # lower half: left lower lobe
+    coarse[16:] = 1  # upper half: left upper lobe
+    lab = CTImage(coarse, tuple(2 * s for s in chest.spacing), chest.origin, chest.direction)
+    lab_node = volumes.add_volume_node(scene, lab, "lobes", labelmap=True)
+    out = lobes_image(lab_node, ct_node, chest)
+    assert out.same_grid(chest) and out.array.dtype == np.uint8
+    assert set(np.unique(out.array)) == {1, 2}
+    np.testing.assert_array_equal(out.array[:31], 2)  # CT slice k sits at coarse slice k / 2
+    np.testing.assert_array_equal(out.array[33:], 1)
+
+
 @pytest.mark.parametrize("name,value", [("Left upper lobe", 1), ("lung_lower_lobe_left", 2),
                                         ("right superior lobe of lung", 3), ("Right middle lobe", 4),
                                         ("lung_lower_lobe_right", 5), ("left lung", None), ("Trachea", None)])

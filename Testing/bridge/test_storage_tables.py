@@ -50,6 +50,10 @@ def test_segmentation_seg_nrrd_round_trip(scene, tmp_path):
     path = storage.save_node(seg, tmp_path / "sub.seg.nrrd")
     loaded = storage.load_segmentation(scene, path)
     assert set(segmentations.segment_names(loaded)) == {e.name for e in entries}
+    for e in entries:  # colours and terminology travel with the file
+        segment = loaded.GetSegmentation().GetSegment(segmentations.segment_names(loaded)[e.name])
+        np.testing.assert_allclose(segment.GetColor(), e.color, atol=1e-6)
+        assert f"99DRASCLR^{e.value}^{e.name}" in segment.GetTerminology()
     back = segmentations.segmentation_to_labelmap(loaded, ref, entries)
     np.testing.assert_array_equal(back.array, lab)
     # not cropped to the segments' bounding box: the file holds the whole reference grid
