@@ -16,6 +16,7 @@ from ..errors import InputError
 COMMANDS = {
     "analyze": "analyze",
     "finetune": "finetune",
+    "phantom": "phantom",
 }
 
 

@@ -1,0 +1,305 @@
+"""One synthetic chest CT with exact truth: :func:`generate_case` -> :class:`PhantomCase`.
+
+Order of work (all on the fine grid, see :mod:`.grid`): thorax and lobes -> parenchyma (density gradient,
+texture) -> emphysema (PLE lobules, CLE holes, PSE spaces) -> airway and vessel trees -> fissures -> scanner
+(PSF, slice averaging, noise) -> labels on the output grid -> outcomes. Every random draw comes from
+``SeedSequence(seed, spawn_key=(index,))`` so a case depends only on ``(seed, index, options)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .. import labels
+from ..errors import InputError
+from ..image import CTImage
+from . import anatomy, emphysema, trees
+from .fields import smooth_field
+from .grid import Grid
+from .outcomes import outcomes
+from .render import splat_balls, splat_tubes
+from .scanner import KERNELS, acquire, downsample_labels
+
+GENERATOR_VERSION = "1"
+THICKNESSES = (0.625, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0)
+THICKNESS_P = (0.08, 0.22, 0.18, 0.17, 0.12, 0.08, 0.15)
+MIN_HALF_WIDTH = 120.0  # mm: the smallest thorax the generator draws
+MIN_LUNG_HEIGHT = 150.0
+
+
+@dataclass(frozen=True)
+class PhantomOptions:
+    """What a cohort may fix; everything left ``None`` is drawn per case from the seed.
+
+    size: (X, Y, Z) voxels (Z None = as many slices as the lungs need); spacing: in-plane mm; thickness: slice
+    mm; kernel: soft | sharp | mixed; noise: HU std; healthy_fraction: share of cases without emphysema;
+    subtypes: force these subtypes present (e.g. ``("cle", "pse", "ple")``); severity: force it (0..1)."""
+
+    size: tuple[int, int, int | None] | None = None
+    spacing: float | None = None
+    thickness: float | None = None
+    kernel: str = "mixed"
+    noise: float | None = None
+    healthy_fraction: float = 0.3
+    subtypes: tuple[str, ...] | None = None
+    severity: float | None = None
+    vessel_points: int = 1400  # territory points per lung per tree
+
+    def validate(self) -> PhantomOptions:
+        if self.size is not None:
+            if len(self.size) != 3:
+                raise InputError(f"--size needs three numbers X Y Z, got {self.size}")
+            x, y, z = self.size
+            if x < 32 or y < 32 or (z is not None and z < 16):
+                raise InputError(f"--size {x} {y} {z}: too small (need X, Y >= 32 and Z >= 16 voxels)")
+            if max(x, y, z or 0) > 1024:
+                raise InputError(f"--size {x} {y} {z}: too large (at most 1024 voxels per axis)")
+        if self.spacing is not None and not (0.3 <= self.spacing <= 4.0):
+            raise InputError(f"--spacing {self.spacing}: impossible in-plane spacing (0.3-4 mm)")
+        if self.thickness is not None and not (0.5 <= self.thickness <= 10.0):
+            raise InputError(f"--thickness {self.thickness}: impossible slice thickness (0.5-10 mm)")
+        if self.kernel not in ("soft", "sharp", "mixed"):
+            raise InputError(f"--kernel {self.kernel}: choose soft, sharp or mixed")
+        if self.noise is not None and not (0.0 <= self.noise <= 200.0):
+            raise InputError(f"--noise {self.noise}: must be 0-200 HU")
+        if not (0.0 <= self.healthy_fraction <= 1.0):
+            raise InputError(f"--healthy-fraction {self.healthy_fraction}: must be between 0 and 1")
+        if self.subtypes and not set(self.subtypes) <= set(emphysema.SUBTYPE_NAMES):
+            raise InputError(f"subtypes {self.subtypes}: choose from cle, pse, ple")
+        if self.severity is not None and not (0.0 < self.severity <= 1.0):
+            raise InputError(f"severity {self.severity}: must be in (0, 1]")
+        nx, ny = (self.size[0], self.size[1]) if self.size else (256, 256)
+        if self.spacing is not None and self._max_half_width(nx, ny, self.spacing) < MIN_HALF_WIDTH:
+            raise InputError(f"impossible spacing: a {nx * self.spacing:.0f} x {ny * self.spacing:.0f} mm field "
+                             f"of view cannot hold a thorax (needs about {2 * MIN_HALF_WIDTH / 0.98:.0f} x "
+                             f"{2 * (0.72 * MIN_HALF_WIDTH + 30):.0f} mm)")
+        if self.size and self.size[2] and self.thickness:
+            if self.size[2] * self.thickness - 40 < MIN_LUNG_HEIGHT:
+                raise InputError(f"impossible slices: {self.size[2]} x {self.thickness} mm = "
+                                 f"{self.size[2] * self.thickness:.0f} mm cannot hold the lungs "
+                                 f"(needs >= {MIN_LUNG_HEIGHT + 40:.0f} mm)")
+        return self
+
+    @staticmethod
+    def _max_half_width(nx: int, ny: int, sp: float) -> float:
+        return min(0.49 * nx * sp, (0.5 * ny * sp - 30.0) / 0.72)
+
+
+@dataclass
+class PhantomCase:
+    """A generated case: ``ct`` int16 HU, ``regions`` uint8 lobes 1-5, ``subtypes`` uint8 0-4 (CTImage each,
+    same grid, LPS) and ``meta`` (every parameter, JSON-ready)."""
+
+    ct: CTImage
+    regions: CTImage
+    subtypes: CTImage
+    meta: dict
+
+
+def case_rngs(seed: int, index: int, n: int = 8) -> list[np.random.Generator]:
+    ss = np.random.SeedSequence(int(seed), spawn_key=(int(index),))
+    return [np.random.default_rng(s) for s in ss.spawn(n)]
+
+
+def _plan(rng: np.random.Generator, o: PhantomOptions) -> tuple[Grid, float, float, str, float]:
+    """Draw the protocol and the patient size -> (grid, half_width, lung_height, kernel, noise)."""
+    nx, ny = (o.size[0], o.size[1]) if o.size else (256, 256)
+    nz = o.size[2] if o.size else None
+    a = float(rng.uniform(140.0, 178.0))
+    h = float(rng.uniform(215.0, 270.0))
+    s_nom = float(rng.uniform(0.6, 0.9)) * 512.0 / nx
+    t_draw = float(rng.choice(THICKNESSES, p=THICKNESS_P))
+    k_draw = rng.uniform()
+    n_draw = rng.uniform()
+    if o.spacing is not None:
+        sp = float(o.spacing)
+        a = min(a, PhantomOptions._max_half_width(nx, ny, sp))
+    else:
+        sp = max(s_nom, 2.0 * a / (0.98 * nx), 2.0 * (0.72 * a + 30.0) / ny)
+        sp = round(sp, 4)
+    ext = h + 70.0
+    if nz is not None and o.thickness is not None:
+        t = float(o.thickness)
+    elif nz is not None:
+        t = round(min(10.0, max(0.5, ext / nz)), 4)
+    else:
+        t = float(o.thickness) if o.thickness is not None else t_draw
+        nz = int(math.ceil(ext / t))
+    fov_z = nz * t
+    h = min(h, fov_z - 40.0)
+    if h < MIN_LUNG_HEIGHT:
+        raise InputError(f"impossible slices: {nz} x {t} mm = {fov_z:.0f} mm cannot hold the lungs")
+    k = max(1, int(math.ceil(t / (1.6 * max(sp, 0.8)) - 1e-6)))
+    grid = Grid(nx, ny, int(nz), sp, t, k, y_shift=0.0, z_top=fov_z / 2.0)
+    kernel = o.kernel if o.kernel != "mixed" else ("sharp" if k_draw < 0.4 else "soft")
+    if o.noise is not None:
+        noise = float(o.noise)
+    else:
+        noise = 10.0 + 15.0 * n_draw if kernel == "soft" else 40.0 + 20.0 * n_draw
+    return grid, a, h, kernel, round(noise, 2)
+
+
+def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None = None, healthy: bool | None = None,
+                  **kwargs) -> PhantomCase:
+    """Generate case ``index`` of the cohort ``seed``. ``options`` (or keyword arguments of
+    :class:`PhantomOptions`) fix protocol or disease; ``healthy`` forces health (default: drawn with
+    ``healthy_fraction``)."""
+    o = (options or PhantomOptions(**kwargs)).validate()
+    r_plan, r_pat, r_tex, r_dis, r_tree, r_scan, r_out, r_misc = case_rngs(seed, index)
+    grid, a, h, kernel, noise = _plan(r_plan, o)
+    p = anatomy.sample_patient(r_pat, a, h, (float(grid.zf[0]), float(grid.zf[-1])))
+    th = anatomy.Thorax(grid, p)
+    hu, lobes, info = th.build(r_pat)
+    lung = lobes > 0
+    z_base = {-1: p.z_base, 1: p.z_base - p.left_drop}
+
+    # parenchyma: -870 anterior to about -820 posterior (supine gravity gradient) plus fine texture
+    yn = info["yn"]  # (1, ny, 1)
+    tex = smooth_field(r_tex, grid.fine_axes(), 3.0)
+    paren = (-886.0 + 72.0 * np.clip(yn, 0, 1) ** 1.5) + 20.0 * tex
+    lung_idx = np.flatnonzero(lung)
+    zi, yi, xi = np.unravel_index(lung_idx, lung.shape)
+    lung_pts = np.stack([grid.zf[zi], grid.y[yi], grid.x[xi]], 1).astype(float)
+    flat = hu.reshape(-1)
+    flat[lung_idx] = paren.reshape(-1)[lung_idx] if paren.shape == hu.shape else np.broadcast_to(
+        paren, hu.shape).reshape(-1)[lung_idx]
+    del tex, paren
+
+    # emphysema
+    healthy_case = (r_misc.uniform() < o.healthy_fraction) if healthy is None else healthy
+    if o.subtypes:
+        healthy_case = False
+    dis = emphysema.sample_disease(r_dis, healthy_case, o.subtypes, o.severity)
+    sub_flat = np.zeros(lung.size, np.uint8)
+    sub_flat[lung_idx] = labels.NORMAL
+    lob = emphysema.Lobules(r_dis, lung_pts.min(0), lung_pts.max(0), dis.lobule_mm)
+    ple_pt, _ = emphysema.choose_ple(r_dis, lob, lung_pts, z_base, p.lung_height, dis.ple)
+    if ple_pt.any():
+        ple_idx = lung_idx[ple_pt]
+        depth = -982.0 - 15.0 * dis.ple
+        flat[ple_idx] = depth + 0.25 * (flat[ple_idx] + 850.0)
+        sub_flat[ple_idx] = labels.PLE
+    c_cen, c_rad = emphysema.cle_holes(r_dis, lob, lung_pts, z_base, p.lung_height, dis.cle)
+    if len(c_cen):
+        occ = splat_balls(grid, c_cen, c_rad, soft=0.5 * grid.spacing).reshape(-1)
+        sel = lung_idx[occ[lung_idx] > 0]
+        flat[sel] = flat[sel] * (1 - occ[sel]) + (-1010.0) * occ[sel]
+        sub_flat[sel[occ[sel] >= 0.75]] = labels.CLE
+        del occ
+    s_cen, s_rad = emphysema.pse_spaces(r_dis, grid, lobes, z_base, p.lung_height, dis.pse)
+    if len(s_cen):
+        outer = splat_balls(grid, s_cen, s_rad).reshape(-1)
+        inner = splat_balls(grid, s_cen, np.maximum(s_rad - 0.9, 0.5)).reshape(-1)
+        sel = lung_idx[outer[lung_idx] > 0]
+        o_, i_ = outer[sel], inner[sel]
+        flat[sel] = flat[sel] * (1 - o_) + (-620.0) * o_
+        flat[sel] = flat[sel] * (1 - i_) + (-995.0) * i_
+        sub_flat[sel[o_ >= 0.5]] = labels.PSE
+        del outer, inner
+    dis.counts = {"cle_holes": int(len(c_cen)), "pse_spaces": int(len(s_cen)),
+                  "ple_lobules_voxels": int(ple_pt.sum())}
+
+    # fissures (thin pleural lines)
+    fis = info["fissure"]
+    hu[fis] = np.maximum(hu[fis], -760.0)
+
+    # airway and vessel trees
+    vess, wall, lumen = _trees(grid, th, lobes, r_tree, lob, ple_pt, lung_idx, o.vessel_points)
+    hu += (40.0 - hu) * vess
+    hu += (30.0 - hu) * wall
+    hu += (-1000.0 - hu) * lumen
+    solid = (np.maximum(vess, wall) >= 0.5).reshape(-1)
+    sub_flat[lung_idx[solid[lung_idx]]] = labels.NORMAL
+    del vess, wall, lumen, solid
+
+    ct = acquire(grid, hu, kernel, noise, r_scan)
+    del hu
+    regions, subtypes = downsample_labels(grid, lobes, sub_flat.reshape(lobes.shape))
+    fr = _fractions(subtypes)
+    meta = {
+        "generator": "drasclr.phantom", "generator_version": GENERATOR_VERSION, "seed": int(seed),
+        "index": int(index), "healthy": bool(dis.healthy),
+        "protocol": {"size_xyz": [grid.nx, grid.ny, grid.nz], "spacing_mm": [grid.spacing, grid.spacing,
+                     grid.thickness], "slice_thickness_mm": grid.thickness, "kernel": kernel, "noise_hu": noise,
+                     "kernel_params": KERNELS[kernel], "fine_subslices": grid.k},
+        "patient": p.to_dict(),
+        "disease": {"cle_severity": dis.cle, "pse_severity": dis.pse, "ple_severity": dis.ple,
+                    "lobule_mm": round(dis.lobule_mm, 2), **dis.counts},
+        "lung_volume_ml": round(float((regions > 0).sum()) * grid.spacing ** 2 * grid.thickness / 1000, 1),
+        "fractions": {k: round(v, 5) for k, v in fr.items()},
+        "lobe_voxels": {str(v): int((regions == v).sum()) for v in range(1, 6)},
+        "outcomes": outcomes(r_out, fr),
+        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(o).items()},
+    }
+    return PhantomCase(grid.image(ct), grid.image(regions), grid.image(subtypes), meta)
+
+
+def _fractions(subtypes: np.ndarray) -> dict[str, float]:
+    counts = np.bincount(subtypes.reshape(-1), minlength=5)
+    total = max(1, int(counts[1:].sum()))
+    return {"normal": counts[1] / total, "cle": counts[2] / total, "pse": counts[3] / total,
+            "ple": counts[4] / total}
+
+
+def _trees(grid: Grid, th: anatomy.Thorax, lobes: np.ndarray, rng: np.random.Generator, lob, ple_pt, lung_idx,
+           n_points: int):
+    """Occupancy volumes (vessels, airway wall, airway lumen) on the fine grid."""
+    p = th.p
+    car = th.carina
+    top = np.array([grid.zf[-1] + 5.0, car[1] + 4.0, 0.0])
+    seg0, seg1, r_air = [top], [car], [8.5]
+    vp0, vp1, vr = [], [], []
+    lung_vol = {v: int((lobes[::2, ::2, ::2] == v).sum()) for v in range(1, 6)}
+    for side, lobe_ids in ((-1, (anatomy.RUL, anatomy.RML, anatomy.RLL)), (1, (anatomy.LUL, anatomy.LLL))):
+        hil = np.array([car[0] - (14.0 if side < 0 else 26.0), car[1] + 6.0, side * (p.med_width + 6.0)])
+        seg0.append(car)
+        seg1.append(hil)
+        r_air.append(6.5 if side < 0 else 5.8)
+        tot = sum(lung_vol[v] for v in lobe_ids)
+        groups = [trees.sample_points(rng, grid, lobes, v, max(4, int(n_points * lung_vol[v] / max(tot, 1))))
+                  for v in lobe_ids]
+        t = trees.grow(hil, groups, r_root=5.5)
+        vis = t["r"] >= 0.9
+        w = 0.3 + 0.18 * t["r"]
+        r_a = 0.95 * t["r"]
+        a0, a1 = trees.artery_beside(t, t["r"], w, r_a, vis)
+        seg0 += list(t["p0"][vis])
+        seg1 += list(t["p1"][vis])
+        r_air += list(t["r"][vis])
+        vp0.append(a0)
+        vp1.append(a1)
+        vr.append(r_a)
+        # veins: own tree from the lower hilum (towards the left atrium)
+        vhil = np.array([car[0] - 45.0, car[1] - 12.0, side * (p.med_width + 4.0)])
+        vg = [trees.sample_points(rng, grid, lobes, v, max(4, int(0.8 * n_points * lung_vol[v] / max(tot, 1))))
+              for v in lobe_ids]
+        tv = trees.grow(vhil, [np.concatenate(vg)], r_root=6.0)
+        vp0.append(tv["p0"])
+        vp1.append(tv["p1"])
+        vr.append(tv["r"])
+    vp0, vp1, vr = np.concatenate(vp0), np.concatenate(vp1), np.concatenate(vr)
+    from .render import tube_points
+
+    pts, rad = tube_points(vp0, vp1, vr, min_step=0.5 * min(grid.spacing, grid.dz_fine))
+    if len(lung_idx) and ple_pt.any():  # prune small vessels inside panlobular lobules
+        small = rad < 1.3
+        keys = lob.key(pts[small])
+        ple_keys = np.unique(lob.key(_pts_of(grid, lung_idx[ple_pt][:: max(1, int(ple_pt.sum()) // 100000)])))
+        drop = np.zeros(len(pts), bool)
+        drop[np.flatnonzero(small)[np.isin(keys, ple_keys)]] = True
+        pts, rad = pts[~drop], rad[~drop]
+    vess = splat_balls(grid, pts, rad)
+    a0, a1, ar = np.array(seg0), np.array(seg1), np.array(r_air)
+    wall = splat_tubes(grid, a0, a1, ar + 0.3 + 0.18 * ar)
+    lumen = splat_tubes(grid, a0, a1, ar)
+    wall = np.maximum(wall - lumen, 0)
+    vess = np.maximum(vess - lumen - wall, 0)
+    return vess, wall, lumen
+
+
+def _pts_of(grid: Grid, flat_idx: np.ndarray) -> np.ndarray:
+    zi, yi, xi = np.unravel_index(flat_idx, grid.fine_shape)
+    return np.stack([grid.zf[zi], grid.y[yi], grid.x[xi]], 1).astype(float)
