@@ -10,6 +10,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -105,6 +106,20 @@ def engine_environment(base: dict | None = None) -> dict:
     return env
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """Kill the child and everything it started (``PythonSlicer`` is a launcher that starts the real Python)."""
+    if proc.poll() is None:
+        if os.name == "posix":
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own session/process group
+            except ProcessLookupError:
+                pass
+        else:
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True, check=False)
+            proc.kill()
+    proc.wait()
+
+
 def run_engine(cmd: list[str], on_progress: Callable[[Progress], None] | None = None,
                on_line: Callable[[str], None] | None = None, should_cancel: Callable[[], bool] | None = None,
                on_idle: Callable[[], None] | None = None, env: dict | None = None, poll_s: float = 0.1) -> list[str]:
@@ -114,8 +129,10 @@ def run_engine(cmd: list[str], on_progress: Callable[[Progress], None] | None = 
     when ``should_cancel()`` turns true the child is killed and :class:`Cancelled` is raised. A non-zero
     exit raises :class:`EngineError` with the engine's ``error:`` line.
     """
+    group = {"start_new_session": True} if os.name == "posix" else {
+        "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                            env=engine_environment() if env is None else env)
+                            env=engine_environment() if env is None else env, **group)
     lines: queue.Queue[str | None] = queue.Queue()
 
     def pump():
@@ -150,8 +167,7 @@ def run_engine(cmd: list[str], on_progress: Callable[[Progress], None] | None = 
                 on_idle()
         rc = proc.wait()
     except BaseException:
-        proc.kill()
-        proc.wait()
+        kill_tree(proc)
         raise
     finally:
         reader.join(timeout=5)

@@ -193,6 +193,35 @@ def test_cancel_leaves_no_nodes_and_no_files(scene, chest, tmp_path):
     assert not (tmp_path / "w" / "output").exists()
 
 
+def _dead(pid: int, timeout: float = 5.0) -> bool:
+    """True once ``pid`` is gone or a zombie (killed, waiting to be reaped)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_cancel_kills_the_whole_process_tree():
+    """Cancel kills the child and what it started (PythonSlicer is a launcher around the real Python)."""
+    code = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; "
+            "time.sleep(60)']); print('grandchild', p.pid, flush=True); time.sleep(60)")
+    seen = []
+    with pytest.raises(process.Cancelled):
+        process.run_engine([sys.executable, "-c", code], on_line=seen.append,
+                           should_cancel=lambda: any(s.startswith("grandchild") for s in seen))
+    grandchild = int(next(s for s in seen if s.startswith("grandchild")).split()[1])
+    assert _dead(grandchild), "the grandchild process survived Cancel"
+
+
 def test_engine_error_is_reported():
     """A child that follows the CLI contract (one ``error:`` line, exit 2): its message becomes the error.
     (The real CLI's bad-input path imports torch first, ~3-9 s here, so a contract-following child stands in.)"""
