@@ -17,6 +17,7 @@ COMMANDS = {
     "analyze": "analyze",
     "finetune": "finetune",
     "phantom": "phantom",
+    "pretrain": "pretrain",
 }
 
 

@@ -12,8 +12,14 @@ ways, chosen per call (``mode="auto"``) so that conditioning costs almost nothin
 
 - ``shared``: every sample has the same location (the training case: one location per mini-batch) -> one
   mixed kernel, one batched convolution.
-- ``grouped``: several locations -> per-sample kernels, one grouped convolution (``groups = B``) or, for
-  small feature maps, an unfolded batched matrix product (``bmm``) that is cheaper on CPU there.
+- ``grouped``: several locations, large feature maps -> per-sample kernels (one small matrix product), one
+  grouped convolution with ``groups = B`` (the batch folded into channels; channels-last when one input
+  channel, where oneDNN runs it as a fast depthwise convolution).
+- ``unique``: a few distinct locations (e.g. a query batch plus its neighbours) -> one shared-kernel
+  convolution per distinct location.
+- ``experts``: several locations, small feature maps -> one batched convolution with all ``E * C_out`` expert
+  kernels, then the expert outputs are mixed per sample. It costs E times the FLOPs of a plain convolution,
+  but on maps of a few voxels that is cheaper than building B mixed kernels.
 - ``loop``: the naive per-sample loop, kept as the reference for tests and benchmarks.
 
 All modes give the same result up to float rounding (tested against the loop).
@@ -27,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODES = ("auto", "shared", "grouped", "bmm", "loop")
+MODES = ("auto", "shared", "unique", "grouped", "experts", "loop")
 
-# feature maps with at most this many output voxels use the unfold+bmm path on CPU (see bench/bench_condconv.py)
-BMM_MAX_VOXELS = 512
+# "auto" mixes expert outputs when a layer's output has at most this many voxels (see bench/bench_condconv.py)
+EXPERTS_MAX_VOXELS = 8
 
 
 class CondConv3d(nn.Module):
@@ -41,7 +47,7 @@ class CondConv3d(nn.Module):
         num_experts: number of expert kernels ``E`` (8 in DrasCLR).
         loc_dim: size of the location code (3: normalised x, y, z).
         bias: one bias per output channel (shared by the experts, as in the reference).
-        mode: ``auto`` (default), ``shared``, ``grouped``, ``bmm`` or ``loop``; see the module docstring.
+        mode: ``auto`` (default), ``shared``, ``unique``, ``grouped``, ``experts`` or ``loop`` (module docstring).
 
     Shapes: ``x`` ``(B, C_in, D, H, W)``, ``loc`` ``(B, loc_dim)`` -> ``(B, C_out, D', H', W')``.
     """
@@ -97,18 +103,20 @@ class CondConv3d(nn.Module):
             return self.forward_loop(x, loc)
         if mode == "shared":
             return self._conv(x, self.kernels(loc[:1])[0])
-        w = self.kernels(loc)  # (B, Co, Ci, k, k, k)
-        if mode == "bmm":
-            return self._bmm(x, w)
-        return self._grouped(x, w)
+        if mode == "experts":
+            return self._experts(x, loc)
+        if mode == "unique":
+            return self._unique(x, loc)
+        return self._grouped(x, self.kernels(loc))
 
     def _pick_mode(self, x: torch.Tensor, loc: torch.Tensor) -> str:
-        if loc.shape[0] == 1 or bool((loc == loc[:1]).all()):
+        b = loc.shape[0]
+        if b == 1 or bool((loc == loc[:1]).all()):
             return "shared"
-        if x.device.type == "cpu":
-            vox = math.prod(self._out_size(n) for n in x.shape[2:])
-            if vox <= BMM_MAX_VOXELS:
-                return "bmm"
+        if b >= 8 and len(torch.unique(loc, dim=0)) <= b // 4:
+            return "unique"
+        if math.prod(self._out_size(n) for n in x.shape[2:]) <= EXPERTS_MAX_VOXELS:
+            return "experts"
         return "grouped"
 
     def _conv(self, x: torch.Tensor, w: torch.Tensor, groups: int = 1, bias: torch.Tensor | None = None):
@@ -116,24 +124,38 @@ class CondConv3d(nn.Module):
                         self.stride, self.padding, 1, groups)
 
     def _grouped(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """One grouped convolution: the batch folded into channels, ``groups = B``."""
+        """One grouped convolution: the batch folded into channels, ``groups = B``. ``w``: ``(B, Co, Ci, k^3)``."""
         b = x.shape[0]
         bias = None if self.bias is None else self.bias.to(x.dtype).repeat(b)
-        y = F.conv3d(x.reshape(1, b * self.in_channels, *x.shape[2:]), w.to(x.dtype).flatten(0, 1), bias,
-                     self.stride, self.padding, 1, b)
+        xg = x.reshape(1, b * self.in_channels, *x.shape[2:])
+        wg = w.to(x.dtype).flatten(0, 1)
+        if self.in_channels == 1 and x.device.type == "cpu":  # depthwise-like: oneDNN is fastest channels-last
+            xg = xg.contiguous(memory_format=torch.channels_last_3d)
+            wg = wg.contiguous(memory_format=torch.channels_last_3d)
+        y = F.conv3d(xg, wg, bias, self.stride, self.padding, 1, b)
         return y.view(b, self.out_channels, *y.shape[2:])
 
-    def _bmm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """Unfold the input into columns ``(B, C_in*k^3, V)`` and multiply by the per-sample kernels."""
-        b, k, s, p = x.shape[0], self.kernel_size, self.stride, self.padding
-        xp = F.pad(x, (p,) * 6) if p else x
-        cols = xp.unfold(2, k, s).unfold(3, k, s).unfold(4, k, s)  # (B, Ci, Do, Ho, Wo, k, k, k)
-        out_shape = cols.shape[2:5]
-        cols = cols.permute(0, 1, 5, 6, 7, 2, 3, 4).reshape(b, self.in_channels * k ** 3, -1)
-        y = torch.bmm(w.to(x.dtype).flatten(2), cols)  # (B, Co, V)
+    def _unique(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        """One shared-kernel convolution per distinct location, results put back in batch order."""
+        uniq, inv = torch.unique(loc, dim=0, return_inverse=True)
+        w = self.kernels(uniq)
+        parts, order = [], []
+        for u in range(len(uniq)):
+            idx = (inv == u).nonzero().squeeze(1)
+            parts.append(self._conv(x.index_select(0, idx), w[u]))
+            order.append(idx)
+        y = torch.cat(parts, 0)
+        return y.index_select(0, torch.argsort(torch.cat(order)))
+
+    def _experts(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        """All expert kernels in one batched convolution, outputs mixed per sample."""
+        b, e, co = x.shape[0], self.num_experts, self.out_channels
+        r = self.routing_weights(loc).to(x.dtype)  # (B, E)
+        y = F.conv3d(x, self.weight.to(x.dtype).flatten(0, 1), None, self.stride, self.padding)  # (B, E*Co, ...)
+        out = torch.einsum("be,bev->bv", r, y.reshape(b, e, -1)).view(b, co, *y.shape[2:])
         if self.bias is not None:
-            y = y + self.bias.to(x.dtype)[None, :, None]
-        return y.view(b, self.out_channels, *out_shape)
+            out = out + self.bias.to(x.dtype).view(1, co, 1, 1, 1)
+        return out
 
     def forward_loop(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
         """The naive reference: one mixed kernel and one ``conv3d`` per sample."""

@@ -120,7 +120,7 @@ class DrasCLREncoder(nn.Module):
         return x.mean(dim=(2, 3, 4)) if x.shape[2:].numel() > 1 else x.flatten(1)
 
     def set_condconv_mode(self, mode: str) -> DrasCLREncoder:
-        """Force one CondConv computation mode (``auto``, ``shared``, ``grouped``, ``bmm``, ``loop``)."""
+        """Force one CondConv computation mode (see ``drasclr.model.condconv.MODES``)."""
         set_condconv_mode(self, mode)
         return self
 
