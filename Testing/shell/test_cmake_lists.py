@@ -3,16 +3,13 @@ complete and consistent across CMakeLists.txt, DrasCLRSlicer.s4ext and the Exten
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import struct
 
-from shell_support import MODULE, ROOT
+from shell_support import MODULE, ROOT, load_update_cmake_lists
 
-spec = importlib.util.spec_from_file_location("update_cmake_lists", ROOT / "scripts" / "update_cmake_lists.py")
-update_cmake_lists = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(update_cmake_lists)
+update_cmake_lists = load_update_cmake_lists()
 
 TOP = (ROOT / "CMakeLists.txt").read_text()
 MOD = (MODULE / "CMakeLists.txt").read_text()
