@@ -164,10 +164,11 @@ class DrasCLRLogic:
         """Write the CT (and lobes) as NRRD files for the child process; geometry through geometry.py."""
         work_dir.mkdir(parents=True, exist_ok=True)
         ct = image_from_volume_node(volume_node)
-        ct_path = write_image(ct, work_dir / "ct.nrrd")
+        ct_path = write_image(ct, work_dir / "ct.nrrd", compress=False)  # temporary: speed over size
         lobes_path = None
         if lobes_node is not None:
-            lobes_path = write_image(lobes_image(lobes_node, volume_node, ct), work_dir / "lobes.nrrd", dtype=np.uint8)
+            lobes = lobes_image(lobes_node, volume_node, ct)
+            lobes_path = write_image(lobes, work_dir / "lobes.nrrd", dtype=np.uint8, compress=False)
         return ct_path, lobes_path
 
     def run_in_subprocess(self, volume_node, lobes_node=None, model=None, device: str = "auto",
@@ -296,9 +297,9 @@ class DrasCLRLogic:
         work = Path(tempfile.mkdtemp(prefix="drasclr-finetune-"))
         try:
             ct = image_from_volume_node(nodes.volume)
-            ct_path = write_image(ct, work / "ct.nrrd")
-            pred_path = write_image(nodes.prediction, work / "prediction.nrrd", dtype=np.uint8)
-            corr_path = write_image(corrected, work / "corrected.nrrd", dtype=np.uint8)
+            ct_path = write_image(ct, work / "ct.nrrd", compress=False)
+            pred_path = write_image(nodes.prediction, work / "prediction.nrrd", dtype=np.uint8, compress=False)
+            corr_path = write_image(corrected, work / "corrected.nrrd", dtype=np.uint8, compress=False)
             cmd = process.finetune_command(ct_path, pred_path, corr_path, model=model, output_root=output_root,
                                            device=device, max_seconds=max_seconds)
             lines = process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
