@@ -76,6 +76,9 @@ class PhantomOptions:
             raise InputError(f"impossible spacing: a {nx * self.spacing:.0f} x {ny * self.spacing:.0f} mm field "
                              f"of view cannot hold a thorax (needs about {2 * MIN_HALF_WIDTH / 0.98:.0f} x "
                              f"{2 * (0.72 * MIN_HALF_WIDTH + 30):.0f} mm)")
+        if self.size and self.size[2] and not self.thickness and self.size[2] * 10.0 - 40 < MIN_LUNG_HEIGHT:
+            raise InputError(f"impossible slices: {self.size[2]} slices of at most 10 mm cannot hold the lungs "
+                             f"(needs >= {MIN_LUNG_HEIGHT + 40:.0f} mm)")
         if self.size and self.size[2] and self.thickness:
             if self.size[2] * self.thickness - 40 < MIN_LUNG_HEIGHT:
                 raise InputError(f"impossible slices: {self.size[2]} x {self.thickness} mm = "
