@@ -180,7 +180,7 @@ def test_run_in_subprocess_loads_outputs(scene, chest, chest_result, tmp_path):
     csv_path = logic.export_csv(nodes, tmp_path / "stats.csv")
     assert read_stats_csv(csv_path)[-1]["region"] == "whole_lung"
     html = logic.export_html(nodes, tmp_path / "report.html").read_text()
-    assert "whole_lung" in html and "<table" in html
+    assert "Whole lung" in html and "<table" in html
 
 
 def test_cancel_leaves_no_nodes_and_no_files(scene, chest, tmp_path):

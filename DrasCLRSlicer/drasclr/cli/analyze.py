@@ -72,6 +72,12 @@ def run(args) -> int:
     if args.lobes and not Path(args.lobes).exists():
         raise InputError(f"lobe file not found: {args.lobes}")
     device = pick_device(args.device)
+    cases = _cases(src)
+    ct = None
+    if cases is None:  # validate the one input before loading any model (bad input -> one error line)
+        from ..io import read_ct
+
+        ct = read_ct(src, series_uid=args.series)
     model = card = None
     if not args.no_model:
         from ..dense.store import DEMO_MODEL, load_segmenter
@@ -82,10 +88,9 @@ def run(args) -> int:
             model, card, _ = load_segmenter(args.model, device)
             log.info("model %s on %s", card.get("version", card.get("name")), describe_device(device))
     kwargs = dict(model=model, device=device, model_card=card, batch_size=args.batch_size)
-    cases = _cases(src)
     if cases is None:
-        result = analyze_file(src, args.output, lobes_path=args.lobes, series_uid=args.series,
-                              lobes_convention=args.lobes_convention, **kwargs)
+        result = analyze_file(src, args.output, lobes_path=args.lobes, lobes_convention=args.lobes_convention,
+                              ct=ct, **kwargs)
         if not args.quiet:
             print(format_table(result.rows))
         print(f"wrote {args.output}")
