@@ -91,8 +91,9 @@ def figures(args):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from drasclr.phantom import PhantomOptions, generate_case
     from matplotlib.colors import ListedColormap
+
+    from drasclr.phantom import PhantomOptions, generate_case
 
     out = REPO / "docs" / "images"
     out.mkdir(parents=True, exist_ok=True)

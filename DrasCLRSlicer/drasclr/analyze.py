@@ -1,4 +1,9 @@
-"""``drasclr analyze``: one CT in, subtype map + regions + per-region numbers out (on the input's own grid)."""
+"""``drasclr analyze``: one CT in, subtype map + regions + per-region numbers out (on the input's own grid).
+
+Stages: lung mask -> regions (lobes from ``--lobes`` or zones 11–16) -> atlas registration (anatomical
+locations) -> dense subtype prediction -> patient embedding -> statistics -> files. ``analyze`` works on images
+in memory (the Slicer module calls it); ``analyze_file`` reads and writes files (the CLI).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, labels
-from .errors import InputError
-from .image import CTImage, resample_to
-from .io import read_ct, read_image, write_image
+from . import __version__
+from .image import CTImage
+from .io import read_ct, write_image
 from .lungs import segment_lungs
 from .outputs import staged_dir
-from .regions import zones_from_lungs
+from .regions import read_lobes, zones_from_lungs
 from .stats import region_stats, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -34,44 +38,81 @@ class Analysis:
     embedding: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
     model_card: dict | None = None
+    device: str = "cpu"
 
 
-def load_lobes(path: str | Path, ct: CTImage) -> CTImage:
-    """A lobe labelmap (LTRC numbering 1–5) resampled onto ``ct``'s grid with nearest neighbour."""
-    lobes = read_image(path)
-    if not lobes.same_grid(ct):
-        lobes = resample_to(lobes, ct)
-    values = {int(v) for v in np.unique(lobes.array)} - {0}
-    if not values:
-        raise InputError(f"lobe file {Path(path).name} has no labels on the CT's grid (does it overlap the CT?)")
-    unknown = sorted(values - set(labels.LOBES))
-    if unknown:
-        raise InputError(f"lobe file {Path(path).name} has unknown label values {unknown}; "
-                         "expected LTRC lobe values 1-5")
-    return lobes.with_array(lobes.array.astype(np.uint8))
+def load_lobes(path: str | Path, ct: CTImage, convention: str = "auto") -> CTImage:
+    """A lobe labelmap (file or TotalSegmentator folder) in LTRC numbering 1–5 on ``ct``'s grid.
+
+    See :func:`drasclr.regions.read_lobes` (conventions ltrc / totalseg / cip, nearest-neighbour resampling).
+    """
+    return read_lobes(path, ct, convention)
 
 
-def analyze(ct: CTImage, lobes: CTImage | None = None) -> Analysis:
-    """Run the analysis on a CT already in memory (used by the CLI and by the Slicer module's Logic)."""
-    t = {}
-    t0 = time.perf_counter()
-    lungs = segment_lungs(ct)
-    t["lung_mask_s"] = time.perf_counter() - t0
-    if lobes is not None:
-        regions = lobes.with_array(np.where(lungs.array > 0, lobes.array, 0).astype(np.uint8))
-        kind = "lobes"
-    else:
-        regions = zones_from_lungs(lungs)
-        kind = "zones"
-    t1 = time.perf_counter()
-    rows = region_stats(ct, regions)
-    t["stats_s"] = time.perf_counter() - t1
-    return Analysis(ct=ct, lungs=lungs, regions=regions, region_kind=kind, rows=rows, timings=t)
+class _Timer:
+    def __init__(self, timings: dict):
+        self.timings = timings
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Stage:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.timings[f"{name}_s"] = round(time.perf_counter() - self.t0, 3)
+
+        return _Stage()
 
 
-def write_analysis(result: Analysis, out_dir: str | Path) -> Path:
+def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu", model_card: dict | None = None,
+            batch_size: int | None = None) -> Analysis:
+    """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` (None: densitometry only)."""
+    timings: dict[str, float] = {}
+    stage = _Timer(timings)
+    with stage("lung_mask"):
+        lungs = segment_lungs(ct)
+    with stage("regions"):
+        if lobes is not None:
+            regions = lobes.with_array(np.where(lungs.array > 0, lobes.array, 0).astype(np.uint8))
+            kind = "lobes"
+        else:
+            regions = zones_from_lungs(lungs)
+            kind = "zones"
+    subtypes = embedding = None
+    if model is not None:
+        import torch
+
+        from .dense.infer import lung_volume, patch_embeddings, predict_probabilities, probabilities_to_labels
+        from .dense.locate import atlas_patch_corners, locator_for
+
+        device = torch.device(device)
+        with stage("registration"):
+            locator, transform = locator_for(lungs)
+        with stage("subtypes"):
+            vol = lung_volume(ct, lungs)
+            probs = predict_probabilities(model, vol, locator, device, batch_size=batch_size)
+            subtypes = probabilities_to_labels(probs, vol.ct, ct, lungs.array)
+            del probs
+        with stage("embedding"):
+            corners, locations = atlas_patch_corners(transform, vol.ct)
+            vectors = patch_embeddings(model, vol.ct, corners, locations, device, batch_size)
+            embedding = vectors.mean(axis=0).astype(np.float32)
+    with stage("stats"):
+        rows = region_stats(ct, regions, subtypes)
+    return Analysis(ct=ct, lungs=lungs, regions=regions, region_kind=kind, rows=rows, subtypes=subtypes,
+                    embedding=embedding, timings=timings, model_card=model_card, device=str(device))
+
+
+def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -> Path:
     """Write the output files of an analysis into ``out_dir`` all-or-nothing."""
     out_dir = Path(out_dir)
+    info = {"drasclr_version": __version__, "region_kind": result.region_kind, "device": result.device,
+            "grid": {"size_xyz": list(result.ct.shape_xyz), "spacing_mm": list(result.ct.spacing)},
+            "timings_s": result.timings}
+    if result.model_card:
+        info["model"] = {k: result.model_card.get(k) for k in ("name", "version", "sha256", "metrics")}
     with staged_dir(out_dir) as tmp:
         write_image(result.regions, tmp / "regions.nii.gz", dtype=np.uint8)
         if result.subtypes is not None:
@@ -79,19 +120,24 @@ def write_analysis(result: Analysis, out_dir: str | Path) -> Path:
         if result.embedding is not None:
             np.save(tmp / "embedding.npy", result.embedding)
         write_csv(result.rows, tmp / "stats.csv")
-        extra = {"drasclr_version": __version__, "region_kind": result.region_kind,
-                 "grid": {"size_xyz": list(result.ct.shape_xyz), "spacing_mm": list(result.ct.spacing)},
-                 "timings_s": result.timings}
-        if result.model_card:
-            extra["model"] = {k: result.model_card.get(k) for k in ("name", "version", "sha256")}
-        write_json(result.rows, tmp / "stats.json", extra)
+        write_json(result.rows, tmp / "stats.json", info)
+        if report:
+            from .report import write_report
+
+            write_report(tmp, result.ct, result.subtypes, result.regions, result.rows, info)
     return out_dir
 
 
 def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path | None = None,
-                 series_uid: str | None = None) -> Analysis:
-    ct = read_ct(path, series_uid=series_uid)
-    lobes = load_lobes(lobes_path, ct) if lobes_path else None
-    result = analyze(ct, lobes)
+                 series_uid: str | None = None, model=None, device="cpu", model_card: dict | None = None,
+                 lobes_convention: str = "auto", batch_size: int | None = None,
+                 ct: CTImage | None = None) -> Analysis:
+    """Read (unless ``ct`` is given), analyze and write one case."""
+    t0 = time.perf_counter()
+    ct = ct if ct is not None else read_ct(path, series_uid=series_uid)
+    read_s = time.perf_counter() - t0
+    lobes = load_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
+    result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size)
+    result.timings = {"read_s": round(read_s, 3), **result.timings}
     write_analysis(result, out_dir)
     return result

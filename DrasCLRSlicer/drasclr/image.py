@@ -58,6 +58,14 @@ class CTImage:
             raise ValueError(f"shape {array.shape} does not match the grid {self.array.shape}")
         return CTImage(array, self.spacing, self.origin, self.direction)
 
+    def crop(self, lo_zyx, hi_zyx) -> CTImage:
+        """Sub-volume ``array[lo:hi]`` (zyx index bounds, clipped to the grid) with its geometry kept exact."""
+        lo = np.maximum(np.asarray(lo_zyx, int), 0)
+        hi = np.minimum(np.asarray(hi_zyx, int), self.array.shape)
+        arr = self.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        origin = self.index_to_lps(lo[::-1])[0]
+        return CTImage(arr, self.spacing, tuple(origin), self.direction)
+
     # --- geometry -----------------------------------------------------------------------------------
     @property
     def shape_xyz(self) -> tuple[int, int, int]:

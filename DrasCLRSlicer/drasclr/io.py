@@ -68,6 +68,9 @@ def read_ct(path: str | os.PathLike, series_uid: str | None = None) -> CTImage:
     path = Path(path)
     image = read_dicom_series(path, series_uid) if path.is_dir() else read_image(path)
     check_hounsfield(image, path.name)
+    a = image.array
+    if a.dtype.kind in "iu" and a.dtype != np.int16 and a.min() >= -32768 and a.max() <= 32767:
+        image = image.with_array(a.astype(np.int16))  # HU fit int16: half the memory of int32
     return image
 
 
@@ -95,10 +98,15 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
     if not folder.is_dir():
         raise InputError(f"input not found: {folder}")
     series: dict[str, list[str]] = {}
-    for root, _dirs, _files in os.walk(folder):
-        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(root) or ():
-            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(root, uid)
-            series.setdefault(uid, []).extend(files)
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns for every folder without DICOM files
+    try:
+        for root, _dirs, _files in os.walk(folder):
+            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(root) or ():
+                files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(root, uid)
+                series.setdefault(uid, []).extend(files)
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
     if not series:
         raise InputError(f"no DICOM series found in folder {folder}")
     if series_uid is not None:
@@ -160,9 +168,19 @@ def write_image(image: CTImage, path: str | os.PathLike, dtype=None, compress: b
     return path
 
 
+def is_dicom_folder(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` itself (not a sub-folder) holds a DICOM series."""
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
+
+
 def find_images(folder: str | os.PathLike) -> list[Path]:
     """Image files directly in ``folder`` and DICOM series sub-folders, sorted by name (batch mode)."""
     folder = Path(folder)
     found = [p for p in sorted(folder.iterdir()) if p.is_file() and _suffix(p) in IMAGE_SUFFIXES]
-    found += [p for p in sorted(folder.iterdir()) if p.is_dir() and sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p))]
+    found += [p for p in sorted(folder.iterdir()) if p.is_dir() and is_dicom_folder(p)]
     return found

@@ -1,9 +1,29 @@
-"""Automatic lung mask (classical, no downloaded weights): labelmap 1 = right lung, 2 = left lung.
+"""Automatic lung mask (classical, no clicks, no downloaded weights): labelmap 0 outside, 1 right lung, 2 left lung.
 
-Steps: body = largest component above -500 HU, filled slice by slice; lung candidates = air (< -400 HU)
-inside the body; the connected airway/lung air is split into the two lungs by eroding until two large parts
-appear, then growing them back inside the candidate mask; vessels and nodules are kept by hole filling.
-Work is done on a ~2 mm grid and mapped back to the input grid.
+Pipeline (``segment_lungs``), coarse steps on a ~2 mm grid, boundary refined on the input grid:
+
+1. **Body**: voxels above -500 HU (scanner padding such as -2048/-3024 outside the scan circle is never body),
+   largest 3-D component, holes filled slice by slice; its row/column hull per slice ("body hull") is kept too.
+2. **Air in the body**: -1500 < HU < -400, opened once. A 3-D air component is a lung candidate when at least
+   80 % of it lies inside the body hull — so outside air is rejected while a lung cut by the scan's edge (where
+   the chest wall is missing and the per-slice hole filling fails) is still found. Candidates under 1 % of the
+   largest one (bowel gas, oesophagus) are dropped; no candidate of at least ``MIN_LUNG_ML`` → ``InputError``
+   ``no lungs found``.
+3. **Trachea and main bronchi**: found in the most superior slices as a round, central air section of 1.5–8 cm²,
+   then tracked slice by slice down to the carina and along both main bronchi (each section must overlap the
+   section above and may not grow more than ~2× in area — a section that explodes is lung, where tracking
+   stops). The tracked airway is removed from the candidates and from the final mask.
+4. **Left/right**: two large components are the two lungs. When the lungs touch (anterior/posterior junction)
+   the component is eroded until it falls apart into two large parts side by side (x centroids ≥ 30 mm apart,
+   on either side of the body's midline); the parts are grown back inside the component, nearest part wins.
+   Otherwise the scan holds one lung, named left or right by its side of the body's midline.
+5. **Vessels and nodules**: each lung is closed and its holes filled slice by slice (axial) and in 3-D, so
+   vessels, airways and nodules inside the lung belong to it.
+6. **Border**: the coarse lung interior is mapped back to the input grid; in a band of one coarse voxel around
+   the coarse border each input voxel is lung when it is below -400 HU (the half-way value between aerated
+   lung and soft tissue), so the border follows the image at full resolution and is smooth.
+
+Index orders: arrays are ``(z, y, x)`` as in :class:`~drasclr.image.CTImage`.
 """
 
 from __future__ import annotations
@@ -15,96 +35,292 @@ from . import labels
 from .errors import InputError
 from .image import CTImage
 
-AIR_HU = -400
+AIR_HU = -400  # lung / soft tissue boundary
 BODY_HU = -500
-MIN_LUNG_ML = 50.0
-
-
-def _largest(mask: np.ndarray, n: int = 1) -> list[np.ndarray]:
-    lab, num = ndi.label(mask)
-    if num == 0:
-        return []
-    sizes = ndi.sum_labels(mask, lab, index=np.arange(1, num + 1))
-    order = np.argsort(sizes)[::-1][:n]
-    return [lab == (i + 1) for i in order]
-
-
-def _fill_slices(mask: np.ndarray, axis: int) -> np.ndarray:
-    out = np.empty_like(mask)
-    for s in range(mask.shape[axis]):
-        idx = [slice(None)] * 3
-        idx[axis] = s
-        out[tuple(idx)] = ndi.binary_fill_holes(mask[tuple(idx)])
-    return out
+PAD_HU = -1500  # below: scanner padding (outside the scan circle), neither air nor body
+MIN_LUNG_ML = 100.0
+_BALL = ndi.generate_binary_structure(3, 1)
 
 
 def segment_lungs(ct: CTImage, target_mm: float = 2.0) -> CTImage:
-    """Lung labelmap on ``ct``'s grid: 0 outside, 1 right lung, 2 left lung (uint8)."""
-    f = [max(1, int(round(target_mm / s))) for s in ct.spacing[::-1]]  # array order z, y, x
-    a = ct.array[:: f[0], :: f[1], :: f[2]]
-    vox_ml = ct.voxel_volume_ml * float(np.prod(f))
-    sup_axis, _ = ct.superior_axis()
+    """Lung labelmap on ``ct``'s grid (uint8, ``(Z, Y, X)``): 0 outside, 1 right lung, 2 left lung.
 
-    body_parts = _largest(a > BODY_HU)
-    if not body_parts:
+    Raises :class:`InputError` ``no lungs found ...`` when the image holds no lung-sized air inside a body.
+    """
+    sup_axis, sup_sign = ct.superior_axis()
+    if sup_axis != 0:  # the steps below work on axial slices = array axis 0
+        return _segment_reoriented(ct, target_mm)
+    f = [max(1, int(round(target_mm / s))) for s in ct.spacing[::-1]]  # strides in array order z, y, x
+    a = ct.array[f[0] // 2:: f[0], f[1] // 2:: f[1], f[2] // 2:: f[2]]  # sample at the centre of each block
+    coarse_spacing = np.asarray(ct.spacing[::-1]) * f  # mm, z y x
+    vox_ml = float(np.prod(coarse_spacing)) / 1000.0
+
+    body, hull = _body(a)
+    if not body.any():
         raise InputError("no lungs found: no body in the image")
-    body = _fill_slices(body_parts[0], sup_axis)
-    air = (a < AIR_HU) & (a > -1500) & body
-    air = ndi.binary_opening(air, iterations=1)
-    parts = [p for p in _largest(air, 3) if p.sum() * vox_ml >= MIN_LUNG_ML]
+    candidates = _air_candidates(a, hull, vox_ml)
+    airway = _airway(candidates, body, coarse_spacing, sup_sign)
+    lungs_air = candidates & ~airway
+    parts = _components(lungs_air, vox_ml)
     if not parts:
-        raise InputError("no lungs found: no air-filled region of lung size inside the body")
-    lungs = _split_lungs(parts, vox_ml)
-    seeds = np.zeros(a.shape, np.uint8)
-    for i, part in enumerate(lungs, 1):
-        seeds[part] = i
-    # fill vessels and nodules slice by slice, then assign left/right by physical position
-    filled = np.zeros_like(seeds)
-    for i in range(1, len(lungs) + 1):
-        filled[_fill_slices(ndi.binary_closing(seeds == i, iterations=2), sup_axis) & (filled == 0)] = i
-    out = _name_sides(filled, ct, f, len(lungs))
-    full = _upsample(out, f, ct.array.shape)
+        raise InputError(f"no lungs found: no air-filled region of at least {MIN_LUNG_ML:.0f} ml inside the body "
+                         "(is this a chest CT?)")
+    midline = _midline_x(body, ct, f)
+    lungs = _split_lungs(parts, ct, f, midline)
+    coarse = np.zeros(a.shape, np.uint8)
+    for part, value in lungs:
+        filled = _fill(part) & ~airway
+        coarse[filled & (coarse == 0)] = value
+    full = _refine(coarse, airway, ct, f)
+    if not full.any():
+        raise InputError("no lungs found after refinement")
     return ct.with_array(full)
 
 
-def _split_lungs(parts: list[np.ndarray], vox_ml: float) -> list[np.ndarray]:
-    """Two lungs from the largest air components: when one component holds both, erode until it splits."""
-    if len(parts) >= 2 and parts[1].sum() > 0.15 * parts[0].sum():
-        return parts[:2]
+def _segment_reoriented(ct: CTImage, target_mm: float) -> CTImage:
+    """Sagittal/coronal acquisitions: permute the array so axis 0 is cranio-caudal, segment, permute back."""
+    sup_axis, _ = ct.superior_axis()
+    order = [sup_axis] + [a for a in range(3) if a != sup_axis]
+    arr = np.transpose(ct.array, order)
+    # array axis a = ITK index axis 2 - a
+    cols = [2 - a for a in order][::-1]  # ITK index axes in the new (x, y, z) order
+    direction = ct.direction[:, cols]
+    spacing = tuple(ct.spacing[c] for c in cols)
+    tmp = CTImage(np.ascontiguousarray(arr), spacing, ct.origin, direction)
+    lab = segment_lungs(tmp, target_mm).array
+    return ct.with_array(np.ascontiguousarray(np.transpose(lab, np.argsort(order))))
+
+
+# --- steps ---------------------------------------------------------------------------------------------------
+def _body(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Body mask (largest component above -500 HU, holes filled per slice) and its per-slice row/column hull."""
+    tissue = a > BODY_HU
+    lab, n = ndi.label(tissue)
+    if n == 0:
+        return tissue, tissue
+    sizes = np.bincount(lab.ravel())[1:]
+    body = lab == (1 + int(np.argmax(sizes)))
+    body = np.stack([ndi.binary_fill_holes(s) for s in body])
+    return body, _row_col_hull(body)
+
+
+def _row_col_hull(mask: np.ndarray) -> np.ndarray:
+    """Per slice: pixels between the first and last mask pixel of their row AND of their column."""
+    def span(m, axis):
+        fwd = np.maximum.accumulate(m, axis=axis)
+        bwd = np.flip(np.maximum.accumulate(np.flip(m, axis=axis), axis=axis), axis=axis)
+        return fwd & bwd
+    return span(mask, 1) & span(mask, 2)
+
+
+def _air_candidates(a: np.ndarray, hull: np.ndarray, vox_ml: float) -> np.ndarray:
+    air = (a < AIR_HU) & (a > PAD_HU)
+    air = ndi.binary_opening(air, structure=_BALL)
+    lab, n = ndi.label(air)
+    if n == 0:
+        return air
+    idx = np.arange(1, n + 1)
+    size = ndi.sum_labels(air, lab, idx)
+    inside = ndi.sum_labels(hull, lab, idx)
+    keep = (inside >= 0.8 * size) & (size * vox_ml >= 1.0)
+    if not keep.any():
+        return np.zeros_like(air)
+    biggest = size[keep].max()
+    keep &= size >= 0.01 * biggest
+    return np.isin(lab, idx[keep])
+
+
+def _airway(cand: np.ndarray, body: np.ndarray, sp: np.ndarray, sup_sign: int) -> np.ndarray:
+    """Trachea + main bronchi on the coarse grid, tracked slice by slice from the top (see module docstring)."""
+    airway = np.zeros_like(cand)
+    nz = cand.shape[0]
+    order = list(range(nz))[::-1] if sup_sign > 0 else list(range(nz))  # most superior slice first
+    px_cm2 = sp[1] * sp[2] / 100.0
+    max_start = max(1, int(round(60.0 / sp[0])))  # look for the trachea in the upper 6 cm of the air
+    first_air = next((i for i, z in enumerate(order) if cand[z].any()), None)
+    if first_air is None:
+        return airway
+    prev = None
+    started_at = None
+    limit_slices = None
+    for step, z in enumerate(order[first_air:], start=first_air):
+        sl = cand[z]
+        if prev is None:
+            if step - first_air > max_start:
+                return airway
+            prev = _trachea_section(sl, body[z], px_cm2, sp)
+            if prev is not None:
+                airway[z] = prev
+                started_at = step
+            continue
+        lab, n = ndi.label(sl)
+        if n == 0:
+            break
+        grown = ndi.binary_dilation(prev, iterations=2)
+        hits = np.unique(lab[grown & sl])
+        hits = hits[hits > 0]
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)
+        cur = np.zeros_like(sl)
+        prev_area = max(prev.sum(), 1)
+        for h in hits:
+            comp = lab == h
+            area_cm2 = sizes[h] * px_cm2
+            if sizes[h] > 2.2 * prev_area + 4 or area_cm2 > 8.0:  # exploded: this is lung, stop this branch
+                continue
+            cur |= comp
+        if not cur.any():
+            break
+        airway[z] = cur
+        prev = cur
+        if limit_slices is None and ndi.label(cur)[1] >= 2:  # carina passed: follow the bronchi a little more
+            limit_slices = step + max(1, int(round(30.0 / sp[0])))
+        if limit_slices is not None and step >= limit_slices:
+            break
+        if started_at is not None and (step - started_at) * sp[0] > 200:  # no carina within 20 cm: stop
+            break
+    return ndi.binary_dilation(airway, structure=_BALL) & cand
+
+
+def _trachea_section(sl: np.ndarray, body: np.ndarray, px_cm2: float, sp: np.ndarray) -> np.ndarray | None:
+    """A round air section of 1.5–8 cm² within 3 cm of the body's left-right centre, or None."""
+    lab, n = ndi.label(sl)
+    if n == 0:
+        return None
+    xs = np.nonzero(body.any(axis=0))[0]
+    if xs.size == 0:
+        return None
+    centre_x = 0.5 * (xs[0] + xs[-1])
+    best = None
+    for i, obj in enumerate(ndi.find_objects(lab), start=1):
+        comp = lab[obj] == i
+        area = comp.sum() * px_cm2
+        if not 1.5 <= area <= 8.0:
+            continue
+        cy, cx = ndi.center_of_mass(comp)
+        cx += obj[1].start
+        if abs(cx - centre_x) * sp[2] > 30.0:
+            continue
+        h = (obj[0].stop - obj[0].start) * sp[1]
+        w = (obj[1].stop - obj[1].start) * sp[2]
+        if max(h, w) > 2.2 * min(h, w) or max(h, w) > 40.0:  # not round, or too long for a trachea
+            continue
+        if best is None or abs(cx - centre_x) < best[0]:
+            full = np.zeros_like(sl)
+            full[obj] = comp
+            best = (abs(cx - centre_x), full)
+    return None if best is None else best[1]
+
+
+def _components(mask: np.ndarray, vox_ml: float) -> list[np.ndarray]:
+    """The (up to 3) largest components of at least MIN_LUNG_ML / 2, largest first."""
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return []
+    sizes = np.bincount(lab.ravel())[1:]
+    order = np.argsort(sizes)[::-1][:3]
+    if sizes[order[0]] * vox_ml < MIN_LUNG_ML:
+        return []
+    return [lab == (i + 1) for i in order if sizes[i] * vox_ml >= MIN_LUNG_ML / 2]
+
+
+def _midline_x(body: np.ndarray, ct: CTImage, f: list[int]) -> float:
+    """LPS x (mm) of the body's centre of mass: the patient's midline."""
+    zyx = np.array(ndi.center_of_mass(body)) * np.asarray(f)
+    return float(ct.index_to_lps(zyx[::-1])[0][0])
+
+
+def _x_mm(mask: np.ndarray, ct: CTImage, f: list[int]) -> float:
+    zyx = np.array(ndi.center_of_mass(mask)) * np.asarray(f)
+    return float(ct.index_to_lps(zyx[::-1])[0][0])
+
+
+def _side(x: float, midline: float) -> int:
+    return labels.LEFT_LUNG if x > midline else labels.RIGHT_LUNG  # LPS: +x is the patient's left
+
+
+def _split_lungs(parts: list[np.ndarray], ct: CTImage, f: list[int], midline: float) -> list[tuple]:
+    """``[(mask, label)]``: two lungs (left/right by position) or one lung when the scan holds only one."""
+    if len(parts) >= 2 and parts[1].sum() > 0.1 * parts[0].sum():
+        a, b = parts[0], parts[1]
+        xa, xb = _x_mm(a, ct, f), _x_mm(b, ct, f)
+        if abs(xa - xb) >= 30.0:
+            return [(a, labels.LEFT_LUNG if xa > xb else labels.RIGHT_LUNG),
+                    (b, labels.LEFT_LUNG if xb > xa else labels.RIGHT_LUNG)]
     big = parts[0]
+    two = _erode_split(big, ct, f, midline)
+    if two is not None:
+        return two
+    return [(big, _side(_x_mm(big, ct, f), midline))]
+
+
+def _erode_split(big: np.ndarray, ct: CTImage, f: list[int], midline: float) -> list[tuple] | None:
     eroded = big
     for _ in range(12):
-        eroded = ndi.binary_erosion(eroded)
-        two = _largest(eroded, 2)
-        if len(two) == 2 and two[1].sum() > 0.15 * two[0].sum():
-            markers = np.zeros(big.shape, np.int32)
-            markers[two[0]] = 1
-            markers[two[1]] = 2
-            # grow back inside the original component, nearest marker wins
-            _, (iz, iy, ix) = ndi.distance_transform_edt(markers == 0, return_indices=True)
-            grown = markers[iz, iy, ix] * big
-            return [grown == 1, grown == 2]
-    return [big]  # one lung only (or inseparable): treated as a single lung
+        eroded = ndi.binary_erosion(eroded, structure=_BALL)
+        lab, n = ndi.label(eroded)
+        if n < 2:
+            if n == 0:
+                return None
+            continue
+        sizes = np.bincount(lab.ravel())[1:]
+        i, j = np.argsort(sizes)[::-1][:2]
+        if sizes[j] < 0.1 * sizes[i]:
+            continue
+        pa, pb = lab == i + 1, lab == j + 1
+        xa, xb = _x_mm(pa, ct, f), _x_mm(pb, ct, f)
+        if abs(xa - xb) < 30.0 or (xa - midline) * (xb - midline) > 0:
+            continue  # two parts of one lung (e.g. upper and lower), not left and right
+        markers = np.zeros(big.shape, np.uint8)
+        markers[pa] = 1
+        markers[pb] = 2
+        _, inds = ndi.distance_transform_edt(markers == 0, return_indices=True)
+        grown = markers[tuple(inds)] * big
+        left_first = xa > xb
+        return [(grown == 1, labels.LEFT_LUNG if left_first else labels.RIGHT_LUNG),
+                (grown == 2, labels.RIGHT_LUNG if left_first else labels.LEFT_LUNG)]
+    return None
 
 
-def _name_sides(lungs: np.ndarray, ct: CTImage, f: list[int], n: int) -> np.ndarray:
-    """Relabel parts 1..n as right/left lung by their centroid's LPS x (+x is the patient's left)."""
-    def lps_x(mask: np.ndarray) -> float:
-        zyx = np.argwhere(mask).mean(axis=0) * np.asarray(f)
-        return float(ct.index_to_lps(zyx[::-1])[0][0])
-
-    xs = [lps_x(lungs == i) for i in range(1, n + 1)]
-    if n == 2:
-        left = 1 + int(np.argmax(xs))
-    else:  # a single lung: compare with the body centre
-        centre_x = float(ct.index_to_lps(np.array(ct.shape_xyz) / 2.0)[0][0])
-        left = 1 if xs[0] > centre_x else 0
-    return np.where(lungs == left, labels.LEFT_LUNG, np.where(lungs > 0, labels.RIGHT_LUNG, 0)).astype(np.uint8)
+def _fill(part: np.ndarray) -> np.ndarray:
+    """Close and fill holes (vessels, nodules) slice by slice and in 3-D; border slices are not eroded."""
+    padded = np.pad(part, 2, mode="edge")
+    closed = ndi.binary_closing(padded, structure=_BALL, iterations=2)[2:-2, 2:-2, 2:-2] | part
+    closed = np.stack([ndi.binary_fill_holes(s) for s in closed])
+    return ndi.binary_fill_holes(closed)
 
 
-def _upsample(lab: np.ndarray, f: list[int], shape: tuple[int, ...]) -> np.ndarray:
+def _refine(coarse: np.ndarray, airway: np.ndarray, ct: CTImage, f: list[int]) -> np.ndarray:
+    """Map the coarse labels to the input grid; in a one-coarse-voxel band around the border use HU < -400."""
+    shape = ct.array.shape
+    inner = np.zeros_like(coarse)
+    outer = np.zeros_like(coarse)
+    dist, inds = ndi.distance_transform_edt(coarse == 0, return_indices=True)
+    near = coarse[tuple(inds)]
+    outer[dist <= 1.0] = near[dist <= 1.0]
+    for v in (labels.RIGHT_LUNG, labels.LEFT_LUNG):
+        m = coarse == v
+        if m.any():
+            inner[ndi.binary_erosion(m, structure=_BALL, border_value=1)] = v  # a cut at the scan's edge stays
+    outer[airway] = 0
+    # bounding box of the outer mask on the input grid
+    zz, yy, xx = (np.nonzero(outer.any(axis=ax))[0] for ax in ((1, 2), (0, 2), (0, 1)))
+    box_c = tuple(slice(r[0], r[-1] + 1) for r in (zz, yy, xx))
+    box_f = tuple(slice(s.start * k, min(n, s.stop * k)) for s, k, n in zip(box_c, f, shape))
+    out = np.zeros(shape, np.uint8)
+    up_inner = _upsample(inner[box_c], f)
+    up_outer = _upsample(outer[box_c], f)
+    sub = tuple(slice(0, s.stop - s.start) for s in box_f)
+    up_inner, up_outer = up_inner[sub], up_outer[sub]
+    hu = ct.array[box_f]
+    band_lung = (up_outer > 0) & (hu < AIR_HU) & (hu > PAD_HU)
+    res = np.where(up_inner > 0, up_inner, np.where(band_lung, up_outer, 0)).astype(np.uint8)
+    out[box_f] = res
+    return out
+
+
+def _upsample(lab: np.ndarray, f: list[int]) -> np.ndarray:
     up = lab
     for axis, k in enumerate(f):
         if k > 1:
             up = np.repeat(up, k, axis=axis)
-    return np.ascontiguousarray(up[: shape[0], : shape[1], : shape[2]])
+    return up

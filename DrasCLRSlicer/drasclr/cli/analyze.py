@@ -1,26 +1,69 @@
-"""``drasclr analyze INPUT -o OUT [--model M] [--device auto|cpu|cuda] [--lobes LOBES]``."""
+"""``drasclr analyze INPUT -o OUT [--model M] [--device auto|cpu|cuda] [--lobes LOBES]``.
+
+INPUT is one CT (NIfTI/NRRD/MHA file, or a DICOM folder searched recursively for its largest series), or, for
+batch mode, a folder holding CT files or a ``.txt`` list of paths: each case goes to ``OUT/<case>/``; finished
+cases are skipped (resumable); under ``torchrun`` the cases are sharded across processes (rank r takes cases
+r, r + W, ...).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub):
-    p = sub.add_parser("analyze", help="emphysema subtypes and per-region numbers for one CT",
-                       description="Analyze one chest CT (NIfTI/NRRD/MHA file or DICOM series folder).")
-    p.add_argument("input", help="CT file or DICOM series folder")
+    p = sub.add_parser("analyze", help="emphysema subtypes and per-region numbers for one CT or a cohort",
+                       description="Analyze chest CT: a NIfTI/NRRD/MHA file or DICOM series folder, or (batch) a "
+                                   "folder of CTs or a .txt list of paths.")
+    p.add_argument("input", help="CT file, DICOM series folder, folder of CTs, or .txt list")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--model", default=None, help="model file or folder (default: the bundled demo model)")
+    p.add_argument("--model", default=None, help="model folder or .safetensors (default: the bundled demo model)")
+    p.add_argument("--no-model", action="store_true", help="densitometry only: no subtype map, no embedding")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--lobes", default=None, help="lobe labelmap (LTRC numbering 1-5); zones 11-16 otherwise")
+    p.add_argument("--lobes", default=None, help="lobe labelmap file or TotalSegmentator folder; zones otherwise")
+    p.add_argument("--lobes-convention", default="auto", choices=["auto", "ltrc", "totalseg", "cip"],
+                   help="label convention of --lobes (default: detect)")
     p.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the folder holds several")
+    p.add_argument("--batch-size", type=int, default=None, help="patches per forward pass (default: from memory)")
     p.add_argument("--quiet", action="store_true", help="do not print the per-region table")
     p.set_defaults(run=run)
 
 
+def _cases(src: Path) -> list[Path] | None:
+    """The cases of a batch input, or None for a single CT."""
+    from ..errors import InputError
+    from ..io import find_images, is_dicom_folder
+
+    if src.is_file() and src.suffix.lower() == ".txt":
+        paths = [Path(line.strip()) for line in src.read_text().splitlines() if line.strip()
+                 and not line.startswith("#")]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise InputError(f"{len(missing)} listed inputs not found, e.g. {missing[0]}")
+        return paths
+    if src.is_dir() and not is_dicom_folder(src):
+        files = [p for p in find_images(src) if p.is_file()]
+        return files or None  # a folder without image files is read as one DICOM study (largest series)
+    return None
+
+
+def _case_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def run(args) -> int:
     from ..analyze import analyze_file
+    from ..device import describe_device, pick_device
     from ..errors import InputError
+    from ..progress import progress
     from ..stats import format_table
 
     src = Path(args.input)
@@ -28,8 +71,47 @@ def run(args) -> int:
         raise InputError(f"input not found: {src}")
     if args.lobes and not Path(args.lobes).exists():
         raise InputError(f"lobe file not found: {args.lobes}")
-    result = analyze_file(src, args.output, lobes_path=args.lobes, series_uid=args.series)
-    if not args.quiet:
-        print(format_table(result.rows))
-    print(f"wrote {args.output}")
+    device = pick_device(args.device)
+    cases = _cases(src)
+    ct = None
+    if cases is None:  # validate the one input before loading any model (bad input -> one error line)
+        from ..io import read_ct
+
+        ct = read_ct(src, series_uid=args.series)
+    model = card = None
+    if not args.no_model:
+        from ..dense.store import DEMO_MODEL, load_segmenter
+
+        if args.model is None and not DEMO_MODEL.exists():
+            log.warning("bundled demo model not found (build it with `make demo-model`): densitometry only")
+        else:
+            model, card, _ = load_segmenter(args.model, device)
+            log.info("model %s on %s", card.get("version", card.get("name")), describe_device(device))
+    kwargs = dict(model=model, device=device, model_card=card, batch_size=args.batch_size)
+    if cases is None:
+        result = analyze_file(src, args.output, lobes_path=args.lobes, lobes_convention=args.lobes_convention,
+                              ct=ct, **kwargs)
+        if not args.quiet:
+            print(format_table(result.rows))
+        print(f"wrote {args.output}")
+        return 0
+    if args.lobes:
+        raise InputError("--lobes applies to one CT; batch mode uses zones (or run cases one by one)")
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    mine = cases[rank::world]
+    out = Path(args.output)
+    failed = []
+    for path in progress(mine, desc=f"analyze (rank {rank}/{world})" if world > 1 else "analyze"):
+        target = out / _case_name(path)
+        if (target / "stats.json").exists():
+            continue  # done in an earlier run
+        try:
+            analyze_file(path, target, **kwargs)
+        except InputError as exc:
+            failed.append(f"{_case_name(path)}: {exc}")
+            log.warning("skipped %s: %s", _case_name(path), exc)
+    print(f"analyzed {len(mine) - len(failed)}/{len(mine)} cases into {out}" + (f" (rank {rank})" if world > 1 else ""))
+    if failed:
+        (out / f"failed_rank{rank}.txt").write_text("\n".join(failed) + "\n")
+        return 1
     return 0

@@ -1,0 +1,126 @@
+"""``drasclr finetune cohort|corrections``: train the subtype model on labels, or on an annotator's corrections.
+
+    drasclr finetune cohort --data PHANTOMS -o models/demo-v1 [--encoder PRETRAINED] [--label-slices 5]
+    drasclr finetune corrections CT PREDICTION CORRECTED [--model M] [-o ROOT] [--max-seconds 30]
+
+A model is never overwritten: ``cohort`` refuses an existing ``-o``; ``corrections`` writes ``<name>-v<N+1>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub):
+    p = sub.add_parser("finetune", help="train the subtype model from labels or from corrections")
+    modes = p.add_subparsers(dest="mode", metavar="MODE", required=True, parser_class=type(p))
+    c = modes.add_parser("cohort", help="supervised or few-shot training on a labelled cohort")
+    c.add_argument("--data", required=True, help="folder of case folders with ct.nii.gz + subtypes.nii.gz")
+    c.add_argument("-o", "--output", required=True, help="new model folder (e.g. models/demo-v1); never overwritten")
+    init = c.add_mutually_exclusive_group()
+    init.add_argument("--encoder", help="pretrained DrasCLR encoder (.safetensors from `drasclr pretrain`)")
+    init.add_argument("--from", dest="from_model", help="continue from an existing subtype model")
+    few = c.add_mutually_exclusive_group()
+    few.add_argument("--label-slices", type=int, help="few-shot: only this many axial slices per case are labelled")
+    few.add_argument("--label-fraction", type=float, help="few-shot: labelled blocks cover this fraction of the lung")
+    c.add_argument("--freeze", choices=["head", "last", "all"], default="all",
+                   help="train the decoder only, decoder + last encoder stages, or all (encoder at lr/10)")
+    c.add_argument("--steps", type=int, default=1500)
+    c.add_argument("--batch-size", type=int, default=8)
+    c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--val-fraction", type=float, default=0.2, help="cases held out for validation/early stopping")
+    c.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--name", default=None, help="model name in the card (default: the folder name)")
+    c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    c.set_defaults(run=run_cohort)
+    r = modes.add_parser("corrections", help="fine-tune from a corrected labelmap (new model version)")
+    r.add_argument("ct", help="the CT")
+    r.add_argument("prediction", help="the model's subtypes.nii.gz for this CT")
+    r.add_argument("corrected", help="the corrected subtype labelmap (same grid, values 0-4)")
+    r.add_argument("--model", default=None, help="the model that made the prediction (default: bundled demo)")
+    r.add_argument("-o", "--output-root", default=None, help="folder for the new version (default: beside the model)")
+    r.add_argument("--max-seconds", type=float, default=30.0, help="training time bound (default 30 s)")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    r.set_defaults(run=run_corrections)
+
+
+def run_cohort(args) -> int:
+    import numpy as np
+    import torch
+
+    from ..dense.cohort import find_cases, label_mask, load_case
+    from ..dense.locate import locator_for
+    from ..dense.segmenter import SubtypeSegmenter
+    from ..dense.store import load_segmenter, save_segmenter
+    from ..dense.train import fixed_patches, prepare_case, train_segmenter
+    from ..device import pick_device
+    from ..errors import InputError
+    from ..model import load_model
+    from ..progress import progress
+
+    out = Path(args.output)
+    if out.exists():
+        raise InputError(f"model folder {out} exists already; models are never overwritten (choose a new -o)")
+    if args.label_fraction is not None and not 0 < args.label_fraction <= 1:
+        raise InputError("--label-fraction must be in (0, 1]")
+    if args.label_slices is not None and args.label_slices < 1:
+        raise InputError("--label-slices must be at least 1")
+    device = pick_device(args.device)
+    cases = find_cases(args.data)
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(cases))
+    n_val = int(round(args.val_fraction * len(cases))) if len(cases) > 1 else 0
+    val_idx, train_idx = set(order[:n_val].tolist()), order[n_val:]
+    if args.from_model:
+        model, _, _ = load_segmenter(args.from_model)
+    else:
+        model = SubtypeSegmenter()
+        if args.encoder:
+            enc, _ = load_model(args.encoder, expect="DrasCLREncoder")
+            if enc.config() != model.encoder.config():
+                raise InputError(f"{args.encoder}: encoder config {enc.config()} does not fit the segmenter")
+            model.encoder.load_state_dict(enc.state_dict())
+    train, val = [], []
+    for i in progress(range(len(cases)), desc="prepare cases"):
+        ct, sub, lungs = load_case(cases[i])
+        locator, _ = locator_for(lungs)
+        if i in val_idx:
+            val.append(prepare_case(ct, sub, lungs, locator, rng=rng))
+        else:
+            labelled = label_mask(lungs, rng, args.label_slices, args.label_fraction)
+            train.append(prepare_case(ct, sub, lungs, locator, labelled=labelled, rng=rng))
+    val_set = fixed_patches(val, 64) if val else None
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    hist = train_segmenter(model, train, val_set, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                           freeze=args.freeze, device=device, seed=args.seed,
+                           max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+    card = {"name": args.name or out.name, "version": out.name,
+            "training": {"cases": [cases[i].name for i in train_idx], "val_cases": [cases[i].name for i in val_idx],
+                         "label_slices": args.label_slices, "label_fraction": args.label_fraction,
+                         "freeze": args.freeze, "steps": hist["steps"], "seconds": round(hist["seconds"], 1),
+                         "encoder_init": Path(args.encoder).name if args.encoder else
+                         ("from " + Path(args.from_model).name if args.from_model else "random"),
+                         "seed": args.seed},
+            "metrics": {"val_patch_macro_dice_disease": hist["best_val"]}}
+    save_segmenter(model, out, card)
+    print(json.dumps({"model": str(out), "steps": hist["steps"], "val_macro_dice": hist["best_val"]}))
+    return 0
+
+
+def run_corrections(args) -> int:
+    from ..dense.corrections import finetune_from_corrections
+    from ..device import pick_device
+    from ..io import read_ct, read_image
+
+    ct = read_ct(args.ct)
+    pred, corrected = read_image(args.prediction), read_image(args.corrected)
+    res = finetune_from_corrections(args.model, ct, pred, corrected, max_seconds=args.max_seconds,
+                                    out_root=args.output_root, device=pick_device(args.device))
+    print(json.dumps({"model": str(res.model_dir), "corrected_voxels": res.corrected_voxels,
+                      "before": res.before, "after": res.after, "seconds": round(res.seconds, 1)}, indent=2))
+    return 0

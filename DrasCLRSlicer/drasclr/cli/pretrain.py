@@ -1,0 +1,81 @@
+"""``drasclr pretrain DATA -o OUT [options]``: DrasCLR self-supervised pretraining.
+
+One process:      drasclr pretrain phantoms/ -o runs/p1 --max-steps 300
+Several (DDP):    torchrun --nproc_per_node 4 -m drasclr pretrain DATA -o OUT
+Several nodes:    torchrun --nnodes 2 --node_rank R --master_addr HOST --master_port 29500 \\
+                           --nproc_per_node 8 -m drasclr pretrain DATA -o OUT
+"""
+
+from __future__ import annotations
+
+
+def add_parser(sub):
+    from ..model import DEFAULT_CHANNELS
+
+    p = sub.add_parser("pretrain", help="self-supervised DrasCLR pretraining (one process or torchrun DDP)",
+                       description="Pretrain the location-conditioned encoder with the local and neighbouring "
+                                   "anatomical contrastive losses. DATA: a phantom cohort (case_*/ct.nii.gz), a "
+                                   "folder of CTs, or a patch cache built before. Run under torchrun for DDP.")
+    p.add_argument("data", help="phantom cohort, folder of CT files / DICOM series, or a patch cache folder")
+    p.add_argument("-o", "--output", required=True, help="run folder (checkpoints, model.safetensors)")
+    p.add_argument("--cache", default=None, help="patch cache folder (default OUTPUT/cache; built once)")
+    p.add_argument("--locations", default="auto", choices=["auto", "atlas", "boxgrid"],
+                   help="anatomical locations: atlas registration when available (auto) or lung bounding box grid")
+    p.add_argument("--max-locations", type=int, default=1000,
+                   help="boxgrid locations: raise the lung-share threshold until at most this many remain")
+    g = p.add_argument_group("schedule")
+    g.add_argument("--epochs", type=int, default=20)
+    g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
+    g.add_argument("--batch-size", type=int, default=32, help="patches per process and step (one location)")
+    g.add_argument("--lr", type=float, default=0.01)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per training process")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
+    g.add_argument("--seed", type=int, default=0)
+    o = p.add_argument_group("objective")
+    o.add_argument("--queue-size", type=int, default=4096, help="K negatives per location")
+    o.add_argument("--moco-momentum", type=float, default=0.999, help="m of the key encoder")
+    o.add_argument("--temperature", type=float, default=0.2, help="T")
+    o.add_argument("--beta", type=float, default=1.0, help="weight of the neighbouring loss")
+    o.add_argument("--k-neighbours", type=int, default=2)
+    o.add_argument("--augment-strength", type=float, default=1.0, help="0 turns augmentation off")
+    m = p.add_argument_group("model")
+    m.add_argument("--channels", type=int, nargs=7, default=list(DEFAULT_CHANNELS), metavar="C")
+    m.add_argument("--experts", type=int, default=8)
+    m.add_argument("--no-location", action="store_true", help="ablation: plain convolutions, no conditioning")
+    r = p.add_argument_group("run")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--no-amp", action="store_true", help="no bf16 autocast on GPU")
+    r.add_argument("--bn", default="shuffle", choices=["shuffle", "sync"], help="shuffle-BN (any) or SyncBN (GPU)")
+    r.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
+    r.add_argument("--log-every", type=int, default=20, help="log line every N steps")
+    r.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    r.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to OUTPUT/tensorboard")
+    r.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                   help="continue from OUTPUT/checkpoints/latest (or the given checkpoint folder)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..errors import InputError
+    from ..pretrain import PretrainConfig, pretrain
+
+    for name in ("batch_size", "queue_size", "save_every", "log_every", "experts"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise InputError("--max-steps must be at least 1")
+    cfg = PretrainConfig(
+        data=args.data, out=args.output, cache=args.cache, locations=args.locations,
+        max_locations=args.max_locations, epochs=args.epochs,
+        max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        queue_size=args.queue_size, moco_momentum=args.moco_momentum, temperature=args.temperature,
+        beta=args.beta, k_neighbours=args.k_neighbours, channels=list(args.channels), num_experts=args.experts,
+        no_location=args.no_location, augment_strength=args.augment_strength, workers=args.workers,
+        threads=args.threads,
+        device=args.device, amp=not args.no_amp, bn=args.bn, save_every=args.save_every, log_every=args.log_every,
+        keep=args.keep, tensorboard=args.tensorboard, seed=args.seed, resume=args.resume)
+    summary = pretrain(cfg)
+    if summary.get("world_size", 1) == 1 or summary.get("rank", 0) == 0:
+        print(f"wrote {summary['model']} ({summary['steps']} steps, {summary['patches_per_s']:.1f} patches/s)")
+    return 0

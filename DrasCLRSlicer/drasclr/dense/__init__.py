@@ -1,0 +1,1 @@
+"""Dense emphysema-subtype prediction on the DrasCLR encoder: the segmenter, inference, and training."""

@@ -1,0 +1,63 @@
+"""Labelled cohorts for training: case folders holding ``ct.nii.gz`` and ``subtypes.nii.gz`` (the phantom
+layout; ``regions.nii.gz`` optional), and the few-shot label masks (a few slices or blocks per case)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..image import CTImage
+from ..io import read_ct, read_image
+
+
+def find_cases(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"data folder not found: {folder}")
+    cases = sorted(p for p in folder.iterdir() if (p / "ct.nii.gz").exists() and (p / "subtypes.nii.gz").exists())
+    if not cases:
+        raise InputError(f"no labelled cases in {folder} (expected sub-folders with ct.nii.gz and subtypes.nii.gz)")
+    return cases
+
+
+def load_case(folder: Path) -> tuple[CTImage, CTImage, CTImage]:
+    """``(ct, subtypes, lungs)``; the lung mask is where the subtype map is non-zero."""
+    ct = read_ct(folder / "ct.nii.gz")
+    sub = read_image(folder / "subtypes.nii.gz")
+    if not sub.same_grid(ct, tol=1e-3):
+        raise InputError(f"{folder.name}: subtypes.nii.gz is not on the CT's grid")
+    sub = sub.with_array(sub.array.astype(np.uint8))
+    return ct, sub, sub.with_array((sub.array > 0).astype(np.uint8))
+
+
+def label_mask(lungs: CTImage, rng: np.random.Generator, slices: int | None = None,
+               fraction: float | None = None, block_mm: float = 24.0) -> np.ndarray | None:
+    """Which voxels count as labelled in a few-shot setting (None: all).
+
+    ``slices``: that many axial slices through the lung, evenly spaced (an annotator's usual sparse labels).
+    ``fraction``: random cubic blocks of ``block_mm`` inside the lung until about that fraction of the lung
+    volume is labelled.
+    """
+    lung = lungs.array > 0
+    if slices:
+        axis, _ = lungs.superior_axis()
+        present = np.flatnonzero(lung.any(axis=tuple(a for a in range(3) if a != axis)))
+        pick = present[np.linspace(0, len(present) - 1, slices + 2)[1:-1].round().astype(int)]
+        mask = np.zeros_like(lung)
+        index = [slice(None)] * 3
+        index[axis] = pick
+        mask[tuple(index)] = True
+        return mask & lung
+    if fraction is not None and fraction < 1.0:
+        size = np.maximum(1, np.round(block_mm / np.asarray(lungs.spacing[::-1])).astype(int))
+        mask = np.zeros_like(lung)
+        coords = np.argwhere(lung)
+        target = fraction * lung.sum()
+        while (mask & lung).sum() < target:
+            c = coords[rng.integers(len(coords))] - size // 2
+            lo = np.maximum(c, 0)
+            mask[lo[0]:lo[0] + size[0], lo[1]:lo[1] + size[1], lo[2]:lo[2] + size[2]] = True
+        return mask & lung
+    return None

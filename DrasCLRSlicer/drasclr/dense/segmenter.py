@@ -1,0 +1,69 @@
+"""``SubtypeSegmenter``: the DrasCLR encoder plus a light U-Net-style decoder giving voxel logits.
+
+Input ``x`` ``(B, 1, 32, 32, 32)`` normalised HU and ``loc`` ``(B, 3)`` normalised atlas location; output
+``(B, 5, 32, 32, 32)`` logits for the classes of :mod:`drasclr.labels` (0 outside lung, 1 normal, 2 CLE,
+3 PSE, 4 PLE). The decoder is plain (unconditioned) convolutions; it starts from the encoder's 2³ map, to which
+the 1³ patch representation and the location are appended as context, and climbs back through the encoder's
+skip connections at 4³, 8³, 16³ and 32³.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import labels
+from ..model import DrasCLREncoder, register_architecture
+from ..model.encoder import DEFAULT_CHANNELS
+
+DEFAULT_DECODER = (64, 48, 32, 16, 16)
+
+
+def _conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=False), nn.InstanceNorm3d(cout, affine=True),
+                         nn.LeakyReLU(0.01, inplace=True))
+
+
+@register_architecture
+class SubtypeSegmenter(nn.Module):
+    """Encoder + decoder. ``forward(x, loc) -> (B, num_classes, D, H, W)`` logits at the input resolution."""
+
+    architecture = "SubtypeSegmenter"
+
+    def __init__(self, encoder: dict | None = None, decoder: tuple[int, ...] = DEFAULT_DECODER,
+                 num_classes: int = labels.NUM_CLASSES):
+        super().__init__()
+        enc_cfg = dict(encoder or {"channels": list(DEFAULT_CHANNELS), "num_experts": 8, "in_channels": 1})
+        self.encoder = DrasCLREncoder(**enc_cfg)
+        self.decoder_widths = tuple(int(d) for d in decoder)
+        self.num_classes = int(num_classes)
+        c = self.encoder.channels
+        d = self.decoder_widths
+        # bottleneck at 2^3: stage-5 map + stage-6 vector + location
+        self.bottleneck = _conv(c[5] + c[6] + 3, d[0])
+        self.up = nn.ModuleList([
+            _conv(d[0] + c[3], d[1]),  # 4^3, skip: stage 3
+            _conv(d[1] + c[2], d[2]),  # 8^3, skip: stage 2
+            _conv(d[2] + c[1], d[3]),  # 16^3, skip: stage 1
+            _conv(d[3] + c[0], d[4]),  # 32^3, skip: stage 0
+        ])
+        self.classifier = nn.Conv3d(d[4], self.num_classes, 1)
+
+    def config(self) -> dict:
+        return {"encoder": self.encoder.config(), "decoder": list(self.decoder_widths),
+                "num_classes": self.num_classes}
+
+    def forward(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        f = self.encoder.forward_features(x, loc)
+        b = f[5]
+        ctx = torch.cat([f[6].flatten(1), loc.to(b.dtype)], dim=1)[:, :, None, None, None].expand(-1, -1, *b.shape[2:])
+        y = self.bottleneck(torch.cat([b, ctx], dim=1))
+        for layer, skip in zip(self.up, (f[3], f[2], f[1], f[0])):
+            y = F.interpolate(y, size=skip.shape[2:], mode="trilinear", align_corners=False)
+            y = layer(torch.cat([y, skip], dim=1))
+        return self.classifier(y)
+
+    def embed(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
+        """The encoder's patch representation ``(B, 128)`` (for patient-level embeddings)."""
+        return self.encoder(x, loc)

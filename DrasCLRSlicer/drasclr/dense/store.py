@@ -1,0 +1,83 @@
+"""Versioned model files for the subtype segmenter: ``<root>/<name>-v<N>/model.safetensors`` + ``model.json``.
+
+A model is never overwritten: fine-tuning writes ``<name>-v<N+1>`` beside its parent (or into a user folder
+when the parent's folder is read-only, such as the bundled demo model inside an installed package).
+Weights are stored in float16 (half the size; loaded back as float32).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+
+from .. import labels
+from ..errors import InputError
+from ..model import load_model, read_card, save_model
+from .segmenter import SubtypeSegmenter
+
+PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
+DEMO_MODEL = PACKAGE_MODELS / "demo-v1"
+_VERSION = re.compile(r"^(?P<name>.+)-v(?P<n>\d+)$")
+
+
+def user_models_dir() -> Path:
+    return Path(os.environ.get("DRASCLR_MODELS", Path.home() / ".drasclr" / "models"))
+
+
+def default_model() -> Path:
+    """The bundled demo model (or ``$DRASCLR_MODEL`` when set)."""
+    env = os.environ.get("DRASCLR_MODEL")
+    return Path(env) if env else DEMO_MODEL
+
+
+def split_version(folder: Path) -> tuple[str, int]:
+    m = _VERSION.match(folder.name)
+    return (m["name"], int(m["n"])) if m else (folder.name, 0)
+
+
+def next_version_dir(parent: Path, out_root: Path | None = None) -> Path:
+    """The folder for the next version after ``parent`` (a model folder), never an existing one."""
+    parent = Path(parent)
+    name, n = split_version(parent if parent.is_dir() else parent.parent)
+    root = Path(out_root) if out_root else (parent if parent.is_dir() else parent.parent).parent
+    if out_root is None and not os.access(root, os.W_OK):
+        root = user_models_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    taken = {split_version(p)[1] for p in root.glob(f"{name}-v*") if split_version(p)[0] == name}
+    k = max(taken | {n}) + 1
+    return root / f"{name}-v{k}"
+
+
+def save_segmenter(model: SubtypeSegmenter, folder: Path, card: dict) -> Path:
+    """Write a new model folder (refused when it exists: models are never overwritten)."""
+    folder = Path(folder)
+    if folder.exists():
+        raise InputError(f"model folder {folder} exists already; models are never overwritten")
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    half = copy.deepcopy(model).cpu().half()
+    card = {"classes": {str(k): v for k, v in {0: "outside", **labels.SUBTYPES}.items()},
+            "preprocessing": {"spacing_mm": 1.0, "patch": 32, "clip_hu": [-1024, 240], "scale": "[-1, 1]",
+                              "location": "normalised atlas coordinate of the patch corner"},
+            "weights_dtype": "float16", **card}
+    save_model(half, tmp / "model.safetensors", card)
+    os.replace(tmp, folder)
+    return folder
+
+
+def load_segmenter(path: str | os.PathLike | None = None, device="cpu") -> tuple[SubtypeSegmenter, dict, Path]:
+    """Load a subtype model (folder or file); checks architecture and classes. Returns (model, card, folder)."""
+    path = Path(path) if path else default_model()
+    if not path.exists():
+        hint = " (the bundled demo model is built by `make demo-model`)" if path == DEMO_MODEL else ""
+        raise InputError(f"model not found: {path}{hint}")
+    card = read_card(path)
+    classes = card.get("classes", {})
+    want = {str(k): v for k, v in {0: "outside", **labels.SUBTYPES}.items()}
+    if card.get("architecture") == SubtypeSegmenter.architecture and classes != want:
+        raise InputError(f"{path}: model classes {classes} do not match this drasclr's subtypes {want}")
+    model, card = load_model(path, map_location=device, expect=SubtypeSegmenter)
+    model.float()
+    folder = path if path.is_dir() else path.parent
+    return model, card, folder

@@ -1,0 +1,68 @@
+"""Location-aware batches: every mini-batch holds ONE anatomical location across many subjects.
+
+Dataset index ``i`` means (location ``i // N``, subject ``i % N``) (see ``PatchPairs``), so the location travels
+with the index into every DataLoader worker: no dataset state is changed from the training loop (the reference
+code's stale-location bug).
+
+Under DDP every rank draws the same location at the same step (the per-location queue and the shuffled
+key batch need it) and a disjoint slice of its subjects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+class LocationBatchSampler(Sampler[list[int]]):
+    """Yields lists of dataset indices, one location per list.
+
+    Each epoch visits every location in a random order; for a location, its subjects are shuffled and cut into
+    global batches of ``batch_size * world_size`` (the last, incomplete one is dropped, so every rank gets
+    exactly ``batch_size``); rank ``r`` takes slice ``r``. When a location has fewer subjects than a global
+    batch, the per-rank batch shrinks to ``n_subjects // world_size``.
+
+    ``set_epoch(e)`` reseeds (call it every epoch, as with DistributedSampler); ``skip`` batches at the start of
+    the epoch are left out (resuming mid-epoch).
+    """
+
+    def __init__(self, n_subjects: int, n_locations: int, batch_size: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 0, shuffle: bool = True):
+        if n_subjects < world_size:
+            raise ValueError(f"{n_subjects} subjects cannot be split over {world_size} processes")
+        self.n, self.n_loc = int(n_subjects), int(n_locations)
+        self.world, self.rank, self.seed, self.shuffle = int(world_size), int(rank), int(seed), shuffle
+        self.batch = min(int(batch_size), self.n // self.world)
+        self.epoch, self.skip = 0, 0
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch * self.world
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = int(epoch), int(skip)
+
+    def batches_per_location(self) -> int:
+        return self.n // self.global_batch
+
+    def __len__(self) -> int:
+        return self.n_loc * self.batches_per_location() - self.skip
+
+    def plan(self) -> list[tuple[int, np.ndarray]]:
+        """The epoch's global plan: ``(location, subjects of the global batch)`` per step (same on every rank)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        locs = rng.permutation(self.n_loc) if self.shuffle else np.arange(self.n_loc)
+        out = []
+        for loc in locs:
+            subj = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+            for b in range(self.batches_per_location()):
+                out.append((int(loc), subj[b * self.global_batch:(b + 1) * self.global_batch]))
+        if self.shuffle:  # interleave locations so consecutive steps differ, still one location per step
+            order = rng.permutation(len(out))
+            out = [out[i] for i in order]
+        return out
+
+    def __iter__(self):
+        for loc, subj in self.plan()[self.skip:]:
+            mine = subj[self.rank * self.batch:(self.rank + 1) * self.batch]
+            yield [loc * self.n + int(s) for s in mine]

@@ -1,0 +1,100 @@
+"""The command line contract: exit 0 with outputs, or exit 2 with one `error:` line and no output folder."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from dicom_writer import write_dicom_series
+from drasclr.image import CTImage
+from drasclr.io import read_image, write_image
+from drasclr.stats import COLUMNS
+from synthetic import synthetic_chest
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "drasclr", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def assert_refused(proc, out_dir, match=""):
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert match.lower() in lines[0].lower()
+    assert not out_dir.exists()
+    assert not [p for p in out_dir.parent.iterdir() if ".tmp-" in p.name]
+
+
+def _bad_inputs(tmp):
+    (tmp / "truncated.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 truncated")
+    (tmp / "notes.nrrd").write_text("hello")
+    sitk.WriteImage(sitk.Image([32, 32], sitk.sitkInt16), str(tmp / "flat.nii.gz"))
+    sitk.WriteImage(sitk.Image([16, 16, 16, 4], sitk.sitkInt16), str(tmp / "fourd.nii.gz"))
+    mr = CTImage(np.random.default_rng(0).integers(0, 1200, (16, 32, 32)).astype(np.int16))
+    write_image(mr, tmp / "mr.nii.gz")
+    (tmp / "emptydicom").mkdir()
+    a, _ = synthetic_chest(shape=(8, 32, 32))
+    write_dicom_series(a, tmp / "two" / "s1")
+    write_dicom_series(a, tmp / "two" / "s2")
+    return {
+        "missing": (tmp / "nope.nii.gz", "not found"),
+        "truncated": (tmp / "truncated.nii.gz", "cannot read"),
+        "non-image": (tmp / "notes.nrrd", "cannot read"),
+        "2d": (tmp / "flat.nii.gz", "2-D"),
+        "4d": (tmp / "fourd.nii.gz", "4-D"),
+        "mr-like": (tmp / "mr.nii.gz", "Hounsfield"),
+        "empty-dicom": (tmp / "emptydicom", "no DICOM"),
+        "two-series": (tmp / "two", "series"),
+    }
+
+
+def test_bad_inputs_exit_2_with_one_error_line_and_no_output(tmp_path):
+    cases = _bad_inputs(tmp_path)
+    for name, (path, match) in cases.items():
+        out = tmp_path / f"out_{name}"
+        assert_refused(run_cli("analyze", path, "-o", out), out, match)
+
+
+def test_bad_option_is_reported_as_error_line(tmp_path):
+    out = tmp_path / "o"
+    proc = run_cli("analyze", tmp_path, "-o", out, "--device", "tpu")
+    assert_refused(proc, out, "device")
+
+
+def test_analyze_synthetic_writes_contract_outputs(tmp_path):
+    ct, truth = synthetic_chest()
+    write_image(ct, tmp_path / "ct.nrrd")
+    out = tmp_path / "res"
+    proc = run_cli("analyze", tmp_path / "ct.nrrd", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "whole_lung" in proc.stdout
+    regions = read_image(out / "regions.nii.gz")
+    assert regions.same_grid(ct, tol=1e-5) and regions.array.dtype == np.uint8
+    assert set(np.unique(regions.array)) == {0, 11, 12, 13, 14, 15, 16}
+    # zones sit on the right side of the body: 11-13 are the left lung (truth 2)
+    assert np.all(truth[np.isin(regions.array, [11, 12, 13])] == 2)
+    rows = list(csv.DictReader(open(out / "stats.csv")))
+    assert list(rows[0].keys()) == COLUMNS
+    names = [r["region"] for r in rows]
+    assert names[-3:] == ["left_lung", "right_lung", "whole_lung"]
+    whole = rows[-1]
+    truth_ml = (truth > 0).sum() * ct.voxel_volume_ml
+    assert abs(float(whole["volume_ml"]) - truth_ml) / truth_ml < 0.1
+    doc = json.load(open(out / "stats.json"))
+    assert doc["region_kind"] == "zones" and len(doc["regions"]) == len(rows)
+    assert "ct.nrrd" not in json.dumps(doc)  # no input names (they may carry identifiers)
+
+
+@pytest.mark.real
+def test_analyze_real_ct_through_cli(tmp_path, real_ct_dir):
+    out = tmp_path / "lidc"
+    proc = run_cli("analyze", real_ct_dir / "lidc_idri_0001.nii.gz", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    whole = list(csv.DictReader(open(out / "stats.csv")))[-1]
+    assert 3000 < float(whole["volume_ml"]) < 8000
+    assert 0 <= float(whole["laa950_pct"]) < 30
