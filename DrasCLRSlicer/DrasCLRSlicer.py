@@ -143,6 +143,8 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         self._cancelRequested = True
         self.removeObservers()
+        if self.logic is not None:
+            self.logic.cleanup()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -371,6 +373,11 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
 
     def getParameterNode(self):
         return DrasCLRSlicerParameterNode(super().getParameterNode())
+
+    def cleanup(self) -> None:
+        """Remove temporary files of the last background run."""
+        if self._engine is not None:
+            self._engine.cleanup()
 
     @property
     def engine(self):

@@ -181,6 +181,7 @@ def test_run_in_subprocess_loads_outputs(scene, chest, chest_result, tmp_path):
     assert read_stats_csv(csv_path)[-1]["region"] == "whole_lung"
     report = logic.export_html(nodes, tmp_path / "report.html")  # the engine's own report of this run
     assert report.read_bytes() == (nodes.output_dir / "report.html").read_bytes()
+    logic.cleanup()
 
 
 def test_export_html_without_engine_report(scene, chest, tmp_path):
@@ -258,6 +259,8 @@ def test_kept_files_live_until_the_next_run(scene, chest):
     second = logic.run_in_subprocess(ct_node, keep_files=True, use_model=False)
     assert (second.output_dir / "stats.csv").exists()
     assert not first.output_dir.parent.exists()  # only the latest run's files are kept
+    logic.cleanup()
+    assert not second.output_dir.parent.exists()
 
 
 needs_model_engine = pytest.mark.skipif(
