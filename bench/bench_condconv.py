@@ -17,6 +17,7 @@ import statistics
 import time
 
 import torch
+
 from drasclr.model import DrasCLREncoder, PlainEncoder
 
 

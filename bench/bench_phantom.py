@@ -22,7 +22,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "real"
+REAL = next((d for d in (REPO.parent / "shared" / "data" / "real", REPO.parents[1] / "shared" / "data" / "real")
+             if d.exists()), REPO.parent / "shared" / "data" / "real")
 
 
 def speed(_args):
@@ -90,8 +91,9 @@ def figures(args):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from drasclr.phantom import PhantomOptions, generate_case
     from matplotlib.colors import ListedColormap
+
+    from drasclr.phantom import PhantomOptions, generate_case
 
     out = REPO / "docs" / "images"
     out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from drasclr.model import CondConv3d, DrasCLREncoder
 from drasclr.model.condconv import EXPERTS_MAX_VOXELS
 

@@ -7,6 +7,7 @@ import pickle
 
 import pytest
 import torch
+
 from drasclr.errors import InputError
 from drasclr.model import DrasCLREncoder, PlainEncoder, ProjectionHead, load_model, read_card, save_model
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
+
 from drasclr import labels
 from drasclr.io import read_image
 from drasclr.phantom import PhantomOptions, demo_paths, generate_case, write_case
 from drasclr.phantom.outcomes import outcomes
-from scipy import ndimage as ndi
 
 SMALL = PhantomOptions(size=(96, 96, 72), spacing=3.4, thickness=3.6, kernel="soft", noise=15.0, vessel_points=500)
 SICK = PhantomOptions(size=(128, 128, 96), spacing=2.6, thickness=2.8, kernel="soft", noise=15.0,

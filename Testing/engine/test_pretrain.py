@@ -8,6 +8,7 @@ import pickle
 import pytest
 import torch
 import torch.nn.functional as F
+
 from drasclr.cli import main as cli_main
 from drasclr.errors import InputError
 from drasclr.model import DrasCLREncoder, load_model

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
+
 from drasclr.errors import InputError
 from drasclr.pretrain import (
     LocationBatchSampler,
@@ -18,7 +20,6 @@ from drasclr.pretrain import (
 from drasclr.pretrain.data import cut_patch
 from drasclr.pretrain.locations import nearest_neighbours
 from drasclr.pretrain.toy import write_toy_cohort
-from torch.utils.data import DataLoader
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +144,18 @@ def test_augmentation_is_random_but_seedable():
     assert float(va.min()) >= -1.6 and float(va.max()) <= 1.6
     assert torch.equal(PatchAugment(strength=0)(patch), normalise_hu(patch)[None])
     assert float(normalise_hu(np.array([-2000, -1024, 240, 3000])).max()) == 1.0
+
+
+def test_linear_probe_scores_separable_features_and_skips_no_lung():
+    from drasclr.pretrain.probe import linear_probe, split_subjects
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(1, 4, (10, 12))
+    labels[:, 0] = 0  # patches without lung are left out
+    good = np.eye(5)[labels][..., 1:] * 3 + rng.normal(0, 0.3, (10, 12, 4))
+    noise = rng.normal(0, 1, (10, 12, 4))
+    train, test = split_subjects(10, 0.3, seed=1)
+    assert not set(train) & set(test) and len(test) == 3
+    r_good, r_noise = linear_probe(good, labels, train, test), linear_probe(noise, labels, train, test)
+    assert r_good["macro_f1"] > 0.95 and r_noise["macro_f1"] < 0.6
+    assert r_good["n_test"] == 3 * 11 and "normal" in r_good["f1_per_class"]

@@ -15,9 +15,11 @@ from ..errors import InputError
 # subcommand name -> module under drasclr.cli (imported only when used, so `drasclr --help` is fast)
 COMMANDS = {
     "analyze": "analyze",
+    "evaluate": "evaluate",
     "finetune": "finetune",
     "phantom": "phantom",
     "pretrain": "pretrain",
+    "outcome": "outcome",
 }
 
 

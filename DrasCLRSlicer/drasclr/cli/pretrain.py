@@ -21,6 +21,8 @@ def add_parser(sub):
     p.add_argument("--cache", default=None, help="patch cache folder (default OUTPUT/cache; built once)")
     p.add_argument("--locations", default="auto", choices=["auto", "atlas", "boxgrid"],
                    help="anatomical locations: atlas registration when available (auto) or lung bounding box grid")
+    p.add_argument("--max-locations", type=int, default=1000,
+                   help="boxgrid locations: raise the lung-share threshold until at most this many remain")
     g = p.add_argument_group("schedule")
     g.add_argument("--epochs", type=int, default=20)
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
@@ -64,7 +66,8 @@ def run(args) -> int:
     if args.max_steps is not None and args.max_steps < 1:
         raise InputError("--max-steps must be at least 1")
     cfg = PretrainConfig(
-        data=args.data, out=args.output, cache=args.cache, locations=args.locations, epochs=args.epochs,
+        data=args.data, out=args.output, cache=args.cache, locations=args.locations,
+        max_locations=args.max_locations, epochs=args.epochs,
         max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         queue_size=args.queue_size, moco_momentum=args.moco_momentum, temperature=args.temperature,
         beta=args.beta, k_neighbours=args.k_neighbours, channels=list(args.channels), num_experts=args.experts,

@@ -127,11 +127,16 @@ def run_batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: np.
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 
+def default_stride(device: torch.device) -> int:
+    """Patch stride: 16 (half-patch overlap) on GPU; 24 on CPU, where it needs 2.4x fewer patches."""
+    return 16 if device.type == "cuda" else 24
+
+
 def predict_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Locator, device: torch.device,
-                          stride: int = 16, batch_size: int | None = None) -> np.ndarray:
+                          stride: int | None = None, batch_size: int | None = None) -> np.ndarray:
     """Blended class probabilities ``(C, Z, Y, X)`` float32 on ``vol``'s 1 mm grid (zero where no patch ran)."""
     lung = vol.lungs.array
-    corners = plan_patches(lung, stride)
+    corners = plan_patches(lung, stride or default_stride(device))
     loc = locator(vol.ct.index_to_lps(corners[:, ::-1])).astype(np.float32)
     weight = compute_importance_map((PATCH,) * 3, mode="gaussian", sigma_scale=0.125).numpy().astype(np.float32)
     num_classes = getattr(model, "num_classes", labels.NUM_CLASSES)
@@ -185,7 +190,7 @@ def probabilities_to_labels(probs: np.ndarray, grid: CTImage, target: CTImage, t
 
 
 def predict_subtypes(model: torch.nn.Module, ct: CTImage, lungs: CTImage, locator: Locator,
-                     device: torch.device, stride: int = 16, batch_size: int | None = None) -> CTImage:
+                     device: torch.device, stride: int | None = None, batch_size: int | None = None) -> CTImage:
     """Subtype labelmap (uint8, DESIGN values) on ``ct``'s own grid; every lung voxel gets 1–4."""
     vol = lung_volume(ct, lungs)
     probs = predict_probabilities(model, vol, locator, device, stride, batch_size)

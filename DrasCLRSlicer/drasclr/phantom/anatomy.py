@@ -106,7 +106,9 @@ class Thorax:
         f = (1.0 - 0.42 * np.clip((zn - 0.3) / 0.7, 0, 1) ** 1.7).astype(np.float32)
         fy = 1.0 - 0.45 * (1.0 - f)
         by = np.where(y < 0, self.bc_ant, self.bc_post)
-        rho = (np.abs(x / (self.ac * f)) ** P_EXP + np.abs(y / (by * fy)) ** P_EXP) ** (1.0 / P_EXP)
+        xp = (np.abs(x / self.ac) ** P_EXP).astype(np.float32)  # (1, nx)
+        yp = (np.abs(y / by) ** P_EXP).astype(np.float32)  # (ny, 1)
+        rho = (xp * f ** -P_EXP + yp * fy ** -P_EXP) ** np.float32(1.0 / P_EXP)
         r = np.hypot(x, y)
         return (rho - 1.0) * r / np.maximum(rho, 1e-3)
 

@@ -158,8 +158,8 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
 
     # parenchyma: -870 anterior to about -820 posterior (supine gravity gradient) plus fine texture
     yn = info["yn"]  # (1, ny, 1)
-    tex = smooth_field(r_tex, grid.fine_axes(), 3.0)
-    paren = (-886.0 + 72.0 * np.clip(yn, 0, 1) ** 1.5) + 20.0 * tex
+    tex = smooth_field(r_tex, grid.fine_axes(), 4.0)
+    paren = (-898.0 + 72.0 * np.clip(yn, 0, 1) ** 1.5) + 20.0 * tex
     lung_idx = np.flatnonzero(lung)
     zi, yi, xi = np.unravel_index(lung_idx, lung.shape)
     lung_pts = np.stack([grid.zf[zi], grid.y[yi], grid.x[xi]], 1).astype(float)
@@ -231,6 +231,8 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
         "lung_volume_ml": round(float((regions > 0).sum()) * grid.spacing ** 2 * grid.thickness / 1000, 1),
         "fractions": {k: round(v, 5) for k, v in fr.items()},
         "lobe_voxels": {str(v): int((regions == v).sum()) for v in range(1, 6)},
+        "lobe_fractions": {labels.LOBES[v]: {k: round(x, 5) for k, x in _fractions(subtypes[regions == v]).items()}
+                           for v in range(1, 6)},
         "outcomes": outcomes(r_out, fr),
         "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(o).items()},
     }

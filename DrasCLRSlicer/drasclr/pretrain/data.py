@@ -54,7 +54,7 @@ def find_cases(folder: str | os.PathLike) -> list[Case]:
     if not folder.is_dir():
         raise InputError(f"data folder not found: {folder}")
     cases = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         ct = sub / "ct.nii.gz"
         if ct.is_file():
             lungs, sub_t = sub / "regions.nii.gz", sub / "subtypes.nii.gz"
@@ -122,11 +122,12 @@ def default_scheme(kind: str = "auto"):
     return None
 
 
-def build_patch_cache(cases: list[Case], out: str | os.PathLike, scheme=None) -> Path:
+def build_patch_cache(cases: list[Case], out: str | os.PathLike, scheme=None, max_locations: int = 1000) -> Path:
     """Cut every case's patches at every location into a new cache folder ``out`` (all-or-nothing).
 
     ``scheme``: an object with ``locations_normalised``, ``locations_mm`` and ``corners(ct_1mm, lungs_1mm)``
-    (see ``drasclr.pretrain.locations``); ``None`` builds a ``BoxGridScheme`` on the first case's lungs.
+    (see ``drasclr.pretrain.locations``); ``None`` builds a ``BoxGridScheme`` on the first case's lungs (at most
+    ``max_locations`` locations).
     Raises ``InputError`` for unreadable cases or cases without lungs (nothing is written then).
     """
     if not cases:
@@ -134,7 +135,7 @@ def build_patch_cache(cases: list[Case], out: str | os.PathLike, scheme=None) ->
     out = Path(out)
     first = _load_case(cases[0])
     if scheme is None:
-        scheme = BoxGridScheme.from_reference(first[1])
+        scheme = BoxGridScheme.from_reference(first[1], max_locations=max_locations)
     n, n_loc = len(cases), len(scheme.locations_normalised)
     has_labels = all(c.subtypes is not None for c in cases)
     with staged_dir(out) as tmp:

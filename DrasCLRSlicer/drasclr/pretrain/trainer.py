@@ -41,6 +41,7 @@ class PretrainConfig:
     out: str                                   # run folder (checkpoints/, model.safetensors, cache/ by default)
     cache: str | None = None                   # where the patch cache lives (default OUT/cache)
     locations: str = "auto"                    # auto | atlas | boxgrid
+    max_locations: int = 1000                  # boxgrid: raise the lung threshold until at most this many
     epochs: int = 20
     max_steps: int | None = None               # stop after this many steps (overrides epochs)
     batch_size: int = 32                       # per process
@@ -84,7 +85,7 @@ def prepare_cache(cfg: PretrainConfig, info: D.DistInfo) -> PatchCache:
         cases = find_cases(data)  # every rank checks the input, so all fail the same way
         if info.is_main:
             log.info("building patch cache for %d cases in %s", len(cases), target)
-            build_patch_cache(cases, target, default_scheme(cfg.locations))
+            build_patch_cache(cases, target, default_scheme(cfg.locations), cfg.max_locations)
         D.barrier()
     return PatchCache(target)
 

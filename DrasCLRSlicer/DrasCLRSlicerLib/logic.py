@@ -1,0 +1,359 @@
+"""The module's Logic, free of Qt: everything a button of the panel does is a method here.
+
+``DrasCLRLogic(scene)`` turns a CT volume node into result nodes:
+
+- ``<CT> subtypes``: segmentation with the four subtype segments (names/colours from the terminology JSON);
+  absent while the engine has no subtype model (``Analysis.subtypes is None``);
+- ``<CT> regions``: segmentation with one segment per lobe (1-5) or zone (11-16);
+- ``<CT> statistics``: table node, columns ``drasclr.stats.COLUMNS``;
+- ``<CT> chart``: plot chart node, bars of subtype % (or LAA-950 % without a model) per region.
+
+Two paths compute them: :meth:`DrasCLRLogic.analyze` calls the engine in this process (tests, scripts), and
+:meth:`DrasCLRLogic.run_in_subprocess` runs ``python -m drasclr analyze`` in a child process and reads its
+output folder back (the GUI: the UI stays responsive and Cancel kills the child; no node is created until
+the child succeeded). :meth:`DrasCLRLogic.finetune_from_corrections` turns the corrected subtype segmentation
+into a new model version with ``drasclr finetune corrections`` in a child process; the panel disables its
+button while the engine lacks ``drasclr.dense.corrections``.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import importlib.util
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import slicer
+
+from drasclr import labels
+from drasclr.image import CTImage, resample_to
+from drasclr.io import read_image, write_image
+from drasclr.stats import COLUMNS
+
+from . import process, tables
+from .segmentations import labelmap_to_segmentation, segment_names, segmentation_to_labelmap
+from .storage import load_volume, save_node
+from .terminology import region_entries, subtype_entries
+from .volumes import add_volume_node, image_from_volume_node
+
+DEMO_CT = Path(__file__).resolve().parents[1] / "drasclr" / "data" / "demo_ct.nii.gz"
+SUFFIXES = {"subtypes": "subtypes", "regions": "regions", "table": "statistics", "chart": "chart"}
+
+
+@dataclass
+class AnalysisNodes:
+    """The nodes one analysis produced or updated (``subtypes`` is None without a subtype model)."""
+
+    volume: object
+    regions: object
+    table: object
+    chart: object
+    subtypes: object | None = None
+    prediction: CTImage | None = None  # the subtype map as the model produced it (before corrections)
+    model: Path | None = None  # the model folder that produced it
+    rows: list[dict] = field(default_factory=list)
+    region_kind: str = "zones"
+    output_dir: Path | None = None
+
+
+def ensure_scene_logics(scene) -> None:
+    """Register what segmentations need on a bare scene (slicer-core has no ``slicer.modules``)."""
+    if getattr(scene, "_drasclr_logics", None) is None:
+        seg_logic = slicer.vtkSlicerSegmentationsModuleLogic()
+        seg_logic.SetMRMLScene(scene)
+        scene._drasclr_logics = [seg_logic]
+
+
+def finetune_available() -> bool:
+    """True when the engine ships fine-tuning from corrections (``drasclr.dense.corrections``)."""
+    try:
+        return importlib.util.find_spec("drasclr.dense.corrections") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def lobes_image(lobes_node, ct_node, ct: CTImage) -> CTImage:
+    """A lobe input (labelmap volume with LTRC values 1-5, or a segmentation whose segment names say
+    left/right + upper/middle/lower) as a labelmap on the CT's grid."""
+    if lobes_node.IsA("vtkMRMLSegmentationNode"):
+        entries = []
+        for name in segment_names(lobes_node):
+            value = lobe_value_from_name(name)
+            if value is not None:
+                entries.append(_Named(value, name))
+        if not entries:
+            raise ValueError(f"no segment of {lobes_node.GetName()!r} is named like a lung lobe "
+                             "(e.g. 'left upper lobe', 'lung_lower_lobe_right')")
+        return segmentation_to_labelmap(lobes_node, ct_node, entries)
+    image = image_from_volume_node(lobes_node)
+    if not image.same_grid(ct):
+        image = resample_to(image, ct)
+    return image.with_array(image.array.astype(np.uint8))
+
+
+@dataclass(frozen=True)
+class _Named:
+    value: int
+    name: str
+
+
+def lobe_value_from_name(name: str) -> int | None:
+    """LTRC lobe value of a segment name such as 'Left upper lobe' or 'lung_middle_lobe_right'."""
+    words = set(name.lower().replace("_", " ").replace("-", " ").split())
+    side = "left" if "left" in words else "right" if "right" in words else None
+    level = ("upper" if words & {"upper", "superior"} else "middle" if "middle" in words
+             else "lower" if words & {"lower", "inferior"} else None)
+    if side is None or level is None or not words & {"lobe", "lung"}:
+        return None
+    for value, lobe in labels.LOBES.items():
+        if lobe == f"{side}_{level}_lobe":
+            return value
+    return None
+
+
+class DrasCLRLogic:
+    """Analysis of CT volume nodes in an MRML scene (``slicer.mrmlScene`` inside Slicer)."""
+
+    def __init__(self, scene=None):
+        self.scene = scene if scene is not None else slicer.mrmlScene
+        ensure_scene_logics(self.scene)
+        self.subtype_entries = subtype_entries()
+        self.last: AnalysisNodes | None = None
+        self._kept_dir: Path | None = None
+
+    def load_demo_ct(self, name: str = "DrasCLR demo CT"):
+        """The engine's bundled demo CT (``drasclr/data/demo_ct.nii.gz``) as a volume node, read by Slicer's
+        own reader; the module's chest phantom when no demo CT ships."""
+        if DEMO_CT.exists():
+            return load_volume(self.scene, DEMO_CT, name=name)
+        from .phantom import chest_phantom
+
+        return add_volume_node(self.scene, chest_phantom(), name)
+
+    # --- in-process -----------------------------------------------------------------------------------
+    def analyze(self, volume_node, lobes_node=None, model=None, device: str = "auto",
+                use_model: bool = True) -> AnalysisNodes:
+        """Run the engine on ``volume_node`` in this process and create/update the result nodes.
+
+        ``model``: a model folder or ``.safetensors`` (None: the bundled demo model when it ships);
+        ``use_model`` False: densitometry only, as ``drasclr analyze --no-model``."""
+        from drasclr.analyze import analyze as engine_analyze
+        from drasclr.device import pick_device
+
+        ct = image_from_volume_node(volume_node)
+        lobes = lobes_image(lobes_node, volume_node, ct) if lobes_node is not None else None
+        dev = pick_device(device)
+        net = card = folder = None
+        if use_model:
+            from drasclr.dense.store import DEMO_MODEL, load_segmenter
+
+            if model is not None or DEMO_MODEL.exists():
+                net, card, folder = load_segmenter(model, dev)
+        result = engine_analyze(ct, lobes, model=net, device=dev, model_card=card)
+        return self._show(volume_node, result.regions, result.subtypes, result.rows, result.region_kind,
+                          model=folder)
+
+    # --- child process (GUI) --------------------------------------------------------------------------
+    def write_inputs(self, volume_node, lobes_node, work_dir: Path) -> tuple[Path, Path | None]:
+        """Write the CT (and lobes) as NRRD files for the child process; geometry through geometry.py."""
+        work_dir.mkdir(parents=True, exist_ok=True)
+        ct = image_from_volume_node(volume_node)
+        ct_path = write_image(ct, work_dir / "ct.nrrd", compress=False)  # temporary: speed over size
+        lobes_path = None
+        if lobes_node is not None:
+            lobes = lobes_image(lobes_node, volume_node, ct)
+            lobes_path = write_image(lobes, work_dir / "lobes.nrrd", dtype=np.uint8, compress=False)
+        return ct_path, lobes_path
+
+    def run_in_subprocess(self, volume_node, lobes_node=None, model=None, device: str = "auto",
+                          on_progress=None, on_line=None, should_cancel=None, on_idle=None, env=None,
+                          work_dir: Path | None = None, keep_files: bool = False,
+                          use_model: bool = True) -> AnalysisNodes:
+        """Run ``python -m drasclr analyze`` in a child process and load its outputs as nodes.
+
+        Progress/cancel/idle callbacks: see :func:`process.run_engine`. ``keep_files`` keeps the output folder
+        (``nodes.output_dir``: report.html, stats.json) until the next run. On cancel or error no node is
+        created and the temporary files are removed (:class:`process.Cancelled` / :class:`process.EngineError`
+        propagate)."""
+        own = work_dir is None
+        work_dir = Path(tempfile.mkdtemp(prefix="drasclr-")) if own else Path(work_dir)
+        try:
+            ct_path, lobes_path = self.write_inputs(volume_node, lobes_node, work_dir / "input")
+            out_dir = work_dir / "output"
+            cmd = process.analyze_command(ct_path, out_dir, model=model, device=device, lobes_path=lobes_path,
+                                          use_model=use_model)
+            process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
+                               on_idle=on_idle, env=env)
+            nodes = self.load_outputs(volume_node, out_dir)
+            if nodes.subtypes is not None:
+                nodes.model = self._model_of(out_dir, model)
+        except BaseException:
+            if own:
+                shutil.rmtree(work_dir, ignore_errors=True)
+            raise
+        if keep_files:
+            nodes.output_dir = out_dir
+            if own:  # keep only the latest run's temporary files
+                if self._kept_dir is not None:
+                    shutil.rmtree(self._kept_dir, ignore_errors=True)
+                self._kept_dir = work_dir
+        elif own:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        return nodes
+
+    def load_outputs(self, volume_node, out_dir: Path) -> AnalysisNodes:
+        """Nodes from an ``drasclr analyze`` output folder computed on ``volume_node``'s CT."""
+        out_dir = Path(out_dir)
+        ct = image_from_volume_node(volume_node)
+        regions = self._on_grid(read_image(out_dir / "regions.nii.gz"), ct)
+        sub_path = out_dir / "subtypes.nii.gz"
+        subtypes = self._on_grid(read_image(sub_path), ct) if sub_path.exists() else None
+        rows = read_stats_csv(out_dir / "stats.csv")
+        kind = "lobes" if any(r["region"] in labels.LOBES.values() for r in rows) else "zones"
+        return self._show(volume_node, regions, subtypes, rows, kind)
+
+    @staticmethod
+    def _model_of(out_dir: Path, model) -> Path | None:
+        """The model folder a run used: as asked, else the engine's default (named in stats.json)."""
+        if model:
+            path = Path(model)
+            return path if path.is_dir() else path.parent
+        from .models import PACKAGE_MODELS
+
+        try:
+            info = json.loads((out_dir / "stats.json").read_text()).get("model") or {}
+        except (OSError, ValueError):
+            info = {}
+        version = info.get("version")
+        return PACKAGE_MODELS / version if version and (PACKAGE_MODELS / version).is_dir() else None
+
+    @staticmethod
+    def _on_grid(image: CTImage, ct: CTImage) -> CTImage:
+        image = image if image.same_grid(ct) else resample_to(image, ct)
+        return image.with_array(image.array.astype(np.uint8))
+
+    # --- nodes ----------------------------------------------------------------------------------------
+    def _node(self, volume_node, key: str, cls: str):
+        name = f"{volume_node.GetName()} {SUFFIXES[key]}"
+        node = self.scene.GetFirstNode(name, cls)
+        return node, name
+
+    def _show(self, volume_node, regions: CTImage, subtypes: CTImage | None, rows, kind,
+              model: Path | None = None) -> AnalysisNodes:
+        reg_node, reg_name = self._node(volume_node, "regions", "vtkMRMLSegmentationNode")
+        present = sorted(int(v) for v in np.unique(regions.array) if int(v) in labels.REGION_NAMES)
+        reg_node = labelmap_to_segmentation(self.scene, regions, volume_node, region_entries(present),
+                                            node=reg_node, name=reg_name)
+        sub_node = None
+        if subtypes is not None:
+            sub_node, sub_name = self._node(volume_node, "subtypes", "vtkMRMLSegmentationNode")
+            sub_node = labelmap_to_segmentation(self.scene, subtypes, volume_node, self.subtype_entries,
+                                                node=sub_node, name=sub_name)
+            reg_node.GetDisplayNode().SetVisibility(False)  # the subtype map is what one looks at
+        table, table_name = self._node(volume_node, "table", "vtkMRMLTableNode")
+        table = tables.rows_to_table(self.scene, rows, node=table, name=table_name)
+        chart, chart_name = self._node(volume_node, "chart", "vtkMRMLPlotChartNode")
+        chart = tables.bar_chart(self.scene, table, rows, chart=chart, name=chart_name)
+        self.last = AnalysisNodes(volume_node, reg_node, table, chart, sub_node, subtypes,
+                                  Path(model) if model else None, list(rows), kind)
+        return self.last
+
+    def set_opacity(self, nodes: AnalysisNodes, opacity: float) -> None:
+        """Opacity of the result segmentations in the slice views (0..1)."""
+        for node in (nodes.subtypes, nodes.regions):
+            if node is not None and node.GetDisplayNode() is not None:
+                node.GetDisplayNode().SetOpacity2DFill(float(opacity))
+                node.GetDisplayNode().SetOpacity3D(float(opacity))
+
+    def corrected_subtypes(self, nodes: AnalysisNodes) -> CTImage:
+        """The (possibly edited) subtype segmentation as a labelmap with values 1..4, matched by name."""
+        if nodes.subtypes is None:
+            raise ValueError("no subtype map to correct: the engine produced regions only")
+        return segmentation_to_labelmap(nodes.subtypes, nodes.volume, self.subtype_entries)
+
+    # --- fine-tuning from corrections ---------------------------------------------------------------------
+    def finetune_from_corrections(self, nodes: AnalysisNodes, model=None, device: str = "auto",
+                                  max_seconds: float = 30.0, output_root=None, on_progress=None, on_line=None,
+                                  should_cancel=None, on_idle=None, env=None) -> dict:
+        """Train a new model version from the corrected subtype segmentation (``drasclr finetune corrections``
+        in a child process). The corrected labelmap is read from the segmentation by segment name.
+
+        ``model``: the model that made the prediction (default: the one recorded in ``nodes``, else the
+        engine's default). Returns the engine's summary: ``{"model": new folder, "before": ..., "after": ...}``.
+        Raises :class:`process.Cancelled` / :class:`process.EngineError`; nothing is written on failure.
+        """
+        if nodes.subtypes is None or nodes.prediction is None:
+            raise ValueError("no subtype map to learn from: analyze with a subtype model first")
+        corrected = self.corrected_subtypes(nodes)
+        if np.array_equal(corrected.array, nodes.prediction.array):
+            raise ValueError("the subtype map has not been corrected yet (paint into the subtype segments)")
+        model = model or nodes.model
+        work = Path(tempfile.mkdtemp(prefix="drasclr-finetune-"))
+        try:
+            ct = image_from_volume_node(nodes.volume)
+            ct_path = write_image(ct, work / "ct.nrrd", compress=False)
+            pred_path = write_image(nodes.prediction, work / "prediction.nrrd", dtype=np.uint8, compress=False)
+            corr_path = write_image(corrected, work / "corrected.nrrd", dtype=np.uint8, compress=False)
+            cmd = process.finetune_command(ct_path, pred_path, corr_path, model=model, output_root=output_root,
+                                           device=device, max_seconds=max_seconds)
+            lines = process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
+                                       on_idle=on_idle, env=env)
+            return process.last_json(lines)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    # --- exports ----------------------------------------------------------------------------------------
+    def export_csv(self, nodes: AnalysisNodes, path) -> Path:
+        """The statistics table as CSV (the columns of ``stats.csv``)."""
+        path = Path(path)
+        rows = tables.table_to_rows(nodes.table)
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(COLUMNS)
+            for r in rows:
+                w.writerow([r["region"]] + ["" if math.isnan(r[c]) else f"{r[c]:.4f}" for c in COLUMNS[1:]])
+        return path
+
+    def export_table(self, nodes: AnalysisNodes, path) -> Path:
+        """The statistics table through its storage node (``.tsv`` or ``.csv``)."""
+        return save_node(nodes.table, path)
+
+    def export_html(self, nodes: AnalysisNodes, path) -> Path:
+        """An HTML report: the engine's ``report.html`` when the run kept one, else a table of the rows."""
+        path = Path(path)
+        if nodes.output_dir is not None and (nodes.output_dir / "report.html").exists():
+            shutil.copyfile(nodes.output_dir / "report.html", path)
+            return path
+        path.write_text(rows_to_html(tables.table_to_rows(nodes.table), nodes.volume.GetName()))
+        return path
+
+
+def read_stats_csv(path) -> list[dict]:
+    """Rows of an engine ``stats.csv`` (empty cells -> NaN)."""
+    with open(path, newline="") as fh:
+        rows = []
+        for rec in csv.DictReader(fh):
+            row = {"region": rec["region"]}
+            for c in COLUMNS[1:]:
+                row[c] = float(rec[c]) if rec.get(c) not in (None, "") else math.nan
+            rows.append(row)
+    return rows
+
+
+def rows_to_html(rows: list[dict], title: str) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    body = ""
+    for r in rows:
+        values = ["&ndash;" if math.isnan(r[c]) else f"{r[c]:.1f}" for c in COLUMNS[1:]]
+        cells = [html.escape(str(r["region"]))] + values
+        body += "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>\n"
+    t = html.escape(title)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>DrasCLR report: {t}</title></head><body>"
+            f"<h1>DrasCLR lung analysis: {t}</h1><table border='1' cellspacing='0' cellpadding='3'>"
+            f"<tr>{head}</tr>\n{body}</table></body></html>\n")

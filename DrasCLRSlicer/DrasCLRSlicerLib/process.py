@@ -1,0 +1,177 @@
+"""Running the engine's command line in a child process: the command, its progress lines, cancelling.
+
+No slicer import: the Slicer module and the tests use the same code. The engine prints
+``progress: <desc> <i>/<n>`` on stderr when stderr is not a terminal (``drasclr.progress``).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+PROGRESS_RE = re.compile(r"^progress:\s*(?P<desc>.*?)\s*(?P<i>\d+)/(?P<n>\d+|\?)\s*$")
+MODULE_DIR = Path(__file__).resolve().parents[1]  # DrasCLRSlicer/, which holds the drasclr package
+
+
+class Cancelled(Exception):
+    """The user cancelled the child process."""
+
+
+class EngineError(RuntimeError):
+    """The engine exited with an error; ``str()`` is its ``error:`` line (or the tail of its output)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    desc: str
+    done: int
+    total: int | None
+
+    @property
+    def fraction(self) -> float | None:
+        return None if not self.total else min(1.0, self.done / self.total)
+
+
+def parse_progress(line: str) -> Progress | None:
+    """``"progress: lung mask 3/10"`` -> ``Progress("lung mask", 3, 10)``; other lines -> ``None``."""
+    m = PROGRESS_RE.match(line.strip())
+    if not m:
+        return None
+    n = m.group("n")
+    return Progress(m.group("desc"), int(m.group("i")), None if n == "?" else int(n))
+
+
+def python_executable() -> str:
+    """Slicer's ``PythonSlicer`` when running inside Slicer, else this interpreter."""
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+def analyze_command(input_path, output_dir, model=None, device: str = "auto", lobes_path=None,
+                    use_model: bool = True, python: str | None = None) -> list[str]:
+    """The ``drasclr analyze`` command line (DESIGN.md CLI contract). ``model`` None: the engine's default
+    (bundled demo) model; ``use_model`` False: densitometry only (``--no-model``)."""
+    cmd = [python or python_executable(), "-m", "drasclr", "analyze", str(input_path), "-o", str(output_dir),
+           "--device", device, "--quiet"]
+    if not use_model:
+        cmd += ["--no-model"]
+    elif model:
+        cmd += ["--model", str(model)]
+    if lobes_path:
+        cmd += ["--lobes", str(lobes_path), "--lobes-convention", "ltrc"]
+    return cmd
+
+
+def finetune_command(ct_path, prediction_path, corrected_path, model=None, output_root=None, device: str = "auto",
+                     max_seconds: float = 30.0, python: str | None = None) -> list[str]:
+    """The ``drasclr finetune corrections`` command line: a new model version from corrected labels."""
+    cmd = [python or python_executable(), "-m", "drasclr", "finetune", "corrections", str(ct_path),
+           str(prediction_path), str(corrected_path), "--device", device, "--max-seconds", f"{max_seconds:g}"]
+    if model:
+        cmd += ["--model", str(model)]
+    if output_root:
+        cmd += ["-o", str(output_root)]
+    return cmd
+
+
+def last_json(lines: list[str]) -> dict:
+    """The last JSON object printed over one or several lines (the engine's result summary)."""
+    import json
+
+    for start in range(len(lines) - 1, -1, -1):
+        if lines[start].startswith("{"):
+            for end in range(len(lines), start, -1):
+                try:
+                    return json.loads("\n".join(lines[start:end]))
+                except ValueError:
+                    continue
+    raise EngineError("the engine printed no result summary")
+
+
+def engine_environment(base: dict | None = None) -> dict:
+    """Environment for the child: the module folder first on PYTHONPATH (the bundled ``drasclr``)."""
+    env = dict(os.environ if base is None else base)
+    parts = [str(MODULE_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(parts)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """Kill the child and everything it started (``PythonSlicer`` is a launcher that starts the real Python)."""
+    if proc.poll() is None:
+        if os.name == "posix":
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own session/process group
+            except ProcessLookupError:
+                pass
+        else:
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True, check=False)
+            proc.kill()
+    proc.wait()
+
+
+def run_engine(cmd: list[str], on_progress: Callable[[Progress], None] | None = None,
+               on_line: Callable[[str], None] | None = None, should_cancel: Callable[[], bool] | None = None,
+               on_idle: Callable[[], None] | None = None, env: dict | None = None, poll_s: float = 0.1) -> list[str]:
+    """Run ``cmd``, report its progress lines, return all its output lines.
+
+    ``on_idle`` is called about every ``poll_s`` seconds (the GUI passes ``slicer.app.processEvents``);
+    when ``should_cancel()`` turns true the child is killed and :class:`Cancelled` is raised. A non-zero
+    exit raises :class:`EngineError` with the engine's ``error:`` line.
+    """
+    group = {"start_new_session": True} if os.name == "posix" else {
+        "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            env=engine_environment() if env is None else env, **group)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump():
+        for raw in proc.stdout:
+            lines.put(raw.rstrip("\n"))
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    out: list[str] = []
+    try:
+        finished = False
+        while not finished:
+            if should_cancel is not None and should_cancel():
+                raise Cancelled()
+            deadline = time.monotonic() + poll_s
+            while time.monotonic() < deadline:
+                try:
+                    line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if line is None:
+                    finished = True
+                    break
+                out.append(line)
+                if on_line is not None:
+                    on_line(line)
+                p = parse_progress(line)
+                if p is not None and on_progress is not None:
+                    on_progress(p)
+            if on_idle is not None:
+                on_idle()
+        rc = proc.wait()
+    except BaseException:
+        kill_tree(proc)
+        raise
+    finally:
+        reader.join(timeout=5)
+    if rc != 0:
+        errors = [ln[len("error:"):].strip() for ln in out if ln.startswith("error:")]
+        raise EngineError(errors[-1] if errors else f"engine exited with status {rc}: " + " | ".join(out[-5:]))
+    return out

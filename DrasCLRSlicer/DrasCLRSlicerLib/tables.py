@@ -1,0 +1,109 @@
+"""Per-region rows of ``drasclr.stats`` <-> a table node, and a bar chart of them (plot chart node)."""
+
+from __future__ import annotations
+
+import math
+
+import vtk
+
+from drasclr.stats import COLUMNS
+
+# chart series: (column, legend title); the subtype columns when a subtype map exists, else LAA-950
+SUBTYPE_SERIES = [("normal_pct", "Normal %"), ("cle_pct", "CLE %"), ("pse_pct", "PSE %"), ("ple_pct", "PLE %")]
+DENSITY_SERIES = [("laa950_pct", "LAA-950 %")]
+
+
+def rows_to_table(scene, rows: list[dict], node=None, name: str = "DrasCLR statistics"):
+    """A table node with the columns of ``drasclr.stats.COLUMNS`` (``region`` as text, the rest as doubles;
+    a missing value is NaN). ``node`` is refilled when given. Returns the node."""
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table = node.GetTable()
+    was = node.StartModify()
+    table.Initialize()
+    for col in COLUMNS:
+        arr = vtk.vtkStringArray() if col == "region" else vtk.vtkDoubleArray()
+        arr.SetName(col)
+        arr.SetNumberOfTuples(len(rows))
+        for i, row in enumerate(rows):
+            v = row.get(col)
+            if col == "region":
+                arr.SetValue(i, str(v))
+            else:
+                arr.SetValue(i, math.nan if v is None else float(v))
+        table.AddColumn(arr)
+    node.SetUseColumnTitleAsColumnHeader(True)
+    for col in COLUMNS:
+        node.SetColumnUnitLabel(col, _unit(col))
+    table.Modified()
+    node.EndModify(was)
+    return node
+
+
+def _unit(col: str) -> str:
+    if col.endswith("_ml"):
+        return "ml"
+    if col.endswith("_hu"):
+        return "HU"
+    if col.endswith("_pct"):
+        return "%"
+    return ""
+
+
+def table_to_rows(node) -> list[dict]:
+    """Rows back from a table node (strings for ``region``, floats elsewhere), columns of ``COLUMNS``."""
+    table = node.GetTable()
+    names = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    missing = [c for c in COLUMNS if c not in names]
+    if missing:
+        raise ValueError(f"table {node.GetName()!r} lacks columns {missing}")
+    rows = []
+    for r in range(table.GetNumberOfRows()):
+        row = {}
+        for col in COLUMNS:
+            v = table.GetValueByName(r, col)
+            if col == "region":
+                row[col] = v.ToString()
+            else:
+                row[col] = v.ToDouble() if v.IsNumeric() else _to_float(v.ToString())
+        rows.append(row)
+    return rows
+
+
+def _to_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def has_subtypes(rows: list[dict]) -> bool:
+    return any(r.get("normal_pct") is not None and not math.isnan(r["normal_pct"]) for r in rows)
+
+
+def bar_chart(scene, table_node, rows: list[dict], chart=None, name: str = "DrasCLR chart"):
+    """A plot chart node: one bar series per subtype (% of region volume), regions on the x axis.
+
+    Without a subtype map (no model) the chart shows LAA-950 % per region instead. Existing series of
+    ``chart`` are replaced. Returns the chart node.
+    """
+    if chart is None:
+        chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
+    for sid in [chart.GetNthPlotSeriesNodeID(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]:
+        series = scene.GetNodeByID(sid)
+        chart.RemovePlotSeriesNodeID(sid)
+        if series is not None:
+            scene.RemoveNode(series)
+    specs = SUBTYPE_SERIES if has_subtypes(rows) else DENSITY_SERIES
+    for col, title in specs:
+        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name} {title}")
+        series.SetAndObserveTableNodeID(table_node.GetID())
+        series.SetPlotType(series.PlotTypeBar)
+        series.SetXColumnName("")  # bars at the row index; labels from the region column
+        series.SetLabelColumnName("region")
+        series.SetYColumnName(col)
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    chart.SetTitle("Emphysema subtypes per region" if specs is SUBTYPE_SERIES else "LAA-950 per region")
+    chart.SetXAxisTitle("region")
+    chart.SetYAxisTitle("% of region volume")
+    return chart

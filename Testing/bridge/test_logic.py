@@ -1,0 +1,290 @@
+"""DrasCLRLogic on a small synthetic chest CT: in-process and child-process paths, cancel, exports."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bridge_support import synthetic_chest
+
+from drasclr import labels
+from drasclr.analyze import analyze as engine_analyze
+from drasclr.stats import COLUMNS
+from DrasCLRSlicerLib import process, segmentations, tables, terminology, volumes
+from DrasCLRSlicerLib.logic import DrasCLRLogic, lobe_value_from_name, read_stats_csv
+
+ZONE_ROWS = [*labels.ZONES.values(), "left_lung", "right_lung", "whole_lung"]
+
+
+needs_cli = pytest.mark.skipif(importlib.util.find_spec("drasclr.report") is None,
+                               reason="engine incomplete: drasclr analyze needs drasclr.report (not merged yet)")
+
+
+@pytest.fixture(scope="module")
+def chest():
+    return synthetic_chest()  # 96 x 96 x 64 at 3 mm
+
+
+@pytest.fixture(scope="module")
+def chest_result(chest):
+    """The engine's own densitometry analysis of the chest (reference for the node contents)."""
+    return engine_analyze(chest)
+
+
+def node_names(scene, cls):
+    c = scene.GetNodesByClass(cls)
+    return sorted(c.GetItemAsObject(i).GetName() for i in range(c.GetNumberOfItems()))
+
+
+def test_analyze_in_process_creates_named_nodes(scene, chest, chest_result):
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    logic = DrasCLRLogic(scene)
+    nodes = logic.analyze(ct_node, use_model=False)
+    assert nodes.regions.GetName() == "chest regions"
+    assert nodes.table.GetName() == "chest statistics"
+    assert nodes.chart.GetName() == "chest chart"
+    assert nodes.region_kind == "zones"
+    assert set(segmentations.segment_names(nodes.regions)) == {
+        e.name for e in terminology.region_entries(labels.ZONES)}
+    rows = tables.table_to_rows(nodes.table)
+    assert [r["region"] for r in rows] == ZONE_ROWS
+    # the numbers are the engine's numbers on the same CT
+    want = chest_result.rows
+    for got, ref in zip(rows, want):
+        for c in COLUMNS[1:]:
+            assert (math.isnan(got[c]) and math.isnan(ref[c])) or got[c] == pytest.approx(ref[c], rel=1e-12)
+    whole = rows[-1]
+    assert whole["volume_ml"] == pytest.approx(2016, rel=0.03)  # two ellipsoids of ~1008 ml
+    assert -880 < whole["mean_hu"] < -840
+    # the regions segmentation holds the engine's zones voxel for voxel
+    back = segmentations.segmentation_to_labelmap(nodes.regions, ct_node, terminology.region_entries(labels.ZONES))
+    np.testing.assert_array_equal(back.array, chest_result.regions.array)
+    if nodes.subtypes is None:  # no subtype model in the engine yet: the chart shows LAA-950
+        assert nodes.chart.GetNumberOfPlotSeriesNodes() == 1
+    else:
+        assert set(segmentations.segment_names(nodes.subtypes)) == set(labels.SUBTYPE_TITLES.values())
+
+
+def test_analyze_twice_updates_the_same_nodes(scene, chest):
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    logic = DrasCLRLogic(scene)
+    first = logic.analyze(ct_node, use_model=False)
+    second = logic.analyze(ct_node, use_model=False)
+    assert second.regions is first.regions and second.table is first.table and second.chart is first.chart
+    assert node_names(scene, "vtkMRMLTableNode") == ["chest statistics"]
+    assert node_names(scene, "vtkMRMLSegmentationNode") == ["chest regions"]
+
+
+def test_lobes_from_segmentation_names(scene, chest, chest_result):
+    """A lobe segmentation (as TotalSegmentator names them) drives per-lobe rows."""
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    zones = chest_result.regions.array
+    lobes = np.zeros_like(zones)
+    lobes[np.isin(zones, (11, 12))] = 1
+    lobes[zones == 13] = 2
+    lobes[zones == 14] = 3
+    lobes[zones == 15] = 4
+    lobes[zones == 16] = 5
+    names = ["lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
+             "lung_lower_lobe_right"]
+    entries = [terminology.SegmentEntry(v, n, (0.5, 0.5, 0.5)) for v, n in zip(range(1, 6), names)]
+    lobe_node = segmentations.labelmap_to_segmentation(scene, chest.with_array(lobes), ct_node, entries, name="lobes")
+    nodes = DrasCLRLogic(scene).analyze(ct_node, lobes_node=lobe_node, use_model=False)
+    rows = tables.table_to_rows(nodes.table)
+    assert nodes.region_kind == "lobes"
+    assert [r["region"] for r in rows][:5] == list(labels.LOBES.values())
+    voxel_ml = float(np.prod(chest.spacing)) / 1000
+    assert rows[0]["volume_ml"] == pytest.approx(np.isin(zones, (11, 12)).sum() * voxel_ml)
+
+
+def test_lobe_labelmap_on_another_grid_is_resampled(scene, chest):
+    """A lobe labelmap volume on a coarser grid lands on the CT's grid (nearest neighbour, LTRC values kept)."""
+    from drasclr.image import CTImage
+    from DrasCLRSlicerLib.logic import lobes_image
+
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    coarse = np.zeros((33, 49, 49), np.uint8)  # one voxel more than half: covers the CT's last voxel centres
+    coarse[:16] = 2  # lower half: left lower lobe
+    coarse[16:] = 1  # upper half: left upper lobe
+    lab = CTImage(coarse, tuple(2 * s for s in chest.spacing), chest.origin, chest.direction)
+    lab_node = volumes.add_volume_node(scene, lab, "lobes", labelmap=True)
+    out = lobes_image(lab_node, ct_node, chest)
+    assert out.same_grid(chest) and out.array.dtype == np.uint8
+    assert set(np.unique(out.array)) == {1, 2}
+    np.testing.assert_array_equal(out.array[:31], 2)  # CT slice k sits at coarse slice k / 2
+    np.testing.assert_array_equal(out.array[33:], 1)
+
+
+@pytest.mark.parametrize("name,value", [("Left upper lobe", 1), ("lung_lower_lobe_left", 2),
+                                        ("right superior lobe of lung", 3), ("Right middle lobe", 4),
+                                        ("lung_lower_lobe_right", 5), ("left lung", None), ("Trachea", None)])
+def test_lobe_value_from_name(name, value):
+    assert lobe_value_from_name(name) == value
+
+
+def test_progress_line_parsing():
+    p = process.parse_progress("progress: lung mask 3/10")
+    assert (p.desc, p.done, p.total, p.fraction) == ("lung mask", 3, 10, 0.3)
+    assert process.parse_progress("progress: patches 5/?").total is None
+    assert process.parse_progress("wrote out") is None
+
+
+def test_analyze_command_follows_cli_contract(tmp_path):
+    cmd = process.analyze_command(tmp_path / "ct.nrrd", tmp_path / "out", model="m.safetensors", device="cuda",
+                                  lobes_path=tmp_path / "lobes.nrrd", python="py")
+    assert cmd[:5] == ["py", "-m", "drasclr", "analyze", str(tmp_path / "ct.nrrd")]
+    assert cmd[cmd.index("-o") + 1] == str(tmp_path / "out")
+    assert cmd[cmd.index("--device") + 1] == "cuda"
+    assert cmd[cmd.index("--model") + 1] == "m.safetensors"
+    assert cmd[cmd.index("--lobes") + 1] == str(tmp_path / "lobes.nrrd")
+    assert cmd[cmd.index("--lobes-convention") + 1] == "ltrc"  # lobes_image() writes LTRC values
+    assert "--no-model" in process.analyze_command("ct", "out", use_model=False, python="py")
+    assert "--model" not in process.analyze_command("ct", "out", python="py")  # engine default model
+
+
+def test_finetune_command_and_summary(tmp_path):
+    cmd = process.finetune_command("ct.nrrd", "pred.nrrd", "corr.nrrd", model="m-v1", output_root=tmp_path,
+                                   device="cpu", max_seconds=12.5, python="py")
+    assert cmd[:8] == ["py", "-m", "drasclr", "finetune", "corrections", "ct.nrrd", "pred.nrrd", "corr.nrrd"]
+    assert cmd[cmd.index("--max-seconds") + 1] == "12.5" and cmd[cmd.index("--model") + 1] == "m-v1"
+    assert cmd[cmd.index("-o") + 1] == str(tmp_path)
+    lines = ["progress: train 5/10", "{", '  "model": "/x/m-v2",', '  "after": {"accuracy": 0.9}', "}"]
+    assert process.last_json(lines) == {"model": "/x/m-v2", "after": {"accuracy": 0.9}}
+    with pytest.raises(process.EngineError):
+        process.last_json(["wrote out"])
+
+
+@needs_cli
+def test_run_in_subprocess_loads_outputs(scene, chest, chest_result, tmp_path):
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    logic = DrasCLRLogic(scene)
+    lines, idle = [], []
+    nodes = logic.run_in_subprocess(ct_node, on_line=lines.append, on_idle=lambda: idle.append(1), use_model=False,
+                                    work_dir=tmp_path / "work", keep_files=True)
+    assert any(line.startswith("wrote ") for line in lines)
+    assert idle, "the GUI hook must be called while the child runs"
+    rows = tables.table_to_rows(nodes.table)
+    assert [r["region"] for r in rows] == ZONE_ROWS
+    want = chest_result.rows
+    for got, ref in zip(rows, want):  # stats.csv keeps 4 decimals
+        assert got["volume_ml"] == pytest.approx(ref["volume_ml"], abs=1e-4)
+        assert got["laa950_pct"] == pytest.approx(ref["laa950_pct"], abs=1e-4)
+    assert read_stats_csv(nodes.output_dir / "stats.csv")[0]["region"] == "left_upper_zone"
+    back = segmentations.segmentation_to_labelmap(nodes.regions, ct_node, terminology.region_entries(labels.ZONES))
+    np.testing.assert_array_equal(back.array, chest_result.regions.array)
+    # exports
+    csv_path = logic.export_csv(nodes, tmp_path / "stats.csv")
+    assert read_stats_csv(csv_path)[-1]["region"] == "whole_lung"
+    html = logic.export_html(nodes, tmp_path / "report.html").read_text()
+    assert "Whole lung" in html and "<table" in html
+
+
+def test_cancel_leaves_no_nodes_and_no_files(scene, chest, tmp_path):
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(process.Cancelled):
+        DrasCLRLogic(scene).run_in_subprocess(ct_node, should_cancel=lambda: True, work_dir=tmp_path / "w",
+                                              use_model=False)
+    assert scene.GetNumberOfNodes() == before
+    assert not (tmp_path / "w" / "output").exists()
+
+
+def _dead(pid: int, timeout: float = 5.0) -> bool:
+    """True once ``pid`` is gone or a zombie (killed, waiting to be reaped)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_cancel_kills_the_whole_process_tree():
+    """Cancel kills the child and what it started (PythonSlicer is a launcher around the real Python)."""
+    code = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; "
+            "time.sleep(60)']); print('grandchild', p.pid, flush=True); time.sleep(60)")
+    seen = []
+    with pytest.raises(process.Cancelled):
+        process.run_engine([sys.executable, "-c", code], on_line=seen.append,
+                           should_cancel=lambda: any(s.startswith("grandchild") for s in seen))
+    grandchild = int(next(s for s in seen if s.startswith("grandchild")).split()[1])
+    assert _dead(grandchild), "the grandchild process survived Cancel"
+
+
+def test_engine_error_is_reported():
+    """A child that follows the CLI contract (one ``error:`` line, exit 2): its message becomes the error.
+    (The real CLI's bad-input path imports torch first, ~3-9 s here, so a contract-following child stands in.)"""
+    code = "import sys; print('progress: x 1/2', file=sys.stderr); print('error: input not found: a.nrrd', " \
+           "file=sys.stderr); sys.exit(2)"
+    with pytest.raises(process.EngineError, match="^input not found: a.nrrd$"):
+        process.run_engine([sys.executable, "-c", code])
+    with pytest.raises(process.EngineError, match="status 3"):
+        process.run_engine([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])
+
+
+def test_load_demo_ct_gives_a_ct_volume(scene):
+    node = DrasCLRLogic(scene).load_demo_ct()
+    assert node.IsA("vtkMRMLScalarVolumeNode") and node.GetName() == "DrasCLR demo CT"
+    a = volumes.image_from_volume_node(node).array
+    assert a.ndim == 3 and a.min() < -900 and a.max() > 0
+
+
+@needs_cli
+def test_kept_files_live_until_the_next_run(scene, chest):
+    small = synthetic_chest((24, 40, 40), spacing=(6.0, 6.0, 6.0))
+    ct_node = volumes.add_volume_node(scene, small, "small")
+    logic = DrasCLRLogic(scene)
+    first = logic.run_in_subprocess(ct_node, keep_files=True, use_model=False)
+    assert (first.output_dir / "stats.csv").exists()
+    second = logic.run_in_subprocess(ct_node, keep_files=True, use_model=False)
+    assert (second.output_dir / "stats.csv").exists()
+    assert not first.output_dir.parent.exists()
+    third = logic.run_in_subprocess(ct_node, use_model=False)
+    assert third.output_dir is None and (second.output_dir / "stats.csv").exists()
+
+
+needs_model_engine = pytest.mark.skipif(
+    importlib.util.find_spec("drasclr.registration") is None or importlib.util.find_spec("drasclr.report") is None,
+    reason="engine incomplete: the subtype model path needs drasclr.registration and drasclr.report")
+
+
+@pytest.mark.slow
+@needs_model_engine
+def test_model_analysis_correction_and_finetune(scene, tmp_path):
+    """With a (random, tiny-budget) subtype model: the subtype segmentation round-trips by name, and a
+    correction painted into it becomes a new model version through ``drasclr finetune corrections``."""
+    from drasclr.dense.segmenter import SubtypeSegmenter
+    from drasclr.dense.store import save_segmenter
+
+    model_dir = save_segmenter(SubtypeSegmenter(), tmp_path / "models" / "tiny-v1",
+                               {"name": "tiny", "version": "tiny-v1"})
+    small = synthetic_chest((32, 48, 48), spacing=(5.0, 5.0, 5.0))
+    ct_node = volumes.add_volume_node(scene, small, "small")
+    logic = DrasCLRLogic(scene)
+    nodes = logic.analyze(ct_node, model=model_dir, device="cpu")
+    assert nodes.subtypes is not None and nodes.model == model_dir
+    assert nodes.subtypes.GetName() == "small subtypes"
+    assert set(segmentations.segment_names(nodes.subtypes)) == set(labels.SUBTYPE_TITLES.values())
+    np.testing.assert_array_equal(logic.corrected_subtypes(nodes).array, nodes.prediction.array)
+    whole = tables.table_to_rows(nodes.table)[-1]
+    assert sum(whole[c] for c in ("normal_pct", "cle_pct", "pse_pct", "ple_pct")) == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="not been corrected"):
+        logic.finetune_from_corrections(nodes, device="cpu")
+    corrected = nodes.prediction.array.copy()
+    corrected[corrected > 0] = labels.CLE  # the annotator calls the whole lung centrilobular
+    segmentations.labelmap_to_segmentation(scene, nodes.prediction.with_array(corrected), ct_node,
+                                           terminology.subtype_entries(), node=nodes.subtypes)
+    summary = logic.finetune_from_corrections(nodes, device="cpu", max_seconds=2, output_root=tmp_path / "models")
+    assert Path(summary["model"]) == tmp_path / "models" / "tiny-v2"
+    assert (Path(summary["model"]) / "model.json").exists()

@@ -1,0 +1,117 @@
+"""Dense subtype prediction: patch planning, blending back to the CT grid, model files, training freezes."""
+
+import numpy as np
+import pytest
+import torch
+
+from drasclr import labels
+from drasclr.dense.infer import extract_patches, lung_volume, plan_patches, predict_subtypes
+from drasclr.dense.segmenter import SubtypeSegmenter
+from drasclr.dense.store import load_segmenter, next_version_dir, save_segmenter
+from drasclr.dense.train import fixed_patches, prepare_case, set_freeze, train_segmenter
+from drasclr.errors import InputError
+from synthetic import synthetic_chest
+
+TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return SubtypeSegmenter(encoder=TINY, decoder=(8, 8, 8, 4, 4))
+
+
+def box_locator(points):
+    return np.clip(np.asarray(points) / 150.0, -1, 1).astype(np.float32)
+
+
+def test_planned_patches_cover_every_lung_voxel():
+    lung = np.zeros((70, 50, 90), np.uint8)
+    lung[5:60, 10:45, 3:80] = 1
+    lung[0, 0, 0] = 1  # a corner voxel
+    corners = plan_patches(lung, stride=24)
+    covered = np.zeros_like(lung)
+    for z, y, x in corners:
+        covered[z:z + 32, y:y + 32, x:x + 32] = 1
+        assert lung[z:z + 32, y:y + 32, x:x + 32].any()  # only patches that touch the lung
+    assert covered[lung > 0].all()
+
+
+def test_extract_patches_pads_outside_volume():
+    vol = np.arange(40 ** 3, dtype=np.int32).reshape(40, 40, 40)
+    p = extract_patches(vol, np.array([[-5, 0, 20]]), fill=-7)[0]
+    assert p.shape == (32, 32, 32)
+    assert (p[:5] == -7).all()
+    assert np.array_equal(p[5:, :, :20], vol[:27, :32, 20:40])
+    assert (p[:, :, 20:] == -7).all()
+
+
+def test_prediction_is_on_the_ct_grid_and_fills_exactly_the_lung():
+    ct, truth = synthetic_chest(shape=(30, 64, 64), spacing=(3.0, 3.0, 4.0))
+    lungs = ct.with_array(truth)
+    sub = predict_subtypes(tiny_model(), ct, lungs, box_locator, torch.device("cpu"), stride=32, batch_size=32)
+    assert sub.same_grid(ct) and sub.array.dtype == np.uint8
+    assert np.array_equal(sub.array > 0, truth > 0)
+    assert set(np.unique(sub.array[truth > 0])) <= {1, 2, 3, 4}
+
+
+def test_model_files_round_trip_and_are_never_overwritten(tmp_path):
+    model = tiny_model().eval()
+    folder = save_segmenter(model, tmp_path / "mine-v1", {"name": "mine"})
+    loaded, card, where = load_segmenter(folder)
+    assert where == folder and card["version"] if "version" in card else True
+    x, loc = torch.randn(2, 1, 32, 32, 32), torch.zeros(2, 3)
+    with torch.no_grad():
+        assert torch.allclose(model(x, loc), loaded(x, loc), atol=2e-2)  # float16 storage
+    with pytest.raises(InputError, match="never overwritten"):
+        save_segmenter(model, folder, {})
+    assert next_version_dir(folder) == tmp_path / "mine-v2"
+    (tmp_path / "mine-v2").mkdir()
+    assert next_version_dir(folder) == tmp_path / "mine-v3"
+
+
+def test_model_with_other_classes_or_pickle_is_refused(tmp_path):
+    import json
+
+    folder = save_segmenter(tiny_model(), tmp_path / "m-v1", {})
+    card_file = folder / "model.json"
+    card = json.loads(card_file.read_text())
+    card["classes"] = {"0": "outside", "1": "normal", "2": "nodule"}
+    card_file.write_text(json.dumps(card))
+    with pytest.raises(InputError, match="classes"):
+        load_segmenter(folder)
+    (tmp_path / "evil").mkdir()
+    torch.save({"x": torch.zeros(1)}, tmp_path / "evil" / "model.safetensors")
+    with pytest.raises(InputError):
+        load_segmenter(tmp_path / "evil")
+
+
+@pytest.mark.parametrize("freeze", ["head", "last"])
+def test_freeze_options_keep_frozen_weights(freeze):
+    ct, truth = synthetic_chest(shape=(30, 64, 64), spacing=(3.0, 3.0, 4.0))
+    lungs = ct.with_array(truth)
+    sub = ct.with_array(np.where(truth > 0, np.where(ct.array < -860, labels.CLE, labels.NORMAL), 0)
+                        .astype(np.uint8))
+    case = prepare_case(ct, sub, lungs, box_locator)
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_segmenter(model, [case], fixed_patches([case], 2), steps=2, batch_size=2, freeze=freeze, eval_every=2)
+    after = model.state_dict()
+    frozen = ("encoder.",) if freeze == "head" else tuple(f"encoder.stages.{i}." for i in range(4))
+    for k in before:
+        if k.startswith(frozen):
+            assert torch.equal(before[k], after[k]), k
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
+
+
+def test_set_freeze_lower_rate_for_encoder_in_all_mode():
+    groups = set_freeze(tiny_model(), "all", 1e-3)
+    assert [g["lr"] for g in groups] == [1e-3, 1e-4]
+
+
+def test_lung_volume_is_isotropic_and_keeps_the_lung():
+    ct, truth = synthetic_chest(shape=(30, 64, 64), spacing=(3.0, 3.0, 4.0))
+    vol = lung_volume(ct, ct.with_array(truth))
+    assert vol.ct.spacing == (1.0, 1.0, 1.0)
+    ml = (vol.lungs.array > 0).sum() / 1000.0
+    truth_ml = (truth > 0).sum() * ct.voxel_volume_ml
+    assert abs(ml - truth_ml) / truth_ml < 0.05
