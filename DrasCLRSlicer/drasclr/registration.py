@@ -98,7 +98,7 @@ def _atlas_soft_mask(atlas: Atlas) -> sitk.Image:
     return _soft_mask(atlas.lungs)
 
 
-def register_to_atlas(lungs: CTImage, atlas: Atlas | None = None, iterations: int = 200) -> AtlasTransform:
+def register_to_atlas(lungs: CTImage, atlas: Atlas | None = None, iterations: int = 100) -> AtlasTransform:
     """Affine transform between the atlas and a subject's lung labelmap (any value > 0 is lung).
 
     ``lungs``: e.g. :func:`drasclr.lungs.segment_lungs` output on the CT's grid. Raises :class:`InputError`
@@ -119,7 +119,7 @@ def register_to_atlas(lungs: CTImage, atlas: Atlas | None = None, iterations: in
     reg.SetMetricSamplingStrategy(reg.REGULAR)  # every 4th voxel: deterministic and 4x cheaper
     reg.SetMetricSamplingPercentage(0.25, seed=1)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=iterations,
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=0.02, numberOfIterations=iterations,
                                                  relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel([2, 1])
