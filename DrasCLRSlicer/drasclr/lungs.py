@@ -75,7 +75,7 @@ def segment_lungs(ct: CTImage, target_mm: float = 2.0) -> CTImage:
     lungs = _split_lungs(parts, ct, f, midline)
     coarse = np.zeros(a.shape, np.uint8)
     for part, value in lungs:
-        filled = _fill(part) & ~airway
+        filled = _fill(part)  # airway enclosed by the lung (intrapulmonary bronchi) is lung again
         coarse[filled & (coarse == 0)] = value
     full = _refine(coarse, airway, ct, f)
     if not full.any():
@@ -341,7 +341,7 @@ def _refine(coarse: np.ndarray, airway: np.ndarray, ct: CTImage, f: list[int]) -
         if m.any():
             inner[ndi.binary_erosion(m, structure=_BALL, border_value=1)] = v  # a cut at the scan's edge stays
     outer = np.where(c > 0, c, ndi.grey_dilation(c, footprint=_BALL))
-    outer[airway[box_c]] = 0
+    outer[airway[box_c] & (c == 0)] = 0
     box_f = tuple(slice(s.start * k, min(n, s.stop * k)) for s, k, n in zip(box_c, f, shape))
     sub = tuple(slice(0, s.stop - s.start) for s in box_f)
     up_inner = _upsample(inner, f)[sub]
