@@ -13,7 +13,7 @@ def test_two_process_gloo_training_and_resume(tmp_path):
     data = write_toy_cohort(tmp_path / "toy", n=4, seed=3)
     cfg = PretrainConfig(data=str(data), out=str(tmp_path / "run"), channels=[2, 2, 4, 4, 8, 8, 8], num_experts=2,
                          dim=8, queue_size=8, batch_size=2, max_steps=3, save_every=3, log_every=1, workers=0,
-                         threads=1, device="cpu")
+                         threads=1, device="cpu", locations="boxgrid")
     first = pretrain_local_ddp(cfg, 2, start_method="fork")
     assert [s["rank"] for s in first] == [0, 1] and all(s["world_size"] == 2 for s in first)
     assert all(s["steps"] == 3 for s in first)

@@ -74,7 +74,8 @@ def toy(tmp_path_factory):
 
 def _cfg(data, out, **kw):
     base = dict(data=str(data), out=str(out), channels=TINY["channels"], num_experts=2, dim=8, queue_size=8,
-                batch_size=2, max_steps=4, save_every=2, log_every=1, workers=0, threads=1, device="cpu")
+                batch_size=2, max_steps=4, save_every=2, log_every=1, workers=0, threads=1, device="cpu",
+                locations="boxgrid")
     base.update(kw)
     return PretrainConfig(**base)
 
@@ -121,7 +122,8 @@ def test_cli_pretrain_bad_input_one_error_line(tmp_path, capsys):
 def test_cli_pretrain_no_location_ablation_runs(toy, tmp_path, capsys):
     rc = cli_main(["pretrain", str(toy), "-o", str(tmp_path / "abl"), "--no-location", "--max-steps", "2",
                    "--batch-size", "2", "--queue-size", "4", "--workers", "0", "--threads", "1",
-                   "--channels", "2", "2", "4", "4", "8", "8", "8", "--experts", "2", "--device", "cpu"])
+                   "--channels", "2", "2", "4", "4", "8", "8", "8", "--experts", "2", "--device", "cpu",
+                   "--locations", "boxgrid"])
     assert rc == 0 and "wrote" in capsys.readouterr().out
     _, card = load_model(tmp_path / "abl" / "model.safetensors")
     assert card["architecture"] == "PlainEncoder" and card["location_conditioned"] is False
