@@ -160,3 +160,20 @@ def test_real_ct_both_lungs_plausible_volume_no_trachea(name):
             comp = lab == min(near)[1]
             assert (lungs.array[z][comp] > 0).mean() < 0.05, z
     assert checked >= 1, "trachea not seen"
+
+
+def test_orientation_does_not_change_the_answer():
+    ct, _ = _chest()
+    ref = segment_lungs(ct).array
+    # the same voxels stored flipped along x and y (RAS-like storage): direction columns negated
+    flipped = CTImage(np.ascontiguousarray(ct.array[:, ::-1, ::-1]), ct.spacing,
+                      tuple(ct.index_to_lps(np.array([ct.shape_xyz[0] - 1, ct.shape_xyz[1] - 1, 0]))[0]),
+                      ct.direction @ np.diag([-1.0, -1.0, 1.0]))
+    got = segment_lungs(flipped).array[:, ::-1, ::-1]
+    assert dice(got == 1, ref == 1) > 0.99 and dice(got == 2, ref == 2) > 0.99
+    # stored with the cranio-caudal axis last (array axes permuted): still right = 1, left = 2
+    perm = np.ascontiguousarray(np.transpose(ct.array, (2, 1, 0)))  # array (x, y, z): ITK index (z, y, x)
+    d = ct.direction[:, ::-1]
+    sag = CTImage(perm, ct.spacing[::-1], ct.origin, d)
+    got = np.transpose(segment_lungs(sag).array, (2, 1, 0))
+    assert dice(got == 1, ref == 1) > 0.97 and dice(got == 2, ref == 2) > 0.97
