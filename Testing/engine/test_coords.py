@@ -122,3 +122,15 @@ def test_real_ct_atlas_centres_fall_in_lung():
     iso_shape = np.array(resample_isotropic(lungs, 1.0, default=0).array.shape)
     centres = corners + PATCH / 2
     assert ((centres >= 0) & (centres < iso_shape)).all(axis=1).mean() > 0.95
+
+
+def test_one_lung_subject_registers_to_that_lung():
+    a = known_affine(angles_deg=(3.0, 2.0, -4.0), scale=(1.05, 0.95, 1.0), shift=(8.0, 5.0, -10.0))
+    lobes = canonical_lobes(3.0, affine=a)
+    lungs = lungs_from_lobes(lobes.array)
+    lungs[lungs == 2] = 0  # only the right lung was scanned / is left
+    tr = register_to_atlas(lobes.with_array(lungs))
+    atlas = load_atlas()
+    p = atlas.lungs.index_to_lps(np.argwhere(atlas.lungs.array == 1)[::20][:, ::-1])
+    err = np.linalg.norm(tr.atlas_to_subject(p) - (p @ a[:3, :3].T + a[:3, 3]), axis=1)
+    assert np.median(err) < 3.0
