@@ -140,7 +140,7 @@ def read_lobes(path: str | os.PathLike, ct: CTImage, convention: str = "auto") -
     src_values = {int(v) for v in np.unique(src.array)}
     if convention == "auto":
         convention = detect_lobe_convention(src_values)
-        log.info("lobe file %s: %s convention", path.name, convention)
+        log.debug("lobe file %s: %s convention", path.name, convention)
     lobes = src.with_array(lobes_to_ltrc(src.array, convention))
     if not lobes.array.any():
         raise InputError(f"lobe file {path.name} holds no lobe labels of the {convention} convention")
