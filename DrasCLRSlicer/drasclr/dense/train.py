@@ -200,7 +200,7 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad += 1
-                if bad >= patience:
+                if bad >= patience and step >= steps // 2:  # never stop in the first half of the schedule
                     log.info("early stopping at step %d", step)
                     break
         if last:
