@@ -2,8 +2,9 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_CT := DrasCLRSlicer/drasclr/data/demo_ct.nii.gz
+REAL := ../shared/data/real
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench demo-model cmake-lists clean
 
 setup:
 	@bash scripts/setup.sh
@@ -13,10 +14,25 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
+	$(PY) scripts/update_cmake_lists.py --check
 	$(PY) -m pytest -q
 
+lint: setup
+	$(VENV)/bin/ruff check .
+
+# Speed and memory benchmarks (numbers and machines in BENCHMARKS.md)
 bench: setup
-	$(PY) -m drasclr bench
+	PYTHONPATH=DrasCLRSlicer $(PY) bench/bench_condconv.py --n 581 --batch 581 --repeat 3
+	PYTHONPATH=DrasCLRSlicer $(PY) bench/bench_analyze.py $(REAL)/lidc_idri_0001.nii.gz
+	PYTHONPATH=DrasCLRSlicer $(PY) bench/bench_anatomy.py --real $(REAL)
+	PYTHONPATH=DrasCLRSlicer $(PY) bench/bench_phantom.py speed
+
+# Rebuild the bundled demo model (phantoms -> pretraining -> fine-tuning -> held-out evaluation)
+demo-model: setup
+	bash scripts/build_demo_model.sh
+
+cmake-lists: setup
+	$(PY) scripts/update_cmake_lists.py
 
 clean:
 	rm -rf demo-out .pytest_cache .ruff_cache

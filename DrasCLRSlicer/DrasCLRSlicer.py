@@ -143,6 +143,8 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         self._cancelRequested = True
         self.removeObservers()
+        if self.logic is not None:
+            self.logic.cleanup()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -372,6 +374,11 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return DrasCLRSlicerParameterNode(super().getParameterNode())
 
+    def cleanup(self) -> None:
+        """Remove temporary files of the last background run."""
+        if self._engine is not None:
+            self._engine.cleanup()
+
     @property
     def engine(self):
         """The MRML-bridge Logic on ``slicer.mrmlScene`` (imported on first use)."""
@@ -445,19 +452,19 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
     def loadDemoCT(self):
         return self.engine.load_demo_ct()
 
-    def analyze(self, volumeNode, lobesNode=None, model=None, device="Auto"):
-        """In-process analysis (scripts, self-test)."""
-        return self.engine.analyze(volumeNode, lobesNode, model=model, device=device.lower())
+    def analyze(self, volumeNode, lobesNode=None, model=None, device="Auto", useModel=True):
+        """In-process analysis (scripts, self-test). ``useModel`` False: densitometry only."""
+        return self.engine.analyze(volumeNode, lobesNode, model=model, device=device.lower(), use_model=useModel)
 
     def runInSubprocess(self, volumeNode, lobesNode=None, model=None, device="Auto", onProgress=None,
-                        shouldCancel=None, onIdle=None):
+                        shouldCancel=None, onIdle=None, useModel=True):
         """Analysis in a PythonSlicer child process (the GUI path); raises Cancelled / EngineError."""
         from DrasCLRSlicerLib import process
 
         env = process.engine_environment(slicer.util.startupEnvironment())
         return self.engine.run_in_subprocess(volumeNode, lobesNode, model=model, device=device.lower(),
                                              on_progress=onProgress, should_cancel=shouldCancel, on_idle=onIdle,
-                                             env=env, keep_files=True)
+                                             env=env, keep_files=True, use_model=useModel)
 
     def setOpacity(self, results, opacity):
         self.engine.set_opacity(results, opacity)
@@ -564,9 +571,9 @@ class DrasCLRSlicerTest(ScriptedLoadableModuleTest):
         self.assertAlmostEqual(rows[-1]["volume_ml"], 2016.0, delta=60.0)  # two ~1 l ellipsoid lungs
         self.assertEqual(results.regions.GetSegmentation().GetNumberOfSegments(), 6)  # zones
 
-        progress = []
+        progress = []  # the child path, densitometry only (the model ran in-process above)
         sub = logic.runInSubprocess(volume, device="CPU", onProgress=progress.append,
-                                    onIdle=slicer.app.processEvents)
+                                    onIdle=slicer.app.processEvents, useModel=False)
         subRows = table_to_rows(sub.table)
         self.assertEqual([r["region"] for r in subRows], [r["region"] for r in rows])
         self.assertAlmostEqual(subRows[-1]["volume_ml"], rows[-1]["volume_ml"], places=3)
@@ -603,6 +610,6 @@ class DrasCLRSlicerTest(ScriptedLoadableModuleTest):
         volume = self._phantomVolume()
         before = slicer.mrmlScene.GetNumberOfNodes()
         with self.assertRaises(Cancelled):
-            logic.runInSubprocess(volume, device="CPU", shouldCancel=lambda: True)
+            logic.runInSubprocess(volume, device="CPU", shouldCancel=lambda: True, useModel=False)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
         self.delayDisplay("Cancel test passed")

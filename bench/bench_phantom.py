@@ -22,7 +22,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "real"
+REAL = next((Path(d) for d in (os.environ.get("DRASCLR_REAL_DATA", ""), REPO.parent / "shared" / "data" / "real",
+                                REPO.parents[1] / "shared" / "data" / "real") if d and Path(d).exists()),
+            REPO.parent / "shared" / "data" / "real")
 
 
 def speed(_args):
@@ -126,7 +128,29 @@ def figures(args):
             a_.axis("off")
     fig.tight_layout()
     fig.savefig(out / "phantom_cases.png", dpi=args.dpi)
+    plt.close(fig)
     print(f"wrote {out / 'phantom_cases.png'}")
+    # close-up of the three subtypes: upper zone (CLE, PSE) and lower zone (PLE), narrow lung window
+    c = generate_case(8, 0, PhantomOptions(size=(384, 384, None), thickness=1.0, kernel="soft", noise=15.0,
+                                           subtypes=("cle", "pse", "ple"), severity=0.6))
+    a, reg, sub = c.ct.array, c.regions.array, c.subtypes.array
+    lz = np.argwhere(reg > 0)
+    z0, z1 = lz[:, 0].min(), lz[:, 0].max()
+    y0, y1 = lz[:, 1].min() - 5, lz[:, 1].max() + 5
+    x0, x1 = lz[:, 2].min() - 5, lz[:, 2].max() + 5
+    fig, ax = plt.subplots(2, 2, figsize=(16, 11))
+    for row, f in enumerate((0.75, 0.3)):
+        z = int(z0 + f * (z1 - z0))
+        for col in range(2):
+            ax[row, col].imshow(a[z, y0:y1, x0:x1], cmap="gray", vmin=-1100, vmax=-500)
+            ax[row, col].axis("off")
+        ax[row, 1].imshow(sub[z, y0:y1, x0:x1], cmap=cmap, vmin=0, vmax=4, interpolation="nearest")
+        ax[row, 0].set_title(f"seed 8, {int(f * 100)} % of lung height, window -1100..-500 HU")
+        ax[row, 1].set_title("truth: CLE red, PSE blue, PLE yellow")
+    fig.tight_layout()
+    fig.savefig(out / "phantom_subtypes.png", dpi=args.dpi)
+    plt.close(fig)
+    print(f"wrote {out / 'phantom_subtypes.png'}")
 
 
 def main(argv=None):

@@ -42,7 +42,7 @@ def overlay(ct, lungs, out: Path, title: str) -> None:
     fig.suptitle(f"{title}: right lung (red) {vols[0]:.0f} ml, left lung (blue) {vols[1]:.0f} ml "
                  "(radiological view: patient's right on the image left)")
     fig.tight_layout()
-    fig.savefig(out, dpi=70)
+    fig.savefig(out, dpi=48)
     plt.close(fig)
 
 

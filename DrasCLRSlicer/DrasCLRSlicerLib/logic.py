@@ -127,6 +127,12 @@ class DrasCLRLogic:
         self.last: AnalysisNodes | None = None
         self._kept_dir: Path | None = None
 
+    def cleanup(self) -> None:
+        """Remove the temporary files kept from the last child-process run (call when the module closes)."""
+        if self._kept_dir is not None:
+            shutil.rmtree(self._kept_dir, ignore_errors=True)
+            self._kept_dir = None
+
     def load_demo_ct(self, name: str = "DrasCLR demo CT"):
         """The engine's bundled demo CT (``drasclr/data/demo_ct.nii.gz``) as a volume node, read by Slicer's
         own reader; the module's chest phantom when no demo CT ships."""

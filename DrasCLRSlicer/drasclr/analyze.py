@@ -130,14 +130,14 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
 
 def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path | None = None,
                  series_uid: str | None = None, model=None, device="cpu", model_card: dict | None = None,
-                 lobes_convention: str = "auto", batch_size: int | None = None) -> Analysis:
+                 lobes_convention: str = "auto", batch_size: int | None = None,
+                 ct: CTImage | None = None) -> Analysis:
+    """Read (unless ``ct`` is given), analyze and write one case."""
     t0 = time.perf_counter()
-    ct = read_ct(path, series_uid=series_uid)
+    ct = ct if ct is not None else read_ct(path, series_uid=series_uid)
     read_s = time.perf_counter() - t0
     lobes = load_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
     result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size)
     result.timings = {"read_s": round(read_s, 3), **result.timings}
-    t1 = time.perf_counter()
     write_analysis(result, out_dir)
-    result.timings["write_s"] = round(time.perf_counter() - t1, 3)
     return result

@@ -9,10 +9,12 @@ Pipeline (``segment_lungs``), coarse steps on a ~2 mm grid, boundary refined on 
    the chest wall is missing and the per-slice hole filling fails) is still found. Candidates under 1 % of the
    largest one (bowel gas, oesophagus) are dropped; no candidate of at least ``MIN_LUNG_ML`` → ``InputError``
    ``no lungs found``.
-3. **Trachea and main bronchi**: found in the most superior slices as a round, central air section of 1.5–8 cm²,
+3. **Trachea and main bronchi**: found in the most superior slices as a round, central air section of 0.8–8 cm²,
    then tracked slice by slice down to the carina and along both main bronchi (each section must overlap the
-   section above and may not grow more than ~2× in area — a section that explodes is lung, where tracking
-   stops). The tracked airway is removed from the candidates and from the final mask.
+   section above and may not grow more than ~3× in area; where it merges with a lung it is followed in the air
+   below -920 HU after a 3×3 in-plane mean — the lumen, apart from the normal lung at about -850 HU — and stops
+   when that too explodes).
+   The tracked airway is removed from the candidates and from the final mask.
 4. **Left/right**: two large components are the two lungs. When the lungs touch (anterior/posterior junction)
    the component is eroded until it falls apart into two large parts side by side (x centroids ≥ 30 mm apart,
    on either side of the body's midline); the parts are grown back inside the component, nearest part wins.
@@ -37,6 +39,7 @@ from .image import CTImage
 
 AIR_HU = -400  # lung / soft tissue boundary
 BODY_HU = -500
+AIRWAY_HU = -920  # airway lumen (normal lung is about -850 HU)
 PAD_HU = -1500  # below: scanner padding (outside the scan circle), neither air nor body
 MIN_LUNG_ML = 100.0
 _BALL = ndi.generate_binary_structure(3, 1)
@@ -50,7 +53,7 @@ def segment_lungs(ct: CTImage, target_mm: float = 2.0) -> CTImage:
     sup_axis, sup_sign = ct.superior_axis()
     if sup_axis != 0:  # the steps below work on axial slices = array axis 0
         return _segment_reoriented(ct, target_mm)
-    f = [max(1, int(round(target_mm / s))) for s in ct.spacing[::-1]]  # strides in array order z, y, x
+    f = [max(1, int(np.ceil(target_mm / s - 0.25))) for s in ct.spacing[::-1]]  # strides, array order z y x
     a = ct.array[f[0] // 2:: f[0], f[1] // 2:: f[1], f[2] // 2:: f[2]]  # sample at the centre of each block
     coarse_spacing = np.asarray(ct.spacing[::-1]) * f  # mm, z y x
     vox_ml = float(np.prod(coarse_spacing)) / 1000.0
@@ -59,7 +62,10 @@ def segment_lungs(ct: CTImage, target_mm: float = 2.0) -> CTImage:
     if not body.any():
         raise InputError("no lungs found: no body in the image")
     candidates = _air_candidates(a, hull, vox_ml)
-    airway = _airway(candidates, body, coarse_spacing, sup_sign)
+    # airway lumen (~ -1000 HU) is tracked at a stricter threshold than lung (~ -850 HU): they stay apart
+    strict = candidates & (ndi.uniform_filter(a.astype(np.float32), size=(1, 3, 3)) < AIRWAY_HU)  # denoised
+    airway = _airway(candidates, strict, body, coarse_spacing, sup_sign)
+    airway = ndi.binary_dilation(airway, structure=_BALL) & candidates
     lungs_air = candidates & ~airway
     parts = _components(lungs_air, vox_ml)
     if not parts:
@@ -69,7 +75,7 @@ def segment_lungs(ct: CTImage, target_mm: float = 2.0) -> CTImage:
     lungs = _split_lungs(parts, ct, f, midline)
     coarse = np.zeros(a.shape, np.uint8)
     for part, value in lungs:
-        filled = _fill(part) & ~airway
+        filled = _fill(part)  # airway enclosed by the lung (intrapulmonary bronchi) is lung again
         coarse[filled & (coarse == 0)] = value
     full = _refine(coarse, airway, ct, f)
     if not full.any():
@@ -101,7 +107,18 @@ def _body(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sizes = np.bincount(lab.ravel())[1:]
     body = lab == (1 + int(np.argmax(sizes)))
     body = np.stack([ndi.binary_fill_holes(s) for s in body])
-    return body, _row_col_hull(body)
+    # where the scan's edge cuts the chest, close the body along the image border so the hull holds the lung
+    closed = body.copy()
+    for axis in (1, 2):
+        for end in (0, -1):
+            line = np.take(closed, [end], axis=axis)
+            fwd = np.maximum.accumulate(line, axis=3 - axis)
+            bwd = np.flip(np.maximum.accumulate(np.flip(line, axis=3 - axis), axis=3 - axis), axis=3 - axis)
+            idx = [slice(None)] * 3
+            idx[axis] = slice(end, None) if end == -1 else slice(0, 1)
+            closed[tuple(idx)] = fwd & bwd
+    closed = np.stack([ndi.binary_fill_holes(s) for s in closed])
+    return body, _row_col_hull(closed)
 
 
 def _row_col_hull(mask: np.ndarray) -> np.ndarray:
@@ -130,8 +147,12 @@ def _air_candidates(a: np.ndarray, hull: np.ndarray, vox_ml: float) -> np.ndarra
     return np.isin(lab, idx[keep])
 
 
-def _airway(cand: np.ndarray, body: np.ndarray, sp: np.ndarray, sup_sign: int) -> np.ndarray:
-    """Trachea + main bronchi on the coarse grid, tracked slice by slice from the top (see module docstring)."""
+def _airway(cand: np.ndarray, strict: np.ndarray, body: np.ndarray, sp: np.ndarray, sup_sign: int) -> np.ndarray:
+    """Trachea + main bronchi on the coarse grid, tracked slice by slice from the top (see module docstring).
+
+    ``cand``: air below -400 HU; ``strict``: air below the airway threshold. A section that merges with the lung
+    in ``cand`` is followed in ``strict`` (the lumen without the surrounding lung) instead.
+    """
     airway = np.zeros_like(cand)
     nz = cand.shape[0]
     order = list(range(nz))[::-1] if sup_sign > 0 else list(range(nz))  # most superior slice first
@@ -165,7 +186,14 @@ def _airway(cand: np.ndarray, body: np.ndarray, sp: np.ndarray, sup_sign: int) -
         for h in hits:
             comp = lab == h
             area_cm2 = sizes[h] * px_cm2
-            if sizes[h] > 2.2 * prev_area + 4 or area_cm2 > 8.0:  # exploded: this is lung, stop this branch
+            if area_cm2 > 8.0 or (area_cm2 > 3.0 and sizes[h] > 3.0 * prev_area):  # merged with the lung
+                lumen = comp & strict[z]
+                sl_lab, m = ndi.label(lumen)
+                keep = np.unique(sl_lab[grown & lumen])
+                keep = keep[keep > 0]
+                lumen = np.isin(sl_lab, keep)
+                if 0 < lumen.sum() * px_cm2 <= 8.0 and lumen.sum() <= 3.0 * prev_area + 4:
+                    cur |= ndi.binary_dilation(lumen) & comp
                 continue
             cur |= comp
         if not cur.any():
@@ -178,11 +206,11 @@ def _airway(cand: np.ndarray, body: np.ndarray, sp: np.ndarray, sup_sign: int) -
             break
         if started_at is not None and (step - started_at) * sp[0] > 200:  # no carina within 20 cm: stop
             break
-    return ndi.binary_dilation(airway, structure=_BALL) & cand
+    return airway
 
 
 def _trachea_section(sl: np.ndarray, body: np.ndarray, px_cm2: float, sp: np.ndarray) -> np.ndarray | None:
-    """A round air section of 1.5–8 cm² within 3 cm of the body's left-right centre, or None."""
+    """A round air section of 0.8–8 cm² within 3 cm of the body's left-right centre, or None."""
     lab, n = ndi.label(sl)
     if n == 0:
         return None
@@ -194,7 +222,7 @@ def _trachea_section(sl: np.ndarray, body: np.ndarray, px_cm2: float, sp: np.nda
     for i, obj in enumerate(ndi.find_objects(lab), start=1):
         comp = lab[obj] == i
         area = comp.sum() * px_cm2
-        if not 1.5 <= area <= 8.0:
+        if not 0.8 <= area <= 8.0:
             continue
         cy, cx = ndi.center_of_mass(comp)
         cx += obj[1].start
@@ -229,8 +257,8 @@ def _midline_x(body: np.ndarray, ct: CTImage, f: list[int]) -> float:
     return float(ct.index_to_lps(zyx[::-1])[0][0])
 
 
-def _x_mm(mask: np.ndarray, ct: CTImage, f: list[int]) -> float:
-    zyx = np.array(ndi.center_of_mass(mask)) * np.asarray(f)
+def _x_mm(mask: np.ndarray, ct: CTImage, f: list[int], offset=(0, 0, 0)) -> float:
+    zyx = (np.array(ndi.center_of_mass(mask)) + np.asarray(offset)) * np.asarray(f)
     return float(ct.index_to_lps(zyx[::-1])[0][0])
 
 
@@ -253,7 +281,10 @@ def _split_lungs(parts: list[np.ndarray], ct: CTImage, f: list[int], midline: fl
     return [(big, _side(_x_mm(big, ct, f), midline))]
 
 
-def _erode_split(big: np.ndarray, ct: CTImage, f: list[int], midline: float) -> list[tuple] | None:
+def _erode_split(big_full: np.ndarray, ct: CTImage, f: list[int], midline: float) -> list[tuple] | None:
+    box = _bbox(big_full, 1)
+    big = big_full[box]
+    off = np.array([s.start for s in box])
     eroded = big
     for _ in range(12):
         eroded = ndi.binary_erosion(eroded, structure=_BALL)
@@ -267,54 +298,58 @@ def _erode_split(big: np.ndarray, ct: CTImage, f: list[int], midline: float) -> 
         if sizes[j] < 0.1 * sizes[i]:
             continue
         pa, pb = lab == i + 1, lab == j + 1
-        xa, xb = _x_mm(pa, ct, f), _x_mm(pb, ct, f)
+        xa, xb = _x_mm(pa, ct, f, off), _x_mm(pb, ct, f, off)
         if abs(xa - xb) < 30.0 or (xa - midline) * (xb - midline) > 0:
             continue  # two parts of one lung (e.g. upper and lower), not left and right
         markers = np.zeros(big.shape, np.uint8)
         markers[pa] = 1
         markers[pb] = 2
         _, inds = ndi.distance_transform_edt(markers == 0, return_indices=True)
-        grown = markers[tuple(inds)] * big
+        grown = np.zeros(big_full.shape, np.uint8)
+        grown[box] = markers[tuple(inds)] * big
         left_first = xa > xb
         return [(grown == 1, labels.LEFT_LUNG if left_first else labels.RIGHT_LUNG),
                 (grown == 2, labels.RIGHT_LUNG if left_first else labels.LEFT_LUNG)]
     return None
 
 
+def _bbox(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    idx = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0] for ax in range(3)]
+    return tuple(slice(max(0, i[0] - margin), min(n, i[-1] + 1 + margin)) for i, n in zip(idx, mask.shape))
+
+
 def _fill(part: np.ndarray) -> np.ndarray:
     """Close and fill holes (vessels, nodules) slice by slice and in 3-D; border slices are not eroded."""
-    padded = np.pad(part, 2, mode="edge")
-    closed = ndi.binary_closing(padded, structure=_BALL, iterations=2)[2:-2, 2:-2, 2:-2] | part
+    box = _bbox(part, 3)
+    sub = part[box]
+    padded = np.pad(sub, 2, mode="edge")
+    closed = ndi.binary_closing(padded, structure=_BALL, iterations=2)[2:-2, 2:-2, 2:-2] | sub
     closed = np.stack([ndi.binary_fill_holes(s) for s in closed])
-    return ndi.binary_fill_holes(closed)
+    out = np.zeros_like(part)
+    out[box] = ndi.binary_fill_holes(closed)
+    return out
 
 
 def _refine(coarse: np.ndarray, airway: np.ndarray, ct: CTImage, f: list[int]) -> np.ndarray:
     """Map the coarse labels to the input grid; in a one-coarse-voxel band around the border use HU < -400."""
     shape = ct.array.shape
-    inner = np.zeros_like(coarse)
-    outer = np.zeros_like(coarse)
-    dist, inds = ndi.distance_transform_edt(coarse == 0, return_indices=True)
-    near = coarse[tuple(inds)]
-    outer[dist <= 1.0] = near[dist <= 1.0]
+    box_c = _bbox(coarse > 0, 2)
+    c = coarse[box_c]
+    inner = np.zeros_like(c)
     for v in (labels.RIGHT_LUNG, labels.LEFT_LUNG):
-        m = coarse == v
+        m = c == v
         if m.any():
             inner[ndi.binary_erosion(m, structure=_BALL, border_value=1)] = v  # a cut at the scan's edge stays
-    outer[airway] = 0
-    # bounding box of the outer mask on the input grid
-    zz, yy, xx = (np.nonzero(outer.any(axis=ax))[0] for ax in ((1, 2), (0, 2), (0, 1)))
-    box_c = tuple(slice(r[0], r[-1] + 1) for r in (zz, yy, xx))
+    outer = np.where(c > 0, c, ndi.grey_dilation(c, footprint=_BALL))
+    outer[airway[box_c] & (c == 0)] = 0
     box_f = tuple(slice(s.start * k, min(n, s.stop * k)) for s, k, n in zip(box_c, f, shape))
-    out = np.zeros(shape, np.uint8)
-    up_inner = _upsample(inner[box_c], f)
-    up_outer = _upsample(outer[box_c], f)
     sub = tuple(slice(0, s.stop - s.start) for s in box_f)
-    up_inner, up_outer = up_inner[sub], up_outer[sub]
+    up_inner = _upsample(inner, f)[sub]
+    up_outer = _upsample(outer, f)[sub]
     hu = ct.array[box_f]
     band_lung = (up_outer > 0) & (hu < AIR_HU) & (hu > PAD_HU)
-    res = np.where(up_inner > 0, up_inner, np.where(band_lung, up_outer, 0)).astype(np.uint8)
-    out[box_f] = res
+    out = np.zeros(shape, np.uint8)
+    out[box_f] = np.where(up_inner > 0, up_inner, np.where(band_lung, up_outer, 0))
     return out
 
 

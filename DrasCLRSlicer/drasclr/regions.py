@@ -59,7 +59,7 @@ def zones_from_lungs(lungs: CTImage) -> CTImage:
             continue
         other = tuple(a for a in range(3) if a != sup_axis)
         per_slice = mask.sum(axis=other)  # voxels per slice along the S-I axis, index order
-        order = np.arange(per_slice.size)[::sign]  # from most superior slice down
+        order = np.arange(per_slice.size)[::-sign]  # from the most superior slice down
         cum = np.cumsum(per_slice[order]) / per_slice.sum()
         zone_of_slice = np.empty(per_slice.size, np.uint8)
         # a slice belongs to the third that contains the middle of its voxels
@@ -140,7 +140,7 @@ def read_lobes(path: str | os.PathLike, ct: CTImage, convention: str = "auto") -
     src_values = {int(v) for v in np.unique(src.array)}
     if convention == "auto":
         convention = detect_lobe_convention(src_values)
-        log.info("lobe file %s: %s convention", path.name, convention)
+        log.debug("lobe file %s: %s convention", path.name, convention)
     lobes = src.with_array(lobes_to_ltrc(src.array, convention))
     if not lobes.array.any():
         raise InputError(f"lobe file {path.name} holds no lobe labels of the {convention} convention")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from . import labels
 from .atlas import Atlas, load_atlas
 from .errors import InputError
 from .image import CTImage
@@ -72,14 +73,14 @@ class AtlasTransform:
         return cls(np.asarray(d["matrix"], float), np.asarray(d["offset"], float), float(d.get("metric", "nan")))
 
 
-def _soft_mask(lungs: CTImage) -> sitk.Image:
-    """Lung mask (any label > 0) as a float fraction on a ~4 mm grid over the same extent, Gaussian-smoothed.
+def _soft_mask(lungs: CTImage, labels_in: tuple[int, ...] | None = None) -> sitk.Image:
+    """Lung mask (any label > 0, or only ``labels_in``) as a float fraction on a ~4 mm grid, Gaussian-smoothed.
 
     Block means over whole input voxels (numpy, cheap even for 512×512×300) give the fraction of lung in each
     coarse voxel; the result is resampled to exactly ``WORK_MM`` and smoothed with σ = ``SMOOTH_MM``.
     """
     f = [max(1, int(WORK_MM // s)) for s in lungs.spacing[::-1]]  # block sizes in array order z, y, x
-    a = lungs.array > 0
+    a = lungs.array > 0 if labels_in is None else np.isin(lungs.array, labels_in)
     n = [(d // k) * k for d, k in zip(a.shape, f)]
     a = a[: n[0], : n[1], : n[2]]
     blocks = a.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).mean(axis=(1, 3, 5))
@@ -93,21 +94,24 @@ def _soft_mask(lungs: CTImage) -> sitk.Image:
     return sitk.SmoothingRecursiveGaussian(small, SMOOTH_MM)
 
 
-@functools.lru_cache(maxsize=4)
-def _atlas_soft_mask(atlas: Atlas) -> sitk.Image:
-    return _soft_mask(atlas.lungs)
+@functools.lru_cache(maxsize=8)
+def _atlas_soft_mask(atlas: Atlas, labels_in: tuple[int, ...] | None = None) -> sitk.Image:
+    return _soft_mask(atlas.lungs, labels_in)
 
 
-def register_to_atlas(lungs: CTImage, atlas: Atlas | None = None, iterations: int = 200) -> AtlasTransform:
+def register_to_atlas(lungs: CTImage, atlas: Atlas | None = None, iterations: int = 100) -> AtlasTransform:
     """Affine transform between the atlas and a subject's lung labelmap (any value > 0 is lung).
 
-    ``lungs``: e.g. :func:`drasclr.lungs.segment_lungs` output on the CT's grid. Raises :class:`InputError`
-    for an empty mask.
+    ``lungs``: e.g. :func:`drasclr.lungs.segment_lungs` output on the CT's grid (1 right, 2 left; any other
+    value > 0 counts as lung). When only one lung label is present (one-lung scan), it is registered to that
+    lung of the atlas. Raises :class:`InputError` for an empty mask.
     """
     if not np.any(lungs.array):
         raise InputError("cannot register to the atlas: the lung mask is empty")
     atlas = atlas or load_atlas()
-    fixed = _atlas_soft_mask(atlas)
+    present = tuple(v for v in (labels.RIGHT_LUNG, labels.LEFT_LUNG) if np.any(lungs.array == v))
+    # a one-lung scan is matched to the same lung of the atlas (both lungs' moments would pull it to the midline)
+    fixed = _atlas_soft_mask(atlas, present if len(present) == 1 else None)
     moving = _soft_mask(lungs)
     init = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3),
                                              sitk.CenteredTransformInitializerFilter.MOMENTS)
@@ -119,7 +123,7 @@ def register_to_atlas(lungs: CTImage, atlas: Atlas | None = None, iterations: in
     reg.SetMetricSamplingStrategy(reg.REGULAR)  # every 4th voxel: deterministic and 4x cheaper
     reg.SetMetricSamplingPercentage(0.25, seed=1)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=iterations,
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=0.02, numberOfIterations=iterations,
                                                  relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel([2, 1])

@@ -179,8 +179,17 @@ def test_run_in_subprocess_loads_outputs(scene, chest, chest_result, tmp_path):
     # exports
     csv_path = logic.export_csv(nodes, tmp_path / "stats.csv")
     assert read_stats_csv(csv_path)[-1]["region"] == "whole_lung"
+    report = logic.export_html(nodes, tmp_path / "report.html")  # the engine's own report of this run
+    assert report.read_bytes() == (nodes.output_dir / "report.html").read_bytes()
+    logic.cleanup()
+
+
+def test_export_html_without_engine_report(scene, chest, tmp_path):
+    """In-process results have no engine report: the table is written as HTML instead."""
+    logic = DrasCLRLogic(scene)
+    nodes = logic.analyze(volumes.add_volume_node(scene, chest, "chest"), use_model=False)
     html = logic.export_html(nodes, tmp_path / "report.html").read_text()
-    assert "whole_lung" in html and "<table" in html
+    assert "<table" in html and html.count("<tr>") == len(ZONE_ROWS) + 1 and "whole_lung" in html
 
 
 def test_cancel_leaves_no_nodes_and_no_files(scene, chest, tmp_path):
@@ -249,9 +258,9 @@ def test_kept_files_live_until_the_next_run(scene, chest):
     assert (first.output_dir / "stats.csv").exists()
     second = logic.run_in_subprocess(ct_node, keep_files=True, use_model=False)
     assert (second.output_dir / "stats.csv").exists()
-    assert not first.output_dir.parent.exists()
-    third = logic.run_in_subprocess(ct_node, use_model=False)
-    assert third.output_dir is None and (second.output_dir / "stats.csv").exists()
+    assert not first.output_dir.parent.exists()  # only the latest run's files are kept
+    logic.cleanup()
+    assert not second.output_dir.parent.exists()
 
 
 needs_model_engine = pytest.mark.skipif(
@@ -262,14 +271,16 @@ needs_model_engine = pytest.mark.skipif(
 @pytest.mark.slow
 @needs_model_engine
 def test_model_analysis_correction_and_finetune(scene, tmp_path):
-    """With a (random, tiny-budget) subtype model: the subtype segmentation round-trips by name, and a
-    correction painted into it becomes a new model version through ``drasclr finetune corrections``."""
+    """With a tiny random subtype model: the subtype segmentation round-trips by name, and a correction painted
+    into it becomes a new model version through ``drasclr finetune corrections`` (CPU inference dominates:
+    about 25 s on an idle 2-core machine, minutes on a loaded one)."""
     from drasclr.dense.segmenter import SubtypeSegmenter
     from drasclr.dense.store import save_segmenter
 
-    model_dir = save_segmenter(SubtypeSegmenter(), tmp_path / "models" / "tiny-v1",
-                               {"name": "tiny", "version": "tiny-v1"})
-    small = synthetic_chest((32, 48, 48), spacing=(5.0, 5.0, 5.0))
+    tiny = SubtypeSegmenter(encoder={"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1},
+                            decoder=(8, 8, 8, 4, 4))
+    model_dir = save_segmenter(tiny, tmp_path / "models" / "tiny-v1", {"name": "tiny", "version": "tiny-v1"})
+    small = synthetic_chest((20, 28, 28), spacing=(6.0, 6.0, 6.0))
     ct_node = volumes.add_volume_node(scene, small, "small")
     logic = DrasCLRLogic(scene)
     nodes = logic.analyze(ct_node, model=model_dir, device="cpu")
@@ -282,9 +293,47 @@ def test_model_analysis_correction_and_finetune(scene, tmp_path):
     with pytest.raises(ValueError, match="not been corrected"):
         logic.finetune_from_corrections(nodes, device="cpu")
     corrected = nodes.prediction.array.copy()
-    corrected[corrected > 0] = labels.CLE  # the annotator calls the whole lung centrilobular
+    z, y, x = np.argwhere(corrected > 0)[np.count_nonzero(corrected) // 2]
+    block = corrected[z - 1:z + 2, y - 1:y + 2, x - 1:x + 2]
+    block[block > 0] = np.where(block[block > 0] == labels.CLE, labels.PSE, labels.CLE)  # a small repaint
     segmentations.labelmap_to_segmentation(scene, nodes.prediction.with_array(corrected), ct_node,
                                            terminology.subtype_entries(), node=nodes.subtypes)
-    summary = logic.finetune_from_corrections(nodes, device="cpu", max_seconds=2, output_root=tmp_path / "models")
+    summary = logic.finetune_from_corrections(nodes, device="cpu", max_seconds=1, output_root=tmp_path / "models")
     assert Path(summary["model"]) == tmp_path / "models" / "tiny-v2"
     assert (Path(summary["model"]) / "model.json").exists()
+    assert summary["corrected_voxels"] == int((corrected != nodes.prediction.array).sum())
+
+
+def test_engine_output_folder_with_subtypes_becomes_nodes(scene, tmp_path):
+    """An analysis folder with a subtype map (the engine's bundled demo case and its own writers) loads as
+    the subtype segmentation, regions, table and a four-series chart; the corrected map reads back by name."""
+    from drasclr.io import read_image, write_image
+    from drasclr.stats import region_stats, write_csv
+    from DrasCLRSlicerLib.logic import DEMO_CT
+
+    data = DEMO_CT.parent
+    if not (data / "demo_subtypes.nii.gz").exists():
+        pytest.skip("the engine's demo case (demo_ct/demo_regions/demo_subtypes) is not bundled")
+    logic = DrasCLRLogic(scene)
+    ct_node = logic.load_demo_ct()
+    ct = volumes.image_from_volume_node(ct_node)
+    subtypes, regions = read_image(data / "demo_subtypes.nii.gz"), read_image(data / "demo_regions.nii.gz")
+    out = tmp_path / "out"
+    out.mkdir()
+    write_image(subtypes, out / "subtypes.nii.gz")
+    write_image(regions, out / "regions.nii.gz")
+    rows = region_stats(ct, regions, subtypes)
+    write_csv(rows, out / "stats.csv")
+    nodes = logic.load_outputs(ct_node, out)
+    assert nodes.subtypes.GetName() == "DrasCLR demo CT subtypes"
+    np.testing.assert_array_equal(logic.corrected_subtypes(nodes).array, subtypes.array)
+    np.testing.assert_array_equal(nodes.prediction.array, subtypes.array)
+    got = tables.table_to_rows(nodes.table)
+    assert [r["region"] for r in got] == [r["region"] for r in rows]
+    for g, r in zip(got, rows):
+        for c in ("normal_pct", "cle_pct", "pse_pct", "ple_pct"):
+            assert g[c] == pytest.approx(r[c], abs=1e-4)
+    series = [scene.GetNodeByID(nodes.chart.GetNthPlotSeriesNodeID(i))
+              for i in range(nodes.chart.GetNumberOfPlotSeriesNodes())]
+    assert [s.GetYColumnName() for s in series] == ["normal_pct", "cle_pct", "pse_pct", "ple_pct"]
+    assert not nodes.regions.GetDisplayNode().GetVisibility()  # the subtype map is shown, regions hidden

@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 
 from drasclr import labels
 from drasclr.io import read_image
-from drasclr.phantom import PhantomOptions, demo_paths, generate_case, write_case
+from drasclr.phantom import PhantomOptions, demo_case, demo_paths, generate_case, write_case
 from drasclr.phantom.outcomes import outcomes
 
 SMALL = PhantomOptions(size=(96, 96, 72), spacing=3.4, thickness=3.6, kernel="soft", noise=15.0, vessel_points=500)
@@ -141,7 +141,8 @@ def _cli(*args):
 
 
 @pytest.mark.parametrize("bad", [["--size", "0", "96", "72"], ["--n", "-1"], ["--spacing", "0.5"],
-                                 ["--size", "96", "96", "20", "--thickness", "1"], ["--healthy-fraction", "2"],
+                                 ["--size", "96", "96", "20", "--thickness", "1"], ["--size", "32", "32", "16"],
+                                 ["--healthy-fraction", "2"],
                                  ["--kernel", "blurry"]])
 def test_cli_bad_options(tmp_path, bad):
     out = tmp_path / "o"
@@ -171,6 +172,12 @@ def test_bundled_demo_case():
     if not paths["ct"].exists():
         pytest.skip("demo files not built")
     assert sum(p.stat().st_size for p in paths.values()) < 4_000_000
-    ct, sub = read_image(paths["ct"]), read_image(paths["subtypes"])
-    assert ct.array.dtype == np.int16 and ct.same_grid(sub)
+    ct, reg, sub = (read_image(paths[k]) for k in ("ct", "regions", "subtypes"))
+    assert ct.array.dtype == np.int16 and ct.same_grid(sub) and ct.same_grid(reg)
     assert set(np.unique(sub.array)) == {0, 1, 2, 3, 4}
+    # the bundled files are what the current generator makes from the demo seed (not stale)
+    fresh = demo_case()
+    assert fresh.ct.same_grid(ct)
+    assert (fresh.regions.array == reg.array).mean() > 0.999
+    assert (fresh.subtypes.array == sub.array).mean() > 0.999
+    assert np.abs(fresh.ct.array.astype(np.int32) - ct.array).mean() < 1.0

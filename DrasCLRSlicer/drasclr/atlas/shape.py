@@ -134,11 +134,11 @@ def synthetic_ct(lobes: CTImage, seed: int = 0, noise_hu: float = 20.0, trachea:
         tube = ((yy - y_tr) ** 2 + (xx - mid_x) ** 2 < r ** 2)
         span = (zz >= min(z_car, top)) & (zz <= max(z_car, top))
         ct[np.broadcast_to(tube & span, a.shape) & ~lung] = -1000.0
-        # main bronchi: from the carina 25 mm down-lateral into each lung
-        for side in (-1, 1):
+        # main bronchi: from the carina 40 mm down and 25 mm (right) / 35 mm (left) out to the hila
+        for side, lateral in ((-1, 25.0), (1, 35.0)):
             for t in np.linspace(0, 1, 40):
-                z = z_car - t * 25.0 / sz
-                x = mid_x + side * t * 60.0 / sx
+                z = z_car - t * 40.0 / sz
+                x = mid_x + side * t * lateral / sx
                 b = ((yy - y_tr) ** 2 + (xx - x) ** 2 < (6.0 / sx) ** 2) & (np.abs(zz - z) <= 0.5 + 3.0 / sz)
                 b = np.broadcast_to(b, a.shape)
                 ct[b & ~lung] = -1000.0

@@ -59,6 +59,19 @@ def _case_name(path: Path) -> str:
     return name
 
 
+def case_names(paths: list[Path]) -> list[str]:
+    """Output folder names: file stems, or parent folder names when stems repeat (``case_000/ct.nii.gz``)."""
+    stems = [_case_name(p) for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    parents = [p.parent.name if p.is_file() else p.name for p in paths]
+    if len(set(parents)) == len(parents):
+        return parents
+    from ..errors import InputError
+
+    raise InputError("batch inputs have repeated names; give each case its own file or folder name")
+
+
 def run(args) -> int:
     from ..analyze import analyze_file
     from ..device import describe_device, pick_device
@@ -72,6 +85,12 @@ def run(args) -> int:
     if args.lobes and not Path(args.lobes).exists():
         raise InputError(f"lobe file not found: {args.lobes}")
     device = pick_device(args.device)
+    cases = _cases(src)
+    ct = None
+    if cases is None:  # validate the one input before loading any model (bad input -> one error line)
+        from ..io import read_ct
+
+        ct = read_ct(src, series_uid=args.series)
     model = card = None
     if not args.no_model:
         from ..dense.store import DEMO_MODEL, load_segmenter
@@ -82,10 +101,9 @@ def run(args) -> int:
             model, card, _ = load_segmenter(args.model, device)
             log.info("model %s on %s", card.get("version", card.get("name")), describe_device(device))
     kwargs = dict(model=model, device=device, model_card=card, batch_size=args.batch_size)
-    cases = _cases(src)
     if cases is None:
-        result = analyze_file(src, args.output, lobes_path=args.lobes, series_uid=args.series,
-                              lobes_convention=args.lobes_convention, **kwargs)
+        result = analyze_file(src, args.output, lobes_path=args.lobes, lobes_convention=args.lobes_convention,
+                              ct=ct, **kwargs)
         if not args.quiet:
             print(format_table(result.rows))
         print(f"wrote {args.output}")
@@ -93,18 +111,19 @@ def run(args) -> int:
     if args.lobes:
         raise InputError("--lobes applies to one CT; batch mode uses zones (or run cases one by one)")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    mine = cases[rank::world]
+    names = case_names(cases)
+    mine = list(zip(cases, names))[rank::world]
     out = Path(args.output)
     failed = []
-    for path in progress(mine, desc=f"analyze (rank {rank}/{world})" if world > 1 else "analyze"):
-        target = out / _case_name(path)
+    for path, name in progress(mine, desc=f"analyze (rank {rank}/{world})" if world > 1 else "analyze"):
+        target = out / name
         if (target / "stats.json").exists():
             continue  # done in an earlier run
         try:
             analyze_file(path, target, **kwargs)
         except InputError as exc:
-            failed.append(f"{_case_name(path)}: {exc}")
-            log.warning("skipped %s: %s", _case_name(path), exc)
+            failed.append(f"{name}: {exc}")
+            log.warning("skipped %s: %s", name, exc)
     print(f"analyzed {len(mine) - len(failed)}/{len(mine)} cases into {out}" + (f" (rank {rank})" if world > 1 else ""))
     if failed:
         (out / f"failed_rank{rank}.txt").write_text("\n".join(failed) + "\n")

@@ -1,8 +1,8 @@
 """Dense subtype inference: overlapping 32³ patches over the lung at 1 mm, Gaussian blending, back to the input grid.
 
 Only patches that touch the lung are visited. Every patch gets its anatomical location (the normalised atlas
-coordinate of its corner, as in pretraining) from a *locator*: a function ``(N, 3) LPS points -> (N, 3)`` in
-[-1, 1]. Batches are sized to free memory on CUDA, run in mixed precision there, and halve on out-of-memory.
+location of the patch, as in pretraining) from a *locator*: a function ``(N, 3)`` LPS patch centres -> ``(N, 3)``
+in [-1, 1]. Batches are sized to free memory on CUDA, run in mixed precision there, and halve on out-of-memory.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def predict_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Loca
     """Blended class probabilities ``(C, Z, Y, X)`` float32 on ``vol``'s 1 mm grid (zero where no patch ran)."""
     lung = vol.lungs.array
     corners = plan_patches(lung, stride or default_stride(device))
-    loc = locator(vol.ct.index_to_lps(corners[:, ::-1])).astype(np.float32)
+    loc = locator(vol.ct.index_to_lps((corners + PATCH / 2.0)[:, ::-1])).astype(np.float32)  # patch centres
     weight = compute_importance_map((PATCH,) * 3, mode="gaussian", sigma_scale=0.125).numpy().astype(np.float32)
     num_classes = getattr(model, "num_classes", labels.NUM_CLASSES)
     acc = np.zeros((num_classes, *[n + PATCH for n in lung.shape]), np.float32)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import labels
+from ..evaluate import confusion_matrix, dice_from_confusion
 from ..image import CTImage, resample_to
 from ..intensity import normalise_hu
 from .infer import PATCH, Locator, extract_patches, lung_volume
@@ -78,7 +79,7 @@ def sample_batch(cases: list[TrainCase], n: int, rng: np.random.Generator, jitte
         corner = centre - PATCH // 2 + rng.integers(-jitter, jitter + 1, 3)
         xs.append(extract_patches(case.ct, corner[None])[0])
         ys.append(extract_patches(case.target, corner[None], fill=IGNORE)[0])
-        locs.append(case.locator(case.grid.index_to_lps(corner[::-1][None]))[0])
+        locs.append(case.locator(case.grid.index_to_lps((corner + PATCH / 2.0)[::-1][None]))[0])
     return np.stack(xs), np.stack(ys), np.asarray(locs, np.float32)
 
 
@@ -135,20 +136,6 @@ def _train_mode(model, freeze: str) -> None:
             s.eval()
 
 
-def confusion(pred: np.ndarray, target: np.ndarray, n: int = labels.NUM_CLASSES) -> np.ndarray:
-    """Voxel confusion matrix ``(n, n)`` (rows truth, columns prediction) over labelled voxels."""
-    ok = target != IGNORE
-    return np.bincount(target[ok].astype(np.int64) * n + pred[ok], minlength=n * n).reshape(n, n)
-
-
-def dice_from_confusion(cm: np.ndarray) -> dict[int, float]:
-    out = {}
-    for c in range(1, cm.shape[0]):
-        tp, denom = cm[c, c], cm[c, :].sum() + cm[:, c].sum()
-        out[c] = float(2 * tp / denom) if denom > 0 else float("nan")
-    return out
-
-
 def macro_disease_dice(d: dict[int, float]) -> float:
     vals = [d[c] for c in DISEASE if not np.isnan(d[c])]
     return float(np.mean(vals)) if vals else float("nan")
@@ -165,7 +152,9 @@ def evaluate_patches(model, x: np.ndarray, y: np.ndarray, loc: np.ndarray, devic
         lb = torch.from_numpy(loc[i:i + batch]).to(device)
         logits = model(xb, lb)
         pred = logits[:, 1:].argmax(1).cpu().numpy().astype(np.int64) + 1
-        cm += confusion(pred, y[i:i + batch])
+        yb = y[i:i + batch]
+        ok = yb != IGNORE
+        cm += confusion_matrix(pred[ok], yb[ok].astype(np.int64))
     dice = dice_from_confusion(cm)
     return {"confusion": cm.tolist(), "dice": {labels.SUBTYPES[c]: v for c, v in dice.items()},
             "macro_dice_disease": macro_disease_dice(dice),
@@ -211,7 +200,7 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad += 1
-                if bad >= patience:
+                if bad >= patience and step >= steps // 2:  # never stop in the first half of the schedule
                     log.info("early stopping at step %d", step)
                     break
         if last:

@@ -1,6 +1,6 @@
 """Thorax and lungs as analytic shapes in LPS millimetres: body wall, ribs, spine, sternum, mediastinum, heart,
-aorta, diaphragm with liver/stomach/spleen below, table; two lungs with apex, costal curvature, cardiac notch;
-five lobes split by the oblique and horizontal fissures.
+aorta, vena cava, pulmonary arteries, oesophagus, diaphragm with liver/stomach/spleen below, table; two lungs
+with apex, costal curvature, cardiac notch; five lobes split by the oblique and horizontal fissures.
 
 Everything is evaluated on the fine grid with numpy broadcasting (2-D templates where the shape does not
 change with z). Patient parameters are plain floats kept in ``meta.json``.
@@ -106,7 +106,9 @@ class Thorax:
         f = (1.0 - 0.42 * np.clip((zn - 0.3) / 0.7, 0, 1) ** 1.7).astype(np.float32)
         fy = 1.0 - 0.45 * (1.0 - f)
         by = np.where(y < 0, self.bc_ant, self.bc_post)
-        rho = (np.abs(x / (self.ac * f)) ** P_EXP + np.abs(y / (by * fy)) ** P_EXP) ** (1.0 / P_EXP)
+        xp = (np.abs(x / self.ac) ** P_EXP).astype(np.float32)  # (1, nx)
+        yp = (np.abs(y / by) ** P_EXP).astype(np.float32)  # (ny, 1)
+        rho = (xp * f ** -P_EXP + yp * fy ** -P_EXP) ** np.float32(1.0 / P_EXP)
         r = np.hypot(x, y)
         return (rho - 1.0) * r / np.maximum(rho, 1e-3)
 
@@ -149,10 +151,14 @@ class Thorax:
         w = (z - hz)[:, None, None]
         return (u / (66 * s)) ** 2 + (v / (44 * s)) ** 2 + w * w / (52 * s) ** 2
 
-    def aorta_segments(self):
-        """Centreline segments of the aorta (ascending, arch, descending) and pulmonary trunk, mm z y x."""
+    def great_vessels(self):
+        """Mediastinal tubes as segments ``(p0 (M, 3), p1 (M, 3), r (M,))`` in mm (z y x): aorta (ascending,
+        arch, descending), superior vena cava, pulmonary trunk with right and left pulmonary arteries, oesophagus.
+        """
         p = self.p
-        zc = self.carina[0]
+        zc, cy = self.carina[0], self.carina[1]
+        hz_top = p.z_base + 0.22 * p.lung_height + 40.0 * p.heart_size
+        top_z = self.g.zf[-1] + 5.0
         asc = np.array([p.z_base + 0.38 * p.lung_height, -0.3 * self.bc_ant, -8.0])
         top = np.array([zc + 22.0, -0.3 * self.bc_ant, -6.0])
         desc_y = self.spine_c[0] - 8.0
@@ -160,10 +166,22 @@ class Thorax:
         arch = np.stack([zc + 22.0 + 14 * np.sin(t), top[1] + (desc_y - top[1]) * (1 - np.cos(t)) / 2,
                          -6.0 + 26.0 * (1 - np.cos(t)) / 2], 1)
         low = np.array([p.z_base - 40.0, desc_y, 20.0])
-        pts = [asc, top, *arch[1:], low]
-        p0 = np.array(pts[:-1])
-        p1 = np.array(pts[1:])
-        return p0, p1, 13.0
+        aorta = [asc, top, *arch[1:], low]
+        segs = [(aorta[i], aorta[i + 1], 13.0) for i in range(len(aorta) - 1)]
+        w = p.med_width
+        bif = np.array([zc - 12.0, -0.15 * self.bc_ant, 8.0])
+        segs += [
+            (np.array([hz_top - 10.0, -0.5 * self.bc_ant, 14.0]), bif, 12.0),  # pulmonary trunk
+            (bif, np.array([zc - 12.0, cy + 2.0, -(w - 3.0)]), 9.0),  # right pulmonary artery
+            (bif, np.array([zc - 6.0, cy + 10.0, w - 3.0]), 9.0),  # left pulmonary artery
+            (np.array([top_z, -0.1 * self.bc_ant, -30.0]), np.array([hz_top, -0.22 * self.bc_ant, -24.0]), 9.0),
+            (np.array([top_z, cy + 19.0, 5.0]), np.array([p.z_base + 10.0, cy + 20.0, 12.0]), 7.0),  # oesophagus
+            (np.array([p.z_base + 10.0, cy + 20.0, 12.0]),
+             np.array([p.z_base - 25.0, -0.1 * self.bc_ant, 0.35 * self.ac]), 7.0),
+        ]
+        p0 = np.array([a for a, _, _ in segs])
+        p1 = np.array([b for _, b, _ in segs])
+        return p0, p1, np.array([r for _, _, r in segs])
 
     # --- volumes ------------------------------------------------------------------------------------
     def build(self, rng: np.random.Generator):
@@ -236,8 +254,9 @@ class Thorax:
         band = self.med_halfwidth(z)
         hq = self.heart_q(z)
         spine_keep = ((x2 ** 2 + (y2 - sy) ** 2) < (sr + 5.0) ** 2)
-        ao = splat_tubes(g, *self.aorta_segments()[:2], self.aorta_segments()[2])
-        ao_dil = splat_tubes(g, *self.aorta_segments()[:2], self.aorta_segments()[2] + 5.0)
+        gv0, gv1, gvr = self.great_vessels()
+        ao = splat_tubes(g, gv0, gv1, gvr)
+        ao_dil = splat_tubes(g, gv0, gv1, gvr + 4.0)
         inside = (self.lung_delta(z) < -1.5) & ~spine_keep[None] & (np.abs(x2)[None] > band)
         inside &= (hq > 1.25) & (ao_dil < 0.5)
         lobes = np.zeros(hu.shape, np.uint8)

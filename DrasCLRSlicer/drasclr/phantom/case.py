@@ -76,6 +76,9 @@ class PhantomOptions:
             raise InputError(f"impossible spacing: a {nx * self.spacing:.0f} x {ny * self.spacing:.0f} mm field "
                              f"of view cannot hold a thorax (needs about {2 * MIN_HALF_WIDTH / 0.98:.0f} x "
                              f"{2 * (0.72 * MIN_HALF_WIDTH + 30):.0f} mm)")
+        if self.size and self.size[2] and not self.thickness and self.size[2] * 10.0 - 40 < MIN_LUNG_HEIGHT:
+            raise InputError(f"impossible slices: {self.size[2]} slices of at most 10 mm cannot hold the lungs "
+                             f"(needs >= {MIN_LUNG_HEIGHT + 40:.0f} mm)")
         if self.size and self.size[2] and self.thickness:
             if self.size[2] * self.thickness - 40 < MIN_LUNG_HEIGHT:
                 raise InputError(f"impossible slices: {self.size[2]} x {self.thickness} mm = "
@@ -158,8 +161,8 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
 
     # parenchyma: -870 anterior to about -820 posterior (supine gravity gradient) plus fine texture
     yn = info["yn"]  # (1, ny, 1)
-    tex = smooth_field(r_tex, grid.fine_axes(), 3.0)
-    paren = (-886.0 + 72.0 * np.clip(yn, 0, 1) ** 1.5) + 20.0 * tex
+    tex = smooth_field(r_tex, grid.fine_axes(), 4.0)
+    paren = (-898.0 + 72.0 * np.clip(yn, 0, 1) ** 1.5) + 20.0 * tex
     lung_idx = np.flatnonzero(lung)
     zi, yi, xi = np.unravel_index(lung_idx, lung.shape)
     lung_pts = np.stack([grid.zf[zi], grid.y[yi], grid.x[xi]], 1).astype(float)
@@ -231,6 +234,8 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
         "lung_volume_ml": round(float((regions > 0).sum()) * grid.spacing ** 2 * grid.thickness / 1000, 1),
         "fractions": {k: round(v, 5) for k, v in fr.items()},
         "lobe_voxels": {str(v): int((regions == v).sum()) for v in range(1, 6)},
+        "lobe_fractions": {labels.LOBES[v]: {k: round(x, 5) for k, x in _fractions(subtypes[regions == v]).items()}
+                           for v in range(1, 6)},
         "outcomes": outcomes(r_out, fr),
         "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(o).items()},
     }

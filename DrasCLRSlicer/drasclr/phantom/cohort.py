@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -56,14 +57,20 @@ def write_cohort(out: str | os.PathLike, n: int, seed: int = 0, options: Phantom
     Returns the list of case metas; also writes ``out/meta.json`` and ``out/cohort.csv``."""
     options = (options or PhantomOptions()).validate()
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(workers or os.cpu_count() or 1, n))
     jobs = [(str(out), seed, i, options) for i in range(n)]
-    if workers == 1:
-        metas = [_one(j) for j in progress(jobs, total=n, desc="phantom")]
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            metas = list(progress(pool.map(_one, jobs), total=n, desc="phantom"))
+    try:
+        if workers == 1:
+            metas = [_one(j) for j in progress(jobs, total=n, desc="phantom")]
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                metas = list(progress(pool.map(_one, jobs), total=n, desc="phantom"))
+    except BaseException:
+        if created:  # no partial outputs: remove what this call made
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     rows = [_row(m) for m in metas]
     tmp = out / ".cohort.csv.tmp"
     with tmp.open("w", newline="") as f:

@@ -1,6 +1,6 @@
 """The three emphysema subtypes, placed by anatomy (secondary lobules, pleura, fissures, zones), not by HU alone.
 
-- CLE: clusters of small round holes (radius 1-5 mm, about -1000 HU, no wall) at secondary-lobule centres of a
+- CLE: clusters of small round holes (radius 1.4-5.5 mm, about -1000 HU, no wall) at secondary-lobule centres of a
   jittered 10-25 mm lattice, upper-zone predominant; severity raises hole count and size until they coalesce.
 - PSE: one row of subpleural / perifissural spaces (radius 2.5-7 mm) with a thin wall, each tangent to the
   pleura or a fissure, upper zones.
@@ -114,12 +114,12 @@ def cle_holes(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: flo
     w = np.clip(zn - 0.15, 0, 1) ** 1.2
     p = np.clip(sev * 2.0 * w * (0.7 + 0.4 * f), 0, 0.97)
     chosen = cen[rng.uniform(size=len(cen)) < p]
-    n_holes = 1 + rng.poisson(1.5 + 8.0 * sev, len(chosen))
+    n_holes = 1 + rng.poisson(2.0 + 10.0 * sev, len(chosen))
     centres = np.repeat(chosen, n_holes, axis=0)
-    spread = 0.07 + 0.1 * sev
+    spread = 0.1 + 0.12 * sev
     centres = centres + rng.normal(0, spread * lob.L, centres.shape)
-    r_max = 2.2 + 2.8 * sev
-    radii = rng.uniform(1.2, r_max, len(centres))
+    r_max = 2.5 + 3.0 * sev
+    radii = rng.uniform(1.4, r_max, len(centres))
     return centres, radii
 
 
