@@ -106,6 +106,7 @@ def test_freeze_options_keep_frozen_weights(freeze):
 def test_set_freeze_lower_rate_for_encoder_in_all_mode():
     groups = set_freeze(tiny_model(), "all", 1e-3)
     assert [g["lr"] for g in groups] == [1e-3, 1e-4]
+    assert [g["lr"] for g in set_freeze(tiny_model(), "all", 1e-3, 1.0)] == [1e-3, 1e-3]
 
 
 def test_lung_volume_is_isotropic_and_keeps_the_lung():

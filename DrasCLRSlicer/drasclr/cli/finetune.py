@@ -32,6 +32,8 @@ def add_parser(sub):
     c.add_argument("--steps", type=int, default=1500)
     c.add_argument("--batch-size", type=int, default=8)
     c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--encoder-lr-scale", type=float, default=None,
+                   help="with --freeze all: encoder rate = lr x this (default 0.1 for a pretrained encoder, 1 else)")
     c.add_argument("--val-fraction", type=float, default=0.2, help="cases held out for validation/early stopping")
     c.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
     c.add_argument("--seed", type=int, default=0)
@@ -98,6 +100,8 @@ def run_cohort(args) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     hist = train_segmenter(model, train, val_set, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                            freeze=args.freeze, device=device, seed=args.seed,
+                           encoder_lr_scale=args.encoder_lr_scale if args.encoder_lr_scale is not None
+                           else (0.1 if (args.encoder or args.from_model) else 1.0),
                            max_seconds=args.max_minutes * 60 if args.max_minutes else None)
     card = {"name": args.name or out.name, "version": out.name,
             "training": {"cases": [cases[i].name for i in train_idx], "val_cases": [cases[i].name for i in val_idx],

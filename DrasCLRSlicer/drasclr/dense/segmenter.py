@@ -4,7 +4,8 @@ Input ``x`` ``(B, 1, 32, 32, 32)`` normalised HU and ``loc`` ``(B, 3)`` normalis
 ``(B, 5, 32, 32, 32)`` logits for the classes of :mod:`drasclr.labels` (0 outside lung, 1 normal, 2 CLE,
 3 PSE, 4 PLE). The decoder is plain (unconditioned) convolutions; it starts from the encoder's 2³ map, to which
 the 1³ patch representation and the location are appended as context, and climbs back through the encoder's
-skip connections at 4³, 8³, 16³ and 32³.
+skip connections at 4³, 8³, 16³ and 32³. The last decoder stage also sees the input in a lung window
+(-1000..-800 HU spread over a few units), so fine density differences reach it at full resolution.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import labels
+from ..intensity import HU_MAX, HU_MIN
 from ..model import DrasCLREncoder, register_architecture
 from ..model.encoder import DEFAULT_CHANNELS
 
@@ -23,6 +25,13 @@ DEFAULT_DECODER = (64, 48, 32, 16, 16)
 def _conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=False), nn.InstanceNorm3d(cout, affine=True),
                          nn.LeakyReLU(0.01, inplace=True))
+
+
+def lung_window(x: torch.Tensor) -> torch.Tensor:
+    """Encoder input (HU scaled to [-1, 1] by ``drasclr.intensity.normalise_hu``) -> (HU + 900) / 100, clipped
+    to [-3, 3]: -1000 HU -> -1, -800 HU -> +1."""
+    hu = (x + 1.0) * ((HU_MAX - HU_MIN) / 2.0) + HU_MIN
+    return ((hu + 900.0) / 100.0).clamp(-3.0, 3.0)
 
 
 @register_architecture
@@ -46,7 +55,7 @@ class SubtypeSegmenter(nn.Module):
             _conv(d[0] + c[3], d[1]),  # 4^3, skip: stage 3
             _conv(d[1] + c[2], d[2]),  # 8^3, skip: stage 2
             _conv(d[2] + c[1], d[3]),  # 16^3, skip: stage 1
-            _conv(d[3] + c[0], d[4]),  # 32^3, skip: stage 0
+            _conv(d[3] + c[0] + 1, d[4]),  # 32^3, skip: stage 0 + the lung-window input
         ])
         self.classifier = nn.Conv3d(d[4], self.num_classes, 1)
 
@@ -59,7 +68,8 @@ class SubtypeSegmenter(nn.Module):
         b = f[5]
         ctx = torch.cat([f[6].flatten(1), loc.to(b.dtype)], dim=1)[:, :, None, None, None].expand(-1, -1, *b.shape[2:])
         y = self.bottleneck(torch.cat([b, ctx], dim=1))
-        for layer, skip in zip(self.up, (f[3], f[2], f[1], f[0])):
+        skips = (f[3], f[2], f[1], torch.cat([f[0], lung_window(x)], dim=1))
+        for layer, skip in zip(self.up, skips):
             y = F.interpolate(y, size=skip.shape[2:], mode="trilinear", align_corners=False)
             y = layer(torch.cat([y, skip], dim=1))
         return self.classifier(y)

@@ -91,9 +91,13 @@ def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return x.float() + shift + noise * torch.randn_like(x.float())
 
 
+CLASS_WEIGHTS = (1.0, 1.0, 3.0, 3.0, 3.0)  # emphysema voxels are rare inside a patch: weigh them up
+
+
 def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy + soft Dice (classes 1–4 present in the batch), ignoring ``IGNORE`` voxels."""
-    ce = F.cross_entropy(logits, target.long(), ignore_index=IGNORE)
+    """Weighted cross-entropy + soft Dice (classes 1–4 present in the batch), ignoring ``IGNORE`` voxels."""
+    weight = torch.tensor(CLASS_WEIGHTS[: logits.shape[1]], device=logits.device, dtype=logits.dtype)
+    ce = F.cross_entropy(logits, target.long(), weight=weight, ignore_index=IGNORE)
     valid = (target != IGNORE)
     if not valid.any():
         return ce
@@ -108,8 +112,9 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ce + (1 - dice[present]).mean() if present.any() else ce
 
 
-def set_freeze(model, freeze: str, lr: float) -> list[dict]:
-    """Parameter groups for the optimiser after freezing per ``freeze`` (head / last / all)."""
+def set_freeze(model, freeze: str, lr: float, encoder_lr_scale: float = 0.1) -> list[dict]:
+    """Parameter groups for the optimiser after freezing per ``freeze`` (head / last / all); with ``all`` the
+    encoder learns at ``lr * encoder_lr_scale`` (lower for a pretrained encoder, 1 for a random one)."""
     if freeze not in FREEZE:
         raise ValueError(f"freeze must be one of {FREEZE}")
     enc = model.encoder
@@ -123,7 +128,7 @@ def set_freeze(model, freeze: str, lr: float) -> list[dict]:
             p.requires_grad_(False)
         groups.append({"params": trainable, "lr": lr})
     elif freeze == "all":
-        groups.append({"params": list(enc.parameters()), "lr": lr * 0.1})
+        groups.append({"params": list(enc.parameters()), "lr": lr * encoder_lr_scale})
     return groups
 
 
@@ -165,13 +170,13 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                     *, steps: int = 500, batch_size: int = 8, lr: float = 1e-3, freeze: str = "all",
                     max_seconds: float | None = None, device: torch.device | str = "cpu", seed: int = 0,
                     eval_every: int = 50, patience: int = 6, focus_fraction: float = 0.7,
-                    log_every: int = 25) -> dict:
+                    log_every: int = 25, encoder_lr_scale: float = 0.1) -> dict:
     """Train in place; keeps the best validation state (early stopping). Returns a history dict."""
     device = torch.device(device)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model.to(device)
-    opt = torch.optim.AdamW(set_freeze(model, freeze, lr), weight_decay=1e-4)
+    opt = torch.optim.AdamW(set_freeze(model, freeze, lr, encoder_lr_scale), weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
     best, best_state, bad, history = -1.0, None, 0, []
     t0 = time.perf_counter()
