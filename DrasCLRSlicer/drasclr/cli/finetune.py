@@ -55,7 +55,7 @@ def run_cohort(args) -> int:
     import numpy as np
     import torch
 
-    from ..dense.cohort import find_cases, label_mask, load_case
+    from ..dense.cohort import find_cases, label_mask, load_case, stratified_split
     from ..dense.locate import locator_for
     from ..dense.segmenter import SubtypeSegmenter
     from ..dense.store import load_segmenter, save_segmenter
@@ -75,9 +75,10 @@ def run_cohort(args) -> int:
     device = pick_device(args.device)
     cases = find_cases(args.data)
     rng = np.random.default_rng(args.seed)
-    order = rng.permutation(len(cases))
-    n_val = int(round(args.val_fraction * len(cases))) if len(cases) > 1 else 0
-    val_idx, train_idx = set(order[:n_val].tolist()), order[n_val:]
+    loaded = [load_case(c) for c in progress(cases, desc="read cases")]
+    val_idx = set(stratified_split([float((sub.array > 1).mean()) for _, sub, _ in loaded], args.val_fraction,
+                                   args.seed))
+    train_idx = [i for i in range(len(cases)) if i not in val_idx]
     if args.from_model:
         model, _, _ = load_segmenter(args.from_model)
     else:
@@ -89,14 +90,14 @@ def run_cohort(args) -> int:
             model.encoder.load_state_dict(enc.state_dict())
     train, val = [], []
     for i in progress(range(len(cases)), desc="prepare cases"):
-        ct, sub, lungs = load_case(cases[i])
+        ct, sub, lungs = loaded[i]
         locator, _ = locator_for(lungs)
         if i in val_idx:
             val.append(prepare_case(ct, sub, lungs, locator, rng=rng))
         else:
             labelled = label_mask(lungs, rng, args.label_slices, args.label_fraction)
             train.append(prepare_case(ct, sub, lungs, locator, labelled=labelled, rng=rng))
-    val_set = fixed_patches(val, 64) if val else None
+    val_set = fixed_patches(val, 96) if val else None
     torch.set_num_threads(max(1, torch.get_num_threads()))
     hist = train_segmenter(model, train, val_set, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                            freeze=args.freeze, device=device, seed=args.seed,

@@ -61,3 +61,16 @@ def label_mask(lungs: CTImage, rng: np.random.Generator, slices: int | None = No
             mask[lo[0]:lo[0] + size[0], lo[1]:lo[1] + size[1], lo[2]:lo[2] + size[2]] = True
         return mask & lung
     return None
+
+
+def stratified_split(burden: list[float], fraction: float, seed: int = 0) -> list[int]:
+    """Indices of about ``fraction`` of the cases for validation, spread evenly over the disease ``burden``
+    ranking (so validation sees mild and severe cases, not only healthy ones). Deterministic for a seed."""
+    n = len(burden)
+    k = int(round(fraction * n)) if n > 1 else 0
+    if k == 0:
+        return []
+    order = np.argsort(np.asarray(burden), kind="stable")
+    offset = np.random.default_rng(seed).uniform(0, 1)
+    picks = ((np.arange(k) + offset) * n / k).astype(int).clip(0, n - 1)
+    return sorted(int(order[p]) for p in picks)
