@@ -8,16 +8,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-from synthetic import synthetic_chest
 
 from drasclr import labels
-from drasclr.dense.corrections import finetune_from_corrections
 from drasclr.dense.cohort import stratified_split
+from drasclr.dense.corrections import finetune_from_corrections
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import save_segmenter
 from drasclr.errors import InputError
 from drasclr.io import write_image
 from drasclr.model.checkpoint import sha256_file
+from synthetic import synthetic_chest
 
 TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}
 
