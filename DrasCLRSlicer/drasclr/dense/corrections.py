@@ -92,7 +92,7 @@ def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, predic
     locator, _ = locator_for(lungs)
     before = _region_metrics(model, ct, lungs, corrected, changed, locator, device)
     case = prepare_case(ct, corrected, lungs, locator, labelled=labelled, focus=changed, rng=rng)
-    history = train_segmenter(model, [case], None, steps=10_000, batch_size=4, lr=5e-4, freeze="last",
+    history = train_segmenter(model, [case], None, steps=10_000, batch_size=4, lr=2e-3, freeze="last",
                               max_seconds=max_seconds, device=device, seed=seed, focus_fraction=0.7,
                               log_every=5)
     after = _region_metrics(model, ct, lungs, corrected, changed, locator, device)
