@@ -2,9 +2,10 @@
 
     PYTHONPATH=DrasCLRSlicer python bench/bench_corrections.py PHANTOM_CASE_DIR WORK_DIR [--seconds 30]
 
-Weakens the bundled demo model so it under-calls panlobular emphysema (PLE classifier bias -4), predicts the case, "corrects" PLE in the lobe that holds the most PLE (truth copied there), fine-tunes for ``--seconds`` and
-reports accuracy and PLE Dice on the corrected voxels before and after, plus the new model's PLE Dice in the
-lobes that were *not* corrected.
+Weakens the bundled demo model so it under-calls panlobular emphysema (PLE classifier bias -4), predicts
+the case, "corrects" PLE in the lobe that holds the most PLE (truth copied there), fine-tunes for ``--seconds``
+and reports accuracy and PLE Dice on the corrected voxels before and after, plus the new model's PLE Dice in
+the lobes that were *not* corrected.
 """
 
 from __future__ import annotations
