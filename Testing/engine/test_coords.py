@@ -8,7 +8,6 @@ import functools
 import numpy as np
 import pytest
 
-from conftest import real_ct_path
 from drasclr.atlas import PATCH, load_atlas
 from drasclr.atlas.shape import canonical_lobes, lungs_from_lobes, synthetic_ct
 from drasclr.coords import atlas_centres_in_subject, atlas_coordinates, atlas_coordinates_points, subject_patch_corners
@@ -17,6 +16,7 @@ from drasclr.image import resample_isotropic
 from drasclr.io import read_ct
 from drasclr.lungs import segment_lungs
 from drasclr.registration import AtlasTransform, register_to_atlas
+from realdata import real_ct_path
 
 
 def known_affine(angles_deg=(5.0, -4.0, 6.0), scale=(1.08, 0.93, 1.05), shift=(12.0, -9.0, 15.0)) -> np.ndarray:

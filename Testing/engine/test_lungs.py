@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from conftest import REAL_CTS, real_ct_path
 from drasclr import labels
 from drasclr.atlas.shape import canonical_lobes, lungs_from_lobes, synthetic_ct
 from drasclr.errors import InputError
 from drasclr.image import CTImage
 from drasclr.io import read_ct
 from drasclr.lungs import segment_lungs
+from realdata import REAL_CTS, real_ct_path
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -25,7 +25,7 @@ def test_absent_packages_give_a_clear_error():
 @pytest.mark.slow
 @pytest.mark.skipif(not lungmask_adapter.available(), reason="lungmask not installed")
 def test_lungmask_on_real_ct():
-    from conftest import real_ct_path
+    from realdata import real_ct_path
     from drasclr.io import read_ct
 
     ct = read_ct(real_ct_path("lungpetctdx_A0002_8mm_B40f"))
@@ -39,7 +39,7 @@ def test_lungmask_on_real_ct():
 @pytest.mark.slow
 @pytest.mark.skipif(not totalseg_adapter.available(), reason="TotalSegmentator not installed")
 def test_totalsegmentator_on_real_ct():
-    from conftest import real_ct_path
+    from realdata import real_ct_path
     from drasclr.io import read_ct
 
     ct = read_ct(real_ct_path("lungpetctdx_A0002_8mm_B40f"))
