@@ -25,8 +25,8 @@ def test_absent_packages_give_a_clear_error():
 @pytest.mark.slow
 @pytest.mark.skipif(not lungmask_adapter.available(), reason="lungmask not installed")
 def test_lungmask_on_real_ct():
-    from realdata import real_ct_path
     from drasclr.io import read_ct
+    from realdata import real_ct_path
 
     ct = read_ct(real_ct_path("lungpetctdx_A0002_8mm_B40f"))
     try:
@@ -39,8 +39,8 @@ def test_lungmask_on_real_ct():
 @pytest.mark.slow
 @pytest.mark.skipif(not totalseg_adapter.available(), reason="TotalSegmentator not installed")
 def test_totalsegmentator_on_real_ct():
-    from realdata import real_ct_path
     from drasclr.io import read_ct
+    from realdata import real_ct_path
 
     ct = read_ct(real_ct_path("lungpetctdx_A0002_8mm_B40f"))
     try:
