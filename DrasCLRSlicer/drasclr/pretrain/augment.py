@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from monai.transforms import Compose, RandAdjustContrast, RandAffine, RandGaussianNoise
 
-HU_MIN, HU_MAX = -1024.0, 240.0
+from ..intensity import HU_MAX, HU_MIN  # one definition of the intensity window
+
 HALF_RANGE = (HU_MAX - HU_MIN) / 2.0  # 632
 
 
