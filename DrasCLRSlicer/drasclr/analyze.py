@@ -7,6 +7,7 @@ in memory (the Slicer module calls it); ``analyze_file`` reads and writes files 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -49,28 +50,21 @@ def load_lobes(path: str | Path, ct: CTImage, convention: str = "auto") -> CTIma
     return read_lobes(path, ct, convention)
 
 
-class _Timer:
-    def __init__(self, timings: dict):
-        self.timings = timings
-
-    def __call__(self, name: str):
-        timer = self
-
-        class _Stage:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.timings[f"{name}_s"] = round(time.perf_counter() - self.t0, 3)
-
-        return _Stage()
+@contextlib.contextmanager
+def _stage(timings: dict, name: str):
+    """Record the wall time of a ``with`` block as ``timings[name + "_s"]``."""
+    t0 = time.perf_counter()
+    yield
+    timings[f"{name}_s"] = round(time.perf_counter() - t0, 3)
 
 
 def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu", model_card: dict | None = None,
             batch_size: int | None = None) -> Analysis:
     """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` (None: densitometry only)."""
     timings: dict[str, float] = {}
-    stage = _Timer(timings)
+
+    def stage(name: str):
+        return _stage(timings, name)
     with stage("lung_mask"):
         lungs = segment_lungs(ct)
     with stage("regions"):
