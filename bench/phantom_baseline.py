@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from drasclr.analyze import analyze, load_lobes, write_analysis
+from drasclr.analyze import analyze, write_analysis
 from drasclr.evaluate import evaluate_dirs
 from drasclr.io import read_ct
 from drasclr.outcome import cross_validate, load_cohort
+from drasclr.regions import read_lobes
 
 cohort_dir, work = Path(sys.argv[1]), Path(sys.argv[2])
 pred_dir = work / "pred"
@@ -30,7 +31,7 @@ for case in sorted(p for p in cohort_dir.iterdir() if (p / "ct.nii.gz").exists()
     if out.exists():
         continue
     ct = read_ct(case / "ct.nii.gz")
-    res = analyze(ct, load_lobes(case / "regions.nii.gz", ct))
+    res = analyze(ct, read_lobes(case / "regions.nii.gz", ct))
     lung = res.regions.array > 0
     res.subtypes = ct.with_array(np.where(lung, np.where(ct.array < -950, 2, 1), 0).astype(np.uint8))
     hist, _ = np.histogram(ct.array[lung], bins=24, range=(-1024, -700))

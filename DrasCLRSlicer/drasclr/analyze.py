@@ -42,14 +42,6 @@ class Analysis:
     device: str = "cpu"
 
 
-def load_lobes(path: str | Path, ct: CTImage, convention: str = "auto") -> CTImage:
-    """A lobe labelmap (file or TotalSegmentator folder) in LTRC numbering 1–5 on ``ct``'s grid.
-
-    See :func:`drasclr.regions.read_lobes` (conventions ltrc / totalseg / cip, nearest-neighbour resampling).
-    """
-    return read_lobes(path, ct, convention)
-
-
 @contextlib.contextmanager
 def _stage(timings: dict, name: str):
     """Record the wall time of a ``with`` block as ``timings[name + "_s"]``."""
@@ -130,7 +122,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
     t0 = time.perf_counter()
     ct = ct if ct is not None else read_ct(path, series_uid=series_uid)
     read_s = time.perf_counter() - t0
-    lobes = load_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
+    lobes = read_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
     result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size)
     result.timings = {"read_s": round(read_s, 3), **result.timings}
     write_analysis(result, out_dir)

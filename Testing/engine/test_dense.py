@@ -116,3 +116,21 @@ def test_lung_volume_is_isotropic_and_keeps_the_lung():
     ml = (vol.lungs.array > 0).sum() / 1000.0
     truth_ml = (truth > 0).sum() * ct.voxel_volume_ml
     assert abs(ml - truth_ml) / truth_ml < 0.05
+
+
+def test_out_of_memory_batches_are_split_not_failed():
+    from drasclr.dense.infer import run_batched
+
+    seen = []
+
+    def fn(x, loc):
+        seen.append(len(x))
+        if len(x) > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return x.flatten(1).sum(1, keepdim=True) + loc[:, :1]
+
+    x = np.arange(7 * 2, dtype=np.float32).reshape(7, 2)
+    loc = np.ones((7, 3), np.float32)
+    out = run_batched(fn, x, loc, torch.device("cpu"), batch_size=5)
+    assert np.allclose(out[:, 0], x.sum(1) + 1)
+    assert max(n for n in seen if n <= 2) <= 2 and 5 in seen

@@ -97,33 +97,31 @@ def _batch_size(device: torch.device, requested: int | None) -> int:
     return 16
 
 
+def _forward(fn, x: np.ndarray, loc: np.ndarray, device: torch.device) -> list[np.ndarray]:
+    """One batch through ``fn``; on CUDA out-of-memory it is split in halves (recursively) instead of failing."""
+    xb = torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
+    lb = torch.from_numpy(np.ascontiguousarray(loc)).float().to(device)
+    try:
+        with torch.no_grad(), _autocast(device):
+            return [fn(xb, lb).float().cpu().numpy()]
+    except torch.OutOfMemoryError:
+        if len(x) == 1:
+            raise
+        del xb, lb
+        torch.cuda.empty_cache()
+        half = len(x) // 2
+        log.warning("out of GPU memory: batch of %d split in two", len(x))
+        return _forward(fn, x[:half], loc[:half], device) + _forward(fn, x[half:], loc[half:], device)
+
+
 def run_batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: np.ndarray, loc: np.ndarray,
                 device: torch.device, batch_size: int | None = None, desc: str = "") -> np.ndarray:
-    """Apply ``fn(x, loc)`` over the first axis in batches; halves the batch on CUDA out-of-memory."""
+    """Apply ``fn(x, loc)`` over the first axis in batches (sized to free memory, split on out-of-memory)."""
     bs = _batch_size(device, batch_size)
+    starts = range(0, len(x), bs)
     outs = []
-    i = 0
-    bar = progress(range(len(x)), desc=desc, every=max(1, len(x) // 10)) if desc else None
-    bar_iter = iter(bar) if bar is not None else None
-    while i < len(x):
-        xb = torch.from_numpy(np.ascontiguousarray(x[i:i + bs])).to(device, non_blocking=True)
-        lb = torch.from_numpy(np.ascontiguousarray(loc[i:i + bs])).float().to(device)
-        try:
-            with torch.no_grad(), _autocast(device):
-                y = fn(xb, lb)
-        except torch.OutOfMemoryError:
-            if bs == 1:
-                raise
-            torch.cuda.empty_cache()
-            bs = max(1, bs // 2)
-            log.warning("out of GPU memory: batch size lowered to %d", bs)
-            continue
-        outs.append(y.float().cpu().numpy())
-        n = len(xb)
-        i += n
-        if bar_iter is not None:
-            for _ in range(n):
-                next(bar_iter, None)
+    for s in progress(starts, desc=desc) if desc else starts:
+        outs += _forward(fn, x[s:s + bs], loc[s:s + bs], device)
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 
