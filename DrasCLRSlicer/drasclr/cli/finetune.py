@@ -22,7 +22,7 @@ def add_parser(sub):
     c.add_argument("--data", required=True, help="folder of case folders with ct.nii.gz + subtypes.nii.gz")
     c.add_argument("-o", "--output", required=True, help="new model folder (e.g. models/demo-v1); never overwritten")
     init = c.add_mutually_exclusive_group()
-    init.add_argument("--encoder", help="pretrained DrasCLR encoder (.safetensors from `drasclr pretrain`)")
+    init.add_argument("--encoder", help="pretrained encoder (.safetensors from `drasclr pretrain`, any --method)")
     init.add_argument("--from", dest="from_model", help="continue from an existing subtype model")
     few = c.add_mutually_exclusive_group()
     few.add_argument("--label-slices", type=int, help="few-shot: only this many axial slices per case are labelled")
@@ -62,7 +62,6 @@ def run_cohort(args) -> int:
     from ..dense.train import fixed_patches, prepare_case, train_segmenter
     from ..device import pick_device
     from ..errors import InputError
-    from ..model import load_model
     from ..progress import progress
 
     out = Path(args.output)
@@ -73,21 +72,22 @@ def run_cohort(args) -> int:
     if args.label_slices is not None and args.label_slices < 1:
         raise InputError("--label-slices must be at least 1")
     device = pick_device(args.device)
+    if args.from_model:
+        model, _, _ = load_segmenter(args.from_model)
+    else:
+        torch.manual_seed(args.seed)  # the same decoder (and random encoder) start for every --encoder
+        enc, enc_card = load_pretrained_encoder(args.encoder) if args.encoder else (None, {})
+        model = SubtypeSegmenter(encoder_arch=enc.architecture if enc is not None else "DrasCLREncoder")
+        if enc is not None:
+            if enc.config() != model.encoder.config():
+                raise InputError(f"{args.encoder}: encoder config {enc.config()} does not fit the segmenter")
+            model.encoder.load_state_dict(enc.state_dict())
     cases = find_cases(args.data)
     rng = np.random.default_rng(args.seed)
     loaded = [load_case(c) for c in progress(cases, desc="read cases")]
     val_idx = set(stratified_split([float((sub.array > 1).mean()) for _, sub, _ in loaded], args.val_fraction,
                                    args.seed))
     train_idx = [i for i in range(len(cases)) if i not in val_idx]
-    if args.from_model:
-        model, _, _ = load_segmenter(args.from_model)
-    else:
-        model = SubtypeSegmenter()
-        if args.encoder:
-            enc, _ = load_model(args.encoder, expect="DrasCLREncoder")
-            if enc.config() != model.encoder.config():
-                raise InputError(f"{args.encoder}: encoder config {enc.config()} does not fit the segmenter")
-            model.encoder.load_state_dict(enc.state_dict())
     train, val = [], []
     for i in progress(range(len(cases)), desc="prepare cases"):
         ct, sub, lungs = loaded[i]
@@ -108,6 +108,7 @@ def run_cohort(args) -> int:
             "training": {"cases": [cases[i].name for i in train_idx], "val_cases": [cases[i].name for i in val_idx],
                          "label_slices": args.label_slices, "label_fraction": args.label_fraction,
                          "freeze": args.freeze, "steps": hist["steps"], "seconds": round(hist["seconds"], 1),
+                         "encoder_method": enc_card.get("method", "drasclr") if args.encoder else None,
                          "encoder_init": Path(args.encoder).name if args.encoder else
                          ("from " + Path(args.from_model).name if args.from_model else "random"),
                          "seed": args.seed},
@@ -115,6 +116,23 @@ def run_cohort(args) -> int:
     save_segmenter(model, out, card)
     print(json.dumps({"model": str(out), "steps": hist["steps"], "val_macro_dice": hist["best_val"]}))
     return 0
+
+
+def load_pretrained_encoder(path):
+    """A pretrained encoder for the segmenter: a DrasCLREncoder or PlainEncoder file from ``drasclr pretrain`` (any
+    method). Anything else (a subtype model, a pretext network, another architecture) is an ``InputError``."""
+    from ..dense.segmenter import ENCODERS
+    from ..errors import InputError
+    from ..model import load_model, read_card
+
+    card = read_card(path)
+    arch = card.get("architecture")
+    if arch not in ENCODERS:
+        raise InputError(f"{path}: this is a {arch} model, not a pretrained encoder ({' or '.join(ENCODERS)}) as "
+                         f"written by `drasclr pretrain` (any --method)")
+    if card.get("kind", "drasclr-pretrained-encoder") != "drasclr-pretrained-encoder":
+        raise InputError(f"{path}: model kind {card.get('kind')!r} is not a pretrained encoder")
+    return load_model(path, expect=arch)
 
 
 def run_corrections(args) -> int:

@@ -1,6 +1,7 @@
-"""``drasclr pretrain DATA -o OUT [options]``: DrasCLR self-supervised pretraining.
+"""``drasclr pretrain DATA -o OUT [--method drasclr|voco|volfusion] [options]``: self-supervised pretraining.
 
 One process:      drasclr pretrain phantoms/ -o runs/p1 --max-steps 300
+Other pretext:    drasclr pretrain phantoms/ -o runs/v1 --method voco --batch-size 2 --max-steps 300
 Several (DDP):    torchrun --nproc_per_node 4 -m drasclr pretrain DATA -o OUT
 Several nodes:    torchrun --nnodes 2 --node_rank R --master_addr HOST --master_port 29500 \\
                            --nproc_per_node 8 -m drasclr pretrain DATA -o OUT
@@ -12,13 +13,22 @@ from __future__ import annotations
 def add_parser(sub):
     from ..model import DEFAULT_CHANNELS
 
-    p = sub.add_parser("pretrain", help="self-supervised DrasCLR pretraining (one process or torchrun DDP)",
-                       description="Pretrain the location-conditioned encoder with the local and neighbouring "
-                                   "anatomical contrastive losses. DATA: a phantom cohort (case_*/ct.nii.gz), a "
-                                   "folder of CTs, or a patch cache built before. Run under torchrun for DDP.")
-    p.add_argument("data", help="phantom cohort, folder of CT files / DICOM series, or a patch cache folder")
+    from ..pretrain.trainer import METHODS
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining: DrasCLR, VoCo or volume fusion (torchrun DDP)",
+                       description="Pretrain the encoder. drasclr: location-conditioned local and neighbouring "
+                                   "anatomical contrastive losses on a patch cache; voco: volume contrast (predict "
+                                   "random crops' overlap with a grid of base crops); volfusion: segment the fusion "
+                                   "coefficients of two fused volumes (MIS-FM) with a U-Net on this encoder. DATA: a "
+                                   "phantom cohort (case_*/ct.nii.gz), a folder of CTs, or a cache built before. "
+                                   "Run under torchrun for DDP.")
+    p.add_argument("data", help="phantom cohort, folder of CT files / DICOM series, or a patch / volume cache folder")
     p.add_argument("-o", "--output", required=True, help="run folder (checkpoints, model.safetensors)")
-    p.add_argument("--cache", default=None, help="patch cache folder (default OUTPUT/cache; built once)")
+    p.add_argument("--method", default="drasclr", choices=METHODS,
+                   help="pretext task (default drasclr); the exported encoder is the same class for all")
+    p.add_argument("--cache", default=None,
+                   help="patch cache (drasclr, default OUTPUT/cache) or volume cache (voco/volfusion, default "
+                        "OUTPUT/volumes) folder; built once")
     p.add_argument("--locations", default="auto", choices=["auto", "atlas", "boxgrid"],
                    help="anatomical locations: atlas registration when available (auto) or lung bounding box grid")
     p.add_argument("--max-locations", type=int, default=1000,
@@ -26,7 +36,10 @@ def add_parser(sub):
     g = p.add_argument_group("schedule")
     g.add_argument("--epochs", type=int, default=20)
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)")
-    g.add_argument("--batch-size", type=int, default=32, help="patches per process and step (one location)")
+    g.add_argument("--batch-size", type=int, default=32,
+                   help="per process and step: patches of one location (drasclr), regions (voco), fused crops "
+                        "(volfusion)")
+    g.add_argument("--max-minutes", type=float, default=None, help="also stop (and save) after this training time")
     g.add_argument("--lr", type=float, default=0.01)
     g.add_argument("--weight-decay", type=float, default=1e-4)
     g.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per training process")
@@ -39,6 +52,14 @@ def add_parser(sub):
     o.add_argument("--beta", type=float, default=1.0, help="weight of the neighbouring loss")
     o.add_argument("--k-neighbours", type=int, default=2)
     o.add_argument("--augment-strength", type=float, default=1.0, help="0 turns augmentation off")
+    v = p.add_argument_group("voco / volfusion")
+    v.add_argument("--voco-grid", type=int, default=3, help="voco: GRID^3 base crops of 32^3 per region")
+    v.add_argument("--voco-crops", type=int, default=4, help="voco: random crops per region")
+    v.add_argument("--voco-reg-weight", type=float, default=1.0, help="voco: weight of the base-crop regulariser")
+    v.add_argument("--fusion-crop", type=int, default=64, help="volfusion: fused crop side in voxels (1 mm)")
+    v.add_argument("--fusion-classes", type=int, default=4, help="volfusion: K coefficient classes")
+    v.add_argument("--fusion-blocks", type=int, nargs=2, default=[8, 32], metavar=("MIN", "MAX"),
+                   help="volfusion: block side range in voxels")
     m = p.add_argument_group("model")
     m.add_argument("--channels", type=int, nargs=7, default=list(DEFAULT_CHANNELS), metavar="C")
     m.add_argument("--experts", type=int, default=8)
@@ -60,11 +81,18 @@ def run(args) -> int:
     from ..errors import InputError
     from ..pretrain import PretrainConfig, pretrain
 
-    for name in ("batch_size", "queue_size", "save_every", "log_every", "experts"):
+    for name in ("batch_size", "queue_size", "save_every", "log_every", "experts", "voco_grid", "voco_crops"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_steps is not None and args.max_steps < 1:
         raise InputError("--max-steps must be at least 1")
+    if args.fusion_classes < 2:
+        raise InputError("--fusion-classes must be at least 2")
+    lo, hi = args.fusion_blocks
+    if not 1 <= lo <= hi or args.fusion_crop < 32 or args.fusion_crop % 16:
+        raise InputError("--fusion-blocks needs 1 <= MIN <= MAX and --fusion-crop a multiple of 16, at least 32")
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        raise InputError("--max-minutes must be positive")
     cfg = PretrainConfig(
         data=args.data, out=args.output, cache=args.cache, locations=args.locations,
         max_locations=args.max_locations, epochs=args.epochs,
@@ -74,8 +102,13 @@ def run(args) -> int:
         no_location=args.no_location, augment_strength=args.augment_strength, workers=args.workers,
         threads=args.threads,
         device=args.device, amp=not args.no_amp, bn=args.bn, save_every=args.save_every, log_every=args.log_every,
-        keep=args.keep, tensorboard=args.tensorboard, seed=args.seed, resume=args.resume)
+        keep=args.keep, tensorboard=args.tensorboard, seed=args.seed, resume=args.resume, method=args.method,
+        max_minutes=args.max_minutes, voco_grid=args.voco_grid, voco_crops=args.voco_crops,
+        voco_reg_weight=args.voco_reg_weight, fusion_crop=args.fusion_crop, fusion_classes=args.fusion_classes,
+        fusion_block_min=lo, fusion_block_max=hi)
     summary = pretrain(cfg)
     if summary.get("world_size", 1) == 1 or summary.get("rank", 0) == 0:
-        print(f"wrote {summary['model']} ({summary['steps']} steps, {summary['patches_per_s']:.1f} patches/s)")
+        unit = "patches" if args.method == "drasclr" else "samples"
+        print(f"wrote {summary['model']} ({args.method}, {summary['steps']} steps, {summary['patches_per_s']:.1f} "
+              f"{unit}/s)")
     return 0

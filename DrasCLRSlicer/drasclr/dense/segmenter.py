@@ -16,8 +16,10 @@ from torch import nn
 
 from .. import labels
 from ..intensity import HU_MAX, HU_MIN
-from ..model import DrasCLREncoder, register_architecture
+from ..model import DrasCLREncoder, PlainEncoder, register_architecture
 from ..model.encoder import DEFAULT_CHANNELS
+
+ENCODERS = {"DrasCLREncoder": DrasCLREncoder, "PlainEncoder": PlainEncoder}
 
 DEFAULT_DECODER = (64, 48, 32, 16, 16)
 
@@ -36,15 +38,21 @@ def lung_window(x: torch.Tensor) -> torch.Tensor:
 
 @register_architecture
 class SubtypeSegmenter(nn.Module):
-    """Encoder + decoder. ``forward(x, loc) -> (B, num_classes, D, H, W)`` logits at the input resolution."""
+    """Encoder + decoder. ``forward(x, loc) -> (B, num_classes, D, H, W)`` logits at the input resolution.
+
+    ``encoder_arch``: ``DrasCLREncoder`` (default) or ``PlainEncoder`` (the unconditioned ablation's encoder).
+    """
 
     architecture = "SubtypeSegmenter"
 
     def __init__(self, encoder: dict | None = None, decoder: tuple[int, ...] = DEFAULT_DECODER,
-                 num_classes: int = labels.NUM_CLASSES):
+                 num_classes: int = labels.NUM_CLASSES, encoder_arch: str = "DrasCLREncoder"):
         super().__init__()
         enc_cfg = dict(encoder or {"channels": list(DEFAULT_CHANNELS), "num_experts": 8, "in_channels": 1})
-        self.encoder = DrasCLREncoder(**enc_cfg)
+        if encoder_arch not in ENCODERS:
+            raise ValueError(f"encoder_arch must be one of {sorted(ENCODERS)}, got {encoder_arch!r}")
+        self.encoder_arch = encoder_arch
+        self.encoder = ENCODERS[encoder_arch](**enc_cfg)
         self.decoder_widths = tuple(int(d) for d in decoder)
         self.num_classes = int(num_classes)
         c = self.encoder.channels
@@ -60,8 +68,11 @@ class SubtypeSegmenter(nn.Module):
         self.classifier = nn.Conv3d(d[4], self.num_classes, 1)
 
     def config(self) -> dict:
-        return {"encoder": self.encoder.config(), "decoder": list(self.decoder_widths),
-                "num_classes": self.num_classes}
+        cfg = {"encoder": self.encoder.config(), "decoder": list(self.decoder_widths),
+               "num_classes": self.num_classes}
+        if self.encoder_arch != "DrasCLREncoder":  # older cards (no key) keep loading as DrasCLREncoder
+            cfg["encoder_arch"] = self.encoder_arch
+        return cfg
 
     def forward(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
         f = self.encoder.forward_features(x, loc)

@@ -26,7 +26,8 @@ from ..model.checkpoint import _looks_pickled, save_model, sha256_file
 STATE_FORMAT = "drasclr-train-state"
 STATE_VERSION = 1
 # config keys that must match to resume (the architecture and the queues)
-ARCH_KEYS = ("channels", "num_experts", "no_location", "dim", "queue_size", "n_locations")
+ARCH_KEYS = ("channels", "num_experts", "no_location", "dim", "queue_size", "n_locations", "voco_grid",
+             "fusion_classes")
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -113,6 +114,10 @@ def read_checkpoint(path: str | os.PathLike, config: dict) -> tuple[dict, dict[s
         raise InputError(f"{p}: checkpoint format {meta.get('format')} version {meta.get('version')} is not "
                          f"supported (this drasclr writes {STATE_FORMAT} version {STATE_VERSION})")
     old = meta.get("config", {})
+    was, now = old.get("method", "drasclr"), config.get("method", "drasclr")  # older checkpoints: drasclr
+    if was != now:
+        raise InputError(f"{p}: checkpoint is from pretraining method {was!r}, not {now!r} (resume it with "
+                         f"--method {was}, or start a new run folder)")
     diff = [k for k in ARCH_KEYS if k in config and json.dumps(old.get(k)) != json.dumps(config.get(k))]
     if diff:
         parts = ", ".join(f"{k}: checkpoint {old.get(k)} vs now {config.get(k)}" for k in diff)

@@ -66,3 +66,32 @@ class LocationBatchSampler(Sampler[list[int]]):
         for loc, subj in self.plan()[self.skip:]:
             mine = subj[self.rank * self.batch:(self.rank + 1) * self.batch]
             yield [loc * self.n + int(s) for s in mine]
+
+
+class SampleBatchSampler(Sampler[list[int]]):
+    """Batches of global sample numbers for the volume pretext tasks (VoCo, volume fusion), whose datasets draw
+    item ``g`` from ``(seed, g)`` alone: step ``s`` of rank ``r`` holds ``g = (s * world + r) * batch + b``.
+
+    The same ``set_epoch(epoch, skip)`` / ``len`` / ``global_batch`` interface as ``LocationBatchSampler``; an
+    epoch is ``n_subjects // global_batch`` steps (at least 1), so resuming at any step redraws the same samples.
+    """
+
+    def __init__(self, n_subjects: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        self.batch, self.rank, self.world = int(batch_size), int(rank), int(world_size)
+        self.steps_per_epoch = max(1, int(n_subjects) // self.global_batch)
+        self.epoch, self.skip = 0, 0
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch * self.world
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = int(epoch), int(skip)
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch - self.skip
+
+    def __iter__(self):
+        for s in range(self.epoch * self.steps_per_epoch + self.skip, (self.epoch + 1) * self.steps_per_epoch):
+            first = (s * self.world + self.rank) * self.batch
+            yield list(range(first, first + self.batch))

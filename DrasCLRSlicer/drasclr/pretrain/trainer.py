@@ -1,7 +1,12 @@
-"""DrasCLR pretraining loop: one process or many (torchrun, DDP), CPU (gloo) or GPU (NCCL, bf16 autocast).
+"""Pretraining loop: one process or many (torchrun, DDP), CPU (gloo) or GPU (NCCL, bf16 autocast).
 
     from drasclr.pretrain import PretrainConfig, pretrain
     pretrain(PretrainConfig(data="phantoms/", out="runs/p1", max_steps=200, batch_size=16))
+    pretrain(PretrainConfig(data="phantoms/", out="runs/v1", method="voco", max_steps=200, batch_size=2))
+
+Methods (``method``): ``drasclr`` (the location-conditioned MoCo of :mod:`.objective`, on the patch cache),
+``voco`` (:mod:`.voco`) and ``volfusion`` (:mod:`.volfusion`), both on the volume cache (:mod:`.volumes`). They
+share this loop (DDP, autocast, checkpoints, resume, progress) and export the same encoder class.
 
 Each step: one location across ``batch_size`` subjects per process; SGD (lr 0.01, momentum 0.9, wd 1e-4) with a
 cosine schedule; a log line every ``log_every`` steps; a checkpoint every ``save_every`` steps and at the end;
@@ -30,21 +35,25 @@ from .augment import HALF_RANGE, HU_MAX, HU_MIN, PatchAugment
 from .checkpoint import find_latest, read_checkpoint, restore, save_checkpoint
 from .data import PatchCache, PatchPairs, build_patch_cache, default_scheme, find_cases, is_cache
 from .objective import DrasCLRObjective
-from .sampler import LocationBatchSampler
+from .sampler import LocationBatchSampler, SampleBatchSampler
+from .volumes import VolumeCache, build_volume_cache, is_volume_cache
 
 log = logging.getLogger("drasclr.pretrain")
+METHODS = ("drasclr", "voco", "volfusion")
 
 
 @dataclass
 class PretrainConfig:
-    data: str                                  # phantom cohort, folder of CTs, or a built patch cache
+    data: str                                  # phantom cohort, folder of CTs, or a built patch/volume cache
     out: str                                   # run folder (checkpoints/, model.safetensors, cache/ by default)
-    cache: str | None = None                   # where the patch cache lives (default OUT/cache)
+    cache: str | None = None                   # where the patch (volume) cache lives (default OUT/cache, OUT/volumes)
+    method: str = "drasclr"                    # drasclr | voco | volfusion
     locations: str = "auto"                    # auto | atlas | boxgrid
     max_locations: int = 1000                  # boxgrid: raise the lung threshold until at most this many
     epochs: int = 20
     max_steps: int | None = None               # stop after this many steps (overrides epochs)
-    batch_size: int = 32                       # per process
+    batch_size: int = 32                       # per process: patches (drasclr), regions (voco), fused crops
+    max_minutes: float | None = None           # also stop (and save) after this much training time
     lr: float = 0.01
     sgd_momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -69,15 +78,32 @@ class PretrainConfig:
     tensorboard: bool = False
     seed: int = 0
     resume: bool | str = False                 # True: OUT/checkpoints/latest; or a checkpoint folder
+    voco_grid: int = 3                         # voco: grid^3 base crops (classes) per region
+    voco_crops: int = 4                        # voco: random crops per region
+    voco_reg_weight: float = 1.0               # voco: weight of the base-crop regulariser
+    fusion_crop: int = 64                      # volfusion: fused crop side (voxels at 1 mm)
+    fusion_classes: int = 4                    # volfusion: K coefficient classes {0, 1/(K-1), ..., 1}
+    fusion_block_min: int = 8                  # volfusion: block side range
+    fusion_block_max: int = 32
+    fusion_max_blocks: int = 10
 
     def arch(self, n_locations: int) -> dict:
-        return {"channels": list(self.channels), "num_experts": self.num_experts, "no_location": self.no_location,
-                "dim": self.dim, "queue_size": self.queue_size, "n_locations": n_locations}
+        a = {"method": self.method, "channels": list(self.channels), "num_experts": self.num_experts,
+             "no_location": self.no_location, "dim": self.dim, "queue_size": self.queue_size,
+             "n_locations": n_locations}
+        if self.method == "voco":
+            a.update(voco_grid=self.voco_grid)
+        elif self.method == "volfusion":
+            a.update(fusion_classes=self.fusion_classes)
+        return a
 
 
 def prepare_cache(cfg: PretrainConfig, info: D.DistInfo) -> PatchCache:
     """Open the patch cache, building it first (on rank 0, others wait) when it does not exist."""
     data = Path(cfg.data)
+    if is_volume_cache(data):
+        raise InputError(f"{data} is a volume cache (for --method voco/volfusion); --method drasclr needs the "
+                         f"cohort or a patch cache")
     if is_cache(data):
         return PatchCache(data)
     target = Path(cfg.cache) if cfg.cache else Path(cfg.out) / "cache"
@@ -88,6 +114,69 @@ def prepare_cache(cfg: PretrainConfig, info: D.DistInfo) -> PatchCache:
             build_patch_cache(cases, target, default_scheme(cfg.locations), cfg.max_locations)
         D.barrier()
     return PatchCache(target)
+
+
+def prepare_volumes(cfg: PretrainConfig, info: D.DistInfo) -> VolumeCache:
+    """Open the volume cache (VoCo, volume fusion), building it first on rank 0 when it does not exist."""
+    data = Path(cfg.data)
+    if is_volume_cache(data):
+        return VolumeCache(data)
+    if is_cache(data):
+        raise InputError(f"{data} is a patch cache; --method {cfg.method} needs whole volumes: give the cohort "
+                         f"(or a volume cache)")
+    target = Path(cfg.cache) if cfg.cache else Path(cfg.out) / "volumes"
+    if not is_volume_cache(target):
+        cases = find_cases(data)
+        if info.is_main:
+            log.info("building volume cache for %d cases in %s", len(cases), target)
+            build_volume_cache(cases, target, seed=cfg.seed)
+        D.barrier()
+    return VolumeCache(target)
+
+
+def _setup(cfg: PretrainConfig, info: D.DistInfo):
+    """Per method: ``(objective, dataset, sampler, n_locations, data card, pretext card, subjects)``."""
+    from .volfusion import FusionSamples, VolFusionObjective
+    from .voco import VoCoObjective, VoCoSamples
+
+    enc_cfg = {"channels": list(cfg.channels), "num_experts": cfg.num_experts}
+    enc_cls = PlainEncoder if cfg.no_location else DrasCLREncoder
+    if cfg.method == "drasclr":
+        cache = prepare_cache(cfg, info)
+        if cache.n_subjects < 2 * info.world_size:
+            raise InputError(f"pretraining needs at least {2 * info.world_size} subjects, the cache has "
+                             f"{cache.n_subjects}")
+        objective = DrasCLRObjective(cache.n_locations, enc_cfg, cfg.dim, cfg.queue_size, cfg.moco_momentum,
+                                     cfg.temperature, cfg.beta, shuffle_bn=cfg.bn == "shuffle",
+                                     encoder_cls=enc_cls)
+        sampler = LocationBatchSampler(cache.n_subjects, cache.n_locations, cfg.batch_size, info.rank,
+                                       info.world_size, cfg.seed)
+        dataset = PatchPairs(cache, cfg.k_neighbours, PatchAugment(strength=cfg.augment_strength))
+        locations = {"n": cache.n_locations, "scheme": cache.index.get("scheme"),
+                     "codes": "cache locations.npy, (z, y, x) in [-1, 1]"}
+        pretext = {"location_input": "atlas location of the patch" if not cfg.no_location else "none"}
+        return objective, dataset, sampler, cache.n_locations, locations, pretext, cache
+    vols = prepare_volumes(cfg, info)
+    if vols.n_subjects < 2:
+        raise InputError(f"--method {cfg.method} needs at least 2 subjects, the cache has {vols.n_subjects}")
+    sampler = SampleBatchSampler(vols.n_subjects, cfg.batch_size, info.rank, info.world_size)
+    locations = {"n": 0, "scheme": None, "codes": "none (whole-volume pretext task)"}
+    if cfg.method == "voco":
+        objective = VoCoObjective(enc_cfg, cfg.dim, cfg.moco_momentum, cfg.voco_reg_weight, encoder_cls=enc_cls)
+        dataset = VoCoSamples(vols, cfg.voco_grid, cfg.voco_crops, seed=cfg.seed)
+        pretext = {"grid": cfg.voco_grid, "base_crops": cfg.voco_grid ** 3, "random_crops": cfg.voco_crops,
+                   "crop": 32, "reg_weight": cfg.voco_reg_weight, "teacher_momentum": cfg.moco_momentum,
+                   "location_input": "zeros (the crop position is the answer of the task)"}
+    else:
+        objective = VolFusionObjective(enc_cfg, cfg.fusion_classes, enc_cls.architecture)
+        dataset = FusionSamples(vols, cfg.fusion_crop, cfg.fusion_classes, cfg.fusion_block_min,
+                                cfg.fusion_block_max, cfg.fusion_max_blocks, seed=cfg.seed)
+        pretext = {"crop": cfg.fusion_crop, "classes": cfg.fusion_classes,
+                   "coefficients": [round(c / (cfg.fusion_classes - 1), 4) for c in range(cfg.fusion_classes)],
+                   "block_sides": [cfg.fusion_block_min, cfg.fusion_block_max], "max_blocks": cfg.fusion_max_blocks,
+                   "backbone": "SubtypeSegmenter U-Net (this encoder + the dense decoder), K outputs",
+                   "location_input": "crop centre in the lung box, [-1, 1]"}
+    return objective, dataset, sampler, 0, locations, pretext, vols
 
 
 class _Cosine:
@@ -109,7 +198,9 @@ class _WorkerSeed:
     def __call__(self, worker_id: int) -> None:
         from torch.utils.data import get_worker_info
 
-        get_worker_info().dataset.augment.set_seed(self.base + 31 * worker_id)
+        ds = get_worker_info().dataset
+        if hasattr(ds, "augment"):
+            ds.augment.set_seed(self.base + 31 * worker_id)
 
 
 def _average_buffers(module: torch.nn.Module) -> None:
@@ -136,23 +227,17 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> dict:
     device = info.device
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
-    cache = prepare_cache(cfg, info)
-    if cache.n_subjects < 2 * info.world_size:
-        raise InputError(f"pretraining needs at least {2 * info.world_size} subjects, the cache has "
-                         f"{cache.n_subjects}")
-    arch = cfg.arch(cache.n_locations)
-    enc_cfg = {"channels": list(cfg.channels), "num_experts": cfg.num_experts}
-    objective = DrasCLRObjective(cache.n_locations, enc_cfg, cfg.dim, cfg.queue_size, cfg.moco_momentum,
-                                 cfg.temperature, cfg.beta, shuffle_bn=cfg.bn == "shuffle",
-                                 encoder_cls=PlainEncoder if cfg.no_location else DrasCLREncoder).to(device)
+    if cfg.method not in METHODS:
+        raise InputError(f"unknown pretraining method {cfg.method!r} (choose from {', '.join(METHODS)})")
+    objective, dataset, sampler, n_locations, locations, pretext, cache = _setup(cfg, info)
+    objective = objective.to(device)
+    arch = cfg.arch(n_locations)
     if cfg.bn == "sync":
         if device.type != "cuda":
             raise InputError("--bn sync needs CUDA GPUs (SyncBatchNorm); use --bn shuffle on CPU")
         objective = torch.nn.SyncBatchNorm.convert_sync_batchnorm(objective)
     opt = torch.optim.SGD(objective.query_parameters(), lr=cfg.lr, momentum=cfg.sgd_momentum,
                           weight_decay=cfg.weight_decay)
-    sampler = LocationBatchSampler(cache.n_subjects, cache.n_locations, cfg.batch_size, info.rank,
-                                   info.world_size, cfg.seed)
     steps_per_epoch = len(sampler)
     total = cfg.max_steps if cfg.max_steps else cfg.epochs * steps_per_epoch
     step = 0
@@ -168,7 +253,6 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> dict:
     model = objective
     if info.distributed:
         model = _ddp(objective, device)
-    dataset = PatchPairs(cache, cfg.k_neighbours, PatchAugment(strength=cfg.augment_strength))
     writer = None
     if cfg.tensorboard and info.is_main:
         try:
@@ -176,30 +260,36 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> dict:
         except ImportError:
             raise InputError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
         writer = SummaryWriter(str(out / "tensorboard"))
-    card = {"kind": "drasclr-pretrained-encoder", "location_conditioned": not cfg.no_location,
+    card = {"kind": "drasclr-pretrained-encoder", "method": cfg.method, "pretext": pretext,
+            "location_conditioned": not cfg.no_location,
             "preprocessing": {"patch": 32, "spacing_mm": 1.0, "clip_hu": [HU_MIN, HU_MAX],
                               "scale": f"(clip(hu) + 1024) / {HALF_RANGE} - 1"},
-            "locations": {"n": cache.n_locations, "scheme": cache.index.get("scheme"),
-                          "codes": "cache locations.npy, (z, y, x) in [-1, 1]"},
+            "locations": locations,
             "training_data": {"subjects": cache.n_subjects, "cache": str(cache.folder)},
             "training": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data", "out", "cache")}}
     cfg_json = dict(dataclasses.asdict(cfg), **arch)
     if info.is_main:
         gb = objective.queue_bytes() / 2 ** 20
-        log.info("pretrain: %d subjects x %d locations, %d process(es) on %s, batch %d/process, %d steps "
-                 "(%d per epoch), queues %d x %d x %d = %.1f MiB per process", cache.n_subjects,
-                 cache.n_locations, info.world_size, device, sampler.batch, total, steps_per_epoch,
-                 cache.n_locations, cfg.queue_size, cfg.dim, gb)
+        if cfg.method == "drasclr":
+            log.info("pretrain: %d subjects x %d locations, %d process(es) on %s, batch %d/process, %d steps "
+                     "(%d per epoch), queues %d x %d x %d = %.1f MiB per process", cache.n_subjects,
+                     cache.n_locations, info.world_size, device, sampler.batch, total, steps_per_epoch,
+                     cache.n_locations, cfg.queue_size, cfg.dim, gb)
+        else:
+            log.info("pretrain %s: %d subjects, %d process(es) on %s, batch %d/process, %d steps (%d per epoch)",
+                     cfg.method, cache.n_subjects, info.world_size, device, sampler.batch, total, steps_per_epoch)
     amp = cfg.amp and device.type == "cuda"
     stats_sum: dict[str, float] = {}
     n_stats, t_last, last = 0, time.perf_counter(), {}
     t_start, step0 = time.perf_counter(), step
+    deadline = cfg.max_minutes * 60.0 if cfg.max_minutes else None
     objective.train()
     while step < total:
         epoch, skip = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch, skip)
         seed_base = cfg.seed * 7919 + epoch * 100_003 + info.rank * 1009 + skip
-        dataset.augment.set_seed(seed_base)
+        if hasattr(dataset, "augment"):
+            dataset.augment.set_seed(seed_base)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                             worker_init_fn=_WorkerSeed(seed_base),
                             pin_memory=device.type == "cuda", persistent_workers=False)
@@ -217,15 +307,21 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> dict:
             for k, v in stats.items():
                 stats_sum[k] = stats_sum.get(k, 0.0) + float(v)
             n_stats += 1
+            if deadline is not None and _time_is_up(time.perf_counter() - t_start, deadline, device):
+                total = step  # every rank agrees (rank 0's clock decides): log, save and leave at this step
             if step % cfg.log_every == 0 or step == total:
                 now = time.perf_counter()
                 last = {k: v / n_stats for k, v in stats_sum.items()}
                 rate = n_stats * sampler.global_batch / max(now - t_last, 1e-9)
-                if info.is_main:
+                if info.is_main and cfg.method == "drasclr":
                     log.info("step %d/%d epoch %d loss %.4f (local %.4f, neighbour %.4f) acc %.2f lr %.5f "
                              "%.1f patches/s", step, total, epoch + 1, last["loss"], last["loss_local"],
                              last.get("loss_neighbour", float("nan")), last["acc_local"],
                              sched.get_last_lr()[0], rate)
+                elif info.is_main:
+                    log.info("step %d/%d epoch %d %s lr %.5f %.2f samples/s", step, total, epoch + 1,
+                             " ".join(f"{k} {v:.4f}" for k, v in last.items()), sched.get_last_lr()[0], rate)
+                if info.is_main:
                     if writer is not None:
                         for k, v in last.items():
                             writer.add_scalar(f"train/{k}", v, step)
@@ -249,6 +345,12 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> dict:
             writer.close()
     D.barrier()
     return summary
+
+
+def _time_is_up(elapsed: float, limit: float, device: torch.device) -> bool:
+    """Rank 0's verdict on the time budget, shared with every rank (so all stop at the same step)."""
+    flag = torch.tensor([1.0 if elapsed >= limit else 0.0], device=device)
+    return bool(D.broadcast_(flag, 0).item() > 0)
 
 
 def _ddp(objective: torch.nn.Module, device: torch.device) -> torch.nn.Module:
