@@ -12,7 +12,6 @@ from __future__ import annotations
 
 def add_parser(sub):
     from ..model import DEFAULT_CHANNELS
-
     from ..pretrain.trainer import METHODS
 
     p = sub.add_parser("pretrain", help="self-supervised pretraining: DrasCLR, VoCo or volume fusion (torchrun DDP)",

@@ -136,8 +136,8 @@ def prepare_volumes(cfg: PretrainConfig, info: D.DistInfo) -> VolumeCache:
 
 def _setup(cfg: PretrainConfig, info: D.DistInfo):
     """Per method: ``(objective, dataset, sampler, n_locations, data card, pretext card, subjects)``."""
-    from .volfusion import FusionSamples, VolFusionObjective
     from .voco import VoCoObjective, VoCoSamples
+    from .volfusion import FusionSamples, VolFusionObjective
 
     enc_cfg = {"channels": list(cfg.channels), "num_experts": cfg.num_experts}
     enc_cls = PlainEncoder if cfg.no_location else DrasCLREncoder
@@ -159,6 +159,9 @@ def _setup(cfg: PretrainConfig, info: D.DistInfo):
     vols = prepare_volumes(cfg, info)
     if vols.n_subjects < 2:
         raise InputError(f"--method {cfg.method} needs at least 2 subjects, the cache has {vols.n_subjects}")
+    if cfg.method == "volfusion" and cfg.fusion_crop < 64 and cfg.batch_size < 2:
+        raise InputError("--method volfusion with --fusion-crop 32 needs --batch-size 2 or more (BatchNorm on the "
+                         "encoder's 1^3 map)")
     sampler = SampleBatchSampler(vols.n_subjects, cfg.batch_size, info.rank, info.world_size)
     locations = {"n": 0, "scheme": None, "codes": "none (whole-volume pretext task)"}
     if cfg.method == "voco":
