@@ -105,7 +105,7 @@ def patch_features(enc, cache: PatchCache, locs: np.ndarray, batch: int = 32) ->
     for j, loc_i in enumerate(locs):
         loc = torch.from_numpy(cache.locations[loc_i])
         for s0 in range(0, cache.n_subjects, batch):
-            x = normalise_hu(torch.from_numpy(np.asarray(cache.patches[s0:s0 + batch, loc_i])).float())[:, None]
+            x = normalise_hu(torch.from_numpy(np.array(cache.patches[s0:s0 + batch, loc_i], np.float32)))[:, None]
             h = enc(x, loc[None].expand(x.shape[0], 3)).float().numpy()
             if out is None:
                 out = np.zeros((cache.n_subjects, len(locs), h.shape[1]), np.float32)
@@ -177,7 +177,7 @@ def dense_scores(enc, pretrained: bool, dense: dict, a) -> dict:
                                encoder_lr_scale=0.1 if pretrained else 1.0)
         per_case = {}
         for name, ct, sub, lungs, locator, vol in dense["held"]:
-            probs = predict_probabilities(model, vol, locator, torch.device("cpu"))
+            probs = predict_probabilities(model, vol, locator, torch.device("cpu"), stride=a.stride)
             pred = probabilities_to_labels(probs, vol.ct, ct, lungs.array)
             per_case[name] = evaluate_case(pred, sub)["macro_dice"]
         vals = [v for v in per_case.values() if not np.isnan(v)]
@@ -209,6 +209,7 @@ def main(argv=None) -> int:
     ap.add_argument("--finetune-batch", type=int, default=8)
     ap.add_argument("--finetune-cases", type=int, default=8, help="first N cases of --train (25 %% for validation)")
     ap.add_argument("--n-test", type=int, default=2, help="held-out cases scored")
+    ap.add_argument("--stride", type=int, default=32, help="dense inference patch stride (analyze: 24 on CPU)")
     ap.add_argument("--probe-stride", type=int, default=4, help="every Nth cache location for probe/outcome")
     ap.add_argument("--pca", type=int, default=4)
     ap.add_argument("--folds", type=int, default=4)

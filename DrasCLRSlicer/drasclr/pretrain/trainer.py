@@ -343,7 +343,8 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> dict:
     if info.is_main:
         final_card = dict(card, metrics={k: round(v, 5) for k, v in last.items()}, steps=step)
         save_model(objective.encoder_q, out / "model.safetensors", final_card)
-        log.info("done: %d steps, %.1f patches/s; wrote %s", step, summary["patches_per_s"], summary["model"])
+        log.info("done: %d steps, %.1f %s/s; wrote %s", step, summary["patches_per_s"],
+                 "patches" if cfg.method == "drasclr" else "samples", summary["model"])
         if writer is not None:
             writer.close()
     D.barrier()
