@@ -18,7 +18,7 @@ For every method the same encoder class (DrasCLREncoder; PlainEncoder for the Mo
 
     python bench/compare_pretraining.py --train /work/data/train --test /work/data/test2 \\
         --patch-cache /work/data/pretrain/cache --out /work/data/compare --minutes 2.5 --budget-steps 400 \\
-        --finetune-steps 100 --finetune-cases 8 --n-test 2 --seed 0
+        --finetune-steps 200 --finetune-batch 4 --finetune-cases 8 --n-test 2 --stride 32 --threads 1 --seed 0
 
 Prints a markdown table and writes ``OUT/results.json``. Outputs go to ``--out`` only (inputs are read-only).
 """
@@ -125,8 +125,11 @@ def laa950(cases: list[Path]) -> dict[str, float]:
 
 def outcome_cindex(feats: np.ndarray, subjects: list[str], laa: dict, a, folder: Path) -> dict:
     """Write analyze-like feature folders (embedding.npy + stats.csv) and run ``drasclr.outcome.fit``."""
+    import shutil
+
     from drasclr.outcome import fit
 
+    shutil.rmtree(folder, ignore_errors=True)  # this script's own output of an earlier run
     fdir = folder / "features"
     for i, name in enumerate(subjects):
         d = fdir / name
@@ -205,15 +208,15 @@ def main(argv=None) -> int:
     ap.add_argument("--voco-grid", type=int, default=2)
     ap.add_argument("--batch-fusion", type=int, default=2)
     ap.add_argument("--fusion-crop", type=int, default=64)
-    ap.add_argument("--finetune-steps", type=int, default=100)
-    ap.add_argument("--finetune-batch", type=int, default=8)
+    ap.add_argument("--finetune-steps", type=int, default=200)
+    ap.add_argument("--finetune-batch", type=int, default=4)
     ap.add_argument("--finetune-cases", type=int, default=8, help="first N cases of --train (25 %% for validation)")
     ap.add_argument("--n-test", type=int, default=2, help="held-out cases scored")
     ap.add_argument("--stride", type=int, default=32, help="dense inference patch stride (analyze: 24 on CPU)")
     ap.add_argument("--probe-stride", type=int, default=4, help="every Nth cache location for probe/outcome")
     ap.add_argument("--pca", type=int, default=4)
     ap.add_argument("--folds", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (more than free cores slows down a lot)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

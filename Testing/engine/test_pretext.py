@@ -195,3 +195,11 @@ def test_finetune_encoder_checks_the_model_kind(tmp_path):
     back, card2 = load_model(tmp_path / "seg2.safetensors")
     assert card2["config"]["encoder_arch"] == "PlainEncoder" and isinstance(back.encoder, PlainEncoder)
     assert "encoder_arch" not in seg.config()  # older DrasCLREncoder cards stay as they were
+
+
+def test_max_minutes_stops_and_saves_at_the_step_reached(toy, tmp_path):
+    s = pretrain(_cfg(toy, tmp_path / "run", "voco", max_steps=50, max_minutes=1e-6))
+    assert s["steps"] == 1  # the time budget ran out after the first step
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step_0000001"
+    _, card = load_model(tmp_path / "run" / "model.safetensors")
+    assert card["steps"] == 1 and card["method"] == "voco"
