@@ -218,6 +218,7 @@ def main(argv=None) -> int:
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (more than free cores slows down a lot)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-done", action="store_true", help="keep the methods already in OUT/results.json")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(a.threads)
@@ -237,7 +238,9 @@ def main(argv=None) -> int:
     dense = prepare_dense(a)
     log.info("dense cases prepared in %.0f s", time.perf_counter() - t0)
     results = {}
-    for method in a.methods:
+    if a.skip_done and (a.out / "results.json").is_file():
+        results = json.loads((a.out / "results.json").read_text())["results"]
+    for method in [m for m in a.methods if m not in results]:
         log.info("=== %s", method)
         enc, info = encoder_for(method, a, runs)
         t0 = time.perf_counter()

@@ -112,6 +112,12 @@ def test_volume_fusion_labels_match_the_fused_coefficients(tmp_path):
         a = item["target"].float() / 3
         torch.testing.assert_close(item["image"][0], (1 - a) * bg_v + a * fg_v, atol=1e-5, rtol=0)
         assert ds[g]["target"].equal(item["target"])  # a draw depends only on (seed, g)
+    # the fusion U-Net (segmenter + K outputs) takes the default 64^3 crops too
+    from drasclr.pretrain.volfusion import VolFusionObjective
+
+    vf = VolFusionObjective({"channels": TINY["channels"], "num_experts": 2}, n_classes=4)
+    out = vf.net(torch.randn(2, 1, 64, 64, 64), torch.zeros(2, 3))
+    assert out.shape == (2, 4, 64, 64, 64)
     logits = torch.nn.functional.one_hot(item["target"], 4).movedim(-1, 0)[None].float() * 50
     assert dice_ce(logits, item["target"][None]).item() < 1e-3
 
@@ -178,13 +184,19 @@ def test_cli_unknown_method_one_error_line(toy, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "simclr" in err[0]
     assert not (tmp_path / "o").exists()
+    with pytest.raises(InputError, match="unknown pretraining method 'simclr'"):
+        pretrain(_cfg(toy, tmp_path / "o2", "simclr"))
 
 
-def test_finetune_encoder_checks_the_model_kind(tmp_path):
+def test_finetune_encoder_checks_the_model_kind(toy, tmp_path, capsys):
     seg = SubtypeSegmenter(encoder={"channels": TINY["channels"], "num_experts": 2, "in_channels": 1})
     save_model(seg, tmp_path / "seg.safetensors")
     with pytest.raises(InputError, match="SubtypeSegmenter model, not a pretrained encoder"):
         load_pretrained_encoder(tmp_path / "seg.safetensors")
+    rc = cli_main(["finetune", "cohort", "--data", str(toy), "-o", str(tmp_path / "m"), "--encoder",
+                   str(tmp_path / "seg.safetensors")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "not a pretrained encoder" in err[0] and not (tmp_path / "m").exists()
     plain = PlainEncoder(TINY["channels"], 2)
     save_model(plain, tmp_path / "plain.safetensors", {"kind": "drasclr-pretrained-encoder", "method": "drasclr"})
     enc, card = load_pretrained_encoder(tmp_path / "plain.safetensors")

@@ -77,7 +77,8 @@ class SubtypeSegmenter(nn.Module):
     def forward(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
         f = self.encoder.forward_features(x, loc)
         b = f[5]
-        ctx = torch.cat([f[6].flatten(1), loc.to(b.dtype)], dim=1)[:, :, None, None, None].expand(-1, -1, *b.shape[2:])
+        rep = f[6].mean(dim=(2, 3, 4))  # (B, C6): the 1^3 map of a 32^3 patch; averaged for larger inputs
+        ctx = torch.cat([rep, loc.to(b.dtype)], dim=1)[:, :, None, None, None].expand(-1, -1, *b.shape[2:])
         y = self.bottleneck(torch.cat([b, ctx], dim=1))
         skips = (f[3], f[2], f[1], torch.cat([f[0], lung_window(x)], dim=1))
         for layer, skip in zip(self.up, skips):
