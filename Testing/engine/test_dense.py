@@ -134,3 +134,27 @@ def test_out_of_memory_batches_are_split_not_failed():
     out = run_batched(fn, x, loc, torch.device("cpu"), batch_size=5)
     assert np.allclose(out[:, 0], x.sum(1) + 1)
     assert max(n for n in seen if n <= 2) <= 2 and 5 in seen
+
+
+def test_patches_are_class_balanced_over_the_cohort():
+    """A subtype present in one case of many still centres about a quarter of the patches."""
+    from drasclr.dense.train import TrainCase, sample_batch
+
+    rng = np.random.default_rng(0)
+    shape = (40, 40, 40)
+
+    def case(extra: int | None) -> TrainCase:
+        target = np.full(shape, labels.NORMAL, np.uint8)
+        if extra is not None:
+            target[10:30, 10:30, 10:30] = extra
+        c = TrainCase(np.zeros(shape, np.int16), target, None, lambda p: np.zeros((len(p), 3)))
+        c.grid = type("G", (), {"index_to_lps": staticmethod(lambda idx: idx)})()
+        for k in np.unique(target):
+            c.by_class[int(k)] = np.flatnonzero(target == k)
+        return c
+
+    cases = [case(None) for _ in range(6)] + [case(labels.CLE), case(labels.PSE), case(labels.PLE)]
+    _, y, _ = sample_batch(cases, 800, rng, jitter=0)
+    centre = y[:, 16, 16, 16]
+    for k in (labels.NORMAL, labels.CLE, labels.PSE, labels.PLE):
+        assert abs((centre == k).mean() - 0.25) < 0.06, (k, (centre == k).mean())

@@ -36,6 +36,8 @@ def add_parser(sub):
                    help="with --freeze all: encoder rate = lr x this (default 0.1 for a pretrained encoder, 1 else)")
     c.add_argument("--val-fraction", type=float, default=0.2, help="cases held out for validation/early stopping")
     c.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
+    c.add_argument("--patience", type=int, default=6,
+                   help="early stopping: validations without improvement (second half only); 0 turns it off")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--name", default=None, help="model name in the card (default: the folder name)")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -100,7 +102,7 @@ def run_cohort(args) -> int:
     val_set = fixed_patches(val, 96) if val else None
     torch.set_num_threads(max(1, torch.get_num_threads()))
     hist = train_segmenter(model, train, val_set, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                           freeze=args.freeze, device=device, seed=args.seed,
+                           freeze=args.freeze, device=device, seed=args.seed, patience=args.patience,
                            encoder_lr_scale=args.encoder_lr_scale if args.encoder_lr_scale is not None
                            else (0.1 if (args.encoder or args.from_model) else 1.0),
                            max_seconds=args.max_minutes * 60 if args.max_minutes else None)

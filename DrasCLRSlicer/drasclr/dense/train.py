@@ -66,14 +66,20 @@ def prepare_case(ct: CTImage, subtypes: CTImage, lungs: CTImage, locator: Locato
 
 def sample_batch(cases: list[TrainCase], n: int, rng: np.random.Generator, jitter: int = 8,
                  focus_fraction: float = 0.7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` class-balanced patches: HU ``(n, 32, 32, 32)``, targets ``(n, 32, 32, 32)``, locations ``(n, 3)``."""
+    """``n`` class-balanced patches: HU ``(n, 32, 32, 32)``, targets ``(n, 32, 32, 32)``, locations ``(n, 3)``.
+
+    Balanced over the cohort: a class is drawn uniformly among those labelled anywhere, then a case holding it,
+    then a voxel of it (so a rare subtype present in few cases still centres a quarter of the patches). Cases
+    with ``focus`` voxels (corrections) centre ``focus_fraction`` of their draws on them."""
     xs, ys, locs = [], [], []
+    holders = {c: [i for i, k in enumerate(cases) if c in k.by_class] for c in range(1, labels.NUM_CLASSES)}
+    classes = [c for c, h in holders.items() if h]
     for _ in range(n):
-        case = cases[rng.integers(len(cases))]
+        c = classes[rng.integers(len(classes))]
+        case = cases[holders[c][rng.integers(len(holders[c]))]]
         if case.focus is not None and rng.random() < focus_fraction:
             flat = case.focus[rng.integers(len(case.focus))]
         else:
-            c = list(case.by_class)[rng.integers(len(case.by_class))]
             flat = case.by_class[c][rng.integers(len(case.by_class[c]))]
         centre = np.array(np.unravel_index(flat, case.target.shape))
         corner = centre - PATCH // 2 + rng.integers(-jitter, jitter + 1, 3)
@@ -205,7 +211,7 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad += 1
-                if bad >= patience and step >= steps // 2:  # never stop in the first half of the schedule
+                if patience and bad >= patience and step >= steps // 2:  # never stop in the first half of the schedule
                     log.info("early stopping at step %d", step)
                     break
         if last:
