@@ -215,3 +215,13 @@ def test_max_minutes_stops_and_saves_at_the_step_reached(toy, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step_0000001"
     _, card = load_model(tmp_path / "run" / "model.safetensors")
     assert card["steps"] == 1 and card["method"] == "voco"
+
+
+def test_cli_pretrain_voco_writes_a_voco_encoder(toy, tmp_path, capsys):
+    rc = cli_main(["pretrain", str(toy), "-o", str(tmp_path / "v"), "--method", "voco", "--max-steps", "1",
+                   "--batch-size", "1", "--voco-grid", "2", "--voco-crops", "2", "--workers", "0", "--threads", "1",
+                   "--channels", "2", "2", "4", "4", "8", "8", "8", "--experts", "2", "--device", "cpu"])
+    assert rc == 0 and "(voco, 1 steps" in capsys.readouterr().out
+    _, card = load_model(tmp_path / "v" / "model.safetensors")
+    assert card["method"] == "voco" and card["pretext"]["base_crops"] == 8
+    assert (tmp_path / "v" / "volumes" / "index.json").is_file()  # the volume cache, built once in the run folder
