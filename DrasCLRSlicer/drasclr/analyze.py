@@ -70,7 +70,13 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
     if model is not None:
         import torch
 
-        from .dense.infer import lung_volume, patch_embeddings, predict_probabilities, probabilities_to_labels
+        from .dense.infer import (
+            card_class_weights,
+            lung_volume,
+            patch_embeddings,
+            predict_probabilities,
+            probabilities_to_labels,
+        )
         from .dense.locate import atlas_patch_corners, locator_for
 
         device = torch.device(device)
@@ -79,7 +85,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         with stage("subtypes"):
             vol = lung_volume(ct, lungs)
             probs = predict_probabilities(model, vol, locator, device, batch_size=batch_size)
-            subtypes = probabilities_to_labels(probs, vol.ct, ct, lungs.array)
+            subtypes = probabilities_to_labels(probs, vol.ct, ct, lungs.array, card_class_weights(model_card))
             del probs
         with stage("embedding"):
             corners, locations = atlas_patch_corners(transform, vol.ct)

@@ -2,6 +2,10 @@
 
     drasclr finetune cohort --data PHANTOMS -o models/demo-v1 [--encoder PRETRAINED] [--label-slices 5]
     drasclr finetune corrections CT PREDICTION CORRECTED [--model M] [-o ROOT] [--max-seconds 30]
+    drasclr finetune calibrate --data PHANTOMS --model models/demo-v1 -o models/demo-v2
+
+``cohort`` ends by fitting per-class decision weights on its whole validation volumes (``--no-calibrate`` skips
+it); ``calibrate`` does only that, for an existing model, into a new model folder.
 
 A model is never overwritten: ``cohort`` refuses an existing ``-o``; ``corrections`` writes ``<name>-v<N+1>``.
 """
@@ -40,8 +44,19 @@ def add_parser(sub):
                    help="early stopping: validations without improvement (second half only); 0 turns it off")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--name", default=None, help="model name in the card (default: the folder name)")
+    c.add_argument("--no-calibrate", action="store_true",
+                   help="skip fitting the per-class decision weights on the whole validation volumes")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     c.set_defaults(run=run_cohort)
+    k = modes.add_parser("calibrate", help="fit per-class decision weights of a model on whole labelled volumes")
+    k.add_argument("--data", required=True, help="folder of case folders with ct.nii.gz + subtypes.nii.gz")
+    k.add_argument("--model", required=True, help="the subtype model to calibrate (left untouched)")
+    k.add_argument("-o", "--output", required=True, help="new model folder with the weights in its card")
+    k.add_argument("--cases", nargs="+", default=None,
+                   help="case folder names to use (default: the model's validation cases when all are in --data, "
+                        "else every case)")
+    k.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    k.set_defaults(run=run_calibrate)
     r = modes.add_parser("corrections", help="fine-tune from a corrected labelmap (new model version)")
     r.add_argument("ct", help="the CT")
     r.add_argument("prediction", help="the model's subtypes.nii.gz for this CT")
@@ -90,12 +105,13 @@ def run_cohort(args) -> int:
     val_idx = set(stratified_split([float((sub.array > 1).mean()) for _, sub, _ in loaded], args.val_fraction,
                                    args.seed))
     train_idx = [i for i in range(len(cases)) if i not in val_idx]
-    train, val = [], []
+    train, val, val_raw = [], [], []
     for i in progress(range(len(cases)), desc="prepare cases"):
         ct, sub, lungs = loaded[i]
         locator, _ = locator_for(lungs)
         if i in val_idx:
             val.append(prepare_case(ct, sub, lungs, locator, rng=rng))
+            val_raw.append((ct, sub, lungs, locator))
         else:
             labelled = label_mask(lungs, rng, args.label_slices, args.label_fraction)
             train.append(prepare_case(ct, sub, lungs, locator, labelled=labelled, rng=rng))
@@ -115,8 +131,50 @@ def run_cohort(args) -> int:
                          ("from " + Path(args.from_model).name if args.from_model else "random"),
                          "seed": args.seed},
             "metrics": {"val_patch_macro_dice_disease": hist["best_val"]}}
+    if val_raw and not args.no_calibrate:
+        from ..dense.calibrate import calibrate_cases
+
+        cal = calibrate_cases(model, val_raw, device)
+        card["inference"] = cal.card(card["training"]["val_cases"])
+        card["metrics"]["val_volume_macro_dice_disease"] = cal.macro_after
     save_segmenter(model, out, card)
     print(json.dumps({"model": str(out), "steps": hist["steps"], "val_macro_dice": hist["best_val"]}))
+    return 0
+
+
+def run_calibrate(args) -> int:
+    from ..dense.calibrate import calibrate_cases
+    from ..dense.cohort import find_cases, load_case
+    from ..dense.locate import locator_for
+    from ..dense.store import load_segmenter, save_segmenter
+    from ..device import pick_device
+    from ..errors import InputError
+    from ..progress import progress
+
+    out = Path(args.output)
+    if out.exists():
+        raise InputError(f"model folder {out} exists already; models are never overwritten (choose a new -o)")
+    model, card, folder = load_segmenter(args.model)
+    cases = {c.name: c for c in find_cases(args.data)}
+    names = args.cases or [n for n in (card.get("training") or {}).get("val_cases", [])]
+    if not names or not set(names) <= set(cases):
+        if args.cases:
+            raise InputError(f"cases not in {args.data}: {sorted(set(names) - set(cases))}")
+        names = sorted(cases)
+    device = pick_device(args.device)
+    raw = []
+    for n in progress(names, desc="calibration cases"):
+        ct, sub, lungs = load_case(cases[n])
+        raw.append((ct, sub, lungs, locator_for(lungs)[0]))
+    cal = calibrate_cases(model, raw, device)
+    new = {k: v for k, v in card.items() if k not in ("sha256", "inference", "version")}
+    new.update({"version": out.name, "inference": cal.card(names),
+                "parent": {"folder": folder.name, "sha256": card.get("sha256")},
+                "lineage": [*card.get("lineage", []), folder.name]})
+    new.setdefault("metrics", {})["val_volume_macro_dice_disease"] = cal.macro_after
+    save_segmenter(model, out, new)
+    print(json.dumps({"model": str(out), "class_weights": cal.weights, "macro_dice_before": cal.macro_before,
+                      "macro_dice_after": cal.macro_after}))
     return 0
 
 

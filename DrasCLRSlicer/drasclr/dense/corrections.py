@@ -18,7 +18,7 @@ import torch
 from .. import labels
 from ..errors import InputError
 from ..image import CTImage
-from .infer import lung_volume, predict_probabilities, probabilities_to_labels
+from .infer import card_class_weights, lung_volume, predict_probabilities, probabilities_to_labels
 from .locate import locator_for
 from .store import load_segmenter, next_version_dir, save_segmenter
 from .train import prepare_case, train_segmenter
@@ -46,13 +46,13 @@ def check_corrections(ct: CTImage, prediction: CTImage, corrected: CTImage) -> N
                              "(0 outside, 1 normal, 2 CLE, 3 PSE, 4 PLE)")
 
 
-def _region_metrics(model, ct, lungs, corrected, changed, locator, device) -> dict:
+def _region_metrics(model, ct, lungs, corrected, changed, locator, device, class_weights=None) -> dict:
     """Agreement of ``model`` with the corrected labels on the corrected voxels (and per corrected class)."""
     region = lungs.with_array((changed > 0).astype(np.uint8))
     vol = lung_volume(ct, region, margin_mm=16)
     probs = predict_probabilities(model, vol, locator, device)
 
-    pred = probabilities_to_labels(probs, vol.ct, ct, changed.astype(np.uint8)).array
+    pred = probabilities_to_labels(probs, vol.ct, ct, changed.astype(np.uint8), class_weights).array
     mask = changed > 0
     truth = corrected.array[mask]
     out = {"voxels": int(mask.sum()), "accuracy": float((pred[mask] == truth).mean())}
@@ -90,14 +90,16 @@ def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, predic
     labelled = changed.copy()
     labelled.flat[keep] = True
     locator, _ = locator_for(lungs)
-    before = _region_metrics(model, ct, lungs, corrected, changed, locator, device)
+    weights = card_class_weights(card)  # the parent's decision weights; the new version keeps them
+    before = _region_metrics(model, ct, lungs, corrected, changed, locator, device, weights)
     case = prepare_case(ct, corrected, lungs, locator, labelled=labelled, focus=changed, rng=rng)
     history = train_segmenter(model, [case], None, steps=10_000, batch_size=4, lr=2e-3, freeze="last",
                               max_seconds=max_seconds, device=device, seed=seed, focus_fraction=0.7,
                               log_every=5)
-    after = _region_metrics(model, ct, lungs, corrected, changed, locator, device)
+    after = _region_metrics(model, ct, lungs, corrected, changed, locator, device, weights)
     new_dir = next_version_dir(folder, Path(out_root) if out_root else None)
-    new_card = {k: v for k, v in card.items() if k in ("name", "training", "metrics", "classes", "lineage")}
+    new_card = {k: v for k, v in card.items() if k in ("name", "training", "metrics", "classes", "lineage",
+                                                            "inference")}
     new_card.update({
         "name": card.get("name", folder.name),
         "version": new_dir.name,

@@ -161,9 +161,11 @@ def predict_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Loca
     return acc
 
 
-def probabilities_to_labels(probs: np.ndarray, grid: CTImage, target: CTImage, target_lungs: np.ndarray) -> CTImage:
+def probabilities_to_labels(probs: np.ndarray, grid: CTImage, target: CTImage, target_lungs: np.ndarray,
+                            class_weights=None) -> CTImage:
     """Resample class probabilities from ``grid`` onto ``target`` (linear) and take the most likely subtype
-    (1–4) inside ``target_lungs``; 0 outside. Done channel by channel over the lung bounding box."""
+    (1–4) inside ``target_lungs``; 0 outside. Done channel by channel over the lung bounding box.
+    ``class_weights``: decision weights of classes 1–4 (``argmax w_c p_c``; see ``drasclr.dense.calibrate``)."""
     idx = np.argwhere(target_lungs > 0)
     out = np.zeros(target.array.shape, np.uint8)
     if idx.size == 0:
@@ -176,6 +178,8 @@ def probabilities_to_labels(probs: np.ndarray, grid: CTImage, target: CTImage, t
     for c in range(1, probs.shape[0]):
         src = grid.with_array(probs[c]).to_sitk()
         p = sitk.GetArrayFromImage(sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+        if class_weights is not None:
+            p *= np.float32(class_weights[c - 1])
         if best is None:
             best, best_p = np.full(p.shape, c, np.uint8), p
         else:
@@ -188,11 +192,22 @@ def probabilities_to_labels(probs: np.ndarray, grid: CTImage, target: CTImage, t
 
 
 def predict_subtypes(model: torch.nn.Module, ct: CTImage, lungs: CTImage, locator: Locator,
-                     device: torch.device, stride: int | None = None, batch_size: int | None = None) -> CTImage:
+                     device: torch.device, stride: int | None = None, batch_size: int | None = None,
+                     class_weights=None) -> CTImage:
     """Subtype labelmap (uint8, DESIGN values) on ``ct``'s own grid; every lung voxel gets 1–4."""
     vol = lung_volume(ct, lungs)
     probs = predict_probabilities(model, vol, locator, device, stride, batch_size)
-    return probabilities_to_labels(probs, vol.ct, ct, lungs.array)
+    return probabilities_to_labels(probs, vol.ct, ct, lungs.array, class_weights)
+
+
+def card_class_weights(card: dict | None) -> list[float] | None:
+    """The decision weights of classes 1–4 stored in a model card (``inference.class_weights``), or None."""
+    w = ((card or {}).get("inference") or {}).get("class_weights")
+    if w is None:
+        return None
+    if len(w) != labels.NUM_CLASSES - 1 or not all(float(x) > 0 for x in w):
+        raise ValueError(f"model card: inference.class_weights must be {labels.NUM_CLASSES - 1} positive numbers")
+    return [float(x) for x in w]
 
 
 def patch_embeddings(model: torch.nn.Module, ct_iso: CTImage, corners_zyx: np.ndarray, locations: np.ndarray,
