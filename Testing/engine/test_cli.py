@@ -121,3 +121,17 @@ def test_batch_mode_is_resumable_and_shards_by_rank(tmp_path):
     assert proc.returncode == 0 and "3/3" in proc.stdout
     assert (out / "p1" / "stats.json").stat().st_mtime_ns == stamp
     assert (out / "p0" / "report.html").exists()
+
+
+def test_batch_list_paths_are_relative_to_the_list(tmp_path):
+    cohort = tmp_path / "cohort"
+    ct, _ = synthetic_chest(shape=(24, 64, 64), spacing=(4.0, 4.0, 6.0))
+    for name in ("c1", "c2"):
+        (cohort / name).mkdir(parents=True)
+        write_image(ct, cohort / name / "ct.nii.gz")
+    (cohort / "list.txt").write_text("# two cases\nc1/ct.nii.gz\nc2/ct.nii.gz\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = run_cli("analyze", cohort / "list.txt", "-o", tmp_path / "res", "--no-model", cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert all((tmp_path / "res" / n / "stats.csv").exists() for n in ("c1", "c2"))

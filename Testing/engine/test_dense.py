@@ -158,3 +158,17 @@ def test_patches_are_class_balanced_over_the_cohort():
     centre = y[:, 16, 16, 16]
     for k in (labels.NORMAL, labels.CLE, labels.PSE, labels.PLE):
         assert abs((centre == k).mean() - 0.25) < 0.06, (k, (centre == k).mean())
+
+
+def test_bundled_demo_model_loads_and_documents_itself():
+    from drasclr.dense.infer import card_class_weights
+    from drasclr.dense.store import DEMO_MODEL, default_model
+
+    assert default_model() == DEMO_MODEL or "DRASCLR_MODEL" in __import__("os").environ
+    size = sum(p.stat().st_size for p in DEMO_MODEL.iterdir())
+    assert size <= 30 * 2 ** 20  # the limit for a model shipped in the repo
+    model, card, _ = load_segmenter(DEMO_MODEL)
+    assert isinstance(model, SubtypeSegmenter) and card["weights_dtype"] == "float16"
+    assert len(card_class_weights(card)) == 4
+    held_out = card["metrics"]["held_out"]
+    assert all(0 <= v["macro_dice_cle_pse_ple_pooled"] <= 1 for k, v in held_out.items() if k != "command")

@@ -39,7 +39,8 @@ def _cases(src: Path) -> list[Path] | None:
     from ..io import find_images, is_dicom_folder
 
     if src.is_file() and src.suffix.lower() == ".txt":
-        paths = [Path(line.strip()) for line in src.read_text().splitlines() if line.strip()
+        # relative paths are relative to the list's own folder (so a list travels with its cohort)
+        paths = [src.parent / line.strip() for line in src.read_text().splitlines() if line.strip()
                  and not line.startswith("#")]
         missing = [str(p) for p in paths if not p.exists()]
         if missing:

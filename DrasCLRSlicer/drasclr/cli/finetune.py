@@ -89,8 +89,11 @@ def run_cohort(args) -> int:
     if args.label_slices is not None and args.label_slices < 1:
         raise InputError("--label-slices must be at least 1")
     device = pick_device(args.device)
+    parent = {}
     if args.from_model:
-        model, _, _ = load_segmenter(args.from_model)
+        model, parent_card, parent_dir = load_segmenter(args.from_model)
+        parent = {"parent": {"folder": parent_dir.name, "sha256": parent_card.get("sha256")},
+                  "lineage": [*parent_card.get("lineage", []), parent_dir.name]}
     else:
         torch.manual_seed(args.seed)  # the same decoder (and random encoder) start for every --encoder
         enc, enc_card = load_pretrained_encoder(args.encoder) if args.encoder else (None, {})
@@ -130,7 +133,7 @@ def run_cohort(args) -> int:
                          "encoder_init": Path(args.encoder).name if args.encoder else
                          ("from " + Path(args.from_model).name if args.from_model else "random"),
                          "seed": args.seed},
-            "metrics": {"val_patch_macro_dice_disease": hist["best_val"]}}
+            "metrics": {"val_patch_macro_dice_disease": hist["best_val"]}, **parent}
     if val_raw and not args.no_calibrate:
         from ..dense.calibrate import calibrate_cases
 

@@ -18,7 +18,7 @@ from ..model import load_model, read_card, save_model
 from .segmenter import SubtypeSegmenter
 
 PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
-DEMO_MODEL = PACKAGE_MODELS / "demo-v1"
+DEMO_MODEL = PACKAGE_MODELS / "demo-v2"
 _VERSION = re.compile(r"^(?P<name>.+)-v(?P<n>\d+)$")
 
 
