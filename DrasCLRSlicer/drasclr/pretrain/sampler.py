@@ -14,7 +14,21 @@ import numpy as np
 from torch.utils.data import Sampler
 
 
-class LocationBatchSampler(Sampler[list[int]]):
+class _EpochBatches(Sampler[list[int]]):
+    """What both samplers share: ``batch`` per rank over ``world`` ranks, and ``set_epoch(epoch, skip)``."""
+
+    batch: int
+    world: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch * self.world
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = int(epoch), int(skip)
+
+
+class LocationBatchSampler(_EpochBatches):
     """Yields lists of dataset indices, one location per list.
 
     Each epoch visits every location in a random order; for a location, its subjects are shuffled and cut into
@@ -34,13 +48,6 @@ class LocationBatchSampler(Sampler[list[int]]):
         self.world, self.rank, self.seed, self.shuffle = int(world_size), int(rank), int(seed), shuffle
         self.batch = min(int(batch_size), self.n // self.world)
         self.epoch, self.skip = 0, 0
-
-    @property
-    def global_batch(self) -> int:
-        return self.batch * self.world
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = int(epoch), int(skip)
 
     def batches_per_location(self) -> int:
         return self.n // self.global_batch
@@ -68,7 +75,7 @@ class LocationBatchSampler(Sampler[list[int]]):
             yield [loc * self.n + int(s) for s in mine]
 
 
-class SampleBatchSampler(Sampler[list[int]]):
+class SampleBatchSampler(_EpochBatches):
     """Batches of global sample numbers for the volume pretext tasks (VoCo, volume fusion), whose datasets draw
     item ``g`` from ``(seed, g)`` alone: step ``s`` of rank ``r`` holds ``g = (s * world + r) * batch + b``.
 
@@ -80,13 +87,6 @@ class SampleBatchSampler(Sampler[list[int]]):
         self.batch, self.rank, self.world = int(batch_size), int(rank), int(world_size)
         self.steps_per_epoch = max(1, int(n_subjects) // self.global_batch)
         self.epoch, self.skip = 0, 0
-
-    @property
-    def global_batch(self) -> int:
-        return self.batch * self.world
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = int(epoch), int(skip)
 
     def __len__(self) -> int:
         return self.steps_per_epoch - self.skip
