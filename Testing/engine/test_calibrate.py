@@ -69,6 +69,22 @@ def test_card_weights_are_checked():
         card_class_weights({"inference": {"class_weights": [1, 0, 1, 1]}})
 
 
+def test_a_card_with_bad_weights_is_refused_at_load(tmp_path):
+    from drasclr.dense.store import load_segmenter
+    from drasclr.errors import InputError
+
+    torch.manual_seed(0)
+    folder = save_segmenter(SubtypeSegmenter(encoder=TINY, decoder=(8, 8, 8, 4, 4)), tmp_path / "m-v1",
+                            {"name": "m", "inference": {"class_weights": [1.0, -2.0, 1.0, 1.0]}})
+    with pytest.raises(InputError, match="class_weights"):
+        load_segmenter(folder)
+    ct, _ = synthetic_chest(shape=(24, 48, 48), spacing=(4.0, 4.0, 5.0))
+    write_image(ct, tmp_path / "ct.nii.gz")
+    proc = run_cli("analyze", tmp_path / "ct.nii.gz", "-o", tmp_path / "out", "--model", folder)
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "class_weights" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "drasclr", *map(str, args)], capture_output=True, text=True,
                           timeout=600)

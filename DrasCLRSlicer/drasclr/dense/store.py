@@ -77,6 +77,12 @@ def load_segmenter(path: str | os.PathLike | None = None, device="cpu") -> tuple
     want = {str(k): v for k, v in {0: "outside", **labels.SUBTYPES}.items()}
     if card.get("architecture") == SubtypeSegmenter.architecture and classes != want:
         raise InputError(f"{path}: model classes {classes} do not match this drasclr's subtypes {want}")
+    from .infer import card_class_weights
+
+    try:
+        card_class_weights(card)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{path}: {e}") from None
     model, card = load_model(path, map_location=device, expect=SubtypeSegmenter)
     model.float()
     folder = path if path.is_dir() else path.parent
