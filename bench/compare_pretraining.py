@@ -47,9 +47,8 @@ from drasclr.dense.locate import locator_for  # noqa: E402
 from drasclr.dense.segmenter import SubtypeSegmenter  # noqa: E402
 from drasclr.dense.train import fixed_patches, prepare_case, train_segmenter  # noqa: E402
 from drasclr.evaluate import evaluate_case  # noqa: E402
-from drasclr.intensity import normalise_hu  # noqa: E402
 from drasclr.model import DrasCLREncoder, load_model  # noqa: E402
-from drasclr.pretrain.data import PatchCache  # noqa: E402
+from drasclr.pretrain.data import PatchCache, encode_cache  # noqa: E402
 from drasclr.pretrain.probe import linear_probe, split_subjects  # noqa: E402
 
 METHODS = ("random", "moco", "drasclr", "voco", "volfusion")
@@ -95,22 +94,6 @@ def encoder_for(method: str, a, runs: Path) -> tuple[torch.nn.Module, dict]:
     info.update(steps=card.get("steps"), method=card.get("method"), architecture=card["architecture"],
                 final_metrics=card.get("metrics"))
     return enc, info
-
-
-@torch.no_grad()
-def patch_features(enc, cache: PatchCache, locs: np.ndarray, batch: int = 32) -> np.ndarray:
-    """``(N, len(locs), D)`` frozen representations of the cached patches at the chosen locations."""
-    enc.eval()
-    out = None
-    for j, loc_i in enumerate(locs):
-        loc = torch.from_numpy(cache.locations[loc_i])
-        for s0 in range(0, cache.n_subjects, batch):
-            x = normalise_hu(torch.from_numpy(np.array(cache.patches[s0:s0 + batch, loc_i], np.float32)))[:, None]
-            h = enc(x, loc[None].expand(x.shape[0], 3)).float().numpy()
-            if out is None:
-                out = np.zeros((cache.n_subjects, len(locs), h.shape[1]), np.float32)
-            out[s0:s0 + len(h), j] = h
-    return out
 
 
 def laa950(cases: list[Path]) -> dict[str, float]:
@@ -244,7 +227,7 @@ def main(argv=None) -> int:
         log.info("=== %s", method)
         enc, info = encoder_for(method, a, runs)
         t0 = time.perf_counter()
-        feats = patch_features(enc, cache, locs)
+        feats = encode_cache(enc, cache, batch=32, locations=locs)
         probe = linear_probe(feats, labels[:, locs], tr, te, a.seed)
         info["probe_macro_f1"], info["probe_accuracy"] = probe["macro_f1"], probe["accuracy"]
         info["c_index"] = outcome_cindex(feats, cache.subjects, laa, a, a.out / "outcome" / method)

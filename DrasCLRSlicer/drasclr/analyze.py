@@ -8,6 +8,7 @@ in memory (the Slicer module calls it); ``analyze_file`` reads and writes files 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -54,9 +55,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
             batch_size: int | None = None) -> Analysis:
     """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` (None: densitometry only)."""
     timings: dict[str, float] = {}
-
-    def stage(name: str):
-        return _stage(timings, name)
+    stage = functools.partial(_stage, timings)
     with stage("lung_mask"):
         lungs = segment_lungs(ct)
     with stage("regions"):

@@ -75,7 +75,7 @@ def run_cohort(args) -> int:
     from ..dense.cohort import find_cases, label_mask, load_case, stratified_split
     from ..dense.locate import locator_for
     from ..dense.segmenter import SubtypeSegmenter
-    from ..dense.store import load_segmenter, save_segmenter
+    from ..dense.store import lineage, load_segmenter, save_segmenter
     from ..dense.train import fixed_patches, prepare_case, train_segmenter
     from ..device import pick_device
     from ..errors import InputError
@@ -92,8 +92,7 @@ def run_cohort(args) -> int:
     parent = {}
     if args.from_model:
         model, parent_card, parent_dir = load_segmenter(args.from_model)
-        parent = {"parent": {"folder": parent_dir.name, "sha256": parent_card.get("sha256")},
-                  "lineage": [*parent_card.get("lineage", []), parent_dir.name]}
+        parent = lineage(parent_card, parent_dir)
     else:
         torch.manual_seed(args.seed)  # the same decoder (and random encoder) start for every --encoder
         enc, enc_card = load_pretrained_encoder(args.encoder) if args.encoder else (None, {})
@@ -105,8 +104,8 @@ def run_cohort(args) -> int:
     cases = find_cases(args.data)
     rng = np.random.default_rng(args.seed)
     loaded = [load_case(c) for c in progress(cases, desc="read cases")]
-    val_idx = set(stratified_split([float((sub.array > 1).mean()) for _, sub, _ in loaded], args.val_fraction,
-                                   args.seed))
+    val_idx = stratified_split([float((sub.array > 1).mean()) for _, sub, _ in loaded], args.val_fraction,
+                               args.seed)  # sorted case indices
     train_idx = [i for i in range(len(cases)) if i not in val_idx]
     train, val, val_raw = [], [], []
     for i in progress(range(len(cases)), desc="prepare cases"):
@@ -149,7 +148,7 @@ def run_calibrate(args) -> int:
     from ..dense.calibrate import calibrate_cases
     from ..dense.cohort import find_cases, load_case
     from ..dense.locate import locator_for
-    from ..dense.store import load_segmenter, save_segmenter
+    from ..dense.store import lineage, load_segmenter, save_segmenter
     from ..device import pick_device
     from ..errors import InputError
     from ..progress import progress
@@ -159,7 +158,7 @@ def run_calibrate(args) -> int:
         raise InputError(f"model folder {out} exists already; models are never overwritten (choose a new -o)")
     model, card, folder = load_segmenter(args.model)
     cases = {c.name: c for c in find_cases(args.data)}
-    names = args.cases or [n for n in (card.get("training") or {}).get("val_cases", [])]
+    names = args.cases or (card.get("training") or {}).get("val_cases", [])
     if not names or not set(names) <= set(cases):
         if args.cases:
             raise InputError(f"cases not in {args.data}: {sorted(set(names) - set(cases))}")
@@ -171,9 +170,7 @@ def run_calibrate(args) -> int:
         raw.append((ct, sub, lungs, locator_for(lungs)[0]))
     cal = calibrate_cases(model, raw, device)
     new = {k: v for k, v in card.items() if k not in ("sha256", "inference", "version")}
-    new.update({"version": out.name, "inference": cal.card(names),
-                "parent": {"folder": folder.name, "sha256": card.get("sha256")},
-                "lineage": [*card.get("lineage", []), folder.name]})
+    new.update({"version": out.name, "inference": cal.card(names), **lineage(card, folder)})
     new.setdefault("metrics", {})["val_volume_macro_dice_disease"] = cal.macro_after
     save_segmenter(model, out, new)
     print(json.dumps({"model": str(out), "class_weights": cal.weights, "macro_dice_before": cal.macro_before,

@@ -16,12 +16,13 @@ import numpy as np
 import torch
 
 from .. import labels
+from ..evaluate import confusion_matrix, dice_from_confusion
 from ..image import CTImage, resample_to
 from .infer import Locator, lung_volume, predict_probabilities
+from .train import DISEASE
 
 log = logging.getLogger(__name__)
 SUBTYPES = np.arange(1, labels.NUM_CLASSES)  # the classes a lung voxel can take
-DISEASE = (labels.CLE, labels.PSE, labels.PLE)
 
 
 @dataclass
@@ -61,15 +62,10 @@ def weighted_labels(p: np.ndarray, weights) -> np.ndarray:
 
 
 def _dice(probs: list[np.ndarray], truths: list[np.ndarray], weights) -> tuple[float, dict[str, float]]:
-    n = labels.NUM_CLASSES
-    cm = np.zeros((n, n), np.int64)
-    for p, t in zip(probs, truths):
-        pred = weighted_labels(p, weights)
-        cm += np.bincount(t.astype(np.int64) * n + pred, minlength=n * n).reshape(n, n)
-    dice = {}
-    for c in SUBTYPES:
-        if cm[c].sum():
-            dice[labels.SUBTYPES[c]] = float(2 * cm[c, c] / (cm[c].sum() + cm[:, c].sum()))
+    """Pooled Dice of the classes present in truth, and their macro mean over the disease classes."""
+    cm = sum(confusion_matrix(weighted_labels(p, weights), t) for p, t in zip(probs, truths))
+    per_class = dice_from_confusion(cm, SUBTYPES)
+    dice = {labels.SUBTYPES[c]: per_class[c] for c in SUBTYPES if cm[c].sum()}
     disease = [dice[labels.SUBTYPES[c]] for c in DISEASE if labels.SUBTYPES[c] in dice]
     return (float(np.mean(disease)) if disease else float("nan")), dice
 

@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..image import CTImage
 from .infer import card_class_weights, lung_volume, predict_probabilities, probabilities_to_labels
 from .locate import locator_for
-from .store import load_segmenter, next_version_dir, save_segmenter
+from .store import lineage, load_segmenter, next_version_dir, save_segmenter
 from .train import prepare_case, train_segmenter
 
 log = logging.getLogger(__name__)
@@ -98,13 +98,11 @@ def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, predic
                               log_every=5)
     after = _region_metrics(model, ct, lungs, corrected, changed, locator, device, weights)
     new_dir = next_version_dir(folder, Path(out_root) if out_root else None)
-    new_card = {k: v for k, v in card.items() if k in ("name", "training", "metrics", "classes", "lineage",
-                                                            "inference")}
+    new_card = {k: v for k, v in card.items() if k in ("name", "training", "metrics", "classes", "inference")}
     new_card.update({
         "name": card.get("name", folder.name),
         "version": new_dir.name,
-        "parent": {"folder": folder.name, "sha256": card.get("sha256")},
-        "lineage": [*card.get("lineage", []), folder.name],
+        **lineage(card, folder),
         "finetune": {"kind": "corrections", "corrected_voxels": n_changed, "unchanged_voxels": int(len(keep)),
                      "steps": history["steps"], "train_seconds": round(history["seconds"], 1),
                      "metrics_before": before, "metrics_after": after},

@@ -17,6 +17,7 @@ import torch
 from monai.data.utils import compute_importance_map
 
 from .. import labels
+from ..errors import InputError
 from ..image import CTImage, resample_isotropic, resample_to
 from ..intensity import normalise_hu
 from ..progress import progress
@@ -201,13 +202,19 @@ def predict_subtypes(model: torch.nn.Module, ct: CTImage, lungs: CTImage, locato
 
 
 def card_class_weights(card: dict | None) -> list[float] | None:
-    """The decision weights of classes 1–4 stored in a model card (``inference.class_weights``), or None."""
+    """The decision weights of classes 1–4 stored in a model card (``inference.class_weights``), or None;
+    ``InputError`` when they are not 4 positive numbers."""
     w = ((card or {}).get("inference") or {}).get("class_weights")
     if w is None:
         return None
-    if len(w) != labels.NUM_CLASSES - 1 or not all(float(x) > 0 for x in w):
-        raise ValueError(f"model card: inference.class_weights must be {labels.NUM_CLASSES - 1} positive numbers")
-    return [float(x) for x in w]
+    try:
+        weights = [float(x) for x in w]
+    except (TypeError, ValueError):
+        weights = []
+    if len(weights) != labels.NUM_CLASSES - 1 or not all(x > 0 for x in weights):
+        raise InputError(f"model card: inference.class_weights must be {labels.NUM_CLASSES - 1} positive numbers, "
+                         f"got {w!r}")
+    return weights
 
 
 def patch_embeddings(model: torch.nn.Module, ct_iso: CTImage, corners_zyx: np.ndarray, locations: np.ndarray,

@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import labels
 from ..errors import InputError
 from ..model import load_model, read_card, save_model
+from .infer import card_class_weights
 from .segmenter import SubtypeSegmenter
 
 PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
@@ -50,6 +51,12 @@ def next_version_dir(parent: Path, out_root: Path | None = None) -> Path:
     return root / f"{name}-v{k}"
 
 
+def lineage(card: dict, folder: Path) -> dict:
+    """Card keys recording that a new model descends from the model ``card`` in ``folder``."""
+    return {"parent": {"folder": folder.name, "sha256": card.get("sha256")},
+            "lineage": [*card.get("lineage", []), folder.name]}
+
+
 def save_segmenter(model: SubtypeSegmenter, folder: Path, card: dict) -> Path:
     """Write a new model folder (refused when it exists: models are never overwritten)."""
     folder = Path(folder)
@@ -77,12 +84,7 @@ def load_segmenter(path: str | os.PathLike | None = None, device="cpu") -> tuple
     want = {str(k): v for k, v in {0: "outside", **labels.SUBTYPES}.items()}
     if card.get("architecture") == SubtypeSegmenter.architecture and classes != want:
         raise InputError(f"{path}: model classes {classes} do not match this drasclr's subtypes {want}")
-    from .infer import card_class_weights
-
-    try:
-        card_class_weights(card)
-    except (ValueError, TypeError) as e:
-        raise InputError(f"{path}: {e}") from None
+    card_class_weights(card)  # malformed decision weights: refused before the weights are read
     model, card = load_model(path, map_location=device, expect=SubtypeSegmenter)
     model.float()
     folder = path if path.is_dir() else path.parent

@@ -168,6 +168,14 @@ def build_patch_cache(cases: list[Case], out: str | os.PathLike, scheme=None, ma
     return out
 
 
+def read_index(folder: Path, what: str) -> dict:
+    """A cache folder's ``index.json``; ``InputError`` naming ``what`` when it is missing or not JSON."""
+    try:
+        return json.loads((folder / "index.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{folder}: not a readable {what} ({exc})") from None
+
+
 def is_cache(folder: str | os.PathLike) -> bool:
     return (Path(folder) / "index.json").is_file()
 
@@ -177,10 +185,7 @@ class PatchCache:
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
-        try:
-            self.index = json.loads((self.folder / "index.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{self.folder}: not a readable patch cache ({exc})") from None
+        self.index = read_index(self.folder, "patch cache")
         if self.index.get("format") != CACHE_FORMAT or self.index.get("version") != CACHE_VERSION:
             raise InputError(f"{self.folder}: patch cache format {self.index.get('format')} version "
                              f"{self.index.get('version')} is not supported (rebuild it)")
@@ -277,22 +282,24 @@ class PatchPairs(Dataset):
 
 
 def encode_cache(encoder: torch.nn.Module, cache: PatchCache, batch: int = 64, device: str | torch.device = "cpu",
-                 subjects=None) -> np.ndarray:
-    """Frozen representations of every cached patch: ``(N, L, rep_dim)`` float32.
+                 subjects=None, locations=None) -> np.ndarray:
+    """Frozen representations of the cached patches: ``(N, L, rep_dim)`` float32 over ``subjects`` (default all)
+    and ``locations`` (indices, default all).
 
     Batches hold one location across subjects (the shared-kernel fast path of CondConv3d).
     """
     encoder = encoder.to(device).eval()
     subjects = np.arange(cache.n_subjects) if subjects is None else np.asarray(subjects)
+    locations = np.arange(cache.n_locations) if locations is None else np.asarray(locations)
     out = None
     with torch.no_grad():
-        for j in range(cache.n_locations):
-            loc = torch.from_numpy(cache.locations[j]).to(device)
+        for j, loc_j in enumerate(locations):
+            loc = torch.from_numpy(cache.locations[loc_j]).to(device)
             for s0 in range(0, len(subjects), batch):
                 s = subjects[s0:s0 + batch]
-                x = normalise_hu(np.asarray(cache.patches[s, j]))[:, None].to(device)
+                x = normalise_hu(np.asarray(cache.patches[s, loc_j]))[:, None].to(device)
                 h = encoder(x, loc[None].expand(len(s), 3)).float().cpu().numpy()
                 if out is None:
-                    out = np.zeros((len(subjects), cache.n_locations, h.shape[1]), np.float32)
+                    out = np.zeros((len(subjects), len(locations), h.shape[1]), np.float32)
                 out[s0:s0 + len(s), j] = h
     return out

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import InputError
 from ..outputs import staged_dir
 from ..progress import progress
-from .data import Case, _load_case, cut_patch
+from .data import Case, _load_case, cut_patch, read_index
 
 VOLUME_FORMAT = "drasclr-volume-cache"
 VOLUME_VERSION = 1
@@ -77,10 +77,7 @@ class VolumeCache:
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
-        try:
-            self.index = json.loads((self.folder / "index.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{self.folder}: not a readable volume cache ({exc})") from None
+        self.index = read_index(self.folder, "volume cache")
         if self.index.get("format") != VOLUME_FORMAT or self.index.get("version") != VOLUME_VERSION:
             raise InputError(f"{self.folder}: not a {VOLUME_FORMAT} version {VOLUME_VERSION} (format "
                              f"{self.index.get('format')}); rebuild it from the cohort")
