@@ -1,29 +1,42 @@
 #!/usr/bin/env bash
 # Rebuild the bundled demo model from scratch, reproducibly (seeds fixed):
-#   phantom cohorts -> DrasCLR pretraining -> supervised fine-tuning (two stages) -> held-out evaluation.
+#   phantom cohorts -> DrasCLR pretraining -> supervised fine-tuning (three stages) -> held-out evaluation.
 # Usage: scripts/build_demo_model.sh [WORK_DIR] [MODEL_DIR]
-# Defaults: WORK_DIR=build/demo-model (ignored by git), MODEL_DIR=DrasCLRSlicer/drasclr/data/models/demo-v2
+# Defaults: WORK_DIR=build/demo-model (ignored by git), MODEL_DIR=DrasCLRSlicer/drasclr/data/models/demo-v3
 # (refused if it exists: move the old one away first; models are never overwritten).
-# Budget on a 2-core CPU: about 2 h 30 min (see docs/demo_model.md for the measured times). On a GPU add
+# Budget on a 2-core CPU: about 4 h (see docs/demo_model.md for the measured times). On a GPU add
 # --device cuda to pretrain/finetune and raise the step counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-build/demo-model}
-MODEL=${2:-DrasCLRSlicer/drasclr/data/models/demo-v2}
+MODEL=${2:-DrasCLRSlicer/drasclr/data/models/demo-v3}
 DRASCLR="$PWD/.venv/bin/drasclr"
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-150}
 STAGE1_STEPS=${STAGE1_STEPS:-2400}
 STAGE2_STEPS=${STAGE2_STEPS:-6000}
+STAGE3_STEPS=${STAGE3_STEPS:-6000}
 mkdir -p "$WORK"
 # cohorts: 24 training cases (6 healthy), 16 more diseased ones, two held-out seeds
 [ -d "$WORK/train" ] || $DRASCLR phantom -o "$WORK/train" --n 24 --seed 101
 [ -d "$WORK/train_extra" ] || $DRASCLR phantom -o "$WORK/train_extra" --n 16 --seed 111 --healthy-fraction 0
 [ -d "$WORK/test" ] || $DRASCLR phantom -o "$WORK/test" --n 6 --seed 202
+# stage 3 adds cases rich in what stage 2 confused: all three subtypes together, CLE beside PLE, severe
+# confluent CLE alone
+[ -d "$WORK/train_more" ] || $DRASCLR phantom -o "$WORK/train_more" --n 12 --seed 404 --healthy-fraction 0 --subtypes cle,pse,ple
+[ -d "$WORK/train_cp" ] || $DRASCLR phantom -o "$WORK/train_cp" --n 8 --seed 505 --healthy-fraction 0 --subtypes cle,ple
+[ -d "$WORK/train_sc" ] || $DRASCLR phantom -o "$WORK/train_sc" --n 6 --seed 606 --healthy-fraction 0 --subtypes cle --severity 0.95
 [ -d "$WORK/test2" ] || $DRASCLR phantom -o "$WORK/test2" --n 6 --seed 303 --healthy-fraction 0
 if [ ! -d "$WORK/train_all" ]; then
   mkdir -p "$WORK/train_all"
   for d in "$WORK"/train/case_*; do ln -s "$(realpath "$d")" "$WORK/train_all/a_$(basename "$d")"; done
   for d in "$WORK"/train_extra/case_*; do ln -s "$(realpath "$d")" "$WORK/train_all/b_$(basename "$d")"; done
+fi
+if [ ! -d "$WORK/train_all3" ]; then
+  mkdir -p "$WORK/train_all3"
+  for d in "$WORK"/train_all/*; do ln -s "$(realpath "$d")" "$WORK/train_all3/$(basename "$d")"; done
+  for p in c:train_more d:train_cp e:train_sc; do
+    for d in "$WORK/${p#*:}"/case_*; do ln -s "$(realpath "$d")" "$WORK/train_all3/${p%%:*}_$(basename "$d")"; done
+  done
 fi
 # self-supervised DrasCLR pretraining on the first cohort
 [ -f "$WORK/pretrain/model.safetensors" ] || $DRASCLR pretrain "$WORK/train" -o "$WORK/pretrain" \
@@ -35,8 +48,12 @@ fi
   --freeze all --val-fraction 0.2 --seed 0 --max-minutes 25
 # stage 2: continue on both cohorts, patches class-balanced over the cohort, no early stopping (one thread:
 # on a shared 2-core machine this is faster than two threads fighting over the cores)
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $DRASCLR finetune cohort --data "$WORK/train_all" --from "$WORK/stage1" \
-  -o "$MODEL" --name demo --steps "$STAGE2_STEPS" --batch-size 8 --lr 1e-3 --encoder-lr-scale 1.0 --freeze all \
+[ -d "$WORK/stage2" ] || OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $DRASCLR finetune cohort --data "$WORK/train_all" \
+  --from "$WORK/stage1" -o "$WORK/stage2" --name demo --steps "$STAGE2_STEPS" --batch-size 8 --lr 1e-3 --encoder-lr-scale 1.0 --freeze all \
+  --val-fraction 0.15 --seed 0 --max-minutes 95 --patience 0
+# stage 3: continue on all 66 cases at half the rate (a warm restart of the cosine schedule), then calibrate
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $DRASCLR finetune cohort --data "$WORK/train_all3" --from "$WORK/stage2" \
+  -o "$MODEL" --name demo --steps "$STAGE3_STEPS" --batch-size 8 --lr 5e-4 --encoder-lr-scale 1.0 --freeze all \
   --val-fraction 0.15 --seed 0 --max-minutes 95 --patience 0
 for t in test test2; do
   ls -d "$WORK/$t"/case_*/ | sed 's:/$::; s:$:/ct.nii.gz:' > "$WORK/$t.txt"
