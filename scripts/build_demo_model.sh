@@ -20,24 +20,24 @@ mkdir -p "$WORK"
 [ -d "$WORK/train" ] || $DRASCLR phantom -o "$WORK/train" --n 24 --seed 101
 [ -d "$WORK/train_extra" ] || $DRASCLR phantom -o "$WORK/train_extra" --n 16 --seed 111 --healthy-fraction 0
 [ -d "$WORK/test" ] || $DRASCLR phantom -o "$WORK/test" --n 6 --seed 202
+[ -d "$WORK/test2" ] || $DRASCLR phantom -o "$WORK/test2" --n 6 --seed 303 --healthy-fraction 0
 # stage 3 adds cases rich in what stage 2 confused: all three subtypes together, CLE beside PLE, severe
 # confluent CLE alone
 [ -d "$WORK/train_more" ] || $DRASCLR phantom -o "$WORK/train_more" --n 12 --seed 404 --healthy-fraction 0 --subtypes cle,pse,ple
 [ -d "$WORK/train_cp" ] || $DRASCLR phantom -o "$WORK/train_cp" --n 8 --seed 505 --healthy-fraction 0 --subtypes cle,ple
 [ -d "$WORK/train_sc" ] || $DRASCLR phantom -o "$WORK/train_sc" --n 6 --seed 606 --healthy-fraction 0 --subtypes cle --severity 0.95
-[ -d "$WORK/test2" ] || $DRASCLR phantom -o "$WORK/test2" --n 6 --seed 303 --healthy-fraction 0
-if [ ! -d "$WORK/train_all" ]; then
-  mkdir -p "$WORK/train_all"
-  for d in "$WORK"/train/case_*; do ln -s "$(realpath "$d")" "$WORK/train_all/a_$(basename "$d")"; done
-  for d in "$WORK"/train_extra/case_*; do ln -s "$(realpath "$d")" "$WORK/train_all/b_$(basename "$d")"; done
-fi
-if [ ! -d "$WORK/train_all3" ]; then
-  mkdir -p "$WORK/train_all3"
-  for d in "$WORK"/train_all/*; do ln -s "$(realpath "$d")" "$WORK/train_all3/$(basename "$d")"; done
-  for p in c:train_more d:train_cp e:train_sc; do
-    for d in "$WORK/${p#*:}"/case_*; do ln -s "$(realpath "$d")" "$WORK/train_all3/${p%%:*}_$(basename "$d")"; done
+# link_cases DEST PREFIX:COHORT ...: a training set of several cohorts, DEST/PREFIX_case_XXX -> each case
+link_cases() {
+  local dest=$1 p d
+  shift
+  [ -d "$dest" ] && return
+  mkdir -p "$dest"
+  for p in "$@"; do
+    for d in "$WORK/${p#*:}"/case_*; do ln -s "$(realpath "$d")" "$dest/${p%%:*}_$(basename "$d")"; done
   done
-fi
+}
+link_cases "$WORK/train_all" a:train b:train_extra
+link_cases "$WORK/train_all3" a:train b:train_extra c:train_more d:train_cp e:train_sc
 # self-supervised DrasCLR pretraining on the first cohort
 [ -f "$WORK/pretrain/model.safetensors" ] || $DRASCLR pretrain "$WORK/train" -o "$WORK/pretrain" \
   --max-steps "$PRETRAIN_STEPS" --batch-size 16 --queue-size 256 --moco-momentum 0.99 --workers 1 \
@@ -49,8 +49,8 @@ fi
 # stage 2: continue on both cohorts, patches class-balanced over the cohort, no early stopping (one thread:
 # on a shared 2-core machine this is faster than two threads fighting over the cores)
 [ -d "$WORK/stage2" ] || OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $DRASCLR finetune cohort --data "$WORK/train_all" \
-  --from "$WORK/stage1" -o "$WORK/stage2" --name demo --steps "$STAGE2_STEPS" --batch-size 8 --lr 1e-3 --encoder-lr-scale 1.0 --freeze all \
-  --val-fraction 0.15 --seed 0 --max-minutes 95 --patience 0
+  --from "$WORK/stage1" -o "$WORK/stage2" --name demo --steps "$STAGE2_STEPS" --batch-size 8 --lr 1e-3 \
+  --encoder-lr-scale 1.0 --freeze all --val-fraction 0.15 --seed 0 --max-minutes 95 --patience 0
 # stage 3: continue on all 66 cases at half the rate (a warm restart of the cosine schedule), then calibrate
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $DRASCLR finetune cohort --data "$WORK/train_all3" --from "$WORK/stage2" \
   -o "$MODEL" --name demo --steps "$STAGE3_STEPS" --batch-size 8 --lr 5e-4 --encoder-lr-scale 1.0 --freeze all \
