@@ -172,3 +172,60 @@ def test_bundled_demo_model_loads_and_documents_itself():
     assert len(card_class_weights(card)) == 4
     held_out = card["metrics"]["held_out"]
     assert all(0 <= v["macro_dice_cle_pse_ple_pooled"] <= 1 for k, v in held_out.items() if k != "command")
+
+
+class _Pointwise(torch.nn.Module):
+    """Logits from each voxel's own intensity only: mirror-equivariant, blind to location."""
+
+    num_classes = labels.NUM_CLASSES
+
+    def forward(self, x, loc):
+        return torch.cat([torch.zeros_like(x), x * 3.0, -x * 3.0, x.sin(), x.cos()], dim=1)
+
+
+class _LocationOnly(torch.nn.Module):
+    """Logits from the location's x code only (the same for every voxel of a patch)."""
+
+    num_classes = labels.NUM_CLASSES
+
+    def forward(self, x, loc):
+        lx = loc[:, 2].view(-1, 1, 1, 1, 1).expand_as(x)
+        return torch.cat([torch.zeros_like(x), 4.0 * lx, -4.0 * lx, torch.zeros_like(x), torch.zeros_like(x)], 1)
+
+
+def test_mirrored_tta_maps_predictions_back_and_mirrors_locations():
+    from drasclr.dense.infer import predict_probabilities
+    from drasclr.dense.locate import mirror_left_right
+
+    ct, truth = synthetic_chest(shape=(30, 64, 64), spacing=(3.0, 3.0, 4.0))
+    vol = lung_volume(ct, ct.with_array(truth))
+    cpu = torch.device("cpu")
+    # a pointwise model gives the same map mirrored or not: the mirrored output is flipped back in place
+    plain = predict_probabilities(_Pointwise(), vol, box_locator, cpu, stride=24)
+    both = predict_probabilities(_Pointwise(), vol, box_locator, cpu, stride=24, tta=True)
+    assert np.allclose(plain, both, atol=1e-5)
+    # a location-only model sees the mirrored codes: TTA is the mean of the two sides' probabilities
+    loc_plain = predict_probabilities(_LocationOnly(), vol, box_locator, cpu, stride=24)
+    loc_mirror = predict_probabilities(_LocationOnly(), vol, lambda p: mirror_left_right(box_locator(p)), cpu,
+                                       stride=24)
+    loc_tta = predict_probabilities(_LocationOnly(), vol, box_locator, cpu, stride=24, tta=True)
+    assert not np.allclose(loc_plain, loc_mirror, atol=1e-3)
+    assert np.allclose(loc_tta, (loc_plain + loc_mirror) / 2, atol=1e-5)
+
+
+def test_mirror_augmentation_flips_patch_target_and_location_together():
+    from drasclr.dense.locate import mirror_left_right
+    from drasclr.dense.train import mirror_augment
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 32, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 5, size=(16, 32, 32, 32)).astype(np.uint8)
+    loc = rng.uniform(-1, 1, size=(16, 3)).astype(np.float32)
+    before = x.copy(), y.copy(), loc.copy()
+    x2, y2, loc2 = mirror_augment(x, y, loc, np.random.default_rng(1))
+    flipped = ~np.isclose(loc2[:, 2], loc[:, 2])
+    assert 0 < flipped.sum() < 16 and np.array_equal(loc2[:, :2], loc[:, :2])
+    assert np.array_equal(x2[flipped], x[flipped][..., ::-1]) and np.array_equal(y2[flipped], y[flipped][..., ::-1])
+    assert np.array_equal(x2[~flipped], x[~flipped]) and np.array_equal(y2[~flipped], y[~flipped])
+    assert np.allclose(mirror_left_right(loc2[flipped]), loc[flipped], atol=1e-6)  # an involution
+    assert all(np.array_equal(a, b) for a, b in zip(before, (x, y, loc)))  # the inputs are not changed in place

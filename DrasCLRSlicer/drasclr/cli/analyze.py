@@ -29,6 +29,8 @@ def add_parser(sub):
                    help="label convention of --lobes (default: detect)")
     p.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the folder holds several")
     p.add_argument("--batch-size", type=int, default=None, help="patches per forward pass (default: from memory)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: also predict mirrored left-right and average (slower, more accurate)")
     p.add_argument("--quiet", action="store_true", help="do not print the per-region table")
     p.set_defaults(run=run)
 
@@ -101,7 +103,7 @@ def run(args) -> int:
         else:
             model, card, _ = load_segmenter(args.model, device)
             log.info("model %s on %s", card.get("version", card.get("name")), describe_device(device))
-    kwargs = dict(model=model, device=device, model_card=card, batch_size=args.batch_size)
+    kwargs = dict(model=model, device=device, model_card=card, batch_size=args.batch_size, tta=args.tta)
     if cases is None:
         result = analyze_file(src, args.output, lobes_path=args.lobes, lobes_convention=args.lobes_convention,
                               ct=ct, **kwargs)

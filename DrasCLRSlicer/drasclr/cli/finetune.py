@@ -4,6 +4,11 @@
     drasclr finetune corrections CT PREDICTION CORRECTED [--model M] [-o ROOT] [--max-seconds 30]
     drasclr finetune calibrate --data PHANTOMS --model models/demo-v1 -o models/demo-v2
 
+``cohort`` runs in one process or under torchrun (DDP: each rank prepares and samples its share of the training
+cases, ``--batch-size`` is per rank, rank 0 validates, calibrates and writes the model):
+
+    torchrun --nproc_per_node 8 -m drasclr finetune cohort --data PHANTOMS -o models/m --from models/demo-v3
+
 ``cohort`` ends by fitting per-class decision weights on its whole validation volumes (``--no-calibrate`` skips
 it); ``calibrate`` does only that, for an existing model, into a new model folder.
 
@@ -34,7 +39,7 @@ def add_parser(sub):
     c.add_argument("--freeze", choices=["head", "last", "all"], default="all",
                    help="train the decoder only, decoder + last encoder stages, or all (encoder at lr/10)")
     c.add_argument("--steps", type=int, default=1500)
-    c.add_argument("--batch-size", type=int, default=8)
+    c.add_argument("--batch-size", type=int, default=8, help="patches per step per process (under torchrun: per rank)")
     c.add_argument("--lr", type=float, default=1e-3)
     c.add_argument("--encoder-lr-scale", type=float, default=None,
                    help="with --freeze all: encoder rate = lr x this (default 0.1 for a pretrained encoder, 1 else)")
@@ -46,6 +51,7 @@ def add_parser(sub):
     c.add_argument("--name", default=None, help="model name in the card (default: the folder name)")
     c.add_argument("--no-calibrate", action="store_true",
                    help="skip fitting the per-class decision weights on the whole validation volumes")
+    c.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: bf16 autocast)")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     c.set_defaults(run=run_cohort)
     k = modes.add_parser("calibrate", help="fit per-class decision weights of a model on whole labelled volumes")
@@ -72,10 +78,10 @@ def run_cohort(args) -> int:
     import numpy as np
     import torch
 
+    from .. import distributed as D
     from ..dense.cohort import find_cases, label_mask, load_case, stratified_split
     from ..dense.locate import locator_for
-    from ..dense.segmenter import SubtypeSegmenter
-    from ..dense.store import lineage, load_segmenter, save_segmenter
+    from ..dense.store import lineage, load_segmenter
     from ..dense.train import fixed_patches, prepare_case, train_segmenter
     from ..device import pick_device
     from ..errors import InputError
@@ -88,60 +94,91 @@ def run_cohort(args) -> int:
         raise InputError("--label-fraction must be in (0, 1]")
     if args.label_slices is not None and args.label_slices < 1:
         raise InputError("--label-slices must be at least 1")
-    device = pick_device(args.device)
-    parent = {}
+    cases = find_cases(args.data)
+    parent, enc_card = {}, {}
     if args.from_model:
         model, parent_card, parent_dir = load_segmenter(args.from_model)
         parent = lineage(parent_card, parent_dir)
     else:
-        torch.manual_seed(args.seed)  # the same decoder (and random encoder) start for every --encoder
-        enc, enc_card = load_pretrained_encoder(args.encoder) if args.encoder else (None, {})
-        model = SubtypeSegmenter(encoder_arch=enc.architecture if enc is not None else "DrasCLREncoder")
-        if enc is not None:
-            if enc.config() != model.encoder.config():
-                raise InputError(f"{args.encoder}: encoder config {enc.config()} does not fit the segmenter")
-            model.encoder.load_state_dict(enc.state_dict())
-    cases = find_cases(args.data)
-    rng = np.random.default_rng(args.seed)
-    loaded = [load_case(c) for c in progress(cases, desc="read cases")]
-    val_idx = stratified_split([float((sub.array > 1).mean()) for _, sub, _ in loaded], args.val_fraction,
-                               args.seed)  # sorted case indices
-    train_idx = [i for i in range(len(cases)) if i not in val_idx]
-    train, val, val_raw = [], [], []
-    for i in progress(range(len(cases)), desc="prepare cases"):
-        ct, sub, lungs = loaded[i]
-        locator, _ = locator_for(lungs)
-        if i in val_idx:
-            val.append(prepare_case(ct, sub, lungs, locator, rng=rng))
-            val_raw.append((ct, sub, lungs, locator))
-        else:
-            labelled = label_mask(lungs, rng, args.label_slices, args.label_fraction)
-            train.append(prepare_case(ct, sub, lungs, locator, labelled=labelled, rng=rng))
-    val_set = fixed_patches(val, 96) if val else None
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    hist = train_segmenter(model, train, val_set, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                           freeze=args.freeze, device=device, seed=args.seed, patience=args.patience,
-                           encoder_lr_scale=args.encoder_lr_scale if args.encoder_lr_scale is not None
-                           else (0.1 if (args.encoder or args.from_model) else 1.0),
-                           max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+        model, enc_card = _new_segmenter(args)
+    info = D.init_distributed(pick_device(args.device))
+    device = info.device
+    try:
+        rng = np.random.default_rng(args.seed + 7919 * info.rank)
+        loaded = [load_case(c) for c in progress(cases, desc="read cases")]
+        val_idx = stratified_split([float((sub.array > 1).mean()) for _, sub, _ in loaded], args.val_fraction,
+                                   args.seed)  # sorted case indices, the same on every rank
+        train_idx = [i for i in range(len(cases)) if i not in val_idx]
+        mine = train_idx[info.rank::info.world_size] if len(train_idx) >= info.world_size else train_idx
+        train, val, val_raw = [], [], []
+        for i in progress(sorted(mine + (val_idx if info.is_main else [])), desc="prepare cases"):
+            ct, sub, lungs = loaded[i]
+            loaded[i] = None  # keep only the prepared 1 mm crop
+            locator, _ = locator_for(lungs)
+            if i in val_idx:
+                val.append(prepare_case(ct, sub, lungs, locator, rng=rng))
+                val_raw.append((ct, sub, lungs, locator))
+            else:
+                labelled = label_mask(lungs, rng, args.label_slices, args.label_fraction)
+                train.append(prepare_case(ct, sub, lungs, locator, labelled=labelled, rng=rng))
+        del loaded
+        val_set = fixed_patches(val, 96) if val else None
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        hist = train_segmenter(model, train, val_set, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                               freeze=args.freeze, device=device, seed=args.seed, patience=args.patience,
+                               encoder_lr_scale=args.encoder_lr_scale if args.encoder_lr_scale is not None
+                               else (0.1 if (args.encoder or args.from_model) else 1.0),
+                               max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+                               amp=not args.no_amp)
+    finally:
+        D.cleanup()
+    log.info("rank %d: trained %d steps, weights sha256 %s", info.rank, hist["steps"], hist["state_sha256"])
+    if not info.is_main:
+        return 0
     card = {"name": args.name or out.name, "version": out.name,
             "training": {"cases": [cases[i].name for i in train_idx], "val_cases": [cases[i].name for i in val_idx],
                          "label_slices": args.label_slices, "label_fraction": args.label_fraction,
                          "freeze": args.freeze, "steps": hist["steps"], "seconds": round(hist["seconds"], 1),
+                         "batch_size": args.batch_size, "world_size": hist["world_size"],
+                         "global_batch": hist["global_batch"], "amp": hist["amp"], "lr": args.lr,
                          "encoder_method": enc_card.get("method", "drasclr") if args.encoder else None,
                          "encoder_init": Path(args.encoder).name if args.encoder else
                          ("from " + Path(args.from_model).name if args.from_model else "random"),
                          "seed": args.seed},
             "metrics": {"val_patch_macro_dice_disease": hist["best_val"]}, **parent}
-    if val_raw and not args.no_calibrate:
+    _calibrate_and_save(model, card, val_raw, device, out, args.no_calibrate)
+    print(json.dumps({"model": str(out), "steps": hist["steps"], "val_macro_dice": hist["best_val"],
+                      "world_size": hist["world_size"]}))
+    return 0
+
+
+def _new_segmenter(args):
+    """A segmenter with a random decoder (the same start for every --encoder) and a pretrained or random encoder."""
+    import torch
+
+    from ..dense.segmenter import SubtypeSegmenter
+    from ..errors import InputError
+
+    torch.manual_seed(args.seed)
+    enc, enc_card = load_pretrained_encoder(args.encoder) if args.encoder else (None, {})
+    model = SubtypeSegmenter(encoder_arch=enc.architecture if enc is not None else "DrasCLREncoder")
+    if enc is not None:
+        if enc.config() != model.encoder.config():
+            raise InputError(f"{args.encoder}: encoder config {enc.config()} does not fit the segmenter")
+        model.encoder.load_state_dict(enc.state_dict())
+    return model, enc_card
+
+
+def _calibrate_and_save(model, card: dict, val_raw: list, device, out: Path, skip: bool) -> None:
+    from ..dense.store import save_segmenter
+
+    if val_raw and not skip:
         from ..dense.calibrate import calibrate_cases
 
         cal = calibrate_cases(model, val_raw, device)
         card["inference"] = cal.card(card["training"]["val_cases"])
         card["metrics"]["val_volume_macro_dice_disease"] = cal.macro_after
     save_segmenter(model, out, card)
-    print(json.dumps({"model": str(out), "steps": hist["steps"], "val_macro_dice": hist["best_val"]}))
-    return 0
 
 
 def run_calibrate(args) -> int:

@@ -95,7 +95,7 @@ def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, predic
     case = prepare_case(ct, corrected, lungs, locator, labelled=labelled, focus=changed, rng=rng)
     history = train_segmenter(model, [case], None, steps=10_000, batch_size=4, lr=2e-3, freeze="last",
                               max_seconds=max_seconds, device=device, seed=seed, focus_fraction=0.7,
-                              log_every=5)
+                              log_every=5, mirror=False)
     after = _region_metrics(model, ct, lungs, corrected, changed, locator, device, weights)
     new_dir = next_version_dir(folder, Path(out_root) if out_root else None)
     new_card = {k: v for k, v in card.items() if k in ("name", "training", "metrics", "classes", "inference")}

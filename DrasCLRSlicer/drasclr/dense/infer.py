@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..image import CTImage, resample_isotropic, resample_to
 from ..intensity import normalise_hu
 from ..progress import progress
+from .locate import mirror_left_right
 
 log = logging.getLogger(__name__)
 PATCH = 32
@@ -132,8 +133,11 @@ def default_stride(device: torch.device) -> int:
 
 
 def predict_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Locator, device: torch.device,
-                          stride: int | None = None, batch_size: int | None = None) -> np.ndarray:
-    """Blended class probabilities ``(C, Z, Y, X)`` float32 on ``vol``'s 1 mm grid (zero where no patch ran)."""
+                          stride: int | None = None, batch_size: int | None = None, tta: bool = False) -> np.ndarray:
+    """Blended class probabilities ``(C, Z, Y, X)`` float32 on ``vol``'s 1 mm grid (zero where no patch ran).
+
+    ``tta``: test-time augmentation; every patch is also run mirrored left-right with its location code
+    mirrored about the atlas midline (what training augments with), and the two probabilities are averaged."""
     lung = vol.lungs.array
     corners = plan_patches(lung, stride or default_stride(device))
     loc = locator(vol.ct.index_to_lps((corners + PATCH / 2.0)[:, ::-1])).astype(np.float32)  # patch centres
@@ -150,8 +154,14 @@ def predict_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Loca
     for c0 in range(0, len(corners), chunk):
         cc = corners[c0:c0 + chunk]
         patches = extract_patches(vol.ct.array, cc)
-        probs = run_batched(step, patches, loc[c0:c0 + chunk], device, batch_size,
-                            desc=f"subtypes {c0 // chunk + 1}/{(len(corners) + chunk - 1) // chunk}")
+        desc = f"subtypes {c0 // chunk + 1}/{(len(corners) + chunk - 1) // chunk}"
+        probs = run_batched(step, patches, loc[c0:c0 + chunk], device, batch_size, desc=desc)
+        if tta:
+            flipped = run_batched(step, np.ascontiguousarray(patches[..., ::-1]), mirror_left_right(loc[c0:c0 + chunk]),
+                                  device, batch_size, desc=desc + " mirrored")
+            probs += flipped[..., ::-1]
+            probs *= 0.5
+            del flipped
         for (z, y, x), p in zip(cc, probs):
             acc[:, z:z + PATCH, y:y + PATCH, x:x + PATCH] += p * weight
             wsum[z:z + PATCH, y:y + PATCH, x:x + PATCH] += weight

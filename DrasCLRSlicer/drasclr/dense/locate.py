@@ -8,11 +8,12 @@ same location code for the same anatomy.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
 
-from ..atlas import load_atlas
+from ..atlas import PATCH, load_atlas
 from ..coords import atlas_coordinates_points, subject_patch_corners
 from ..image import CTImage
 from ..registration import AtlasTransform, register_to_atlas
@@ -31,3 +32,20 @@ def atlas_patch_corners(transform: AtlasTransform, grid: CTImage) -> tuple[np.nd
     """For every atlas location: the corner (z, y, x voxel index of ``grid``, a 1 mm grid) of its patch in the
     subject, and its normalised location ``(L, 3)``."""
     return subject_patch_corners(transform, grid), load_atlas().locations_normalised
+
+
+@functools.cache
+def _atlas_midline_x() -> float:
+    """Normalised x of the atlas's left-right midline (the centre of the two lungs' bounding box)."""
+    atlas = load_atlas()
+    idx = np.argwhere(atlas.lungs.array > 0) * np.asarray(atlas.lungs.spacing)[::-1]  # 1 mm grid index (z, y, x)
+    centre = (idx.min(0) + idx.max(0)) / 2.0
+    return float(atlas.normalise_index((centre - PATCH / 2.0)[None], clip=False)[0, 2])
+
+
+def mirror_left_right(loc: np.ndarray) -> np.ndarray:
+    """The location codes ``(N, 3)`` (z, y, x) of the mirror-image patches: x reflected about the atlas midline.
+    A patch flipped left-right (last axis) with these codes shows the same anatomy as the other lung would."""
+    out = np.array(loc, np.float32, copy=True)
+    out[:, 2] = 2.0 * _atlas_midline_x() - out[:, 2]
+    return out

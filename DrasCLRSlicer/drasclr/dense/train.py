@@ -1,13 +1,21 @@
 """Training the subtype segmenter: full labels, a labelled subset (few-shot), or an annotator's corrections.
 
 Patches of 32³ at 1 mm are drawn class-balanced from labelled voxels. Unlabelled voxels (value ``IGNORE``) do
-not count. Loss: cross-entropy + soft Dice over the subtypes present. Freeze options: ``head`` (decoder only),
+not count. Augmentation: a global HU shift and noise, and a left-right mirror of half the patches with their
+location code mirrored too (so a mirrored patch is what the other lung would show at that place).
+Loss: cross-entropy + soft Dice over the subtypes present. Freeze options: ``head`` (decoder only),
 ``last`` (decoder + the last encoder stages), ``all`` (everything, encoder at a tenth of the learning rate).
 Validation on a fixed set of held-out patches; early stopping on macro Dice over CLE/PSE/PLE.
+
+Under torchrun (``WORLD_SIZE`` > 1, process group joined by the caller) the model is wrapped in DDP: every rank
+draws its own patches (batch per rank, gradients averaged), rank 0 validates and its score, stop and time
+decisions are broadcast so all ranks take the same steps and keep the same best state. On CUDA the forward pass
+runs under bf16 autocast.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,11 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed as D
 from .. import labels
 from ..evaluate import confusion_matrix, dice_from_confusion
 from ..image import CTImage, resample_to
 from ..intensity import normalise_hu
 from .infer import PATCH, Locator, extract_patches, lung_volume
+from .locate import mirror_left_right
 
 log = logging.getLogger(__name__)
 IGNORE = 255
@@ -95,6 +105,16 @@ def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     shift = torch.from_numpy(rng.normal(0, 10, (b, 1, 1, 1)).astype(np.float32))
     noise = torch.from_numpy((rng.random((b, 1, 1, 1)) < 0.25).astype(np.float32) * rng.uniform(0, 20))
     return x.float() + shift + noise * torch.randn_like(x.float())
+
+
+def mirror_augment(x: np.ndarray, y: np.ndarray, loc: np.ndarray, rng: np.random.Generator):
+    """Mirror about half of the patches left-right (last axis), targets alike, and their locations with them."""
+    flip = rng.random(len(x)) < 0.5
+    if flip.any():
+        x, y, loc = x.copy(), y.copy(), loc.copy()
+        x[flip], y[flip] = x[flip][..., ::-1], y[flip][..., ::-1]
+        loc[flip] = mirror_left_right(loc[flip])
+    return x, y, loc
 
 
 CLASS_WEIGHTS = (1.0, 1.0, 3.0, 3.0, 3.0)  # emphysema voxels are rare inside a patch: weigh them up
@@ -176,50 +196,85 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                     *, steps: int = 500, batch_size: int = 8, lr: float = 1e-3, freeze: str = "all",
                     max_seconds: float | None = None, device: torch.device | str = "cpu", seed: int = 0,
                     eval_every: int = 50, patience: int = 6, focus_fraction: float = 0.7,
-                    log_every: int = 25, encoder_lr_scale: float = 0.1) -> dict:
-    """Train in place; keeps the best validation state (early stopping). Returns a history dict."""
+                    log_every: int = 25, encoder_lr_scale: float = 0.1, amp: bool = True,
+                    mirror: bool = True) -> dict:
+    """Train in place; keeps the best validation state (early stopping). Returns a history dict.
+
+    Distributed (see the module doc): ``train`` is this rank's share of the cases, ``batch_size`` is per rank,
+    ``val`` is used on rank 0 only (other ranks may pass None)."""
     device = torch.device(device)
-    rng = np.random.default_rng(seed)
+    world, rank = D.world_size(), D.rank()
+    rng = np.random.default_rng(seed + 7919 * rank)  # rank 0 draws exactly what a single process draws
     torch.manual_seed(seed)
     model.to(device)
+    net = _ddp(model, device) if world > 1 else model
     opt = torch.optim.AdamW(set_freeze(model, freeze, lr, encoder_lr_scale), weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+    amp_dtype = training_amp_dtype(device) if amp else None
+    has_val = D.broadcast_float(val is not None, device) > 0 if world > 1 else val is not None
     best, best_state, bad, history = -1.0, None, 0, []
     t0 = time.perf_counter()
     step = 0
     for step in range(1, steps + 1):
         _train_mode(model, freeze)
         x, y, loc = sample_batch(train, batch_size, rng, focus_fraction=focus_fraction)
+        if mirror:
+            x, y, loc = mirror_augment(x, y, loc, rng)
         xb = normalise_hu(augment(torch.from_numpy(x), rng))[:, None].to(device)
-        loss = loss_fn(model(xb, torch.from_numpy(loc).to(device)), torch.from_numpy(y).to(device))
+        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+            logits = net(xb, torch.from_numpy(loc).to(device))
+        loss = loss_fn(logits.float(), torch.from_numpy(y).to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         elapsed = time.perf_counter() - t0
-        if step % log_every == 0:
+        if step % log_every == 0 and rank == 0:
             log.info("progress: train %d/%d loss %.4f (%.0f s)", step, steps, loss.item(), elapsed)
         last = step == steps or (max_seconds is not None and elapsed >= max_seconds)
-        if val is not None and (step % eval_every == 0 or last):
-            m = evaluate_patches(model, *val, device)
-            score = m["macro_dice_disease"] if not np.isnan(m["macro_dice_disease"]) else m["accuracy"]
+        if max_seconds is not None and world > 1:
+            last = D.broadcast_float(last, device) > 0  # rank 0's clock decides for everyone
+        if has_val and (step % eval_every == 0 or last):
+            score = float("nan")
+            if rank == 0:
+                m = evaluate_patches(model, *val, device)
+                score = m["macro_dice_disease"] if not np.isnan(m["macro_dice_disease"]) else m["accuracy"]
+                log.info("validation at step %d: macro disease Dice %.3f, accuracy %.3f", step,
+                         m["macro_dice_disease"], m["accuracy"])
+            if world > 1:
+                score = D.broadcast_float(score, device)
             history.append({"step": step, "loss": float(loss.item()), "val": score, "seconds": elapsed})
-            log.info("validation at step %d: macro disease Dice %.3f, accuracy %.3f", step,
-                     m["macro_dice_disease"], m["accuracy"])
             if score > best:
                 best, bad = score, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad += 1
                 if patience and bad >= patience and step >= steps // 2:  # never stop in the first half of the schedule
-                    log.info("early stopping at step %d", step)
+                    if rank == 0:
+                        log.info("early stopping at step %d", step)
                     break
         if last:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if world > 1:  # BatchNorm running statistics drift apart in the last steps: every rank takes rank 0's
+        with torch.no_grad():
+            for t in model.state_dict().values():
+                D.broadcast_(t, 0)
     model.eval()
-    return {"steps": step, "seconds": time.perf_counter() - t0, "best_val": best, "history": history}
+    return {"steps": step, "seconds": time.perf_counter() - t0, "best_val": best, "history": history,
+            "world_size": world, "global_batch": batch_size * world,
+            "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None, "state_sha256": D.state_digest(model)}
+
+
+def training_amp_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on a CUDA GPU that supports it (no loss scaling needed); full precision elsewhere."""
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+
+
+def _ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def fixed_patches(cases: list[TrainCase], n: int, seed: int = 1234) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

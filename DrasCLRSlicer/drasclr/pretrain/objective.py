@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed as D
 from ..model import DrasCLREncoder, ProjectionHead
-from . import distributed as D
 
 
 class DrasCLRObjective(nn.Module):

@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from .. import distributed as D
 from ..device import pick_device
 from ..errors import InputError
 from ..model import DEFAULT_CHANNELS, DrasCLREncoder, PlainEncoder, save_model
 from ..progress import progress
-from . import distributed as D
 from .augment import HALF_RANGE, HU_MAX, HU_MIN, PatchAugment
 from .checkpoint import find_latest, read_checkpoint, restore, save_checkpoint
 from .data import PatchCache, PatchPairs, build_patch_cache, default_scheme, find_cases, is_cache
@@ -339,7 +339,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> dict:
     summary = {"steps": step, "steps_this_run": step - step0, "seconds": elapsed,
                "patches_per_s": (step - step0) * sampler.global_batch / max(elapsed, 1e-9), "last": last,
                "model": str(out / "model.safetensors"), "world_size": info.world_size, "rank": info.rank,
-               "state_sha256": _state_digest(objective)}
+               "state_sha256": D.state_digest(objective)}
     if info.is_main:
         final_card = dict(card, metrics={k: round(v, 5) for k, v in last.items()}, steps=step)
         save_model(objective.encoder_q, out / "model.safetensors", final_card)
@@ -375,17 +375,6 @@ def _save(objective, opt, step, epoch, cfg_json, card, last, out, info, keep):
         save_checkpoint(out / "checkpoints", objective, opt, step, epoch, cfg_json,
                         dict(card, metrics={k: round(v, 5) for k, v in last.items()}), keep=keep)
     D.barrier()
-
-
-def _state_digest(module: torch.nn.Module) -> str:
-    """sha256 over every parameter and buffer (to compare ranks)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _spawned(rank: int, cfg: PretrainConfig, world: int, port: int, results) -> None:

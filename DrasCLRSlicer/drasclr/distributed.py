@@ -1,5 +1,5 @@
-"""torch.distributed glue: started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT in the env)
-or a single process. gloo on CPU, NCCL on CUDA."""
+"""torch.distributed glue for pretraining and fine-tuning: started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK,
+MASTER_ADDR/PORT in the env) or a single process. gloo on CPU, NCCL on CUDA."""
 
 from __future__ import annotations
 
@@ -64,6 +64,11 @@ def broadcast_(t: torch.Tensor, src: int = 0) -> torch.Tensor:
     return t
 
 
+def broadcast_float(value: float, device: torch.device, src: int = 0) -> float:
+    """Rank ``src``'s ``value`` on every rank (a scalar decision: a score, a stop flag)."""
+    return float(broadcast_(torch.tensor([float(value)], dtype=torch.float64, device=device), src).item())
+
+
 def all_reduce_mean_(t: torch.Tensor) -> torch.Tensor:
     if world_size() > 1:
         dist.all_reduce(t)
@@ -79,3 +84,14 @@ def barrier() -> None:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def state_digest(module: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer (the ranks of one DDP run must agree)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
