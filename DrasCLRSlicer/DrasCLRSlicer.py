@@ -77,6 +77,7 @@ class DrasCLRSlicerParameterNode:
     inputVolume - the chest CT (Hounsfield units).
     lobes - optional lobe segmentation or LTRC labelmap (values 1-5).
     device - where the engine runs: Auto (CUDA when present), CUDA or CPU.
+    tta - mirrored test-time augmentation (slower, a little more accurate).
     opacity - fill opacity of the result segmentations.
     model - path of the selected model file ("" = the engine's default).
     subtypes, regions, table - result nodes of the last analysis.
@@ -85,6 +86,7 @@ class DrasCLRSlicerParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     lobes: Optional[Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]]  # noqa: UP007,UP045 (parameterNodeWrapper reads typing forms)
     device: Annotated[str, Choice(["Auto", "CUDA", "CPU"])] = "Auto"
+    tta: bool = False
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
     model: str = ""
     subtypes: Optional[vtkMRMLSegmentationNode]  # noqa: UP007,UP045 (parameterNodeWrapper reads typing forms)
@@ -237,7 +239,8 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         def work(onProgress, shouldCancel, onIdle):
             return self.logic.runInSubprocess(p.inputVolume, p.lobes, model=p.model or None, device=p.device,
-                                              onProgress=onProgress, shouldCancel=shouldCancel, onIdle=onIdle)
+                                              onProgress=onProgress, shouldCancel=shouldCancel, onIdle=onIdle,
+                                              tta=p.tta)
 
         results = self._runInBackground("Analysis", work)
         if results is not None:
@@ -452,19 +455,20 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
     def loadDemoCT(self):
         return self.engine.load_demo_ct()
 
-    def analyze(self, volumeNode, lobesNode=None, model=None, device="Auto", useModel=True):
+    def analyze(self, volumeNode, lobesNode=None, model=None, device="Auto", useModel=True, tta=False):
         """In-process analysis (scripts, self-test). ``useModel`` False: densitometry only."""
-        return self.engine.analyze(volumeNode, lobesNode, model=model, device=device.lower(), use_model=useModel)
+        return self.engine.analyze(volumeNode, lobesNode, model=model, device=device.lower(), use_model=useModel,
+                                   tta=tta)
 
     def runInSubprocess(self, volumeNode, lobesNode=None, model=None, device="Auto", onProgress=None,
-                        shouldCancel=None, onIdle=None, useModel=True):
+                        shouldCancel=None, onIdle=None, useModel=True, tta=False):
         """Analysis in a PythonSlicer child process (the GUI path); raises Cancelled / EngineError."""
         from DrasCLRSlicerLib import process
 
         env = process.engine_environment(slicer.util.startupEnvironment())
         return self.engine.run_in_subprocess(volumeNode, lobesNode, model=model, device=device.lower(),
                                              on_progress=onProgress, should_cancel=shouldCancel, on_idle=onIdle,
-                                             env=env, keep_files=True, use_model=useModel)
+                                             env=env, keep_files=True, use_model=useModel, tta=tta)
 
     def setOpacity(self, results, opacity):
         self.engine.set_opacity(results, opacity)

@@ -144,7 +144,7 @@ class DrasCLRLogic:
 
     # --- in-process -----------------------------------------------------------------------------------
     def analyze(self, volume_node, lobes_node=None, model=None, device: str = "auto",
-                use_model: bool = True) -> AnalysisNodes:
+                use_model: bool = True, tta: bool = False) -> AnalysisNodes:
         """Run the engine on ``volume_node`` in this process and create/update the result nodes.
 
         ``model``: a model folder or ``.safetensors`` (None: the bundled demo model when it ships);
@@ -161,7 +161,7 @@ class DrasCLRLogic:
 
             if model is not None or DEMO_MODEL.exists():
                 net, card, folder = load_segmenter(model, dev)
-        result = engine_analyze(ct, lobes, model=net, device=dev, model_card=card)
+        result = engine_analyze(ct, lobes, model=net, device=dev, model_card=card, tta=tta)
         return self._show(volume_node, result.regions, result.subtypes, result.rows, result.region_kind,
                           model=folder)
 
@@ -180,7 +180,7 @@ class DrasCLRLogic:
     def run_in_subprocess(self, volume_node, lobes_node=None, model=None, device: str = "auto",
                           on_progress=None, on_line=None, should_cancel=None, on_idle=None, env=None,
                           work_dir: Path | None = None, keep_files: bool = False,
-                          use_model: bool = True) -> AnalysisNodes:
+                          use_model: bool = True, tta: bool = False) -> AnalysisNodes:
         """Run ``python -m drasclr analyze`` in a child process and load its outputs as nodes.
 
         Progress/cancel/idle callbacks: see :func:`process.run_engine`. ``keep_files`` keeps the output folder
@@ -193,7 +193,7 @@ class DrasCLRLogic:
             ct_path, lobes_path = self.write_inputs(volume_node, lobes_node, work_dir / "input")
             out_dir = work_dir / "output"
             cmd = process.analyze_command(ct_path, out_dir, model=model, device=device, lobes_path=lobes_path,
-                                          use_model=use_model)
+                                          use_model=use_model, tta=tta)
             process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
                                on_idle=on_idle, env=env)
             nodes = self.load_outputs(volume_node, out_dir)

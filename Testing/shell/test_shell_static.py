@@ -51,7 +51,8 @@ def test_ui_is_well_formed_with_the_panel_widgets():
               "cancelButton": "QPushButton", "loadDemoButton": "QPushButton", "opacitySlider": "ctkSliderWidget",
               "exportCsvButton": "QPushButton", "exportHtmlButton": "QPushButton", "correctButton": "QPushButton",
               "segmentEditorWidget": "qMRMLSegmentEditorWidget", "finetuneButton": "QPushButton",
-              "versionsListWidget": "QListWidget", "revertVersionButton": "QPushButton"}
+              "versionsListWidget": "QListWidget", "revertVersionButton": "QPushButton",
+              "ttaCheckBox": "QCheckBox"}
     assert {n: widgets[n].get("class") for n in wanted if n in widgets} == wanted
     devices = [i.find("property/string").text for i in widgets["deviceComboBox"].findall("item")]
     assert devices == ["Auto", "CUDA", "CPU"]
@@ -79,7 +80,7 @@ def test_every_slicer_parameter_name_is_a_parameter_node_field(shell_tree):
     bound = ui_parameter_names()
     unknown = {w: p for w, p in bound.items() if p not in fields}
     assert not unknown, f"SlicerParameterName values with no parameter node field: {unknown}"
-    assert set(bound.values()) >= {"inputVolume", "lobes", "device", "opacity"}
+    assert set(bound.values()) >= {"inputVolume", "lobes", "device", "opacity", "tta"}
     assert "Choice" in fields["device"] and "'Auto', 'CUDA', 'CPU'" in fields["device"]
 
 

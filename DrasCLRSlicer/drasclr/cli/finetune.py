@@ -52,6 +52,8 @@ def add_parser(sub):
     c.add_argument("--no-calibrate", action="store_true",
                    help="skip fitting the per-class decision weights on the whole validation volumes")
     c.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: bf16 autocast)")
+    c.add_argument("--no-mirror", action="store_true",
+                   help="no left-right mirror augmentation (default: half the patches, location mirrored too)")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     c.set_defaults(run=run_cohort)
     k = modes.add_parser("calibrate", help="fit per-class decision weights of a model on whole labelled volumes")
@@ -129,7 +131,7 @@ def run_cohort(args) -> int:
                                encoder_lr_scale=args.encoder_lr_scale if args.encoder_lr_scale is not None
                                else (0.1 if (args.encoder or args.from_model) else 1.0),
                                max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-                               amp=not args.no_amp)
+                               amp=not args.no_amp, mirror=not args.no_mirror)
     finally:
         D.cleanup()
     log.info("rank %d: trained %d steps, weights sha256 %s", info.rank, hist["steps"], hist["state_sha256"])
@@ -141,6 +143,7 @@ def run_cohort(args) -> int:
                          "freeze": args.freeze, "steps": hist["steps"], "seconds": round(hist["seconds"], 1),
                          "batch_size": args.batch_size, "world_size": hist["world_size"],
                          "global_batch": hist["global_batch"], "amp": hist["amp"], "lr": args.lr,
+                         "mirror_augment": not args.no_mirror,
                          "encoder_method": enc_card.get("method", "drasclr") if args.encoder else None,
                          "encoder_init": Path(args.encoder).name if args.encoder else
                          ("from " + Path(args.from_model).name if args.from_model else "random"),
