@@ -56,3 +56,13 @@ def test_two_rank_finetune_trains_one_model_with_identical_weights(tmp_path):
     assert len(tr["cases"]) == 3 and len(tr["val_cases"]) == 1 and tr["amp"] is None  # no autocast on CPU
     assert card["parent"]["sha256"] == digest and sha256_file(parent / "model.safetensors") == digest
     assert sha256_file(out / "model.safetensors") != digest  # it learned
+
+
+def test_bad_loss_weights_are_one_error_line_and_nothing_written(tmp_path):
+    data = _cohort(tmp_path / "data", n=2)
+    proc = subprocess.run([sys.executable, "-m", "drasclr", "finetune", "cohort", "--data", str(data), "-o",
+                           str(tmp_path / "m"), "--loss-weights", "1,1,3,3"], capture_output=True, text=True,
+                          timeout=300)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and err[0].startswith("error: --loss-weights needs 5")
+    assert not (tmp_path / "m").exists()

@@ -52,6 +52,8 @@ def add_parser(sub):
     c.add_argument("--no-calibrate", action="store_true",
                    help="skip fitting the per-class decision weights on the whole validation volumes")
     c.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: bf16 autocast)")
+    c.add_argument("--loss-weights", default=None, metavar="W0,W1,W2,W3,W4",
+                   help="cross-entropy weight per class (outside, normal, CLE, PSE, PLE; default 1,1,3,3,3)")
     c.add_argument("--no-mirror", action="store_true",
                    help="no left-right mirror augmentation (default: half the patches, location mirrored too)")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -96,6 +98,7 @@ def run_cohort(args) -> int:
         raise InputError("--label-fraction must be in (0, 1]")
     if args.label_slices is not None and args.label_slices < 1:
         raise InputError("--label-slices must be at least 1")
+    loss_weights = _loss_weights(args.loss_weights)
     cases = find_cases(args.data)
     parent, enc_card = {}, {}
     if args.from_model:
@@ -131,7 +134,7 @@ def run_cohort(args) -> int:
                                encoder_lr_scale=args.encoder_lr_scale if args.encoder_lr_scale is not None
                                else (0.1 if (args.encoder or args.from_model) else 1.0),
                                max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-                               amp=not args.no_amp, mirror=not args.no_mirror)
+                               amp=not args.no_amp, mirror=not args.no_mirror, loss_weights=loss_weights)
     finally:
         D.cleanup()
     log.info("rank %d: trained %d steps, weights sha256 %s", info.rank, hist["steps"], hist["state_sha256"])
@@ -143,7 +146,7 @@ def run_cohort(args) -> int:
                          "freeze": args.freeze, "steps": hist["steps"], "seconds": round(hist["seconds"], 1),
                          "batch_size": args.batch_size, "world_size": hist["world_size"],
                          "global_batch": hist["global_batch"], "amp": hist["amp"], "lr": args.lr,
-                         "mirror_augment": not args.no_mirror,
+                         "mirror_augment": not args.no_mirror, "loss_weights": list(loss_weights),
                          "encoder_method": enc_card.get("method", "drasclr") if args.encoder else None,
                          "encoder_init": Path(args.encoder).name if args.encoder else
                          ("from " + Path(args.from_model).name if args.from_model else "random"),
@@ -153,6 +156,23 @@ def run_cohort(args) -> int:
     print(json.dumps({"model": str(out), "steps": hist["steps"], "val_macro_dice": hist["best_val"],
                       "world_size": hist["world_size"]}))
     return 0
+
+
+def _loss_weights(text: str | None) -> tuple[float, ...]:
+    from .. import labels
+    from ..dense.train import CLASS_WEIGHTS
+    from ..errors import InputError
+
+    if text is None:
+        return CLASS_WEIGHTS
+    try:
+        w = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        w = ()
+    if len(w) != labels.NUM_CLASSES or min(w) <= 0:
+        raise InputError(f"--loss-weights needs {labels.NUM_CLASSES} positive numbers (outside, normal, CLE, PSE, "
+                         f"PLE), got {text!r}")
+    return w
 
 
 def _new_segmenter(args):

@@ -120,9 +120,9 @@ def mirror_augment(x: np.ndarray, y: np.ndarray, loc: np.ndarray, rng: np.random
 CLASS_WEIGHTS = (1.0, 1.0, 3.0, 3.0, 3.0)  # emphysema voxels are rare inside a patch: weigh them up
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def loss_fn(logits: torch.Tensor, target: torch.Tensor, class_weights=CLASS_WEIGHTS) -> torch.Tensor:
     """Weighted cross-entropy + soft Dice (classes 1–4 present in the batch), ignoring ``IGNORE`` voxels."""
-    weight = torch.tensor(CLASS_WEIGHTS[: logits.shape[1]], device=logits.device, dtype=logits.dtype)
+    weight = torch.tensor(class_weights[: logits.shape[1]], device=logits.device, dtype=logits.dtype)
     ce = F.cross_entropy(logits, target.long(), weight=weight, ignore_index=IGNORE)
     valid = (target != IGNORE)
     if not valid.any():
@@ -197,7 +197,7 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                     max_seconds: float | None = None, device: torch.device | str = "cpu", seed: int = 0,
                     eval_every: int = 50, patience: int = 6, focus_fraction: float = 0.7,
                     log_every: int = 25, encoder_lr_scale: float = 0.1, amp: bool = True,
-                    mirror: bool = True) -> dict:
+                    mirror: bool = True, loss_weights: tuple[float, ...] = CLASS_WEIGHTS) -> dict:
     """Train in place; keeps the best validation state (early stopping). Returns a history dict.
 
     Distributed (see the module doc): ``train`` is this rank's share of the cases, ``batch_size`` is per rank,
@@ -223,7 +223,7 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
         xb = normalise_hu(augment(torch.from_numpy(x), rng))[:, None].to(device)
         with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
             logits = net(xb, torch.from_numpy(loc).to(device))
-        loss = loss_fn(logits.float(), torch.from_numpy(y).to(device))
+        loss = loss_fn(logits.float(), torch.from_numpy(y).to(device), loss_weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
