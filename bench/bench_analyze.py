@@ -1,6 +1,7 @@
 """Benchmark: ``drasclr analyze`` on one CT, stage by stage, with wall time and peak memory.
 
     PYTHONPATH=DrasCLRSlicer python bench/bench_analyze.py CT [--model M] [--device auto|cpu|cuda] [--threads N]
+        [--no-tta]
 
 Prints one line per stage (read, lung mask, regions, registration, subtypes, embedding, stats, write+report),
 the total, and the process's peak resident memory (and peak CUDA memory on a GPU).
@@ -22,6 +23,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-model", action="store_true")
+    ap.add_argument("--no-tta", action="store_true", help="no mirrored test-time augmentation (analyze's default)")
     args = ap.parse_args()
     import torch
 
@@ -43,14 +45,14 @@ def main() -> None:
     t_read = time.perf_counter() - t1
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    result = analyze(ct, model=model, device=device, model_card=card)
+    result = analyze(ct, model=model, device=device, model_card=card, tta=not args.no_tta)
     with tempfile.TemporaryDirectory() as tmp:
         t2 = time.perf_counter()
         write_analysis(result, Path(tmp) / "out")
         t_write = time.perf_counter() - t2
     total = time.perf_counter() - t0
     print(f"device: {describe_device(device)}, torch threads {torch.get_num_threads()}, CT {ct.shape_xyz} "
-          f"{tuple(round(s, 3) for s in ct.spacing)} mm")
+          f"{tuple(round(s, 3) for s in ct.spacing)} mm, mirrored TTA {'off' if args.no_tta else 'on'}")
     rows = [("model load", t_model), ("read", t_read)] + [(k[:-2].replace("_", " "), v)
                                                          for k, v in result.timings.items()]
     rows.append(("write + report", t_write))

@@ -144,7 +144,7 @@ class DrasCLRLogic:
 
     # --- in-process -----------------------------------------------------------------------------------
     def analyze(self, volume_node, lobes_node=None, model=None, device: str = "auto",
-                use_model: bool = True, tta: bool = False) -> AnalysisNodes:
+                use_model: bool = True, tta: bool = True) -> AnalysisNodes:
         """Run the engine on ``volume_node`` in this process and create/update the result nodes.
 
         ``model``: a model folder or ``.safetensors`` (None: the bundled demo model when it ships);
@@ -180,7 +180,7 @@ class DrasCLRLogic:
     def run_in_subprocess(self, volume_node, lobes_node=None, model=None, device: str = "auto",
                           on_progress=None, on_line=None, should_cancel=None, on_idle=None, env=None,
                           work_dir: Path | None = None, keep_files: bool = False,
-                          use_model: bool = True, tta: bool = False) -> AnalysisNodes:
+                          use_model: bool = True, tta: bool = True) -> AnalysisNodes:
         """Run ``python -m drasclr analyze`` in a child process and load its outputs as nodes.
 
         Progress/cancel/idle callbacks: see :func:`process.run_engine`. ``keep_files`` keeps the output folder

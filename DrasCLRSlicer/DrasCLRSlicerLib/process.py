@@ -57,17 +57,17 @@ def python_executable() -> str:
 
 
 def analyze_command(input_path, output_dir, model=None, device: str = "auto", lobes_path=None,
-                    use_model: bool = True, python: str | None = None, tta: bool = False) -> list[str]:
+                    use_model: bool = True, python: str | None = None, tta: bool = True) -> list[str]:
     """The ``drasclr analyze`` command line (DESIGN.md CLI contract). ``model`` None: the engine's default
-    (bundled demo) model; ``use_model`` False: densitometry only (``--no-model``); ``tta``: ``--tta``."""
+    (bundled demo) model; ``use_model`` False: densitometry only (``--no-model``); ``tta``: ``--tta``/``--no-tta``."""
     cmd = [python or python_executable(), "-m", "drasclr", "analyze", str(input_path), "-o", str(output_dir),
            "--device", device, "--quiet"]
     if not use_model:
         cmd += ["--no-model"]
     elif model:
         cmd += ["--model", str(model)]
-    if use_model and tta:
-        cmd += ["--tta"]
+    if use_model:
+        cmd += ["--tta" if tta else "--no-tta"]
     if lobes_path:
         cmd += ["--lobes", str(lobes_path), "--lobes-convention", "ltrc"]
     return cmd

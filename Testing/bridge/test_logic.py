@@ -144,9 +144,9 @@ def test_analyze_command_follows_cli_contract(tmp_path):
     assert cmd[cmd.index("--lobes-convention") + 1] == "ltrc"  # lobes_image() writes LTRC values
     assert "--no-model" in process.analyze_command("ct", "out", use_model=False, python="py")
     assert "--model" not in process.analyze_command("ct", "out", python="py")  # engine default model
-    assert "--tta" in process.analyze_command("ct", "out", python="py", tta=True)
-    assert "--tta" not in process.analyze_command("ct", "out", python="py")
-    assert "--tta" not in process.analyze_command("ct", "out", python="py", tta=True, use_model=False)
+    assert "--tta" in process.analyze_command("ct", "out", python="py")  # mirrored TTA by default
+    assert "--no-tta" in process.analyze_command("ct", "out", python="py", tta=False)
+    assert not {"--tta", "--no-tta"} & set(process.analyze_command("ct", "out", python="py", use_model=False))
 
 
 def test_finetune_command_and_summary(tmp_path):

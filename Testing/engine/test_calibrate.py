@@ -126,8 +126,8 @@ def test_calibrate_cli_writes_a_new_version_and_analyze_uses_its_weights(cohort)
     forced["inference"]["class_weights"] = [1e-6, 1e-6, 1e6, 1e-6]
     card_path.write_text(json.dumps(forced))
     res = tmp / "res"
-    proc = run_cli("analyze", tmp / "data" / "case_0" / "ct.nii.gz", "-o", res, "--model", out, "--tta")
+    proc = run_cli("analyze", tmp / "data" / "case_0" / "ct.nii.gz", "-o", res, "--model", out)
     assert proc.returncode == 0, proc.stderr
     sub = read_image(res / "subtypes.nii.gz").array
     assert (sub > 0).any() and set(np.unique(sub[sub > 0]).tolist()) == {labels.PSE}
-    assert json.loads((res / "stats.json").read_text())["model"]["tta"] is True  # the mirrored pass is recorded
+    assert json.loads((res / "stats.json").read_text())["model"]["tta"] is True  # mirrored TTA by default

@@ -8,6 +8,7 @@ r, r + W, ...).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from pathlib import Path
@@ -29,8 +30,9 @@ def add_parser(sub):
                    help="label convention of --lobes (default: detect)")
     p.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the folder holds several")
     p.add_argument("--batch-size", type=int, default=None, help="patches per forward pass (default: from memory)")
-    p.add_argument("--tta", action="store_true",
-                   help="test-time augmentation: also predict mirrored left-right and average (slower, more accurate)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="test-time augmentation: also predict mirrored left-right and average (default; --no-tta is "
+                        "about 40%% faster on the subtype step, a little less accurate)")
     p.add_argument("--quiet", action="store_true", help="do not print the per-region table")
     p.set_defaults(run=run)
 
