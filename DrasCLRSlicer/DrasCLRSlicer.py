@@ -77,7 +77,7 @@ class DrasCLRSlicerParameterNode:
     inputVolume - the chest CT (Hounsfield units).
     lobes - optional lobe segmentation or LTRC labelmap (values 1-5).
     device - where the engine runs: Auto (CUDA when present), CUDA or CPU.
-    tta - mirrored test-time augmentation (on by default: a little more accurate, about 1.7x the subtype time).
+    tta - mirrored test-time augmentation (on by default: a little more accurate, about twice the subtype time).
     opacity - fill opacity of the result segmentations.
     model - path of the selected model file ("" = the engine's default).
     subtypes, regions, table - result nodes of the last analysis.

@@ -55,7 +55,7 @@ def _stage(timings: dict, name: str):
 def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu", model_card: dict | None = None,
             batch_size: int | None = None, tta: bool = True) -> Analysis:
     """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` (None: densitometry only);
-    ``tta``: also predict every patch mirrored left-right and average (default; about 1.7x the subtype time)."""
+    ``tta``: also predict every patch mirrored left-right and average (default; about twice the subtype time)."""
     timings: dict[str, float] = {}
     stage = functools.partial(_stage, timings)
     with stage("lung_mask"):

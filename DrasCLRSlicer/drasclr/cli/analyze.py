@@ -31,8 +31,8 @@ def add_parser(sub):
     p.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the folder holds several")
     p.add_argument("--batch-size", type=int, default=None, help="patches per forward pass (default: from memory)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
-                   help="test-time augmentation: also predict mirrored left-right and average (default; --no-tta is "
-                        "about 40%% faster on the subtype step, a little less accurate)")
+                   help="test-time augmentation: also predict mirrored left-right and average (default; --no-tta about "
+                        "halves the subtype step, a little less accurate)")
     p.add_argument("--quiet", action="store_true", help="do not print the per-region table")
     p.set_defaults(run=run)
 

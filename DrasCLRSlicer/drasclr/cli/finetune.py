@@ -7,7 +7,7 @@
 ``cohort`` runs in one process or under torchrun (DDP: each rank prepares and samples its share of the training
 cases, ``--batch-size`` is per rank, rank 0 validates, calibrates and writes the model):
 
-    torchrun --nproc_per_node 8 -m drasclr finetune cohort --data PHANTOMS -o models/m --from models/demo-v3
+    torchrun --nproc_per_node 8 -m drasclr finetune cohort --data PHANTOMS -o models/m --from models/demo-v4
 
 ``cohort`` ends by fitting per-class decision weights on its whole validation volumes (``--no-calibrate`` skips
 it); ``calibrate`` does only that, for an existing model, into a new model folder.

@@ -19,7 +19,7 @@ from .infer import card_class_weights
 from .segmenter import SubtypeSegmenter
 
 PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
-DEMO_MODEL = PACKAGE_MODELS / "demo-v3"
+DEMO_MODEL = PACKAGE_MODELS / "demo-v4"
 _VERSION = re.compile(r"^(?P<name>.+)-v(?P<n>\d+)$")
 
 
