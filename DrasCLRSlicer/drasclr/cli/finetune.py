@@ -80,10 +80,9 @@ def add_parser(sub):
 
 def run_cohort(args) -> int:
     import numpy as np
-    import torch
 
     from .. import distributed as D
-    from ..dense.cohort import find_cases, label_mask, load_case, stratified_split
+    from ..dense.cohort import disease_burden, find_cases, label_mask, load_case, stratified_split
     from ..dense.locate import locator_for
     from ..dense.store import lineage, load_segmenter
     from ..dense.train import fixed_patches, prepare_case, train_segmenter
@@ -110,15 +109,13 @@ def run_cohort(args) -> int:
     device = info.device
     try:
         rng = np.random.default_rng(args.seed + 7919 * info.rank)
-        loaded = [load_case(c) for c in progress(cases, desc="read cases")]
-        val_idx = stratified_split([float((sub.array > 1).mean()) for _, sub, _ in loaded], args.val_fraction,
-                                   args.seed)  # sorted case indices, the same on every rank
+        burden = [disease_burden(c) for c in progress(cases, desc="read labels")]
+        val_idx = stratified_split(burden, args.val_fraction, args.seed)  # sorted case indices, the same on every rank
         train_idx = [i for i in range(len(cases)) if i not in val_idx]
         mine = train_idx[info.rank::info.world_size] if len(train_idx) >= info.world_size else train_idx
         train, val, val_raw = [], [], []
         for i in progress(sorted(mine + (val_idx if info.is_main else [])), desc="prepare cases"):
-            ct, sub, lungs = loaded[i]
-            loaded[i] = None  # keep only the prepared 1 mm crop
+            ct, sub, lungs = load_case(cases[i])  # only this rank's cases are read; only their 1 mm crops kept
             locator, _ = locator_for(lungs)
             if i in val_idx:
                 val.append(prepare_case(ct, sub, lungs, locator, rng=rng))
@@ -126,9 +123,7 @@ def run_cohort(args) -> int:
             else:
                 labelled = label_mask(lungs, rng, args.label_slices, args.label_fraction)
                 train.append(prepare_case(ct, sub, lungs, locator, labelled=labelled, rng=rng))
-        del loaded
         val_set = fixed_patches(val, 96) if val else None
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         hist = train_segmenter(model, train, val_set, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                freeze=args.freeze, device=device, seed=args.seed, patience=args.patience,
                                encoder_lr_scale=args.encoder_lr_scale if args.encoder_lr_scale is not None
@@ -137,15 +132,15 @@ def run_cohort(args) -> int:
                                amp=not args.no_amp, mirror=not args.no_mirror, loss_weights=loss_weights)
     finally:
         D.cleanup()
-    log.info("rank %d: trained %d steps, weights sha256 %s", info.rank, hist["steps"], hist["state_sha256"])
+    log.info("rank %d: trained %d steps, weights sha256 %s", info.rank, hist["steps"], D.state_digest(model))
     if not info.is_main:
         return 0
     card = {"name": args.name or out.name, "version": out.name,
             "training": {"cases": [cases[i].name for i in train_idx], "val_cases": [cases[i].name for i in val_idx],
                          "label_slices": args.label_slices, "label_fraction": args.label_fraction,
                          "freeze": args.freeze, "steps": hist["steps"], "seconds": round(hist["seconds"], 1),
-                         "batch_size": args.batch_size, "world_size": hist["world_size"],
-                         "global_batch": hist["global_batch"], "amp": hist["amp"], "lr": args.lr,
+                         "batch_size": args.batch_size, "world_size": info.world_size,
+                         "global_batch": args.batch_size * info.world_size, "amp": hist["amp"], "lr": args.lr,
                          "mirror_augment": not args.no_mirror, "loss_weights": list(loss_weights),
                          "encoder_method": enc_card.get("method", "drasclr") if args.encoder else None,
                          "encoder_init": Path(args.encoder).name if args.encoder else
@@ -154,7 +149,7 @@ def run_cohort(args) -> int:
             "metrics": {"val_patch_macro_dice_disease": hist["best_val"]}, **parent}
     _calibrate_and_save(model, card, val_raw, device, out, args.no_calibrate)
     print(json.dumps({"model": str(out), "steps": hist["steps"], "val_macro_dice": hist["best_val"],
-                      "world_size": hist["world_size"]}))
+                      "world_size": info.world_size}))
     return 0
 
 

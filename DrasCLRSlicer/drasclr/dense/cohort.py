@@ -32,6 +32,12 @@ def load_case(folder: Path) -> tuple[CTImage, CTImage, CTImage]:
     return ct, sub, sub.with_array((sub.array > 0).astype(np.uint8))
 
 
+def disease_burden(folder: Path) -> float:
+    """Fraction of a case's labelled voxels that are emphysema (for the stratified split; reads only the labels)."""
+    sub = read_image(Path(folder) / "subtypes.nii.gz").array
+    return float((sub > 1).mean())
+
+
 def label_mask(lungs: CTImage, rng: np.random.Generator, slices: int | None = None,
                fraction: float | None = None, block_mm: float = 24.0) -> np.ndarray | None:
     """Which voxels count as labelled in a few-shot setting (None: all).

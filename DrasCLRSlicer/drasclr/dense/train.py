@@ -211,7 +211,7 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
     opt = torch.optim.AdamW(set_freeze(model, freeze, lr, encoder_lr_scale), weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
     amp_dtype = training_amp_dtype(device) if amp else None
-    has_val = D.broadcast_float(val is not None, device) > 0 if world > 1 else val is not None
+    has_val = D.broadcast_float(val is not None, device) > 0  # the broadcasts are no-ops in one process
     best, best_state, bad, history = -1.0, None, 0, []
     t0 = time.perf_counter()
     step = 0
@@ -232,7 +232,7 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
         if step % log_every == 0 and rank == 0:
             log.info("progress: train %d/%d loss %.4f (%.0f s)", step, steps, loss.item(), elapsed)
         last = step == steps or (max_seconds is not None and elapsed >= max_seconds)
-        if max_seconds is not None and world > 1:
+        if max_seconds is not None:
             last = D.broadcast_float(last, device) > 0  # rank 0's clock decides for everyone
         if has_val and (step % eval_every == 0 or last):
             score = float("nan")
@@ -241,8 +241,7 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                 score = m["macro_dice_disease"] if not np.isnan(m["macro_dice_disease"]) else m["accuracy"]
                 log.info("validation at step %d: macro disease Dice %.3f, accuracy %.3f", step,
                          m["macro_dice_disease"], m["accuracy"])
-            if world > 1:
-                score = D.broadcast_float(score, device)
+            score = D.broadcast_float(score, device)
             history.append({"step": step, "loss": float(loss.item()), "val": score, "seconds": elapsed})
             if score > best:
                 best, bad = score, 0
@@ -263,8 +262,7 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                 D.broadcast_(t, 0)
     model.eval()
     return {"steps": step, "seconds": time.perf_counter() - t0, "best_val": best, "history": history,
-            "world_size": world, "global_batch": batch_size * world,
-            "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None, "state_sha256": D.state_digest(model)}
+            "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None}
 
 
 def training_amp_dtype(device: torch.device) -> torch.dtype | None:

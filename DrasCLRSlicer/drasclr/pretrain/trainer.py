@@ -353,8 +353,7 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> dict:
 
 def _time_is_up(elapsed: float, limit: float, device: torch.device) -> bool:
     """Rank 0's verdict on the time budget, shared with every rank (so all stop at the same step)."""
-    flag = torch.tensor([1.0 if elapsed >= limit else 0.0], device=device)
-    return bool(D.broadcast_(flag, 0).item() > 0)
+    return D.broadcast_float(elapsed >= limit, device) > 0
 
 
 def _ddp(objective: torch.nn.Module, device: torch.device) -> torch.nn.Module:
