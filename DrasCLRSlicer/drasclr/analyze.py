@@ -1,7 +1,8 @@
 """``drasclr analyze``: one CT in, subtype map + regions + per-region numbers out (on the input's own grid).
 
 Stages: lung mask -> regions (lobes from ``--lobes`` or zones 11–16) -> atlas registration (anatomical
-locations) -> dense subtype prediction -> patient embedding -> statistics -> files. ``analyze`` works on images
+locations) -> dense subtype prediction -> voxel uncertainty and review queue -> patient embedding -> statistics
+-> files. ``analyze`` works on images
 in memory (the Slicer module calls it); ``analyze_file`` reads and writes files (the CLI).
 """
 
@@ -22,7 +23,7 @@ from .io import read_ct, write_image
 from .lungs import segment_lungs
 from .outputs import staged_dir
 from .regions import check_ltrc_lobes, read_lobes, zones_from_lungs
-from .stats import region_stats, write_csv, write_json
+from .stats import COLUMNS, UNCERTAINTY_COLUMN, region_stats, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ class Analysis:
     model_dir: Path | None = None  # the folder the model was loaded from (recorded in stats.json)
     device: str = "cpu"
     tta: bool = False  # mirrored test-time augmentation was used
+    uncertainty: CTImage | None = None  # uint8 0..100 (drasclr.dense.uncertainty), with a model
+    uncertainty_kind: str | None = None
+    review: object | None = None  # drasclr.review.ReviewQueue, with a model
 
 
 @contextlib.contextmanager
@@ -69,7 +73,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         else:
             regions = zones_from_lungs(lungs)
             kind = "zones"
-    subtypes = embedding = None
+    subtypes = embedding = uncertainty = review = kind_u = None
     if model is not None:
         import torch
 
@@ -84,15 +88,29 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
             pred = predict(ct, lungs, model, device, locator=locator, tta=tta, batch_size=batch_size,
                            class_weights=card_class_weights(model_card))
             subtypes = pred.subtypes
+        with stage("uncertainty"):
+            from .dense.uncertainty import DEFAULT_KIND, voxel_uncertainty
+            from .review import build_queue
+
+            kind_u = DEFAULT_KIND if (tta or DEFAULT_KIND != "disagreement") else "entropy"
+            voxel_u = voxel_uncertainty(pred.probabilities, ct, lungs, subtypes, kind=kind_u)
+            uncertainty = voxel_u.image()
+            review = build_queue(regions, subtypes, voxel_u.expected_errors(), voxel_u.full())
+            del voxel_u
         with stage("embedding"):
             embedding = patient_embedding(model, pred.probabilities.grid, transform, device, batch_size)
         del pred
     with stage("stats"):
         rows = region_stats(ct, regions, subtypes)
+        if uncertainty is not None:
+            from .dense.uncertainty import region_mean_uncertainty
+
+            rows = region_mean_uncertainty(uncertainty, regions, rows)
     return Analysis(ct=ct, lungs=lungs, regions=regions, region_kind=kind, rows=rows, subtypes=subtypes,
                     embedding=embedding, timings=timings, model_card=model_card,
                     model_dir=Path(model_dir) if model_dir is not None else None, device=str(device),
-                    tta=bool(tta and model is not None))
+                    tta=bool(tta and model is not None), uncertainty=uncertainty, uncertainty_kind=kind_u,
+                    review=review)
 
 
 def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -> Path:
@@ -105,14 +123,28 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
         info["model"] = {k: result.model_card.get(k) for k in ("name", "version", "sha256", "metrics")}
         info["model"]["folder"] = str(result.model_dir.resolve()) if result.model_dir is not None else None
         info["model"]["tta"] = result.tta
+    columns = COLUMNS
+    if result.uncertainty is not None:
+        from .dense.uncertainty import SCALE
+
+        info["uncertainty"] = {"kind": result.uncertainty_kind, "file": "uncertainty.nii.gz",
+                               "scale": f"uint8, uncertainty x {SCALE} (0 certain .. {SCALE} most uncertain)"}
+        columns = [*COLUMNS, UNCERTAINTY_COLUMN]
     with staged_dir(out_dir) as tmp:
         write_image(result.regions, tmp / "regions.nii.gz", dtype=np.uint8)
         if result.subtypes is not None:
             write_image(result.subtypes, tmp / "subtypes.nii.gz", dtype=np.uint8)
         if result.embedding is not None:
             np.save(tmp / "embedding.npy", result.embedding)
-        write_csv(result.rows, tmp / "stats.csv")
-        write_json(result.rows, tmp / "stats.json", info)
+        if result.uncertainty is not None:
+            write_image(result.uncertainty, tmp / "uncertainty.nii.gz", dtype=np.uint8)
+        if result.review is not None:
+            from .review import write_review
+
+            write_image(result.review.labels, tmp / "review_units.nii.gz", dtype=np.uint16)
+            write_review(result.review, tmp / "review.json", {"uncertainty_kind": result.uncertainty_kind})
+        write_csv(result.rows, tmp / "stats.csv", columns)
+        write_json(result.rows, tmp / "stats.json", info, columns)
         if report:
             from .report import write_report
 

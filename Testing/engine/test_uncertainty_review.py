@@ -68,7 +68,7 @@ def test_region_mean_uncertainty():
                             .astype(np.uint8))
     rows = region_mean_uncertainty(img, regions, [{"region": "left_lower_lobe"}, {"region": "right_upper_lobe"},
                                                   {"region": "whole_lung"}, {"region": "left_upper_lobe"}])
-    means = {r["region"]: r["uncertainty_mean"] for r in rows}
+    means = {r["region"]: r["mean_uncertainty"] for r in rows}
     assert means["left_lower_lobe"] == pytest.approx(0.5, abs=0.03)
     assert means["right_upper_lobe"] == pytest.approx(0.0, abs=0.03)
     assert means["whole_lung"] == pytest.approx(0.25, abs=0.03)

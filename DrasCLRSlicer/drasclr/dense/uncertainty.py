@@ -109,7 +109,7 @@ def voxel_uncertainty(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage
 
 
 def region_mean_uncertainty(uncertainty: CTImage, regions: CTImage, rows: list[dict]) -> list[dict]:
-    """``rows`` (from :func:`drasclr.stats.region_stats`) each with ``uncertainty_mean`` added: the mean voxel
+    """``rows`` (from :func:`drasclr.stats.region_stats`) each with ``mean_uncertainty`` added: the mean voxel
     uncertainty (0..1) over the row's region (lobes/zones by name, left_lung/right_lung/whole_lung by side)."""
     from .. import labels
     from ..regions import lung_side_masks
@@ -122,7 +122,7 @@ def region_mean_uncertainty(uncertainty: CTImage, regions: CTImage, rows: list[d
     for row in rows:
         m = masks.get(row["region"])
         value = float(u[m].mean()) if m is not None and m.any() else float("nan")
-        out.append({**row, "uncertainty_mean": value})
+        out.append({**row, "mean_uncertainty": value})
     return out
 
 
