@@ -1,7 +1,7 @@
 """``drasclr finetune cohort|corrections``: train the subtype model on labels, or on an annotator's corrections.
 
     drasclr finetune cohort --data PHANTOMS -o models/demo-v1 [--encoder PRETRAINED] [--label-slices 5]
-    drasclr finetune corrections CT PREDICTION CORRECTED [--model M] [-o ROOT] [--max-seconds 30]
+    drasclr finetune corrections CT PREDICTION CORRECTED [--model M] [-o ROOT] [--max-seconds 30] [--reviewed MASK]
     drasclr finetune calibrate --data PHANTOMS --model models/demo-v1 -o models/demo-v2
 
 ``cohort`` runs in one process or under torchrun (DDP: each rank prepares and samples its share of the training
@@ -74,6 +74,9 @@ def add_parser(sub):
     r.add_argument("--model", default=None, help="the model that made the prediction (default: bundled demo)")
     r.add_argument("-o", "--output-root", default=None, help="folder for the new version (default: beside the model)")
     r.add_argument("--max-seconds", type=float, default=30.0, help="training time bound (default 30 s)")
+    r.add_argument("--reviewed", default=None, metavar="MASK",
+                   help="mask of the voxels the annotator reviewed (non-zero; e.g. the review units visited): their "
+                        "labels count as confirmed, accepted or corrected")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     r.set_defaults(run=run_corrections)
 
@@ -208,8 +211,10 @@ def run_corrections(args) -> int:
 
     ct = read_ct(args.ct)
     pred, corrected = read_image(args.prediction), read_image(args.corrected)
+    reviewed = read_image(args.reviewed) if args.reviewed else None
     res = finetune_from_corrections(args.model, ct, pred, corrected, max_seconds=args.max_seconds,
-                                    out_root=args.output_root, device=pick_device(args.device))
+                                    out_root=args.output_root, device=pick_device(args.device), reviewed=reviewed)
     print(json.dumps({"model": str(res.model_dir), "corrected_voxels": res.corrected_voxels,
+                      "reviewed_voxels": res.reviewed_voxels,
                       "before": res.before, "after": res.after, "seconds": round(res.seconds, 1)}, indent=2))
     return 0
