@@ -26,6 +26,7 @@ from .image import CTImage
 
 FORMAT_VERSION = 1
 SCORE = "expected wrong voxels: sum over the unit of 1 - p(predicted class)"
+RANKINGS = ("score", "density")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ReviewQueue:
     labels: CTImage
     block_mm: float
     min_ml: float
+    rank_by: str = "score"
 
     def mask(self, ranks) -> np.ndarray:
         """Boolean mask on the CT's grid of the units with the given ranks."""
@@ -56,18 +58,21 @@ def _block_keys(regions: np.ndarray, inside: np.ndarray, spacing_zyx, block_mm: 
 
 def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray,
                 uncertainty: np.ndarray | None = None, *, block_mm: float = 30.0,
-                min_ml: float = 0.5) -> ReviewQueue:
+                min_ml: float = 0.5, rank_by: str = "score") -> ReviewQueue:
     """Review units of a prediction on the CT's grid.
 
     ``regions``: lobes (1–5) or zones (11–16), 0 outside; ``subtypes``: the predicted labelmap (1–4 in the lung);
     ``expected_errors``: per voxel chance of being wrong (0..1) on the same grid; ``uncertainty``: the voxel
-    uncertainty (0..1) reported as each unit's mean, optional."""
+    uncertainty (0..1) reported as each unit's mean, optional. ``rank_by``: ``score`` (expected wrong voxels) or
+    ``density`` (expected wrong voxels per voxel, :data:`RANKINGS`)."""
     if block_mm <= 0 or min_ml < 0:
         raise ValueError("block_mm must be positive and min_ml non-negative")
+    if rank_by not in RANKINGS:
+        raise ValueError(f"rank_by {rank_by!r}: expected one of {RANKINGS}")
     inside_all = (regions.array > 0) & (subtypes.array > 0)
     out = np.zeros(regions.array.shape, np.uint16)
     if not inside_all.any():
-        return ReviewQueue([], regions.with_array(out), block_mm, min_ml)
+        return ReviewQueue([], regions.with_array(out), block_mm, min_ml, rank_by)
     idx = np.argwhere(inside_all)
     lo, hi = idx.min(0), idx.max(0) + 1
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
@@ -97,7 +102,7 @@ def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray
         view = pieces[sl]
         view[sub > 0] = sub[sub > 0]
     if n_pieces == 0:
-        return ReviewQueue([], regions.with_array(out), block_mm, min_ml)
+        return ReviewQueue([], regions.with_array(out), block_mm, min_ml, rank_by)
     flat = pieces.ravel()
     m = n_pieces + 1
     voxels = np.bincount(flat, minlength=m).astype(np.int64)
@@ -111,7 +116,8 @@ def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray
     grid = np.indices(pieces.shape).reshape(3, -1)
     centroid = np.stack([np.bincount(flat, weights=g.astype(np.float64), minlength=m) for g in grid], 1)
     centroid /= np.maximum(voxels, 1)[:, None]
-    order = sorted(range(1, m), key=lambda i: (-score[i], i))
+    key_of = score if rank_by == "score" else score / np.maximum(voxels, 1)
+    order = sorted(range(1, m), key=lambda i: (-key_of[i], i))
     objects = ndimage.find_objects(pieces)
     units = []
     for rank, i in enumerate(order, start=1):
@@ -144,7 +150,7 @@ def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray
         if unc is not None:
             unit["mean_uncertainty"] = round(float(unc[i]) / n, 4)
         units.append(unit)
-    return ReviewQueue(units, regions.with_array(out), block_mm, min_ml)
+    return ReviewQueue(units, regions.with_array(out), block_mm, min_ml, rank_by)
 
 
 def queue_json(queue: ReviewQueue, extra: dict | None = None) -> dict:
@@ -154,6 +160,7 @@ def queue_json(queue: ReviewQueue, extra: dict | None = None) -> dict:
     ``voxels``, ``volume_ml``, ``predicted`` (fraction of the unit per predicted subtype), ``score`` (expected
     wrong voxels), ``expected_error_fraction`` (score / voxels) and ``mean_uncertainty`` (0..1)."""
     return {"format_version": FORMAT_VERSION, "block_mm": queue.block_mm, "min_ml": queue.min_ml, "score": SCORE,
+            "rank_by": queue.rank_by,
             "labels_file": "review_units.nii.gz", **(extra or {}), "units": queue.units}
 
 
