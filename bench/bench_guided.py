@@ -10,8 +10,10 @@ For each case (checkpointed into WORK/results.json, so a rerun resumes at the ne
    costs ~1 s per 32³ patch on a busy CPU core); atlas locations come from the whole lung mask.
 2. The bundled demo model predicts it with mirrored TTA; voxel uncertainty (each measure) is scored by its AUROC
    for the wrong voxels; the review queue is built on the phantom's lobes.
-3. The simulated annotator reviews N units, chosen (a) ``queue``: by the queue's rank, (b) ``random`` (mean of
-   ``--draws`` draws), (c) ``emphysema``: most predicted emphysema voxels first, and paints the truth into them.
+3. The simulated annotator reviews N units, chosen (a) ``queue``: by the queue's rank (``--rank-by``), (b)
+   ``random`` (mean of ``--draws`` draws), (c) ``emphysema``: most predicted emphysema voxels first (and, for
+   comparison, ``score``/``density``/``uncertainty``: by expected wrong voxels, by expected wrong voxels per
+   voxel, by mean voxel uncertainty), and paints the truth into them.
    Reported: the macro Dice (CLE/PSE/PLE present in the truth) before/after, and the gain per 1000 reviewed voxels
    (the annotator's effort) and per 1000 changed voxels.
 4. For N = ``--finetune-n``: fine-tune from those corrections (``finetune_from_corrections`` with the reviewed
@@ -76,6 +78,8 @@ def choose(strategy: str, units: list[dict], n: int, rng=None) -> list[int]:
         return [int(r) for r in rng.choice([u["rank"] for u in units], min(n, len(units)), replace=False)]
     if strategy == "density":  # expected wrong voxels per voxel
         return [u["rank"] for u in sorted(units, key=lambda u: -u["expected_error_fraction"])[:n]]
+    if strategy == "score":  # expected wrong voxels
+        return [u["rank"] for u in sorted(units, key=lambda u: -u["score"])[:n]]
     if strategy == "uncertainty":  # mean voxel uncertainty
         return [u["rank"] for u in sorted(units, key=lambda u: -u["mean_uncertainty"])[:n]]
     if strategy == "emphysema":
@@ -118,7 +122,7 @@ def run_case(case: Path, work: Path, args) -> dict:
            "dice_tta": macro_dice(sub, truth, box), "auroc": auroc, "units": len(queue.units), "painting": {}}
     rng = np.random.default_rng(args.seed)
     for n in args.ns:
-        for strategy in ("queue", "density", "uncertainty", "emphysema"):
+        for strategy in ("queue", "score", "density", "uncertainty", "emphysema"):
             res["painting"][f"{strategy}/{n}"] = paint(sub, truth, queue.mask(choose(strategy, queue.units, n)), box)
         draws = [paint(sub, truth, queue.mask(choose("random", queue.units, n, rng)), box) for _ in range(args.draws)]
         res["painting"][f"random/{n}"] = {k: float(np.mean([d[k] for d in draws])) for k in draws[0]}
@@ -156,20 +160,21 @@ def summarise(results: dict, ns, finetune_n) -> str:
     kinds = list(cases[0]["auroc"]) if cases else []
     lines.append("AUROC for wrong voxels: " + ", ".join(
         f"{k} {np.mean([c['auroc'][k] for c in cases]):.3f}" for k in kinds))
-    lines.append(f"macro Dice TTA {np.mean([c['dice_tta'] for c in cases]):.3f}, "
-                 f"plain {np.mean([c['dice_plain'] for c in cases]):.3f}; units per case "
+    lines.append(f"macro Dice TTA {np.nanmean([c['dice_tta'] for c in cases]):.3f}, "
+                 f"plain {np.nanmean([c['dice_plain'] for c in cases]):.3f} (cases with emphysema in the box: "
+                 f"{sum(not np.isnan(c['dice_tta']) for c in cases)}); units per case "
                  f"{np.mean([c['units'] for c in cases]):.0f}")
     lines.append("| N | selection | reviewed voxels | changed voxels | Dice gain | gain / 1000 reviewed | "
                  "gain / 1000 changed |")
     lines.append("|---|---|---|---|---|---|---|")
     for n in ns:
-        for s in ("queue", "density", "uncertainty", "random", "emphysema"):
+        for s in ("queue", "score", "density", "uncertainty", "random", "emphysema"):
             rows = [c["painting"][f"{s}/{n}"] for c in cases if f"{s}/{n}" in c["painting"]]
             if not rows:
                 continue
 
             def m(k, rows=rows):
-                return float(np.mean([r[k] for r in rows]))
+                return float(np.nanmean([r[k] for r in rows]))
             lines.append(f"| {n} | {s} | {m('reviewed_voxels'):.0f} | {m('changed_voxels'):.0f} | {m('gain'):+.4f} | "
                          f"{m('gain_per_1000_reviewed'):.4f} | {m('gain_per_1000_changed'):.4f} |")
     lines.append(f"\nfine-tuned from N = {finetune_n} units (model's own plain prediction):")
@@ -199,7 +204,7 @@ def main() -> None:
     ap.add_argument("--finetune-n", type=int, default=3)
     ap.add_argument("--finetune-seconds", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rank-by", default="score", choices=["score", "density"], help="the queue's ranking")
+    ap.add_argument("--rank-by", default="density", choices=["score", "density"], help="the queue's ranking")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,8 @@ def test_review_queue_files_agree(result):
     data = read_review(out / "review.json")
     units = data["units"]
     assert units and [u["rank"] for u in units] == list(range(1, len(units) + 1))
-    assert [u["score"] for u in units] == sorted((u["score"] for u in units), reverse=True)
+    density = [u["expected_error_fraction"] for u in units]
+    assert density == sorted(density, reverse=True) and data["rank_by"] == "density"
     labels_img = read_image(out / "review_units.nii.gz")
     assert labels_img.same_grid(res.ct, tol=1e-5)
     lab = labels_img.array

@@ -96,8 +96,14 @@ def test_queue_units_are_connected_pieces_of_one_region_and_block():
     q = build_queue(regions, sub, err, uncertainty=err, block_mm=30.0, min_ml=0.5)
     ranks = [u["rank"] for u in q.units]
     assert ranks == list(range(1, len(ranks) + 1))
-    scores = [u["score"] for u in q.units]
+    density = [u["expected_error_fraction"] for u in q.units]
+    assert density == sorted(density, reverse=True) and q.rank_by == "density"
+    by_score = build_queue(regions, sub, err, block_mm=30.0, rank_by="score")
+    scores = [u["score"] for u in by_score.units]
     assert scores == sorted(scores, reverse=True)
+    assert sorted(scores) == sorted(u["score"] for u in q.units)  # the same units, ranked differently
+    with pytest.raises(ValueError, match="rank_by"):
+        build_queue(regions, sub, err, rank_by="size")
     # 90 x 60 x 60 mm in 30 mm blocks: 3 x 2 x 2 blocks, the middle x-block split by the lobe border -> 16 units
     assert len(q.units) == 16
     lab = q.labels.array
