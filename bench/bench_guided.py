@@ -112,7 +112,7 @@ def run_case(case: Path, work: Path, args) -> dict:
     locator, _ = locator_for(full)
     pred = predict(ct, lungs, model, "cpu", locator=locator, tta=True, class_weights=weights, stride=args.stride)
     sub = pred.subtypes.array
-    u = voxel_uncertainty(pred.probabilities, ct, lungs, pred.subtypes)
+    u = voxel_uncertainty(pred.probabilities, ct, lungs, pred.subtypes, all_kinds=True)
     wrong = (sub != truth)[box]
     auroc = {k: float(roc_auc_score(wrong, u.full(k)[box])) for k in u.measures}
     auroc["1-p_predicted"] = float(roc_auc_score(wrong, u.expected_errors()[box]))

@@ -44,7 +44,9 @@ def _case():
 
 def test_voxel_uncertainty_on_the_ct_grid():
     ct, lungs, sub, pmap = _case()
-    u = voxel_uncertainty(pmap, ct, lungs, sub)
+    u = voxel_uncertainty(pmap, ct, lungs, sub, all_kinds=True)
+    assert set(u.measures) == {"entropy", "margin", "disagreement"}
+    assert set(voxel_uncertainty(pmap, ct, lungs, sub).measures) == {"entropy"}
     img = u.image()
     assert img.same_grid(ct) and img.array.dtype == np.uint8
     inside = lungs.array > 0

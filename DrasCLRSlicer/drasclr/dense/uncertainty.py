@@ -64,28 +64,32 @@ class VoxelUncertainty:
         return self.grid.with_array(np.rint(self.full() * SCALE).astype(np.uint8))
 
 
-def measures_from_probabilities(p: np.ndarray, disagreement: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The uncertainty measures of class probabilities ``p`` ``(4, ...)`` (classes 1..4, any scale: renormalised).
-
-    Returns ``{"entropy", "margin"}`` (+ ``"disagreement"`` when given, clipped to 0..1), float32 in 0..1."""
+def measures_from_probabilities(p: np.ndarray, disagreement: np.ndarray | None = None,
+                                kinds=("entropy", "margin", "disagreement")) -> dict[str, np.ndarray]:
+    """The uncertainty measures ``kinds`` of class probabilities ``p`` ``(4, ...)`` (classes 1..4, any scale:
+    renormalised), float32 in 0..1; ``disagreement`` (clipped to 0..1) only when given."""
     p = np.clip(np.asarray(p, np.float32), 0, None)
     total = p.sum(0)
     p = p / np.where(total > 0, total, 1)[None]
-    p = np.where(total[None] > 0, p, 1.0 / len(p))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ent = -np.where(p > 0, p * np.log(p), 0).sum(0) / np.log(len(p))
-    top2 = np.sort(p, axis=0)[-2:]
-    out = {"entropy": np.clip(ent, 0, 1).astype(np.float32),
-           "margin": np.clip(1.0 - (top2[1] - top2[0]), 0, 1).astype(np.float32)}
-    if disagreement is not None:
+    p[:, total <= 0] = 1.0 / len(p)
+    out = {}
+    if "entropy" in kinds:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ent = -np.where(p > 0, p * np.log(p), 0).sum(0) / np.log(len(p))
+        out["entropy"] = np.clip(ent, 0, 1).astype(np.float32)
+    if "margin" in kinds:
+        top2 = np.partition(p, len(p) - 2, axis=0)[-2:]
+        out["margin"] = np.clip(1.0 - (top2[1] - top2[0]), 0, 1).astype(np.float32)
+    if "disagreement" in kinds and disagreement is not None:
         out["disagreement"] = np.clip(disagreement, 0, 1).astype(np.float32)
     return out
 
 
 def voxel_uncertainty(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, subtypes: CTImage,
-                      kind: str = DEFAULT_KIND) -> VoxelUncertainty:
+                      kind: str = DEFAULT_KIND, all_kinds: bool = False) -> VoxelUncertainty:
     """Uncertainty of a prediction on ``ct``'s grid: ``probabilities`` from :func:`drasclr.dense.predict`
-    (resampled linearly over the lung box), ``subtypes`` the labelmap it produced (for the predicted class)."""
+    (resampled linearly over the lung box), ``subtypes`` the labelmap it produced (for the predicted class).
+    ``all_kinds``: compute every measure (benches), not only ``kind``."""
     if kind not in KINDS:
         raise ValueError(f"uncertainty kind {kind!r}: expected one of {KINDS}")
     if kind == "disagreement" and probabilities.disagreement is None:
@@ -96,10 +100,11 @@ def voxel_uncertainty(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage
     lo, hi = tuple(int(v) for v in idx.min(0)), tuple(int(v) for v in idx.max(0) + 1)
     box = ct.crop(lo, hi)
     p = np.stack([probabilities.on(box, c) for c in range(1, probabilities.array.shape[0])])
+    kinds = KINDS if all_kinds else (kind,)
     dis = None
-    if probabilities.disagreement is not None:
+    if probabilities.disagreement is not None and "disagreement" in kinds:
         dis = ProbabilityMap(probabilities.disagreement[None], probabilities.grid).on(box, 0)
-    measures = measures_from_probabilities(p, dis)
+    measures = measures_from_probabilities(p, dis, kinds)
     total = p.sum(0)
     pred = subtypes.array[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.int64)
     chosen = np.take_along_axis(p, np.clip(pred - 1, 0, len(p) - 1)[None], 0)[0]
