@@ -165,8 +165,8 @@ def summarise(results: dict, ns, finetune_n) -> str:
                  f"{sum(not np.isnan(c['dice_tta']) for c in cases)}); units per case "
                  f"{np.mean([c['units'] for c in cases]):.0f}")
     lines.append("| N | selection | reviewed voxels | changed voxels | Dice gain | gain / 1000 reviewed | "
-                 "gain / 1000 changed |")
-    lines.append("|---|---|---|---|---|---|---|")
+                 "x random | gain / 1000 changed |")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for n in ns:
         for s in ("queue", "score", "density", "uncertainty", "random", "emphysema"):
             rows = [c["painting"][f"{s}/{n}"] for c in cases if f"{s}/{n}" in c["painting"]]
@@ -175,8 +175,10 @@ def summarise(results: dict, ns, finetune_n) -> str:
 
             def m(k, rows=rows):
                 return float(np.nanmean([r[k] for r in rows]))
+            ref = float(np.nanmean([c["painting"][f"random/{n}"]["gain_per_1000_reviewed"] for c in cases]))
             lines.append(f"| {n} | {s} | {m('reviewed_voxels'):.0f} | {m('changed_voxels'):.0f} | {m('gain'):+.4f} | "
-                         f"{m('gain_per_1000_reviewed'):.4f} | {m('gain_per_1000_changed'):.4f} |")
+                         f"{m('gain_per_1000_reviewed'):.4f} | {m('gain_per_1000_reviewed') / ref:.2f} | "
+                         f"{m('gain_per_1000_changed'):.4f} |")
     lines.append(f"\nfine-tuned from N = {finetune_n} units (model's own plain prediction):")
     lines.append("| selection | Dice before | Dice after | outside units before | outside units after | "
                  "final map |")
