@@ -6,9 +6,9 @@ blocks aligned on the lung's bounding box). Pieces smaller than ``min_ml`` (sliv
 are not queued. Its ``score`` is the expected number of wrong voxels, ``sum(1 - p(predicted class))`` over the
 unit (:meth:`drasclr.dense.uncertainty.VoxelUncertainty.expected_errors`): correcting the unit can fix at most its
 wrong voxels, so this is the expected benefit of reviewing it. Units are ranked by benefit per voxel reviewed
-(``expected_error_fraction`` = score / voxels; ``rank_by="score"`` ranks by the score itself): on held-out
-phantoms this fixed about twice as many errors per reviewed voxel as the score ranking's large units did
-(docs/guided_correction.md).
+(``expected_error_fraction`` = score / voxels; ``rank_by="score"`` ranks by the score itself): on 7 held-out
+phantom cases, correcting its first 3 units gained 2.2x the Dice per reviewed voxel of 3 random units and 1.4x
+that of the score ranking (docs/guided_correction.md).
 
 Files (written by ``drasclr analyze`` with a model): ``review.json`` (the ranked list, see :func:`queue_json`) and
 ``review_units.nii.gz`` (uint16 on the CT's grid: each voxel holds the rank of its unit, 0 when in none).
