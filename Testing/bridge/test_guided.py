@@ -17,7 +17,7 @@ from drasclr.analyze import analyze as engine_analyze
 from drasclr.analyze import write_analysis
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import save_segmenter
-from DrasCLRSlicerLib import guided, process, volumes
+from DrasCLRSlicerLib import guided, process, tables, volumes
 from DrasCLRSlicerLib.logic import DrasCLRLogic
 
 TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}
@@ -122,6 +122,8 @@ def test_output_folder_brings_uncertainty_and_queue(scene, tmp_path, tiny_model_
     np.testing.assert_array_equal(nodes.uncertainty.array, res.uncertainty.array)
     np.testing.assert_array_equal(nodes.review.labels.array, res.review.labels.array)
     assert [u["rank"] for u in nodes.review.units] == [u["rank"] for u in res.review.units]
+    got = tables.table_to_rows(nodes.table)  # the table shows the per-region mean uncertainty too
+    assert [r["mean_uncertainty"] for r in got] == pytest.approx([r["mean_uncertainty"] for r in res.rows], abs=1e-4)
     assert logic.reviewed_mask(nodes).array.sum() == 0
     unit = logic.next_review_unit(nodes)  # works without any slice view
     assert unit["rank"] == 1 and nodes.review.reviewed == [1]
