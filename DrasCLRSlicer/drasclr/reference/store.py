@@ -94,6 +94,6 @@ def load_reference(path: str | os.PathLike | None = None) -> tuple[LocalHistogra
     dec = card.get("decision", {})
     clf = LocalHistogramKNN(spec, finish(counts, spec), labels, k=int(dec.get("k", 5)),
                             pse_dense_frac=dec.get("pse_dense_frac"),
-                            pse_needs_emphysema=bool(dec.get("pse_needs_emphysema", False)), window_mm=float(card["window_mm"]),
-                            pixel_mm=float(card["pixel_mm"]))
+                            pse_needs_emphysema=bool(dec.get("pse_needs_emphysema", False)),
+                            window_mm=float(card["window_mm"]), pixel_mm=float(card["pixel_mm"]))
     return clf, card, folder
