@@ -60,7 +60,8 @@ def _as_3d(image: sitk.Image, name: str, single_slice: bool = False) -> CTImage:
     elif dim == 2 and single_slice:
         image = sitk.JoinSeries([image])  # one axial slice, 1 mm thick
     elif dim != 3:
-        raise InputError(f"{name} is a {dim}-D image {size}; expected a 3-D CT volume")
+        raise InputError(f"{name} is a {dim}-D image {size}; expected a 3-D CT volume"
+                         + (" (single slices: --model cip-lh)" if dim == 2 else ""))
     if min(image.GetSize()) < 2 and not (single_slice and sorted(image.GetSize())[1] >= 2):
         raise InputError(f"{name} has size {image.GetSize()}: a single slice, expected a 3-D CT volume "
                          "(single slices: --model cip-lh)")
