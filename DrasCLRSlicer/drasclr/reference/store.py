@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..versions import REFERENCE_MODEL, resolve_model
 from .features import HistogramSpec, finish
 from .knn import LocalHistogramKNN
 
 ARCHITECTURE = "LocalHistogramKNN"
 KIND = "reference-local-histogram-knn"
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / "data" / "models" / "cip-lh"
-NAME = "cip-lh"
+PACKAGE_DIR = REFERENCE_MODEL
+NAME = REFERENCE_MODEL.name
 
 
 def _sha256(path: Path) -> str:
@@ -33,9 +34,7 @@ def is_reference_model(path: str | os.PathLike | None) -> bool:
     """True for the name ``cip-lh`` or a folder whose card is a local-histogram classifier."""
     if path is None:
         return False
-    if str(path) == NAME:
-        return True
-    card = Path(path) / "model.json"
+    card = resolve_model(path) / "model.json"
     if not card.is_file():
         return False
     try:
@@ -68,7 +67,7 @@ def save_reference(folder: str | os.PathLike, counts: np.ndarray, labels: np.nda
 
 def load_reference(path: str | os.PathLike | None = None) -> tuple[LocalHistogramKNN, dict, Path]:
     """Load a classifier folder (default or name ``cip-lh``: the bundled one). ``InputError`` on a bad folder."""
-    folder = PACKAGE_DIR if path in (None, NAME) else Path(path)
+    folder = PACKAGE_DIR if path is None else resolve_model(path)
     card_file = folder / "model.json"
     if not card_file.is_file():
         raise InputError(f"reference classifier not found: {folder} (no model.json)")
