@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .errors import InputError
 from .image import CTImage
 from .io import read_ct, write_image
 from .lungs import segment_lung_slices
@@ -62,6 +63,10 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
     timings: dict[str, float] = {}
     stage = functools.partial(_stage, timings)
     reference = is_reference(model)
+    thin = ct.array.shape[ct.superior_axis()[0]] < 3  # a single slice (or two): no cranio-caudal extent
+    if thin and model is not None and not reference:
+        raise InputError(f"the image has {ct.array.shape[ct.superior_axis()[0]]} slice(s): the 3-D subtype model "
+                         "needs a volume (single slices: --model cip-lh)")
     with stage("lung_mask"):
         lungs = segment_lung_slices(ct)  # segment_lungs, or slice by slice for fewer than 3 slices
     with stage("regions"):
@@ -69,7 +74,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
             check_ltrc_lobes(lobes, ct)
             regions = lobes.with_array(np.where(lungs.array > 0, lobes.array, 0).astype(np.uint8))
             kind = "lobes"
-        elif ct.array.shape[ct.superior_axis()[0]] < 3:  # no cranio-caudal extent: the two lungs
+        elif thin:  # no cranio-caudal thirds: the two lungs
             regions, kind = lungs_as_regions(lungs), "lungs"
         else:
             regions = zones_from_lungs(lungs)

@@ -172,3 +172,15 @@ def test_cross_validated_accuracy_on_the_real_patches():
     shuffled = cross_validate(patches, np.random.default_rng(0).permutation(subtypes),
                               HistogramSpec.from_dict(card["spec"]), k=dec["k"])
     assert shuffled["balanced_accuracy"] < 0.4
+
+
+def test_a_single_slice_is_refused_by_the_3d_model_path_but_densitometry_runs():
+    from drasclr.analyze import analyze
+
+    ct, truth = chest_slice(seed=9, size=256)
+    with pytest.raises(InputError, match="cip-lh"):
+        analyze(ct, model=object())  # any 3-D model: refused before it is used
+    result = analyze(ct)  # densitometry only works on one slice
+    assert result.region_kind == "lungs" and result.subtypes is None
+    assert [r["region"] for r in result.rows] == ["left_lung", "right_lung", "whole_lung"]
+    assert result.rows[2]["volume_ml"] == pytest.approx((truth > 0).sum() * ct.voxel_volume_ml, rel=0.02)
