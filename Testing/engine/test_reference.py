@@ -184,3 +184,18 @@ def test_a_single_slice_is_refused_by_the_3d_model_path_but_densitometry_runs():
     assert result.region_kind == "lungs" and result.subtypes is None
     assert [r["region"] for r in result.rows] == ["left_lung", "right_lung", "whole_lung"]
     assert result.rows[2]["volume_ml"] == pytest.approx((truth > 0).sum() * ct.voxel_volume_ml, rel=0.02)
+
+
+def test_the_build_script_rebuilds_the_shipped_parameters(tmp_path):
+    if not PATCHES.exists():
+        pytest.skip(f"real patches not found: {PATCHES}")
+    import subprocess
+    import sys
+
+    root = PACKAGE_DIR.parents[4]
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "build_cip_lh.py"), "--patches",
+                           str(PATCHES.parent), "-o", str(tmp_path / "lh")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("references.npz", "model.json", "LICENSE.txt"):
+        assert (tmp_path / "lh" / name).read_bytes() == (PACKAGE_DIR / name).read_bytes(), name

@@ -9,8 +9,10 @@ and the sha256 of ``references.npz``; ``LICENSE.txt`` beside them carries the Ch
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,18 @@ def is_reference_model(path: str | os.PathLike | None) -> bool:
         return False
 
 
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """A compressed ``.npz`` (readable by ``np.load(allow_pickle=False)``) with fixed zip timestamps, so the same
+    arrays always give the same bytes and sha256 (a rebuild can be compared with the shipped file)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+            zf.writestr(info, buf.getvalue())
+
+
 def save_reference(folder: str | os.PathLike, counts: np.ndarray, labels: np.ndarray, card: dict,
                    licence_text: str | None = None) -> Path:
     """Write a classifier folder (replacing its files atomically one by one)."""
@@ -52,7 +66,7 @@ def save_reference(folder: str | os.PathLike, counts: np.ndarray, labels: np.nda
     if counts.max(initial=0) > np.iinfo(np.uint16).max:
         raise ValueError("histogram counts do not fit uint16")
     tmp = folder / f".references.tmp-{os.getpid()}.npz"
-    np.savez_compressed(tmp, counts=counts.astype(np.uint16), labels=np.asarray(labels, np.uint8))
+    _write_npz(tmp, {"counts": counts.astype(np.uint16), "labels": np.asarray(labels, np.uint8)})
     os.replace(tmp, folder / "references.npz")
     card = {**card, "architecture": ARCHITECTURE, "kind": KIND, "references": "references.npz",
             "sha256": _sha256(folder / "references.npz")}
