@@ -199,3 +199,19 @@ def test_the_build_script_rebuilds_the_shipped_parameters(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in ("references.npz", "model.json", "LICENSE.txt"):
         assert (tmp_path / "lh" / name).read_bytes() == (PACKAGE_DIR / name).read_bytes(), name
+
+
+def test_map_on_a_real_ct_slab(shipped, real_ct_dir):
+    """30 slices of LIDC-IDRI-0001 (no emphysema truth; lung median -874 HU, LAA-950 2.6 %): every lung voxel gets
+    a subtype, nothing outside; the scan reads mostly normal and almost no panlobular emphysema."""
+    from drasclr.io import read_ct
+
+    clf, _, _ = shipped
+    ct = read_ct(real_ct_dir / "lidc_idri_0001.nii.gz")
+    lungs = segment_lungs(ct)
+    slab, slab_lungs = ct.crop((50, 0, 0), (80, 512, 512)), lungs.crop((50, 0, 0), (80, 512, 512))
+    sub = predict_subtypes(slab, slab_lungs, clf, show_progress=False).array
+    assert np.array_equal(sub > 0, slab_lungs.array > 0)
+    frac = np.bincount(sub[sub > 0], minlength=5)[1:] / (sub > 0).sum()
+    assert frac[0] == frac.max() and frac[0] > 0.45, frac
+    assert frac[3] < 0.02, frac
