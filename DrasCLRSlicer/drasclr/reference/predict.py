@@ -79,6 +79,9 @@ def predict_subtypes(ct: CTImage, lungs: CTImage, clf: LocalHistogramKNN, stride
                                stride_mm, show_progress).array
         return ct.with_array(np.ascontiguousarray(np.transpose(lab, np.argsort(order))))
     pixel_mm = float(np.sqrt(ct.spacing[0] * ct.spacing[1]))
+    if not 0.5 * clf.pixel_mm <= pixel_mm <= 1.0:
+        log.warning("in-plane pixels of %.2f mm are far from the training patches' %.2f mm: the cip-lh map is not a "
+                    "reliable texture map at this resolution", pixel_mm, clf.pixel_mm)
     size = window_pixels(clf.window_mm, pixel_mm)
     stride = max(1, int(round(stride_mm / pixel_mm)))
     out = np.zeros(ct.array.shape, np.uint8)
