@@ -39,6 +39,7 @@ WIN = 31
 PIXEL_MM = 0.7  # phantom windows are resampled to this in-plane pixel
 REAL_PIXEL_MM = 0.65  # real patches: COPDGene HRCT, about 0.6-0.7 mm (not stored)
 PSE_WALL_HU, PSE_WALL_FRACTION = -450.0, 0.28
+MIN_SHARE = {1: 1.0, 2: 0.15, 3: 0.15, 4: 0.5}  # least share of the window's lung in the centre's class
 HIST_EDGES = np.arange(-1100.0, -399.0, 5.0)  # plus one overflow bin for everything denser than -400 HU
 
 
@@ -57,7 +58,9 @@ def case_windows(ct: np.ndarray, sub: np.ndarray, spacing: float, rng: np.random
                  tries: int = 600) -> tuple[np.ndarray, np.ndarray]:
     """31 x 31 axial windows (resampled to ``PIXEL_MM``) centred on voxels of each class whose labels are pure:
     only that class, normal lung and non-lung inside; windows of normal, CLE and PLE lie at least 95 % in the
-    lung (the real patches sit in the parenchyma), PSE windows may hold the chest wall."""
+    lung (the real patches sit in the parenchyma), PSE windows may hold the chest wall. As an expert's region of
+    interest sits inside the finding, the centre's class covers at least ``MIN_SHARE`` of the window's lung
+    (normal: all of it; CLE and PSE 15 %; PLE, a whole-lobule finding, half)."""
     offs = (np.arange(WIN) - WIN // 2) * PIXEL_MM / spacing
     wins, labs = [], []
     for c in CLASSES:
@@ -75,6 +78,8 @@ def case_windows(ct: np.ndarray, sub: np.ndarray, spacing: float, rng: np.random
             if present - {c}:
                 continue
             if c != 3 and (lab > 0).mean() < 0.95:
+                continue
+            if (lab == c).sum() < MIN_SHARE[c] * (lab > 0).sum():
                 continue
             wins.append(ndi.map_coordinates(ct[z].astype(np.float32), [yy, xx], order=1))
             labs.append(c)

@@ -258,7 +258,8 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
 
     # airway and vessel trees
     vess, wall, lumen = _trees(grid, th, lobes, r_tree, lob, ple_pt, lung_idx, o.vessel_points,
-                               prune=(emphysema_v2.PLE_PRUNE_MM, emphysema_v2.PLE_THIN) if v2 else (1.3, 1.0))
+                               prune=(emphysema_v2.PLE_PRUNE_MM, emphysema_v2.PLE_THIN) if v2 else (1.3, 1.0),
+                               vessel_scale=emphysema_v2.VESSEL_SCALE if v2 else 1.0)
     if dots is not None and len(dots):  # v2: the centrilobular artery, a dot in the middle of each CLE lobule
         up = np.array([1.5, 0.0, 0.0])
         splat_tubes(grid, dots - up, dots + up, np.full(len(dots), 0.6), out=vess)
@@ -321,10 +322,15 @@ def _disease_v2(grid: Grid, lobes, flat, lung_idx, lung_pts, dis, rng, z_base, h
         for d in np.unique(np.round(c_dep, 1)):
             sel_d = np.round(c_dep, 1) == d
             occ = np.maximum(occ, d * splat_balls(grid, c_cen[sel_d], c_rad[sel_d], soft=soft))
-        occ = occ.reshape(-1)
+        core = occ.reshape(-1)
+        # faint halo of density loss over the affected lobule (graded, ill-defined)
+        halo = splat_balls(grid, dots, np.full(len(dots), 0.35 * lob.L), soft=4.0).reshape(-1)
+        occ = np.maximum(core, (0.15 + 0.25 * dis.cle) * halo)
+        del halo
         sel = lung_idx[occ[lung_idx] > 0]
         flat[sel] = flat[sel] * (1 - occ[sel]) + emphysema_v2.CLE_HU * occ[sel]
-        sub_flat[sel[(occ[sel] >= 0.45) & (sub_flat[sel] != labels.PLE)]] = labels.CLE
+        sub_flat[sel[(core[sel] >= 0.45) & (sub_flat[sel] != labels.PLE)]] = labels.CLE
+        del core
         del occ
     s_cen, s_rad = emphysema_v2.pse_bullae(rng, grid, lobes, z_base, height, dis.pse)
     if len(s_cen):
@@ -349,10 +355,10 @@ def _fractions(subtypes: np.ndarray) -> dict[str, float]:
 
 
 def _trees(grid: Grid, th: anatomy.Thorax, lobes: np.ndarray, rng: np.random.Generator, lob, ple_pt, lung_idx,
-           n_points: int, prune: tuple[float, float] = (1.3, 1.0)):
+           n_points: int, prune: tuple[float, float] = (1.3, 1.0), vessel_scale: float = 1.0):
     """Occupancy volumes (vessels, airway wall, airway lumen) on the fine grid. ``prune = (radius, factor)``:
     inside panlobular lobules vessels thinner than ``radius`` mm are dropped and the others thinned by
-    ``factor``."""
+    ``factor``; ``vessel_scale`` scales every vessel radius."""
     p = th.p
     car = th.carina
     top = np.array([grid.zf[-1] + 5.0, car[1] + 4.0, 0.0])
@@ -390,6 +396,8 @@ def _trees(grid: Grid, th: anatomy.Thorax, lobes: np.ndarray, rng: np.random.Gen
     from .render import tube_points
 
     pts, rad = tube_points(vp0, vp1, vr, min_step=0.5 * min(grid.spacing, grid.dz_fine))
+    if vessel_scale != 1.0:
+        rad = rad * vessel_scale
     if len(lung_idx) and ple_pt.any():  # prune small vessels inside panlobular lobules
         small = rad < prune[0]
         keys = lob.key(pts[small])

@@ -19,15 +19,16 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .emphysema import Lobules, choose_ple, zone
+from .emphysema import Lobules, zone
 from .fields import coarse_field, sample_field
 from .grid import Grid
 
-PLE_PRUNE_MM = 1.8  # vessels thinner than this (radius) vanish inside panlobular lobules
-PLE_THIN = 0.7  # the remaining vessels there are thinned by this factor
-PARENCHYMA_HU = -902.0  # anterior (non-dependent) lung
-GRAVITY_HU = 40.0  # added towards the dependent (posterior) lung
-TEXTURE_HU = 9.0
+PLE_PRUNE_MM = 2.5  # vessels thinner than this (radius) vanish inside panlobular lobules
+PLE_THIN = 0.6  # the remaining vessels there are thinned by this factor
+PARENCHYMA_HU = -916.0  # anterior (non-dependent) lung
+GRAVITY_HU = 36.0  # added towards the dependent (posterior) lung
+TEXTURE_HU = 8.0
+VESSEL_SCALE = 0.8  # vessel radii against version 1 (real cross-sections 2-3 mm²)
 CLE_HU = -985.0  # the lucency core of a fully developed lesion
 PLE_HU = -968.0
 PSE_AIR_HU = -990.0
@@ -57,11 +58,11 @@ def cle_lesions(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: f
     chosen = cen[rng.uniform(size=len(cen)) < p]
     if len(chosen) == 0:
         return empty
-    n_les = 1 + rng.poisson(0.8 + 3.5 * sev, len(chosen))
+    n_les = 1 + rng.poisson(1.0 + 4.0 * sev, len(chosen))
     centres = np.repeat(chosen, n_les, axis=0)
-    centres = centres + rng.normal(0, (0.06 + 0.1 * sev) * lob.L, centres.shape)
-    radii = rng.uniform(1.6, 2.6 + 4.0 * sev, len(centres))
-    depth = np.clip(rng.uniform(0.55, 0.85, len(centres)) + 0.25 * sev, 0, 1.0)
+    centres = centres + rng.normal(0, (0.08 + 0.1 * sev) * lob.L, centres.shape)
+    radii = rng.uniform(2.0, 3.0 + 4.5 * sev, len(centres))
+    depth = np.clip(rng.uniform(0.6, 0.9, len(centres)) + 0.2 * sev, 0, 1.0)
     return centres, radii, depth, chosen
 
 
@@ -99,7 +100,7 @@ def pse_bullae(rng, grid: Grid, lobes: np.ndarray, z_base: dict, height: float, 
     prob = sev * 0.05 * np.clip(zn - 0.25, 0, 1) * (f > 0.0) * np.where(is_outer, 1.0, 0.25)
     pick = np.flatnonzero(rng.uniform(size=len(pts)) < np.clip(prob, 0, 1))
     rng.shuffle(pick)
-    radii = rng.uniform(4.5, 6.0 + 4.0 * sev, len(pick))
+    radii = rng.uniform(5.5, 7.5 + 3.0 * sev, len(pick))
     acc_c, acc_r = [], []
     for i, r in zip(pick[:3000], radii[:3000]):
         c = pts[i] + nrm[i] * (r - 0.5 * grid.spacing)
@@ -115,6 +116,16 @@ def pse_bullae(rng, grid: Grid, lobes: np.ndarray, z_base: dict, height: float, 
 
 
 def ple_lobules(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: float, sev: float):
-    """Boolean per lung point inside a panlobular lobule (chosen as in version 1: lower zones, patchy to
-    confluent) and the chosen lobule keys."""
-    return choose_ple(rng, lob, lung_pts, z_base, height, sev)
+    """Boolean per lung point inside a panlobular lobule (lower zones, confluent over neighbouring lobules) and
+    the chosen lobule keys."""
+    keys = lob.key(lung_pts)
+    if sev <= 0:
+        return np.zeros(len(lung_pts), bool), np.zeros(0, np.int64)
+    uk = np.unique(keys)
+    cen = lob.centre(uk)
+    zn = zone(cen, z_base, height)
+    patch, pax = coarse_field(rng, cen.min(0) - 20, cen.max(0) + 20, 70.0)
+    f = sample_field(patch, pax, cen)
+    score = 2.0 * sev * (1.0 - zn) ** 1.5 + 0.6 * f - 0.9 + 0.15 * rng.standard_normal(len(uk))
+    chosen = uk[score > 0]
+    return np.isin(keys, chosen), chosen
