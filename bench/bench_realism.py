@@ -39,7 +39,7 @@ WIN = 31
 PIXEL_MM = 0.7  # phantom windows are resampled to this in-plane pixel
 REAL_PIXEL_MM = 0.65  # real patches: COPDGene HRCT, about 0.6-0.7 mm (not stored)
 PSE_WALL_HU, PSE_WALL_FRACTION = -450.0, 0.28
-MIN_SHARE = {1: 1.0, 2: 0.15, 3: 0.15, 4: 0.5}  # least share of the window's lung in the centre's class
+MIN_SHARE = {1: 1.0, 2: 0.15, 3: 0.15, 4: 0.7}  # least share of the window's lung in the centre's class
 HIST_EDGES = np.arange(-1100.0, -399.0, 5.0)  # plus one overflow bin for everything denser than -400 HU
 
 
@@ -60,7 +60,7 @@ def case_windows(ct: np.ndarray, sub: np.ndarray, spacing: float, rng: np.random
     only that class, normal lung and non-lung inside; windows of normal, CLE and PLE lie at least 95 % in the
     lung (the real patches sit in the parenchyma), PSE windows may hold the chest wall. As an expert's region of
     interest sits inside the finding, the centre's class covers at least ``MIN_SHARE`` of the window's lung
-    (normal: all of it; CLE and PSE 15 %; PLE, a whole-lobule finding, half)."""
+    (normal: all of it; CLE and PSE 15 %; PLE, a whole-lobule finding, 70 %)."""
     offs = (np.arange(WIN) - WIN // 2) * PIXEL_MM / spacing
     wins, labs = [], []
     for c in CLASSES:

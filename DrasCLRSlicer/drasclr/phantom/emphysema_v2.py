@@ -23,14 +23,14 @@ from .emphysema import Lobules, zone
 from .fields import coarse_field, sample_field
 from .grid import Grid
 
-PLE_PRUNE_MM = 2.5  # vessels thinner than this (radius) vanish inside panlobular lobules
+PLE_PRUNE_MM = 3.0  # vessels thinner than this (radius) vanish inside panlobular lobules
 PLE_THIN = 0.6  # the remaining vessels there are thinned by this factor
-PARENCHYMA_HU = -916.0  # anterior (non-dependent) lung
-GRAVITY_HU = 36.0  # added towards the dependent (posterior) lung
+PARENCHYMA_HU = -912.0  # anterior (non-dependent) lung
+GRAVITY_HU = 28.0  # added towards the dependent (posterior) lung
 TEXTURE_HU = 8.0
-VESSEL_SCALE = 0.8  # vessel radii against version 1 (real cross-sections 2-3 mm²)
+VESSEL_SCALE = 0.6  # vessel radii against version 1 (real cross-sections 2-3 mm²)
 CLE_HU = -985.0  # the lucency core of a fully developed lesion
-PLE_HU = -968.0
+PLE_HU = -984.0
 PSE_AIR_HU = -990.0
 PSE_WALL_HU = -450.0
 PSE_WALL_MM = 0.5
@@ -58,11 +58,11 @@ def cle_lesions(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: f
     chosen = cen[rng.uniform(size=len(cen)) < p]
     if len(chosen) == 0:
         return empty
-    n_les = 1 + rng.poisson(1.0 + 4.0 * sev, len(chosen))
+    n_les = 1 + rng.poisson(2.0 + 5.0 * sev, len(chosen))
     centres = np.repeat(chosen, n_les, axis=0)
     centres = centres + rng.normal(0, (0.08 + 0.1 * sev) * lob.L, centres.shape)
-    radii = rng.uniform(2.0, 3.0 + 4.5 * sev, len(centres))
-    depth = np.clip(rng.uniform(0.6, 0.9, len(centres)) + 0.2 * sev, 0, 1.0)
+    radii = rng.uniform(2.5, 4.0 + 5.0 * sev, len(centres))
+    depth = np.clip(rng.uniform(0.75, 0.95, len(centres)) + 0.15 * sev, 0, 1.0)
     return centres, radii, depth, chosen
 
 
@@ -100,10 +100,10 @@ def pse_bullae(rng, grid: Grid, lobes: np.ndarray, z_base: dict, height: float, 
     prob = sev * 0.05 * np.clip(zn - 0.25, 0, 1) * (f > 0.0) * np.where(is_outer, 1.0, 0.25)
     pick = np.flatnonzero(rng.uniform(size=len(pts)) < np.clip(prob, 0, 1))
     rng.shuffle(pick)
-    radii = rng.uniform(5.5, 7.5 + 3.0 * sev, len(pick))
+    radii = rng.uniform(7.0, 9.0 + 3.0 * sev, len(pick))
     acc_c, acc_r = [], []
     for i, r in zip(pick[:3000], radii[:3000]):
-        c = pts[i] + nrm[i] * (r - 0.5 * grid.spacing)
+        c = pts[i] + nrm[i] * (0.55 * r)  # the pleura cuts the ball: a flat-based subpleural bulla
         if acc_c:
             d = np.linalg.norm(np.asarray(acc_c) - c, axis=1)
             if np.any(d < (np.asarray(acc_r) + r) * 0.98):

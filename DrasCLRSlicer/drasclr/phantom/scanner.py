@@ -24,10 +24,10 @@ KERNELS = {
 }
 
 KERNELS_V2 = {
-    "soft": {"psf_mm": 0.5, "sharpen": 0.0, "grain_mm": 0.45},
-    "sharp": {"psf_mm": 0.38, "sharpen": 0.5, "grain_mm": 0.3},
+    "soft": {"psf_mm": 0.55, "sharpen": 0.0, "grain_mm": 0.45},
+    "sharp": {"psf_mm": 0.45, "sharpen": 0.3, "grain_mm": 0.35},
 }
-NOISE_V2 = {"soft": (18.0, 26.0), "sharp": (22.0, 30.0)}  # HU std range drawn per case
+NOISE_V2 = {"soft": (12.0, 20.0), "sharp": (16.0, 24.0)}  # HU std range drawn per case
 FLOOR_V2 = -1100.0
 
 
