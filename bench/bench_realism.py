@@ -124,16 +124,19 @@ def make_windows(args) -> None:
         print(json.dumps(info), flush=True)
 
 
-def load_windows(work: str | Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    ws, ls, infos = [], [], []
-    for f in sorted(Path(work).glob("seed*_case*.npz")):
+def load_windows(work: str | Path, with_case: bool = False):
+    """``(windows, subtype, infos)`` of every case in ``work`` (plus the case number of each window)."""
+    ws, ls, infos, case = [], [], [], []
+    for j, f in enumerate(sorted(Path(work).glob("seed*_case*.npz"))):
         with np.load(f, allow_pickle=False) as d:
             ws.append(d["windows"])
             ls.append(d["subtype"])
             infos.append(json.loads(str(d["info"])))
+            case.append(np.full(len(d["subtype"]), j))
     if not ws:
         raise SystemExit(f"no phantom windows in {work}: run the 'windows' step first")
-    return np.concatenate(ws), np.concatenate(ls).astype(int), infos
+    out = (np.concatenate(ws), np.concatenate(ls).astype(int), infos)
+    return (*out, np.concatenate(case)) if with_case else out
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -202,10 +205,10 @@ def cap_per_class(y: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarr
 
 def report(args) -> dict:
     rw, ry, _ = real_patches()
-    pw, py, infos = load_windows(args.work)
+    pw, py, infos, case_of = load_windows(args.work, with_case=True)
     rng = np.random.default_rng(0)
     sel = cap_per_class(py, args.cap, rng)  # class-balanced phantom training / test set
-    pw, py = pw[sel], py[sel]
+    pw, py, case_of = pw[sel], py[sel], case_of[sel]
     out = {"work": str(args.work), "cases": len(infos),
            "generator": sorted({i["generator"] for i in infos}), "seeds": sorted({i["seed"] for i in infos}),
            "seconds_per_case": float(np.mean([i["seconds"] for i in infos])),
@@ -229,6 +232,14 @@ def report(args) -> dict:
         r = out[key]
         print(f"| {name} | {r['balanced_accuracy']:.2f} | " + " | ".join(f"{r['recall'][NAMES[c]]:.2f}"
                                                                       for c in CLASSES) + " |")
+    print("\nphantom normal windows by kernel (real: 2.1 % below -950 HU):")
+    for kern in ("soft", "sharp"):
+        m = np.isin(case_of, [j for j, i in enumerate(infos) if i["kernel"] == kern]) & (py == 1)
+        if m.any():
+            s = class_stats(pw[m], PIXEL_MM)
+            out.setdefault("normal_by_kernel", {})[kern] = s
+            print(f"  {kern}: {s['n']} windows, median {s['median']:.0f} HU, IQR {s['iqr']:.0f}, "
+                  f"{s['below_950_pct']:.1f} % < -950, {s['above_500_pct']:.1f} % > -500")
     for key in ("real_to_phantom", "phantom_to_real"):
         print(f"{key} confusion (rows truth normal/CLE/PSE/PLE): {out[key]['confusion']}")
     if args.json:

@@ -310,7 +310,7 @@ def _disease_v2(grid: Grid, lobes, flat, lung_idx, lung_pts, dis, rng, z_base, h
         sig = 1.2 / grid.fine_spacing_zyx()
         m = ndi.gaussian_filter(m.reshape(grid.fine_shape), sig, mode="nearest").reshape(-1)
         w = np.clip(1.6 * m[lung_idx], 0, 1)
-        target = emphysema_v2.PLE_HU - 8.0 * dis.ple + 0.1 * (flat[lung_idx] - emphysema_v2.PARENCHYMA_HU)
+        target = emphysema_v2.PLE_HU - 8.0 * dis.ple + 0.2 * (flat[lung_idx] - emphysema_v2.PARENCHYMA_HU)
         flat[lung_idx] = flat[lung_idx] * (1 - w) + target * w
         sub_flat[lung_idx[ple_pt]] = labels.PLE
         del m, w, target

@@ -27,10 +27,10 @@ PLE_PRUNE_MM = 3.0  # vessels thinner than this (radius) vanish inside panlobula
 PLE_THIN = 0.6  # the remaining vessels there are thinned by this factor
 PARENCHYMA_HU = -912.0  # anterior (non-dependent) lung
 GRAVITY_HU = 28.0  # added towards the dependent (posterior) lung
-TEXTURE_HU = 8.0
+TEXTURE_HU = 10.0
 VESSEL_SCALE = 0.6  # vessel radii against version 1 (real cross-sections 2-3 mm²)
 CLE_HU = -985.0  # the lucency core of a fully developed lesion
-PLE_HU = -984.0
+PLE_HU = -979.0
 PSE_AIR_HU = -990.0
 PSE_WALL_HU = -450.0
 PSE_WALL_MM = 0.5
@@ -38,7 +38,9 @@ PSE_WALL_MM = 0.5
 
 def parenchyma(yn: np.ndarray, tex: np.ndarray) -> np.ndarray:
     """Lung density before disease: gradient along the normalised posterior axis ``yn`` plus texture."""
-    return (PARENCHYMA_HU + GRAVITY_HU * np.clip(yn, 0, 1) ** 1.5) + TEXTURE_HU * tex
+    # positively skewed texture (mean zero, bounded below at about -TEXTURE_HU): interstitium and sub-resolution
+    # vessels add density, nothing removes it, so normal lung keeps its sharp lower edge (real: 2 % < -950 HU)
+    return (PARENCHYMA_HU + GRAVITY_HU * np.clip(yn, 0, 1) ** 1.5) + TEXTURE_HU * (tex + 0.6 * tex * tex - 0.6)
 
 
 def cle_lesions(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: float, sev: float):
@@ -97,13 +99,13 @@ def pse_bullae(rng, grid: Grid, lobes: np.ndarray, z_base: dict, height: float, 
     zn = zone(pts, z_base, height)
     patch, pax = coarse_field(rng, pts.min(0) - 20, pts.max(0) + 20, 60.0)
     f = sample_field(patch, pax, pts)
-    prob = sev * 0.05 * np.clip(zn - 0.25, 0, 1) * (f > 0.0) * np.where(is_outer, 1.0, 0.25)
+    prob = sev * 0.05 * np.clip(zn - 0.25, 0, 1) * (f > 0.0) * np.where(is_outer, 1.0, 0.15)
     pick = np.flatnonzero(rng.uniform(size=len(pts)) < np.clip(prob, 0, 1))
     rng.shuffle(pick)
     radii = rng.uniform(7.0, 9.0 + 3.0 * sev, len(pick))
     acc_c, acc_r = [], []
     for i, r in zip(pick[:3000], radii[:3000]):
-        c = pts[i] + nrm[i] * (0.55 * r)  # the pleura cuts the ball: a flat-based subpleural bulla
+        c = pts[i] + nrm[i] * (0.45 * r)  # the pleura cuts the ball: a flat-based subpleural bulla
         if acc_c:
             d = np.linalg.norm(np.asarray(acc_c) - c, axis=1)
             if np.any(d < (np.asarray(acc_r) + r) * 0.98):
