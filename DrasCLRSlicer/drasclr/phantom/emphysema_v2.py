@@ -30,7 +30,7 @@ GRAVITY_HU = 28.0  # added towards the dependent (posterior) lung
 TEXTURE_HU = 10.0
 VESSEL_SCALE = 0.6  # vessel radii against version 1 (real cross-sections 2-3 mm²)
 CLE_HU = -985.0  # the lucency core of a fully developed lesion
-PLE_HU = -979.0
+PLE_HU = -982.0
 PSE_AIR_HU = -990.0
 PSE_WALL_HU = -450.0
 PSE_WALL_MM = 0.5
@@ -105,7 +105,7 @@ def pse_bullae(rng, grid: Grid, lobes: np.ndarray, z_base: dict, height: float, 
     radii = rng.uniform(7.0, 9.0 + 3.0 * sev, len(pick))
     acc_c, acc_r = [], []
     for i, r in zip(pick[:3000], radii[:3000]):
-        c = pts[i] + nrm[i] * (0.45 * r)  # the pleura cuts the ball: a flat-based subpleural bulla
+        c = pts[i] + nrm[i] * (0.5 * r)  # the pleura cuts the ball: a flat-based subpleural bulla
         if acc_c:
             d = np.linalg.norm(np.asarray(acc_c) - c, axis=1)
             if np.any(d < (np.asarray(acc_r) + r) * 0.98):
