@@ -60,10 +60,10 @@ def cle_lesions(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: f
     chosen = cen[rng.uniform(size=len(cen)) < p]
     if len(chosen) == 0:
         return empty
-    n_les = 1 + rng.poisson(2.0 + 5.0 * sev, len(chosen))
+    n_les = 1 + rng.poisson(2.0 + 6.0 * sev, len(chosen))
     centres = np.repeat(chosen, n_les, axis=0)
     centres = centres + rng.normal(0, (0.08 + 0.1 * sev) * lob.L, centres.shape)
-    radii = rng.uniform(2.5, 4.0 + 5.0 * sev, len(centres))
+    radii = rng.uniform(2.5, 4.0 + 5.5 * sev, len(centres))
     depth = np.clip(rng.uniform(0.75, 0.95, len(centres)) + 0.15 * sev, 0, 1.0)
     return centres, radii, depth, chosen
 
