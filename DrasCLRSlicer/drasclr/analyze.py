@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .errors import InputError
 from .image import CTImage
 from .io import read_ct, write_image
-from .lungs import segment_lungs
+from .lungs import segment_lung_slices
 from .outputs import staged_dir
-from .regions import check_ltrc_lobes, read_lobes, zones_from_lungs
+from .regions import check_ltrc_lobes, lungs_as_regions, read_lobes, zones_from_lungs
 from .stats import COLUMNS, UNCERTAINTY_COLUMN, region_stats, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -59,22 +60,36 @@ def _stage(timings: dict, name: str):
 
 def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu", model_card: dict | None = None,
             batch_size: int | None = None, tta: bool = True, model_dir: str | Path | None = None) -> Analysis:
-    """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` (None: densitometry only);
-    ``tta``: also predict every patch mirrored left-right and average (default; about twice the subtype time)."""
+    """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` or the reference classifier
+    (``drasclr.reference``: slice by slice, no registration, no embedding; reads single slices too) (None:
+    densitometry only); ``tta``: also predict every patch mirrored left-right and average (default; about twice
+    the subtype time)."""
     timings: dict[str, float] = {}
     stage = functools.partial(_stage, timings)
+    reference = is_reference(model)
+    thin = ct.array.shape[ct.superior_axis()[0]] < 3  # a single slice (or two): no cranio-caudal extent
+    if thin and model is not None and not reference:
+        raise InputError(f"the image has {ct.array.shape[ct.superior_axis()[0]]} slice(s): the 3-D subtype model "
+                         "needs a volume (single slices: --model cip-lh)")
     with stage("lung_mask"):
-        lungs = segment_lungs(ct)
+        lungs = segment_lung_slices(ct)  # segment_lungs, or slice by slice for fewer than 3 slices
     with stage("regions"):
         if lobes is not None:
             check_ltrc_lobes(lobes, ct)
             regions = lobes.with_array(np.where(lungs.array > 0, lobes.array, 0).astype(np.uint8))
             kind = "lobes"
+        elif thin:  # no cranio-caudal thirds: the two lungs
+            regions, kind = lungs_as_regions(lungs), "lungs"
         else:
             regions = zones_from_lungs(lungs)
             kind = "zones"
     subtypes = embedding = uncertainty = review = kind_u = None
-    if model is not None:
+    if reference:
+        from .reference.predict import predict_subtypes
+
+        with stage("subtypes"):
+            subtypes = predict_subtypes(ct, lungs, model)
+    elif model is not None:
         import torch
 
         from .dense import predict
@@ -102,6 +117,8 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         del pred
     with stage("stats"):
         rows = region_stats(ct, regions, subtypes)
+        if kind == "lungs":
+            rows = [r for r in rows if r["region"] in ("left_lung", "right_lung", "whole_lung")]
         if uncertainty is not None:
             from .dense.uncertainty import region_mean_uncertainty
 
@@ -109,8 +126,17 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
     return Analysis(ct=ct, lungs=lungs, regions=regions, region_kind=kind, rows=rows, subtypes=subtypes,
                     embedding=embedding, timings=timings, model_card=model_card,
                     model_dir=Path(model_dir) if model_dir is not None else None, device=str(device),
-                    tta=bool(tta and model is not None), uncertainty=uncertainty, uncertainty_kind=kind_u,
-                    review=review)
+                    tta=bool(tta and model is not None and not reference), uncertainty=uncertainty,
+                    uncertainty_kind=kind_u, review=review)
+
+
+def is_reference(model) -> bool:
+    """True for the reference classifier (``drasclr.reference``), which needs neither torch nor an atlas."""
+    if model is None:
+        return False
+    from .reference.knn import LocalHistogramKNN
+
+    return isinstance(model, LocalHistogramKNN)
 
 
 def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -> Path:
@@ -120,7 +146,7 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
             "grid": {"size_xyz": list(result.ct.shape_xyz), "spacing_mm": list(result.ct.spacing)},
             "timings_s": result.timings}
     if result.model_card:
-        info["model"] = {k: result.model_card.get(k) for k in ("name", "version", "sha256", "metrics")}
+        info["model"] = {k: result.model_card.get(k) for k in ("name", "version", "kind", "sha256", "metrics")}
         info["model"]["folder"] = str(result.model_dir.resolve()) if result.model_dir is not None else None
         info["model"]["tta"] = result.tta
     columns = COLUMNS
@@ -160,7 +186,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
     """Read (unless ``ct`` is given: then ``read_seconds`` is the time its reading took), analyze and write one
     case."""
     t0 = time.perf_counter()
-    ct = ct if ct is not None else read_ct(path, series_uid=series_uid)
+    ct = ct if ct is not None else read_ct(path, series_uid=series_uid, single_slice=is_reference(model))
     read_s = read_seconds if read_seconds is not None else time.perf_counter() - t0
     lobes = read_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
     result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size, tta=tta,
