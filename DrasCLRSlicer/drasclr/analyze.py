@@ -19,6 +19,7 @@ import numpy as np
 from . import __version__
 from .image import CTImage
 from .io import read_ct, write_image
+from .lung_checks import check_lobes_cover_lungs
 from .lungs import segment_lungs
 from .outputs import staged_dir
 from .regions import check_ltrc_lobes, read_lobes, zones_from_lungs
@@ -64,6 +65,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         if lobes is not None:
             check_ltrc_lobes(lobes, ct)
             regions = lobes.with_array(np.where(lungs.array > 0, lobes.array, 0).astype(np.uint8))
+            check_lobes_cover_lungs(regions.array, lungs.array)
             kind = "lobes"
         else:
             regions = zones_from_lungs(lungs)

@@ -57,3 +57,17 @@ def check_lungs(lungs: np.ndarray, hu: np.ndarray, body: np.ndarray, vox_ml: flo
         raise InputError(f"only one lung-like region of {total:.0f} ml found; a one-lung scan needs at least "
                          f"{MIN_ONE_LUNG_ML:.0f} ml (is this a chest CT?)")
     return f
+
+
+MIN_LOBE_COVERAGE = 0.5  # a lobe file from the same scan covers > 90 % of the lung mask
+
+
+def check_lobes_cover_lungs(regions: np.ndarray, lungs: np.ndarray, name: str = "lobe file") -> float:
+    """Share of the lung voxels that carry a lobe label; ``InputError`` when below ``MIN_LOBE_COVERAGE`` (a lobe
+    file of another scan or another grid would otherwise give a table of empty rows)."""
+    lung = lungs > 0
+    covered = float(np.count_nonzero(regions[lung] > 0)) / max(1, int(np.count_nonzero(lung)))
+    if covered < MIN_LOBE_COVERAGE:
+        raise InputError(f"the {name} covers only {100 * covered:.0f} % of the lungs (at least "
+                         f"{100 * MIN_LOBE_COVERAGE:.0f} % expected): a lobe file of another scan or grid?")
+    return covered

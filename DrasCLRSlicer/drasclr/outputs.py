@@ -121,13 +121,15 @@ def claimed_output(target: str | os.PathLike, overwrite: bool = False, resumable
     target = Path(target)
     check_output_location(target, overwrite, resumable, need_bytes, what)
     created_parent = _nearest_existing(target.parent)
-    with output_lock(target):
-        _CLAIMS[_key(target)] = overwrite
-        try:
-            yield target
-        finally:
-            _CLAIMS.pop(_key(target), None)
-            _remove_empty_parents(target.parent, created_parent)
+    try:
+        with output_lock(target):
+            _CLAIMS[_key(target)] = overwrite
+            try:
+                yield target
+            finally:
+                _CLAIMS.pop(_key(target), None)
+    finally:
+        _remove_empty_parents(target.parent, created_parent)
 
 
 def _remove_empty_parents(folder: Path, stop: Path) -> None:
@@ -169,7 +171,7 @@ def staged_dir(target: str | os.PathLike, overwrite: bool | None = None):
             raise InputError(f"cannot write output folder {target}: {exc.strerror or exc}") from None
         try:
             yield tmp
-            _commit(tmp, target)
+            _commit(tmp, target, overwrite)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             _remove_empty_parents(target.parent, stop)
@@ -178,10 +180,13 @@ def staged_dir(target: str | os.PathLike, overwrite: bool | None = None):
             raise
 
 
-def _commit(tmp: Path, target: Path) -> None:
+def _commit(tmp: Path, target: Path, overwrite: bool) -> None:
     """Move ``tmp`` to ``target``; an existing folder is swapped out first and removed after (restored on error)."""
     old = None
     if target.exists():
+        if not target.is_dir() or (is_nonempty_dir(target) and not overwrite):
+            raise InputError(f"output {target} appeared while this run was writing (another program?); "
+                             "nothing was written")
         if not any(target.iterdir()):
             target.rmdir()
         else:
