@@ -22,8 +22,18 @@ import SimpleITK as sitk
 from dicom_writer import write_dicom_series
 from drasclr.image import CTImage
 from drasclr.io import read_ct, write_image
-from hostile import (abdomen, header_only_mha, leftovers, patched_mha, patched_nifti, refused, run, small_chest,
-                     truncated, write_chest)
+from hostile import (
+    abdomen,
+    header_only_mha,
+    leftovers,
+    patched_mha,
+    patched_nifti,
+    refused,
+    run,
+    small_chest,
+    truncated,
+    write_chest,
+)
 
 NO_MODEL = ("--no-model", "--quiet")
 
@@ -242,7 +252,7 @@ def test_bad_output_locations_are_refused_before_the_analysis(tmp_path, capsys):
     }
     if os.path.exists("/dev/null"):
         cases["output /dev/null"] = (Path("/dev/null"), "not a folder")
-    for name, (out, match) in cases.items():
+    for out, match in cases.values():
         refused(capsys, ["analyze", ct, "-o", out, *NO_MODEL], None, match)
     assert (tmp_path / "afile").read_text() == "x" and (full / "keep.txt").read_text() == "mine"
     assert leftovers(tmp_path) == [] and not [p for p in Path("/dev").iterdir() if p.name.startswith(".null.tmp-")]
