@@ -308,3 +308,24 @@ def test_gzip_check_reads_the_whole_stream(tmp_path):
         read_ct(tmp_path / "b.nii.gz")
     assert gzip.decompress(data)  # the intact file is fine
     assert struct.calcsize("<h") == 2
+
+
+def test_final_move_that_fails_cleans_up(tmp_path):
+    """Another program creates the destination while we stage: the move is refused, our temporary folder is
+    removed and the other program's files are untouched."""
+    from drasclr.errors import InputError
+    from drasclr.outputs import claimed_output, staged_dir
+
+    target = tmp_path / "deep" / "er" / "out"
+    with pytest.raises(InputError, match="appeared"):
+        with staged_dir(target) as tmp:
+            (tmp / "ours.txt").write_text("new")
+            target.mkdir(parents=True)
+            (target / "theirs.txt").write_text("theirs")
+    assert sorted(p.name for p in target.iterdir()) == ["theirs.txt"] and leftovers(target.parent) == []
+    # a failure inside a claimed output removes the folders created for it
+    with pytest.raises(RuntimeError):
+        with claimed_output(tmp_path / "a" / "b" / "out"), staged_dir(tmp_path / "a" / "b" / "out") as tmp:
+            (tmp / "half.txt").write_text("x")
+            raise RuntimeError("disk on fire")
+    assert not (tmp_path / "a").exists()
