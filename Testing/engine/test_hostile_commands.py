@@ -302,10 +302,9 @@ def _wait_for(pred, proc, timeout=120.0):
 
 def test_sigterm_removes_the_staged_folder(tmp_path):
     code = ("import sys, time; from drasclr.outputs import staged_dir, terminate_on_signals; terminate_on_signals(); "
-            "t = staged_dir(sys.argv[1]); d = t.__enter__(); (d / 'half.txt').write_text('x'); "
-            "print('staged', flush=True)\n"
-            "try:\n    time.sleep(60)\nexcept BaseException:\n    t.__exit__(*sys.exc_info()); print('cleaned'); "
-            "sys.exit(143)")
+            "t = staged_dir(sys.argv[1]); d = t.__enter__(); (d / 'half.txt').write_text('x')\n"
+            "try:\n    print('staged', flush=True)\n    time.sleep(60)\n"
+            "except BaseException:\n    t.__exit__(*sys.exc_info()); print('cleaned'); sys.exit(143)")
     target = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True, env=_env())
     assert proc.stdout.readline().strip() == "staged"

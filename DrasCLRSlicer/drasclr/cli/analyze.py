@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -65,17 +66,11 @@ def _cases(src: Path) -> list[Path] | None:
     return None
 
 
-def _case_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def case_names(paths: list[Path]) -> list[str]:
     """Output folder names: file stems, or parent folder names when stems repeat (``case_000/ct.nii.gz``)."""
-    stems = [_case_name(p) for p in paths]
+    from ..io import image_stem
+
+    stems = [image_stem(p) for p in paths]
     if len(set(stems)) == len(stems):
         return stems
     parents = [p.parent.name if p.is_file() else p.name for p in paths]
@@ -119,20 +114,23 @@ def run(args) -> int:
     return _run_batch(args, cases)
 
 
-def _load_model(args, device):
-    """(model, card) or (None, None); logged only after the inputs were validated."""
+def _load_model(args, device) -> dict:
+    """The model keyword arguments of ``analyze_file``; logged only after the inputs were validated."""
     from ..device import describe_device
 
+    kwargs = dict(model=None, device=device, model_card=None, batch_size=args.batch_size, tta=args.tta,
+                  model_dir=None)
     if args.no_model:
-        return None, None
-    from ..dense.store import DEMO_MODEL, load_segmenter
+        return kwargs
+    from ..dense.store import load_segmenter
+    from ..versions import DEMO_MODEL
 
     if args.model is None and not DEMO_MODEL.exists():
         log.warning("bundled demo model not found (build it with `make demo-model`): densitometry only")
-        return None, None
-    model, card, _ = load_segmenter(args.model, device)
+        return kwargs
+    model, card, folder = load_segmenter(args.model, device)
     log.info("model %s on %s", card.get("version", card.get("name")), describe_device(device))
-    return model, card
+    return {**kwargs, "model": model, "model_card": card, "model_dir": folder}
 
 
 def _run_one(args, src: Path) -> int:
@@ -145,15 +143,15 @@ def _run_one(args, src: Path) -> int:
     device = pick_device(args.device)
     with claimed_output(args.output, overwrite=args.overwrite):
         # every check on the inputs before the model is loaded: a bad input gives one error line, nothing else
+        t0 = time.perf_counter()
         ct = read_ct(src, series_uid=args.series, allow_uneven=args.allow_uneven_slices)
+        read_s = time.perf_counter() - t0
         if args.lobes:
             from ..regions import read_lobes
 
             read_lobes(args.lobes, ct, args.lobes_convention)
-        model, card = _load_model(args, device)
         result = analyze_file(src, args.output, lobes_path=args.lobes, lobes_convention=args.lobes_convention,
-                              ct=ct, model=model, device=device, model_card=card, batch_size=args.batch_size,
-                              tta=args.tta)
+                              ct=ct, read_seconds=read_s, **_load_model(args, device))
     if not args.quiet:
         print(format_table(result.rows))
     print(f"wrote {args.output}")
@@ -177,8 +175,7 @@ def _run_batch(args, cases: list[Path]) -> int:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     names = case_names(cases)
     mine = list(zip(cases, names))[rank::world]
-    model, card = _load_model(args, device)
-    kwargs = dict(model=model, device=device, model_card=card, batch_size=args.batch_size, tta=args.tta)
+    kwargs = _load_model(args, device)
     failed: list[tuple[str, str, str]] = []
     for path, name in progress(mine, desc=f"analyze (rank {rank}/{world})" if world > 1 else "analyze"):
         target = out / name
@@ -186,8 +183,9 @@ def _run_batch(args, cases: list[Path]) -> int:
             continue  # done in an earlier run
         try:
             with claimed_output(target, overwrite=args.overwrite, what="case folder"):
+                t0 = time.perf_counter()
                 ct = read_ct(path, series_uid=args.series, allow_uneven=args.allow_uneven_slices)
-                analyze_file(path, target, ct=ct, **kwargs)
+                analyze_file(path, target, ct=ct, read_seconds=time.perf_counter() - t0, **kwargs)
         except InputError as exc:
             failed.append((name, str(path), " ".join(str(exc).split())))
             log.warning("skipped %s: %s", name, failed[-1][2])
