@@ -274,6 +274,10 @@ def test_batch_partial_failure_exits_3_with_a_summary(tmp_path, capsys):
     # a foreign file makes it not ours: refused without --overwrite
     (out / "notes.txt").write_text("mine")
     refused(capsys, ["analyze", src, "-o", out, "--no-model"], None, "--overwrite")
+    # --overwrite re-analyses and replaces every case (the user's own file in the batch folder is left alone)
+    code, _, _ = run(capsys, "analyze", src, "-o", out, "--no-model", "--overwrite")
+    assert code == 3 and (out / "good" / "stats.json").stat().st_mtime_ns != stamp
+    assert (out / "notes.txt").read_text() == "mine" and leftovers(out) == []
 
 
 def test_batch_where_every_case_fails_writes_nothing(tmp_path, capsys):
