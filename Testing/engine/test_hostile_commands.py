@@ -135,6 +135,14 @@ def test_pretrain_never_silently_replaces_a_run(tmp_path, capsys):
     refused(capsys, ["pretrain", tmp_path / "data", "-o", run_dir, "--max-steps", "1"], run_dir, "--overwrite")
     assert (run_dir / "model.safetensors").read_bytes() == b"weights of an earlier run"
     refused(capsys, ["pretrain", tmp_path / "missing", "-o", tmp_path / "r2"], tmp_path / "r2", "not found")
+    # --overwrite sets the old run aside and restores it when the new run fails (here: no cases in the data)
+    code, _, err = run(capsys, "pretrain", tmp_path / "data", "-o", run_dir, "--overwrite", "--max-steps", "1")
+    assert code == 2 and "--overwrite" not in err, err
+    assert (run_dir / "model.safetensors").read_bytes() == b"weights of an earlier run" and leftovers(tmp_path) == []
+    # a folder holding only the caches of an earlier start is reused without --overwrite
+    (tmp_path / "r3" / "cache").mkdir(parents=True)
+    code, _, err = run(capsys, "pretrain", tmp_path / "data", "-o", tmp_path / "r3", "--max-steps", "1")
+    assert code == 2 and "--overwrite" not in err and (tmp_path / "r3" / "cache").is_dir(), err
 
 
 # --- finetune -----------------------------------------------------------------------------------------------------

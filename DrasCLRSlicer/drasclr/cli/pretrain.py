@@ -123,21 +123,40 @@ def run(args) -> int:
 
 @contextlib.contextmanager
 def _run_folder(args):
-    """The run folder: new, resumed (``--resume``) or replaced (``--overwrite``); held by one run at a time.
+    """The run folder: new, resumed (``--resume``) or replaced (``--overwrite``: the old one is set aside and
+    removed when the new run succeeds, restored when it fails); held by one run at a time.
     Under torchrun only rank 0 checks, locks and removes (the other ranks write nothing there)."""
     import os
     import shutil
 
-    from ..outputs import claimed_output
+    from ..outputs import claimed_output, is_nonempty_dir
 
     if int(os.environ.get("RANK", 0)) != 0:
         yield
         return
     out = Path(args.output)
-    with claimed_output(out, overwrite=args.overwrite, resumable=lambda _f: bool(args.resume), what="run folder"):
-        if args.overwrite and not args.resume and out.exists():
-            shutil.rmtree(out)
-        yield
+    with claimed_output(out, overwrite=args.overwrite, resumable=lambda f: bool(args.resume) or _only_caches(f),
+                        what="run folder"):
+        if not (args.overwrite and not args.resume and is_nonempty_dir(out)):
+            yield
+            return
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")  # set aside; restored if this run fails
+        os.replace(out, old)
+        try:
+            yield
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _only_caches(folder: Path) -> bool:
+    """A run folder holding nothing but the caches an earlier start built (no checkpoint, no model): a fresh start
+    may reuse it."""
+    from ..outputs import is_bookkeeping
+
+    return all(is_bookkeeping(p.name) or (p.is_dir() and p.name in ("cache", "volumes")) for p in folder.iterdir())
 
 
 def _pretrain(args, lo: int, hi: int) -> int:
