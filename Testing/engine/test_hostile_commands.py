@@ -168,6 +168,10 @@ def test_finetune_output_folders(tmp_path, capsys, tiny_model):
         refused(capsys, ["finetune", "calibrate", "--data", tmp_path / "data", "--model", tiny_model, "-o", out],
                 None, match)
     assert (notes / "a.txt").read_text() == "mine" and (tiny_model / "model.safetensors").exists()
+    # --overwrite: the folder is set aside and restored when the run fails (here: no labelled cases)
+    code, _, err = run(capsys, "finetune", "cohort", "--data", tmp_path / "data", "-o", notes, "--overwrite")
+    assert code == 2 and "no labelled cases" in err, err
+    assert (notes / "a.txt").read_text() == "mine" and leftovers(tmp_path) == []
     refused(capsys, ["finetune", "cohort", "--data", tmp_path / "none", "-o", tmp_path / "x"], tmp_path / "x",
             "not found")
 

@@ -17,6 +17,7 @@ A model is never overwritten: ``cohort`` refuses an existing ``-o``; ``correctio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -126,26 +127,36 @@ def check_arguments(args) -> None:
                 raise InputError(f"model not found: {value}")
 
 
+@contextlib.contextmanager
 def _new_model_folder(args):
     """Check ``-o`` up front: a folder holding a model is never replaced; another non-empty folder needs
-    ``--overwrite`` (it is then removed before training); the folder is locked for the run (rank 0 only)."""
-    import contextlib
+    ``--overwrite`` (it is set aside, removed when the new model is written and restored when the run fails); the
+    folder is locked for the run (rank 0 only)."""
     import os
     import shutil
 
     from ..errors import InputError
-    from ..outputs import claimed_output, is_nonempty_dir
+    from ..outputs import claimed_output
 
     out = Path(args.output)
     if int(os.environ.get("RANK", 0)) != 0:
-        return contextlib.nullcontext()
+        yield
+        return
     if out.is_dir() and (any(out.glob("*.safetensors")) or (out / "model.json").exists()):
         raise InputError(f"model folder {out} exists already; models are never overwritten (choose a new -o)")
-    stack = contextlib.ExitStack()
-    stack.enter_context(claimed_output(out, overwrite=args.overwrite, what="model folder"))
-    if out.is_dir() and (args.overwrite or not is_nonempty_dir(out)):
-        shutil.rmtree(out)  # empty, or replaced as asked: save_segmenter writes a new folder
-    return stack
+    with claimed_output(out, overwrite=args.overwrite, what="model folder"):
+        if not out.is_dir():
+            yield
+            return
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")  # empty, or replaced as asked
+        os.replace(out, old)
+        try:
+            yield
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def run_cohort(args) -> int:
