@@ -61,7 +61,7 @@ def analyze_command(input_path, output_dir, model=None, device: str = "auto", lo
     """The ``drasclr analyze`` command line (CLI contract: docs/contracts.md). ``model`` None: the engine's default
     (bundled demo) model; ``use_model`` False: densitometry only (``--no-model``); ``tta``: ``--tta``/``--no-tta``."""
     cmd = [python or python_executable(), "-m", "drasclr", "analyze", str(input_path), "-o", str(output_dir),
-           "--device", device, "--quiet"]
+           "--device", device, "--quiet", "--overwrite"]
     if not use_model:
         cmd += ["--no-model"]
     elif model:

@@ -21,6 +21,7 @@ from . import __version__
 from .errors import InputError
 from .image import CTImage
 from .io import read_ct, write_image
+from .lung_checks import check_lobes_cover_lungs
 from .lungs import segment_lung_slices
 from .outputs import staged_dir
 from .regions import check_ltrc_lobes, lungs_as_regions, read_lobes, zones_from_lungs
@@ -77,6 +78,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         if lobes is not None:
             check_ltrc_lobes(lobes, ct)
             regions = lobes.with_array(np.where(lungs.array > 0, lobes.array, 0).astype(np.uint8))
+            check_lobes_cover_lungs(regions.array, lungs.array)
             kind = "lobes"
         elif thin:  # no cranio-caudal thirds: the two lungs
             regions, kind = lungs_as_regions(lungs), "lungs"
