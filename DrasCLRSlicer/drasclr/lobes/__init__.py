@@ -25,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from .. import labels
 from ..errors import InputError
 from ..image import CTImage
 from ..registration import AtlasTransform
@@ -113,11 +114,11 @@ def estimate_lobes(ct: CTImage, lungs: CTImage, method: str = "atlas+fissures",
     t2 = time.perf_counter()
     lab = make_connected(lab)
     filled = fill_sides(lab, lungs_w)
-    out = np.zeros(ct.array.shape, np.uint8)
-    for side, arr in filled.items():
-        on_ct = to_ct_grid(arr, ref, ct)
-        sel = lungs.array == side
-        out[sel] = on_ct[sel]
+    # one nearest-neighbour resampling carries both lungs' labels (left lobes 1-2 in the high bits)
+    both = (filled[labels.LEFT_LUNG] << 4) | filled[labels.RIGHT_LUNG]
+    on_ct = to_ct_grid(both, ref, ct)
+    out = np.where(lungs.array == labels.LEFT_LUNG, on_ct >> 4,
+                   np.where(lungs.array == labels.RIGHT_LUNG, on_ct & 15, 0)).astype(np.uint8)
     out = make_connected(out)
     problems = lobe_problems(out, lungs.array)
     timings["ct_grid_s"] = round(time.perf_counter() - t2, 3)

@@ -1,5 +1,8 @@
 """Lobe sanity: each lobe one connected piece, lobes partition the lung mask, two lobes left and three right.
 
+Connectivity is 26-neighbour. A lung island (a part of the lung mask cut off from the rest) necessarily holds a
+piece of some lobe on its own; such pieces are not counted as a broken lobe.
+
 :func:`make_connected` repairs a labelmap in place of the check: every piece of a lobe other than its largest
 joins the lobe of the same lung it touches most. :func:`lobe_problems` lists what is still wrong (an empty list
 when all is well); a lung island that touches no other lobe cannot be repaired and is reported.
@@ -56,6 +59,24 @@ def make_connected(lobes: np.ndarray, max_rounds: int = 3) -> np.ndarray:
     return out
 
 
+def _attached_pieces(lobes: np.ndarray, v: int) -> list[int]:
+    """Sizes of the pieces of lobe ``v`` that touch another lobe of the same lung (a piece alone on a lung
+    island, cut off from the rest of the lung by the lung mask itself, is not counted)."""
+    box = ndimage.find_objects((lobes == v).astype(np.uint8))[0]
+    sl = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
+    sub = lobes[sl]
+    lab, n, objs = _pieces(sub == v)
+    same_side = [w for w, s in SIDE_OF_LOBE.items() if s == SIDE_OF_LOBE[v] and w != v]
+    sizes = []
+    for k in range(1, n + 1):
+        o = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in objs[k - 1])
+        piece = lab[o] == k
+        ring = ndimage.binary_dilation(piece, structure=_FULL) & ~piece
+        if np.isin(sub[o][ring], same_side).any():
+            sizes.append(int(piece.sum()))
+    return sizes
+
+
 def lobe_problems(lobes: np.ndarray, lungs: np.ndarray) -> list[str]:
     """What breaks the lobe contract (``lobes`` 1–5, ``lungs`` 1 right / 2 left, same grid); [] when none."""
     problems = []
@@ -76,8 +97,7 @@ def lobe_problems(lobes: np.ndarray, lungs: np.ndarray) -> list[str]:
         wrong = int(np.sum(mask & lung & (lungs != side)))
         if wrong:
             problems.append(f"{labels.LOBES[v]}: {wrong} voxels in the other lung")
-        box = ndimage.find_objects(mask.astype(np.uint8))[0]
-        _, n, _ = _pieces(mask[box])
+        n = len(_attached_pieces(lobes, v))
         if n > 1:
             problems.append(f"{labels.LOBES[v]} is in {n} pieces")
     return problems

@@ -44,7 +44,8 @@ def atlas_border_height(lab: np.ndarray, upper: tuple[int, ...], lower: tuple[in
     both = np.isfinite(up_min) & np.isfinite(lo_max)
     if not both.any():
         return None
-    z0 = np.where(both, 0.5 * (up_min + lo_max), np.nan).astype(np.float32)
+    z0 = np.full(both.shape, np.nan, np.float32)
+    z0[both] = 0.5 * (up_min[both] + lo_max[both])
     idx = ndimage.distance_transform_edt(~both, return_distances=False, return_indices=True)
     z0 = z0[tuple(idx)]
     return np.where(columns, z0, np.nan)
