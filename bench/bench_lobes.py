@@ -57,7 +57,8 @@ def summarise(rows: list[dict]) -> None:
                         for r in rows])
         print(f"== {method}: {len(rows)} cases")
         print("  Dice per lobe (mean / min): " + ", ".join(
-            f"{n} {np.nanmean(dice[:, i]):.3f}/{np.nanmin(dice[:, i]):.3f}" for i, n in enumerate(labels.LOBES.values())))
+            f"{n} {np.nanmean(dice[:, i]):.3f}/{np.nanmin(dice[:, i]):.3f}"
+            for i, n in enumerate(labels.LOBES.values())))
         print(f"  mean lobe Dice {np.nanmean(dice):.3f}; worst case mean {np.nanmin(np.nanmean(dice, 1)):.3f}")
         print("  fissure mean surface distance mm (mean / max): " + ", ".join(
             f"{n} {np.nanmean(fis[:, i]):.2f}/{np.nanmax(fis[:, i]):.2f}"

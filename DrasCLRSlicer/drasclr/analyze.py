@@ -1,6 +1,7 @@
 """``drasclr analyze``: one CT in, subtype map + regions + per-region numbers out (on the input's own grid).
 
-Stages: lung mask -> regions (lobes from ``--lobes`` or zones 11–16) -> atlas registration (anatomical
+Stages: lung mask -> regions (``--lobes`` file, else estimated lobes, or zones 11–16 on request; see
+:mod:`drasclr.lobes.source`) -> atlas registration (anatomical
 locations) -> dense subtype prediction -> patient embedding -> statistics -> files. ``analyze`` works on images
 in memory (the Slicer module calls it); ``analyze_file`` reads and writes files (the CLI).
 """
@@ -19,9 +20,10 @@ import numpy as np
 from . import __version__
 from .image import CTImage
 from .io import read_ct, write_image
+from .lobes.source import choose_regions
 from .lungs import segment_lungs
 from .outputs import staged_dir
-from .regions import check_ltrc_lobes, read_lobes, zones_from_lungs
+from .regions import read_lobes
 from .stats import region_stats, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ class Analysis:
     model_dir: Path | None = None  # the folder the model was loaded from (recorded in stats.json)
     device: str = "cpu"
     tta: bool = False  # mirrored test-time augmentation was used
+    region_source: str = "zones"  # file, atlas+fissures, lungmask, totalsegmentator or zones
+    warnings: list[str] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -54,21 +58,18 @@ def _stage(timings: dict, name: str):
 
 
 def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu", model_card: dict | None = None,
-            batch_size: int | None = None, tta: bool = True, model_dir: str | Path | None = None) -> Analysis:
+            batch_size: int | None = None, tta: bool = True, model_dir: str | Path | None = None,
+            regions: str = "lobes", lobes_from: str | None = None) -> Analysis:
     """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` (None: densitometry only);
-    ``tta``: also predict every patch mirrored left-right and average (default; about twice the subtype time)."""
+    ``tta``: also predict every patch mirrored left-right and average (default; about twice the subtype time);
+    ``regions``: ``lobes`` (``lobes`` if given, else from ``lobes_from`` — ``lungmask`` or ``totalsegmentator``
+    when installed — else estimated) or ``zones``; a given ``lobes`` labelmap always wins."""
     timings: dict[str, float] = {}
     stage = functools.partial(_stage, timings)
     with stage("lung_mask"):
         lungs = segment_lungs(ct)
     with stage("regions"):
-        if lobes is not None:
-            check_ltrc_lobes(lobes, ct)
-            regions = lobes.with_array(np.where(lungs.array > 0, lobes.array, 0).astype(np.uint8))
-            kind = "lobes"
-        else:
-            regions = zones_from_lungs(lungs)
-            kind = "zones"
+        chosen = choose_regions(ct, lungs, lobes, regions, lobes_from, device=str(device))
     subtypes = embedding = None
     if model is not None:
         import torch
@@ -88,19 +89,22 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
             embedding = patient_embedding(model, pred.probabilities.grid, transform, device, batch_size)
         del pred
     with stage("stats"):
-        rows = region_stats(ct, regions, subtypes)
-    return Analysis(ct=ct, lungs=lungs, regions=regions, region_kind=kind, rows=rows, subtypes=subtypes,
+        rows = region_stats(ct, chosen.image, subtypes)
+    return Analysis(ct=ct, lungs=lungs, regions=chosen.image, region_kind=chosen.kind, rows=rows, subtypes=subtypes,
                     embedding=embedding, timings=timings, model_card=model_card,
                     model_dir=Path(model_dir) if model_dir is not None else None, device=str(device),
-                    tta=bool(tta and model is not None))
+                    tta=bool(tta and model is not None), region_source=chosen.source, warnings=chosen.warnings)
 
 
 def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -> Path:
     """Write the output files of an analysis into ``out_dir`` all-or-nothing."""
     out_dir = Path(out_dir)
-    info = {"drasclr_version": __version__, "region_kind": result.region_kind, "device": result.device,
+    info = {"drasclr_version": __version__, "region_kind": result.region_kind,
+            "region_source": result.region_source, "device": result.device,
             "grid": {"size_xyz": list(result.ct.shape_xyz), "spacing_mm": list(result.ct.spacing)},
             "timings_s": result.timings}
+    if result.warnings:
+        info["warnings"] = list(result.warnings)
     if result.model_card:
         info["model"] = {k: result.model_card.get(k) for k in ("name", "version", "sha256", "metrics")}
         info["model"]["folder"] = str(result.model_dir.resolve()) if result.model_dir is not None else None
@@ -124,7 +128,8 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
                  series_uid: str | None = None, model=None, device="cpu", model_card: dict | None = None,
                  lobes_convention: str = "auto", batch_size: int | None = None,
                  ct: CTImage | None = None, tta: bool = True, model_dir: str | Path | None = None,
-                 read_seconds: float | None = None) -> Analysis:
+                 read_seconds: float | None = None, regions: str = "lobes",
+                 lobes_from: str | None = None) -> Analysis:
     """Read (unless ``ct`` is given: then ``read_seconds`` is the time its reading took), analyze and write one
     case."""
     t0 = time.perf_counter()
@@ -132,7 +137,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
     read_s = read_seconds if read_seconds is not None else time.perf_counter() - t0
     lobes = read_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
     result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size, tta=tta,
-                     model_dir=model_dir)
+                     model_dir=model_dir, regions=regions, lobes_from=lobes_from)
     result.timings = {"read_s": round(read_s, 3), **result.timings}
     write_analysis(result, out_dir)
     return result

@@ -1,4 +1,4 @@
-"""``drasclr analyze INPUT -o OUT [--model M] [--device auto|cpu|cuda] [--lobes LOBES]``.
+"""``drasclr analyze INPUT -o OUT [--model M] [--device auto|cpu|cuda] [--lobes LOBES] [--regions lobes|zones]``.
 
 INPUT is one CT (NIfTI/NRRD/MHA file, or a DICOM folder searched recursively for its largest series), or, for
 batch mode, a folder holding CT files or a ``.txt`` list of paths: each case goes to ``OUT/<case>/``; finished
@@ -26,7 +26,12 @@ def add_parser(sub):
     p.add_argument("--model", default=None, help="model folder or .safetensors (default: the bundled demo model)")
     p.add_argument("--no-model", action="store_true", help="densitometry only: no subtype map, no embedding")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--lobes", default=None, help="lobe labelmap file or TotalSegmentator folder; zones otherwise")
+    p.add_argument("--lobes", default=None, help="lobe labelmap file or TotalSegmentator folder (always wins); "
+                                                  "otherwise lobes are estimated (atlas + fissures)")
+    p.add_argument("--regions", default="lobes", choices=["lobes", "zones"],
+                   help="statistics per lobe (default) or per zone (thirds of each lung, 11-16)")
+    p.add_argument("--lobes-from", default=None, choices=["lungmask", "totalsegmentator"],
+                   help="lobes from this tool when it is installed with its weights (instead of the estimate)")
     p.add_argument("--lobes-convention", default="auto", choices=["auto", "ltrc", "totalseg", "cip"],
                    help="label convention of --lobes (default: detect)")
     p.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the folder holds several")
@@ -84,6 +89,9 @@ def run(args) -> int:
         raise InputError(f"input not found: {src}")
     if args.lobes and not Path(args.lobes).exists():
         raise InputError(f"lobe file not found: {args.lobes}")
+    from ..lobes.source import check_region_options
+
+    check_region_options(args.regions, args.lobes_from)
     device = pick_device(args.device)
     cases = _cases(src)
     ct = read_s = None
@@ -104,7 +112,7 @@ def run(args) -> int:
             model, card, folder = load_segmenter(args.model, device)
             log.info("model %s on %s", card.get("version", card.get("name")), describe_device(device))
     kwargs = dict(model=model, device=device, model_card=card, batch_size=args.batch_size, tta=args.tta,
-                  model_dir=folder)
+                  model_dir=folder, regions=args.regions, lobes_from=args.lobes_from)
     if cases is None:
         result = analyze_file(src, args.output, lobes_path=args.lobes, lobes_convention=args.lobes_convention,
                               ct=ct, read_seconds=read_s, **kwargs)
@@ -113,7 +121,8 @@ def run(args) -> int:
         print(f"wrote {args.output}")
         return 0
     if args.lobes:
-        raise InputError("--lobes applies to one CT; batch mode uses zones (or run cases one by one)")
+        raise InputError("--lobes applies to one CT; batch mode estimates each case's lobes (or --lobes-from a "
+                         "tool, or --regions zones)")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     names = case_names(cases)
     mine = list(zip(cases, names))[rank::world]

@@ -66,11 +66,11 @@ def choose_regions(ct: CTImage, lungs: CTImage, lobes: CTImage | None = None, re
     """The regions for statistics: ``lobes`` (a user labelmap in LTRC numbering on the CT's grid) always wins;
     else ``regions="zones"`` gives zones 11–16; else lobes from ``lobes_from`` (an installed tool) or estimated
     by :func:`drasclr.lobes.estimate_lobes` (atlas + fissures)."""
-    check_region_options(regions, lobes_from)
     in_lung = lungs.array > 0
     if lobes is not None:
         check_ltrc_lobes(lobes, ct)
         return Regions(lungs.with_array(np.where(in_lung, lobes.array, 0).astype(np.uint8)), "lobes", "file")
+    check_region_options(regions, lobes_from)
     if regions == "zones":
         return Regions(zones_from_lungs(lungs), "zones", "zones")
     if lobes_from is not None:
