@@ -95,6 +95,10 @@ def estimate_lobes(ct: CTImage, lungs: CTImage, method: str = "atlas+fissures",
         raise InputError(f"unknown lobe method {method!r}; expected one of {', '.join(METHODS)}")
     if not np.any(lungs.array):
         raise InputError("cannot estimate lobes: the lung mask is empty")
+    full_ct, full_lungs = ct, lungs
+    box = ndimage.find_objects((lungs.array > 0).astype(np.uint8))[0]  # every CT-grid step runs in the lungs' box
+    lo, hi = [s.start for s in box], [s.stop for s in box]
+    ct, lungs = ct.crop(lo, hi), lungs.crop(lo, hi)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ref = work_reference(lungs, WORK_MM)
@@ -124,7 +128,9 @@ def estimate_lobes(ct: CTImage, lungs: CTImage, method: str = "atlas+fissures",
     timings["ct_grid_s"] = round(time.perf_counter() - t2, 3)
     for p in problems:
         log.warning("estimated lobes: %s", p)
-    return LobeEstimate(lobes=ct.with_array(out), source=method, problems=problems, timings=timings,
+    full = np.zeros(full_ct.array.shape, np.uint8)
+    full[box] = out
+    return LobeEstimate(lobes=full_lungs.with_array(full), source=method, problems=problems, timings=timings,
                         affine=affine)
 
 
