@@ -5,14 +5,15 @@ oblique: upper lobe(s) above, lower lobe below; right horizontal: upper lobe abo
 searched as a height field ``z(y, x)`` over the columns of the lung:
 
 1. the atlas border gives ``z0(y, x)`` (mid-point between the upper set's lowest and the lower set's highest voxel
-   in each column; extrapolated to the other columns of the lung from the nearest column);
+   in each column; continued over the other columns of the lung as the least-squares plane through it);
 2. for every offset ``δ`` in ``±SEARCH_MM`` the sheet response at ``z0 + δ`` (:mod:`.fissures`, for the normal
    of the atlas border in that column) is averaged over the columns with a Gaussian of ``SURFACE_SIGMA_MM``
    (normalised by where it was measured: vessel-free inner lung), so a faint sheet
    spread over many columns outscores noise and texture; a mild prior ``1 - PRIOR·(δ/SEARCH)²`` favours the
    atlas;
-3. each column takes the best offset (median-filtered over 5 × 5 columns); voxels of the pair above the
-   surface get the upper label, below it the lower.
+3. each column takes the best offset, median-filtered over 5 × 5 columns and then smoothed (Gaussian of half
+   ``SURFACE_SIGMA_MM``) so the surface has no steps; voxels of the pair above the surface get the upper label,
+   below it the lower.
 
 Right lung: the oblique fissure (RUL+RML | RLL) first, then the horizontal one (RUL | RML) within the upper part.
 """
@@ -44,10 +45,14 @@ def atlas_border_height(lab: np.ndarray, upper: tuple[int, ...], lower: tuple[in
     both = np.isfinite(up_min) & np.isfinite(lo_max)
     if not both.any():
         return None
-    z0 = np.full(both.shape, np.nan, np.float32)
-    z0[both] = 0.5 * (up_min[both] + lo_max[both])
-    idx = ndimage.distance_transform_edt(~both, return_distances=False, return_indices=True)
-    z0 = z0[tuple(idx)]
+    mid = 0.5 * (up_min[both] + lo_max[both])
+    # elsewhere the border continues as the least-squares plane through it (fissures are nearly planar)
+    yy, xx = np.nonzero(both)
+    design = np.stack([np.ones(yy.size), yy, xx], axis=1)
+    coef, *_ = np.linalg.lstsq(design, mid, rcond=None)
+    gy, gx = np.mgrid[: lab.shape[1], : lab.shape[2]]
+    z0 = (coef[0] + coef[1] * gy + coef[2] * gx).astype(np.float32)
+    z0[both] = mid
     return np.where(columns, z0, np.nan)
 
 
@@ -81,6 +86,9 @@ def search_surface(evidence: SheetEvidence, lung: np.ndarray, z0: np.ndarray, sp
         score[i] = s * (1.0 - prior * (d / steps[-1]) ** 2)
     best = steps[np.argmax(score, axis=0)].astype(np.float32)
     best = ndimage.median_filter(best, size=5)
+    # a smooth surface: the offsets averaged over the lung's columns (no steps between neighbouring columns)
+    w = cols.astype(np.float32)
+    best = ndimage.gaussian_filter(best * w, sig / 2) / np.maximum(ndimage.gaussian_filter(w, sig / 2), 1e-3)
     return np.where(cols, np.round(z0) + best, np.nan)
 
 
