@@ -116,11 +116,11 @@ def overlay(ct, lobes, out: Path, title: str) -> None:
                 edges = np.zeros(lb.shape, bool)  # lobe borders (the estimated fissures) as lines
                 edges[1:, :] |= (lb[1:, :] != lb[:-1, :]) & (lb[1:, :] > 0) & (lb[:-1, :] > 0)
                 edges[:, 1:] |= (lb[:, 1:] != lb[:, :-1]) & (lb[:, 1:] > 0) & (lb[:, :-1] > 0)
-                ax.imshow(np.ma.masked_equal(edges.astype(float), 0), cmap="autumn", origin="lower",
-                          aspect=aspect, interpolation="nearest")
+                ax.imshow(np.ma.masked_equal(edges.astype(float), 0), cmap=ListedColormap(["red"]),
+                          origin="lower", aspect=aspect, interpolation="nearest")
             ax.set_title(f"{name}{' + lobes' if row else ''}")
             ax.axis("off")
-    fig.suptitle(f"{title}: LUL yellow, LLL green, RUL red, RML blue, RLL purple; borders orange")
+    fig.suptitle(f"{title}: LUL yellow, LLL green, RUL red, RML blue, RLL purple; borders red")
     fig.tight_layout()
     fig.savefig(out, dpi=70)
     plt.close(fig)
