@@ -36,7 +36,7 @@ NORMS = {"left_upper_lobe": 23.1, "left_lower_lobe": 23.2, "right_upper_lobe": 1
          "right_lower_lobe": 26.5}
 
 
-def eval_case(case: Path) -> dict:
+def eval_case(case: Path, search_mm: float | None = None) -> dict:
     ct = read_ct(case / "ct.nii.gz")
     truth = read_image(case / "regions.nii.gz").array.astype(np.uint8)
     lungs = segment_lungs(ct)
@@ -46,7 +46,8 @@ def eval_case(case: Path) -> dict:
     affine = None
     for method in METHODS:
         t0 = time.perf_counter()
-        est = estimate_lobes(ct, lungs, method=method, affine=affine)
+        kw = {} if search_mm is None else {"search_mm": search_mm}
+        est = estimate_lobes(ct, lungs, method=method, affine=affine, **kw)
         affine = est.affine
         pred = est.lobes.array[box]
         row[method] = {"dice": dice_per_lobe(pred, truth[box]),
@@ -76,7 +77,7 @@ def cmd_phantoms(args) -> None:
     cases = sorted(p for d in args.folders for p in Path(d).glob("case_*") if (p / "regions.nii.gz").exists())
     rows = []
     for case in cases:
-        row = eval_case(case)
+        row = eval_case(case, args.search_mm)
         rows.append(row)
         print(f"{case.parent.name}/{case.name}: " + "  ".join(
             f"{m}: Dice {np.nanmean(list(row[m]['dice'].values())):.3f} "
@@ -168,6 +169,7 @@ def main() -> None:
     p = sub.add_parser("phantoms")
     p.add_argument("folders", nargs="+")
     p.add_argument("--json")
+    p.add_argument("--search-mm", type=float, default=None, help="fissure search range (default: the package's)")
     p.set_defaults(run=cmd_phantoms)
     p = sub.add_parser("real")
     p.add_argument("folder")
