@@ -26,7 +26,7 @@ from scipy import ndimage
 from .. import labels
 from .fissures import SheetEvidence
 
-SEARCH_MM = 45.0
+SEARCH_MM = 75.0
 SURFACE_SIGMA_MM = 12.0
 PRIOR = 0.3
 SIDES = {labels.LEFT_LUNG: labels.LEFT_LOBES, labels.RIGHT_LUNG: labels.RIGHT_LOBES}
