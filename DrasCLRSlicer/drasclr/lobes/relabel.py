@@ -6,11 +6,11 @@ searched as a height field ``z(y, x)`` over the columns of the lung:
 
 1. the atlas border gives ``z0(y, x)`` (mid-point between the upper set's lowest and the lower set's highest voxel
    in each column; continued over the other columns of the lung as the least-squares plane through it);
-2. for every offset ``δ`` in ``±SEARCH_MM`` the sheet response at ``z0 + δ`` (:mod:`.fissures`, for the normal
-   of the atlas border in that column) is averaged over the columns with a Gaussian of ``SURFACE_SIGMA_MM``
-   (normalised by where it was measured: vessel-free inner lung), so a faint sheet
-   spread over many columns outscores noise and texture; a mild prior ``1 - PRIOR·(δ/SEARCH)²`` favours the
-   atlas;
+2. for every offset ``δ`` within ``SEARCH_MM`` (oblique) or ``HORIZONTAL_SEARCH_MM`` (horizontal) the sheet
+   response at ``z0 + δ`` (:mod:`.fissures`, for the normal of the atlas border in that column) is averaged over
+   the columns with a Gaussian of ``SURFACE_SIGMA_MM`` (normalised by where it was measured: vessel-free inner
+   lung), so a faint sheet spread over many columns outscores noise and texture; a mild prior
+   ``1 - PRIOR·(δ/range)²`` favours the atlas;
 3. each column takes the best offset, median-filtered over 5 × 5 columns and then smoothed (Gaussian of half
    ``SURFACE_SIGMA_MM``) so the surface has no steps; voxels of the pair above the surface get the upper label,
    below it the lower.
@@ -26,7 +26,8 @@ from scipy import ndimage
 from .. import labels
 from .fissures import SheetEvidence
 
-SEARCH_MM = 75.0
+SEARCH_MM = 75.0  # oblique fissures
+HORIZONTAL_SEARCH_MM = 45.0  # the right horizontal fissure: wider ranges lock onto other sheets in real CTs
 SURFACE_SIGMA_MM = 12.0
 PRIOR = 0.3
 SIDES = {labels.LEFT_LUNG: labels.LEFT_LOBES, labels.RIGHT_LUNG: labels.RIGHT_LOBES}
@@ -104,10 +105,11 @@ def relabel(prior_lobes: np.ndarray, lungs: np.ndarray, evidence: SheetEvidence,
             continue
         columns = lung.any(axis=0)
         for upper, lower in pairs:
+            reach = search_mm if len(upper) > 1 or side == labels.LEFT_LUNG else min(search_mm, HORIZONTAL_SEARCH_MM)
             z0 = atlas_border_height(np.where(lung, out, 0), upper, lower, columns)
             if z0 is None:
                 continue
-            zf = search_surface(evidence, lung, z0, spacing, search_mm, sigma_mm, prior)
+            zf = search_surface(evidence, lung, z0, spacing, reach, sigma_mm, prior)
             pair = lung & np.isin(out, upper + lower)
             above = z > np.where(np.isfinite(zf), zf, -1.0)[None]
             # within the pair: above the surface -> the upper set (keeping RUL/RML as they were for the
