@@ -57,7 +57,8 @@ def python_executable() -> str:
 
 
 def analyze_command(input_path, output_dir, model=None, device: str = "auto", lobes_path=None,
-                    use_model: bool = True, python: str | None = None, tta: bool = True) -> list[str]:
+                    use_model: bool = True, python: str | None = None, tta: bool = True,
+                    regions: str = "lobes") -> list[str]:
     """The ``drasclr analyze`` command line (CLI contract: docs/contracts.md). ``model`` None: the engine's default
     (bundled demo) model; ``use_model`` False: densitometry only (``--no-model``); ``tta``: ``--tta``/``--no-tta``."""
     cmd = [python or python_executable(), "-m", "drasclr", "analyze", str(input_path), "-o", str(output_dir),
@@ -70,6 +71,8 @@ def analyze_command(input_path, output_dir, model=None, device: str = "auto", lo
         cmd += ["--tta" if tta else "--no-tta"]
     if lobes_path:
         cmd += ["--lobes", str(lobes_path), "--lobes-convention", "ltrc"]
+    elif regions != "lobes":
+        cmd += ["--regions", regions]  # the engine's default: estimated lobes
     return cmd
 
 
