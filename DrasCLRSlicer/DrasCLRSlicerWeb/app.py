@@ -144,8 +144,8 @@ class ReadingRoom:
 
     def _on_job(self, job: JobState) -> None:
         self._flush(job_kind=job.kind, job_status=job.status, job_desc=job.desc, running=job.running,
-                    job_fraction=round(100 * (job.fraction or 0)), job_indeterminate=job.running and job.fraction is None,
-                    job_message=job.message)
+                    job_fraction=round(100 * (job.fraction or 0)),
+                    job_indeterminate=job.running and job.fraction is None, job_message=job.message)
 
     # --- opening a CT -----------------------------------------------------------------------------------
     def load_demo(self) -> None:
@@ -198,6 +198,11 @@ class ReadingRoom:
                 if n is not None and self.scene.IsNodePresent(n):
                     self.scene.RemoveNode(n)
         self.nodes = None
+
+    def shutdown(self) -> None:
+        """Stop a running job (its child process is killed) when the server stops."""
+        if self.jobs.cancel():
+            self.jobs.wait_worker(10)
 
     def reset_views(self) -> None:
         self.slicer_app.display_manager.reset_views()
@@ -386,6 +391,8 @@ class ReadingRoom:
                          "text-align: right; font-size: 12px; } .drasclr td:first-child { text-align: left; }")
             with layout.toolbar:
                 v3.VSpacer()
+                v3.VBtn("Reset views", id="btn-reset-views", size="small", variant="text", click=self.reset_views,
+                        disabled=("!has_ct",), classes="mr-2")
                 html.Div("{{ ct_name }}", id="ct-name", classes="text-body-2 mr-4")
                 html.Div("session {{ session_id }}", classes="text-caption mr-4")
             with layout.drawer as drawer:
@@ -429,6 +436,7 @@ class ReadingRoom:
             v3.VBtn("Analyze lung", id="btn-analyze", color="primary", size="small", click=self.analyze,
                     disabled=("!has_ct || running",), classes="mr-2")
             v3.VBtn("Cancel", id="btn-cancel", size="small", click=self.cancel, disabled=("!running",))
+            html.Span("analyses: {{ analysis_count }}", id="analysis-count", classes="text-caption ml-3 mt-1")
         v3.VProgressLinear(model_value=("job_fraction",), indeterminate=("job_indeterminate",), height=6,
                            color="primary", active=("running",), classes="mb-1", id="progress")
         html.Div("{{ running ? (job_kind + ': ' + job_desc) : job_message }}", id="job-message",

@@ -49,10 +49,17 @@ class JobRunner:
         self._on_update = on_update
         self._cancel = threading.Event()
         self._lock = threading.Lock()
+        self._worker_idle = threading.Event()
+        self._worker_idle.set()
 
     @property
     def busy(self) -> bool:
         return self._lock.locked()
+
+    def wait_worker(self, timeout: float) -> bool:
+        """Wait (any thread) until no worker runs; True when none does. For shutdown: after :meth:`cancel` the
+        worker kills its child process and returns even when the event loop has stopped."""
+        return self._worker_idle.wait(timeout)
 
     def cancel(self) -> bool:
         """Ask the running job to stop (its child process is killed); False when nothing runs."""
@@ -84,12 +91,19 @@ class JobRunner:
         self.state = JobState(kind=kind, status="running", desc="starting", started=started)
         self._set()
 
+        def guarded(ctx, on_progress, should_cancel):
+            try:
+                return work(ctx, on_progress, should_cancel)
+            finally:
+                self._worker_idle.set()
+
         def on_progress(p: Progress):
             loop.call_soon_threadsafe(lambda: self.state.running and self._set(desc=p.desc, fraction=p.fraction))
 
         try:
             ctx = prepare()
-            result = await loop.run_in_executor(None, work, ctx, on_progress, self._cancel.is_set)
+            self._worker_idle.clear()
+            result = await loop.run_in_executor(None, guarded, ctx, on_progress, self._cancel.is_set)
             value = finish(ctx, result)
             if asyncio.iscoroutine(value):
                 value = await value

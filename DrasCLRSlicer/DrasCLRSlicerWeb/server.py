@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -47,6 +49,8 @@ def serve(ct: str | None = None, host: str = "127.0.0.1", port: int = 8080, data
         raise InputError(f"--port {port}: expected 0-65535")
     if finetune_seconds <= 0:
         raise InputError(f"--finetune-seconds {finetune_seconds}: expected a positive number")
+    for name in ("trame", "trame_client", "trame_server", "trame_slicer", "trame_rca", "aiohttp.access", "wslink"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # their debug/access logs would flood the terminal
     room = create_app(data, models, device, finetune_seconds)
     if ct:
         if ct == "demo":
@@ -60,9 +64,17 @@ def serve(ct: str | None = None, host: str = "127.0.0.1", port: int = 8080, data
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     print(f"DrasCLR reading room: http://{shown}:{port}/  (data folder {room.workspace.data_root}; Ctrl+C stops)",
           flush=True)
-    room.server.start(host=host, port=port, open_browser=False, show_connection_info=False,
-                      disable_logging=True)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        room.server.start(host=host, port=port, open_browser=False, show_connection_info=False,
+                          disable_logging=True)
+    finally:
+        room.shutdown()  # kills a running analysis/fine-tuning child
     return 0
+
+
+def _exit_on_sigterm(*_):
+    raise SystemExit(0)
 
 
 def main(argv=None) -> int:
