@@ -20,7 +20,7 @@ from trame_server.utils.asynchronous import create_task
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectPaint
-from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
+from trame_slicer.views import Layout, LayoutDirection, ThreeDView, ViewLayoutDefinition
 
 from drasclr.errors import InputError
 from drasclr.stats import COLUMNS
@@ -282,12 +282,23 @@ class ReadingRoom:
         self.logic.set_opacity(nodes, float(self.state.opacity))
         if nodes.subtypes is not None:
             self.editor.set_active_segmentation(nodes.subtypes, nodes.volume)
-            self.editor.set_surface_representation_enabled(True)
+            self._show_3d(nodes.subtypes)
         for view in self.slicer_app.view_manager.get_views():
+            if isinstance(view, ThreeDView):
+                view.reset_view()
             view.schedule_render()
         self._flush(has_result=True, rows=table_rows(nodes.rows), bars=bar_rows(nodes.rows, self.colors),
                     analysis_count=self.state.analysis_count + 1, effect="none",
                     last_model=nodes.model.name if nodes.model else "")
+
+    def _show_3d(self, segmentation) -> None:
+        """Segment surfaces in the 3-D view for the emphysema subtypes only (normal lung would hide them)."""
+        segmentation.CreateClosedSurfaceRepresentation()
+        display = segmentation.GetDisplayNode()
+        ids = segment_names(segmentation)
+        normal = next((e.name for e in self.logic.subtype_entries if e.value == 1), None)
+        if display is not None and normal in ids:
+            display.SetSegmentVisibility3D(ids[normal], False)
 
     def _on_opacity(self, opacity, **_):
         if self.nodes is not None:

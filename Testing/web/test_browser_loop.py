@@ -102,7 +102,7 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
             page.mouse.down()
             page.mouse.move(axial["x"] + axial["width"] * 0.8, y, steps=40)
             page.mouse.up()
-            page.wait_for_timeout(2000)
+            page.wait_for_timeout(4000)  # the stroke's image reaches the page
             page.screenshot(path=shots / "web_3_painted.png")
 
             # 4. fine-tune; a new version appears and the CT is analysed again with it
