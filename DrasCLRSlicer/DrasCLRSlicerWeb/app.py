@@ -285,6 +285,8 @@ class ReadingRoom:
             self._show_3d(nodes.subtypes)
         for view in self.slicer_app.view_manager.get_views():
             if isinstance(view, ThreeDView):
+                for renderer in view.renderers():  # translucent surfaces vanish with depth peeling on software EGL
+                    renderer.SetUseDepthPeeling(False)
                 view.reset_view()
             view.schedule_render()
         self._flush(has_result=True, rows=table_rows(nodes.rows), bars=bar_rows(nodes.rows, self.colors),

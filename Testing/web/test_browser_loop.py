@@ -24,7 +24,7 @@ COLUMNS = ["region", "volume_ml", "mean_hu", "perc15_hu", "laa950_pct", "normal_
            "ple_pct"]
 HEADERS = ["Region", "Volume ml", "Mean HU", "Perc15 HU", "LAA-950 %", "Normal %", "CLE %", "PSE %", "PLE %"]
 PLE = 4
-ANALYSIS_TIMEOUT_MS = 600_000  # generous: the machine may be shared; a quiet 2-core run takes well under that
+ANALYSIS_TIMEOUT_MS = 1_500_000  # generous for a shared machine; a quiet 2-core run needs a few minutes in all
 
 
 def cell(text: str) -> str:
