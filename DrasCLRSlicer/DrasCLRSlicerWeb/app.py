@@ -266,7 +266,7 @@ class ReadingRoom:
             return process.run_engine(ctx[0], on_progress=on_progress, should_cancel=should_cancel, env=self._env())
 
         def finish(ctx, _lines):
-            nodes = self.logic.finish_analysis(volume, ctx[1], model=model)
+            nodes = self.logic.finish_analysis(volume, ctx[1])
             self._show_results(nodes)
             return nodes
 

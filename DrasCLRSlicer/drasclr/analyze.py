@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .errors import InputError
 from .image import CTImage
 from .io import read_ct, write_image
-from .lungs import segment_lungs
+from .lungs import segment_lung_slices
 from .outputs import staged_dir
-from .regions import check_ltrc_lobes, read_lobes, zones_from_lungs
+from .regions import check_ltrc_lobes, lungs_as_regions, read_lobes, zones_from_lungs
 from .stats import region_stats, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Analysis:
     embedding: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
     model_card: dict | None = None
+    model_dir: Path | None = None  # the folder the model was loaded from (recorded in stats.json)
     device: str = "cpu"
     tta: bool = False  # mirrored test-time augmentation was used
 
@@ -53,51 +55,70 @@ def _stage(timings: dict, name: str):
 
 
 def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu", model_card: dict | None = None,
-            batch_size: int | None = None, tta: bool = True) -> Analysis:
-    """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` (None: densitometry only);
-    ``tta``: also predict every patch mirrored left-right and average (default; about twice the subtype time)."""
+            batch_size: int | None = None, tta: bool = True, model_dir: str | Path | None = None) -> Analysis:
+    """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` or the reference classifier
+    (``drasclr.reference``: slice by slice, no registration, no embedding; reads single slices too) (None:
+    densitometry only); ``tta``: also predict every patch mirrored left-right and average (default; about twice
+    the subtype time)."""
     timings: dict[str, float] = {}
     stage = functools.partial(_stage, timings)
+    reference = is_reference(model)
+    thin = ct.array.shape[ct.superior_axis()[0]] < 3  # a single slice (or two): no cranio-caudal extent
+    if thin and model is not None and not reference:
+        raise InputError(f"the image has {ct.array.shape[ct.superior_axis()[0]]} slice(s): the 3-D subtype model "
+                         "needs a volume (single slices: --model cip-lh)")
     with stage("lung_mask"):
-        lungs = segment_lungs(ct)
+        lungs = segment_lung_slices(ct)  # segment_lungs, or slice by slice for fewer than 3 slices
     with stage("regions"):
         if lobes is not None:
             check_ltrc_lobes(lobes, ct)
             regions = lobes.with_array(np.where(lungs.array > 0, lobes.array, 0).astype(np.uint8))
             kind = "lobes"
+        elif thin:  # no cranio-caudal thirds: the two lungs
+            regions, kind = lungs_as_regions(lungs), "lungs"
         else:
             regions = zones_from_lungs(lungs)
             kind = "zones"
     subtypes = embedding = None
-    if model is not None:
+    if reference:
+        from .reference.predict import predict_subtypes
+
+        with stage("subtypes"):
+            subtypes = predict_subtypes(ct, lungs, model)
+    elif model is not None:
         import torch
 
-        from .dense.infer import (
-            card_class_weights,
-            lung_volume,
-            patch_embeddings,
-            predict_probabilities,
-            probabilities_to_labels,
-        )
-        from .dense.locate import atlas_patch_corners, locator_for
+        from .dense import predict
+        from .dense.infer import card_class_weights, patient_embedding
+        from .dense.locate import locator_for
 
         device = torch.device(device)
         with stage("registration"):
             locator, transform = locator_for(lungs)
         with stage("subtypes"):
-            vol = lung_volume(ct, lungs)
-            probs = predict_probabilities(model, vol, locator, device, batch_size=batch_size, tta=tta)
-            subtypes = probabilities_to_labels(probs, vol.ct, ct, lungs.array, card_class_weights(model_card))
-            del probs
+            pred = predict(ct, lungs, model, device, locator=locator, tta=tta, batch_size=batch_size,
+                           class_weights=card_class_weights(model_card))
+            subtypes = pred.subtypes
         with stage("embedding"):
-            corners, locations = atlas_patch_corners(transform, vol.ct)
-            vectors = patch_embeddings(model, vol.ct, corners, locations, device, batch_size)
-            embedding = vectors.mean(axis=0).astype(np.float32)
+            embedding = patient_embedding(model, pred.probabilities.grid, transform, device, batch_size)
+        del pred
     with stage("stats"):
         rows = region_stats(ct, regions, subtypes)
+        if kind == "lungs":
+            rows = [r for r in rows if r["region"] in ("left_lung", "right_lung", "whole_lung")]
     return Analysis(ct=ct, lungs=lungs, regions=regions, region_kind=kind, rows=rows, subtypes=subtypes,
-                    embedding=embedding, timings=timings, model_card=model_card, device=str(device),
-                    tta=bool(tta and model is not None))
+                    embedding=embedding, timings=timings, model_card=model_card,
+                    model_dir=Path(model_dir) if model_dir is not None else None, device=str(device),
+                    tta=bool(tta and model is not None and not reference))
+
+
+def is_reference(model) -> bool:
+    """True for the reference classifier (``drasclr.reference``), which needs neither torch nor an atlas."""
+    if model is None:
+        return False
+    from .reference.knn import LocalHistogramKNN
+
+    return isinstance(model, LocalHistogramKNN)
 
 
 def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -> Path:
@@ -107,7 +128,8 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
             "grid": {"size_xyz": list(result.ct.shape_xyz), "spacing_mm": list(result.ct.spacing)},
             "timings_s": result.timings}
     if result.model_card:
-        info["model"] = {k: result.model_card.get(k) for k in ("name", "version", "sha256", "metrics")}
+        info["model"] = {k: result.model_card.get(k) for k in ("name", "version", "kind", "sha256", "metrics")}
+        info["model"]["folder"] = str(result.model_dir.resolve()) if result.model_dir is not None else None
         info["model"]["tta"] = result.tta
     with staged_dir(out_dir) as tmp:
         write_image(result.regions, tmp / "regions.nii.gz", dtype=np.uint8)
@@ -127,13 +149,16 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
 def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path | None = None,
                  series_uid: str | None = None, model=None, device="cpu", model_card: dict | None = None,
                  lobes_convention: str = "auto", batch_size: int | None = None,
-                 ct: CTImage | None = None, tta: bool = True) -> Analysis:
-    """Read (unless ``ct`` is given), analyze and write one case."""
+                 ct: CTImage | None = None, tta: bool = True, model_dir: str | Path | None = None,
+                 read_seconds: float | None = None) -> Analysis:
+    """Read (unless ``ct`` is given: then ``read_seconds`` is the time its reading took), analyze and write one
+    case."""
     t0 = time.perf_counter()
-    ct = ct if ct is not None else read_ct(path, series_uid=series_uid)
-    read_s = time.perf_counter() - t0
+    ct = ct if ct is not None else read_ct(path, series_uid=series_uid, single_slice=is_reference(model))
+    read_s = read_seconds if read_seconds is not None else time.perf_counter() - t0
     lobes = read_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
-    result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size, tta=tta)
+    result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size, tta=tta,
+                     model_dir=model_dir)
     result.timings = {"read_s": round(read_s, 3), **result.timings}
     write_analysis(result, out_dir)
     return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,9 @@ def add_parser(sub):
                                    "folder of CTs or a .txt list of paths.")
     p.add_argument("input", help="CT file, DICOM series folder, folder of CTs, or .txt list")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--model", default=None, help="model folder or .safetensors (default: the bundled demo model)")
+    p.add_argument("--model", default=None, help="model folder or .safetensors (default: the bundled demo model), or "
+                                                 "cip-lh: the reference classifier trained on real expert labels "
+                                                 "(also reads single axial slices and sparse series)")
     p.add_argument("--no-model", action="store_true", help="densitometry only: no subtype map, no embedding")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--lobes", default=None, help="lobe labelmap file or TotalSegmentator folder; zones otherwise")
@@ -56,17 +59,11 @@ def _cases(src: Path) -> list[Path] | None:
     return None
 
 
-def _case_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def case_names(paths: list[Path]) -> list[str]:
     """Output folder names: file stems, or parent folder names when stems repeat (``case_000/ct.nii.gz``)."""
-    stems = [_case_name(p) for p in paths]
+    from ..io import image_stem
+
+    stems = [image_stem(p) for p in paths]
     if len(set(stems)) == len(stems):
         return stems
     parents = [p.parent.name if p.is_file() else p.name for p in paths]
@@ -89,26 +86,36 @@ def run(args) -> int:
         raise InputError(f"input not found: {src}")
     if args.lobes and not Path(args.lobes).exists():
         raise InputError(f"lobe file not found: {args.lobes}")
+    from ..reference.store import is_reference_model, load_reference
+
     device = pick_device(args.device)
     cases = _cases(src)
-    ct = None
+    reference = not args.no_model and is_reference_model(args.model)
+    ct = read_s = None
     if cases is None:  # validate the one input before loading any model (bad input -> one error line)
         from ..io import read_ct
 
-        ct = read_ct(src, series_uid=args.series)
-    model = card = None
-    if not args.no_model:
-        from ..dense.store import DEMO_MODEL, load_segmenter
+        t0 = time.perf_counter()
+        ct = read_ct(src, series_uid=args.series, single_slice=reference)
+        read_s = time.perf_counter() - t0
+    model = card = folder = None
+    if reference:
+        model, card, folder = load_reference(args.model)
+        log.info("model %s (reference local-histogram kNN, CPU)", card.get("version"))
+    elif not args.no_model:
+        from ..dense.store import load_segmenter
+        from ..versions import DEMO_MODEL
 
         if args.model is None and not DEMO_MODEL.exists():
             log.warning("bundled demo model not found (build it with `make demo-model`): densitometry only")
         else:
-            model, card, _ = load_segmenter(args.model, device)
+            model, card, folder = load_segmenter(args.model, device)
             log.info("model %s on %s", card.get("version", card.get("name")), describe_device(device))
-    kwargs = dict(model=model, device=device, model_card=card, batch_size=args.batch_size, tta=args.tta)
+    kwargs = dict(model=model, device=device, model_card=card, batch_size=args.batch_size, tta=args.tta,
+                  model_dir=folder)
     if cases is None:
         result = analyze_file(src, args.output, lobes_path=args.lobes, lobes_convention=args.lobes_convention,
-                              ct=ct, **kwargs)
+                              ct=ct, read_seconds=read_s, **kwargs)
         if not args.quiet:
             print(format_table(result.rows))
         print(f"wrote {args.output}")
