@@ -145,3 +145,42 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
         assert_not_blank(png)
     # the analysis ran in the session's own folder; nothing else was written into the data folder
     assert sorted(p.name for p in server.data.iterdir()) == ["models", "sessions"]
+
+
+def test_upload_path_check_and_cancel(browser_env, tmp_path):
+    """Upload a CT, refuse a path outside the data folder, and Cancel a running analysis (nothing kept)."""
+    sync_api, chromium = browser_env
+    from web_support import MODULE_DIR
+
+    server = WebServer(tmp_path / "data", tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1500, "height": 950})
+            page.set_default_timeout(180_000)
+            page.goto(server.url)
+            page.wait_for_selector("#btn-demo")
+
+            page.fill("#ct-path", "/etc/passwd")
+            page.click("#btn-open")
+            page.wait_for_function("document.querySelector('#error').textContent.includes('only files inside')")
+
+            page.set_input_files("#upload", str(MODULE_DIR / "drasclr" / "data" / "demo_ct.nii.gz"))
+            page.wait_for_function("document.querySelector('#ct-name').textContent.includes('demo_ct')")
+            session = server.session_dir()
+            assert (session / "uploads" / "demo_ct.nii.gz").is_file()
+
+            page.click("#btn-analyze")
+            page.wait_for_function("!document.querySelector('#btn-cancel').disabled")
+            page.wait_for_timeout(1500)
+            page.click("#btn-cancel")
+            page.wait_for_function("document.querySelector('#job-message').textContent.includes('cancelled')")
+            assert page.locator("#stats-table").count() == 0
+            browser.close()
+    except Exception:
+        print(server.tail())
+        raise
+    finally:
+        server.stop()
+    assert not (session / "analysis-001" / "output").exists()
