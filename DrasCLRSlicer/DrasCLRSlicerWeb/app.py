@@ -151,9 +151,10 @@ class ReadingRoom:
     def load_demo(self) -> None:
         self._open(self.logic.load_demo_ct)
 
-    def open_path(self) -> None:
+    def open_path(self, text: str | None = None) -> None:
+        """Open the CT at ``text`` (sent by the page with the click; else the ``ct_path`` state)."""
         try:
-            path = self.workspace.resolve_input(self.state.ct_path)
+            path = self.workspace.resolve_input(self.state.ct_path if text is None else text)
         except InputError as exc:
             self._error(str(exc))
             return
@@ -433,7 +434,7 @@ class ReadingRoom:
         with html.Div(classes="d-flex mb-3"):
             v3.VTextField(v_model=("ct_path",), label="…or a path in the server's data folder", density="compact",
                           hide_details=True, id="ct-path")
-            v3.VBtn("Open", size="small", classes="ml-1 mt-1", click=self.open_path, disabled=("running",),
+            v3.VBtn("Open", size="small", classes="ml-1 mt-1", click=(self.open_path, "[ct_path]"), disabled=("running",),
                     id="btn-open")
 
     def _drawer_analyze(self):
