@@ -434,8 +434,8 @@ class ReadingRoom:
         with html.Div(classes="d-flex mb-3"):
             v3.VTextField(v_model=("ct_path",), label="…or a path in the server's data folder", density="compact",
                           hide_details=True, id="ct-path")
-            v3.VBtn("Open", size="small", classes="ml-1 mt-1", click=(self.open_path, "[ct_path]"), disabled=("running",),
-                    id="btn-open")
+            v3.VBtn("Open", size="small", classes="ml-1 mt-1", click=(self.open_path, "[ct_path]"),
+                    disabled=("running",), id="btn-open")
 
     def _drawer_analyze(self):
         html.Div("2 · Analyze", classes="text-subtitle-2 mb-1")
