@@ -296,6 +296,8 @@ class ReadingRoom:
 
     def _show_3d(self, segmentation) -> None:
         """Segment surfaces in the 3-D view for the emphysema subtypes only (normal lung would hide them)."""
+        # the editor drops closed surfaces of its active segmentation on every change unless told to show 3-D
+        self.editor.set_surface_representation_enabled(True)
         segmentation.CreateClosedSurfaceRepresentation()
         display = segmentation.GetDisplayNode()
         ids = segment_names(segmentation)
