@@ -271,7 +271,7 @@ class ReadingRoom:
             self._show_results(nodes)
             return nodes
 
-        self._info("")
+        self._flush(error="")  # the message (e.g. the fine-tuning summary) stays
         try:
             await self.jobs.run("analysis", prepare, work, finish)
         except JobBusy as exc:
