@@ -278,7 +278,12 @@ class ReadingRoom:
             self._error(str(exc))
 
     def _show_results(self, nodes) -> None:
-        self._clear_results()
+        self.editor.deactivate_effect()
+        if self.nodes is not None:  # the Logic updates its result nodes in place; drop only ones it replaced
+            keep = {n for n in (nodes.subtypes, nodes.regions, nodes.table, nodes.chart) if n is not None}
+            for n in (self.nodes.subtypes, self.nodes.regions, self.nodes.table, self.nodes.chart):
+                if n is not None and n not in keep and self.scene.IsNodePresent(n):
+                    self.scene.RemoveNode(n)
         self.nodes = nodes
         self.logic.set_opacity(nodes, float(self.state.opacity))
         if nodes.subtypes is not None:
