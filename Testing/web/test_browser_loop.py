@@ -48,6 +48,16 @@ def assert_not_blank(png: Path) -> None:
     assert len(np.unique(img)) > 64, f"{png.name} has too few grey levels"
 
 
+def overlay_pixels(png: Path, box: dict) -> int:
+    """Strongly coloured pixels inside a view of a screenshot: the subtype overlay (the CT itself is grey)."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
+    x0, y0 = int(box["x"]), int(box["y"])
+    view = rgb[y0:y0 + int(box["height"]), x0:x0 + int(box["width"])]
+    return int(((view.max(-1) - view.min(-1)) > 60).sum())
+
+
 def read(path: Path) -> np.ndarray:
     import SimpleITK as sitk
 
@@ -84,6 +94,9 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
             assert "finished" in page.inner_text("#job-message"), page.inner_text("#job-message")
             page.wait_for_timeout(2000)
             page.screenshot(path=shots / "web_2_analyzed.png")
+            axial = page.locator(".remote-controlled-area").first.bounding_box()
+            assert overlay_pixels(shots / "web_1_loaded.png", axial) < 200  # grey CT, no overlay yet
+            assert overlay_pixels(shots / "web_2_analyzed.png", axial) > 1000  # the subtype overlay is drawn
 
             # the table shows stats.csv of that run
             session = server.session_dir()
@@ -115,6 +128,7 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
             page.wait_for_function("document.querySelector('#results').textContent.includes('model demo-v5')")
             page.wait_for_timeout(2000)
             page.screenshot(path=shots / "web_4_finetuned.png")
+            assert overlay_pixels(shots / "web_4_finetuned.png", axial) > 1000  # the new overlay is drawn
             message = page.inner_text("#message")
             assert "demo-v5" in message, message
             browser.close()
