@@ -4,9 +4,10 @@ Called by :func:`drasclr.lungs.segment_lungs` before the mask is refined; each f
 :class:`~drasclr.errors.InputError` naming what was found, because numbers computed on bowel gas or a slab
 of lung would be read as findings. The limits (see docs/hostile_inputs.md):
 
-- **density**: lung parenchyma is tissue plus air; its median is about -850 HU and stays above about -960 HU
-  even in severe emphysema (whole-lung mean -900 to -930 HU). Pure gas (bowel, stomach, outside air) has a
-  median near -1000 HU. Median below ``MAX_MEDIAN_HU`` -> refused.
+- **density**: lung parenchyma is tissue plus air; its median is about -850 HU, and in severe emphysema it can
+  fall to about -970 to -985 HU (a severe panlobular phantom reads -971 HU; real PLE patches -977 HU). Pure gas
+  (bowel, stomach, outside air) has a median near -1000 HU on a calibrated scan (calibration runs first).
+  Median below ``MAX_MEDIAN_HU`` -> refused; the position check below catches abdominal gas independently.
 - **size**: at least ``MIN_TOTAL_ML`` in all; a one-lung scan (pneumonectomy, or a scan of one side) needs
   ``MIN_ONE_LUNG_ML`` in that lung.
 - **position in the thorax**: in the thorax the lungs fill a large part of the body's cross-section (about
@@ -19,7 +20,7 @@ import numpy as np
 
 from .errors import InputError
 
-MAX_MEDIAN_HU = -970.0
+MAX_MEDIAN_HU = -990.0  # severe emphysema must still be analysed
 MIN_TOTAL_ML = 250.0
 MIN_ONE_LUNG_ML = 400.0
 MIN_BODY_FRACTION = 0.15
