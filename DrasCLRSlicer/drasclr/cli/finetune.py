@@ -99,7 +99,7 @@ def run_cohort(args) -> int:
         raise InputError("--label-slices must be at least 1")
     loss_weights = _loss_weights(args.loss_weights)
     cases = find_cases(args.data)
-    parent, enc_card = {}, {}
+    parent, enc_card, parent_card = {}, {}, {}
     if args.from_model:
         model, parent_card, parent_dir = load_segmenter(args.from_model)
         parent = lineage(parent_card, parent_dir)
@@ -146,11 +146,23 @@ def run_cohort(args) -> int:
                          "encoder_init": Path(args.encoder).name if args.encoder else
                          ("from " + Path(args.from_model).name if args.from_model else "random"),
                          "seed": args.seed},
-            "metrics": {"val_patch_macro_dice_disease": hist["best_val"]}, **parent}
+            "metrics": {"val_patch_macro_dice_disease": hist["best_val"]},
+            "validated_spacing_mm": _validated_spacing(cases, parent_card), **parent}
     _calibrate_and_save(model, card, val_raw, device, out, args.no_calibrate)
     print(json.dumps({"model": str(out), "steps": hist["steps"], "val_macro_dice": hist["best_val"],
                       "world_size": info.world_size}))
     return 0
+
+
+def _validated_spacing(cases: list, parent_card: dict) -> dict:
+    """The voxel sizes this model was trained and validated on (its cohort's, with its parent's): the resolution
+    guard of ``analyze`` flags scans outside them (drasclr.guard)."""
+    from ..guard import merge_ranges, spacing_of_file, spacing_range
+
+    cohort = spacing_range([spacing_of_file(c / "ct.nii.gz") for c in cases], "training and validation cohort")
+    parent = parent_card.get("validated_spacing_mm")
+    return merge_ranges(parent, cohort, "training and validation cohort" + (" and the parent model's" if parent
+                                                                            else ""))
 
 
 def _loss_weights(text: str | None) -> tuple[float, ...]:
