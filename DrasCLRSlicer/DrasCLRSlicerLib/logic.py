@@ -34,6 +34,7 @@ import slicer
 from drasclr import labels
 from drasclr.image import CTImage, resample_to
 from drasclr.io import read_image, write_image
+from drasclr.regions import ltrc_lobes
 from drasclr.stats import COLUMNS
 
 from . import process, tables
@@ -79,8 +80,9 @@ def finetune_available() -> bool:
 
 
 def lobes_image(lobes_node, ct_node, ct: CTImage) -> CTImage:
-    """A lobe input (labelmap volume with LTRC values 1-5, or a segmentation whose segment names say
-    left/right + upper/middle/lower) as a labelmap on the CT's grid."""
+    """A lobe input as an LTRC labelmap (1-5) on the CT's grid: a labelmap volume in any convention the CLI reads
+    (LTRC, TotalSegmentator, CIP; detected from its values), or a segmentation whose segment names say
+    left/right + upper/middle/lower."""
     if lobes_node.IsA("vtkMRMLSegmentationNode"):
         entries = []
         for name in segment_names(lobes_node):
@@ -91,7 +93,7 @@ def lobes_image(lobes_node, ct_node, ct: CTImage) -> CTImage:
             raise ValueError(f"no segment of {lobes_node.GetName()!r} is named like a lung lobe "
                              "(e.g. 'left upper lobe', 'lung_lower_lobe_right')")
         return segmentation_to_labelmap(lobes_node, ct_node, entries)
-    image = image_from_volume_node(lobes_node)
+    image = ltrc_lobes(image_from_volume_node(lobes_node), what=f"lobe labelmap {lobes_node.GetName()!r}")
     if not image.same_grid(ct):
         image = resample_to(image, ct)
     return image.with_array(image.array.astype(np.uint8))

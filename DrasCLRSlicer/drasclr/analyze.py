@@ -21,7 +21,7 @@ from .image import CTImage
 from .io import read_ct, write_image
 from .lungs import segment_lungs
 from .outputs import staged_dir
-from .regions import read_lobes, zones_from_lungs
+from .regions import check_ltrc_lobes, read_lobes, zones_from_lungs
 from .stats import region_stats, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         lungs = segment_lungs(ct)
     with stage("regions"):
         if lobes is not None:
+            check_ltrc_lobes(lobes, ct)
             regions = lobes.with_array(np.where(lungs.array > 0, lobes.array, 0).astype(np.uint8))
             kind = "lobes"
         else:

@@ -136,15 +136,31 @@ def read_lobes(path: str | os.PathLike, ct: CTImage, convention: str = "auto") -
         raise InputError(f"lobe file not found: {path}")
     if path.is_dir():
         return _read_totalseg_folder(path, ct)
-    src = read_image(path)
-    src_values = {int(v) for v in np.unique(src.array)}
+    return _on_ct_grid(ltrc_lobes(read_image(path), convention, f"lobe file {path.name}"), ct, path.name)
+
+
+def ltrc_lobes(src: CTImage, convention: str = "auto", what: str = "lobe labelmap") -> CTImage:
+    """A lobe labelmap of any supported convention (``auto``: detected from its values) in LTRC numbering
+    (uint8, 1–5) on its own grid. The one conversion every lobe input goes through (CLI files, Slicer nodes)."""
     if convention == "auto":
-        convention = detect_lobe_convention(src_values)
-        log.debug("lobe file %s: %s convention", path.name, convention)
+        convention = detect_lobe_convention({int(v) for v in np.unique(src.array)})
+        log.debug("%s: %s convention", what, convention)
     lobes = src.with_array(lobes_to_ltrc(src.array, convention))
     if not lobes.array.any():
-        raise InputError(f"lobe file {path.name} holds no lobe labels of the {convention} convention")
-    return _on_ct_grid(lobes, ct, path.name)
+        raise InputError(f"{what} holds no lobe labels of the {convention} convention")
+    return lobes
+
+
+def check_ltrc_lobes(lobes: CTImage, ct: CTImage) -> None:
+    """Refuse a lobe labelmap that is not on ``ct``'s grid or holds values other than LTRC 1–5
+    (convert other conventions with :func:`ltrc_lobes` first)."""
+    if not lobes.same_grid(ct):
+        raise InputError("lobe labelmap is not on the CT's grid (resample it onto the CT first)")
+    values = {int(v) for v in np.unique(lobes.array)} - {0}
+    extra = sorted(values - set(labels.LOBES))
+    if extra:
+        raise InputError(f"lobe labelmap holds values {extra[:20]} outside the LTRC lobes 1-5 (convert it with "
+                         "drasclr.regions.ltrc_lobes, which reads TotalSegmentator and CIP values too)")
 
 
 def _read_totalseg_folder(folder: Path, ct: CTImage) -> CTImage:

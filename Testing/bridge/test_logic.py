@@ -119,6 +119,58 @@ def test_lobe_labelmap_on_another_grid_is_resampled(scene, chest):
     np.testing.assert_array_equal(out.array[33:], 1)
 
 
+def _lobes_from_zones(zones: np.ndarray) -> np.ndarray:
+    """An LTRC lobe labelmap (1-5) made from the zones of the chest (upper two left thirds = left upper lobe)."""
+    lobes = np.zeros_like(zones)
+    for value, zone_values in {1: (11, 12), 2: (13,), 3: (14,), 4: (15,), 5: (16,)}.items():
+        lobes[np.isin(zones, zone_values)] = value
+    return lobes
+
+
+# the same five lobes written in each supported convention: LTRC (lungmask), TotalSegmentator, CIP chest regions
+LOBE_VALUES = {"ltrc": (1, 2, 3, 4, 5), "totalseg": (10, 11, 12, 13, 14), "cip": (7, 8, 4, 5, 6)}
+
+
+@pytest.mark.parametrize("path", ["in_process", needs_cli("subprocess")])
+@pytest.mark.parametrize("convention", list(LOBE_VALUES))
+def test_lobe_labelmap_conventions_give_lobe_rows(scene, chest, chest_result, convention, path, tmp_path):
+    """A lobe labelmap volume in any supported convention gives the five lobe rows on both paths, with the
+    lobes' own volumes (regression: TotalSegmentator values 11-14 were reported as zones in-process and
+    value 10 vanished from whole_lung)."""
+    from drasclr.image import CTImage
+
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    ltrc = _lobes_from_zones(chest_result.regions.array)
+    lut = np.zeros(256, np.uint16)
+    for ltrc_value, source_value in zip(range(1, 6), LOBE_VALUES[convention]):
+        lut[ltrc_value] = source_value
+    lab = CTImage(lut[ltrc], chest.spacing, chest.origin, chest.direction)
+    lab_node = volumes.add_volume_node(scene, lab, "lobes", labelmap=True)
+    logic = DrasCLRLogic(scene)
+    if path == "in_process":
+        nodes = logic.analyze(ct_node, lobes_node=lab_node, use_model=False)
+    else:
+        nodes = logic.run_in_subprocess(ct_node, lobes_node=lab_node, use_model=False, work_dir=tmp_path)
+    rows = {r["region"]: r for r in tables.table_to_rows(nodes.table)}
+    assert nodes.region_kind == "lobes"
+    assert list(rows)[:5] == list(labels.LOBES.values())
+    assert not set(rows) & set(labels.ZONES.values())
+    voxel_ml = float(np.prod(chest.spacing)) / 1000
+    for value, name in labels.LOBES.items():
+        assert rows[name]["volume_ml"] == pytest.approx((ltrc == value).sum() * voxel_ml)
+    lung_ml = (chest_result.lungs.array > 0).sum() * voxel_ml
+    assert rows["whole_lung"]["volume_ml"] == pytest.approx(lung_ml)
+
+
+def test_engine_refuses_lobe_values_outside_ltrc(chest, chest_result):
+    """analyze() itself checks its lobe labelmap: values outside LTRC 1-5 are an input error, not zones."""
+    from drasclr.errors import InputError
+
+    bad = chest.with_array((_lobes_from_zones(chest_result.regions.array) + 9) * (chest_result.regions.array > 0))
+    with pytest.raises(InputError, match="LTRC"):
+        engine_analyze(chest, bad.with_array(bad.array.astype(np.uint8)))
+
+
 @pytest.mark.parametrize("name,value", [("Left upper lobe", 1), ("lung_lower_lobe_left", 2),
                                         ("right superior lobe of lung", 3), ("Right middle lobe", 4),
                                         ("lung_lower_lobe_right", 5), ("left lung", None), ("Trachea", None)])
