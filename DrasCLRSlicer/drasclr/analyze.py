@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .calibration import calibrate_and_segment
+from .guard import check_resolution, require_resolution
 from .image import CTImage
 from .io import read_ct, write_image
-from .lungs import segment_lungs
 from .outputs import staged_dir
 from .regions import check_ltrc_lobes, read_lobes, zones_from_lungs
 from .stats import region_stats, write_csv, write_json
@@ -42,6 +43,9 @@ class Analysis:
     model_card: dict | None = None
     device: str = "cpu"
     tta: bool = False  # mirrored test-time augmentation was used
+    calibration: dict | None = None  # drasclr.calibration: air/blood measured, offset applied
+    resolution: dict | None = None  # drasclr.guard: voxel size vs the model's validated range (with a model)
+    warnings: list[dict] = field(default_factory=list)  # {"code", "message"}: calibration and resolution
 
 
 @contextlib.contextmanager
@@ -53,13 +57,20 @@ def _stage(timings: dict, name: str):
 
 
 def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu", model_card: dict | None = None,
-            batch_size: int | None = None, tta: bool = True) -> Analysis:
+            batch_size: int | None = None, tta: bool = True, hu_calibration: str = "auto",
+            strict: bool = False) -> Analysis:
     """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` (None: densitometry only);
-    ``tta``: also predict every patch mirrored left-right and average (default; about twice the subtype time)."""
+    ``tta``: also predict every patch mirrored left-right and average (default; about twice the subtype time);
+    ``hu_calibration``: auto | air | none (drasclr.calibration; the corrected CT is what everything after sees);
+    ``strict``: refuse (``InputError``) a scan whose voxels are outside the model card's validated range instead
+    of flagging its subtype map (drasclr.guard)."""
     timings: dict[str, float] = {}
     stage = functools.partial(_stage, timings)
+    resolution = None
+    if model is not None:
+        resolution = (require_resolution if strict else check_resolution)(ct, model_card)
     with stage("lung_mask"):
-        lungs = segment_lungs(ct)
+        ct, lungs, calibration = calibrate_and_segment(ct, hu_calibration)
     with stage("regions"):
         if lobes is not None:
             check_ltrc_lobes(lobes, ct)
@@ -97,7 +108,10 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         rows = region_stats(ct, regions, subtypes)
     return Analysis(ct=ct, lungs=lungs, regions=regions, region_kind=kind, rows=rows, subtypes=subtypes,
                     embedding=embedding, timings=timings, model_card=model_card, device=str(device),
-                    tta=bool(tta and model is not None))
+                    tta=bool(tta and model is not None), calibration=calibration.to_json(),
+                    resolution=None if resolution is None else resolution.to_json(),
+                    warnings=calibration.warnings + ([resolution.warning()] if resolution and not resolution.in_range
+                                                     else []))
 
 
 def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -> Path:
@@ -109,6 +123,11 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
     if result.model_card:
         info["model"] = {k: result.model_card.get(k) for k in ("name", "version", "sha256", "metrics")}
         info["model"]["tta"] = result.tta
+    if result.calibration is not None:
+        info["calibration"] = result.calibration
+    if result.resolution is not None:
+        info["resolution"] = result.resolution
+    info["warnings"] = result.warnings
     with staged_dir(out_dir) as tmp:
         write_image(result.regions, tmp / "regions.nii.gz", dtype=np.uint8)
         if result.subtypes is not None:
@@ -127,13 +146,15 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
 def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path | None = None,
                  series_uid: str | None = None, model=None, device="cpu", model_card: dict | None = None,
                  lobes_convention: str = "auto", batch_size: int | None = None,
-                 ct: CTImage | None = None, tta: bool = True) -> Analysis:
+                 ct: CTImage | None = None, tta: bool = True, hu_calibration: str = "auto",
+                 strict: bool = False) -> Analysis:
     """Read (unless ``ct`` is given), analyze and write one case."""
     t0 = time.perf_counter()
     ct = ct if ct is not None else read_ct(path, series_uid=series_uid)
     read_s = time.perf_counter() - t0
     lobes = read_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
-    result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size, tta=tta)
+    result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size, tta=tta,
+                     hu_calibration=hu_calibration, strict=strict)
     result.timings = {"read_s": round(read_s, 3), **result.timings}
     write_analysis(result, out_dir)
     return result

@@ -15,7 +15,7 @@ from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import DEMO_MODEL, save_segmenter
 from drasclr.errors import InputError
 from drasclr.image import CTImage
-from drasclr.io import write_image
+from drasclr.io import read_ct, write_image
 from drasclr.model import read_card
 from drasclr.phantom import PhantomOptions, generate_case
 from realdata import real_ct_path
@@ -95,9 +95,11 @@ def test_finetune_card_records_the_cohort_range(tmp_path):
 
 # --- end to end ---------------------------------------------------------------------------------------------------
 def test_coarse_real_scan_flagged_and_refused_with_strict(tmp_path, tiny_model):
-    """COPDGene at 4 mm: the subtype map is written but flagged (stats.json, report); --strict refuses it with one
-    error line and no outputs; densitometry-only still runs under --strict."""
-    src = real_ct_path("copdgene_10002K_ct64")
+    """COPDGene at 4 mm (real scan): the subtype map is written but flagged (stats.json, report); --strict refuses
+    it with one error line and no outputs; densitometry-only still runs under --strict."""
+    full = read_ct(real_ct_path("copdgene_10002K_ct64"))
+    src = tmp_path / "copdgene_mid.nii.gz"  # the middle 16 cm of the real 4 mm scan: half the model time
+    write_image(full.crop((20, 0, 0), (60, 64, 64)), src)
     out = tmp_path / "flagged"
     proc = run_cli("analyze", src, "-o", out, "--model", tiny_model, "--no-tta", "--quiet")
     assert proc.returncode == 0, proc.stderr

@@ -33,6 +33,12 @@ def add_parser(sub):
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="test-time augmentation: also predict mirrored left-right and average (default; --no-tta about "
                         "halves the subtype step, a little less accurate)")
+    p.add_argument("--hu-calibration", default="auto", choices=["auto", "air", "none"],
+                   help="scanner HU calibration from outside (or tracheal) air: auto corrects an offset beyond "
+                        "±20 HU, air always corrects, none only measures (default auto; see docs/calibration.md)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a scan whose voxel size is outside the model's validated range (default: analyze "
+                        "it and flag the subtype map)")
     p.add_argument("--quiet", action="store_true", help="do not print the per-region table")
     p.set_defaults(run=run)
 
@@ -104,13 +110,20 @@ def run(args) -> int:
             log.warning("bundled demo model not found (build it with `make demo-model`): densitometry only")
         else:
             model, card, _ = load_segmenter(args.model, device)
+            if args.strict and ct is not None:
+                from ..guard import require_resolution
+
+                require_resolution(ct, card)  # refused before any work (batch cases are checked one by one)
             log.info("model %s on %s", card.get("version", card.get("name")), describe_device(device))
-    kwargs = dict(model=model, device=device, model_card=card, batch_size=args.batch_size, tta=args.tta)
+    kwargs = dict(model=model, device=device, model_card=card, batch_size=args.batch_size, tta=args.tta,
+                  hu_calibration=args.hu_calibration, strict=args.strict)
     if cases is None:
         result = analyze_file(src, args.output, lobes_path=args.lobes, lobes_convention=args.lobes_convention,
                               ct=ct, **kwargs)
         if not args.quiet:
             print(format_table(result.rows))
+        for w in result.warnings:
+            log.warning("warning: %s", w["message"])
         print(f"wrote {args.output}")
         return 0
     if args.lobes:
