@@ -61,6 +61,8 @@ class AnalysisNodes:
     rows: list[dict] = field(default_factory=list)
     region_kind: str = "zones"
     output_dir: Path | None = None
+    warnings: list[dict] = field(default_factory=list)  # {"code", "message"}: HU calibration, resolution guard
+    calibration: dict | None = None  # stats.json "calibration": air/blood measured, offset applied
 
 
 def ensure_scene_logics(scene) -> None:
@@ -146,11 +148,13 @@ class DrasCLRLogic:
 
     # --- in-process -----------------------------------------------------------------------------------
     def analyze(self, volume_node, lobes_node=None, model=None, device: str = "auto",
-                use_model: bool = True, tta: bool = True) -> AnalysisNodes:
+                use_model: bool = True, tta: bool = True, hu_calibration: str = "auto",
+                strict: bool = False) -> AnalysisNodes:
         """Run the engine on ``volume_node`` in this process and create/update the result nodes.
 
         ``model``: a model folder or ``.safetensors`` (None: the bundled demo model when it ships);
-        ``use_model`` False: densitometry only, as ``drasclr analyze --no-model``."""
+        ``use_model`` False: densitometry only, as ``drasclr analyze --no-model``; ``hu_calibration`` and
+        ``strict``: as ``--hu-calibration`` and ``--strict``. The returned nodes carry the analysis ``warnings``."""
         from drasclr.analyze import analyze as engine_analyze
         from drasclr.device import pick_device
 
@@ -163,9 +167,12 @@ class DrasCLRLogic:
 
             if model is not None or DEMO_MODEL.exists():
                 net, card, folder = load_segmenter(model, dev)
-        result = engine_analyze(ct, lobes, model=net, device=dev, model_card=card, tta=tta)
-        return self._show(volume_node, result.regions, result.subtypes, result.rows, result.region_kind,
-                          model=folder)
+        result = engine_analyze(ct, lobes, model=net, device=dev, model_card=card, tta=tta,
+                                hu_calibration=hu_calibration, strict=strict)
+        nodes = self._show(volume_node, result.regions, result.subtypes, result.rows, result.region_kind,
+                           model=folder)
+        nodes.warnings, nodes.calibration = list(result.warnings), result.calibration
+        return nodes
 
     # --- child process (GUI) --------------------------------------------------------------------------
     def write_inputs(self, volume_node, lobes_node, work_dir: Path) -> tuple[Path, Path | None]:
@@ -182,7 +189,8 @@ class DrasCLRLogic:
     def run_in_subprocess(self, volume_node, lobes_node=None, model=None, device: str = "auto",
                           on_progress=None, on_line=None, should_cancel=None, on_idle=None, env=None,
                           work_dir: Path | None = None, keep_files: bool = False,
-                          use_model: bool = True, tta: bool = True) -> AnalysisNodes:
+                          use_model: bool = True, tta: bool = True, hu_calibration: str = "auto",
+                          strict: bool = False) -> AnalysisNodes:
         """Run ``python -m drasclr analyze`` in a child process and load its outputs as nodes.
 
         Progress/cancel/idle callbacks: see :func:`process.run_engine`. ``keep_files`` keeps the output folder
@@ -195,7 +203,8 @@ class DrasCLRLogic:
             ct_path, lobes_path = self.write_inputs(volume_node, lobes_node, work_dir / "input")
             out_dir = work_dir / "output"
             cmd = process.analyze_command(ct_path, out_dir, model=model, device=device, lobes_path=lobes_path,
-                                          use_model=use_model, tta=tta)
+                                          use_model=use_model, tta=tta, hu_calibration=hu_calibration,
+                                          strict=strict)
             process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
                                on_idle=on_idle, env=env)
             nodes = self.load_outputs(volume_node, out_dir)
@@ -224,7 +233,13 @@ class DrasCLRLogic:
         subtypes = self._on_grid(read_image(sub_path), ct) if sub_path.exists() else None
         rows = read_stats_csv(out_dir / "stats.csv")
         kind = "lobes" if any(r["region"] in labels.LOBES.values() for r in rows) else "zones"
-        return self._show(volume_node, regions, subtypes, rows, kind)
+        nodes = self._show(volume_node, regions, subtypes, rows, kind)
+        try:
+            info = json.loads((out_dir / "stats.json").read_text())
+        except (OSError, ValueError):
+            info = {}
+        nodes.warnings, nodes.calibration = list(info.get("warnings") or []), info.get("calibration")
+        return nodes
 
     @staticmethod
     def _model_of(out_dir: Path, model) -> Path | None:

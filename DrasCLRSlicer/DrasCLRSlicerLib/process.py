@@ -57,9 +57,11 @@ def python_executable() -> str:
 
 
 def analyze_command(input_path, output_dir, model=None, device: str = "auto", lobes_path=None,
-                    use_model: bool = True, python: str | None = None, tta: bool = True) -> list[str]:
+                    use_model: bool = True, python: str | None = None, tta: bool = True,
+                    hu_calibration: str = "auto", strict: bool = False) -> list[str]:
     """The ``drasclr analyze`` command line (DESIGN.md CLI contract). ``model`` None: the engine's default
-    (bundled demo) model; ``use_model`` False: densitometry only (``--no-model``); ``tta``: ``--tta``/``--no-tta``."""
+    (bundled demo) model; ``use_model`` False: densitometry only (``--no-model``); ``tta``: ``--tta``/``--no-tta``;
+    ``hu_calibration``: ``--hu-calibration``; ``strict``: ``--strict``."""
     cmd = [python or python_executable(), "-m", "drasclr", "analyze", str(input_path), "-o", str(output_dir),
            "--device", device, "--quiet"]
     if not use_model:
@@ -70,6 +72,9 @@ def analyze_command(input_path, output_dir, model=None, device: str = "auto", lo
         cmd += ["--tta" if tta else "--no-tta"]
     if lobes_path:
         cmd += ["--lobes", str(lobes_path), "--lobes-convention", "ltrc"]
+    cmd += ["--hu-calibration", hu_calibration.lower()]
+    if strict:
+        cmd += ["--strict"]
     return cmd
 
 
