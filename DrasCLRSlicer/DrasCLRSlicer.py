@@ -287,14 +287,14 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         path = qt.QFileDialog.getSaveFileName(self.parent, "Export statistics", "stats.csv", "CSV (*.csv)")
         if path:
             with slicer.util.tryWithErrorDisplay("Failed to export the table.", waitCursor=True):
-                self.logic.engine.export_csv(self._results, path)
+                self.logic.bridge.export_csv(self._results, path)
                 self.ui.statusLabel.text = f"Wrote {path}"
 
     def onExportHtml(self) -> None:
         path = qt.QFileDialog.getSaveFileName(self.parent, "Export report", "report.html", "HTML (*.html)")
         if path:
             with slicer.util.tryWithErrorDisplay("Failed to export the report.", waitCursor=True):
-                self.logic.engine.export_html(self._results, path)
+                self.logic.bridge.export_html(self._results, path)
                 self.ui.statusLabel.text = f"Wrote {path}"
 
     def onCorrectToggled(self, checked) -> None:
@@ -379,24 +379,24 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._engine = None
+        self._bridge = None
 
     def getParameterNode(self):
         return DrasCLRSlicerParameterNode(super().getParameterNode())
 
     def cleanup(self) -> None:
         """Remove temporary files of the last background run."""
-        if self._engine is not None:
-            self._engine.cleanup()
+        if self._bridge is not None:
+            self._bridge.cleanup()
 
     @property
-    def engine(self):
+    def bridge(self):
         """The MRML-bridge Logic on ``slicer.mrmlScene`` (imported on first use)."""
-        if self._engine is None:
+        if self._bridge is None:
             from DrasCLRSlicerLib.logic import DrasCLRLogic
 
-            self._engine = DrasCLRLogic(slicer.mrmlScene)
-        return self._engine
+            self._bridge = DrasCLRLogic(slicer.mrmlScene)
+        return self._bridge
 
     # --- dependencies -----------------------------------------------------------------------------------
     def setupPythonRequirements(self, askConfirmation: bool = True, device: str = "Auto") -> bool:
@@ -460,12 +460,12 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
 
     # --- analysis ---------------------------------------------------------------------------------------
     def loadDemoCT(self):
-        return self.engine.load_demo_ct()
+        return self.bridge.load_demo_ct()
 
     def analyze(self, volumeNode, lobesNode=None, model=None, device="Auto", useModel=True, tta=True,
                 huCalibration="Auto", strict=False):
         """In-process analysis (scripts, self-test). ``useModel`` False: densitometry only."""
-        return self.engine.analyze(volumeNode, lobesNode, model=model, device=device.lower(), use_model=useModel,
+        return self.bridge.analyze(volumeNode, lobesNode, model=model, device=device.lower(), use_model=useModel,
                                    tta=tta, hu_calibration=huCalibration.lower(), strict=strict)
 
     def runInSubprocess(self, volumeNode, lobesNode=None, model=None, device="Auto", onProgress=None,
@@ -474,13 +474,13 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
         from DrasCLRSlicerLib import process
 
         env = process.engine_environment(slicer.util.startupEnvironment())
-        return self.engine.run_in_subprocess(volumeNode, lobesNode, model=model, device=device.lower(),
+        return self.bridge.run_in_subprocess(volumeNode, lobesNode, model=model, device=device.lower(),
                                              on_progress=onProgress, should_cancel=shouldCancel, on_idle=onIdle,
                                              env=env, keep_files=True, use_model=useModel, tta=tta,
                                              hu_calibration=huCalibration.lower(), strict=strict)
 
     def setOpacity(self, results, opacity):
-        self.engine.set_opacity(results, opacity)
+        self.bridge.set_opacity(results, opacity)
 
     def showTableAndChart(self, results):
         """Table and chart in a layout with a table and a plot view."""
@@ -538,7 +538,7 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
         from DrasCLRSlicerLib import process
 
         env = process.engine_environment(slicer.util.startupEnvironment())
-        return self.engine.finetune_from_corrections(results, model=model, device=device.lower(),
+        return self.bridge.finetune_from_corrections(results, model=model, device=device.lower(),
                                                      on_progress=onProgress, should_cancel=shouldCancel,
                                                      on_idle=onIdle, env=env)
 
@@ -609,9 +609,9 @@ class DrasCLRSlicerTest(ScriptedLoadableModuleTest):
         upper = np.arange(corrected.shape[0])[:, None, None] > corrected.shape[0] // 2  # array z up = superior
         corrected[(corrected > 0) & upper] = 2
         labelmap_to_segmentation(slicer.mrmlScene, results.prediction.with_array(corrected), results.volume,
-                                 logic.engine.subtype_entries, node=results.subtypes)
+                                 logic.bridge.subtype_entries, node=results.subtypes)
         with tempfile.TemporaryDirectory() as root:
-            summary = logic.engine.finetune_from_corrections(results, device="cpu", max_seconds=5,
+            summary = logic.bridge.finetune_from_corrections(results, device="cpu", max_seconds=5,
                                                              output_root=root)
             self.assertTrue(os.path.isdir(summary["model"]))
             self.assertTrue(os.path.isfile(os.path.join(summary["model"], "model.json")))

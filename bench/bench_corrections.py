@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from drasclr import labels
+from drasclr.dense import predict
 from drasclr.dense.corrections import finetune_from_corrections
-from drasclr.dense.infer import predict_subtypes
 from drasclr.dense.locate import locator_for
 from drasclr.dense.store import load_segmenter, save_segmenter
 from drasclr.io import read_ct, read_image
@@ -47,7 +47,7 @@ def main() -> None:
         model.classifier.bias[labels.PLE] -= 4.0
     weak = save_segmenter(model, work / "weak-v1", {"name": "weak", "version": "weak-v1"})
     locator, _ = locator_for(lungs)
-    pred = predict_subtypes(model, ct, lungs, locator, torch.device("cpu")).array
+    pred = predict(ct, lungs, model, "cpu", locator=locator, tta=False).subtypes.array
     lobe = max(range(1, 6), key=lambda v: int(((lobes == v) & (truth == labels.PLE)).sum()))
     corrected = pred.copy()
     corrected[lobes == lobe] = truth[lobes == lobe]
@@ -56,7 +56,7 @@ def main() -> None:
                                     max_seconds=args.seconds)
     wall = time.perf_counter() - t0
     new, _, _ = load_segmenter(res.model_dir)
-    after = predict_subtypes(new, ct, lungs, locator, torch.device("cpu")).array
+    after = predict(ct, lungs, new, "cpu", locator=locator, tta=False).subtypes.array
     other = (truth > 0) & (lobes != lobe)
     out = {"corrected_lobe": labels.LOBES[lobe], "corrected_voxels": res.corrected_voxels,
            "train_seconds_bound": args.seconds, "finetune_wall_seconds": round(wall, 1),

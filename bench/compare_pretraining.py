@@ -12,7 +12,7 @@ For every method the same encoder class (DrasCLREncoder; PlainEncoder for the Mo
    embedding alone and with LAA-950;
 3. dense subtypes: the encoder initialises ``SubtypeSegmenter``; fine-tuned with 100 % and 10 % of the labels
    (``train_segmenter`` and ``label_mask``, what ``drasclr finetune cohort [--label-fraction 0.1]`` runs), then
-   dense inference on held-out cases (``predict_probabilities``, as ``drasclr analyze``) scored with
+   dense inference on held-out cases (``drasclr.dense.predict``, as ``drasclr analyze``) scored with
    ``drasclr.evaluate.evaluate_case`` (macro Dice over CLE/PSE/PLE, as ``drasclr evaluate``). Cases are read and
    registered once and shared by all methods (in-process), which is what makes this fit a small budget.
 
@@ -26,7 +26,6 @@ Prints a markdown table and writes ``OUT/results.json``. Outputs go to ``--out``
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -41,8 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "DrasCLRSlicer"))
 
+from drasclr.dense import predict  # noqa: E402
 from drasclr.dense.cohort import find_cases, label_mask, load_case, stratified_split  # noqa: E402
-from drasclr.dense.infer import lung_volume, predict_probabilities, probabilities_to_labels  # noqa: E402
 from drasclr.dense.locate import locator_for  # noqa: E402
 from drasclr.dense.segmenter import SubtypeSegmenter  # noqa: E402
 from drasclr.dense.train import fixed_patches, prepare_case, train_segmenter  # noqa: E402
@@ -50,6 +49,7 @@ from drasclr.evaluate import evaluate_case  # noqa: E402
 from drasclr.model import DrasCLREncoder, load_model  # noqa: E402
 from drasclr.pretrain.data import PatchCache, encode_cache  # noqa: E402
 from drasclr.pretrain.probe import linear_probe, split_subjects  # noqa: E402
+from drasclr.stats import write_csv  # noqa: E402
 
 METHODS = ("random", "moco", "drasclr", "voco", "volfusion")
 log = logging.getLogger("compare")
@@ -118,10 +118,7 @@ def outcome_cindex(feats: np.ndarray, subjects: list[str], laa: dict, a, folder:
         d = fdir / name
         d.mkdir(parents=True, exist_ok=True)
         np.save(d / "embedding.npy", feats[i].mean(0).astype(np.float64))
-        with open(d / "stats.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["region", "laa950_pct"])
-            w.writerow(["whole_lung", f"{laa[name]:.4f}"])
+        write_csv([{"region": "whole_lung", "laa950_pct": laa[name]}], d / "stats.csv", ["region", "laa950_pct"])
     m = fit(fdir, a.train, folder / "outcome", kind="cox", k=a.pca, folds=a.folds, seed=a.seed)
     cv = m["cross_validation"]
     return {fs: cv[fs]["c_index_pooled"] for fs in cv}
@@ -145,7 +142,7 @@ def prepare_dense(a):
     for c in find_cases(a.test)[: a.n_test]:
         ct, sub, lungs = load_case(c)
         locator, _ = locator_for(lungs)
-        held.append((c.name, ct, sub, lungs, locator, lung_volume(ct, lungs)))
+        held.append((c.name, ct, sub, lungs, locator))
     return {"full": full, "few": few, "val": fixed_patches(val, 64), "held": held,
             "train_cases": [train_dirs[i].name for i in range(len(train_dirs)) if i not in val_idx],
             "val_cases": [train_dirs[i].name for i in sorted(val_idx)]}
@@ -162,9 +159,8 @@ def dense_scores(enc, pretrained: bool, dense: dict, a) -> dict:
                                lr=1e-3, freeze="all", seed=a.seed, eval_every=max(a.finetune_steps // 4, 1),
                                encoder_lr_scale=0.1 if pretrained else 1.0)
         per_case = {}
-        for name, ct, sub, lungs, locator, vol in dense["held"]:
-            probs = predict_probabilities(model, vol, locator, torch.device("cpu"), stride=a.stride)
-            pred = probabilities_to_labels(probs, vol.ct, ct, lungs.array)
+        for name, ct, sub, lungs, locator in dense["held"]:
+            pred = predict(ct, lungs, model, "cpu", locator=locator, tta=False, stride=a.stride).subtypes
             per_case[name] = evaluate_case(pred, sub)["macro_dice"]
         vals = [v for v in per_case.values() if not np.isnan(v)]
         res[key] = float(np.mean(vals)) if vals else float("nan")

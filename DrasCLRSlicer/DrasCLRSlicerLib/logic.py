@@ -18,10 +18,8 @@ button while the engine lacks ``drasclr.dense.corrections``.
 
 from __future__ import annotations
 
-import csv
 import html
 import importlib.util
-import json
 import math
 import shutil
 import tempfile
@@ -35,11 +33,11 @@ from drasclr import labels
 from drasclr.image import CTImage, resample_to
 from drasclr.io import read_image, write_image
 from drasclr.regions import ltrc_lobes
-from drasclr.stats import COLUMNS
+from drasclr.stats import COLUMNS, read_csv, read_json, write_csv
 
 from . import process, tables
 from .segmentations import labelmap_to_segmentation, segment_names, segmentation_to_labelmap
-from .storage import load_volume, save_node
+from .storage import load_volume
 from .terminology import region_entries, subtype_entries
 from .volumes import add_volume_node, image_from_volume_node
 
@@ -163,14 +161,15 @@ class DrasCLRLogic:
         dev = pick_device(device)
         net = card = folder = None
         if use_model:
-            from drasclr.dense.store import DEMO_MODEL, load_segmenter
+            from drasclr.dense.store import load_segmenter
+            from drasclr.versions import DEMO_MODEL
 
             if model is not None or DEMO_MODEL.exists():
                 net, card, folder = load_segmenter(model, dev)
-        result = engine_analyze(ct, lobes, model=net, device=dev, model_card=card, tta=tta,
+        result = engine_analyze(ct, lobes, model=net, device=dev, model_card=card, tta=tta, model_dir=folder,
                                 hu_calibration=hu_calibration, strict=strict)
         nodes = self._show(volume_node, result.regions, result.subtypes, result.rows, result.region_kind,
-                           model=folder)
+                           model=result.model_dir)
         nodes.warnings, nodes.calibration = list(result.warnings), result.calibration
         return nodes
 
@@ -208,8 +207,6 @@ class DrasCLRLogic:
             process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
                                on_idle=on_idle, env=env)
             nodes = self.load_outputs(volume_node, out_dir)
-            if nodes.subtypes is not None:
-                nodes.model = self._model_of(out_dir, model)
         except BaseException:
             if own:
                 shutil.rmtree(work_dir, ignore_errors=True)
@@ -225,36 +222,19 @@ class DrasCLRLogic:
         return nodes
 
     def load_outputs(self, volume_node, out_dir: Path) -> AnalysisNodes:
-        """Nodes from an ``drasclr analyze`` output folder computed on ``volume_node``'s CT."""
+        """Nodes from an ``drasclr analyze`` output folder computed on ``volume_node``'s CT. The region kind and the
+        model folder are the facts the engine recorded in ``stats.json``."""
         out_dir = Path(out_dir)
         ct = image_from_volume_node(volume_node)
         regions = self._on_grid(read_image(out_dir / "regions.nii.gz"), ct)
         sub_path = out_dir / "subtypes.nii.gz"
         subtypes = self._on_grid(read_image(sub_path), ct) if sub_path.exists() else None
-        rows = read_stats_csv(out_dir / "stats.csv")
-        kind = "lobes" if any(r["region"] in labels.LOBES.values() for r in rows) else "zones"
-        nodes = self._show(volume_node, regions, subtypes, rows, kind)
-        try:
-            info = json.loads((out_dir / "stats.json").read_text())
-        except (OSError, ValueError):
-            info = {}
-        nodes.warnings, nodes.calibration = list(info.get("warnings") or []), info.get("calibration")
+        facts = read_json(out_dir / "stats.json")
+        folder = (facts.get("model") or {}).get("folder") if subtypes is not None else None
+        nodes = self._show(volume_node, regions, subtypes, read_csv(out_dir / "stats.csv"), facts["region_kind"],
+                           model=Path(folder) if folder else None)
+        nodes.warnings, nodes.calibration = list(facts.get("warnings") or []), facts.get("calibration")
         return nodes
-
-    @staticmethod
-    def _model_of(out_dir: Path, model) -> Path | None:
-        """The model folder a run used: as asked, else the engine's default (named in stats.json)."""
-        if model:
-            path = Path(model)
-            return path if path.is_dir() else path.parent
-        from .models import PACKAGE_MODELS
-
-        try:
-            info = json.loads((out_dir / "stats.json").read_text()).get("model") or {}
-        except (OSError, ValueError):
-            info = {}
-        version = info.get("version")
-        return PACKAGE_MODELS / version if version and (PACKAGE_MODELS / version).is_dir() else None
 
     @staticmethod
     def _on_grid(image: CTImage, ct: CTImage) -> CTImage:
@@ -335,17 +315,8 @@ class DrasCLRLogic:
     def export_csv(self, nodes: AnalysisNodes, path) -> Path:
         """The statistics table as CSV (the columns of ``stats.csv``)."""
         path = Path(path)
-        rows = tables.table_to_rows(nodes.table)
-        with open(path, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(COLUMNS)
-            for r in rows:
-                w.writerow([r["region"]] + ["" if math.isnan(r[c]) else f"{r[c]:.4f}" for c in COLUMNS[1:]])
+        write_csv(tables.table_to_rows(nodes.table), path)
         return path
-
-    def export_table(self, nodes: AnalysisNodes, path) -> Path:
-        """The statistics table through its storage node (``.tsv`` or ``.csv``)."""
-        return save_node(nodes.table, path)
 
     def export_html(self, nodes: AnalysisNodes, path) -> Path:
         """An HTML report: the engine's ``report.html`` when the run kept one, else a table of the rows."""
@@ -355,18 +326,6 @@ class DrasCLRLogic:
             return path
         path.write_text(rows_to_html(tables.table_to_rows(nodes.table), nodes.volume.GetName()))
         return path
-
-
-def read_stats_csv(path) -> list[dict]:
-    """Rows of an engine ``stats.csv`` (empty cells -> NaN)."""
-    with open(path, newline="") as fh:
-        rows = []
-        for rec in csv.DictReader(fh):
-            row = {"region": rec["region"]}
-            for c in COLUMNS[1:]:
-                row[c] = float(rec[c]) if rec.get(c) not in (None, "") else math.nan
-            rows.append(row)
-    return rows
 
 
 def rows_to_html(rows: list[dict], title: str) -> str:

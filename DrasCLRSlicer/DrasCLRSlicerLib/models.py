@@ -1,7 +1,7 @@
 """Model versions the panel offers: the bundled demo model, imported models and fine-tuned versions.
 
-Same layout as the engine's store (``drasclr.dense.store``): a model is a folder ``<name>-v<N>`` holding
-``model.safetensors`` and its JSON card ``model.json`` (``name``, ``version``, ``sha256`` of the weights;
+Same layout as the engine's store (``drasclr.versions``, shared, torch-free): a model is a folder ``<name>-v<N>``
+holding ``model.safetensors`` and its JSON card ``model.json`` (``name``, ``version``, ``sha256`` of the weights;
 a fine-tuned version also has ``parent`` and ``lineage``). Bundled models sit in ``drasclr/data/models``,
 imported and fine-tuned ones in the user folder (``$DRASCLR_MODELS`` or ``~/.drasclr/models``), where
 fine-tuning writes ``<name>-v<N+1>`` and never overwrites. *Revert* makes an older version the active one
@@ -15,24 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "drasclr" / "data" / "models"
-_VERSION = re.compile(r"^(?P<name>.+)-v(?P<n>\d+)$")
-
-
-def user_models_dir() -> Path:
-    """Where imported and fine-tuned models go (the engine's ``drasclr.dense.store.user_models_dir``)."""
-    return Path(os.environ.get("DRASCLR_MODELS", Path.home() / ".drasclr" / "models"))
-
-
-def split_version(folder_name: str) -> tuple[str, int]:
-    """``"demo-v3"`` -> ``("demo", 3)``; a name without ``-v<N>`` is version 0."""
-    m = _VERSION.match(folder_name)
-    return (m["name"], int(m["n"])) if m else (folder_name, 0)
+from drasclr.versions import PACKAGE_MODELS, split_version, user_models_dir
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ def python_executable() -> str:
 def analyze_command(input_path, output_dir, model=None, device: str = "auto", lobes_path=None,
                     use_model: bool = True, python: str | None = None, tta: bool = True,
                     hu_calibration: str = "auto", strict: bool = False) -> list[str]:
-    """The ``drasclr analyze`` command line (DESIGN.md CLI contract). ``model`` None: the engine's default
+    """The ``drasclr analyze`` command line (CLI contract: docs/contracts.md). ``model`` None: the engine's default
     (bundled demo) model; ``use_model`` False: densitometry only (``--no-model``); ``tta``: ``--tta``/``--no-tta``;
     ``hu_calibration``: ``--hu-calibration``; ``strict``: ``--strict``."""
     cmd = [python or python_executable(), "-m", "drasclr", "analyze", str(input_path), "-o", str(output_dir),

@@ -41,6 +41,7 @@ class Analysis:
     embedding: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
     model_card: dict | None = None
+    model_dir: Path | None = None  # the folder the model was loaded from (recorded in stats.json)
     device: str = "cpu"
     tta: bool = False  # mirrored test-time augmentation was used
     calibration: dict | None = None  # drasclr.calibration: air/blood measured, offset applied
@@ -57,8 +58,8 @@ def _stage(timings: dict, name: str):
 
 
 def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu", model_card: dict | None = None,
-            batch_size: int | None = None, tta: bool = True, hu_calibration: str = "auto",
-            strict: bool = False) -> Analysis:
+            batch_size: int | None = None, tta: bool = True, model_dir: str | Path | None = None,
+            hu_calibration: str = "auto", strict: bool = False) -> Analysis:
     """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` (None: densitometry only);
     ``tta``: also predict every patch mirrored left-right and average (default; about twice the subtype time);
     ``hu_calibration``: auto | air | none (drasclr.calibration; the corrected CT is what everything after sees);
@@ -83,31 +84,25 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
     if model is not None:
         import torch
 
-        from .dense.infer import (
-            card_class_weights,
-            lung_volume,
-            patch_embeddings,
-            predict_probabilities,
-            probabilities_to_labels,
-        )
-        from .dense.locate import atlas_patch_corners, locator_for
+        from .dense import predict
+        from .dense.infer import card_class_weights, patient_embedding
+        from .dense.locate import locator_for
 
         device = torch.device(device)
         with stage("registration"):
             locator, transform = locator_for(lungs)
         with stage("subtypes"):
-            vol = lung_volume(ct, lungs)
-            probs = predict_probabilities(model, vol, locator, device, batch_size=batch_size, tta=tta)
-            subtypes = probabilities_to_labels(probs, vol.ct, ct, lungs.array, card_class_weights(model_card))
-            del probs
+            pred = predict(ct, lungs, model, device, locator=locator, tta=tta, batch_size=batch_size,
+                           class_weights=card_class_weights(model_card))
+            subtypes = pred.subtypes
         with stage("embedding"):
-            corners, locations = atlas_patch_corners(transform, vol.ct)
-            vectors = patch_embeddings(model, vol.ct, corners, locations, device, batch_size)
-            embedding = vectors.mean(axis=0).astype(np.float32)
+            embedding = patient_embedding(model, pred.probabilities.grid, transform, device, batch_size)
+        del pred
     with stage("stats"):
         rows = region_stats(ct, regions, subtypes)
     return Analysis(ct=ct, lungs=lungs, regions=regions, region_kind=kind, rows=rows, subtypes=subtypes,
-                    embedding=embedding, timings=timings, model_card=model_card, device=str(device),
+                    embedding=embedding, timings=timings, model_card=model_card,
+                    model_dir=Path(model_dir) if model_dir is not None else None, device=str(device),
                     tta=bool(tta and model is not None), calibration=calibration.to_json(),
                     resolution=None if resolution is None else resolution.to_json(),
                     warnings=calibration.warnings + ([resolution.warning()] if resolution and not resolution.in_range
@@ -122,6 +117,7 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
             "timings_s": result.timings}
     if result.model_card:
         info["model"] = {k: result.model_card.get(k) for k in ("name", "version", "sha256", "metrics")}
+        info["model"]["folder"] = str(result.model_dir.resolve()) if result.model_dir is not None else None
         info["model"]["tta"] = result.tta
     if result.calibration is not None:
         info["calibration"] = result.calibration
@@ -146,15 +142,16 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
 def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path | None = None,
                  series_uid: str | None = None, model=None, device="cpu", model_card: dict | None = None,
                  lobes_convention: str = "auto", batch_size: int | None = None,
-                 ct: CTImage | None = None, tta: bool = True, hu_calibration: str = "auto",
-                 strict: bool = False) -> Analysis:
-    """Read (unless ``ct`` is given), analyze and write one case."""
+                 ct: CTImage | None = None, tta: bool = True, model_dir: str | Path | None = None,
+                 read_seconds: float | None = None, hu_calibration: str = "auto", strict: bool = False) -> Analysis:
+    """Read (unless ``ct`` is given: then ``read_seconds`` is the time its reading took), analyze and write one
+    case."""
     t0 = time.perf_counter()
     ct = ct if ct is not None else read_ct(path, series_uid=series_uid)
-    read_s = time.perf_counter() - t0
+    read_s = read_seconds if read_seconds is not None else time.perf_counter() - t0
     lobes = read_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
     result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size, tta=tta,
-                     hu_calibration=hu_calibration, strict=strict)
+                     model_dir=model_dir, hu_calibration=hu_calibration, strict=strict)
     result.timings = {"read_s": round(read_s, 3), **result.timings}
     write_analysis(result, out_dir)
     return result

@@ -19,26 +19,11 @@ from .image import CTImage
 from .registration import AtlasTransform
 
 
-def _lps_to_zyx_index(image: CTImage, lps: np.ndarray, spacing: float | None = None) -> np.ndarray:
-    """LPS ``(N, 3)`` → continuous voxel index ``(N, 3)`` in (z, y, x) order, of ``image``'s grid, or of the
-    isotropic ``spacing`` mm grid with the same origin and direction (``resample_isotropic``)."""
-    sp = np.asarray(image.spacing if spacing is None else (spacing,) * 3, float)
-    m = image.direction @ np.diag(sp)
-    ijk = (np.atleast_2d(lps) - np.asarray(image.origin)) @ np.linalg.inv(m).T
-    return ijk[:, ::-1]
-
-
-def _zyx_index_to_lps(image: CTImage, zyx: np.ndarray, spacing: float | None = None) -> np.ndarray:
-    sp = np.asarray(image.spacing if spacing is None else (spacing,) * 3, float)
-    m = image.direction @ np.diag(sp)
-    return np.atleast_2d(np.asarray(zyx, float))[:, ::-1] @ m.T + np.asarray(image.origin)
-
-
 def atlas_coordinates_points(points_lps: np.ndarray, transform: AtlasTransform,
                              atlas: Atlas | None = None) -> np.ndarray:
     """Subject LPS points ``(N, 3)`` (x, y, z) → normalised atlas coordinates ``(N, 3)`` (z, y, x) in [-1, 1]."""
     atlas = atlas or load_atlas()
-    q = _lps_to_zyx_index(atlas.grid_image, transform.subject_to_atlas(points_lps))
+    q = atlas.grid_image.lps_to_zyx(transform.subject_to_atlas(points_lps))
     return atlas.normalise_index(q - PATCH / 2.0).astype(np.float32)
 
 
@@ -51,8 +36,8 @@ def atlas_coordinates(ct_grid: CTImage, transform: AtlasTransform, atlas: Atlas 
     atlas = atlas or load_atlas()
     # voxel (z, y, x) of ct_grid -> normalised coordinate: n = A @ (z, y, x) + b, found from 4 points
     basis = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
-    lps = _zyx_index_to_lps(ct_grid, basis)
-    q = _lps_to_zyx_index(atlas.grid_image, transform.subject_to_atlas(lps))
+    lps = ct_grid.zyx_to_lps(basis)
+    q = atlas.grid_image.lps_to_zyx(transform.subject_to_atlas(lps))
     n = atlas.normalise_index(q - PATCH / 2.0, clip=False)
     b = n[0]
     a = (n[1:] - b).T  # column c = change per step along array axis c
@@ -70,7 +55,7 @@ def atlas_coordinates(ct_grid: CTImage, transform: AtlasTransform, atlas: Atlas 
 def atlas_centres_in_subject(transform: AtlasTransform, atlas: Atlas | None = None) -> np.ndarray:
     """``(L, 3)`` LPS points (x, y, z): the atlas patch centres mapped into the subject."""
     atlas = atlas or load_atlas()
-    return transform.atlas_to_subject(_zyx_index_to_lps(atlas.grid_image, atlas.centres))
+    return transform.atlas_to_subject(atlas.grid_image.zyx_to_lps(atlas.centres))
 
 
 def subject_patch_corners(transform: AtlasTransform, subject: CTImage, patch_mm: int = PATCH,
@@ -83,5 +68,5 @@ def subject_patch_corners(transform: AtlasTransform, subject: CTImage, patch_mm:
     Corners may fall outside the volume near its edges: pad when cutting (e.g. with -1024 HU).
     """
     centres = atlas_centres_in_subject(transform, atlas)
-    idx = _lps_to_zyx_index(subject, centres, spacing=1.0)
+    idx = subject.lps_to_zyx(centres, spacing=1.0)
     return np.round(idx - patch_mm / 2.0).astype(np.int64)

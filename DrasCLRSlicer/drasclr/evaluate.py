@@ -37,6 +37,7 @@ from . import labels
 from .errors import InputError
 from .io import IMAGE_SUFFIXES, read_image
 from .outputs import staged_dir
+from .stats import by_region, nan_to_none, read_csv
 
 CLASSES = tuple(range(labels.NUM_CLASSES))  # 0..4
 EMPHYSEMA = (labels.CLE, labels.PSE, labels.PLE)
@@ -162,14 +163,6 @@ def fractions_from_counts(counts: np.ndarray, with_regions: bool = True) -> dict
     return out
 
 
-def fraction_errors(pred, truth, truth_regions=None) -> dict[str, dict]:
-    """Per region and subtype: predicted %, true % and their difference, within the truth region.
-
-    Without ``truth_regions`` the only region is ``whole_lung`` = truth subtypes > 0.
-    """
-    return fractions_from_counts(joint_counts(pred, truth, truth_regions), truth_regions is not None)
-
-
 def evaluate_case(pred_subtypes, truth_subtypes, truth_regions=None) -> dict:
     """Score one case. Arrays (or CTImages) of the same shape, label values 0..4; ``truth_regions`` holds lobes
     1..5 (or zones 11..16); without it the whole lung is taken as truth subtypes > 0.
@@ -209,16 +202,6 @@ def laa950_by_region(ct, regions) -> dict[str, float]:
         c = counts[list(values)].sum(axis=0)
         if c.sum():
             out[name] = 100.0 * float(c[1]) / float(c.sum())
-    return out
-
-
-def read_stats_csv(path: Path) -> dict[str, dict[str, float]]:
-    """``stats.csv`` as ``{region: {column: value}}`` (empty cells -> NaN)."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    out = {}
-    for r in rows:
-        out[r["region"]] = {k: (float(v) if v not in ("", None) else math.nan) for k, v in r.items() if k != "region"}
     return out
 
 
@@ -374,7 +357,7 @@ def evaluate_pair(name: str, pred_case: Path, truth_case: Path) -> dict:
         if (pred_case / "regions.nii.gz").exists():
             pr = read_image(pred_case / "regions.nii.gz")
             pred_regions = pr.array if pr.same_grid(truth) else None
-        result["laa950"] = laa950_check(ct.array, truth_regions.array, pred_regions, read_stats_csv(stats_path))
+        result["laa950"] = laa950_check(ct.array, truth_regions.array, pred_regions, by_region(read_csv(stats_path)))
     return result
 
 
@@ -424,16 +407,6 @@ def evaluate_dirs(pred_dir, truth_dir) -> dict:
 # --- output ---------------------------------------------------------------------------------------------------
 
 
-def _nan_to_none(x):
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_nan_to_none(v) for v in x]
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    return x
-
-
 def _cell(v) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}"
 
@@ -458,7 +431,7 @@ def write_outputs(result: dict, out_dir) -> Path:
     names = ["outside", *NAMES.values()]
     with staged_dir(out_dir) as tmp:
         with open(tmp / "metrics.json", "w") as fh:
-            json.dump(_nan_to_none(result), fh, indent=2)
+            json.dump(nan_to_none(result), fh, indent=2)
         with open(tmp / "confusion.csv", "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["truth\\pred", *names])

@@ -63,7 +63,7 @@ class CTImage:
         lo = np.maximum(np.asarray(lo_zyx, int), 0)
         hi = np.minimum(np.asarray(hi_zyx, int), self.array.shape)
         arr = self.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        origin = self.index_to_lps(lo[::-1])[0]
+        origin = self.zyx_to_lps(lo)[0]
         return CTImage(arr, self.spacing, tuple(origin), self.direction)
 
     # --- geometry -----------------------------------------------------------------------------------
@@ -87,13 +87,38 @@ class CTImage:
     def index_to_lps(self, ijk: np.ndarray) -> np.ndarray:
         """``(N, 3)`` voxel indices in (i, j, k) order → ``(N, 3)`` LPS points."""
         ijk = np.atleast_2d(np.asarray(ijk, dtype=float))
-        return ijk @ (self.direction @ np.diag(self.spacing)).T + np.asarray(self.origin)
+        return ijk @ self._index_matrix().T + np.asarray(self.origin)
 
     def lps_to_index(self, lps: np.ndarray) -> np.ndarray:
         """``(N, 3)`` LPS points → continuous ``(N, 3)`` voxel indices in (i, j, k) order."""
         lps = np.atleast_2d(np.asarray(lps, dtype=float))
-        inv = np.linalg.inv(self.direction @ np.diag(self.spacing))
-        return (lps - np.asarray(self.origin)) @ inv.T
+        return (lps - np.asarray(self.origin)) @ np.linalg.inv(self._index_matrix()).T
+
+    def zyx_to_lps(self, zyx: np.ndarray, spacing: float | None = None) -> np.ndarray:
+        """``(N, 3)`` array-order voxel indices ``(z, y, x)`` → ``(N, 3)`` LPS points (x, y, z). ``spacing``: of the
+        isotropic resampling of this image instead (``resample_isotropic`` keeps origin and direction)."""
+        zyx = np.atleast_2d(np.asarray(zyx, dtype=float))
+        return zyx[:, ::-1] @ self._index_matrix(spacing).T + np.asarray(self.origin)
+
+    def lps_to_zyx(self, lps: np.ndarray, spacing: float | None = None) -> np.ndarray:
+        """``(N, 3)`` LPS points → continuous ``(N, 3)`` array-order voxel indices ``(z, y, x)`` (inverse of
+        :meth:`zyx_to_lps`)."""
+        lps = np.atleast_2d(np.asarray(lps, dtype=float))
+        return ((lps - np.asarray(self.origin)) @ np.linalg.inv(self._index_matrix(spacing)).T)[:, ::-1]
+
+    def _index_matrix(self, spacing: float | None = None) -> np.ndarray:
+        sp = self.spacing if spacing is None else (float(spacing),) * 3
+        return self.direction @ np.diag(sp)
+
+    @property
+    def spacing_zyx(self) -> tuple[float, float, float]:
+        """Voxel size along the array axes (z, y, x) in mm."""
+        return self.spacing[::-1]
+
+    def __repr__(self) -> str:
+        codes = "".join(_axis_code(self.direction[:, c]) for c in range(3))
+        return (f"CTImage(shape_xyz={self.shape_xyz}, spacing={tuple(round(s, 4) for s in self.spacing)}, "
+                f"orientation={codes}, origin={tuple(round(o, 2) for o in self.origin)}, dtype={self.array.dtype})")
 
     def same_grid(self, other: CTImage, tol: float = 1e-4) -> bool:
         return (
@@ -114,6 +139,12 @@ class CTImage:
         """Array axis closest to the patient's L direction (+x in LPS), and its sign."""
         c = int(np.argmax(np.abs(self.direction[0, :])))
         return 2 - c, int(np.sign(self.direction[0, c]))
+
+
+def _axis_code(column: np.ndarray) -> str:
+    """The LPS letter an index axis points to most (``L``/``R``, ``P``/``A``, ``S``/``I``)."""
+    a = int(np.argmax(np.abs(column)))
+    return ("LPS" if column[a] > 0 else "RAI")[a]
 
 
 def resample_isotropic(image: CTImage, spacing_mm: float = 1.0, default: float = -1024.0,

@@ -30,6 +30,13 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
+def image_stem(path: str | os.PathLike) -> str:
+    """The file name without its image suffix (``case_001.nii.gz`` -> ``case_001``); a folder's own name."""
+    path = Path(path)
+    suffix = _suffix(path)
+    return path.name[: -len(suffix)] if suffix in IMAGE_SUFFIXES else path.name
+
+
 def read_image(path: str | os.PathLike) -> CTImage:
     """Read a 3-D image file or a DICOM series folder, with no check on its intensities (labelmaps too)."""
     path = Path(path)

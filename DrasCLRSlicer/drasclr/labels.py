@@ -1,4 +1,4 @@
-"""Label values shared with tools, tests and the Slicer module (the contract in DESIGN.md). uint8 everywhere."""
+"""Label values shared with tools, tests and the Slicer module (the contract in docs/contracts.md). uint8 everywhere."""
 
 from __future__ import annotations
 
@@ -23,12 +23,3 @@ ZONES = {11: "left_upper_zone", 12: "left_middle_zone", 13: "left_lower_zone",
 LEFT_ZONES, RIGHT_ZONES = (11, 12, 13), (14, 15, 16)
 
 REGION_NAMES = {**LOBES, **ZONES}
-
-
-def side_of_region(value: int) -> str:
-    """'left' or 'right' for a lobe or zone value."""
-    if value in LEFT_LOBES or value in LEFT_ZONES:
-        return "left"
-    if value in RIGHT_LOBES or value in RIGHT_ZONES:
-        return "right"
-    raise KeyError(value)

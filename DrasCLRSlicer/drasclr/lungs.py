@@ -42,6 +42,17 @@ BODY_HU = -500
 AIRWAY_HU = -920  # airway lumen (normal lung is about -850 HU)
 PAD_HU = -1500  # below: scanner padding (outside the scan circle), neither air nor body
 MIN_LUNG_ML = 100.0
+# airway tracking (trachea found near the top of the air, followed down past the carina into the main bronchi)
+TRACHEA_SEARCH_MM = 60.0  # the trachea starts within this distance of the most superior air
+TRACHEA_AREA_CM2 = (0.8, 8.0)  # cross-section of a trachea (adult, and child to large adult)
+TRACHEA_MAX_OFFSET_MM = 30.0  # from the body's left-right centre
+TRACHEA_MAX_ASPECT = 2.2  # longest / shortest side of its bounding box: roughly round
+TRACHEA_MAX_EXTENT_MM = 40.0
+AIRWAY_MAX_AREA_CM2 = 8.0  # a larger section has merged with the lung
+AIRWAY_MERGE_AREA_CM2 = 3.0  # ... or one above this area that also tripled since the last slice
+AIRWAY_MERGE_GROWTH = 3.0
+BRONCHI_FOLLOW_MM = 30.0  # followed this far below the carina
+AIRWAY_MAX_LENGTH_MM = 200.0  # no carina within this length: stop
 _BALL = ndi.generate_binary_structure(3, 1)
 
 
@@ -53,9 +64,9 @@ def segment_lungs(ct: CTImage, target_mm: float = 2.0) -> CTImage:
     sup_axis, sup_sign = ct.superior_axis()
     if sup_axis != 0:  # the steps below work on axial slices = array axis 0
         return _segment_reoriented(ct, target_mm)
-    f = [max(1, int(np.ceil(target_mm / s - 0.25))) for s in ct.spacing[::-1]]  # strides, array order z y x
+    f = [max(1, int(np.ceil(target_mm / s - 0.25))) for s in ct.spacing_zyx]  # strides, array order z y x
     a = ct.array[f[0] // 2:: f[0], f[1] // 2:: f[1], f[2] // 2:: f[2]]  # sample at the centre of each block
-    coarse_spacing = np.asarray(ct.spacing[::-1]) * f  # mm, z y x
+    coarse_spacing = np.asarray(ct.spacing_zyx) * f  # mm, z y x
     vox_ml = float(np.prod(coarse_spacing)) / 1000.0
 
     body, hull = _body(a)
@@ -157,7 +168,7 @@ def _airway(cand: np.ndarray, strict: np.ndarray, body: np.ndarray, sp: np.ndarr
     nz = cand.shape[0]
     order = list(range(nz))[::-1] if sup_sign > 0 else list(range(nz))  # most superior slice first
     px_cm2 = sp[1] * sp[2] / 100.0
-    max_start = max(1, int(round(60.0 / sp[0])))  # look for the trachea in the upper 6 cm of the air
+    max_start = max(1, int(round(TRACHEA_SEARCH_MM / sp[0])))
     first_air = next((i for i, z in enumerate(order) if cand[z].any()), None)
     if first_air is None:
         return airway
@@ -186,13 +197,15 @@ def _airway(cand: np.ndarray, strict: np.ndarray, body: np.ndarray, sp: np.ndarr
         for h in hits:
             comp = lab == h
             area_cm2 = sizes[h] * px_cm2
-            if area_cm2 > 8.0 or (area_cm2 > 3.0 and sizes[h] > 3.0 * prev_area):  # merged with the lung
+            grew = area_cm2 > AIRWAY_MERGE_AREA_CM2 and sizes[h] > AIRWAY_MERGE_GROWTH * prev_area
+            if area_cm2 > AIRWAY_MAX_AREA_CM2 or grew:  # merged with the lung
                 lumen = comp & strict[z]
                 sl_lab, m = ndi.label(lumen)
                 keep = np.unique(sl_lab[grown & lumen])
                 keep = keep[keep > 0]
                 lumen = np.isin(sl_lab, keep)
-                if 0 < lumen.sum() * px_cm2 <= 8.0 and lumen.sum() <= 3.0 * prev_area + 4:
+                small = lumen.sum() * px_cm2 <= AIRWAY_MAX_AREA_CM2
+                if lumen.any() and small and lumen.sum() <= AIRWAY_MERGE_GROWTH * prev_area + 4:
                     cur |= ndi.binary_dilation(lumen) & comp
                 continue
             cur |= comp
@@ -201,16 +214,16 @@ def _airway(cand: np.ndarray, strict: np.ndarray, body: np.ndarray, sp: np.ndarr
         airway[z] = cur
         prev = cur
         if limit_slices is None and ndi.label(cur)[1] >= 2:  # carina passed: follow the bronchi a little more
-            limit_slices = step + max(1, int(round(30.0 / sp[0])))
+            limit_slices = step + max(1, int(round(BRONCHI_FOLLOW_MM / sp[0])))
         if limit_slices is not None and step >= limit_slices:
             break
-        if started_at is not None and (step - started_at) * sp[0] > 200:  # no carina within 20 cm: stop
+        if started_at is not None and (step - started_at) * sp[0] > AIRWAY_MAX_LENGTH_MM:
             break
     return airway
 
 
 def _trachea_section(sl: np.ndarray, body: np.ndarray, px_cm2: float, sp: np.ndarray) -> np.ndarray | None:
-    """A round air section of 0.8–8 cm² within 3 cm of the body's left-right centre, or None."""
+    """A round air section of trachea size near the body's left-right centre (``TRACHEA_*``), or None."""
     lab, n = ndi.label(sl)
     if n == 0:
         return None
@@ -222,15 +235,15 @@ def _trachea_section(sl: np.ndarray, body: np.ndarray, px_cm2: float, sp: np.nda
     for i, obj in enumerate(ndi.find_objects(lab), start=1):
         comp = lab[obj] == i
         area = comp.sum() * px_cm2
-        if not 0.8 <= area <= 8.0:
+        if not TRACHEA_AREA_CM2[0] <= area <= TRACHEA_AREA_CM2[1]:
             continue
         cy, cx = ndi.center_of_mass(comp)
         cx += obj[1].start
-        if abs(cx - centre_x) * sp[2] > 30.0:
+        if abs(cx - centre_x) * sp[2] > TRACHEA_MAX_OFFSET_MM:
             continue
         h = (obj[0].stop - obj[0].start) * sp[1]
         w = (obj[1].stop - obj[1].start) * sp[2]
-        if max(h, w) > 2.2 * min(h, w) or max(h, w) > 40.0:  # not round, or too long for a trachea
+        if max(h, w) > TRACHEA_MAX_ASPECT * min(h, w) or max(h, w) > TRACHEA_MAX_EXTENT_MM:
             continue
         if best is None or abs(cx - centre_x) < best[0]:
             full = np.zeros_like(sl)
@@ -254,12 +267,12 @@ def _components(mask: np.ndarray, vox_ml: float) -> list[np.ndarray]:
 def _midline_x(body: np.ndarray, ct: CTImage, f: list[int]) -> float:
     """LPS x (mm) of the body's centre of mass: the patient's midline."""
     zyx = np.array(ndi.center_of_mass(body)) * np.asarray(f)
-    return float(ct.index_to_lps(zyx[::-1])[0][0])
+    return float(ct.zyx_to_lps(zyx)[0][0])
 
 
 def _x_mm(mask: np.ndarray, ct: CTImage, f: list[int], offset=(0, 0, 0)) -> float:
     zyx = (np.array(ndi.center_of_mass(mask)) + np.asarray(offset)) * np.asarray(f)
-    return float(ct.index_to_lps(zyx[::-1])[0][0])
+    return float(ct.zyx_to_lps(zyx)[0][0])
 
 
 def _side(x: float, midline: float) -> int:

@@ -28,6 +28,7 @@ import numpy as np
 from . import __version__
 from .errors import InputError
 from .outputs import staged_dir
+from .stats import by_region, nan_to_none, read_csv
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,7 @@ class Features:
 
 
 def _whole_lung_laa(stats_csv: Path) -> float:
-    with open(stats_csv, newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row.get("region") == "whole_lung" and row.get("laa950_pct") not in (None, ""):
-                return float(row["laa950_pct"])
-    return math.nan
+    return float(by_region(read_csv(stats_csv)).get("whole_lung", {}).get("laa950_pct", math.nan))
 
 
 def load_features(features_dir) -> Features:
@@ -392,14 +389,6 @@ def model_from_json(d: dict) -> OutcomeModel:
     return m
 
 
-def _nan_to_none(x):
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_nan_to_none(v) for v in x]
-    return None if isinstance(x, float) and math.isnan(x) else x
-
-
 def fit(features_dir, outcomes_dir, model_dir, kind: str = "both", k: int = 8, penalizer: float = 0.1,
         alpha: float = 1.0, folds: int = 5, seed: int = 0, keys: dict | None = None) -> dict:
     """Cross-validate, fit on all cases, write ``model.json`` + ``metrics.json`` into a new ``model_dir``."""
@@ -424,14 +413,14 @@ def fit(features_dir, outcomes_dir, model_dir, kind: str = "both", k: int = 8, p
     card = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "feature_set": FINAL_SET, "kind": kind, "training": {k: metrics[k] for k in
                                                                   ("n_cases", "n_events", "embedding_dim")},
-            "settings": metrics["settings"], "metrics": _nan_to_none(cv)}
+            "settings": metrics["settings"], "metrics": nan_to_none(cv)}
     with staged_dir(model_dir) as tmp:
         (tmp / "model.json").write_text(json.dumps(model_to_json(model, card), indent=2))
-        (tmp / "metrics.json").write_text(json.dumps(_nan_to_none(metrics), indent=2))
+        (tmp / "metrics.json").write_text(json.dumps(nan_to_none(metrics), indent=2))
     return metrics
 
 
-def load_model(model_dir) -> OutcomeModel:
+def load_outcome_model(model_dir) -> OutcomeModel:
     path = Path(model_dir)
     path = path / "model.json" if path.is_dir() else path
     if not path.exists():
@@ -444,7 +433,7 @@ def load_model(model_dir) -> OutcomeModel:
 
 def predict(model_dir, features_dir, out_csv) -> list[dict]:
     """Risk score and predicted FEV1 per case, written to ``out_csv`` atomically."""
-    model = load_model(model_dir)
+    model = load_outcome_model(model_dir)
     feats = load_features(features_dir)
     risk = model.risk(feats.embedding, feats.laa950) if model.cox_coef is not None else None
     fev1 = model.fev1(feats.embedding, feats.laa950) if model.fev1_coef is not None else None

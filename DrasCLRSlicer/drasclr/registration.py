@@ -79,7 +79,7 @@ def _soft_mask(lungs: CTImage, labels_in: tuple[int, ...] | None = None) -> sitk
     Block means over whole input voxels (numpy, cheap even for 512×512×300) give the fraction of lung in each
     coarse voxel; the result is resampled to exactly ``WORK_MM`` and smoothed with σ = ``SMOOTH_MM``.
     """
-    f = [max(1, int(WORK_MM // s)) for s in lungs.spacing[::-1]]  # block sizes in array order z, y, x
+    f = [max(1, int(WORK_MM // s)) for s in lungs.spacing_zyx]  # block sizes in array order z, y, x
     a = lungs.array > 0 if labels_in is None else np.isin(lungs.array, labels_in)
     n = [(d // k) * k for d, k in zip(a.shape, f)]
     a = a[: n[0], : n[1], : n[2]]

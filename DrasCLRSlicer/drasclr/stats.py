@@ -68,18 +68,48 @@ def _fmt(v) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
+def nan_to_none(x):
+    """``x`` with every float NaN (in nested dicts, lists and tuples) replaced by None, for JSON."""
+    if isinstance(x, dict):
+        return {k: nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [nan_to_none(v) for v in x]
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x
+
+
+# --- stats.csv / stats.json: written and read here only ---------------------------------------------------------
+def write_csv(rows: list[dict], path: Path, columns: list[str] = COLUMNS) -> None:
+    """``stats.csv``: ``columns`` (default :data:`COLUMNS`), one line per row, 4 decimals, NaN as an empty cell."""
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(COLUMNS)
+        w.writerow(columns)
         for r in rows:
-            w.writerow([_fmt(r[c]) for c in COLUMNS])
+            w.writerow([_fmt(r[c]) for c in columns])
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a ``stats.csv`` in file order: ``region`` plus every other column as float (empty -> NaN)."""
+    with open(path, newline="") as fh:
+        return [{k: (v if k == "region" else float(v) if v not in ("", None) else math.nan) for k, v in rec.items()}
+                for rec in csv.DictReader(fh)]
+
+
+def by_region(rows: list[dict]) -> dict[str, dict]:
+    """Rows keyed by their region name."""
+    return {r["region"]: r for r in rows}
 
 
 def write_json(rows: list[dict], path: Path, extra: dict | None = None) -> None:
-    clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
     with open(path, "w") as fh:
-        json.dump({**(extra or {}), "columns": COLUMNS, "regions": clean}, fh, indent=2)
+        json.dump({**nan_to_none(extra or {}), "columns": COLUMNS, "regions": nan_to_none(rows)}, fh, indent=2)
+
+
+def read_json(path: Path) -> dict:
+    """``stats.json`` as written by :func:`write_json` (the run's facts plus ``regions``)."""
+    with open(path) as fh:
+        return json.load(fh)
 
 
 def format_table(rows: list[dict]) -> str:

@@ -13,9 +13,9 @@ from bridge_support import synthetic_chest
 
 from drasclr import labels
 from drasclr.analyze import analyze as engine_analyze
-from drasclr.stats import COLUMNS
+from drasclr.stats import COLUMNS, read_csv
 from DrasCLRSlicerLib import process, segmentations, tables, terminology, volumes
-from DrasCLRSlicerLib.logic import DrasCLRLogic, lobe_value_from_name, read_stats_csv
+from DrasCLRSlicerLib.logic import DrasCLRLogic, lobe_value_from_name
 
 ZONE_ROWS = [*labels.ZONES.values(), "left_lung", "right_lung", "whole_lung"]
 
@@ -228,12 +228,12 @@ def test_run_in_subprocess_loads_outputs(scene, chest, chest_result, tmp_path):
     for got, ref in zip(rows, want):  # stats.csv keeps 4 decimals
         assert got["volume_ml"] == pytest.approx(ref["volume_ml"], abs=1e-4)
         assert got["laa950_pct"] == pytest.approx(ref["laa950_pct"], abs=1e-4)
-    assert read_stats_csv(nodes.output_dir / "stats.csv")[0]["region"] == "left_upper_zone"
+    assert read_csv(nodes.output_dir / "stats.csv")[0]["region"] == "left_upper_zone"
     back = segmentations.segmentation_to_labelmap(nodes.regions, ct_node, terminology.region_entries(labels.ZONES))
     np.testing.assert_array_equal(back.array, chest_result.regions.array)
     # exports
     csv_path = logic.export_csv(nodes, tmp_path / "stats.csv")
-    assert read_stats_csv(csv_path)[-1]["region"] == "whole_lung"
+    assert read_csv(csv_path)[-1]["region"] == "whole_lung"
     report = logic.export_html(nodes, tmp_path / "report.html")  # the engine's own report of this run
     assert report.read_bytes() == (nodes.output_dir / "report.html").read_bytes()
     logic.cleanup()

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from drasclr import labels
+from drasclr.dense import ProbabilityMap
 from drasclr.dense.calibrate import fit_class_weights, weighted_labels
-from drasclr.dense.infer import card_class_weights, probabilities_to_labels
+from drasclr.dense.infer import card_class_weights
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import save_segmenter
 from drasclr.io import read_image, write_image
@@ -53,8 +54,9 @@ def test_probabilities_to_labels_applies_the_weights():
     probs = np.zeros((5, *ct.array.shape), np.float32)
     probs[labels.NORMAL] = 0.6
     probs[labels.PLE] = 0.4
-    plain = probabilities_to_labels(probs, ct, ct, truth).array
-    weighted = probabilities_to_labels(probs, ct, ct, truth, [1.0, 1.0, 1.0, 2.0]).array
+    pmap = ProbabilityMap(probs, ct)
+    plain = pmap.labels(ct, truth).array
+    weighted = pmap.labels(ct, truth, [1.0, 1.0, 1.0, 2.0]).array
     lung = truth > 0
     assert (plain[lung] == labels.NORMAL).all() and (weighted[lung] == labels.PLE).all()
     assert (weighted[~lung] == 0).all()

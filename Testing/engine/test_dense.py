@@ -5,11 +5,13 @@ import pytest
 import torch
 
 from drasclr import labels
-from drasclr.dense.infer import extract_patches, lung_volume, plan_patches, predict_subtypes
+from drasclr.dense import predict
+from drasclr.dense.infer import extract_patches, lung_volume, plan_patches
 from drasclr.dense.segmenter import SubtypeSegmenter
-from drasclr.dense.store import load_segmenter, next_version_dir, save_segmenter
+from drasclr.dense.store import load_segmenter, save_segmenter
 from drasclr.dense.train import fixed_patches, prepare_case, set_freeze, train_segmenter
 from drasclr.errors import InputError
+from drasclr.versions import next_version_dir
 from synthetic import synthetic_chest
 
 TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}
@@ -48,8 +50,15 @@ def test_extract_patches_pads_outside_volume():
 def test_prediction_is_on_the_ct_grid_and_fills_exactly_the_lung():
     ct, truth = synthetic_chest(shape=(30, 64, 64), spacing=(3.0, 3.0, 4.0))
     lungs = ct.with_array(truth)
-    sub = predict_subtypes(tiny_model(), ct, lungs, box_locator, torch.device("cpu"), stride=32, batch_size=32)
+    pred = predict(ct, lungs, tiny_model(), "cpu", locator=box_locator, tta=False, stride=32, batch_size=32)
+    sub = pred.subtypes
     assert sub.same_grid(ct) and sub.array.dtype == np.uint8
+    # the probabilities come with their own 1 mm grid, which covers the lung
+    grid = pred.probabilities.grid
+    assert grid.spacing == (1.0, 1.0, 1.0) and pred.probabilities.array.shape == (5, *grid.array.shape)
+    assert pred.lungs.same_grid(grid) and pred.probabilities.disagreement is None
+    inside = pred.lungs.array > 0
+    assert np.allclose(pred.probabilities.array[:, inside].sum(axis=0), 1.0, atol=1e-4)
     assert np.array_equal(sub.array > 0, truth > 0)
     assert set(np.unique(sub.array[truth > 0])) <= {1, 2, 3, 4}
 
@@ -162,7 +171,7 @@ def test_patches_are_class_balanced_over_the_cohort():
 
 def test_bundled_demo_model_loads_and_documents_itself():
     from drasclr.dense.infer import card_class_weights
-    from drasclr.dense.store import DEMO_MODEL, default_model
+    from drasclr.versions import DEMO_MODEL, default_model
 
     assert default_model() == DEMO_MODEL or "DRASCLR_MODEL" in __import__("os").environ
     size = sum(p.stat().st_size for p in DEMO_MODEL.iterdir())
@@ -194,23 +203,27 @@ class _LocationOnly(torch.nn.Module):
 
 
 def test_mirrored_tta_maps_predictions_back_and_mirrors_locations():
-    from drasclr.dense.infer import predict_probabilities
     from drasclr.dense.locate import mirror_left_right
 
     ct, truth = synthetic_chest(shape=(30, 64, 64), spacing=(3.0, 3.0, 4.0))
-    vol = lung_volume(ct, ct.with_array(truth))
-    cpu = torch.device("cpu")
+    lungs = ct.with_array(truth)
+
+    def run(model, locator=box_locator, tta=False):
+        return predict(ct, lungs, model, "cpu", locator=locator, tta=tta, stride=24).probabilities
+
     # a pointwise model gives the same map mirrored or not: the mirrored output is flipped back in place
-    plain = predict_probabilities(_Pointwise(), vol, box_locator, cpu, stride=24)
-    both = predict_probabilities(_Pointwise(), vol, box_locator, cpu, stride=24, tta=True)
-    assert np.allclose(plain, both, atol=1e-5)
+    plain, both = run(_Pointwise()), run(_Pointwise(), tta=True)
+    assert np.allclose(plain.array, both.array, atol=1e-5)
+    assert both.disagreement.shape == both.grid.array.shape and both.disagreement.max() < 1e-5
     # a location-only model sees the mirrored codes: TTA is the mean of the two sides' probabilities
-    loc_plain = predict_probabilities(_LocationOnly(), vol, box_locator, cpu, stride=24)
-    loc_mirror = predict_probabilities(_LocationOnly(), vol, lambda p: mirror_left_right(box_locator(p)), cpu,
-                                       stride=24)
-    loc_tta = predict_probabilities(_LocationOnly(), vol, box_locator, cpu, stride=24, tta=True)
-    assert not np.allclose(loc_plain, loc_mirror, atol=1e-3)
-    assert np.allclose(loc_tta, (loc_plain + loc_mirror) / 2, atol=1e-5)
+    loc_plain = run(_LocationOnly())
+    loc_mirror = run(_LocationOnly(), lambda p: mirror_left_right(box_locator(p)))
+    loc_tta = run(_LocationOnly(), tta=True)
+    assert not np.allclose(loc_plain.array, loc_mirror.array, atol=1e-3)
+    assert np.allclose(loc_tta.array, (loc_plain.array + loc_mirror.array) / 2, atol=1e-5)
+    # ... and where the two passes differ, the disagreement says so (half the L1 distance of the two vectors)
+    inside = loc_tta.grid.array.shape
+    assert loc_tta.disagreement.shape == inside and loc_tta.disagreement.max() > 0.1
 
 
 def test_mirror_augmentation_flips_patch_target_and_location_together():

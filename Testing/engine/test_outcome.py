@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from drasclr.outcome import FeatureMap, cross_validate, fit, fit_model, load_cohort, load_model
+from drasclr.outcome import FeatureMap, cross_validate, fit, fit_model, load_cohort, load_outcome_model
 from drasclr.stats import COLUMNS, write_csv
 
 
@@ -106,7 +106,7 @@ def test_fit_predict_round_trip_through_files_is_exact(cohort_dirs, tmp_path):
     e, laa = cohort.features.embedding, cohort.features.laa950
     assert np.array_equal(risk_file, in_memory.risk(e, laa))  # identical, not just close
     assert np.array_equal(fev1_file, in_memory.fev1(e, laa))
-    assert np.array_equal(risk_file, load_model(model_dir).risk(e, laa))
+    assert np.array_equal(risk_file, load_outcome_model(model_dir).risk(e, laa))
 
     before = (model_dir / "model.json").read_text()
     proc = run_cli("outcome", "fit", "--features", feats, "--outcomes", outs, "-o", model_dir)

@@ -116,15 +116,15 @@ def test_nothing_is_installed_at_import(shell_tree):
 def test_widget_calls_only_existing_logic_methods(shell_tree):
     cls = classes(shell_tree)
     logic_methods = methods(cls["DrasCLRSlicerLogic"])
-    used = attribute_uses(cls["DrasCLRSlicerWidget"], "self", "logic") - {"engine"}
+    used = attribute_uses(cls["DrasCLRSlicerWidget"], "self", "logic") - {"bridge"}
     assert not used - logic_methods, f"Widget calls missing Logic methods: {sorted(used - logic_methods)}"
 
 
 def test_shell_logic_delegates_to_existing_bridge_methods(shell_tree):
-    """self.engine.X in the shell must be a DrasCLRLogic method."""
+    """self.bridge.X (the MRML bridge) in the shell must be a DrasCLRLogic method."""
     bridge = ast.parse((MODULE / "DrasCLRSlicerLib" / "logic.py").read_text())
     bridge_methods = methods(classes(bridge)["DrasCLRLogic"])
-    used = attribute_uses(shell_tree, "self", "engine") | attribute_uses(shell_tree, "self", "logic", "engine")
+    used = attribute_uses(shell_tree, "self", "bridge") | attribute_uses(shell_tree, "self", "logic", "bridge")
     missing = used - bridge_methods
     assert not missing, f"shell calls DrasCLRLogic methods that do not exist: {sorted(missing)}"
     assert {"analyze", "run_in_subprocess", "export_csv", "export_html", "set_opacity",

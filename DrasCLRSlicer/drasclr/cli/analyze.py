@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -62,17 +63,11 @@ def _cases(src: Path) -> list[Path] | None:
     return None
 
 
-def _case_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def case_names(paths: list[Path]) -> list[str]:
     """Output folder names: file stems, or parent folder names when stems repeat (``case_000/ct.nii.gz``)."""
-    stems = [_case_name(p) for p in paths]
+    from ..io import image_stem
+
+    stems = [image_stem(p) for p in paths]
     if len(set(stems)) == len(stems):
         return stems
     parents = [p.parent.name if p.is_file() else p.name for p in paths]
@@ -97,29 +92,32 @@ def run(args) -> int:
         raise InputError(f"lobe file not found: {args.lobes}")
     device = pick_device(args.device)
     cases = _cases(src)
-    ct = None
+    ct = read_s = None
     if cases is None:  # validate the one input before loading any model (bad input -> one error line)
         from ..io import read_ct
 
+        t0 = time.perf_counter()
         ct = read_ct(src, series_uid=args.series)
-    model = card = None
+        read_s = time.perf_counter() - t0
+    model = card = folder = None
     if not args.no_model:
-        from ..dense.store import DEMO_MODEL, load_segmenter
+        from ..dense.store import load_segmenter
+        from ..versions import DEMO_MODEL
 
         if args.model is None and not DEMO_MODEL.exists():
             log.warning("bundled demo model not found (build it with `make demo-model`): densitometry only")
         else:
-            model, card, _ = load_segmenter(args.model, device)
+            model, card, folder = load_segmenter(args.model, device)
             if args.strict and ct is not None:
                 from ..guard import require_resolution
 
                 require_resolution(ct, card)  # refused before any work (batch cases are checked one by one)
             log.info("model %s on %s", card.get("version", card.get("name")), describe_device(device))
     kwargs = dict(model=model, device=device, model_card=card, batch_size=args.batch_size, tta=args.tta,
-                  hu_calibration=args.hu_calibration, strict=args.strict)
+                  model_dir=folder, hu_calibration=args.hu_calibration, strict=args.strict)
     if cases is None:
         result = analyze_file(src, args.output, lobes_path=args.lobes, lobes_convention=args.lobes_convention,
-                              ct=ct, **kwargs)
+                              ct=ct, read_seconds=read_s, **kwargs)
         if not args.quiet:
             print(format_table(result.rows))
         for w in result.warnings:

@@ -79,16 +79,11 @@ def add_parser(sub):
 
 
 def run_cohort(args) -> int:
-    import numpy as np
-
-    from .. import distributed as D
-    from ..dense.cohort import disease_burden, find_cases, label_mask, load_case, stratified_split
-    from ..dense.locate import locator_for
+    from ..dense.cohort import find_cases
+    from ..dense.recipe import CohortRecipe, train_cohort
     from ..dense.store import lineage, load_segmenter
-    from ..dense.train import fixed_patches, prepare_case, train_segmenter
     from ..device import pick_device
     from ..errors import InputError
-    from ..progress import progress
 
     out = Path(args.output)
     if out.exists():
@@ -97,60 +92,28 @@ def run_cohort(args) -> int:
         raise InputError("--label-fraction must be in (0, 1]")
     if args.label_slices is not None and args.label_slices < 1:
         raise InputError("--label-slices must be at least 1")
-    loss_weights = _loss_weights(args.loss_weights)
-    cases = find_cases(args.data)
+    recipe = CohortRecipe(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, freeze=args.freeze, val_fraction=args.val_fraction,
+        encoder_lr_scale=args.encoder_lr_scale if args.encoder_lr_scale is not None
+        else (0.1 if (args.encoder or args.from_model) else 1.0),
+        max_seconds=args.max_minutes * 60 if args.max_minutes else None, patience=args.patience, seed=args.seed,
+        label_slices=args.label_slices, label_fraction=args.label_fraction, amp=not args.no_amp,
+        mirror=not args.no_mirror, loss_weights=_loss_weights(args.loss_weights), calibrate=not args.no_calibrate)
     parent, enc_card, parent_card = {}, {}, {}
     if args.from_model:
         model, parent_card, parent_dir = load_segmenter(args.from_model)
         parent = lineage(parent_card, parent_dir)
     else:
         model, enc_card = _new_segmenter(args)
-    info = D.init_distributed(pick_device(args.device))
-    device = info.device
-    try:
-        rng = np.random.default_rng(args.seed + 7919 * info.rank)
-        burden = [disease_burden(c) for c in progress(cases, desc="read labels")]
-        val_idx = stratified_split(burden, args.val_fraction, args.seed)  # sorted case indices, the same on every rank
-        train_idx = [i for i in range(len(cases)) if i not in val_idx]
-        mine = train_idx[info.rank::info.world_size] if len(train_idx) >= info.world_size else train_idx
-        train, val, val_raw = [], [], []
-        for i in progress(sorted(mine + (val_idx if info.is_main else [])), desc="prepare cases"):
-            ct, sub, lungs = load_case(cases[i])  # only this rank's cases are read; only their 1 mm crops kept
-            locator, _ = locator_for(lungs)
-            if i in val_idx:
-                val.append(prepare_case(ct, sub, lungs, locator, rng=rng))
-                val_raw.append((ct, sub, lungs, locator))
-            else:
-                labelled = label_mask(lungs, rng, args.label_slices, args.label_fraction)
-                train.append(prepare_case(ct, sub, lungs, locator, labelled=labelled, rng=rng))
-        val_set = fixed_patches(val, 96) if val else None
-        hist = train_segmenter(model, train, val_set, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                               freeze=args.freeze, device=device, seed=args.seed, patience=args.patience,
-                               encoder_lr_scale=args.encoder_lr_scale if args.encoder_lr_scale is not None
-                               else (0.1 if (args.encoder or args.from_model) else 1.0),
-                               max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-                               amp=not args.no_amp, mirror=not args.no_mirror, loss_weights=loss_weights)
-    finally:
-        D.cleanup()
-    log.info("rank %d: trained %d steps, weights sha256 %s", info.rank, hist["steps"], D.state_digest(model))
-    if not info.is_main:
-        return 0
     card = {"name": args.name or out.name, "version": out.name,
-            "training": {"cases": [cases[i].name for i in train_idx], "val_cases": [cases[i].name for i in val_idx],
-                         "label_slices": args.label_slices, "label_fraction": args.label_fraction,
-                         "freeze": args.freeze, "steps": hist["steps"], "seconds": round(hist["seconds"], 1),
-                         "batch_size": args.batch_size, "world_size": info.world_size,
-                         "global_batch": args.batch_size * info.world_size, "amp": hist["amp"], "lr": args.lr,
-                         "mirror_augment": not args.no_mirror, "loss_weights": list(loss_weights),
-                         "encoder_method": enc_card.get("method", "drasclr") if args.encoder else None,
+            "training": {"encoder_method": enc_card.get("method", "drasclr") if args.encoder else None,
                          "encoder_init": Path(args.encoder).name if args.encoder else
-                         ("from " + Path(args.from_model).name if args.from_model else "random"),
-                         "seed": args.seed},
-            "metrics": {"val_patch_macro_dice_disease": hist["best_val"]},
-            "validated_spacing_mm": _validated_spacing(cases, parent_card), **parent}
-    _calibrate_and_save(model, card, val_raw, device, out, args.no_calibrate)
-    print(json.dumps({"model": str(out), "steps": hist["steps"], "val_macro_dice": hist["best_val"],
-                      "world_size": info.world_size}))
+                         ("from " + Path(args.from_model).name if args.from_model else "random")},
+            "validated_spacing_mm": _validated_spacing(find_cases(args.data), parent_card), **parent}
+    res = train_cohort(model, args.data, out, recipe, pick_device(args.device), card)
+    if res.is_main:
+        print(json.dumps({"model": str(out), "steps": res.steps, "val_macro_dice": res.best_val,
+                          "world_size": res.world_size}))
     return 0
 
 
@@ -197,18 +160,6 @@ def _new_segmenter(args):
             raise InputError(f"{args.encoder}: encoder config {enc.config()} does not fit the segmenter")
         model.encoder.load_state_dict(enc.state_dict())
     return model, enc_card
-
-
-def _calibrate_and_save(model, card: dict, val_raw: list, device, out: Path, skip: bool) -> None:
-    from ..dense.store import save_segmenter
-
-    if val_raw and not skip:
-        from ..dense.calibrate import calibrate_cases
-
-        cal = calibrate_cases(model, val_raw, device)
-        card["inference"] = cal.card(card["training"]["val_cases"])
-        card["metrics"]["val_volume_macro_dice_disease"] = cal.macro_after
-    save_segmenter(model, out, card)
 
 
 def run_calibrate(args) -> int:

@@ -13,12 +13,12 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .. import labels
 from ..evaluate import confusion_matrix, dice_from_confusion
 from ..image import CTImage, resample_to
-from .infer import Locator, lung_volume, predict_probabilities
+from .infer import Locator
+from .predict import predict
 from .train import DISEASE
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,10 @@ def case_probabilities(model, ct: CTImage, subtypes: CTImage, lungs: CTImage, lo
                        max_voxels: int = 400_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Whole-volume subtype probabilities ``(4, N)`` float16 (classes 1–4) and truth ``(N,)`` for up to
     ``max_voxels`` lung voxels drawn uniformly (so the class mix is the lung's own) on the 1 mm grid."""
-    vol = lung_volume(ct, lungs)
-    probs = predict_probabilities(model, vol, locator, torch.device(device))
-    truth = resample_to(subtypes, vol.ct).array
-    inside = np.flatnonzero((vol.lungs.array > 0) & (truth > 0))
+    pred = predict(ct, lungs, model, device, locator=locator, tta=False)
+    probs = pred.probabilities.array
+    truth = resample_to(subtypes, pred.probabilities.grid).array
+    inside = np.flatnonzero((pred.lungs.array > 0) & (truth > 0))
     if len(inside) > max_voxels:
         inside = np.sort(np.random.default_rng(seed).choice(inside, max_voxels, replace=False))
     p = probs.reshape(probs.shape[0], -1)[1:, inside].astype(np.float16)

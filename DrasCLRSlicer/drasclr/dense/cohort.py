@@ -57,7 +57,7 @@ def label_mask(lungs: CTImage, rng: np.random.Generator, slices: int | None = No
         mask[tuple(index)] = True
         return mask & lung
     if fraction is not None and fraction < 1.0:
-        size = np.maximum(1, np.round(block_mm / np.asarray(lungs.spacing[::-1])).astype(int))
+        size = np.maximum(1, np.round(block_mm / np.asarray(lungs.spacing_zyx)).astype(int))
         mask = np.zeros_like(lung)
         coords = np.argwhere(lung)
         target = fraction * lung.sum()

@@ -18,9 +18,11 @@ import torch
 from .. import labels
 from ..errors import InputError
 from ..image import CTImage
-from .infer import card_class_weights, lung_volume, predict_probabilities, probabilities_to_labels
+from ..versions import next_version_dir
+from .infer import card_class_weights
 from .locate import locator_for
-from .store import lineage, load_segmenter, next_version_dir, save_segmenter
+from .predict import predict
+from .store import lineage, load_segmenter, save_segmenter
 from .train import prepare_case, train_segmenter
 
 log = logging.getLogger(__name__)
@@ -49,10 +51,8 @@ def check_corrections(ct: CTImage, prediction: CTImage, corrected: CTImage) -> N
 def _region_metrics(model, ct, lungs, corrected, changed, locator, device, class_weights=None) -> dict:
     """Agreement of ``model`` with the corrected labels on the corrected voxels (and per corrected class)."""
     region = lungs.with_array((changed > 0).astype(np.uint8))
-    vol = lung_volume(ct, region, margin_mm=16)
-    probs = predict_probabilities(model, vol, locator, device)
-
-    pred = probabilities_to_labels(probs, vol.ct, ct, changed.astype(np.uint8), class_weights).array
+    pred = predict(ct, region, model, device, locator=locator, tta=False, class_weights=class_weights,
+                   margin_mm=16).subtypes.array
     mask = changed > 0
     truth = corrected.array[mask]
     out = {"voxels": int(mask.sum()), "accuracy": float((pred[mask] == truth).mean())}

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from monai.data.utils import compute_importance_map
 
 from .. import labels
+from ..atlas import PATCH
 from ..errors import InputError
 from ..image import CTImage, resample_isotropic, resample_to
 from ..intensity import normalise_hu
@@ -24,7 +24,6 @@ from ..progress import progress
 from .locate import mirror_left_right
 
 log = logging.getLogger(__name__)
-PATCH = 32
 Locator = Callable[[np.ndarray], np.ndarray]
 
 
@@ -41,7 +40,7 @@ def lung_volume(ct: CTImage, lungs: CTImage, spacing_mm: float = 1.0, margin_mm:
     idx = np.argwhere(lungs.array > 0)
     if idx.size == 0:
         raise ValueError("empty lung mask")
-    margin = np.ceil(margin_mm / np.asarray(ct.spacing[::-1])).astype(int)
+    margin = np.ceil(margin_mm / np.asarray(ct.spacing_zyx)).astype(int)
     lo, hi = idx.min(0) - margin, idx.max(0) + 1 + margin
     sub_ct = ct.crop(lo, hi)
     sub_lung = lungs.crop(lo, hi).with_array((lungs.crop(lo, hi).array > 0).astype(np.uint8))
@@ -132,19 +131,24 @@ def default_stride(device: torch.device) -> int:
     return 16 if device.type == "cuda" else 24
 
 
-def predict_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Locator, device: torch.device,
-                          stride: int | None = None, batch_size: int | None = None, tta: bool = False) -> np.ndarray:
-    """Blended class probabilities ``(C, Z, Y, X)`` float32 on ``vol``'s 1 mm grid (zero where no patch ran).
+def blend_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Locator, device: torch.device,
+                        stride: int | None = None, batch_size: int | None = None,
+                        tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Blended class probabilities ``(C, Z, Y, X)`` float32 on ``vol``'s 1 mm grid (zero where no patch ran), and
+    with ``tta`` the blended disagreement ``(Z, Y, X)`` of the plain and mirrored passes (half the L1 distance of
+    their probability vectors, 0..1), else None. Internal: callers use :func:`drasclr.dense.predict.predict`.
 
     ``tta``: test-time augmentation; every patch is also run mirrored left-right with its location code
     mirrored about the atlas midline (what training augments with), and the two probabilities are averaged."""
     lung = vol.lungs.array
     corners = plan_patches(lung, stride or default_stride(device))
-    loc = locator(vol.ct.index_to_lps((corners + PATCH / 2.0)[:, ::-1])).astype(np.float32)  # patch centres
+    loc = locator(vol.ct.zyx_to_lps(corners + PATCH / 2.0)).astype(np.float32)  # patch centres
     weight = compute_importance_map((PATCH,) * 3, mode="gaussian", sigma_scale=0.125).numpy().astype(np.float32)
     num_classes = getattr(model, "num_classes", labels.NUM_CLASSES)
-    acc = np.zeros((num_classes, *[n + PATCH for n in lung.shape]), np.float32)
-    wsum = np.zeros([n + PATCH for n in lung.shape], np.float32)
+    padded = [n + PATCH for n in lung.shape]
+    acc = np.zeros((num_classes, *padded), np.float32)
+    wsum = np.zeros(padded, np.float32)
+    dis = np.zeros(padded, np.float32) if tta else None
     model = model.to(device).eval()
 
     def step(xb, lb):
@@ -156,59 +160,27 @@ def predict_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Loca
         patches = extract_patches(vol.ct.array, cc)
         desc = f"subtypes {c0 // chunk + 1}/{(len(corners) + chunk - 1) // chunk}"
         probs = run_batched(step, patches, loc[c0:c0 + chunk], device, batch_size, desc=desc)
+        gap = None
         if tta:
             flipped = run_batched(step, np.ascontiguousarray(patches[..., ::-1]), mirror_left_right(loc[c0:c0 + chunk]),
-                                  device, batch_size, desc=desc + " mirrored")
-            probs += flipped[..., ::-1]
+                                  device, batch_size, desc=desc + " mirrored")[..., ::-1]
+            gap = 0.5 * np.abs(probs - flipped).sum(axis=1)
+            probs += flipped
             probs *= 0.5
             del flipped
-        for (z, y, x), p in zip(cc, probs):
-            acc[:, z:z + PATCH, y:y + PATCH, x:x + PATCH] += p * weight
-            wsum[z:z + PATCH, y:y + PATCH, x:x + PATCH] += weight
-    z, y, x = lung.shape
-    acc = acc[:, :z, :y, :x]
-    wsum = wsum[:z, :y, :x]
+        for n, ((z, y, x), p) in enumerate(zip(cc, probs)):
+            box = (slice(z, z + PATCH), slice(y, y + PATCH), slice(x, x + PATCH))
+            acc[(slice(None), *box)] += p * weight
+            wsum[box] += weight
+            if gap is not None:
+                dis[box] += gap[n] * weight
+    crop = tuple(slice(0, n) for n in lung.shape)
+    acc, wsum = acc[(slice(None), *crop)], wsum[crop]
     np.divide(acc, wsum, out=acc, where=wsum > 0)
-    return acc
-
-
-def probabilities_to_labels(probs: np.ndarray, grid: CTImage, target: CTImage, target_lungs: np.ndarray,
-                            class_weights=None) -> CTImage:
-    """Resample class probabilities from ``grid`` onto ``target`` (linear) and take the most likely subtype
-    (1–4) inside ``target_lungs``; 0 outside. Done channel by channel over the lung bounding box.
-    ``class_weights``: decision weights of classes 1–4 (``argmax w_c p_c``; see ``drasclr.dense.calibrate``)."""
-    idx = np.argwhere(target_lungs > 0)
-    out = np.zeros(target.array.shape, np.uint8)
-    if idx.size == 0:
-        return target.with_array(out)
-    lo, hi = idx.min(0), idx.max(0) + 1
-    box = target.crop(lo, hi)
-    best = None
-    best_p = None
-    ref = box.to_sitk()
-    for c in range(1, probs.shape[0]):
-        src = grid.with_array(probs[c]).to_sitk()
-        p = sitk.GetArrayFromImage(sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-        if class_weights is not None:
-            p *= np.float32(class_weights[c - 1])
-        if best is None:
-            best, best_p = np.full(p.shape, c, np.uint8), p
-        else:
-            better = p > best_p
-            best[better] = c
-            np.maximum(best_p, p, out=best_p)
-    inside = target_lungs[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] > 0
-    out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = np.where(inside, best, 0)
-    return target.with_array(out)
-
-
-def predict_subtypes(model: torch.nn.Module, ct: CTImage, lungs: CTImage, locator: Locator,
-                     device: torch.device, stride: int | None = None, batch_size: int | None = None,
-                     class_weights=None) -> CTImage:
-    """Subtype labelmap (uint8, DESIGN values) on ``ct``'s own grid; every lung voxel gets 1–4."""
-    vol = lung_volume(ct, lungs)
-    probs = predict_probabilities(model, vol, locator, device, stride, batch_size)
-    return probabilities_to_labels(probs, vol.ct, ct, lungs.array, class_weights)
+    if dis is not None:
+        dis = dis[crop]
+        np.divide(dis, wsum, out=dis, where=wsum > 0)
+    return acc, dis
 
 
 def card_class_weights(card: dict | None) -> list[float] | None:
@@ -237,3 +209,13 @@ def patch_embeddings(model: torch.nn.Module, ct_iso: CTImage, corners_zyx: np.nd
         return embed(normalise_hu(xb)[:, None], lb)
 
     return run_batched(step, patches, locations.astype(np.float32), device, batch_size, desc="embedding")
+
+
+def patient_embedding(model: torch.nn.Module, grid: CTImage, transform, device: torch.device,
+                      batch_size: int | None = None) -> np.ndarray:
+    """The patient-level vector ``(128,)`` float32: the mean encoder vector over the atlas locations, cut from
+    ``grid`` (a 1 mm CT, e.g. ``DensePrediction.probabilities.grid``) where ``transform`` puts each location."""
+    from .locate import atlas_patch_corners
+
+    corners, locations = atlas_patch_corners(transform, grid)
+    return patch_embeddings(model, grid, corners, locations, device, batch_size).mean(axis=0).astype(np.float32)

@@ -38,7 +38,7 @@ def atlas_patch_corners(transform: AtlasTransform, grid: CTImage) -> tuple[np.nd
 def _atlas_midline_x() -> float:
     """Normalised x of the atlas's left-right midline (the centre of the two lungs' bounding box)."""
     atlas = load_atlas()
-    idx = np.argwhere(atlas.lungs.array > 0) * np.asarray(atlas.lungs.spacing)[::-1]  # 1 mm grid index (z, y, x)
+    idx = np.argwhere(atlas.lungs.array > 0) * np.asarray(atlas.lungs.spacing_zyx)  # 1 mm grid index (z, y, x)
     centre = (idx.min(0) + idx.max(0)) / 2.0
     return float(atlas.normalise_index((centre - PATCH / 2.0)[None], clip=False)[0, 2])
 

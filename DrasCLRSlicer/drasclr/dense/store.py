@@ -9,46 +9,14 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from pathlib import Path
 
 from .. import labels
 from ..errors import InputError
 from ..model import load_model, read_card, save_model
+from ..versions import DEMO_MODEL, default_model
 from .infer import card_class_weights
 from .segmenter import SubtypeSegmenter
-
-PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
-DEMO_MODEL = PACKAGE_MODELS / "demo-v4"
-_VERSION = re.compile(r"^(?P<name>.+)-v(?P<n>\d+)$")
-
-
-def user_models_dir() -> Path:
-    return Path(os.environ.get("DRASCLR_MODELS", Path.home() / ".drasclr" / "models"))
-
-
-def default_model() -> Path:
-    """The bundled demo model (or ``$DRASCLR_MODEL`` when set)."""
-    env = os.environ.get("DRASCLR_MODEL")
-    return Path(env) if env else DEMO_MODEL
-
-
-def split_version(folder: Path) -> tuple[str, int]:
-    m = _VERSION.match(folder.name)
-    return (m["name"], int(m["n"])) if m else (folder.name, 0)
-
-
-def next_version_dir(parent: Path, out_root: Path | None = None) -> Path:
-    """The folder for the next version after ``parent`` (a model folder), never an existing one."""
-    parent = Path(parent)
-    name, n = split_version(parent if parent.is_dir() else parent.parent)
-    root = Path(out_root) if out_root else (parent if parent.is_dir() else parent.parent).parent
-    if out_root is None and not os.access(root, os.W_OK):
-        root = user_models_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    taken = {split_version(p)[1] for p in root.glob(f"{name}-v*") if split_version(p)[0] == name}
-    k = max(taken | {n}) + 1
-    return root / f"{name}-v{k}"
 
 
 def lineage(card: dict, folder: Path) -> dict:

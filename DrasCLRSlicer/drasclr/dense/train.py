@@ -95,7 +95,7 @@ def sample_batch(cases: list[TrainCase], n: int, rng: np.random.Generator, jitte
         corner = centre - PATCH // 2 + rng.integers(-jitter, jitter + 1, 3)
         xs.append(extract_patches(case.ct, corner[None])[0])
         ys.append(extract_patches(case.target, corner[None], fill=IGNORE)[0])
-        locs.append(case.locator(case.grid.index_to_lps((corner + PATCH / 2.0)[::-1][None]))[0])
+        locs.append(case.locator(case.grid.zyx_to_lps(corner + PATCH / 2.0))[0])
     return np.stack(xs), np.stack(ys), np.asarray(locs, np.float32)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from .grid import Grid
 from .render import splat_tubes
 
-# lobe values (DESIGN / lungmask LTRCLobes)
+# lobe values (docs/contracts.md: lungmask LTRCLobes numbering)
 LUL, LLL, RUL, RML, RLL = 1, 2, 3, 4, 5
 P_EXP = 2.3  # superellipse exponent of the thoracic cavity
 

@@ -21,10 +21,10 @@ import importlib.util
 
 import numpy as np
 
+from ..atlas import PATCH
 from ..errors import InputError
 from ..image import CTImage
 
-PATCH = 32
 STRIDE = 26
 
 

@@ -134,8 +134,22 @@ def prepare_volumes(cfg: PretrainConfig, info: D.DistInfo) -> VolumeCache:
     return VolumeCache(target)
 
 
-def _setup(cfg: PretrainConfig, info: D.DistInfo):
-    """Per method: ``(objective, dataset, sampler, n_locations, data card, pretext card, subjects)``."""
+@dataclass
+class Pretext:
+    """What one pretraining method needs: its objective, data set and batch sampler, the number of atlas locations
+    (0 for whole-volume methods), the card entries describing locations and pretext, and the subjects' cache."""
+
+    objective: torch.nn.Module
+    dataset: object
+    sampler: object
+    n_locations: int
+    locations: dict
+    pretext: dict
+    cache: object
+
+
+def _setup(cfg: PretrainConfig, info: D.DistInfo) -> Pretext:
+    """The method's objective, data and sampler (see :class:`Pretext`)."""
     from .voco import VoCoObjective, VoCoSamples
     from .volfusion import FusionSamples, VolFusionObjective
 
@@ -155,7 +169,7 @@ def _setup(cfg: PretrainConfig, info: D.DistInfo):
         locations = {"n": cache.n_locations, "scheme": cache.index.get("scheme"),
                      "codes": "cache locations.npy, (z, y, x) in [-1, 1]"}
         pretext = {"location_input": "atlas location of the patch" if not cfg.no_location else "none"}
-        return objective, dataset, sampler, cache.n_locations, locations, pretext, cache
+        return Pretext(objective, dataset, sampler, cache.n_locations, locations, pretext, cache)
     vols = prepare_volumes(cfg, info)
     if vols.n_subjects < 2:
         raise InputError(f"--method {cfg.method} needs at least 2 subjects, the cache has {vols.n_subjects}")
@@ -179,7 +193,7 @@ def _setup(cfg: PretrainConfig, info: D.DistInfo):
                    "block_sides": [cfg.fusion_block_min, cfg.fusion_block_max], "max_blocks": cfg.fusion_max_blocks,
                    "backbone": "SubtypeSegmenter U-Net (this encoder + the dense decoder), K outputs",
                    "location_input": "crop centre in the lung box, [-1, 1]"}
-    return objective, dataset, sampler, 0, locations, pretext, vols
+    return Pretext(objective, dataset, sampler, 0, locations, pretext, vols)
 
 
 class _Cosine:
@@ -232,58 +246,20 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> dict:
     out = Path(cfg.out)
     if cfg.method not in METHODS:
         raise InputError(f"unknown pretraining method {cfg.method!r} (choose from {', '.join(METHODS)})")
-    objective, dataset, sampler, n_locations, locations, pretext, cache = _setup(cfg, info)
-    objective = objective.to(device)
-    arch = cfg.arch(n_locations)
-    if cfg.bn == "sync":
-        if device.type != "cuda":
-            raise InputError("--bn sync needs CUDA GPUs (SyncBatchNorm); use --bn shuffle on CPU")
-        objective = torch.nn.SyncBatchNorm.convert_sync_batchnorm(objective)
-    opt = torch.optim.SGD(objective.query_parameters(), lr=cfg.lr, momentum=cfg.sgd_momentum,
-                          weight_decay=cfg.weight_decay)
+    px = _setup(cfg, info)
+    sampler, dataset = px.sampler, px.dataset
+    arch = cfg.arch(px.n_locations)
+    objective, opt, step = _optimiser(cfg, px.objective.to(device), arch, device)
     steps_per_epoch = len(sampler)
     total = cfg.max_steps if cfg.max_steps else cfg.epochs * steps_per_epoch
-    step = 0
-    if cfg.resume:
-        ck = find_latest(out / "checkpoints") if cfg.resume is True else Path(cfg.resume)
-        if ck is None:
-            raise InputError(f"nothing to resume: no checkpoint in {out / 'checkpoints'}")
-        meta, tensors = read_checkpoint(ck, arch)
-        restore(objective, opt, {k: v.to(device) for k, v in tensors.items()})
-        step = int(meta["step"])
-        log.info("resumed from %s at step %d", ck, step)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _Cosine(total, step))
-    model = objective
-    if info.distributed:
-        model = _ddp(objective, device)
-    writer = None
-    if cfg.tensorboard and info.is_main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise InputError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
-        writer = SummaryWriter(str(out / "tensorboard"))
-    card = {"kind": "drasclr-pretrained-encoder", "method": cfg.method, "pretext": pretext,
-            "location_conditioned": not cfg.no_location,
-            "preprocessing": {"patch": 32, "spacing_mm": 1.0, "clip_hu": [HU_MIN, HU_MAX],
-                              "scale": f"(clip(hu) + 1024) / {HALF_RANGE} - 1"},
-            "locations": locations,
-            "training_data": {"subjects": cache.n_subjects, "cache": str(cache.folder)},
-            "training": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data", "out", "cache")}}
+    model = _ddp(objective, device) if info.distributed else objective
+    card = _encoder_card(cfg, px)
     cfg_json = dict(dataclasses.asdict(cfg), **arch)
     if info.is_main:
-        gb = objective.queue_bytes() / 2 ** 20
-        if cfg.method == "drasclr":
-            log.info("pretrain: %d subjects x %d locations, %d process(es) on %s, batch %d/process, %d steps "
-                     "(%d per epoch), queues %d x %d x %d = %.1f MiB per process", cache.n_subjects,
-                     cache.n_locations, info.world_size, device, sampler.batch, total, steps_per_epoch,
-                     cache.n_locations, cfg.queue_size, cfg.dim, gb)
-        else:
-            log.info("pretrain %s: %d subjects, %d process(es) on %s, batch %d/process, %d steps (%d per epoch)",
-                     cfg.method, cache.n_subjects, info.world_size, device, sampler.batch, total, steps_per_epoch)
+        _announce(cfg, px, objective, info, total, steps_per_epoch)
+    train_log = _TrainLog(cfg, info, sampler.global_batch, out)
     amp = cfg.amp and device.type == "cuda"
-    stats_sum: dict[str, float] = {}
-    n_stats, t_last, last = 0, time.perf_counter(), {}
     t_start, step0 = time.perf_counter(), step
     deadline = cfg.max_minutes * 60.0 if cfg.max_minutes else None
     objective.train()
@@ -307,48 +283,114 @@ def _pretrain(cfg: PretrainConfig, info: D.DistInfo) -> dict:
             opt.step()
             sched.step()
             step += 1
-            for k, v in stats.items():
-                stats_sum[k] = stats_sum.get(k, 0.0) + float(v)
-            n_stats += 1
+            train_log.add(stats)
             if deadline is not None and _time_is_up(time.perf_counter() - t_start, deadline, device):
                 total = step  # every rank agrees (rank 0's clock decides): log, save and leave at this step
             if step % cfg.log_every == 0 or step == total:
-                now = time.perf_counter()
-                last = {k: v / n_stats for k, v in stats_sum.items()}
-                rate = n_stats * sampler.global_batch / max(now - t_last, 1e-9)
-                if info.is_main and cfg.method == "drasclr":
-                    log.info("step %d/%d epoch %d loss %.4f (local %.4f, neighbour %.4f) acc %.2f lr %.5f "
-                             "%.1f patches/s", step, total, epoch + 1, last["loss"], last["loss_local"],
-                             last.get("loss_neighbour", float("nan")), last["acc_local"],
-                             sched.get_last_lr()[0], rate)
-                elif info.is_main:
-                    log.info("step %d/%d epoch %d %s lr %.5f %.2f samples/s", step, total, epoch + 1,
-                             " ".join(f"{k} {v:.4f}" for k, v in last.items()), sched.get_last_lr()[0], rate)
-                if info.is_main:
-                    if writer is not None:
-                        for k, v in last.items():
-                            writer.add_scalar(f"train/{k}", v, step)
-                        writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
-                        writer.add_scalar("train/patches_per_s", rate, step)
-                stats_sum, n_stats, t_last = {}, 0, now
+                train_log.flush(step, total, epoch, sched.get_last_lr()[0])
             if step % cfg.save_every == 0 or step == total:
-                _save(objective, opt, step, epoch, cfg_json, card, last, out, info, cfg.keep)
+                _save(objective, opt, step, epoch, cfg_json, card, train_log.last, out, info, cfg.keep)
             if step >= total:
                 break
     elapsed = time.perf_counter() - t_start
     summary = {"steps": step, "steps_this_run": step - step0, "seconds": elapsed,
-               "patches_per_s": (step - step0) * sampler.global_batch / max(elapsed, 1e-9), "last": last,
+               "patches_per_s": (step - step0) * sampler.global_batch / max(elapsed, 1e-9), "last": train_log.last,
                "model": str(out / "model.safetensors"), "world_size": info.world_size, "rank": info.rank,
                "state_sha256": D.state_digest(objective)}
     if info.is_main:
-        final_card = dict(card, metrics={k: round(v, 5) for k, v in last.items()}, steps=step)
+        final_card = dict(card, metrics={k: round(v, 5) for k, v in train_log.last.items()}, steps=step)
         save_model(objective.encoder_q, out / "model.safetensors", final_card)
         log.info("done: %d steps, %.1f %s/s; wrote %s", step, summary["patches_per_s"],
                  "patches" if cfg.method == "drasclr" else "samples", summary["model"])
-        if writer is not None:
-            writer.close()
+    train_log.close()
     D.barrier()
     return summary
+
+
+def _optimiser(cfg: PretrainConfig, objective: torch.nn.Module, arch: dict, device: torch.device):
+    """``(objective, SGD optimiser, start step)``: SyncBatchNorm when asked, state restored on ``--resume``."""
+    if cfg.bn == "sync":
+        if device.type != "cuda":
+            raise InputError("--bn sync needs CUDA GPUs (SyncBatchNorm); use --bn shuffle on CPU")
+        objective = torch.nn.SyncBatchNorm.convert_sync_batchnorm(objective)
+    opt = torch.optim.SGD(objective.query_parameters(), lr=cfg.lr, momentum=cfg.sgd_momentum,
+                          weight_decay=cfg.weight_decay)
+    if not cfg.resume:
+        return objective, opt, 0
+    out = Path(cfg.out)
+    ck = find_latest(out / "checkpoints") if cfg.resume is True else Path(cfg.resume)
+    if ck is None:
+        raise InputError(f"nothing to resume: no checkpoint in {out / 'checkpoints'}")
+    meta, tensors = read_checkpoint(ck, arch)
+    restore(objective, opt, {k: v.to(device) for k, v in tensors.items()})
+    log.info("resumed from %s at step %d", ck, int(meta["step"]))
+    return objective, opt, int(meta["step"])
+
+
+def _encoder_card(cfg: PretrainConfig, px: Pretext) -> dict:
+    """The card of the exported encoder (metrics and steps are added when it is written)."""
+    return {"kind": "drasclr-pretrained-encoder", "method": cfg.method, "pretext": px.pretext,
+            "location_conditioned": not cfg.no_location,
+            "preprocessing": {"patch": 32, "spacing_mm": 1.0, "clip_hu": [HU_MIN, HU_MAX],
+                              "scale": f"(clip(hu) + 1024) / {HALF_RANGE} - 1"},
+            "locations": px.locations,
+            "training_data": {"subjects": px.cache.n_subjects, "cache": str(px.cache.folder)},
+            "training": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("data", "out", "cache")}}
+
+
+def _announce(cfg: PretrainConfig, px: Pretext, objective, info: D.DistInfo, total: int, per_epoch: int) -> None:
+    cache, sampler = px.cache, px.sampler
+    if cfg.method == "drasclr":
+        log.info("pretrain: %d subjects x %d locations, %d process(es) on %s, batch %d/process, %d steps "
+                 "(%d per epoch), queues %d x %d x %d = %.1f MiB per process", cache.n_subjects,
+                 cache.n_locations, info.world_size, info.device, sampler.batch, total, per_epoch,
+                 cache.n_locations, cfg.queue_size, cfg.dim, objective.queue_bytes() / 2 ** 20)
+    else:
+        log.info("pretrain %s: %d subjects, %d process(es) on %s, batch %d/process, %d steps (%d per epoch)",
+                 cfg.method, cache.n_subjects, info.world_size, info.device, sampler.batch, total, per_epoch)
+
+
+class _TrainLog:
+    """Running means of the loss terms between log lines, the log line itself and (optionally) TensorBoard."""
+
+    def __init__(self, cfg: PretrainConfig, info: D.DistInfo, global_batch: int, out: Path):
+        self.method, self.main, self.global_batch = cfg.method, info.is_main, global_batch
+        self.sums: dict[str, float] = {}
+        self.n, self.t_last, self.last = 0, time.perf_counter(), {}
+        self.writer = None
+        if cfg.tensorboard and info.is_main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise InputError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+
+    def add(self, stats: dict) -> None:
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.n += 1
+
+    def flush(self, step: int, total: int, epoch: int, lr: float) -> None:
+        now = time.perf_counter()
+        last = self.last = {k: v / self.n for k, v in self.sums.items()}
+        rate = self.n * self.global_batch / max(now - self.t_last, 1e-9)
+        if self.main and self.method == "drasclr":
+            log.info("step %d/%d epoch %d loss %.4f (local %.4f, neighbour %.4f) acc %.2f lr %.5f "
+                     "%.1f patches/s", step, total, epoch + 1, last["loss"], last["loss_local"],
+                     last.get("loss_neighbour", float("nan")), last["acc_local"], lr, rate)
+        elif self.main:
+            log.info("step %d/%d epoch %d %s lr %.5f %.2f samples/s", step, total, epoch + 1,
+                     " ".join(f"{k} {v:.4f}" for k, v in last.items()), lr, rate)
+        if self.writer is not None:
+            for k, v in last.items():
+                self.writer.add_scalar(f"train/{k}", v, step)
+            self.writer.add_scalar("train/lr", lr, step)
+            self.writer.add_scalar("train/patches_per_s", rate, step)
+        self.sums, self.n, self.t_last = {}, 0, now
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _time_is_up(elapsed: float, limit: float, device: torch.device) -> bool:

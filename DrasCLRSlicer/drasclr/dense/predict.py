@@ -1,0 +1,107 @@
+"""The one dense-prediction call: a CT, its lung mask and a subtype model in; class probabilities *with their grid*
+and the subtype labelmap on the CT's own grid out.
+
+Everything that needs the model's dense output goes through :func:`predict`: ``drasclr analyze``, fine-tuning
+from corrections (before/after metrics), calibration, benches and tests. The steps are fixed here once: crop the
+lung box and resample it to 1 mm (:func:`~drasclr.dense.infer.lung_volume`), run overlapping 32³ patches with
+their atlas locations and blend them (:func:`~drasclr.dense.infer.blend_probabilities`, optionally with mirrored
+test-time augmentation), then resample the probabilities onto the CT and take the (calibrated) most likely class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..image import CTImage
+from .infer import Locator, blend_probabilities, lung_volume
+
+
+@dataclass(frozen=True)
+class ProbabilityMap:
+    """Class probabilities ``array`` ``(C, Z, Y, X)`` float32 on ``grid``'s geometry (C = 5: outside, normal, CLE,
+    PSE, PLE); ``disagreement`` ``(Z, Y, X)`` in 0..1 between the plain and mirrored passes (None without TTA)."""
+
+    array: np.ndarray
+    grid: CTImage
+    disagreement: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.array.shape[1:] != self.grid.array.shape:
+            raise ValueError(f"probabilities {self.array.shape} do not match their grid {self.grid.array.shape}")
+
+    def channel(self, c: int) -> CTImage:
+        """Probability of class ``c`` as an image on the map's grid."""
+        return self.grid.with_array(self.array[c])
+
+    def on(self, target: CTImage, c: int) -> np.ndarray:
+        """Class ``c``'s probability resampled (linear) onto ``target``'s grid, float32 ``(Z, Y, X)``."""
+        ref = sitk.Image(target.shape_xyz, sitk.sitkUInt8)
+        ref.SetSpacing(target.spacing)
+        ref.SetOrigin(target.origin)
+        ref.SetDirection(tuple(target.direction.ravel()))
+        src = self.channel(c).to_sitk()
+        return sitk.GetArrayFromImage(sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, 0.0,
+                                                    sitk.sitkFloat32))
+
+    def labels(self, target: CTImage, target_lungs: np.ndarray, class_weights=None) -> CTImage:
+        """The most likely subtype (1–4) of every voxel of ``target_lungs`` on ``target``'s grid, 0 outside.
+
+        Probabilities are resampled (linear) channel by channel over the lung bounding box only.
+        ``class_weights``: decision weights of classes 1–4 (``argmax w_c p_c``; see :mod:`drasclr.dense.calibrate`).
+        """
+        idx = np.argwhere(target_lungs > 0)
+        out = np.zeros(target.array.shape, np.uint8)
+        if idx.size == 0:
+            return target.with_array(out)
+        lo, hi = idx.min(0), idx.max(0) + 1
+        box = target.crop(lo, hi)
+        best = best_p = None
+        for c in range(1, self.array.shape[0]):
+            p = self.on(box, c)
+            if class_weights is not None:
+                p *= np.float32(class_weights[c - 1])
+            if best is None:
+                best, best_p = np.full(p.shape, c, np.uint8), p
+            else:
+                better = p > best_p
+                best[better] = c
+                np.maximum(best_p, p, out=best_p)
+        inside = target_lungs[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] > 0
+        out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = np.where(inside, best, 0)
+        return target.with_array(out)
+
+
+@dataclass(frozen=True)
+class DensePrediction:
+    """What :func:`predict` returns: the probabilities on their 1 mm lung-box grid (``probabilities.grid`` holds
+    the resampled CT in HU, the grid patient embeddings are cut from), the lung mask on that grid, and the subtype
+    labelmap on the input CT's grid."""
+
+    probabilities: ProbabilityMap
+    lungs: CTImage
+    subtypes: CTImage
+
+
+def predict(ct: CTImage, lungs: CTImage, model: torch.nn.Module, device: str | torch.device = "cpu", *,
+            locator: Locator | None = None, tta: bool = True, class_weights=None, stride: int | None = None,
+            batch_size: int | None = None, margin_mm: float = 8.0) -> DensePrediction:
+    """Dense subtype prediction of ``model`` over the lung of ``ct``.
+
+    ``lungs``: non-zero inside the region to predict (the lung mask, or any sub-region); ``locator``: LPS patch
+    centres -> normalised atlas locations (default: register ``lungs`` to the atlas, :func:`locate.locator_for`);
+    ``tta``: mirrored test-time augmentation (about twice the time); ``class_weights``: decision weights of
+    classes 1–4 from the model card; ``stride``: patch stride in mm (default 24 on CPU, 16 on GPU)."""
+    device = torch.device(device)
+    if locator is None:
+        from .locate import locator_for
+
+        locator, _ = locator_for(lungs)
+    vol = lung_volume(ct, lungs, margin_mm=margin_mm)
+    probs, disagreement = blend_probabilities(model, vol, locator, device, stride=stride, batch_size=batch_size,
+                                              tta=tta)
+    pmap = ProbabilityMap(probs, vol.ct, disagreement)
+    return DensePrediction(pmap, vol.lungs, pmap.labels(ct, lungs.array, class_weights))

@@ -1,0 +1,103 @@
+"""Training a subtype model on a labelled cohort, end to end: split, per-rank case preparation, training (one
+process or DDP under torchrun), calibration on the whole validation volumes, and the model card.
+
+``drasclr finetune cohort`` only parses its options into a :class:`CohortRecipe` and calls :func:`train_cohort`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import distributed as D
+from ..progress import progress
+from .cohort import disease_burden, find_cases, label_mask, load_case, stratified_split
+from .locate import locator_for
+from .store import save_segmenter
+from .train import CLASS_WEIGHTS, fixed_patches, prepare_case, train_segmenter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CohortRecipe:
+    """How to train on a cohort (the options of ``drasclr finetune cohort``)."""
+
+    steps: int = 1500
+    batch_size: int = 8  # per rank
+    lr: float = 1e-3
+    freeze: str = "all"
+    encoder_lr_scale: float = 1.0
+    val_fraction: float = 0.2
+    max_seconds: float | None = None
+    patience: int = 6
+    seed: int = 0
+    label_slices: int | None = None
+    label_fraction: float | None = None
+    amp: bool = True
+    mirror: bool = True
+    loss_weights: tuple[float, ...] = CLASS_WEIGHTS
+    calibrate: bool = True
+
+
+@dataclass
+class CohortResult:
+    steps: int
+    best_val: float
+    world_size: int
+    is_main: bool  # only the main rank wrote the model
+
+
+def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, device, card: dict) -> CohortResult:
+    """Train ``model`` on the labelled cases in ``data`` and (on the main rank) write it to ``out`` with ``card``
+    completed by the training facts, the validation metric and the calibration. ``device``: the requested device
+    (under torchrun each rank takes its own GPU)."""
+    cases = find_cases(data)
+    info = D.init_distributed(device)
+    try:
+        burden = [disease_burden(c) for c in progress(cases, desc="read labels")]
+        val_idx = stratified_split(burden, recipe.val_fraction, recipe.seed)  # the same on every rank
+        train_idx = [i for i in range(len(cases)) if i not in val_idx]
+        mine = train_idx[info.rank::info.world_size] if len(train_idx) >= info.world_size else train_idx
+        rng = np.random.default_rng(recipe.seed + 7919 * info.rank)
+        train, val, val_raw = [], [], []
+        for i in progress(sorted(mine + (val_idx if info.is_main else [])), desc="prepare cases"):
+            ct, sub, lungs = load_case(cases[i])  # only this rank's cases are read; only their 1 mm crops kept
+            locator, _ = locator_for(lungs)
+            if i in val_idx:
+                val.append(prepare_case(ct, sub, lungs, locator, rng=rng))
+                val_raw.append((ct, sub, lungs, locator))
+            else:
+                labelled = label_mask(lungs, rng, recipe.label_slices, recipe.label_fraction)
+                train.append(prepare_case(ct, sub, lungs, locator, labelled=labelled, rng=rng))
+        hist = train_segmenter(model, train, fixed_patches(val, 96) if val else None, steps=recipe.steps,
+                               batch_size=recipe.batch_size, lr=recipe.lr, freeze=recipe.freeze, device=info.device,
+                               seed=recipe.seed, patience=recipe.patience, encoder_lr_scale=recipe.encoder_lr_scale,
+                               max_seconds=recipe.max_seconds, amp=recipe.amp, mirror=recipe.mirror,
+                               loss_weights=recipe.loss_weights)
+    finally:
+        D.cleanup()
+    log.info("rank %d: trained %d steps, weights sha256 %s", info.rank, hist["steps"], D.state_digest(model))
+    result = CohortResult(hist["steps"], hist["best_val"], info.world_size, info.is_main)
+    if not info.is_main:
+        return result
+    facts = {k: v for k, v in asdict(recipe).items() if k in ("label_slices", "label_fraction", "freeze",
+                                                              "batch_size", "lr", "seed")}
+    card = {**card}
+    card["training"] = {**card.get("training", {}), "cases": [cases[i].name for i in train_idx],
+                        "val_cases": [cases[i].name for i in val_idx], **facts, "steps": hist["steps"],
+                        "seconds": round(hist["seconds"], 1), "world_size": info.world_size,
+                        "global_batch": recipe.batch_size * info.world_size, "amp": hist["amp"],
+                        "mirror_augment": recipe.mirror, "loss_weights": list(recipe.loss_weights)}
+    card["metrics"] = {**card.get("metrics", {}), "val_patch_macro_dice_disease": hist["best_val"]}
+    if val_raw and recipe.calibrate:
+        from .calibrate import calibrate_cases
+
+        cal = calibrate_cases(model, val_raw, info.device)
+        card["inference"] = cal.card(card["training"]["val_cases"])
+        card["metrics"]["val_volume_macro_dice_disease"] = cal.macro_after
+    save_segmenter(model, out, card)
+    return result

@@ -1,0 +1,48 @@
+"""Where models live and how their versions are named — torch-free, so the Slicer panel and the engine share it.
+
+A model is a folder ``<name>-v<N>`` holding ``model.safetensors`` and its JSON card ``model.json``. Bundled models
+sit in the package (``drasclr/data/models``); imported and fine-tuned ones in the user folder (``$DRASCLR_MODELS``,
+default ``~/.drasclr/models``). A new version is always ``<name>-v<N+1>``, never an existing folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+PACKAGE_MODELS = Path(__file__).resolve().parent / "data" / "models"
+DEMO_MODEL = PACKAGE_MODELS / "demo-v4"  # the default subtype model (``$DRASCLR_MODEL`` overrides it)
+_VERSION = re.compile(r"^(?P<name>.+)-v(?P<n>\d+)$")
+
+
+def user_models_dir() -> Path:
+    """Where imported and fine-tuned models go."""
+    return Path(os.environ.get("DRASCLR_MODELS", Path.home() / ".drasclr" / "models"))
+
+
+def default_model() -> Path:
+    """The bundled demo model (or ``$DRASCLR_MODEL`` when set)."""
+    env = os.environ.get("DRASCLR_MODEL")
+    return Path(env) if env else DEMO_MODEL
+
+
+def split_version(folder: str | os.PathLike) -> tuple[str, int]:
+    """``"demo-v3"`` (a folder or its name) -> ``("demo", 3)``; a name without ``-v<N>`` is version 0."""
+    name = Path(folder).name
+    m = _VERSION.match(name)
+    return (m["name"], int(m["n"])) if m else (name, 0)
+
+
+def next_version_dir(parent: str | os.PathLike, out_root: str | os.PathLike | None = None) -> Path:
+    """The folder for the next version after ``parent`` (a model folder or its weights file), never an existing one;
+    beside the parent, or in the user folder when the parent's folder is read-only (an installed package)."""
+    parent = Path(parent)
+    folder = parent if parent.is_dir() else parent.parent
+    name, n = split_version(folder)
+    root = Path(out_root) if out_root else folder.parent
+    if out_root is None and not os.access(root, os.W_OK):
+        root = user_models_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    taken = {split_version(p)[1] for p in root.glob(f"{name}-v*") if split_version(p)[0] == name}
+    return root / f"{name}-v{max(taken | {n}) + 1}"
