@@ -193,7 +193,7 @@ def _table_side(a: np.ndarray, objects: np.ndarray, body: np.ndarray, ct: CTImag
 
 
 def _lung_levels(lung: np.ndarray) -> np.ndarray:
-    """Array-axis-0 indices of the slices that hold lung, top (superior) first is not assumed: sorted."""
+    """Array-axis-0 indices of the slices that hold lung, in increasing index order."""
     return np.flatnonzero(lung.any(axis=(1, 2)))
 
 
