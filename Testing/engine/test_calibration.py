@@ -131,6 +131,7 @@ def test_bad_mode():
 
 
 # --- real scans (skipped without ../shared/data/real) ---------------------------------------------------------
+@pytest.mark.real
 @pytest.mark.parametrize("name", REAL_CTS + ["copdgene_10002K_ct64"])
 def test_real_outside_air(name):
     """Every real CT: outside air usable and within ±15 HU of -1000 (the tolerance is 20), LIDC's -2048 padding
@@ -142,6 +143,8 @@ def test_real_outside_air(name):
     assert m.volume_ml > 500
 
 
+@pytest.mark.real
+@pytest.mark.slow
 def test_real_scans_need_no_correction_and_blood_is_judged():
     """On real scans auto mode changes nothing; the contrast-free COPDGene scan's blood pool reads 0-100 HU,
     LIDC (IV contrast) is recognised as enhanced."""

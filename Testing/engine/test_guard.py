@@ -94,6 +94,8 @@ def test_finetune_card_records_the_cohort_range(tmp_path):
 
 
 # --- end to end ---------------------------------------------------------------------------------------------------
+@pytest.mark.real
+@pytest.mark.slow
 def test_coarse_real_scan_flagged_and_refused_with_strict(tmp_path, tiny_model):
     """COPDGene at 4 mm (real scan): the subtype map is written but flagged (stats.json, report); --strict refuses
     it with one error line and no outputs; densitometry-only still runs under --strict."""
@@ -124,6 +126,7 @@ def test_coarse_real_scan_flagged_and_refused_with_strict(tmp_path, tiny_model):
     assert doc["warnings"] == [] and "resolution" not in doc and not (dens / "subtypes.nii.gz").exists()
 
 
+@pytest.mark.slow
 def test_in_range_scan_is_not_flagged(tmp_path, tiny_model):
     ct, _ = synthetic_chest(shape=(40, 80, 80), spacing=(1.8, 1.8, 2.5))
     write_image(ct, tmp_path / "ct.nii.gz")
@@ -135,6 +138,7 @@ def test_in_range_scan_is_not_flagged(tmp_path, tiny_model):
     assert doc["warnings"] == [] and doc["resolution"]["in_range"] is True
 
 
+@pytest.mark.slow
 def test_miscalibrated_phantom_through_the_cli(tmp_path):
     """+75 HU phantom: auto corrects (stats.json, report) and its densitometry equals the calibrated twin's;
     --hu-calibration none keeps the offset and warns."""
