@@ -244,8 +244,9 @@ def measure_tracheal_air(ct: CTImage, lungs: CTImage) -> Measurement | None:
     return _usable(Measurement.of(a[obj][core], float(np.prod(sp)) / 1000.0), min_ml=0.5)
 
 
-def measure_blood(ct: CTImage, lungs: CTImage) -> Measurement | None:
-    """Deep mediastinal blood pool at heart level (see the module docstring); None when not found."""
+def measure_blood(ct: CTImage, lungs: CTImage, offset_hu: float = 0.0) -> Measurement | None:
+    """Deep mediastinal blood pool at heart level (see the module docstring); None when not found. ``offset_hu``:
+    the scan's known air offset (the tissue thresholds move with it; the values are reported as read)."""
     if ct.superior_axis()[0] != 0:
         return None
     a, f, sp = _sample(ct)
@@ -257,7 +258,8 @@ def measure_blood(ct: CTImage, lungs: CTImage) -> Measurement | None:
     ordered = both[::-1] if sup_sign > 0 else both  # superior first
     levels = ordered[int(0.4 * both.size): max(int(0.85 * both.size), int(0.4 * both.size) + 1)]
     lung = lab > 0
-    soft = (a > -30) & (a < 600)  # blood, myocardium, contrast; not fat, lung, air or cortical bone
+    hu = a.astype(np.float32) - np.float32(offset_hu)
+    soft = (hu > -30) & (hu < 600)  # blood, myocardium, contrast; not fat, lung, air or cortical bone
     deep = ndi.distance_transform_edt(soft, sampling=sp) >= 8.0
     region = np.zeros_like(lung)
     region[levels] = _hull(lung[levels]) & ~lung[levels]
@@ -334,10 +336,10 @@ def calibrate_and_segment(ct: CTImage, mode: str = "auto", segment=None,
         used = ct
         lungs = segment(ct)
     cal.tracheal_air = measure_tracheal_air(ct, lungs)
-    cal.blood = measure_blood(ct, lungs)
     if cal.reference is None and _decide(cal, cal.tracheal_air, "tracheal_air"):
         used = apply_offset(ct, cal.applied_hu)
         lungs = segment(used)  # mask again on the corrected scan
+    cal.blood = measure_blood(ct, lungs, cal.offset_hu or 0.0)
     _judge_blood(cal.blood, cal.offset_hu or 0.0)
     if cal.reference is None:
         cal.warn("no_air_reference", "no usable outside or tracheal air: the scanner's HU calibration is unchecked")

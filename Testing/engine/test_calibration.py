@@ -61,6 +61,10 @@ def test_auto_restores_the_calibrated_twin(phantom, offset):
     for col in ("laa950_pct", "laa910_pct", "laa856_pct"):
         assert abs(a[col] - b[col]) <= 0.5, col
     assert abs(a["perc15_hu"] - b["perc15_hu"]) <= 1.5
+    # the blood pool is found on both and reads the offset higher on the miscalibrated scan (reported as read)
+    assert ref_cal.blood is not None and cal.blood is not None
+    assert abs(cal.blood.median_hu - ref_cal.blood.median_hu - offset) <= 5
+    assert cal.blood.note == ref_cal.blood.note
 
 
 def test_none_mode_measures_but_keeps_the_offset(phantom):
