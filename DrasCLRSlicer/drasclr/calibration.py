@@ -86,7 +86,7 @@ class Calibration:
     blood: Measurement | None = None
     reference: str | None = None  # "outside_air" or "tracheal_air": the measurement that gave the offset
     offset_hu: float | None = None  # reference median - (-1000); None without a usable air reference
-    applied_hu: float = 0.0  # subtracted from every voxel above -1500 HU
+    applied_hu: float = 0.0  # subtracted from every voxel above -1500 HU (the offset to the nearest HU)
     tolerance_hu: float = TOLERANCE_HU
     warnings: list[dict] = field(default_factory=list)
 
@@ -308,8 +308,8 @@ def _decide(cal: Calibration, m: Measurement | None, name: str) -> bool:
     cal.offset_hu = round(m.median_hu - AIR_HU, 1)
     big = abs(cal.offset_hu) > cal.tolerance_hu
     if cal.mode == "air" or (cal.mode == "auto" and big):
-        cal.applied_hu = cal.offset_hu
-        return True
+        cal.applied_hu = float(round(cal.offset_hu))  # whole HU: every voxel moves by the same integer
+        return cal.applied_hu != 0.0
     if big:
         cal.warn("hu_offset_uncorrected", f"air reads {m.median_hu:.0f} HU ({cal.offset_hu:+.0f} HU off, "
                                           f"tolerance ±{cal.tolerance_hu:.0f}) and --hu-calibration none: "
