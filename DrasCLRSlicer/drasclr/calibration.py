@@ -105,6 +105,20 @@ class Calibration:
 
 
 # --- sampling helpers ---------------------------------------------------------------------------------------
+def _axial(img: CTImage) -> CTImage:
+    """The same voxels and geometry with the array axes ordered (cranio-caudal, antero-posterior, left-right), so
+    sagittal and coronal acquisitions are measured like axial ones (no copy when the scan is axial already)."""
+    d = img.direction
+    sup_c = int(np.argmax(np.abs(d[2, :])))
+    rest = [c for c in range(3) if c != sup_c]
+    ap_c = max(rest, key=lambda c: abs(d[1, c]))
+    cols = [next(c for c in rest if c != ap_c), ap_c, sup_c]  # old ITK index axes in the new (x, y, z) order
+    if cols == [0, 1, 2]:
+        return img
+    arr = np.ascontiguousarray(np.transpose(img.array, [2 - c for c in cols[::-1]]))
+    return CTImage(arr, tuple(img.spacing[c] for c in cols), img.origin, d[:, cols])
+
+
 def _sample(ct: CTImage, target_mm: float = SAMPLE_MM):
     """Every f-th voxel (about ``target_mm`` apart; real voxel values, no averaging) -> (array, strides zyx,
     sample spacing zyx)."""
@@ -161,6 +175,7 @@ def _usable(m: Measurement, min_ml: float = MIN_AIR_ML) -> Measurement:
 # --- measurements -------------------------------------------------------------------------------------------
 def measure_outside_air(ct: CTImage) -> Measurement | None:
     """Air outside the patient (see the module docstring); None when the field of view holds none."""
+    ct = _axial(ct)
     a, _, sp = _sample(ct)
     valid = a > PAD_HU
     if not valid.any():
@@ -199,8 +214,7 @@ def _lung_levels(lung: np.ndarray) -> np.ndarray:
 
 def measure_tracheal_air(ct: CTImage, lungs: CTImage) -> Measurement | None:
     """Lumen core of the trachea (see the module docstring); None when no trachea is found."""
-    if ct.superior_axis()[0] != 0:
-        return None  # axial slices only
+    ct, lungs = _axial(ct), _axial(lungs)
     a, f, sp = _sample(ct)
     lung = _sample_labels(lungs.array, f) > 0
     zs = _lung_levels(lung)
@@ -247,8 +261,7 @@ def measure_tracheal_air(ct: CTImage, lungs: CTImage) -> Measurement | None:
 def measure_blood(ct: CTImage, lungs: CTImage, offset_hu: float = 0.0) -> Measurement | None:
     """Deep mediastinal blood pool at heart level (see the module docstring); None when not found. ``offset_hu``:
     the scan's known air offset (the tissue thresholds move with it; the values are reported as read)."""
-    if ct.superior_axis()[0] != 0:
-        return None
+    ct, lungs = _axial(ct), _axial(lungs)
     a, f, sp = _sample(ct)
     lab = _sample_labels(lungs.array, f)
     both = np.flatnonzero(((lab == 1).any(axis=(1, 2))) & ((lab == 2).any(axis=(1, 2))))

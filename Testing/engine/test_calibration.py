@@ -88,6 +88,27 @@ def test_tolerance_and_air_mode(phantom):
     assert np.abs(used.array.astype(np.int32) - phantom.array).max() <= 1
 
 
+def coronal(ct: CTImage) -> CTImage:
+    """The same scan stored as coronal slices: array axes (y, z, x), geometry unchanged (a real permutation)."""
+    d = ct.direction[:, [0, 2, 1]]
+    sp = (ct.spacing[0], ct.spacing[2], ct.spacing[1])
+    return CTImage(np.ascontiguousarray(np.transpose(ct.array, (1, 0, 2))), sp, ct.origin, d)
+
+
+def test_coronal_storage_measures_the_same(phantom):
+    """A coronally stored scan is measured like the axial one (outside air, trachea, blood, the correction)."""
+    ref = C.calibrate_and_segment(shifted(phantom, 75), "auto")[2]
+    cor = coronal(shifted(phantom, 75))
+    assert cor.superior_axis()[0] == 1
+    assert C._axial(cor).same_grid(shifted(phantom, 75))
+    used, _, cal = C.calibrate_and_segment(cor, "auto")
+    assert cal.applied_hu == ref.applied_hu == 75.0
+    for key in ("outside_air", "tracheal_air", "blood"):
+        a, b = getattr(cal, key), getattr(ref, key)
+        assert a is not None and abs(a.median_hu - b.median_hu) <= 1.0, key
+    assert np.array_equal(np.transpose(used.array, (1, 0, 2)), phantom.array)
+
+
 def test_no_outside_air_falls_back_to_tracheal_air(phantom):
     """A field of view cropped inside the body: the trachea gives the offset, the lungs are masked again."""
     lungs = segment_lungs(phantom)
