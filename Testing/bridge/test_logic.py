@@ -363,7 +363,7 @@ def test_engine_output_folder_with_subtypes_becomes_nodes(scene, tmp_path):
     """An analysis folder with a subtype map (the engine's bundled demo case and its own writers) loads as
     the subtype segmentation, regions, table and a four-series chart; the corrected map reads back by name."""
     from drasclr.io import read_image, write_image
-    from drasclr.stats import region_stats, write_csv
+    from drasclr.stats import region_stats, write_csv, write_json
     from DrasCLRSlicerLib.logic import DEMO_CT
 
     data = DEMO_CT.parent
@@ -379,8 +379,11 @@ def test_engine_output_folder_with_subtypes_becomes_nodes(scene, tmp_path):
     write_image(regions, out / "regions.nii.gz")
     rows = region_stats(ct, regions, subtypes)
     write_csv(rows, out / "stats.csv")
+    kind = "lobes" if set(np.unique(regions.array)) & set(labels.LOBES) else "zones"
+    write_json(rows, out / "stats.json", {"region_kind": kind})
     nodes = logic.load_outputs(ct_node, out)
     assert nodes.subtypes.GetName() == "DrasCLR demo CT subtypes"
+    assert nodes.region_kind == kind  # the fact stats.json records, not a guess from region names
     np.testing.assert_array_equal(logic.corrected_subtypes(nodes).array, subtypes.array)
     np.testing.assert_array_equal(nodes.prediction.array, subtypes.array)
     got = tables.table_to_rows(nodes.table)

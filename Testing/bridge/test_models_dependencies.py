@@ -68,7 +68,9 @@ def test_store_matches_the_engine_layout(tmp_path, monkeypatch):
     assert entry.path == tmp_path / "user" / "mine-v1"
     model, card, folder = store_mod.load_segmenter(entry.path)
     assert folder == entry.path and card["name"] == "mine"
-    assert store_mod.next_version_dir(entry.path).name == "mine-v2"
+    from drasclr.versions import next_version_dir
+
+    assert next_version_dir(entry.path).name == "mine-v2"
 
 
 def test_requirements_cover_the_engine_dependencies():
