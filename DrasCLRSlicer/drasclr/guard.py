@@ -41,11 +41,19 @@ class ResolutionCheck:
                 f"validated range (in-plane {v['in_plane'][0]:g}-{v['in_plane'][1]:g} mm, slices "
                 f"{v['slice'][0]:g}-{v['slice'][1]:g} mm)")
 
+    def coarser(self) -> bool:
+        """True when a dimension is coarser than validated (texture the model needs is missing), False when the
+        scan is only finer than validated (sharper texture than the model was trained on)."""
+        v, sp = self.validated_spacing_mm, self.spacing_mm
+        return any(sp[k] > v[k][1] + 1e-6 for k in ("in_plane", "slice"))
+
     def warning(self) -> dict | None:
         if self.in_range:
             return None
+        why = ("coarser voxels lose the texture the subtype model reads" if self.coarser() else
+               "finer voxels give sharper texture than the model was trained on")
         return {"code": "resolution_outside_validated",
-                "message": self.describe() + ": the subtype map is unreliable; densitometry is unaffected"}
+                "message": f"{self.describe()}: {why}, so the subtype map is unverified; densitometry is unaffected"}
 
     def to_json(self) -> dict:
         return asdict(self)

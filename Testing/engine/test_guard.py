@@ -56,6 +56,9 @@ def test_card_range_default_and_malformed():
     out = guard.check_resolution(ct_with_spacing((1.0, 1.0, 4.0)), card)
     assert not out.in_range and out.from_card
     assert out.warning()["code"] == "resolution_outside_validated" and "4 mm slices" in out.warning()["message"]
+    assert out.coarser() and "coarser" in out.warning()["message"]
+    fine = guard.check_resolution(ct_with_spacing((0.3, 0.3, 1.0)), card)
+    assert not fine.in_range and not fine.coarser() and "finer" in fine.warning()["message"]
     assert not guard.check_resolution(ct_with_spacing((2.5, 2.5, 1.0)), card).in_range
     default = guard.check_resolution(ct_with_spacing((4.17, 4.17, 3.99)), {"name": "old"})
     assert not default.from_card and not default.in_range
