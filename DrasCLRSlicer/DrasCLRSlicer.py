@@ -221,6 +221,7 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cancelRequested = False
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.setValue(0)
+        self.ui.statusLabel.setStyleSheet("")  # an earlier run's warning colour
         self.ui.statusLabel.text = f"{what}: starting the engine..."
         self._checkCanApply()
         from DrasCLRSlicerLib.process import Cancelled
