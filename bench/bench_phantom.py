@@ -1,9 +1,11 @@
 """Phantom benchmarks and doc figures (plain script, prints numbers).
 
-    PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py speed            # one 256x256x200 case, one core
+    PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py speed            # one 256x256x200 case, one core (v1)
+    PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py speed --generator 2   # default v2 HRCT cases
     PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py cohort --n 20    # a cohort across all cores
     PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py kernels          # soft vs sharp vs real kernel B/L
-    PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py figures          # docs/images/phantom_*.png
+    PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py figures          # docs/images/phantom_*.png (v1)
+    PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py figures --generator 2   # docs/images/phantom_v2_*.png
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ REAL = next((Path(d) for d in (os.environ.get("DRASCLR_REAL_DATA", ""), REPO.par
             REPO.parent / "shared" / "data" / "real")
 
 
-def speed(_args):
+def speed(args):
     from drasclr.phantom import PhantomOptions, generate_case, write_case
 
-    opts = PhantomOptions(size=(256, 256, 200))
-    for seed in (0, 1, 2):
+    v2 = args.generator == "2"
+    opts = PhantomOptions(generator="2") if v2 else PhantomOptions(size=(256, 256, 200), generator="1")
+    for seed in args.seeds:
         t0 = time.perf_counter()
         case = generate_case(seed, 0, opts)
         t1 = time.perf_counter()
@@ -39,16 +42,17 @@ def speed(_args):
             write_case(case, Path(tmp) / "c")
         t2 = time.perf_counter()
         pr = case.meta["protocol"]
-        print(f"seed {seed}: 256x256x200 generate {t1 - t0:.1f} s, write {t2 - t1:.1f} s "
+        print(f"seed {seed}: {'x'.join(map(str, pr['size_xyz']))} generate {t1 - t0:.1f} s, write {t2 - t1:.1f} s "
               f"(kernel {pr['kernel']}, {pr['fine_subslices']} sub-slices, healthy {case.meta['healthy']})")
 
 
 def cohort(args):
-    from drasclr.phantom import write_cohort
+    from drasclr.phantom import PhantomOptions, write_cohort
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        metas = write_cohort(Path(tmp) / "cohort", args.n, seed=args.seed, workers=args.workers)
+        metas = write_cohort(Path(tmp) / "cohort", args.n, seed=args.seed, workers=args.workers,
+                             options=PhantomOptions(generator=args.generator))
         dt = time.perf_counter() - t0
     sizes = [tuple(m["protocol"]["size_xyz"]) for m in metas]
     has = {k: sum(m["disease"][f"{k}_severity"] > 0 for m in metas) for k in ("cle", "pse", "ple")}
@@ -77,7 +81,8 @@ def kernels(args):
             rows.append((f"real {name[-7:]}", _lung_stats(ct, segment_lungs(ct).array > 0)))
     for kernel, noise in (("soft", 12.0), ("sharp", 50.0)):
         for seed in range(args.seeds):
-            opts = PhantomOptions(size=(512, 512, 64), spacing=0.842, thickness=5.0, kernel=kernel, noise=noise)
+            opts = PhantomOptions(size=(512, 512, 64), spacing=0.842, thickness=5.0, kernel=kernel, noise=noise,
+                                  generator="1")
             case = generate_case(seed, 0, opts, healthy=True)
             rows.append((f"phantom {kernel} seed {seed}", _lung_stats(case.ct, segment_lungs(case.ct).array > 0)))
     print("| scan | median HU | IQR HU | LAA-950 % | LAA-910 % |")
@@ -98,13 +103,18 @@ def figures(args):
 
     out = REPO / "docs" / "images"
     out.mkdir(parents=True, exist_ok=True)
-    cases = [(3, PhantomOptions(size=(320, 320, None), thickness=1.25, kernel="soft", healthy_fraction=1.0)),
+    g = args.generator
+    tag = "" if g == "1" else "_v2"
+    cases = [(3, PhantomOptions(size=(320, 320, None), thickness=1.25, kernel="soft", healthy_fraction=1.0,
+                                generator=g)),
              (8, PhantomOptions(size=(320, 320, None), thickness=1.25, kernel="soft", subtypes=("cle", "pse"),
-                                severity=0.8)),
+                                severity=0.8, generator=g)),
              (5, PhantomOptions(size=(320, 320, None), thickness=1.25, kernel="sharp", subtypes=("ple", "cle"),
-                                severity=0.8))]
+                                severity=0.8, generator=g))]
+    if args.only_subtypes:
+        cases = []
     cmap = ListedColormap([(0, 0, 0, 0), (0, 0, 0, 0), (1, 0.2, 0.2, 0.8), (0.2, 0.8, 1, 0.8), (1, 0.85, 0.1, 0.8)])
-    fig, ax = plt.subplots(len(cases), 4, figsize=(20, 5.2 * len(cases)))
+    fig, ax = plt.subplots(max(1, len(cases)), 4, figsize=(20, 5.2 * max(1, len(cases))), squeeze=False)
     for row, (seed, opts) in enumerate(cases):
         c = generate_case(seed, 0, opts)
         a, reg, sub = c.ct.array, c.regions.array, c.subtypes.array
@@ -127,12 +137,14 @@ def figures(args):
         for a_ in ax[row]:
             a_.axis("off")
     fig.tight_layout()
-    fig.savefig(out / "phantom_cases.png", dpi=args.dpi)
+    if cases:
+        fig.savefig(out / f"phantom{tag}_cases.png", dpi=args.dpi)
+        print(f"wrote {out / f'phantom{tag}_cases.png'}")
     plt.close(fig)
-    print(f"wrote {out / 'phantom_cases.png'}")
     # close-up of the three subtypes: upper zone (CLE, PSE) and lower zone (PLE), narrow lung window
-    c = generate_case(8, 0, PhantomOptions(size=(384, 384, None), thickness=1.0, kernel="soft", noise=15.0,
-                                           subtypes=("cle", "pse", "ple"), severity=0.6))
+    sz = 384 if g == "1" else 512
+    c = generate_case(8, 0, PhantomOptions(size=(sz, sz, None), thickness=1.0, kernel="soft", noise=15.0,
+                                           subtypes=("cle", "pse", "ple"), severity=0.6, generator=g))
     a, reg, sub = c.ct.array, c.regions.array, c.subtypes.array
     lz = np.argwhere(reg > 0)
     z0, z1 = lz[:, 0].min(), lz[:, 0].max()
@@ -148,16 +160,19 @@ def figures(args):
         ax[row, 0].set_title(f"seed 8, {int(f * 100)} % of lung height, window -1100..-500 HU")
         ax[row, 1].set_title("truth: CLE red, PSE blue, PLE yellow")
     fig.tight_layout()
-    fig.savefig(out / "phantom_subtypes.png", dpi=args.dpi)
+    fig.savefig(out / f"phantom{tag}_subtypes.png", dpi=args.dpi)
     plt.close(fig)
-    print(f"wrote {out / 'phantom_subtypes.png'}")
+    print(f"wrote {out / f'phantom{tag}_subtypes.png'}")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
-    sub.add_parser("speed")
+    s = sub.add_parser("speed")
+    s.add_argument("--generator", default="1", choices=["1", "2"])
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     c = sub.add_parser("cohort")
+    c.add_argument("--generator", default="2", choices=["1", "2"])
     c.add_argument("--n", type=int, default=20)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--workers", type=int, default=None)
@@ -165,6 +180,8 @@ def main(argv=None):
     k.add_argument("--seeds", type=int, default=2)
     f = sub.add_parser("figures")
     f.add_argument("--dpi", type=int, default=45)
+    f.add_argument("--generator", default="1", choices=["1", "2"])
+    f.add_argument("--only-subtypes", action="store_true", help="only the subtype close-up")
     args = p.parse_args(argv)
     {"speed": speed, "cohort": cohort, "kernels": kernels, "figures": figures}[args.what](args)
 

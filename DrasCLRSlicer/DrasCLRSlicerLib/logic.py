@@ -162,9 +162,12 @@ class DrasCLRLogic:
         net = card = folder = None
         if use_model:
             from drasclr.dense.store import load_segmenter
+            from drasclr.reference.store import is_reference_model, load_reference
             from drasclr.versions import DEMO_MODEL
 
-            if model is not None or DEMO_MODEL.exists():
+            if is_reference_model(model):  # cip-lh: the reference classifier
+                net, card, folder = load_reference(model)
+            elif model is not None or DEMO_MODEL.exists():
                 net, card, folder = load_segmenter(model, dev)
         result = engine_analyze(ct, lobes, model=net, device=dev, model_card=card, tta=tta, model_dir=folder,
                                 hu_calibration=hu_calibration, strict=strict)
@@ -226,9 +229,9 @@ class DrasCLRLogic:
         model folder are the facts the engine recorded in ``stats.json``."""
         out_dir = Path(out_dir)
         ct = image_from_volume_node(volume_node)
-        regions = self._on_grid(read_image(out_dir / "regions.nii.gz"), ct)
+        regions = self._on_grid(read_image(out_dir / "regions.nii.gz", single_slice=True), ct)  # cip-lh: a slice
         sub_path = out_dir / "subtypes.nii.gz"
-        subtypes = self._on_grid(read_image(sub_path), ct) if sub_path.exists() else None
+        subtypes = self._on_grid(read_image(sub_path, single_slice=True), ct) if sub_path.exists() else None
         facts = read_json(out_dir / "stats.json")
         folder = (facts.get("model") or {}).get("folder") if subtypes is not None else None
         nodes = self._show(volume_node, regions, subtypes, read_csv(out_dir / "stats.csv"), facts["region_kind"],

@@ -1,4 +1,5 @@
-"""Model versions the panel offers: the bundled demo model, imported models and fine-tuned versions.
+"""Model versions the panel offers: the bundled demo model, the reference classifier ``cip-lh`` (trained on real
+expert labels; it cannot be fine-tuned), imported models and fine-tuned versions.
 
 Same layout as the engine's store (``drasclr.versions``, shared, torch-free): a model is a folder ``<name>-v<N>``
 holding ``model.safetensors`` and its JSON card ``model.json`` (``name``, ``version``, ``sha256`` of the weights;
@@ -47,8 +48,10 @@ def sha256(path: Path) -> str:
 
 
 def _card(folder: Path) -> dict | None:
+    """The card of a model folder: weights (``model.safetensors``) or, for the reference classifier ``cip-lh``,
+    reference histograms (``references.npz``) beside ``model.json``."""
     card = folder / "model.json"
-    if not (card.is_file() and (folder / "model.safetensors").is_file()):
+    if not (card.is_file() and any((folder / f).is_file() for f in ("model.safetensors", "references.npz"))):
         return None
     try:
         return json.loads(card.read_text())

@@ -18,11 +18,13 @@ import numpy as np
 
 from . import __version__
 from .calibration import calibrate_and_segment
+from .errors import InputError
 from .guard import check_resolution, require_resolution
 from .image import CTImage
 from .io import read_ct, write_image
+from .lungs import segment_lung_slices
 from .outputs import staged_dir
-from .regions import check_ltrc_lobes, read_lobes, zones_from_lungs
+from .regions import check_ltrc_lobes, lungs_as_regions, read_lobes, zones_from_lungs
 from .stats import region_stats, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -60,28 +62,42 @@ def _stage(timings: dict, name: str):
 def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu", model_card: dict | None = None,
             batch_size: int | None = None, tta: bool = True, model_dir: str | Path | None = None,
             hu_calibration: str = "auto", strict: bool = False) -> Analysis:
-    """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` (None: densitometry only);
-    ``tta``: also predict every patch mirrored left-right and average (default; about twice the subtype time);
-    ``hu_calibration``: auto | air | none (drasclr.calibration; the corrected CT is what everything after sees);
-    ``strict``: refuse (``InputError``) a scan whose voxels are outside the model card's validated range instead
-    of flagging its subtype map (drasclr.guard)."""
+    """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` or the reference classifier
+    (``drasclr.reference``: slice by slice, no registration, no embedding; reads single slices too) (None:
+    densitometry only); ``tta``: also predict every patch mirrored left-right and average (default; about twice
+    the subtype time); ``hu_calibration``: auto | air | none (drasclr.calibration; the corrected CT is what
+    everything after sees); ``strict``: refuse (``InputError``) a scan whose voxels are outside the DrasCLR model
+    card's validated range instead of flagging its subtype map (drasclr.guard)."""
     timings: dict[str, float] = {}
     stage = functools.partial(_stage, timings)
+    reference = is_reference(model)
+    thin = ct.array.shape[ct.superior_axis()[0]] < 3  # a single slice (or two): no cranio-caudal extent
+    if thin and model is not None and not reference:
+        raise InputError(f"the image has {ct.array.shape[ct.superior_axis()[0]]} slice(s): the 3-D subtype model "
+                         "needs a volume (single slices: --model cip-lh)")
     resolution = None
-    if model is not None:
+    if model is not None and not reference:
         resolution = (require_resolution if strict else check_resolution)(ct, model_card)
     with stage("lung_mask"):
-        ct, lungs, calibration = calibrate_and_segment(ct, hu_calibration)
+        # segment_lungs, or slice by slice for fewer than 3 slices; on the HU-corrected scan
+        ct, lungs, calibration = calibrate_and_segment(ct, hu_calibration, segment=segment_lung_slices)
     with stage("regions"):
         if lobes is not None:
             check_ltrc_lobes(lobes, ct)
             regions = lobes.with_array(np.where(lungs.array > 0, lobes.array, 0).astype(np.uint8))
             kind = "lobes"
+        elif thin:  # no cranio-caudal thirds: the two lungs
+            regions, kind = lungs_as_regions(lungs), "lungs"
         else:
             regions = zones_from_lungs(lungs)
             kind = "zones"
     subtypes = embedding = None
-    if model is not None:
+    if reference:
+        from .reference.predict import predict_subtypes
+
+        with stage("subtypes"):
+            subtypes = predict_subtypes(ct, lungs, model)
+    elif model is not None:
         import torch
 
         from .dense import predict
@@ -100,13 +116,24 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         del pred
     with stage("stats"):
         rows = region_stats(ct, regions, subtypes)
+        if kind == "lungs":
+            rows = [r for r in rows if r["region"] in ("left_lung", "right_lung", "whole_lung")]
     return Analysis(ct=ct, lungs=lungs, regions=regions, region_kind=kind, rows=rows, subtypes=subtypes,
                     embedding=embedding, timings=timings, model_card=model_card,
                     model_dir=Path(model_dir) if model_dir is not None else None, device=str(device),
-                    tta=bool(tta and model is not None), calibration=calibration.to_json(),
+                    tta=bool(tta and model is not None and not reference), calibration=calibration.to_json(),
                     resolution=None if resolution is None else resolution.to_json(),
                     warnings=calibration.warnings + ([resolution.warning()] if resolution and not resolution.in_range
                                                      else []))
+
+
+def is_reference(model) -> bool:
+    """True for the reference classifier (``drasclr.reference``), which needs neither torch nor an atlas."""
+    if model is None:
+        return False
+    from .reference.knn import LocalHistogramKNN
+
+    return isinstance(model, LocalHistogramKNN)
 
 
 def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -> Path:
@@ -116,7 +143,7 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
             "grid": {"size_xyz": list(result.ct.shape_xyz), "spacing_mm": list(result.ct.spacing)},
             "timings_s": result.timings}
     if result.model_card:
-        info["model"] = {k: result.model_card.get(k) for k in ("name", "version", "sha256", "metrics")}
+        info["model"] = {k: result.model_card.get(k) for k in ("name", "version", "kind", "sha256", "metrics")}
         info["model"]["folder"] = str(result.model_dir.resolve()) if result.model_dir is not None else None
         info["model"]["tta"] = result.tta
     if result.calibration is not None:
@@ -147,7 +174,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
     """Read (unless ``ct`` is given: then ``read_seconds`` is the time its reading took), analyze and write one
     case."""
     t0 = time.perf_counter()
-    ct = ct if ct is not None else read_ct(path, series_uid=series_uid)
+    ct = ct if ct is not None else read_ct(path, series_uid=series_uid, single_slice=is_reference(model))
     read_s = read_seconds if read_seconds is not None else time.perf_counter() - t0
     lobes = read_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
     result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size, tta=tta,

@@ -122,7 +122,7 @@ def _axial(img: CTImage) -> CTImage:
 def _sample(ct: CTImage, target_mm: float = SAMPLE_MM):
     """Every f-th voxel (about ``target_mm`` apart; real voxel values, no averaging) -> (array, strides zyx,
     sample spacing zyx)."""
-    f = [max(1, int(np.ceil(target_mm / s - 0.25))) for s in ct.spacing[::-1]]
+    f = [max(1, min(n, int(np.ceil(target_mm / s - 0.25)))) for s, n in zip(ct.spacing[::-1], ct.array.shape)]
     a = ct.array[f[0] // 2:: f[0], f[1] // 2:: f[1], f[2] // 2:: f[2]]
     return a, f, np.asarray(ct.spacing[::-1], float) * f
 

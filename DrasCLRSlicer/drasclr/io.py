@@ -37,8 +37,9 @@ def image_stem(path: str | os.PathLike) -> str:
     return path.name[: -len(suffix)] if suffix in IMAGE_SUFFIXES else path.name
 
 
-def read_image(path: str | os.PathLike) -> CTImage:
-    """Read a 3-D image file or a DICOM series folder, with no check on its intensities (labelmaps too)."""
+def read_image(path: str | os.PathLike, single_slice: bool = False) -> CTImage:
+    """Read a 3-D image file or a DICOM series folder, with no check on its intensities (labelmaps too).
+    ``single_slice``: also accept one slice (a 3-D image of one slice, or a 2-D image: one slice 1 mm thick)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"input not found: {path}")
@@ -50,10 +51,10 @@ def read_image(path: str | os.PathLike) -> CTImage:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
         raise InputError(f"cannot read image {path.name}: not a readable NIfTI/NRRD/MHA/DICOM file "
                          f"({first[:120]})") from None
-    return _as_3d(image, path.name)
+    return _as_3d(image, path.name, single_slice)
 
 
-def _as_3d(image: sitk.Image, name: str) -> CTImage:
+def _as_3d(image: sitk.Image, name: str, single_slice: bool = False) -> CTImage:
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{name} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
                          "expected a scalar CT volume")
@@ -63,17 +64,22 @@ def _as_3d(image: sitk.Image, name: str) -> CTImage:
         image = image[:, :, :, 0]
     elif dim == 4:
         raise InputError(f"{name} is a 4-D image {size}; expected one 3-D CT volume")
+    elif dim == 2 and single_slice:
+        image = sitk.JoinSeries([image])  # one axial slice, 1 mm thick
     elif dim != 3:
-        raise InputError(f"{name} is a {dim}-D image {size}; expected a 3-D CT volume")
-    if min(image.GetSize()) < 2:
-        raise InputError(f"{name} has size {image.GetSize()}: a single slice, expected a 3-D CT volume")
+        raise InputError(f"{name} is a {dim}-D image {size}; expected a 3-D CT volume"
+                         + (" (single slices: --model cip-lh)" if dim == 2 else ""))
+    if min(image.GetSize()) < 2 and not (single_slice and sorted(image.GetSize())[1] >= 2):
+        raise InputError(f"{name} has size {image.GetSize()}: a single slice, expected a 3-D CT volume "
+                         "(single slices: --model cip-lh)")
     return CTImage.from_sitk(image)
 
 
-def read_ct(path: str | os.PathLike, series_uid: str | None = None) -> CTImage:
-    """Read a chest CT in Hounsfield units (int16 or float) and check that it looks like CT."""
+def read_ct(path: str | os.PathLike, series_uid: str | None = None, single_slice: bool = False) -> CTImage:
+    """Read a chest CT in Hounsfield units (int16 or float) and check that it looks like CT. ``single_slice``:
+    also accept a single slice (file inputs; see :func:`read_image`)."""
     path = Path(path)
-    image = read_dicom_series(path, series_uid) if path.is_dir() else read_image(path)
+    image = read_dicom_series(path, series_uid) if path.is_dir() else read_image(path, single_slice)
     check_hounsfield(image, path.name)
     a = image.array
     if a.dtype.kind in "iu" and a.dtype != np.int16 and a.min() >= -32768 and a.max() <= 32767:

@@ -94,6 +94,29 @@ def segment_lungs(ct: CTImage, target_mm: float = 2.0) -> CTImage:
     return ct.with_array(full)
 
 
+SLAB_SLICES, SLAB_MM = 21, 6.0  # a single slice is segmented as a 126 mm slab of copies of itself
+
+
+def segment_lung_slices(ct: CTImage, target_mm: float = 2.0) -> CTImage:
+    """Lung labelmap of an image with fewer than 3 axial slices (a single HRCT slice): each slice is repeated
+    into a slab (``SLAB_SLICES`` copies ``SLAB_MM`` apart, so a lung section of 8 cm² makes 100 ml), segmented
+    with :func:`segment_lungs`, and the middle slice of the slab kept. Other images go to ``segment_lungs``."""
+    sup_axis, _ = ct.superior_axis()
+    if ct.array.shape[sup_axis] >= 3:
+        return segment_lungs(ct, target_mm)
+    out = np.zeros(ct.array.shape, np.uint8)
+    for k in range(ct.array.shape[sup_axis]):
+        sl = np.take(ct.array, [k], axis=sup_axis)
+        spacing = list(ct.spacing)
+        spacing[2 - sup_axis] = SLAB_MM
+        slab = CTImage(np.repeat(sl, SLAB_SLICES, axis=sup_axis), tuple(spacing), ct.origin, ct.direction)
+        lab = segment_lungs(slab, target_mm).array
+        idx = [slice(None)] * 3
+        idx[sup_axis] = slice(k, k + 1)
+        out[tuple(idx)] = np.take(lab, [SLAB_SLICES // 2], axis=sup_axis)
+    return ct.with_array(out)
+
+
 def _segment_reoriented(ct: CTImage, target_mm: float) -> CTImage:
     """Sagittal/coronal acquisitions: permute the array so axis 0 is cranio-caudal, segment, permute back."""
     sup_axis, _ = ct.superior_axis()

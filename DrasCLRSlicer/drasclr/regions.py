@@ -71,6 +71,15 @@ def zones_from_lungs(lungs: CTImage) -> CTImage:
     return lungs.with_array(out)
 
 
+def lungs_as_regions(lungs: CTImage) -> CTImage:
+    """Regions of an image too thin for zones (a single slice has no cranio-caudal thirds): the whole left lung
+    12 and the whole right lung 15 (the middle-zone values), so left/right/whole-lung rows still follow."""
+    out = np.zeros(lungs.array.shape, np.uint8)
+    out[lungs.array == labels.LEFT_LUNG] = labels.LEFT_ZONES[1]
+    out[lungs.array == labels.RIGHT_LUNG] = labels.RIGHT_ZONES[1]
+    return lungs.with_array(out)
+
+
 def lung_side_masks(regions: np.ndarray) -> dict[str, np.ndarray]:
     """Masks ``left_lung`` / ``right_lung`` / ``whole_lung`` from a lobe or zone labelmap."""
     left = np.isin(regions, labels.LEFT_LOBES + labels.LEFT_ZONES)

@@ -444,15 +444,18 @@ def render_figures(out_dir: Path, ct: CTImage, subtypes: CTImage | None, regions
     box = _bbox(lung, 0, (int(math.ceil(12 / sz)), int(math.ceil(15 / sy)), int(math.ceil(15 / sx))))
     shape = vol.array.shape
     figures = []
-    for level, k in axial_levels(lung).items():
+    thin = shape[0] < 3  # a single slice (or two): its axial view only, no zones, no coronal view
+    levels = {"middle": axial_levels(lung)["middle"]} if thin else axial_levels(lung)
+    for level, k in levels.items():
         name = f"report_axial_{level}.png"
         rgb = render_slice(vol, "axial", k, fill, colors, alphas, reg, crop=_crop_for("axial", box, shape))
         _save_png(rgb, out_dir / name)
-        figures.append((name, f"Axial, {level} zone", ("R", "L")))
-    j = coronal_index(lung)
-    rgb = render_slice(vol, "coronal", j, fill, colors, alphas, reg, crop=_crop_for("coronal", box, shape))
-    _save_png(rgb, out_dir / "report_coronal.png")
-    figures.append(("report_coronal.png", "Coronal, through the lung centre", ("R", "L")))
+        figures.append((name, "Axial slice" if thin else f"Axial, {level} zone", ("R", "L")))
+    if not thin:
+        j = coronal_index(lung)
+        rgb = render_slice(vol, "coronal", j, fill, colors, alphas, reg, crop=_crop_for("coronal", box, shape))
+        _save_png(rgb, out_dir / "report_coronal.png")
+        figures.append(("report_coronal.png", "Coronal, through the lung centre", ("R", "L")))
     bar_chart(rows, out_dir / "report_regions.png", with_subtypes)
     return figures, sorted(int(v) for v in np.unique(reg) if int(v) in labels.REGION_NAMES)
 

@@ -13,6 +13,9 @@ from pathlib import Path
 
 PACKAGE_MODELS = Path(__file__).resolve().parent / "data" / "models"
 DEMO_MODEL = PACKAGE_MODELS / "demo-v4"  # the default subtype model (``$DRASCLR_MODEL`` overrides it)
+# the reference local-histogram classifier (``drasclr.reference``): ``model.json`` + ``references.npz``, no weights
+REFERENCE_MODEL = PACKAGE_MODELS / "cip-lh"
+MODEL_NAMES = {"cip-lh": REFERENCE_MODEL}  # names ``--model`` accepts besides folders and files
 _VERSION = re.compile(r"^(?P<name>.+)-v(?P<n>\d+)$")
 
 
@@ -25,6 +28,14 @@ def default_model() -> Path:
     """The bundled demo model (or ``$DRASCLR_MODEL`` when set)."""
     env = os.environ.get("DRASCLR_MODEL")
     return Path(env) if env else DEMO_MODEL
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """The folder (or file) of a ``--model`` argument: a bundled model's name (``cip-lh``), a path, or None for
+    the default model."""
+    if model is None:
+        return default_model()
+    return MODEL_NAMES.get(str(model), Path(model))
 
 
 def split_version(folder: str | os.PathLike) -> tuple[str, int]:

@@ -109,6 +109,17 @@ def test_coronal_storage_measures_the_same(phantom):
     assert np.array_equal(np.transpose(used.array, (1, 0, 2)), phantom.array)
 
 
+def test_single_slice_is_calibrated_from_outside_air(phantom):
+    """One axial slice (what `--model cip-lh` reads): outside air still measured and the offset corrected."""
+    from drasclr.lungs import segment_lung_slices
+
+    mid = phantom.array.shape[0] // 2
+    one = phantom.crop((mid, 0, 0), (mid + 1, *phantom.array.shape[1:]))
+    used, lungs, cal = C.calibrate_and_segment(shifted(one, 75), "auto", segment=segment_lung_slices)
+    assert cal.reference == "outside_air" and abs(cal.applied_hu - 75) <= 2  # one slice: fewer air voxels
+    assert np.abs(used.array.astype(np.int32) - one.array).max() <= 2 and lungs.array.any()
+
+
 def test_no_outside_air_falls_back_to_tracheal_air(phantom):
     """A field of view cropped inside the body: the trachea gives the offset, the lungs are masked again."""
     lungs = segment_lungs(phantom)

@@ -16,9 +16,11 @@ from drasclr.io import read_image
 from drasclr.phantom import PhantomOptions, demo_case, demo_paths, generate_case, write_case
 from drasclr.phantom.outcomes import outcomes
 
-SMALL = PhantomOptions(size=(96, 96, 72), spacing=3.4, thickness=3.6, kernel="soft", noise=15.0, vessel_points=500)
+# these tests check generator version 1's physics (pinned; version 2 is tested in test_phantom_v2.py)
+SMALL = PhantomOptions(size=(96, 96, 72), spacing=3.4, thickness=3.6, kernel="soft", noise=15.0, vessel_points=500,
+                       generator="1")
 SICK = PhantomOptions(size=(128, 128, 96), spacing=2.6, thickness=2.8, kernel="soft", noise=15.0,
-                      subtypes=("cle", "pse", "ple"), severity=0.8, vessel_points=600)
+                      subtypes=("cle", "pse", "ple"), severity=0.8, vessel_points=600, generator="1")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -101,7 +103,7 @@ def _rel_height(case, k):
 
 def test_cle_higher_than_ple_across_cohort(sick):
     opts = PhantomOptions(size=(96, 96, 72), spacing=3.4, thickness=3.6, kernel="soft", noise=15.0,
-                          subtypes=("cle", "ple"), severity=0.7, vessel_points=400)
+                          subtypes=("cle", "ple"), severity=0.7, vessel_points=400, generator="1")
     cases = [sick] + [generate_case(21, i, opts) for i in range(3)]
     cle = np.mean([_rel_height(c, labels.CLE) for c in cases])
     ple = np.mean([_rel_height(c, labels.PLE) for c in cases])
@@ -140,7 +142,7 @@ def _cli(*args):
                           env={"PYTHONPATH": str(REPO / "DrasCLRSlicer"), "PATH": "/usr/bin:/bin"})
 
 
-@pytest.mark.parametrize("bad", [["--size", "0", "96", "72"], ["--n", "-1"], ["--spacing", "0.5"],
+@pytest.mark.parametrize("bad", [["--size", "0", "96", "72"], ["--n", "-1"], ["--spacing", "0.5", "--generator", "1"],
                                  ["--size", "96", "96", "20", "--thickness", "1"], ["--size", "32", "32", "16"],
                                  ["--healthy-fraction", "2"],
                                  ["--kernel", "blurry"]])

@@ -23,7 +23,9 @@ def add_parser(sub):
                                    "folder of CTs or a .txt list of paths.")
     p.add_argument("input", help="CT file, DICOM series folder, folder of CTs, or .txt list")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--model", default=None, help="model folder or .safetensors (default: the bundled demo model)")
+    p.add_argument("--model", default=None, help="model folder or .safetensors (default: the bundled demo model), or "
+                                                 "cip-lh: the reference classifier trained on real expert labels "
+                                                 "(also reads single axial slices and sparse series)")
     p.add_argument("--no-model", action="store_true", help="densitometry only: no subtype map, no embedding")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--lobes", default=None, help="lobe labelmap file or TotalSegmentator folder; zones otherwise")
@@ -90,17 +92,23 @@ def run(args) -> int:
         raise InputError(f"input not found: {src}")
     if args.lobes and not Path(args.lobes).exists():
         raise InputError(f"lobe file not found: {args.lobes}")
+    from ..reference.store import is_reference_model, load_reference
+
     device = pick_device(args.device)
     cases = _cases(src)
+    reference = not args.no_model and is_reference_model(args.model)
     ct = read_s = None
     if cases is None:  # validate the one input before loading any model (bad input -> one error line)
         from ..io import read_ct
 
         t0 = time.perf_counter()
-        ct = read_ct(src, series_uid=args.series)
+        ct = read_ct(src, series_uid=args.series, single_slice=reference)
         read_s = time.perf_counter() - t0
     model = card = folder = None
-    if not args.no_model:
+    if reference:
+        model, card, folder = load_reference(args.model)
+        log.info("model %s (reference local-histogram kNN, CPU)", card.get("version"))
+    elif not args.no_model:
         from ..dense.store import load_segmenter
         from ..versions import DEMO_MODEL
 

@@ -10,8 +10,12 @@ def add_parser(sub):
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--n", type=int, default=1, help="number of cases (default 1)")
     p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
+    p.add_argument("--generator", default="2", choices=["1", "2"],
+                   help="generator version: 2 (default) realistic HRCT emphysema at a 512 matrix; 1 the first "
+                        "generator (256 matrix), kept so old cohorts rebuild bit-identically")
     p.add_argument("--size", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None,
-                   help="voxels per axis (default 256 256 and as many slices as needed)")
+                   help="voxels per axis (default 512 512 for generator 2, 256 256 for 1, and as many slices "
+                        "as needed)")
     p.add_argument("--spacing", type=float, default=None, help="in-plane spacing mm (default: drawn)")
     p.add_argument("--thickness", type=float, default=None, help="slice thickness mm (default: drawn)")
     p.add_argument("--kernel", default="mixed", choices=["soft", "sharp", "mixed"])
@@ -19,6 +23,9 @@ def add_parser(sub):
     p.add_argument("--healthy-fraction", type=float, default=0.3, help="share of cases without emphysema")
     p.add_argument("--subtypes", default=None, help="force subtypes present, e.g. cle,pse,ple")
     p.add_argument("--severity", type=float, default=None, help="force disease severity in (0, 1]")
+    p.add_argument("--air-offset", type=float, default=0.0, metavar="HU",
+                   help="simulate a miscalibrated scanner: add HU to every voxel (air reads about -1000 + HU; "
+                        "|HU| <= 100, default 0)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     p.add_argument("--demo", action="store_true", help="write the bundled demo case files into OUT instead")
     p.set_defaults(run=run)
@@ -42,7 +49,8 @@ def run(args) -> int:
     subtypes = tuple(s.strip().lower() for s in args.subtypes.split(",") if s.strip()) if args.subtypes else None
     opts = PhantomOptions(size=tuple(args.size) if args.size else None, spacing=args.spacing,
                           thickness=args.thickness, kernel=args.kernel, noise=args.noise,
-                          healthy_fraction=args.healthy_fraction, subtypes=subtypes, severity=args.severity).validate()
+                          healthy_fraction=args.healthy_fraction, subtypes=subtypes, severity=args.severity,
+                          generator=args.generator, air_offset=args.air_offset).validate()
     metas = write_cohort(args.output, args.n, args.seed, opts, args.workers)
     healthy = sum(m["healthy"] for m in metas)
     print(f"wrote {len(metas)} cases ({healthy} healthy) to {args.output}")

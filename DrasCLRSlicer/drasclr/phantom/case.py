@@ -12,20 +12,26 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from .. import labels
 from ..errors import InputError
 from ..image import CTImage
-from . import anatomy, emphysema, trees
+from . import anatomy, emphysema, emphysema_v2, trees
 from .fields import smooth_field
 from .grid import Grid
 from .outcomes import outcomes
 from .render import splat_balls, splat_tubes
-from .scanner import KERNELS, acquire, downsample_labels
+from .scanner import KERNELS, KERNELS_V2, NOISE_V2, acquire, downsample_labels
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # the default; "1" stays reproducible (``PhantomOptions(generator="1")``)
+GENERATORS = ("1", "2")
 THICKNESSES = (0.625, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0)
 THICKNESS_P = (0.08, 0.22, 0.18, 0.17, 0.12, 0.08, 0.15)
+THICKNESSES_V2 = (0.625, 0.75, 1.0, 1.25)  # version 2 draws thin-section HRCT protocols
+THICKNESS_P_V2 = (0.3, 0.2, 0.3, 0.2)
+MATRIX_V2 = 512  # version 2 default in-plane matrix (version 1: 256)
+MAX_AIR_OFFSET = 100.0
 MIN_HALF_WIDTH = 120.0  # mm: the smallest thorax the generator draws
 MIN_LUNG_HEIGHT = 150.0
 
@@ -36,7 +42,10 @@ class PhantomOptions:
 
     size: (X, Y, Z) voxels (Z None = as many slices as the lungs need); spacing: in-plane mm; thickness: slice
     mm; kernel: soft | sharp | mixed; noise: HU std; healthy_fraction: share of cases without emphysema;
-    subtypes: force these subtypes present (e.g. ``("cle", "pse", "ple")``); severity: force it (0..1)."""
+    subtypes: force these subtypes present (e.g. ``("cle", "pse", "ple")``); severity: force it (0..1);
+    generator: "2" (default, realistic HRCT emphysema, docs/phantom.md) or "1" (the first generator, kept so old
+    cohorts rebuild bit-identically); air_offset: HU added to the whole image, a miscalibrated scanner (air then
+    reads about -1000 + offset; |offset| <= 100)."""
 
     size: tuple[int, int, int | None] | None = None
     spacing: float | None = None
@@ -47,8 +56,15 @@ class PhantomOptions:
     subtypes: tuple[str, ...] | None = None
     severity: float | None = None
     vessel_points: int = 1400  # territory points per lung per tree
+    generator: str = GENERATOR_VERSION
+    air_offset: float = 0.0
 
     def validate(self) -> PhantomOptions:
+        if str(self.generator) not in GENERATORS:
+            raise InputError(f"--generator {self.generator}: choose 1 or 2")
+        if not (abs(float(self.air_offset)) <= MAX_AIR_OFFSET):
+            raise InputError(f"--air-offset {self.air_offset}: must be between -{MAX_AIR_OFFSET:.0f} and "
+                             f"{MAX_AIR_OFFSET:.0f} HU")
         if self.size is not None:
             if len(self.size) != 3:
                 raise InputError(f"--size needs three numbers X Y Z, got {self.size}")
@@ -71,7 +87,7 @@ class PhantomOptions:
             raise InputError(f"subtypes {self.subtypes}: choose from cle, pse, ple")
         if self.severity is not None and not (0.0 < self.severity <= 1.0):
             raise InputError(f"severity {self.severity}: must be in (0, 1]")
-        nx, ny = (self.size[0], self.size[1]) if self.size else (256, 256)
+        nx, ny = (self.size[0], self.size[1]) if self.size else (self.matrix(), self.matrix())
         if self.spacing is not None and self._max_half_width(nx, ny, self.spacing) < MIN_HALF_WIDTH:
             raise InputError(f"impossible spacing: a {nx * self.spacing:.0f} x {ny * self.spacing:.0f} mm field "
                              f"of view cannot hold a thorax (needs about {2 * MIN_HALF_WIDTH / 0.98:.0f} x "
@@ -85,6 +101,19 @@ class PhantomOptions:
                                  f"{self.size[2] * self.thickness:.0f} mm cannot hold the lungs "
                                  f"(needs >= {MIN_LUNG_HEIGHT + 40:.0f} mm)")
         return self
+
+    def matrix(self) -> int:
+        """Default in-plane matrix of this generator version."""
+        return MATRIX_V2 if str(self.generator) == "2" else 256
+
+    def meta_options(self) -> dict:
+        """The options as recorded in meta.json (version 1 without an air offset records exactly what it always
+        did, so old cohorts rebuild byte-identically)."""
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        if str(self.generator) == "1" and self.air_offset == 0:
+            d.pop("generator")
+            d.pop("air_offset")
+        return d
 
     @staticmethod
     def _max_half_width(nx: int, ny: int, sp: float) -> float:
@@ -109,12 +138,13 @@ def case_rngs(seed: int, index: int, n: int = 8) -> list[np.random.Generator]:
 
 def _plan(rng: np.random.Generator, o: PhantomOptions) -> tuple[Grid, float, float, str, float]:
     """Draw the protocol and the patient size -> (grid, half_width, lung_height, kernel, noise)."""
-    nx, ny = (o.size[0], o.size[1]) if o.size else (256, 256)
+    v2 = str(o.generator) == "2"
+    nx, ny = (o.size[0], o.size[1]) if o.size else (o.matrix(), o.matrix())
     nz = o.size[2] if o.size else None
     a = float(rng.uniform(140.0, 178.0))
     h = float(rng.uniform(215.0, 270.0))
     s_nom = float(rng.uniform(0.6, 0.9)) * 512.0 / nx
-    t_draw = float(rng.choice(THICKNESSES, p=THICKNESS_P))
+    t_draw = float(rng.choice(THICKNESSES_V2, p=THICKNESS_P_V2) if v2 else rng.choice(THICKNESSES, p=THICKNESS_P))
     k_draw = rng.uniform()
     n_draw = rng.uniform()
     if o.spacing is not None:
@@ -140,6 +170,8 @@ def _plan(rng: np.random.Generator, o: PhantomOptions) -> tuple[Grid, float, flo
     kernel = o.kernel if o.kernel != "mixed" else ("sharp" if k_draw < 0.4 else "soft")
     if o.noise is not None:
         noise = float(o.noise)
+    elif v2:
+        noise = NOISE_V2[kernel][0] + (NOISE_V2[kernel][1] - NOISE_V2[kernel][0]) * n_draw
     else:
         noise = 10.0 + 15.0 * n_draw if kernel == "soft" else 40.0 + 20.0 * n_draw
     return grid, a, h, kernel, round(noise, 2)
@@ -158,59 +190,80 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
     hu, lobes, info = th.build(r_pat)
     lung = lobes > 0
     z_base = {-1: p.z_base, 1: p.z_base - p.left_drop}
+    v2 = str(o.generator) == "2"
 
-    # parenchyma: -870 anterior to about -820 posterior (supine gravity gradient) plus fine texture
-    yn = info["yn"]  # (1, ny, 1)
-    tex = smooth_field(r_tex, grid.fine_axes(), 4.0)
-    paren = (-898.0 + 72.0 * np.clip(yn, 0, 1) ** 1.5) + 20.0 * tex
     lung_idx = np.flatnonzero(lung)
     zi, yi, xi = np.unravel_index(lung_idx, lung.shape)
     lung_pts = np.stack([grid.zf[zi], grid.y[yi], grid.x[xi]], 1).astype(float)
     flat = hu.reshape(-1)
-    flat[lung_idx] = paren.reshape(-1)[lung_idx] if paren.shape == hu.shape else np.broadcast_to(
-        paren, hu.shape).reshape(-1)[lung_idx]
-    del tex, paren
+    healthy_case = None
+    if v2:
+        yn = info["yn"]
+        paren = emphysema_v2.parenchyma(yn, smooth_field(r_tex, grid.fine_axes(), 4.0))
+        flat[lung_idx] = np.broadcast_to(paren, hu.shape).reshape(-1)[lung_idx]
+        del paren
+        healthy_case = (r_misc.uniform() < o.healthy_fraction) if healthy is None else healthy
+        if o.subtypes:
+            healthy_case = False
+        dis = emphysema.sample_disease(r_dis, healthy_case, o.subtypes, o.severity)
+        sub_flat, lob, ple_pt, dots = _disease_v2(grid, lobes, flat, lung_idx, lung_pts, dis, r_dis, z_base,
+                                                  p.lung_height)
+    else:
+        dots = None
+        # parenchyma: -870 anterior to about -820 posterior (supine gravity gradient) plus fine texture
+        yn = info["yn"]  # (1, ny, 1)
+        tex = smooth_field(r_tex, grid.fine_axes(), 4.0)
+        paren = (-898.0 + 72.0 * np.clip(yn, 0, 1) ** 1.5) + 20.0 * tex
+        flat[lung_idx] = paren.reshape(-1)[lung_idx] if paren.shape == hu.shape else np.broadcast_to(
+            paren, hu.shape).reshape(-1)[lung_idx]
+        del tex, paren
 
-    # emphysema
-    healthy_case = (r_misc.uniform() < o.healthy_fraction) if healthy is None else healthy
-    if o.subtypes:
-        healthy_case = False
-    dis = emphysema.sample_disease(r_dis, healthy_case, o.subtypes, o.severity)
-    sub_flat = np.zeros(lung.size, np.uint8)
-    sub_flat[lung_idx] = labels.NORMAL
-    lob = emphysema.Lobules(r_dis, lung_pts.min(0), lung_pts.max(0), dis.lobule_mm)
-    ple_pt, _ = emphysema.choose_ple(r_dis, lob, lung_pts, z_base, p.lung_height, dis.ple)
-    if ple_pt.any():
-        ple_idx = lung_idx[ple_pt]
-        depth = -982.0 - 15.0 * dis.ple
-        flat[ple_idx] = depth + 0.25 * (flat[ple_idx] + 850.0)
-        sub_flat[ple_idx] = labels.PLE
-    c_cen, c_rad = emphysema.cle_holes(r_dis, lob, lung_pts, z_base, p.lung_height, dis.cle)
-    if len(c_cen):
-        occ = splat_balls(grid, c_cen, c_rad, soft=0.5 * grid.spacing).reshape(-1)
-        sel = lung_idx[occ[lung_idx] > 0]
-        flat[sel] = flat[sel] * (1 - occ[sel]) + (-1010.0) * occ[sel]
-        sub_flat[sel[occ[sel] >= 0.75]] = labels.CLE
-        del occ
-    s_cen, s_rad = emphysema.pse_spaces(r_dis, grid, lobes, z_base, p.lung_height, dis.pse)
-    if len(s_cen):
-        outer = splat_balls(grid, s_cen, s_rad).reshape(-1)
-        inner = splat_balls(grid, s_cen, np.maximum(s_rad - 0.9, 0.5)).reshape(-1)
-        sel = lung_idx[outer[lung_idx] > 0]
-        o_, i_ = outer[sel], inner[sel]
-        flat[sel] = flat[sel] * (1 - o_) + (-620.0) * o_
-        flat[sel] = flat[sel] * (1 - i_) + (-995.0) * i_
-        sub_flat[sel[o_ >= 0.5]] = labels.PSE
-        del outer, inner
-    dis.counts = {"cle_holes": int(len(c_cen)), "pse_spaces": int(len(s_cen)),
-                  "ple_lobules_voxels": int(ple_pt.sum())}
+        # emphysema
+        healthy_case = (r_misc.uniform() < o.healthy_fraction) if healthy is None else healthy
+        if o.subtypes:
+            healthy_case = False
+        dis = emphysema.sample_disease(r_dis, healthy_case, o.subtypes, o.severity)
+        sub_flat = np.zeros(lung.size, np.uint8)
+        sub_flat[lung_idx] = labels.NORMAL
+        lob = emphysema.Lobules(r_dis, lung_pts.min(0), lung_pts.max(0), dis.lobule_mm)
+        ple_pt, _ = emphysema.choose_ple(r_dis, lob, lung_pts, z_base, p.lung_height, dis.ple)
+        if ple_pt.any():
+            ple_idx = lung_idx[ple_pt]
+            depth = -982.0 - 15.0 * dis.ple
+            flat[ple_idx] = depth + 0.25 * (flat[ple_idx] + 850.0)
+            sub_flat[ple_idx] = labels.PLE
+        c_cen, c_rad = emphysema.cle_holes(r_dis, lob, lung_pts, z_base, p.lung_height, dis.cle)
+        if len(c_cen):
+            occ = splat_balls(grid, c_cen, c_rad, soft=0.5 * grid.spacing).reshape(-1)
+            sel = lung_idx[occ[lung_idx] > 0]
+            flat[sel] = flat[sel] * (1 - occ[sel]) + (-1010.0) * occ[sel]
+            sub_flat[sel[occ[sel] >= 0.75]] = labels.CLE
+            del occ
+        s_cen, s_rad = emphysema.pse_spaces(r_dis, grid, lobes, z_base, p.lung_height, dis.pse)
+        if len(s_cen):
+            outer = splat_balls(grid, s_cen, s_rad).reshape(-1)
+            inner = splat_balls(grid, s_cen, np.maximum(s_rad - 0.9, 0.5)).reshape(-1)
+            sel = lung_idx[outer[lung_idx] > 0]
+            o_, i_ = outer[sel], inner[sel]
+            flat[sel] = flat[sel] * (1 - o_) + (-620.0) * o_
+            flat[sel] = flat[sel] * (1 - i_) + (-995.0) * i_
+            sub_flat[sel[o_ >= 0.5]] = labels.PSE
+            del outer, inner
+        dis.counts = {"cle_holes": int(len(c_cen)), "pse_spaces": int(len(s_cen)),
+                      "ple_lobules_voxels": int(ple_pt.sum())}
 
     # fissures (thin pleural lines)
     fis = info["fissure"]
     hu[fis] = np.maximum(hu[fis], -760.0)
 
     # airway and vessel trees
-    vess, wall, lumen = _trees(grid, th, lobes, r_tree, lob, ple_pt, lung_idx, o.vessel_points)
+    vess, wall, lumen = _trees(grid, th, lobes, r_tree, lob, ple_pt, lung_idx, o.vessel_points,
+                               prune=(emphysema_v2.PLE_PRUNE_MM, emphysema_v2.PLE_THIN) if v2 else (1.3, 1.0),
+                               vessel_scale=emphysema_v2.VESSEL_SCALE if v2 else 1.0)
+    if dots is not None and len(dots):  # v2: the centrilobular artery, a dot in the middle of each CLE lobule
+        up = np.array([1.5, 0.0, 0.0])
+        splat_tubes(grid, dots - up, dots + up, np.full(len(dots), 0.6), out=vess)
+        vess = np.maximum(vess - lumen, 0)
     hu += (40.0 - hu) * vess
     hu += (30.0 - hu) * wall
     hu += (-1000.0 - hu) * lumen
@@ -218,16 +271,17 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
     sub_flat[lung_idx[solid[lung_idx]]] = labels.NORMAL
     del vess, wall, lumen, solid
 
-    ct = acquire(grid, hu, kernel, noise, r_scan)
+    ct = acquire(grid, hu, kernel, noise, r_scan, version=str(o.generator), air_offset=float(o.air_offset))
     del hu
     regions, subtypes = downsample_labels(grid, lobes, sub_flat.reshape(lobes.shape))
     fr = _fractions(subtypes)
     meta = {
-        "generator": "drasclr.phantom", "generator_version": GENERATOR_VERSION, "seed": int(seed),
+        "generator": "drasclr.phantom", "generator_version": str(o.generator), "seed": int(seed),
         "index": int(index), "healthy": bool(dis.healthy),
         "protocol": {"size_xyz": [grid.nx, grid.ny, grid.nz], "spacing_mm": [grid.spacing, grid.spacing,
                      grid.thickness], "slice_thickness_mm": grid.thickness, "kernel": kernel, "noise_hu": noise,
-                     "kernel_params": KERNELS[kernel], "fine_subslices": grid.k},
+                     "kernel_params": (KERNELS_V2 if v2 else KERNELS)[kernel], "fine_subslices": grid.k,
+                     **({"air_offset_hu": float(o.air_offset)} if (v2 or o.air_offset) else {})},
         "patient": p.to_dict(),
         "disease": {"cle_severity": dis.cle, "pse_severity": dis.pse, "ple_severity": dis.ple,
                     "lobule_mm": round(dis.lobule_mm, 2), **dis.counts},
@@ -237,9 +291,60 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
         "lobe_fractions": {labels.LOBES[v]: {k: round(x, 5) for k, x in _fractions(subtypes[regions == v]).items()}
                            for v in range(1, 6)},
         "outcomes": outcomes(r_out, fr),
-        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(o).items()},
+        "options": o.meta_options(),
     }
     return PhantomCase(grid.image(ct), grid.image(regions), grid.image(subtypes), meta)
+
+
+def _disease_v2(grid: Grid, lobes, flat, lung_idx, lung_pts, dis, rng, z_base, height):
+    """Generator version 2 emphysema written into the fine-grid HU ``flat`` (in place): returns the fine-grid
+    subtype labels, the lobule lattice, the PLE mask per lung point and the CLE lobule centres (central dots)."""
+    sub_flat = np.zeros(flat.size, np.uint8)
+    sub_flat[lung_idx] = labels.NORMAL
+    lob = emphysema.Lobules(rng, lung_pts.min(0), lung_pts.max(0), dis.lobule_mm)
+    ple_pt, _ = emphysema_v2.ple_lobules(rng, lob, lung_pts, z_base, height, dis.ple)
+    if ple_pt.any():
+        # homogeneous density loss over whole lobules, with soft borders (no box edges)
+        m = np.zeros(flat.size, np.float32)
+        m[lung_idx[ple_pt]] = 1.0
+        sig = 1.2 / grid.fine_spacing_zyx()
+        m = ndi.gaussian_filter(m.reshape(grid.fine_shape), sig, mode="nearest").reshape(-1)
+        w = np.clip(1.6 * m[lung_idx], 0, 1)
+        target = emphysema_v2.PLE_HU - 8.0 * dis.ple + 0.2 * (flat[lung_idx] - emphysema_v2.PARENCHYMA_HU)
+        flat[lung_idx] = flat[lung_idx] * (1 - w) + target * w
+        sub_flat[lung_idx[ple_pt]] = labels.PLE
+        del m, w, target
+    c_cen, c_rad, c_dep, dots = emphysema_v2.cle_lesions(rng, lob, lung_pts, z_base, height, dis.cle)
+    if len(c_cen):
+        # ill-defined lucency: wide partial-volume ramp; depth scales the core's density loss
+        soft = 2.2
+        occ = np.zeros(grid.fine_shape, np.float32)
+        for d in np.unique(np.round(c_dep, 1)):
+            sel_d = np.round(c_dep, 1) == d
+            occ = np.maximum(occ, d * splat_balls(grid, c_cen[sel_d], c_rad[sel_d], soft=soft))
+        core = occ.reshape(-1)
+        # faint halo of density loss over the affected lobule (graded, ill-defined)
+        halo = splat_balls(grid, dots, np.full(len(dots), 0.35 * lob.L), soft=4.0).reshape(-1)
+        occ = np.maximum(core, (0.15 + 0.25 * dis.cle) * halo)
+        del halo
+        sel = lung_idx[occ[lung_idx] > 0]
+        flat[sel] = flat[sel] * (1 - occ[sel]) + emphysema_v2.CLE_HU * occ[sel]
+        sub_flat[sel[(core[sel] >= 0.45) & (sub_flat[sel] != labels.PLE)]] = labels.CLE
+        del core
+        del occ
+    s_cen, s_rad = emphysema_v2.pse_bullae(rng, grid, lobes, z_base, height, dis.pse)
+    if len(s_cen):
+        outer = splat_balls(grid, s_cen, s_rad).reshape(-1)
+        inner = splat_balls(grid, s_cen, np.maximum(s_rad - emphysema_v2.PSE_WALL_MM, 0.5)).reshape(-1)
+        sel = lung_idx[outer[lung_idx] > 0]
+        o_, i_ = outer[sel], inner[sel]
+        flat[sel] = flat[sel] * (1 - o_) + emphysema_v2.PSE_WALL_HU * o_
+        flat[sel] = flat[sel] * (1 - i_) + emphysema_v2.PSE_AIR_HU * i_
+        sub_flat[sel[o_ >= 0.5]] = labels.PSE
+        del outer, inner
+    dis.counts = {"cle_lesions": int(len(c_cen)), "cle_lobules": int(len(dots)), "pse_bullae": int(len(s_cen)),
+                  "ple_lobules_voxels": int(ple_pt.sum())}
+    return sub_flat, lob, ple_pt, dots
 
 
 def _fractions(subtypes: np.ndarray) -> dict[str, float]:
@@ -250,8 +355,10 @@ def _fractions(subtypes: np.ndarray) -> dict[str, float]:
 
 
 def _trees(grid: Grid, th: anatomy.Thorax, lobes: np.ndarray, rng: np.random.Generator, lob, ple_pt, lung_idx,
-           n_points: int):
-    """Occupancy volumes (vessels, airway wall, airway lumen) on the fine grid."""
+           n_points: int, prune: tuple[float, float] = (1.3, 1.0), vessel_scale: float = 1.0):
+    """Occupancy volumes (vessels, airway wall, airway lumen) on the fine grid. ``prune = (radius, factor)``:
+    inside panlobular lobules vessels thinner than ``radius`` mm are dropped and the others thinned by
+    ``factor``; ``vessel_scale`` scales every vessel radius."""
     p = th.p
     car = th.carina
     top = np.array([grid.zf[-1] + 5.0, car[1] + 4.0, 0.0])
@@ -289,12 +396,17 @@ def _trees(grid: Grid, th: anatomy.Thorax, lobes: np.ndarray, rng: np.random.Gen
     from .render import tube_points
 
     pts, rad = tube_points(vp0, vp1, vr, min_step=0.5 * min(grid.spacing, grid.dz_fine))
+    if vessel_scale != 1.0:
+        rad = rad * vessel_scale
     if len(lung_idx) and ple_pt.any():  # prune small vessels inside panlobular lobules
-        small = rad < 1.3
+        small = rad < prune[0]
         keys = lob.key(pts[small])
         ple_keys = np.unique(lob.key(_pts_of(grid, lung_idx[ple_pt][:: max(1, int(ple_pt.sum()) // 100000)])))
         drop = np.zeros(len(pts), bool)
         drop[np.flatnonzero(small)[np.isin(keys, ple_keys)]] = True
+        if prune[1] != 1.0:
+            inside = np.isin(lob.key(pts), ple_keys)
+            rad = np.where(inside, rad * prune[1], rad)
         pts, rad = pts[~drop], rad[~drop]
     vess = splat_balls(grid, pts, rad)
     a0, a1, ar = np.array(seg0), np.array(seg1), np.array(r_air)

@@ -23,7 +23,8 @@ from .case import PhantomCase, PhantomOptions, generate_case
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEMO_CASE = {"seed": 7, "index": 0, "options": PhantomOptions(size=(144, 144, 112), spacing=2.2, thickness=2.2,
                                                               kernel="soft", noise=12.0, subtypes=("cle", "pse", "ple"),
-                                                              severity=0.75, vessel_points=1000)}
+                                                              severity=0.75, vessel_points=1000,
+                                                              generator="1")}
 
 
 def write_case(case: PhantomCase, folder: str | os.PathLike) -> Path:
@@ -79,6 +80,9 @@ def write_cohort(out: str | os.PathLike, n: int, seed: int = 0, options: Phantom
         w.writerows(rows)
     os.replace(tmp, out / "cohort.csv")
     summary = {"generator": "drasclr.phantom", "seed": seed, "n": n, "cases": rows}
+    if str(options.generator) != "1" or options.air_offset:  # version 1 keeps its old cohort meta.json bytes
+        summary["generator_version"] = str(options.generator)
+        summary["air_offset_hu"] = float(options.air_offset)
     tmp = out / ".meta.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1) + "\n")
     os.replace(tmp, out / "meta.json")

@@ -4,6 +4,11 @@ volume), kernel-shaped noise, quantisation to int16 HU; and the matching down-sa
 - soft kernel: Gaussian PSF sigma 0.8 mm, smooth noise grain (like a B/STANDARD kernel);
 - sharp kernel: Gaussian PSF sigma 0.45 mm plus edge enhancement (unsharp mask), fine-grained noise
   (like a lung L/B70 kernel). Noise std (HU) is set per case, typically 10-25 soft and 40-60 sharp.
+
+Generator version 2 (``KERNELS_V2``, ``NOISE_V2``) models a 512-matrix HRCT: a narrower PSF, fine-grained noise
+of 18-30 HU (what real HRCT shows in lung), no hard floor at -1024 (values down to ``FLOOR_V2``, as real
+calibrated scanners give air -1000 to -1050). ``air_offset`` adds a constant to every voxel: a scanner whose air
+reads -1000 + offset.
 """
 
 from __future__ import annotations
@@ -18,10 +23,18 @@ KERNELS = {
     "sharp": {"psf_mm": 0.45, "sharpen": 0.8, "grain_mm": 0.35},
 }
 
+KERNELS_V2 = {
+    "soft": {"psf_mm": 0.55, "sharpen": 0.0, "grain_mm": 0.45},
+    "sharp": {"psf_mm": 0.45, "sharpen": 0.3, "grain_mm": 0.35},
+}
+NOISE_V2 = {"soft": (12.0, 20.0), "sharp": (16.0, 24.0)}  # HU std range drawn per case
+FLOOR_V2 = -1100.0
 
-def acquire(grid: Grid, hu_fine: np.ndarray, kernel: str, noise_hu: float, rng: np.random.Generator) -> np.ndarray:
+
+def acquire(grid: Grid, hu_fine: np.ndarray, kernel: str, noise_hu: float, rng: np.random.Generator,
+            version: str = "1", air_offset: float = 0.0) -> np.ndarray:
     """Fine-grid true HU ``(nz*k, ny, nx)`` float32 -> reconstructed CT ``(nz, ny, nx)`` int16."""
-    kp = KERNELS[kernel]
+    kp = (KERNELS_V2 if version == "2" else KERNELS)[kernel]
     sp = grid.spacing
     # slice profile: average the k sub-slices of each slice
     a = hu_fine.reshape(grid.nz, grid.k, grid.ny, grid.nx).mean(1, dtype=np.float32) if grid.k > 1 else hu_fine
@@ -38,7 +51,10 @@ def acquire(grid: Grid, hu_fine: np.ndarray, kernel: str, noise_hu: float, rng: 
         noise = noise + 0.6 * (noise - ndi.uniform_filter(noise, (1, 3, 3), mode="wrap"))
     noise *= noise_hu / max(float(noise[:, ::4, ::4].std()), 1e-6)
     img = img + noise
-    return np.clip(np.rint(img), -1024, 3071).astype(np.int16)
+    if air_offset:
+        img = img + np.float32(air_offset)
+    floor = FLOOR_V2 if version == "2" else -1024
+    return np.clip(np.rint(img), floor + (air_offset if version == "2" else 0), 3071).astype(np.int16)
 
 
 def downsample_labels(grid: Grid, lobes_fine: np.ndarray, sub_fine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,64 @@
+"""The realism bench's measuring pieces (bench/bench_realism.py): pure-label window extraction, the LAA cluster
+size, and the local-histogram kNN with its PSE rule, on constructed inputs whose answer is known."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_realism", REPO / "bench" / "bench_realism.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_windows_are_pure(bench):
+    sub = np.ones((2, 160, 160), np.uint8)
+    sub[:, 10:70, 10:70] = 4  # a PLE block
+    sub[:, 90:150, 90:150] = 2  # a CLE block, far from it
+    ct = np.select([sub == 4, sub == 2], [-980, -1000], -890).astype(np.int16)
+    w, lab = bench.case_windows(ct, sub, 0.7, np.random.default_rng(0), per_class=10)
+    assert set(lab.tolist()) == {1, 2, 4} and w.shape[1:] == (31, 31)
+    assert np.all(w[lab == 1] == -890)  # normal windows hold no emphysema at all
+    ple = w[lab == 4]
+    assert ple.min() >= -980 and np.all(ple.reshape(len(ple), -1).mean(1) < -935)  # no CLE; mostly PLE
+    assert w[lab == 2].max() <= -890 and w[lab == 2].min() == -1000
+
+
+def test_laa_cluster_size(bench):
+    w = np.full((1, 31, 31), -900, np.int16)
+    w[0, 5:15, 5:15] = -990  # one 100-pixel cluster
+    w[0, 25, 25] = -990  # and a single pixel: area-weighted mean (100² + 1) / 101 pixels
+    assert bench.laa_cluster_mm2(w, 1.0) == pytest.approx((100 ** 2 + 1) / 101)
+    s = bench.class_stats(w, 1.0)
+    assert s["below_950_pct"] == pytest.approx(100 * 101 / 961) and s["above_500_pct"] == 0
+
+
+def test_knn_separates_and_pse_rule(bench):
+    rng = np.random.default_rng(1)
+    means = {1: -890, 2: -930, 3: -900, 4: -975}
+
+    def make(c, n):
+        w = rng.normal(means[c], 15, (n, 31, 31))
+        if c == 3:
+            w[:, :, :12] = 40  # chest wall in the window
+        return np.rint(w).astype(np.int16)
+
+    train = np.concatenate([make(c, 30) for c in (1, 2, 3, 4)])
+    y = np.repeat([1, 2, 3, 4], 30)
+    test = np.concatenate([make(c, 10) for c in (1, 2, 3, 4)])
+    ty = np.repeat([1, 2, 3, 4], 10)
+    r = bench.balanced(train, y, test, ty)
+    assert r["balanced_accuracy"] > 0.95
+    # the PSE rule: a window called emphysematous with > 28 % of its pixels above -450 HU is PSE
+    odd = make(4, 1)
+    odd[0, :, :10] = 40
+    assert bench.knn_predict(train[y != 3], y[y != 3], odd)[0] == 3

@@ -1,0 +1,302 @@
+"""Realism of the phantom emphysema against real expert-labelled patches (Chest Imaging Platform).
+
+    PYTHONPATH=DrasCLRSlicer python bench/bench_realism.py windows --generator 2 --seed 300 --n 12 --work DIR
+    PYTHONPATH=DrasCLRSlicer python bench/bench_realism.py report --work DIR [--json OUT.json]
+    PYTHONPATH=DrasCLRSlicer python bench/bench_realism.py montage --work DIR --png docs/images/realism_montage.png
+
+``windows`` generates phantom cases one at a time (all three subtypes present, severity drawn per case) and keeps
+31 x 31 axial windows of pure label resampled to 0.7 mm in-plane, one ``.npz`` per case in ``--work`` (a case
+already there is not generated again: the run resumes). ``report`` compares them with the real patches
+(``../shared/data/real_labels/cip_emphysema_patches/patches.npz``, licence ``CIP-License.txt`` beside it):
+per-class HU statistics (median, IQR, % < -950, % > -500, area-weighted size of the < -950 HU clusters) and
+the cross-domain balanced accuracy of a local-histogram kNN both ways (real -> phantom, phantom -> real), the
+measuring recipe of ``../shared/notes/real-data.md``. See docs/realism.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from scipy import ndimage as ndi  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+_LABELS = Path("data") / "real_labels" / "cip_emphysema_patches"
+PATCH_DIR = next((Path(d) / _LABELS for d in (os.environ.get("DRASCLR_SHARED", ""), REPO.parent / "shared",
+                                              REPO.parents[1] / "shared") if d and (Path(d) / _LABELS).exists()),
+                 REPO.parent / "shared" / _LABELS)
+CLASSES = (1, 2, 3, 4)
+NAMES = {1: "normal", 2: "CLE", 3: "PSE", 4: "PLE"}
+WIN = 31
+PIXEL_MM = 0.7  # phantom windows are resampled to this in-plane pixel
+REAL_PIXEL_MM = 0.65  # real patches: COPDGene HRCT, about 0.6-0.7 mm (not stored)
+PSE_WALL_HU, PSE_WALL_FRACTION = -450.0, 0.28
+MIN_SHARE = {1: 1.0, 2: 0.15, 3: 0.15, 4: 0.7}  # least share of the window's lung in the centre's class
+HIST_EDGES = np.arange(-1100.0, -399.0, 5.0)  # plus one overflow bin for everything denser than -400 HU
+
+
+# ----------------------------------------------------------------------------------------------- real patches
+def real_patches() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(patches int16 (N, 31, 31), subtype (N,), cip_class (N,))`` of the real set."""
+    path = PATCH_DIR / "patches.npz"
+    if not path.exists():
+        raise SystemExit(f"real patches not found: {path} (set DRASCLR_SHARED to the shared folder)")
+    with np.load(path, allow_pickle=False) as d:
+        return d["patches"], d["subtype"].astype(int), d["cip_class"]
+
+
+# ------------------------------------------------------------------------------------------- phantom windows
+def case_windows(ct: np.ndarray, sub: np.ndarray, spacing: float, rng: np.random.Generator, per_class: int = 40,
+                 tries: int = 600) -> tuple[np.ndarray, np.ndarray]:
+    """31 x 31 axial windows (resampled to ``PIXEL_MM``) centred on voxels of each class whose labels are pure:
+    only that class, normal lung and non-lung inside; windows of normal, CLE and PLE lie at least 95 % in the
+    lung (the real patches sit in the parenchyma), PSE windows may hold the chest wall. As an expert's region of
+    interest sits inside the finding, the centre's class covers at least ``MIN_SHARE`` of the window's lung
+    (normal: all of it; CLE and PSE 15 %; PLE, a whole-lobule finding, 70 %)."""
+    offs = (np.arange(WIN) - WIN // 2) * PIXEL_MM / spacing
+    wins, labs = [], []
+    for c in CLASSES:
+        cand = np.flatnonzero(sub.reshape(-1) == c)
+        if len(cand) == 0:
+            continue
+        kept = 0
+        for flat in rng.choice(cand, size=min(tries, len(cand)), replace=False):
+            z, y, x = np.unravel_index(flat, sub.shape)
+            yy, xx = np.meshgrid(y + offs, x + offs, indexing="ij")
+            if yy.min() < 0 or xx.min() < 0 or yy.max() > sub.shape[1] - 1 or xx.max() > sub.shape[2] - 1:
+                continue
+            lab = ndi.map_coordinates(sub[z], [yy, xx], order=0)
+            present = set(np.unique(lab).tolist()) - {0, 1}
+            if present - {c}:
+                continue
+            if c != 3 and (lab > 0).mean() < 0.95:
+                continue
+            if (lab == c).sum() < MIN_SHARE[c] * (lab > 0).sum():
+                continue
+            wins.append(ndi.map_coordinates(ct[z].astype(np.float32), [yy, xx], order=1))
+            labs.append(c)
+            kept += 1
+            if kept >= per_class:
+                break
+    if not wins:
+        return np.zeros((0, WIN, WIN), np.int16), np.zeros(0, int)
+    return np.rint(np.stack(wins)).astype(np.int16), np.asarray(labs)
+
+
+def make_windows(args) -> None:
+    from drasclr.phantom import PhantomOptions, generate_case
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    kw = {"generator": args.generator, "subtypes": ("cle", "pse", "ple")}
+    if args.size:
+        kw["size"] = tuple(args.size)
+    if args.thickness:
+        kw["thickness"] = args.thickness
+    if args.kernel:
+        kw["kernel"] = args.kernel
+    opts = PhantomOptions(**kw)
+    for i in range(args.n):
+        out = work / f"seed{args.seed}_case{i:03d}.npz"
+        if out.exists():
+            continue
+        t0 = time.perf_counter()
+        case = generate_case(args.seed, i, opts)
+        dt = time.perf_counter() - t0
+        rng = np.random.default_rng([args.seed, i, 77])
+        w, lab = case_windows(case.ct.array, case.subtypes.array, float(case.ct.spacing[0]), rng, args.per_class)
+        pr = case.meta["protocol"]
+        info = {"seed": args.seed, "index": i, "generator": case.meta["generator_version"], "seconds": round(dt, 1),
+                "size_xyz": pr["size_xyz"], "spacing_mm": pr["spacing_mm"], "kernel": pr["kernel"],
+                "noise_hu": pr["noise_hu"], "disease": case.meta["disease"],
+                "windows": {NAMES[c]: int((lab == c).sum()) for c in CLASSES}}
+        tmp = work / f".{out.name}.tmp.npz"
+        np.savez_compressed(tmp, windows=w, subtype=lab, info=np.array(json.dumps(info)))
+        os.replace(tmp, out)
+        print(json.dumps(info), flush=True)
+
+
+def load_windows(work: str | Path, with_case: bool = False):
+    """``(windows, subtype, infos)`` of every case in ``work`` (plus the case number of each window)."""
+    ws, ls, infos, case = [], [], [], []
+    for j, f in enumerate(sorted(Path(work).glob("seed*_case*.npz"))):
+        with np.load(f, allow_pickle=False) as d:
+            ws.append(d["windows"])
+            ls.append(d["subtype"])
+            infos.append(json.loads(str(d["info"])))
+            case.append(np.full(len(d["subtype"]), j))
+    if not ws:
+        raise SystemExit(f"no phantom windows in {work}: run the 'windows' step first")
+    out = (np.concatenate(ws), np.concatenate(ls).astype(int), infos)
+    return (*out, np.concatenate(case)) if with_case else out
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def laa_cluster_mm2(windows: np.ndarray, pixel_mm: float) -> float:
+    """Area-weighted mean size (mm²) of the 8-connected clusters of pixels below -950 HU, pooled over windows."""
+    sizes = []
+    for w in windows:
+        lab, n = ndi.label(w < -950, structure=np.ones((3, 3)))
+        if n:
+            sizes.append(np.bincount(lab.ravel())[1:])
+    if not sizes:
+        return 0.0
+    s = np.concatenate(sizes).astype(float)
+    return float((s ** 2).sum() / s.sum() * pixel_mm ** 2)
+
+
+def class_stats(windows: np.ndarray, pixel_mm: float) -> dict:
+    v = windows.reshape(-1).astype(float)
+    q25, q50, q75 = np.percentile(v, [25, 50, 75])
+    return {"n": int(len(windows)), "median": float(q50), "iqr": float(q75 - q25),
+            "below_950_pct": float(100 * (v < -950).mean()), "above_500_pct": float(100 * (v > -500).mean()),
+            "laa_cluster_mm2": laa_cluster_mm2(windows, pixel_mm)}
+
+
+# ---------------------------------------------------------------------------------------- local-histogram kNN
+def histograms(windows: np.ndarray) -> np.ndarray:
+    """Per window a normalised HU histogram (5 HU bins -1100..-400, clamped at the ends, one overflow bin for
+    denser pixels), smoothed with a Gaussian of 2 bins."""
+    v = windows.reshape(len(windows), -1).astype(float)
+    nb = len(HIST_EDGES) - 1
+    idx = np.clip(np.floor((v - HIST_EDGES[0]) / 5.0), 0, nb).astype(int)  # nb = overflow
+    h = np.zeros((len(v), nb + 1))
+    np.add.at(h, (np.repeat(np.arange(len(v)), v.shape[1]), idx.ravel()), 1.0)
+    h /= v.shape[1]
+    h[:, :nb] = ndi.gaussian_filter1d(h[:, :nb], 2.0, axis=1, mode="nearest")
+    return h
+
+
+def knn_predict(train_w: np.ndarray, train_y: np.ndarray, test_w: np.ndarray) -> np.ndarray:
+    """kNN (k = 5, L1, distance weights) on the smoothed histograms, then the PSE rule: a window called
+    non-normal with more than 28 % of its pixels above -450 HU (pleura, wall) is PSE."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    clf = KNeighborsClassifier(n_neighbors=5, metric="manhattan", weights="distance")
+    clf.fit(histograms(train_w), train_y)
+    pred = clf.predict(histograms(test_w))
+    wall = (test_w.reshape(len(test_w), -1) > PSE_WALL_HU).mean(1) > PSE_WALL_FRACTION
+    pred[(pred != 1) & wall] = 3
+    return pred
+
+
+def balanced(train_w, train_y, test_w, test_y) -> dict:
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, recall_score
+
+    pred = knn_predict(train_w, train_y, test_w)
+    rec = recall_score(test_y, pred, labels=list(CLASSES), average=None, zero_division=0)
+    return {"balanced_accuracy": float(balanced_accuracy_score(test_y, pred)),
+            "recall": {NAMES[c]: float(r) for c, r in zip(CLASSES, rec)},
+            "confusion": confusion_matrix(test_y, pred, labels=list(CLASSES)).tolist()}
+
+
+def cap_per_class(y: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    keep = [rng.permutation(np.flatnonzero(y == c))[:cap] for c in CLASSES]
+    return np.sort(np.concatenate(keep))
+
+
+def report(args) -> dict:
+    rw, ry, _ = real_patches()
+    pw, py, infos, case_of = load_windows(args.work, with_case=True)
+    rng = np.random.default_rng(0)
+    sel = cap_per_class(py, args.cap, rng)  # class-balanced phantom training / test set
+    pw, py, case_of = pw[sel], py[sel], case_of[sel]
+    out = {"work": str(args.work), "cases": len(infos),
+           "generator": sorted({i["generator"] for i in infos}), "seeds": sorted({i["seed"] for i in infos}),
+           "seconds_per_case": float(np.mean([i["seconds"] for i in infos])),
+           "stats": {"real": {NAMES[c]: class_stats(rw[ry == c], REAL_PIXEL_MM) for c in CLASSES},
+                     "phantom": {NAMES[c]: class_stats(pw[py == c], PIXEL_MM) for c in CLASSES if (py == c).any()}},
+           "real_to_phantom": balanced(rw, ry, pw, py), "phantom_to_real": balanced(pw, py, rw, ry)}
+    print(f"{out['cases']} phantom cases (generator {out['generator']}, seeds {out['seeds']}), "
+          f"{len(py)} windows {np.bincount(py, minlength=5)[1:].tolist()}, "
+          f"{out['seconds_per_case']:.0f} s a case")
+    print("\n| class | source | windows | median HU | IQR HU | % < -950 | % > -500 | LAA cluster mm² |")
+    print("|---|---|---|---|---|---|---|---|")
+    for c in CLASSES:
+        for src in ("real", "phantom"):
+            s = out["stats"][src].get(NAMES[c])
+            if s:
+                print(f"| {NAMES[c]} | {src} | {s['n']} | {s['median']:.0f} | {s['iqr']:.0f} | "
+                      f"{s['below_950_pct']:.1f} | {s['above_500_pct']:.1f} | {s['laa_cluster_mm2']:.0f} |")
+    print("\n| trained on -> tested on | balanced accuracy | recall normal | CLE | PSE | PLE |")
+    print("|---|---|---|---|---|---|")
+    for key, name in (("real_to_phantom", "real -> phantom"), ("phantom_to_real", "phantom -> real")):
+        r = out[key]
+        print(f"| {name} | {r['balanced_accuracy']:.2f} | " + " | ".join(f"{r['recall'][NAMES[c]]:.2f}"
+                                                                      for c in CLASSES) + " |")
+    print("\nphantom normal windows by kernel (real: 2.1 % below -950 HU):")
+    for kern in ("soft", "sharp"):
+        m = np.isin(case_of, [j for j, i in enumerate(infos) if i["kernel"] == kern]) & (py == 1)
+        if m.any():
+            s = class_stats(pw[m], PIXEL_MM)
+            out.setdefault("normal_by_kernel", {})[kern] = s
+            print(f"  {kern}: {s['n']} windows, median {s['median']:.0f} HU, IQR {s['iqr']:.0f}, "
+                  f"{s['below_950_pct']:.1f} % < -950, {s['above_500_pct']:.1f} % > -500")
+    for key in ("real_to_phantom", "phantom_to_real"):
+        print(f"{key} confusion (rows truth normal/CLE/PSE/PLE): {out[key]['confusion']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def montage(args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rw, ry, _ = real_patches()
+    pw, py, _ = load_windows(args.work)
+    rng = np.random.default_rng(args.montage_seed)
+    k = 8
+    fig, axes = plt.subplots(8, k, figsize=(k * 1.2, 8 * 1.25))
+    for r, (c, src) in enumerate([(c, s) for c in CLASSES for s in ("real", "phantom")]):
+        w, y = (rw, ry) if src == "real" else (pw, py)
+        idx = rng.permutation(np.flatnonzero(y == c))[:k]
+        for j in range(k):
+            ax = axes[r, j]
+            ax.axis("off")
+            if j < len(idx):
+                ax.imshow(w[idx[j]], cmap="gray", vmin=-1100, vmax=-300, interpolation="nearest")
+        axes[r, 0].text(-4, WIN // 2, f"{NAMES[c]}\n{src}", ha="right", va="center", fontsize=9)
+    fig.suptitle("31 x 31 axial windows, -1100..-300 HU: real (CIP) vs phantom, per class", fontsize=10)
+    fig.subplots_adjust(left=0.12, right=0.99, top=0.95, bottom=0.01, wspace=0.05, hspace=0.08)
+    Path(args.png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.png, dpi=90)
+    print(f"wrote {args.png}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("windows", help="generate phantoms and keep pure-label windows (resumable)")
+    w.add_argument("--generator", default="2", choices=["1", "2"])
+    w.add_argument("--seed", type=int, required=True)
+    w.add_argument("--n", type=int, default=12)
+    w.add_argument("--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"))
+    w.add_argument("--thickness", type=float, default=None)
+    w.add_argument("--kernel", default=None, choices=["soft", "sharp", "mixed"])
+    w.add_argument("--per-class", type=int, default=40)
+    w.add_argument("--work", required=True)
+    r = sub.add_parser("report", help="statistics and cross-domain kNN")
+    r.add_argument("--work", required=True)
+    r.add_argument("--cap", type=int, default=150, help="phantom windows per class (class-balanced)")
+    r.add_argument("--json", default=None)
+    m = sub.add_parser("montage", help="real vs phantom windows per class (PNG)")
+    m.add_argument("--work", required=True)
+    m.add_argument("--png", default=str(REPO / "docs" / "images" / "realism_montage.png"))
+    m.add_argument("--montage-seed", type=int, default=1)
+    args = ap.parse_args(argv)
+    {"windows": make_windows, "report": report, "montage": montage}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
