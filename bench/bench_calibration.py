@@ -5,21 +5,20 @@ materials measured on the real CTs.
     python bench/bench_calibration.py real [REAL_DIR]
 
 ``twin``: generates phantom case (seed, 0) with all three subtypes at a resolution inside the demo model's
-validated range, writes it and a copy with every voxel ``offset`` HU higher, analyzes both with the default
-``--hu-calibration auto`` (and the offset copy once more with ``none``), and prints whole-lung LAA-950 and subtype
-percentages side by side. ``real``: outside air, tracheal air and blood pool on every CT in the folder (no
-correction applied), as in docs/calibration.md.
+validated range, and the same case with ``--air-offset offset`` (the generator's miscalibrated scanner),
+analyzes both with the default ``--hu-calibration auto`` (and the offset copy once more with ``none``), and
+prints whole-lung LAA-950 and subtype percentages side by side. ``real``: outside air, tracheal air and blood
+pool on every CT in the folder (no correction applied), as in docs/calibration.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
 from pathlib import Path
-
-import numpy as np
 
 from drasclr.analyze import analyze_file
 from drasclr.calibration import calibrate_and_segment
@@ -33,10 +32,11 @@ def twin(args) -> None:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     opts = PhantomOptions(size=(192, 192, None), spacing=1.8, thickness=2.5, kernel=args.kernel, noise=None,
-                          subtypes=("cle", "pse", "ple"), severity=0.8)
+                          subtypes=("cle", "pse", "ple"), severity=0.8, generator=args.generator)
     case = generate_case(args.seed, 0, opts)
     ct = case.ct
-    off = ct.with_array(np.clip(ct.array.astype(np.int32) + args.offset, -32768, 32767).astype(np.int16))
+    # the twin from the generator's own miscalibration option (same seed: the same scan read offset HU higher)
+    off = generate_case(args.seed, 0, dataclasses.replace(opts, air_offset=float(args.offset))).ct
     write_image(ct, out / "twin.nii.gz")
     write_image(off, out / "offset.nii.gz")
     model = card = folder = None
@@ -55,7 +55,8 @@ def twin(args) -> None:
         results[label] = {c: whole[c] for c in COLS} | {"applied_hu": res.calibration["applied_hu"],
                                                        "air_hu": res.calibration["outside_air"]["median_hu"],
                                                        "seconds": round(time.perf_counter() - t0, 1)}
-    print(f"phantom seed {args.seed}, {ct.shape_xyz} at {ct.spacing} mm, kernel {case.meta['protocol']['kernel']}")
+    print(f"phantom seed {args.seed} (generator {args.generator}), {ct.shape_xyz} at {ct.spacing} mm, kernel "
+          f"{case.meta['protocol']['kernel']}")
     print(f"{'run':<24}{'air HU':>8}{'applied':>9}" + "".join(f"{c:>12}" for c in COLS) + f"{'s':>7}")
     for label, r in results.items():
         print(f"{label:<24}{r['air_hu']:>8.1f}{r['applied_hu']:>9.1f}"
@@ -94,6 +95,7 @@ def main() -> None:
     t.add_argument("--seed", type=int, default=41)
     t.add_argument("--offset", type=int, default=75)
     t.add_argument("--kernel", default="soft", choices=["soft", "sharp"])
+    t.add_argument("--generator", default="2", choices=["1", "2"], help="phantom generator version")
     t.add_argument("--no-model", action="store_true")
     t.add_argument("--no-tta", action="store_true")
     t.add_argument("-o", "--output", default="calib-bench")

@@ -67,6 +67,22 @@ def test_auto_restores_the_calibrated_twin(phantom, offset):
     assert cal.blood.note == ref_cal.blood.note
 
 
+def test_phantom_air_offset_option_is_undone():
+    """The generator's own miscalibrated scanner (`drasclr phantom --air-offset 75`, generator 2: no -1024
+    floor): auto calibration gives back the calibrated phantom of the same seed, LAA-950 within 0.5 points."""
+    import dataclasses
+
+    twin = generate_case(32, 0, SICK).ct
+    off = generate_case(32, 0, dataclasses.replace(SICK, air_offset=75.0)).ct
+    assert abs(float(np.median(off.array)) - float(np.median(twin.array)) - 75) <= 1
+    used, lungs, cal = C.calibrate_and_segment(off, "auto")
+    assert cal.reference == "outside_air" and abs(cal.applied_hu - 75) <= 1
+    assert np.abs(used.array.astype(np.int32) - twin.array).max() <= 1
+    ref_lungs = segment_lungs(twin)
+    a, b = whole_lung(used, lungs), whole_lung(twin, ref_lungs)
+    assert abs(a["laa950_pct"] - b["laa950_pct"]) <= 0.5 and b["laa950_pct"] > 1.0
+
+
 def test_none_mode_measures_but_keeps_the_offset(phantom):
     """The same +75 scan without correction: flagged, and LAA-950 far from the twin's (the test above can fail)."""
     off = shifted(phantom, 75)
