@@ -10,7 +10,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(VENV)/bin/drasclr analyze $(DEMO_CT) -o demo-out
+	$(VENV)/bin/drasclr analyze $(DEMO_CT) -o demo-out --overwrite
 
 test: setup
 	$(VENV)/bin/ruff check .

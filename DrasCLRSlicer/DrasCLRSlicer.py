@@ -139,6 +139,8 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportHtmlButton.connect("clicked(bool)", self.onExportHtml)
         self.ui.correctButton.connect("toggled(bool)", self.onCorrectToggled)
         self.ui.finetuneButton.connect("clicked(bool)", self.onFinetune)
+        self.ui.uncertaintyButton.connect("toggled(bool)", self.onUncertaintyToggled)
+        self.ui.nextReviewButton.connect("clicked(bool)", self.onNextReview)
         self.ui.revertVersionButton.connect("clicked(bool)", self.onRevertVersion)
         self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacityChanged)
 
@@ -197,6 +199,9 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.resultsCollapsibleButton.enabled = self._results is not None and not self._running
         hasSubtypes = self._results is not None and self._results.subtypes is not None
         self.ui.correctButton.enabled = hasSubtypes
+        hasQueue = hasSubtypes and self._results.review is not None
+        self.ui.uncertaintyButton.enabled = hasQueue
+        self.ui.nextReviewButton.enabled = hasQueue
         canFinetune = hasSubtypes and self.logic.finetuneAvailable()
         self.ui.finetuneButton.enabled = canFinetune
         self.ui.finetuneButton.toolTip = (
@@ -305,6 +310,27 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.segmentEditorWidget.setSourceVolumeNode(self._results.volume)
         if not checked:
             self.ui.segmentEditorWidget.setActiveEffect(None)
+
+    def onUncertaintyToggled(self, checked) -> None:
+        """The voxel uncertainty as a heat overlay over the CT in the slice views (or off)."""
+        if self._results is None:
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to show the uncertainty.", waitCursor=True):
+            self.logic.showUncertainty(self._results, bool(checked))
+
+    def onNextReview(self) -> None:
+        """Centre the views on the next region of the review queue and mark it reviewed."""
+        with slicer.util.tryWithErrorDisplay("Failed to go to the next region.", waitCursor=True):
+            unit = self.logic.nextReviewUnit(self._results)
+            if unit is None:
+                self.ui.statusLabel.text = "Every region of the review queue has been reviewed."
+                return
+            share = {k: v for k, v in unit["predicted"].items() if v >= 0.01}
+            classes = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(share.items(), key=lambda kv: -kv[1]))
+            self.ui.statusLabel.text = (
+                f"Region {unit['rank']}/{len(self._results.review.units)} ({unit['region'].replace('_', ' ')}, "
+                f"{unit['volume_ml']:.0f} ml: {classes}); about {unit['score']:.0f} voxels expected wrong. "
+                "Correct it if needed; it counts as reviewed when fine-tuning.")
 
     def onFinetune(self) -> None:
         """A new model version from the corrected subtype map (``drasclr finetune corrections``, background)."""
@@ -532,10 +558,19 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
 
         return finetune_available()
 
+    def showUncertainty(self, results, visible=True):
+        """Toggle the voxel uncertainty heat overlay in the slice views; returns its volume node."""
+        return self.bridge.show_uncertainty(results, visible)
+
+    def nextReviewUnit(self, results):
+        """Centre the slice views on the next unit of the review queue and mark it reviewed (None when done)."""
+        return self.bridge.next_review_unit(results)
+
     def finetuneFromCorrections(self, results, model=None, device="Auto", onProgress=None, shouldCancel=None,
                                 onIdle=None):
-        """New model version from the corrected subtype map, in a PythonSlicer child process; returns the
-        engine's summary (``model``: the new folder, ``before``/``after``: accuracy on the corrected voxels)."""
+        """New model version from the corrected subtype map and the review units visited (confirmed labels), in a
+        PythonSlicer child process; returns the engine's summary (``model``: the new folder, ``before``/``after``:
+        accuracy on the corrected and reviewed voxels)."""
         from DrasCLRSlicerLib import process
 
         env = process.engine_environment(slicer.util.startupEnvironment())
@@ -591,6 +626,14 @@ class DrasCLRSlicerTest(ScriptedLoadableModuleTest):
         subRows = table_to_rows(sub.table)
         self.assertEqual([r["region"] for r in subRows], [r["region"] for r in rows])
         self.assertAlmostEqual(subRows[-1]["volume_ml"], rows[-1]["volume_ml"], places=3)
+
+        if results.review is not None:
+            self.delayDisplay("Uncertainty overlay and the next region to review")
+            self.assertIsNotNone(logic.showUncertainty(results, True))
+            unit = logic.nextReviewUnit(results)
+            self.assertEqual(unit["rank"], 1)
+            self.assertEqual(results.review.reviewed, [1])
+            logic.showUncertainty(results, False)
 
         if results.subtypes is not None and logic.finetuneAvailable():
             self.delayDisplay("Fine-tuning from a correction")

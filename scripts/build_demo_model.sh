@@ -44,7 +44,9 @@ link_cases "$WORK/train_all" a:train b:train_extra
 link_cases "$WORK/train_all3" a:train b:train_extra c:train_more d:train_cp e:train_sc
 link_cases "$WORK/train_all4" a:train b:train_extra c:train_more d:train_cp e:train_sc f:train_ps g:train_ps2
 # self-supervised DrasCLR pretraining on the first cohort
+# (an interrupted run continues from its last checkpoint: a run folder is never silently restarted)
 [ -f "$WORK/pretrain/model.safetensors" ] || $DRASCLR pretrain "$WORK/train" -o "$WORK/pretrain" \
+  $([ -d "$WORK/pretrain/checkpoints" ] && echo --resume) \
   --max-steps "$PRETRAIN_STEPS" --batch-size 16 --queue-size 256 --moco-momentum 0.99 --workers 1 \
   --save-every 50 --log-every 10
 # stages 1-3 were trained before mirror augmentation existed (--no-mirror reproduces them); stage 4 mirrors

@@ -14,6 +14,11 @@ output folder back (the GUI: the UI stays responsive and Cancel kills the child;
 the child succeeded). :meth:`DrasCLRLogic.finetune_from_corrections` turns the corrected subtype segmentation
 into a new model version with ``drasclr finetune corrections`` in a child process; the panel disables its
 button while the engine lacks ``drasclr.dense.corrections``.
+
+Guided correction (with a subtype model): :meth:`DrasCLRLogic.show_uncertainty` toggles the voxel uncertainty as
+a heat overlay, :meth:`DrasCLRLogic.next_review_unit` centres the slice views on the next unit of the review queue
+and marks it reviewed, and fine-tuning passes the reviewed units (:meth:`DrasCLRLogic.reviewed_mask`) as
+confirmed labels.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from drasclr.io import read_image, write_image
 from drasclr.regions import ltrc_lobes
 from drasclr.stats import COLUMNS, read_csv, read_json, write_csv
 
-from . import process, tables
+from . import guided, process, tables
 from .segmentations import labelmap_to_segmentation, segment_names, segmentation_to_labelmap
 from .storage import load_volume
 from .terminology import region_entries, subtype_entries
@@ -59,6 +64,8 @@ class AnalysisNodes:
     rows: list[dict] = field(default_factory=list)
     region_kind: str = "zones"
     output_dir: Path | None = None
+    uncertainty: CTImage | None = None  # uint8 0..100 on the CT's grid (uncertainty.nii.gz)
+    review: guided.ReviewWalk | None = None  # the review queue and the units visited
     warnings: list[dict] = field(default_factory=list)  # {"code", "message"}: HU calibration, resolution guard
     calibration: dict | None = None  # stats.json "calibration": air/blood measured, offset applied
 
@@ -174,6 +181,9 @@ class DrasCLRLogic:
         nodes = self._show(volume_node, result.regions, result.subtypes, result.rows, result.region_kind,
                            model=result.model_dir)
         nodes.warnings, nodes.calibration = list(result.warnings), result.calibration
+        if result.review is not None:
+            nodes.uncertainty = result.uncertainty
+            nodes.review = guided.ReviewWalk(list(result.review.units), result.review.labels)
         return nodes
 
     # --- child process (GUI) --------------------------------------------------------------------------
@@ -237,6 +247,14 @@ class DrasCLRLogic:
         nodes = self._show(volume_node, regions, subtypes, read_csv(out_dir / "stats.csv"), facts["region_kind"],
                            model=Path(folder) if folder else None)
         nodes.warnings, nodes.calibration = list(facts.get("warnings") or []), facts.get("calibration")
+        if subtypes is not None and (out_dir / "review.json").exists():
+            from drasclr.review import read_review
+
+            nodes.uncertainty = self._on_grid(read_image(out_dir / "uncertainty.nii.gz"), ct)
+            units = read_image(out_dir / "review_units.nii.gz")
+            units = units if units.same_grid(ct) else resample_to(units, ct)
+            nodes.review = guided.ReviewWalk(read_review(out_dir / "review.json")["units"],
+                                             units.with_array(units.array.astype(np.uint16)))
         return nodes
 
     @staticmethod
@@ -286,19 +304,23 @@ class DrasCLRLogic:
     # --- fine-tuning from corrections ---------------------------------------------------------------------
     def finetune_from_corrections(self, nodes: AnalysisNodes, model=None, device: str = "auto",
                                   max_seconds: float = 30.0, output_root=None, on_progress=None, on_line=None,
-                                  should_cancel=None, on_idle=None, env=None) -> dict:
+                                  should_cancel=None, on_idle=None, env=None, use_reviewed: bool = True) -> dict:
         """Train a new model version from the corrected subtype segmentation (``drasclr finetune corrections``
         in a child process). The corrected labelmap is read from the segmentation by segment name.
 
         ``model``: the model that made the prediction (default: the one recorded in ``nodes``, else the
-        engine's default). Returns the engine's summary: ``{"model": new folder, "before": ..., "after": ...}``.
+        engine's default). ``use_reviewed``: pass the review units visited with :meth:`next_review_unit` as
+        ``--reviewed`` (their labels count as confirmed, whether corrected or accepted).
+        Returns the engine's summary: ``{"model": new folder, "before": ..., "after": ...}``.
         Raises :class:`process.Cancelled` / :class:`process.EngineError`; nothing is written on failure.
         """
         if nodes.subtypes is None or nodes.prediction is None:
             raise ValueError("no subtype map to learn from: analyze with a subtype model first")
         corrected = self.corrected_subtypes(nodes)
-        if np.array_equal(corrected.array, nodes.prediction.array):
-            raise ValueError("the subtype map has not been corrected yet (paint into the subtype segments)")
+        reviewed = self.reviewed_mask(nodes) if use_reviewed else None
+        if np.array_equal(corrected.array, nodes.prediction.array) and (reviewed is None or not reviewed.array.any()):
+            raise ValueError("the subtype map has not been corrected yet (paint into the subtype segments) and no "
+                             "region was reviewed")
         model = model or nodes.model
         work = Path(tempfile.mkdtemp(prefix="drasclr-finetune-"))
         try:
@@ -306,13 +328,46 @@ class DrasCLRLogic:
             ct_path = write_image(ct, work / "ct.nrrd", compress=False)
             pred_path = write_image(nodes.prediction, work / "prediction.nrrd", dtype=np.uint8, compress=False)
             corr_path = write_image(corrected, work / "corrected.nrrd", dtype=np.uint8, compress=False)
+            rev_path = None
+            if reviewed is not None and reviewed.array.any():
+                rev_path = write_image(reviewed, work / "reviewed.nrrd", dtype=np.uint8, compress=False)
             cmd = process.finetune_command(ct_path, pred_path, corr_path, model=model, output_root=output_root,
-                                           device=device, max_seconds=max_seconds)
+                                           device=device, max_seconds=max_seconds, reviewed_path=rev_path)
             lines = process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
                                        on_idle=on_idle, env=env)
             return process.last_json(lines)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    # --- guided correction ------------------------------------------------------------------------------
+    def show_uncertainty(self, nodes: AnalysisNodes, visible: bool = True):
+        """Toggle the voxel uncertainty (0..100) as a heat overlay over the CT in every slice view; returns the
+        ``<CT> uncertainty`` volume node (None when hiding one never shown)."""
+        if visible and nodes.uncertainty is None:
+            raise ValueError("no uncertainty map: analyze with a subtype model first")
+        return guided.show_heat_overlay(self.scene, nodes.volume, nodes.uncertainty,
+                                        f"{nodes.volume.GetName()} uncertainty", visible)
+
+    def uncertainty_visible(self, nodes: AnalysisNodes) -> bool:
+        node = self.scene.GetFirstNode(f"{nodes.volume.GetName()} uncertainty", "vtkMRMLScalarVolumeNode")
+        return guided.overlay_visible(self.scene, node)
+
+    def next_review_unit(self, nodes: AnalysisNodes) -> dict | None:
+        """Centre the slice views on the best-ranked review unit not yet reviewed and mark it reviewed; returns
+        the unit (as in ``review.json``: rank, region, centre_lps, bbox_lps, predicted, score) with ``centre_ras``
+        added, or None when every unit has been reviewed."""
+        if nodes.review is None:
+            raise ValueError("no review queue: analyze with a subtype model first")
+        unit = nodes.review.next_unit()
+        if unit is None:
+            return None
+        ras = guided.center_slices(self.scene, unit["centre_lps"])
+        nodes.review.mark(unit["rank"])
+        return {**unit, "centre_ras": [float(v) for v in ras]}
+
+    def reviewed_mask(self, nodes: AnalysisNodes) -> CTImage | None:
+        """The review units visited so far as a 0/1 labelmap on the CT's grid (None without a review queue)."""
+        return nodes.review.mask() if nodes.review is not None else None
 
     # --- exports ----------------------------------------------------------------------------------------
     def export_csv(self, nodes: AnalysisNodes, path) -> Path:

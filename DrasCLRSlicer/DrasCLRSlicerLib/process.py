@@ -63,7 +63,7 @@ def analyze_command(input_path, output_dir, model=None, device: str = "auto", lo
     (bundled demo) model; ``use_model`` False: densitometry only (``--no-model``); ``tta``: ``--tta``/``--no-tta``;
     ``hu_calibration``: ``--hu-calibration``; ``strict``: ``--strict``."""
     cmd = [python or python_executable(), "-m", "drasclr", "analyze", str(input_path), "-o", str(output_dir),
-           "--device", device, "--quiet"]
+           "--device", device, "--quiet", "--overwrite"]
     if not use_model:
         cmd += ["--no-model"]
     elif model:
@@ -79,14 +79,17 @@ def analyze_command(input_path, output_dir, model=None, device: str = "auto", lo
 
 
 def finetune_command(ct_path, prediction_path, corrected_path, model=None, output_root=None, device: str = "auto",
-                     max_seconds: float = 30.0, python: str | None = None) -> list[str]:
-    """The ``drasclr finetune corrections`` command line: a new model version from corrected labels."""
+                     max_seconds: float = 30.0, python: str | None = None, reviewed_path=None) -> list[str]:
+    """The ``drasclr finetune corrections`` command line: a new model version from corrected labels
+    (``reviewed_path``: the mask of reviewed voxels, ``--reviewed``)."""
     cmd = [python or python_executable(), "-m", "drasclr", "finetune", "corrections", str(ct_path),
            str(prediction_path), str(corrected_path), "--device", device, "--max-seconds", f"{max_seconds:g}"]
     if model:
         cmd += ["--model", str(model)]
     if output_root:
         cmd += ["-o", str(output_root)]
+    if reviewed_path:
+        cmd += ["--reviewed", str(reviewed_path)]
     return cmd
 
 

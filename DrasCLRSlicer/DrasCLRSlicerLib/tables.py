@@ -6,7 +6,7 @@ import math
 
 import vtk
 
-from drasclr.stats import COLUMNS
+from drasclr.stats import COLUMNS, UNCERTAINTY_COLUMN
 
 # chart series: (column, legend title); the subtype columns when a subtype map exists, else LAA-950
 SUBTYPE_SERIES = [("normal_pct", "Normal %"), ("cle_pct", "CLE %"), ("pse_pct", "PSE %"), ("ple_pct", "PLE %")]
@@ -15,13 +15,15 @@ DENSITY_SERIES = [("laa950_pct", "LAA-950 %")]
 
 def rows_to_table(scene, rows: list[dict], node=None, name: str = "DrasCLR statistics"):
     """A table node with the columns of ``drasclr.stats.COLUMNS`` (``region`` as text, the rest as doubles;
-    a missing value is NaN). ``node`` is refilled when given. Returns the node."""
+    a missing value is NaN), then ``mean_uncertainty`` when the rows have it. ``node`` is refilled when given.
+    Returns the node."""
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table = node.GetTable()
     was = node.StartModify()
     table.Initialize()
-    for col in COLUMNS:
+    columns = [*COLUMNS, UNCERTAINTY_COLUMN] if rows and UNCERTAINTY_COLUMN in rows[0] else COLUMNS
+    for col in columns:
         arr = vtk.vtkStringArray() if col == "region" else vtk.vtkDoubleArray()
         arr.SetName(col)
         arr.SetNumberOfTuples(len(rows))
@@ -33,7 +35,7 @@ def rows_to_table(scene, rows: list[dict], node=None, name: str = "DrasCLR stati
                 arr.SetValue(i, math.nan if v is None else float(v))
         table.AddColumn(arr)
     node.SetUseColumnTitleAsColumnHeader(True)
-    for col in COLUMNS:
+    for col in columns:
         node.SetColumnUnitLabel(col, _unit(col))
     table.Modified()
     node.EndModify(was)
@@ -51,16 +53,18 @@ def _unit(col: str) -> str:
 
 
 def table_to_rows(node) -> list[dict]:
-    """Rows back from a table node (strings for ``region``, floats elsewhere), columns of ``COLUMNS``."""
+    """Rows back from a table node (strings for ``region``, floats elsewhere), columns of ``COLUMNS`` (and
+    ``mean_uncertainty`` when the table has it)."""
     table = node.GetTable()
     names = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
     missing = [c for c in COLUMNS if c not in names]
     if missing:
         raise ValueError(f"table {node.GetName()!r} lacks columns {missing}")
+    columns = [*COLUMNS, UNCERTAINTY_COLUMN] if UNCERTAINTY_COLUMN in names else COLUMNS
     rows = []
     for r in range(table.GetNumberOfRows()):
         row = {}
-        for col in COLUMNS:
+        for col in columns:
             v = table.GetValueByName(r, col)
             if col == "region":
                 row[col] = v.ToString()

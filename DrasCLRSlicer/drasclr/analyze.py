@@ -1,7 +1,8 @@
 """``drasclr analyze``: one CT in, subtype map + regions + per-region numbers out (on the input's own grid).
 
 Stages: lung mask -> regions (lobes from ``--lobes`` or zones 11–16) -> atlas registration (anatomical
-locations) -> dense subtype prediction -> patient embedding -> statistics -> files. ``analyze`` works on images
+locations) -> dense subtype prediction -> voxel uncertainty and review queue -> patient embedding -> statistics
+-> files. ``analyze`` works on images
 in memory (the Slicer module calls it); ``analyze_file`` reads and writes files (the CLI).
 """
 
@@ -22,10 +23,11 @@ from .errors import InputError
 from .guard import check_resolution, require_resolution
 from .image import CTImage
 from .io import read_ct, write_image
+from .lung_checks import check_lobes_cover_lungs
 from .lungs import segment_lung_slices
 from .outputs import staged_dir
 from .regions import check_ltrc_lobes, lungs_as_regions, read_lobes, zones_from_lungs
-from .stats import region_stats, write_csv, write_json
+from .stats import COLUMNS, UNCERTAINTY_COLUMN, region_stats, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,9 @@ class Analysis:
     calibration: dict | None = None  # drasclr.calibration: air/blood measured, offset applied
     resolution: dict | None = None  # drasclr.guard: voxel size vs the model's validated range (with a model)
     warnings: list[dict] = field(default_factory=list)  # {"code", "message"}: calibration and resolution
+    uncertainty: CTImage | None = None  # uint8 0..100 (drasclr.dense.uncertainty), with a model
+    uncertainty_kind: str | None = None
+    review: object | None = None  # drasclr.review.ReviewQueue, with a model
 
 
 @contextlib.contextmanager
@@ -85,13 +90,14 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         if lobes is not None:
             check_ltrc_lobes(lobes, ct)
             regions = lobes.with_array(np.where(lungs.array > 0, lobes.array, 0).astype(np.uint8))
+            check_lobes_cover_lungs(regions.array, lungs.array)
             kind = "lobes"
         elif thin:  # no cranio-caudal thirds: the two lungs
             regions, kind = lungs_as_regions(lungs), "lungs"
         else:
             regions = zones_from_lungs(lungs)
             kind = "zones"
-    subtypes = embedding = None
+    subtypes = embedding = uncertainty = review = kind_u = None
     if reference:
         from .reference.predict import predict_subtypes
 
@@ -111,6 +117,15 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
             pred = predict(ct, lungs, model, device, locator=locator, tta=tta, batch_size=batch_size,
                            class_weights=card_class_weights(model_card))
             subtypes = pred.subtypes
+        with stage("uncertainty"):
+            from .dense.uncertainty import DEFAULT_KIND, voxel_uncertainty
+            from .review import build_queue
+
+            kind_u = DEFAULT_KIND if (tta or DEFAULT_KIND != "disagreement") else "entropy"
+            voxel_u = voxel_uncertainty(pred.probabilities, ct, lungs, subtypes, kind=kind_u)
+            uncertainty = voxel_u.image()
+            review = build_queue(regions, subtypes, voxel_u.expected_errors(), voxel_u.full())
+            del voxel_u
         with stage("embedding"):
             embedding = patient_embedding(model, pred.probabilities.grid, transform, device, batch_size)
         del pred
@@ -118,10 +133,15 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         rows = region_stats(ct, regions, subtypes)
         if kind == "lungs":
             rows = [r for r in rows if r["region"] in ("left_lung", "right_lung", "whole_lung")]
+        if uncertainty is not None:
+            from .dense.uncertainty import region_mean_uncertainty
+
+            rows = region_mean_uncertainty(uncertainty, regions, rows)
     return Analysis(ct=ct, lungs=lungs, regions=regions, region_kind=kind, rows=rows, subtypes=subtypes,
                     embedding=embedding, timings=timings, model_card=model_card,
                     model_dir=Path(model_dir) if model_dir is not None else None, device=str(device),
-                    tta=bool(tta and model is not None and not reference), calibration=calibration.to_json(),
+                    tta=bool(tta and model is not None and not reference), uncertainty=uncertainty,
+                    uncertainty_kind=kind_u, review=review, calibration=calibration.to_json(),
                     resolution=None if resolution is None else resolution.to_json(),
                     warnings=calibration.warnings + ([resolution.warning()] if resolution and not resolution.in_range
                                                      else []))
@@ -151,14 +171,28 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
     if result.resolution is not None:
         info["resolution"] = result.resolution
     info["warnings"] = result.warnings
+    columns = COLUMNS
+    if result.uncertainty is not None:
+        from .dense.uncertainty import SCALE
+
+        info["uncertainty"] = {"kind": result.uncertainty_kind, "file": "uncertainty.nii.gz",
+                               "scale": f"uint8, uncertainty x {SCALE} (0 certain .. {SCALE} most uncertain)"}
+        columns = [*COLUMNS, UNCERTAINTY_COLUMN]
     with staged_dir(out_dir) as tmp:
         write_image(result.regions, tmp / "regions.nii.gz", dtype=np.uint8)
         if result.subtypes is not None:
             write_image(result.subtypes, tmp / "subtypes.nii.gz", dtype=np.uint8)
         if result.embedding is not None:
             np.save(tmp / "embedding.npy", result.embedding)
-        write_csv(result.rows, tmp / "stats.csv")
-        write_json(result.rows, tmp / "stats.json", info)
+        if result.uncertainty is not None:
+            write_image(result.uncertainty, tmp / "uncertainty.nii.gz", dtype=np.uint8)
+        if result.review is not None:
+            from .review import write_review
+
+            write_image(result.review.labels, tmp / "review_units.nii.gz", dtype=np.uint16)
+            write_review(result.review, tmp / "review.json", {"uncertainty_kind": result.uncertainty_kind})
+        write_csv(result.rows, tmp / "stats.csv", columns)
+        write_json(result.rows, tmp / "stats.json", info, columns)
         if report:
             from .report import write_report
 

@@ -3,3 +3,7 @@
 
 class InputError(ValueError):
     """Bad input from the user (file, folder, option, model). The message is shown as is."""
+
+
+class Terminated(BaseException):
+    """The process received SIGTERM (see ``drasclr.outputs.terminate_on_signals``): unwind, cleaning up."""

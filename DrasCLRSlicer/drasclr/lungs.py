@@ -36,6 +36,7 @@ from scipy import ndimage as ndi
 from . import labels
 from .errors import InputError
 from .image import CTImage
+from .lung_checks import check_lungs
 
 AIR_HU = -400  # lung / soft tissue boundary
 BODY_HU = -500
@@ -88,6 +89,7 @@ def segment_lungs(ct: CTImage, target_mm: float = 2.0) -> CTImage:
     for part, value in lungs:
         filled = _fill(part)  # airway enclosed by the lung (intrapulmonary bronchi) is lung again
         coarse[filled & (coarse == 0)] = value
+    check_lungs(coarse, a, body, vox_ml)  # gas in the abdomen or a sliver of lung is not lung: refuse
     full = _refine(coarse, airway, ct, f)
     if not full.any():
         raise InputError("no lungs found after refinement")

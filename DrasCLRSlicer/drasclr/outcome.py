@@ -267,11 +267,20 @@ def fit_cox(x: np.ndarray, time: np.ndarray, event: np.ndarray, penalizer: float
 
     df = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
     df["T"], df["E"] = time, event
+    from lifelines.exceptions import ConvergenceError
+
     cph = CoxPHFitter(penalizer=penalizer)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence chatter on tiny folds; the C-index shows the outcome
-        cph.fit(df, duration_col="T", event_col="E")
-    return cph.params_.to_numpy(dtype=np.float64)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence chatter on tiny folds; the C-index shows the outcome
+            cph.fit(df, duration_col="T", event_col="E")
+    except (ConvergenceError, np.linalg.LinAlgError, ValueError, ZeroDivisionError) as exc:
+        raise InputError(f"the Cox model did not converge ({' '.join(str(exc).split())[:120]}); try a larger "
+                         "--penalizer, fewer --pca components or more cases with events") from None
+    coef = cph.params_.to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(coef)):
+        raise InputError("the Cox model did not converge (non-finite coefficients); try a larger --penalizer")
+    return coef
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:

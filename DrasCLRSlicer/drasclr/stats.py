@@ -19,6 +19,7 @@ from .regions import lung_side_masks
 
 COLUMNS = ["region", "volume_ml", "mean_hu", "perc15_hu", "laa950_pct", "laa910_pct", "laa856_pct",
            "normal_pct", "cle_pct", "pse_pct", "ple_pct"]
+UNCERTAINTY_COLUMN = "mean_uncertainty"  # follows COLUMNS when a model ran: mean voxel uncertainty 0..1
 
 
 def densitometry(hu: np.ndarray, voxel_ml: float) -> dict[str, float]:
@@ -101,9 +102,9 @@ def by_region(rows: list[dict]) -> dict[str, dict]:
     return {r["region"]: r for r in rows}
 
 
-def write_json(rows: list[dict], path: Path, extra: dict | None = None) -> None:
+def write_json(rows: list[dict], path: Path, extra: dict | None = None, columns: list[str] = COLUMNS) -> None:
     with open(path, "w") as fh:
-        json.dump({**nan_to_none(extra or {}), "columns": COLUMNS, "regions": nan_to_none(rows)}, fh, indent=2)
+        json.dump({**nan_to_none(extra or {}), "columns": columns, "regions": nan_to_none(rows)}, fh, indent=2)
 
 
 def read_json(path: Path) -> dict:

@@ -79,7 +79,7 @@ def test_analyze_synthetic_writes_contract_outputs(tmp_path):
     # zones sit on the right side of the body: 11-13 are the left lung (truth 2)
     assert np.all(truth[np.isin(regions.array, [11, 12, 13])] == 2)
     rows = list(csv.DictReader(open(out / "stats.csv")))
-    assert list(rows[0].keys()) == COLUMNS
+    assert list(rows[0].keys())[:len(COLUMNS)] == COLUMNS  # further columns may follow (mean_uncertainty)
     names = [r["region"] for r in rows]
     assert names[-3:] == ["left_lung", "right_lung", "whole_lung"]
     whole = rows[-1]
@@ -88,6 +88,10 @@ def test_analyze_synthetic_writes_contract_outputs(tmp_path):
     doc = json.load(open(out / "stats.json"))
     assert doc["region_kind"] == "zones" and len(doc["regions"]) == len(rows)
     assert "ct.nrrd" not in json.dumps(doc)  # no input names (they may carry identifiers)
+    if (out / "subtypes.nii.gz").exists():  # with a model: uncertainty and the review queue come out too
+        assert read_image(out / "uncertainty.nii.gz").same_grid(ct, tol=1e-5)
+        assert json.load(open(out / "review.json"))["units"] and (out / "review_units.nii.gz").exists()
+        assert list(rows[0].keys())[len(COLUMNS):] == ["mean_uncertainty"]
 
 
 @pytest.mark.real

@@ -1,6 +1,9 @@
 """The ``drasclr`` command line. Each subcommand lives in its own module with ``add_parser`` and ``run``.
 
-Exit codes: 0 success; 2 bad input (one line on stderr starting ``error:``, no partial outputs).
+Exit codes: 0 success; 2 bad input (one line on stderr starting ``error:``, no partial outputs); 3 batch
+``analyze`` with some failed cases (listed in ``OUT/failed_cases.csv``); 1 an internal error (one ``error:`` line;
+``-v`` shows the traceback); 130 interrupted, 143 terminated (SIGTERM; temporary outputs removed).
+Other stderr lines start with ``progress:``, ``info:`` or ``warning:`` so a caller can filter them.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ import importlib
 import logging
 import sys
 
-from ..errors import InputError
+from ..errors import InputError, Terminated
+from ..outputs import terminate_on_signals
 
 # subcommand name -> module under drasclr.cli (imported only when used, so `drasclr --help` is fast)
 COMMANDS = {
@@ -21,6 +25,20 @@ COMMANDS = {
     "pretrain": "pretrain",
     "outcome": "outcome",
 }
+
+
+class _LineFormatter(logging.Formatter):
+    """``info: ...`` / ``warning: ...`` lines (never a bare line a caller could mistake for an error)."""
+
+    def format(self, record):
+        kind = "warning" if record.levelno >= logging.WARNING else "info"
+        return f"{kind}: {super().format(record)}"
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LineFormatter("%(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,12 +68,29 @@ def main(argv=None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    _setup_logging(args.verbose)
+    terminate_on_signals()
     try:
         return int(args.run(args) or 0)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory (try a smaller --batch-size, or a machine with more memory)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"error: terminated by {exc}; temporary outputs removed", file=sys.stderr)
+        return 143
+    except Exception as exc:  # a bug, not bad input: still one line (the traceback with -v)
+        if args.verbose:
+            logging.getLogger(__name__).exception("internal error")
+        print(f"error: internal error {type(exc).__name__}: {_one_line(exc)} (run with -v for details)",
+              file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -4,6 +4,11 @@ INPUT is one CT (NIfTI/NRRD/MHA file, or a DICOM folder searched recursively for
 batch mode, a folder holding CT files or a ``.txt`` list of paths: each case goes to ``OUT/<case>/``; finished
 cases are skipped (resumable); under ``torchrun`` the cases are sharded across processes (rank r takes cases
 r, r + W, ...).
+
+Output folders: an existing non-empty ``OUT`` is refused unless ``--overwrite`` (then replaced as a whole); a
+batch ``OUT`` that holds only finished case folders (and our summaries) is resumed. Batch exit codes: 0 all cases
+done, 3 some failed (``OUT/failed_cases.csv``: case, input, reason; failed cases leave no folder), 2 none could be
+analysed (nothing written).
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ def add_parser(sub):
                    help="refuse a scan whose voxel size is outside the model's validated range (default: analyze "
                         "it and flag the subtype map)")
     p.add_argument("--quiet", action="store_true", help="do not print the per-region table")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing non-empty output folder (batch: re-analyse and replace every case)")
+    p.add_argument("--allow-uneven-slices", action="store_true",
+                   help="accept a DICOM series with missing slices or uneven spacing: resample it to its median step")
     p.set_defaults(run=run)
 
 
@@ -80,76 +89,165 @@ def case_names(paths: list[Path]) -> list[str]:
     raise InputError("batch inputs have repeated names; give each case its own file or folder name")
 
 
+def _resumable(folder: Path) -> bool:
+    """A batch output folder holding only finished case folders (``stats.json``) and our failure summaries."""
+    from ..outputs import is_bookkeeping
+
+    for p in folder.iterdir():
+        if is_bookkeeping(p.name):
+            continue
+        if p.is_dir() and (p / "stats.json").is_file():
+            continue
+        if p.is_file() and p.name.startswith("failed_cases") and p.suffix == ".csv":
+            continue
+        return False
+    return True
+
+
 def run(args) -> int:
-    from ..analyze import analyze_file
-    from ..device import describe_device, pick_device
     from ..errors import InputError
-    from ..progress import progress
-    from ..stats import format_table
+    from ..validate import check_range
 
     src = Path(args.input)
     if not src.exists():
         raise InputError(f"input not found: {src}")
+    check_range(args.batch_size, "--batch-size", lo=1, hi=65536)
     if args.lobes and not Path(args.lobes).exists():
         raise InputError(f"lobe file not found: {args.lobes}")
-    from ..reference.store import is_reference_model, load_reference
-
-    device = pick_device(args.device)
     cases = _cases(src)
-    reference = not args.no_model and is_reference_model(args.model)
-    ct = read_s = None
-    if cases is None:  # validate the one input before loading any model (bad input -> one error line)
-        from ..io import read_ct
-
-        t0 = time.perf_counter()
-        ct = read_ct(src, series_uid=args.series, single_slice=reference)
-        read_s = time.perf_counter() - t0
-    model = card = folder = None
-    if reference:
-        model, card, folder = load_reference(args.model)
-        log.info("model %s (reference local-histogram kNN, CPU)", card.get("version"))
-    elif not args.no_model:
-        from ..dense.store import load_segmenter
-        from ..versions import DEMO_MODEL
-
-        if args.model is None and not DEMO_MODEL.exists():
-            log.warning("bundled demo model not found (build it with `make demo-model`): densitometry only")
-        else:
-            model, card, folder = load_segmenter(args.model, device)
-            if args.strict and ct is not None:
-                from ..guard import require_resolution
-
-                require_resolution(ct, card)  # refused before any work (batch cases are checked one by one)
-            log.info("model %s on %s", card.get("version", card.get("name")), describe_device(device))
-    kwargs = dict(model=model, device=device, model_card=card, batch_size=args.batch_size, tta=args.tta,
-                  model_dir=folder, hu_calibration=args.hu_calibration, strict=args.strict)
     if cases is None:
-        result = analyze_file(src, args.output, lobes_path=args.lobes, lobes_convention=args.lobes_convention,
-                              ct=ct, read_seconds=read_s, **kwargs)
-        if not args.quiet:
-            print(format_table(result.rows))
-        for w in result.warnings:
-            log.warning("warning: %s", w["message"])
-        print(f"wrote {args.output}")
-        return 0
+        return _run_one(args, src)
     if args.lobes:
         raise InputError("--lobes applies to one CT; batch mode uses zones (or run cases one by one)")
+    return _run_batch(args, cases)
+
+
+def _load_model(args, device) -> dict:
+    """The model keyword arguments of ``analyze_file``; logged only after the inputs were validated."""
+    from ..device import describe_device
+
+    kwargs = dict(model=None, device=device, model_card=None, batch_size=args.batch_size, tta=args.tta,
+                  model_dir=None, hu_calibration=args.hu_calibration, strict=args.strict)
+    if args.no_model:
+        return kwargs
+    if _reference(args):
+        from ..reference.store import load_reference
+
+        model, card, folder = load_reference(args.model)
+        log.info("model %s (reference local-histogram kNN, CPU)", card.get("version"))
+        return {**kwargs, "model": model, "model_card": card, "model_dir": folder}
+    from ..dense.store import load_segmenter
+    from ..versions import DEMO_MODEL
+
+    if args.model is None and not DEMO_MODEL.exists():
+        log.warning("bundled demo model not found (build it with `make demo-model`): densitometry only")
+        return kwargs
+    model, card, folder = load_segmenter(args.model, device)
+    log.info("model %s on %s", card.get("version", card.get("name")), describe_device(device))
+    return {**kwargs, "model": model, "model_card": card, "model_dir": folder}
+
+
+def _check_resolution(args, ct) -> None:
+    """``--strict``: refuse a scan outside the subtype model card's validated voxel sizes before the model is
+    loaded (drasclr.guard; batch cases are checked one by one inside ``analyze``)."""
+    if not args.strict or args.no_model or _reference(args):
+        return
+    from ..guard import require_resolution
+    from ..model import read_card
+    from ..versions import resolve_model
+
+    path = resolve_model(args.model)
+    if path.exists():  # a missing model is reported by the loader
+        require_resolution(ct, read_card(path))
+
+
+def _reference(args) -> bool:
+    """The reference classifier (``--model cip-lh``) was asked for: it also reads single slices."""
+    from ..reference.store import is_reference_model
+
+    return not args.no_model and is_reference_model(args.model)
+
+
+def _run_one(args, src: Path) -> int:
+    from ..analyze import analyze_file
+    from ..device import pick_device
+    from ..io import read_ct
+    from ..outputs import claimed_output
+    from ..stats import format_table
+
+    device = pick_device(args.device)
+    with claimed_output(args.output, overwrite=args.overwrite):
+        # every check on the inputs before the model is loaded: a bad input gives one error line, nothing else
+        t0 = time.perf_counter()
+        ct = read_ct(src, series_uid=args.series, allow_uneven=args.allow_uneven_slices,
+                     single_slice=_reference(args))
+        read_s = time.perf_counter() - t0
+        if args.lobes:
+            from ..regions import read_lobes
+
+            read_lobes(args.lobes, ct, args.lobes_convention)
+        _check_resolution(args, ct)
+        result = analyze_file(src, args.output, lobes_path=args.lobes, lobes_convention=args.lobes_convention,
+                              ct=ct, read_seconds=read_s, **_load_model(args, device))
+    if not args.quiet:
+        print(format_table(result.rows))
+    for w in result.warnings:
+        log.warning("warning: %s", w["message"])
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _run_batch(args, cases: list[Path]) -> int:
+    import csv
+
+    from ..analyze import analyze_file
+    from ..device import pick_device
+    from ..errors import InputError
+    from ..io import read_ct
+    from ..outputs import check_output_location, claimed_output
+    from ..progress import progress
+
+    device = pick_device(args.device)
+    out = Path(args.output)
+    check_output_location(out, overwrite=args.overwrite, resumable=_resumable)
+    created = not out.exists()
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     names = case_names(cases)
     mine = list(zip(cases, names))[rank::world]
-    out = Path(args.output)
-    failed = []
+    kwargs = _load_model(args, device)
+    failed: list[tuple[str, str, str]] = []
     for path, name in progress(mine, desc=f"analyze (rank {rank}/{world})" if world > 1 else "analyze"):
         target = out / name
-        if (target / "stats.json").exists():
+        if (target / "stats.json").exists() and not args.overwrite:
             continue  # done in an earlier run
         try:
-            analyze_file(path, target, **kwargs)
+            with claimed_output(target, overwrite=args.overwrite, what="case folder"):
+                t0 = time.perf_counter()
+                ct = read_ct(path, series_uid=args.series, allow_uneven=args.allow_uneven_slices,
+                             single_slice=_reference(args))
+                analyze_file(path, target, ct=ct, read_seconds=time.perf_counter() - t0, **kwargs)
         except InputError as exc:
-            failed.append(f"{name}: {exc}")
-            log.warning("skipped %s: %s", name, exc)
-    print(f"analyzed {len(mine) - len(failed)}/{len(mine)} cases into {out}" + (f" (rank {rank})" if world > 1 else ""))
-    if failed:
-        (out / f"failed_rank{rank}.txt").write_text("\n".join(failed) + "\n")
-        return 1
-    return 0
+            failed.append((name, str(path), " ".join(str(exc).split())))
+            log.warning("skipped %s: %s", name, failed[-1][2])
+        except (MemoryError, RuntimeError, ValueError, OSError) as exc:  # one bad case never stops a cohort
+            failed.append((name, str(path), f"internal error {type(exc).__name__}: {' '.join(str(exc).split())}"))
+            log.warning("failed %s: %s", name, failed[-1][2], exc_info=args.verbose)
+    done = len(mine) - len(failed)
+    summary = out / ("failed_cases.csv" if world == 1 else f"failed_cases_rank{rank}.csv")
+    if failed and done == 0 and (created or not out.exists() or not any(out.iterdir())):
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        name, _, reason = failed[0]
+        raise InputError(f"none of the {len(mine)} cases could be analysed (first: {name}: {reason})")
+    print(f"analyzed {done}/{len(mine)} cases into {out}" + (f" (rank {rank})" if world > 1 else ""))
+    if not failed:
+        summary.unlink(missing_ok=True)  # an earlier run's failures are resolved
+        return 0
+    tmp = summary.with_name(f".{summary.name}.tmp-{os.getpid()}")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["case", "input", "reason"])
+        w.writerows(failed)
+    os.replace(tmp, summary)
+    print(f"{len(failed)} case(s) failed; see {summary}")
+    return 3

@@ -13,15 +13,21 @@ def add_parser(sub):
     p.add_argument("--truth", required=True, help="folder of truth cases (phantom case folders or files)")
     p.add_argument("-o", "--output", default=None,
                    help="write metrics.json, confusion.csv and per_case.csv into this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from ..evaluate import evaluate_dirs, format_report, write_outputs
+    import contextlib
 
-    result = evaluate_dirs(args.pred, args.truth)
+    from ..evaluate import evaluate_dirs, format_report, write_outputs
+    from ..outputs import claimed_output
+
+    with claimed_output(args.output, overwrite=args.overwrite) if args.output else contextlib.nullcontext():
+        result = evaluate_dirs(args.pred, args.truth)
+        if args.output:
+            write_outputs(result, args.output)
     print(format_report(result))
     if args.output:
-        write_outputs(result, args.output)
         print(f"wrote {args.output}")
     return 0

@@ -1,7 +1,7 @@
 """``drasclr finetune cohort|corrections``: train the subtype model on labels, or on an annotator's corrections.
 
     drasclr finetune cohort --data PHANTOMS -o models/demo-v1 [--encoder PRETRAINED] [--label-slices 5]
-    drasclr finetune corrections CT PREDICTION CORRECTED [--model M] [-o ROOT] [--max-seconds 30]
+    drasclr finetune corrections CT PREDICTION CORRECTED [--model M] [-o ROOT] [--max-seconds 30] [--reviewed MASK]
     drasclr finetune calibrate --data PHANTOMS --model models/demo-v1 -o models/demo-v2
 
 ``cohort`` runs in one process or under torchrun (DDP: each rank prepares and samples its share of the training
@@ -17,6 +17,7 @@ A model is never overwritten: ``cohort`` refuses an existing ``-o``; ``correctio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -57,7 +58,9 @@ def add_parser(sub):
     c.add_argument("--no-mirror", action="store_true",
                    help="no left-right mirror augmentation (default: half the patches, location mirrored too)")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    c.set_defaults(run=run_cohort)
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace an existing non-empty -o folder that holds no model (a model is never replaced)")
+    c.set_defaults(run=checked(run_cohort))
     k = modes.add_parser("calibrate", help="fit per-class decision weights of a model on whole labelled volumes")
     k.add_argument("--data", required=True, help="folder of case folders with ct.nii.gz + subtypes.nii.gz")
     k.add_argument("--model", required=True, help="the subtype model to calibrate (left untouched)")
@@ -66,7 +69,9 @@ def add_parser(sub):
                    help="case folder names to use (default: the model's validation cases when all are in --data, "
                         "else every case)")
     k.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    k.set_defaults(run=run_calibrate)
+    k.add_argument("--overwrite", action="store_true",
+                   help="replace an existing non-empty -o folder that holds no model (a model is never replaced)")
+    k.set_defaults(run=checked(run_calibrate))
     r = modes.add_parser("corrections", help="fine-tune from a corrected labelmap (new model version)")
     r.add_argument("ct", help="the CT")
     r.add_argument("prediction", help="the model's subtypes.nii.gz for this CT")
@@ -74,8 +79,87 @@ def add_parser(sub):
     r.add_argument("--model", default=None, help="the model that made the prediction (default: bundled demo)")
     r.add_argument("-o", "--output-root", default=None, help="folder for the new version (default: beside the model)")
     r.add_argument("--max-seconds", type=float, default=30.0, help="training time bound (default 30 s)")
+    r.add_argument("--reviewed", default=None, metavar="MASK",
+                   help="mask of the voxels the annotator reviewed (non-zero; e.g. the review units visited): their "
+                        "labels count as confirmed, accepted or corrected")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    r.set_defaults(run=run_corrections)
+    r.set_defaults(run=checked(run_corrections))
+
+
+def checked(run):
+    """``run`` after the argument checks of its mode (and, for a new model folder, its location and lock)."""
+    import functools
+
+    @functools.wraps(run)
+    def wrapper(args) -> int:
+        check_arguments(args)
+        if args.mode == "corrections":
+            return run(args)
+        with _new_model_folder(args):
+            return run(args)
+    return wrapper
+
+
+def check_arguments(args) -> None:
+    """Numeric options in range, input folders present: refused before any model is built or case read."""
+    from ..errors import InputError
+    from ..validate import check_range
+
+    if args.mode == "cohort":
+        check_range(args.steps, "--steps", lo=1, hi=10_000_000)
+        check_range(args.batch_size, "--batch-size", lo=1, hi=65536)
+        check_range(args.lr, "--lr", lo=0, hi=10, lo_open=True)
+        check_range(args.encoder_lr_scale, "--encoder-lr-scale", lo=0, hi=100)
+        check_range(args.val_fraction, "--val-fraction", lo=0, hi=1, hi_open=True)
+        check_range(args.max_minutes, "--max-minutes", lo=0, lo_open=True)
+        check_range(args.patience, "--patience", lo=0)
+        check_range(args.seed, "--seed", lo=0)
+        check_range(args.label_slices, "--label-slices", lo=1)
+        check_range(args.label_fraction, "--label-fraction", lo=0, hi=1, lo_open=True)
+    if args.mode == "corrections":
+        check_range(args.max_seconds, "--max-seconds", lo=0, hi=86400, lo_open=True)
+        for name in ("ct", "prediction", "corrected"):
+            if not Path(getattr(args, name)).exists():
+                raise InputError(f"{name} not found: {getattr(args, name)}")
+    else:
+        if not Path(args.data).is_dir():
+            raise InputError(f"data folder not found: {args.data}")
+        for name in ("encoder", "from_model", "model"):
+            value = getattr(args, name, None)
+            if value and not Path(value).exists():
+                raise InputError(f"model not found: {value}")
+
+
+@contextlib.contextmanager
+def _new_model_folder(args):
+    """Check ``-o`` up front: a folder holding a model is never replaced; another non-empty folder needs
+    ``--overwrite`` (it is set aside, removed when the new model is written and restored when the run fails); the
+    folder is locked for the run (rank 0 only)."""
+    import os
+    import shutil
+
+    from ..errors import InputError
+    from ..outputs import claimed_output
+
+    out = Path(args.output)
+    if int(os.environ.get("RANK", 0)) != 0:
+        yield
+        return
+    if out.is_dir() and (any(out.glob("*.safetensors")) or (out / "model.json").exists()):
+        raise InputError(f"model folder {out} exists already; models are never overwritten (choose a new -o)")
+    with claimed_output(out, overwrite=args.overwrite, what="model folder"):
+        if not out.is_dir():
+            yield
+            return
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")  # empty, or replaced as asked
+        os.replace(out, old)
+        try:
+            yield
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def run_cohort(args) -> int:
@@ -220,8 +304,10 @@ def run_corrections(args) -> int:
 
     ct = read_ct(args.ct)
     pred, corrected = read_image(args.prediction), read_image(args.corrected)
+    reviewed = read_image(args.reviewed) if args.reviewed else None
     res = finetune_from_corrections(args.model, ct, pred, corrected, max_seconds=args.max_seconds,
-                                    out_root=args.output_root, device=pick_device(args.device))
+                                    out_root=args.output_root, device=pick_device(args.device), reviewed=reviewed)
     print(json.dumps({"model": str(res.model_dir), "corrected_voxels": res.corrected_voxels,
+                      "reviewed_voxels": res.reviewed_voxels,
                       "before": res.before, "after": res.after, "seconds": round(res.seconds, 1)}, indent=2))
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def add_parser(sub):
     p = sub.add_parser("outcome", help="outcome models (survival, FEV1) on patient embeddings + LAA-950",
@@ -35,9 +37,18 @@ def add_parser(sub):
 def run_fit(args) -> int:
     from ..errors import InputError
     from ..outcome import fit, format_metrics
+    from ..outputs import check_output_location
+    from ..validate import check_range
 
     if args.pca < 1 or args.folds < 2 or args.penalizer < 0 or args.alpha < 0:
         raise InputError("--pca must be >= 1, --folds >= 2, --penalizer and --alpha >= 0")
+    check_range(args.penalizer, "--penalizer", lo=0)
+    check_range(args.alpha, "--alpha", lo=0)
+    check_range(args.pca, "--pca", hi=1024)
+    check_range(args.folds, "--folds", hi=1000)
+    if Path(args.output).exists():
+        raise InputError(f"{args.output} already exists; outcome models are never overwritten, choose a new folder")
+    check_output_location(args.output, what="model folder")
     keys = {k: v for k, v in (("fev1", args.fev1_key), ("time", args.time_key), ("event", args.event_key)) if v}
     metrics = fit(args.features, args.outcomes, args.output, kind=args.kind, k=args.pca, penalizer=args.penalizer,
                   alpha=args.alpha, folds=args.folds, seed=args.seed, keys=keys)
@@ -47,7 +58,14 @@ def run_fit(args) -> int:
 
 
 def run_predict(args) -> int:
+    from ..errors import InputError
     from ..outcome import predict
+    from ..outputs import check_output_location
+
+    out = Path(args.output)
+    if out.is_dir():
+        raise InputError(f"output {out} is a folder; give a .csv file name")
+    check_output_location(out.parent if str(out.parent) else Path("."), overwrite=True, what="folder of the output CSV")
 
     rows = predict(args.model, args.features, args.output)
     print(f"wrote {args.output} ({len(rows)} cases)")

@@ -28,6 +28,7 @@ def add_parser(sub):
                         "|HU| <= 100, default 0)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     p.add_argument("--demo", action="store_true", help="write the bundled demo case files into OUT instead")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
     p.set_defaults(run=run)
 
 
@@ -40,18 +41,24 @@ def run(args) -> int:
         paths = write_demo(args.output)
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
         return 0
-    if args.n < 1:
-        raise InputError(f"--n {args.n}: need at least one case")
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers {args.workers}: need at least one")
-    if args.seed < 0:
-        raise InputError(f"--seed {args.seed}: must be >= 0")
+    from ..outputs import claimed_output, staged_dir
+    from ..validate import check_range
+
+    check_range(args.n, "--n", lo=1, hi=100000)
+    check_range(args.workers, "--workers", lo=1, hi=1024)
+    check_range(args.seed, "--seed", lo=0, hi=2**31 - 1)
     subtypes = tuple(s.strip().lower() for s in args.subtypes.split(",") if s.strip()) if args.subtypes else None
+    if args.subtypes is not None and not subtypes:
+        raise InputError(f"--subtypes {args.subtypes!r}: name at least one of cle, pse, ple")
+    for name in ("spacing", "thickness", "noise", "healthy_fraction", "severity", "air_offset"):
+        check_range(getattr(args, name), f"--{name.replace('_', '-')}")  # finite (ranges: PhantomOptions)
     opts = PhantomOptions(size=tuple(args.size) if args.size else None, spacing=args.spacing,
                           thickness=args.thickness, kernel=args.kernel, noise=args.noise,
                           healthy_fraction=args.healthy_fraction, subtypes=subtypes, severity=args.severity,
                           generator=args.generator, air_offset=args.air_offset).validate()
-    metas = write_cohort(args.output, args.n, args.seed, opts, args.workers)
+    # the whole cohort is staged beside OUT and moved into place at the end: all cases or nothing
+    with claimed_output(args.output, overwrite=args.overwrite), staged_dir(args.output) as tmp:
+        metas = write_cohort(tmp, args.n, args.seed, opts, args.workers)
     healthy = sum(m["healthy"] for m in metas)
     print(f"wrote {len(metas)} cases ({healthy} healthy) to {args.output}")
     return 0

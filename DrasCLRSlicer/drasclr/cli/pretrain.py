@@ -9,6 +9,9 @@ Several nodes:    torchrun --nnodes 2 --node_rank R --master_addr HOST --master_
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 
 def add_parser(sub):
     from ..model import DEFAULT_CHANNELS
@@ -73,12 +76,14 @@ def add_parser(sub):
     r.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to OUTPUT/tensorboard")
     r.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue from OUTPUT/checkpoints/latest (or the given checkpoint folder)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="delete an existing non-empty run folder (its checkpoints, model and default cache) first")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from ..errors import InputError
-    from ..pretrain import PretrainConfig, pretrain
+    from ..validate import check_range
 
     for name in ("batch_size", "queue_size", "save_every", "log_every", "experts", "voco_grid", "voco_crops"):
         if getattr(args, name) < 1:
@@ -92,6 +97,71 @@ def run(args) -> int:
         raise InputError("--fusion-blocks needs 1 <= MIN <= MAX and --fusion-crop a multiple of 16, at least 32")
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise InputError("--max-minutes must be positive")
+    check_range(args.epochs, "--epochs", lo=1)
+    check_range(args.max_minutes, "--max-minutes", lo=0, lo_open=True)
+    check_range(args.lr, "--lr", lo=0, hi=10, lo_open=True)
+    check_range(args.weight_decay, "--weight-decay", lo=0, hi=1)
+    check_range(args.moco_momentum, "--moco-momentum", lo=0, hi=1, hi_open=True)
+    check_range(args.temperature, "--temperature", lo=0, hi=10, lo_open=True)
+    check_range(args.beta, "--beta", lo=0)
+    check_range(args.k_neighbours, "--k-neighbours", lo=1)
+    check_range(args.augment_strength, "--augment-strength", lo=0, hi=10)
+    check_range(args.voco_reg_weight, "--voco-reg-weight", lo=0)
+    check_range(args.max_locations, "--max-locations", lo=1)
+    check_range(args.workers, "--workers", lo=0, hi=256)
+    check_range(args.threads, "--threads", lo=1, hi=1024)
+    check_range(args.keep, "--keep", lo=1)
+    check_range(args.seed, "--seed", lo=0)
+    if min(args.channels) < 1 or max(args.channels) > 4096:
+        raise InputError(f"--channels {' '.join(map(str, args.channels))}: each must be 1-4096")
+    check_range(args.experts, "--experts", lo=1, hi=256)
+    if not Path(args.data).exists():
+        raise InputError(f"data folder not found: {args.data}")
+    with _run_folder(args):
+        return _pretrain(args, lo, hi)
+
+
+@contextlib.contextmanager
+def _run_folder(args):
+    """The run folder: new, resumed (``--resume``) or replaced (``--overwrite``: the old one is set aside and
+    removed when the new run succeeds, restored when it fails); held by one run at a time.
+    Under torchrun only rank 0 checks, locks and removes (the other ranks write nothing there)."""
+    import os
+    import shutil
+
+    from ..outputs import claimed_output, is_nonempty_dir
+
+    if int(os.environ.get("RANK", 0)) != 0:
+        yield
+        return
+    out = Path(args.output)
+    with claimed_output(out, overwrite=args.overwrite, resumable=lambda f: bool(args.resume) or _only_caches(f),
+                        what="run folder"):
+        if not (args.overwrite and not args.resume and is_nonempty_dir(out)):
+            yield
+            return
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")  # set aside; restored if this run fails
+        os.replace(out, old)
+        try:
+            yield
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _only_caches(folder: Path) -> bool:
+    """A run folder holding nothing but the caches an earlier start built (no checkpoint, no model): a fresh start
+    may reuse it."""
+    from ..outputs import is_bookkeeping
+
+    return all(is_bookkeeping(p.name) or (p.is_dir() and p.name in ("cache", "volumes")) for p in folder.iterdir())
+
+
+def _pretrain(args, lo: int, hi: int) -> int:
+    from ..pretrain import PretrainConfig, pretrain
+
     cfg = PretrainConfig(
         data=args.data, out=args.output, cache=args.cache, locations=args.locations,
         max_locations=args.max_locations, epochs=args.epochs,

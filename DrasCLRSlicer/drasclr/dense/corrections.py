@@ -1,8 +1,10 @@
 """Fine-tuning from an annotator's corrections: CT + the model's prediction + the corrected labelmap -> a new
 model version, in bounded time, with metrics before and after on the corrected region.
 
-Training voxels are the corrected ones (where the corrected map differs from the prediction, inside the lung)
-plus a sample of unchanged lung voxels, so the model learns the corrections without forgetting the rest.
+Training voxels are the corrected ones (where the corrected map differs from the prediction, inside the lung),
+the *reviewed* ones when a reviewed mask is given (units the annotator looked at and accepted or corrected: their
+labels are confirmed, so they count as labels too and training focuses on them), plus a sample of unchanged lung
+voxels, so the model learns the corrections without forgetting the rest.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .. import labels
 from ..errors import InputError
 from ..image import CTImage
 from ..versions import next_version_dir
-from .infer import card_class_weights
+from .infer import Locator, card_class_weights
 from .locate import locator_for
 from .predict import predict
 from .store import lineage, load_segmenter, save_segmenter
@@ -35,9 +37,14 @@ class CorrectionResult:
     after: dict
     seconds: float
     corrected_voxels: int
+    reviewed_voxels: int = 0
 
 
-def check_corrections(ct: CTImage, prediction: CTImage, corrected: CTImage) -> None:
+def check_corrections(ct: CTImage, prediction: CTImage, corrected: CTImage, reviewed: CTImage | None = None) -> None:
+    if reviewed is not None:
+        if not reviewed.same_grid(ct, tol=1e-3):
+            raise InputError(f"the reviewed mask is not on the CT's grid (size {reviewed.shape_xyz} vs "
+                             f"{ct.shape_xyz}); export it on the CT's geometry")
     for name, img in (("prediction", prediction), ("corrected labelmap", corrected)):
         if not img.same_grid(ct, tol=1e-3):
             raise InputError(f"the {name} is not on the CT's grid (size {img.shape_xyz} vs {ct.shape_xyz}); "
@@ -49,7 +56,8 @@ def check_corrections(ct: CTImage, prediction: CTImage, corrected: CTImage) -> N
 
 
 def _region_metrics(model, ct, lungs, corrected, changed, locator, device, class_weights=None) -> dict:
-    """Agreement of ``model`` with the corrected labels on the corrected voxels (and per corrected class)."""
+    """Agreement of ``model`` with the corrected labels on the ``changed`` voxels (the corrected and reviewed ones)
+    and per class."""
     region = lungs.with_array((changed > 0).astype(np.uint8))
     pred = predict(ct, region, model, device, locator=locator, tta=False, class_weights=class_weights,
                    margin_mm=16).subtypes.array
@@ -67,36 +75,43 @@ def _region_metrics(model, ct, lungs, corrected, changed, locator, device, class
 def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, prediction: CTImage,
                               corrected: CTImage, lungs: CTImage | None = None, *, max_seconds: float = 30.0,
                               out_root: str | Path | None = None, device: str | torch.device = "cpu",
-                              unchanged_ratio: float = 1.0, seed: int = 0) -> CorrectionResult:
+                              unchanged_ratio: float = 1.0, seed: int = 0, reviewed: CTImage | None = None,
+                              locator: Locator | None = None) -> CorrectionResult:
     """Fine-tune the model at ``model_path`` on the corrections; writes ``<name>-v<N+1>`` and returns metrics.
 
-    ``lungs``: the lung mask (default: where either labelmap is non-zero). Time-bounded by ``max_seconds``
-    for training; evaluation before/after visits only patches touching the corrected voxels.
+    ``lungs``: the lung mask (default: where either labelmap is non-zero). ``reviewed``: non-zero where the
+    annotator reviewed the map (e.g. the review units they visited): those voxels' corrected labels are confirmed
+    labels whether changed or accepted as predicted, and training focuses on them with the changed voxels.
+    ``locator``: atlas locations (default: registered from ``lungs``; give it when ``lungs`` is a part of the
+    lung). Time-bounded by ``max_seconds`` for training; evaluation before/after visits only patches touching the
+    corrected (and reviewed) voxels.
     """
     t0 = time.perf_counter()
-    check_corrections(ct, prediction, corrected)
+    check_corrections(ct, prediction, corrected, reviewed)
     device = torch.device(device)
     model, card, folder = load_segmenter(model_path, device)
     lung_arr = (prediction.array > 0) | (corrected.array > 0) if lungs is None else lungs.array > 0
     lungs = ct.with_array(lung_arr.astype(np.uint8))
     changed = (corrected.array != prediction.array) & lung_arr & (corrected.array > 0)
-    n_changed = int(changed.sum())
-    if n_changed == 0:
-        raise InputError("the corrected labelmap does not differ from the prediction inside the lung: "
-                         "nothing to learn")
+    confirmed = changed if reviewed is None else changed | ((reviewed.array > 0) & lung_arr & (corrected.array > 0))
+    n_changed, n_confirmed = int(changed.sum()), int(confirmed.sum())
+    if n_confirmed == 0:
+        raise InputError("the corrected labelmap does not differ from the prediction inside the lung and nothing "
+                         "was reviewed: nothing to learn")
     rng = np.random.default_rng(seed)
-    unchanged = np.flatnonzero(lung_arr & ~changed)
-    keep = rng.choice(unchanged, min(len(unchanged), int(unchanged_ratio * n_changed) + 1), replace=False)
-    labelled = changed.copy()
+    unchanged = np.flatnonzero(lung_arr & ~confirmed)
+    keep = rng.choice(unchanged, min(len(unchanged), int(unchanged_ratio * n_confirmed) + 1), replace=False)
+    labelled = confirmed.copy()
     labelled.flat[keep] = True
-    locator, _ = locator_for(lungs)
+    if locator is None:
+        locator, _ = locator_for(lungs)
     weights = card_class_weights(card)  # the parent's decision weights; the new version keeps them
-    before = _region_metrics(model, ct, lungs, corrected, changed, locator, device, weights)
-    case = prepare_case(ct, corrected, lungs, locator, labelled=labelled, focus=changed, rng=rng)
+    before = _region_metrics(model, ct, lungs, corrected, confirmed, locator, device, weights)
+    case = prepare_case(ct, corrected, lungs, locator, labelled=labelled, focus=confirmed, rng=rng)
     history = train_segmenter(model, [case], None, steps=10_000, batch_size=4, lr=2e-3, freeze="last",
                               max_seconds=max_seconds, device=device, seed=seed, focus_fraction=0.7,
                               log_every=5, mirror=False)
-    after = _region_metrics(model, ct, lungs, corrected, changed, locator, device, weights)
+    after = _region_metrics(model, ct, lungs, corrected, confirmed, locator, device, weights)
     new_dir = next_version_dir(folder, Path(out_root) if out_root else None)
     keep = ("name", "training", "metrics", "classes", "inference", "validated_spacing_mm")
     new_card = {k: v for k, v in card.items() if k in keep}
@@ -104,13 +119,16 @@ def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, predic
         "name": card.get("name", folder.name),
         "version": new_dir.name,
         **lineage(card, folder),
-        "finetune": {"kind": "corrections", "corrected_voxels": n_changed, "unchanged_voxels": int(len(keep)),
+        "finetune": {"kind": "corrections", "corrected_voxels": n_changed,
+                     "reviewed_voxels": int(confirmed.sum() - changed.sum()) if reviewed is not None else 0,
+                     "unchanged_voxels": int(len(keep)),
                      "steps": history["steps"], "train_seconds": round(history["seconds"], 1),
                      "metrics_before": before, "metrics_after": after},
     })
     save_segmenter(model, new_dir, new_card)
     log.info("corrected region accuracy %.3f -> %.3f; new model %s", before["accuracy"], after["accuracy"], new_dir)
-    return CorrectionResult(new_dir, before, after, time.perf_counter() - t0, n_changed)
+    return CorrectionResult(new_dir, before, after, time.perf_counter() - t0, n_changed,
+                            n_confirmed - n_changed if reviewed is not None else 0)
 
 
 __all__ = ["CorrectionResult", "finetune_from_corrections", "check_corrections"]

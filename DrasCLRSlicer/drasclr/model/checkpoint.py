@@ -148,8 +148,14 @@ def read_card(path: str | os.PathLike) -> dict:
         card = json.loads(cpath.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{cpath}: unreadable model card ({exc})") from None
-    if not isinstance(card, dict) or card.get("format") != FORMAT:
+    if not isinstance(card, dict):
+        raise InputError(f"{cpath}: not a DrasCLR model card (a JSON {type(card).__name__}, expected an object)")
+    if card.get("format") != FORMAT:
         raise InputError(f"{cpath}: not a DrasCLR model card (format {card.get('format')!r})")
+    for key, kind in (("config", dict), ("architecture", str), ("sha256", str)):
+        if key in card and not isinstance(card[key], kind):
+            raise InputError(f"{cpath}: card field {key!r} is a {type(card[key]).__name__}, expected a "
+                             f"{kind.__name__}")
     if card.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{cpath}: model format version {card.get('format_version')} is not supported by this "
                          f"drasclr (reads version {FORMAT_VERSION}); use a matching drasclr version")
@@ -185,18 +191,14 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise InputError(f"{weights}: unknown architecture {arch!r} (known: {', '.join(sorted(_ARCHITECTURES))})")
     if sha256_file(weights) != card.get("sha256"):
         raise InputError(f"{weights}: sha256 does not match the card (file changed or corrupted)")
-    try:
-        model = cls(**card.get("config", {}))
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{weights}: card config does not fit {arch} ({exc})") from None
+    expected = _expected_shapes(cls, card.get("config", {}), weights, arch)  # no memory: built on the meta device
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"{weights}: unreadable safetensors file ({exc})") from None
-    expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
-    bad = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    bad = sorted(k for k in set(expected) & set(state) if expected[k] != state[k].shape)
     if missing or extra or bad:
         parts = []
         if missing:
@@ -205,8 +207,21 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
             parts.append(f"{len(extra)} unexpected tensors (e.g. {extra[0]})")
         if bad:
             parts.append(f"{len(bad)} shape mismatches (e.g. {bad[0]}: {tuple(state[bad[0]].shape)} vs "
-                         f"{tuple(expected[bad[0]].shape)})")
+                         f"{tuple(expected[bad[0]])})")
         raise InputError(f"{weights}: weights do not fit architecture {arch}: " + "; ".join(parts))
+    model = cls(**card.get("config", {}))  # the configuration fits the weights: now it is built for real
     model.load_state_dict(state)
     model.to(map_location).eval()
     return model, card
+
+
+def _expected_shapes(cls: type, config: dict, weights: Path, arch: str) -> dict[str, torch.Size]:
+    """Tensor shapes ``cls(**config)`` would have, from a model built on the meta device (nothing allocated),
+    so a configuration that does not match its weights (or asks for an absurd size) is refused before building."""
+    try:
+        with torch.device("meta"):
+            shell = cls(**config)
+        return {k: v.shape for k, v in shell.state_dict().items()}
+    except (TypeError, ValueError, RuntimeError, KeyError, IndexError, ZeroDivisionError) as exc:
+        raise InputError(f"{weights}: card config does not fit {arch} ({' '.join(str(exc).split())[:160]})") \
+            from None

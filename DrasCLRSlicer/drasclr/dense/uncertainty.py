@@ -1,0 +1,135 @@
+"""Voxel uncertainty of a dense subtype prediction, at no extra model cost (from the probabilities and the mirrored
+test-time-augmentation pass that :func:`drasclr.dense.predict` already ran).
+
+Three measures, each in 0..1, computed over the four subtype classes (1 normal, 2 CLE, 3 PSE, 4 PLE; the
+"outside" channel is dropped and the rest renormalised):
+
+- ``entropy``: predictive entropy of the TTA-mean probabilities divided by log 4 (0: one class certain, 1: all four
+  equally likely);
+- ``disagreement``: half the L1 distance between the plain and mirrored passes' probability vectors (needs TTA);
+- ``margin``: 1 minus the gap between the two most likely classes.
+
+The default, :data:`DEFAULT_KIND`, is the one that ranked wrong voxels best on held-out phantoms
+(``bench/bench_guided.py``, docs/guided_correction.md). ``uncertainty.nii.gz`` stores it as uint8 percent
+(0..100; :data:`SCALE` = 100) on the CT's own grid, 0 outside the lung.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..image import CTImage
+from .predict import ProbabilityMap
+
+KINDS = ("entropy", "disagreement", "margin")
+DEFAULT_KIND = "entropy"
+SCALE = 100  # uncertainty.nii.gz value = round(SCALE * uncertainty)
+
+
+@dataclass(frozen=True)
+class VoxelUncertainty:
+    """Per-voxel uncertainty on a CT's grid over the lung bounding box ``lo``..``hi`` (zyx, exclusive).
+
+    ``measures[kind]`` ``(z, y, x)`` float32 in 0..1 for every kind computable (``disagreement`` only with TTA);
+    ``p_predicted`` the (renormalised) probability of the predicted class; ``inside`` the lung mask of the box."""
+
+    grid: CTImage
+    lo: tuple[int, int, int]
+    hi: tuple[int, int, int]
+    measures: dict[str, np.ndarray]
+    p_predicted: np.ndarray
+    inside: np.ndarray
+    kind: str = DEFAULT_KIND
+
+    @property
+    def box(self) -> tuple[slice, slice, slice]:
+        return tuple(slice(a, b) for a, b in zip(self.lo, self.hi))
+
+    def full(self, kind: str | None = None) -> np.ndarray:
+        """Measure ``kind`` (default: the chosen one) on the whole CT grid, float32, 0 outside the lung."""
+        out = np.zeros(self.grid.array.shape, np.float32)
+        out[self.box] = np.where(self.inside, self.measures[kind or self.kind], 0)
+        return out
+
+    def expected_errors(self) -> np.ndarray:
+        """``1 - p(predicted class)`` on the whole CT grid (0 outside the lung): the chance each voxel is wrong."""
+        out = np.zeros(self.grid.array.shape, np.float32)
+        out[self.box] = np.where(self.inside, 1.0 - self.p_predicted, 0)
+        return out
+
+    def image(self) -> CTImage:
+        """The chosen measure as the ``uncertainty.nii.gz`` image: uint8 percent (0..100) on the CT's grid."""
+        return self.grid.with_array(np.rint(self.full() * SCALE).astype(np.uint8))
+
+
+def measures_from_probabilities(p: np.ndarray, disagreement: np.ndarray | None = None,
+                                kinds=("entropy", "margin", "disagreement")) -> dict[str, np.ndarray]:
+    """The uncertainty measures ``kinds`` of class probabilities ``p`` ``(4, ...)`` (classes 1..4, any scale:
+    renormalised), float32 in 0..1; ``disagreement`` (clipped to 0..1) only when given."""
+    p = np.clip(np.asarray(p, np.float32), 0, None)
+    total = p.sum(0)
+    p = p / np.where(total > 0, total, 1)[None]
+    p[:, total <= 0] = 1.0 / len(p)
+    out = {}
+    if "entropy" in kinds:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ent = -np.where(p > 0, p * np.log(p), 0).sum(0) / np.log(len(p))
+        out["entropy"] = np.clip(ent, 0, 1).astype(np.float32)
+    if "margin" in kinds:
+        top2 = np.partition(p, len(p) - 2, axis=0)[-2:]
+        out["margin"] = np.clip(1.0 - (top2[1] - top2[0]), 0, 1).astype(np.float32)
+    if "disagreement" in kinds and disagreement is not None:
+        out["disagreement"] = np.clip(disagreement, 0, 1).astype(np.float32)
+    return out
+
+
+def voxel_uncertainty(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, subtypes: CTImage,
+                      kind: str = DEFAULT_KIND, all_kinds: bool = False) -> VoxelUncertainty:
+    """Uncertainty of a prediction on ``ct``'s grid: ``probabilities`` from :func:`drasclr.dense.predict`
+    (resampled linearly over the lung box), ``subtypes`` the labelmap it produced (for the predicted class).
+    ``all_kinds``: compute every measure (benches), not only ``kind``."""
+    if kind not in KINDS:
+        raise ValueError(f"uncertainty kind {kind!r}: expected one of {KINDS}")
+    if kind == "disagreement" and probabilities.disagreement is None:
+        raise ValueError("disagreement needs the mirrored test-time augmentation (tta=True)")
+    idx = np.argwhere(lungs.array > 0)
+    if idx.size == 0:
+        raise ValueError("empty lung mask")
+    lo, hi = tuple(int(v) for v in idx.min(0)), tuple(int(v) for v in idx.max(0) + 1)
+    box = ct.crop(lo, hi)
+    p = np.stack([probabilities.on(box, c) for c in range(1, probabilities.array.shape[0])])
+    kinds = KINDS if all_kinds else (kind,)
+    dis = None
+    if probabilities.disagreement is not None and "disagreement" in kinds:
+        dis = ProbabilityMap(probabilities.disagreement[None], probabilities.grid).on(box, 0)
+    measures = measures_from_probabilities(p, dis, kinds)
+    total = p.sum(0)
+    pred = subtypes.array[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.int64)
+    chosen = np.take_along_axis(p, np.clip(pred - 1, 0, len(p) - 1)[None], 0)[0]
+    p_pred = np.where(total > 0, chosen / np.where(total > 0, total, 1), 1.0 / len(p)).astype(np.float32)
+    inside = lungs.array[tuple(slice(a, b) for a, b in zip(lo, hi))] > 0
+    return VoxelUncertainty(ct, lo, hi, measures, p_pred, inside, kind)
+
+
+def region_mean_uncertainty(uncertainty: CTImage, regions: CTImage, rows: list[dict]) -> list[dict]:
+    """``rows`` (from :func:`drasclr.stats.region_stats`) each with ``mean_uncertainty`` added: the mean voxel
+    uncertainty (0..1) over the row's region (lobes/zones by name, left_lung/right_lung/whole_lung by side)."""
+    from .. import labels
+    from ..regions import lung_side_masks
+
+    u = uncertainty.array.astype(np.float32) / SCALE
+    reg = regions.array
+    masks = {labels.REGION_NAMES[v]: reg == v for v in np.unique(reg).tolist() if v in labels.REGION_NAMES}
+    masks.update(lung_side_masks(reg))
+    out = []
+    for row in rows:
+        m = masks.get(row["region"])
+        value = float(u[m].mean()) if m is not None and m.any() else float("nan")
+        out.append({**row, "mean_uncertainty": value})
+    return out
+
+
+__all__ = ["DEFAULT_KIND", "KINDS", "SCALE", "VoxelUncertainty", "measures_from_probabilities",
+           "region_mean_uncertainty", "voxel_uncertainty"]
