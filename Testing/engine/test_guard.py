@@ -131,7 +131,7 @@ def test_coarse_real_scan_flagged_and_refused_with_strict(tmp_path, tiny_model):
 
 @pytest.mark.slow
 def test_in_range_scan_is_not_flagged(tmp_path, tiny_model):
-    ct, _ = synthetic_chest(shape=(40, 80, 80), spacing=(1.8, 1.8, 2.5))
+    ct, _ = synthetic_chest(shape=(48, 96, 96), spacing=(2.0, 2.0, 2.5))  # lungs of about 450 ml
     write_image(ct, tmp_path / "ct.nii.gz")
     out = tmp_path / "res"
     proc = run_cli("analyze", tmp_path / "ct.nii.gz", "-o", out, "--model", tiny_model, "--no-tta", "--strict",
