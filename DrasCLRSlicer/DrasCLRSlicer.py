@@ -618,7 +618,7 @@ class DrasCLRSlicerTest(ScriptedLoadableModuleTest):
         rows = table_to_rows(results.table)
         self.assertEqual(rows[-1]["region"], "whole_lung")
         self.assertAlmostEqual(rows[-1]["volume_ml"], 2016.0, delta=60.0)  # two ~1 l ellipsoid lungs
-        self.assertEqual(results.regions.GetSegmentation().GetNumberOfSegments(), 6)  # zones
+        self.assertEqual(results.regions.GetSegmentation().GetNumberOfSegments(), 5)  # estimated lobes
 
         progress = []  # the child path, densitometry only (the model ran in-process above)
         sub = logic.runInSubprocess(volume, device="CPU", onProgress=progress.append,

@@ -4,7 +4,8 @@
 
 - ``<CT> subtypes``: segmentation with the four subtype segments (names/colours from the terminology JSON);
   absent while the engine has no subtype model (``Analysis.subtypes is None``);
-- ``<CT> regions``: segmentation with one segment per lobe (1-5) or zone (11-16);
+- ``<CT> regions``: segmentation with one segment per lobe (1-5) or zone (11-16); without a lobe input the
+  engine estimates the lobes (``regions="zones"`` for zones), as ``drasclr analyze`` does;
 - ``<CT> statistics``: table node, columns ``drasclr.stats.COLUMNS``;
 - ``<CT> chart``: plot chart node, bars of subtype % (or LAA-950 % without a model) per region.
 
@@ -76,6 +77,17 @@ def ensure_scene_logics(scene) -> None:
         seg_logic = slicer.vtkSlicerSegmentationsModuleLogic()
         seg_logic.SetMRMLScene(scene)
         scene._drasclr_logics = [seg_logic]
+
+
+def totalsegmentator_available() -> bool:
+    """True when TotalSegmentator can run here: its Slicer extension's module is loaded, or its Python package
+    is installed (the extension installs it). The panel enables "Compute lobes with TotalSegmentator" on this."""
+    modules = getattr(slicer, "modules", None)
+    if modules is not None and hasattr(modules, "totalsegmentator"):
+        return True
+    from drasclr.adapters import totalseg_adapter
+
+    return totalseg_adapter.available()
 
 
 def finetune_available() -> bool:
@@ -153,7 +165,7 @@ class DrasCLRLogic:
 
     # --- in-process -----------------------------------------------------------------------------------
     def analyze(self, volume_node, lobes_node=None, model=None, device: str = "auto",
-                use_model: bool = True, tta: bool = True, hu_calibration: str = "auto",
+                use_model: bool = True, tta: bool = True, regions: str = "lobes", hu_calibration: str = "auto",
                 strict: bool = False) -> AnalysisNodes:
         """Run the engine on ``volume_node`` in this process and create/update the result nodes.
 
@@ -177,7 +189,7 @@ class DrasCLRLogic:
             elif model is not None or DEMO_MODEL.exists():
                 net, card, folder = load_segmenter(model, dev)
         result = engine_analyze(ct, lobes, model=net, device=dev, model_card=card, tta=tta, model_dir=folder,
-                                hu_calibration=hu_calibration, strict=strict)
+                                regions=regions, hu_calibration=hu_calibration, strict=strict)
         nodes = self._show(volume_node, result.regions, result.subtypes, result.rows, result.region_kind,
                            model=result.model_dir)
         nodes.warnings, nodes.calibration = list(result.warnings), result.calibration
@@ -185,6 +197,21 @@ class DrasCLRLogic:
             nodes.uncertainty = result.uncertainty
             nodes.review = guided.ReviewWalk(list(result.review.units), result.review.labels)
         return nodes
+
+    # --- lobes from TotalSegmentator ------------------------------------------------------------------
+    def compute_lobes_totalsegmentator(self, volume_node, device: str = "cpu", fast: bool = True):
+        """A ``<CT> lobes (TotalSegmentator)`` segmentation of the five lobes, ready as the lobe input.
+
+        Runs the TotalSegmentator package the TotalSegmentator extension installs (with its weights; nothing is
+        downloaded here); :func:`totalsegmentator_available` says whether the action can be offered."""
+        from drasclr.adapters import totalseg_adapter
+
+        ct = image_from_volume_node(volume_node)
+        lobes = totalseg_adapter.segment_lobes(ct, fast=fast, device=device)
+        name = f"{volume_node.GetName()} lobes (TotalSegmentator)"
+        node = self.scene.GetFirstNode(name, "vtkMRMLSegmentationNode")
+        return labelmap_to_segmentation(self.scene, lobes, volume_node, region_entries(labels.LOBES), node=node,
+                                        name=name)
 
     # --- child process (GUI) --------------------------------------------------------------------------
     def write_inputs(self, volume_node, lobes_node, work_dir: Path) -> tuple[Path, Path | None]:
@@ -201,8 +228,8 @@ class DrasCLRLogic:
     def run_in_subprocess(self, volume_node, lobes_node=None, model=None, device: str = "auto",
                           on_progress=None, on_line=None, should_cancel=None, on_idle=None, env=None,
                           work_dir: Path | None = None, keep_files: bool = False,
-                          use_model: bool = True, tta: bool = True, hu_calibration: str = "auto",
-                          strict: bool = False) -> AnalysisNodes:
+                          use_model: bool = True, tta: bool = True, regions: str = "lobes",
+                          hu_calibration: str = "auto", strict: bool = False) -> AnalysisNodes:
         """Run ``python -m drasclr analyze`` in a child process and load its outputs as nodes.
 
         Progress/cancel/idle callbacks: see :func:`process.run_engine`. ``keep_files`` keeps the output folder
@@ -215,8 +242,8 @@ class DrasCLRLogic:
             ct_path, lobes_path = self.write_inputs(volume_node, lobes_node, work_dir / "input")
             out_dir = work_dir / "output"
             cmd = process.analyze_command(ct_path, out_dir, model=model, device=device, lobes_path=lobes_path,
-                                          use_model=use_model, tta=tta, hu_calibration=hu_calibration,
-                                          strict=strict)
+                                          use_model=use_model, tta=tta, regions=regions,
+                                          hu_calibration=hu_calibration, strict=strict)
             process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
                                on_idle=on_idle, env=env)
             nodes = self.load_outputs(volume_node, out_dir)

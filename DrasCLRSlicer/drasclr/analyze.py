@@ -1,8 +1,8 @@
 """``drasclr analyze``: one CT in, subtype map + regions + per-region numbers out (on the input's own grid).
 
-Stages: lung mask -> regions (lobes from ``--lobes`` or zones 11–16) -> atlas registration (anatomical
-locations) -> dense subtype prediction -> voxel uncertainty and review queue -> patient embedding -> statistics
--> files. ``analyze`` works on images
+Stages: lung mask -> regions (``--lobes`` file, else estimated lobes, or zones 11–16 on request; see
+:mod:`drasclr.lobes.source`) -> atlas registration (anatomical locations) -> dense subtype prediction -> voxel
+uncertainty and review queue -> patient embedding -> statistics -> files. ``analyze`` works on images
 in memory (the Slicer module calls it); ``analyze_file`` reads and writes files (the CLI).
 """
 
@@ -23,10 +23,10 @@ from .errors import InputError
 from .guard import check_resolution, require_resolution
 from .image import CTImage
 from .io import read_ct, write_image
-from .lung_checks import check_lobes_cover_lungs
+from .lobes.source import Regions, choose_regions
 from .lungs import segment_lung_slices
 from .outputs import staged_dir
-from .regions import check_ltrc_lobes, lungs_as_regions, read_lobes, zones_from_lungs
+from .regions import lungs_as_regions, read_lobes
 from .stats import COLUMNS, UNCERTAINTY_COLUMN, region_stats, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,12 @@ class Analysis:
     tta: bool = False  # mirrored test-time augmentation was used
     calibration: dict | None = None  # drasclr.calibration: air/blood measured, offset applied
     resolution: dict | None = None  # drasclr.guard: voxel size vs the model's validated range (with a model)
-    warnings: list[dict] = field(default_factory=list)  # {"code", "message"}: calibration and resolution
+    # {"code", "message"}: regions ("regions"), HU calibration and resolution guard (docs/calibration.md)
+    warnings: list[dict] = field(default_factory=list)
     uncertainty: CTImage | None = None  # uint8 0..100 (drasclr.dense.uncertainty), with a model
     uncertainty_kind: str | None = None
     review: object | None = None  # drasclr.review.ReviewQueue, with a model
+    region_source: str = "zones"  # file, atlas+fissures, lungmask, totalsegmentator or zones
 
 
 @contextlib.contextmanager
@@ -66,13 +68,16 @@ def _stage(timings: dict, name: str):
 
 def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu", model_card: dict | None = None,
             batch_size: int | None = None, tta: bool = True, model_dir: str | Path | None = None,
-            hu_calibration: str = "auto", strict: bool = False) -> Analysis:
+            regions: str = "lobes", lobes_from: str | None = None, hu_calibration: str = "auto",
+            strict: bool = False) -> Analysis:
     """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` or the reference classifier
     (``drasclr.reference``: slice by slice, no registration, no embedding; reads single slices too) (None:
     densitometry only); ``tta``: also predict every patch mirrored left-right and average (default; about twice
-    the subtype time); ``hu_calibration``: auto | air | none (drasclr.calibration; the corrected CT is what
-    everything after sees); ``strict``: refuse (``InputError``) a scan whose voxels are outside the DrasCLR model
-    card's validated range instead of flagging its subtype map (drasclr.guard)."""
+    the subtype time); ``regions``: ``lobes`` (``lobes`` if given, else from ``lobes_from`` — ``lungmask`` or
+    ``totalsegmentator`` when installed — else estimated) or ``zones``; a given ``lobes`` labelmap always wins;
+    ``hu_calibration``: auto | air | none (drasclr.calibration; the corrected CT is what everything after sees);
+    ``strict``: refuse (``InputError``) a scan whose voxels are outside the DrasCLR model card's validated range
+    instead of flagging its subtype map (drasclr.guard)."""
     timings: dict[str, float] = {}
     stage = functools.partial(_stage, timings)
     reference = is_reference(model)
@@ -87,16 +92,11 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         # segment_lungs, or slice by slice for fewer than 3 slices; on the HU-corrected scan
         ct, lungs, calibration = calibrate_and_segment(ct, hu_calibration, segment=segment_lung_slices)
     with stage("regions"):
-        if lobes is not None:
-            check_ltrc_lobes(lobes, ct)
-            regions = lobes.with_array(np.where(lungs.array > 0, lobes.array, 0).astype(np.uint8))
-            check_lobes_cover_lungs(regions.array, lungs.array)
-            kind = "lobes"
-        elif thin:  # no cranio-caudal thirds: the two lungs
-            regions, kind = lungs_as_regions(lungs), "lungs"
+        if thin and lobes is None:  # no cranio-caudal extent (lobes, thirds): the two lungs
+            chosen = Regions(lungs_as_regions(lungs), "lungs", "lungs")
         else:
-            regions = zones_from_lungs(lungs)
-            kind = "zones"
+            chosen = choose_regions(ct, lungs, lobes, regions, lobes_from, device=str(device))
+    regions_image, kind = chosen.image, chosen.kind
     subtypes = embedding = uncertainty = review = kind_u = None
     if reference:
         from .reference.predict import predict_subtypes
@@ -124,27 +124,27 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
             kind_u = DEFAULT_KIND if (tta or DEFAULT_KIND != "disagreement") else "entropy"
             voxel_u = voxel_uncertainty(pred.probabilities, ct, lungs, subtypes, kind=kind_u)
             uncertainty = voxel_u.image()
-            review = build_queue(regions, subtypes, voxel_u.expected_errors(), voxel_u.full())
+            review = build_queue(regions_image, subtypes, voxel_u.expected_errors(), voxel_u.full())
             del voxel_u
         with stage("embedding"):
             embedding = patient_embedding(model, pred.probabilities.grid, transform, device, batch_size)
         del pred
     with stage("stats"):
-        rows = region_stats(ct, regions, subtypes)
+        rows = region_stats(ct, regions_image, subtypes)
         if kind == "lungs":
             rows = [r for r in rows if r["region"] in ("left_lung", "right_lung", "whole_lung")]
         if uncertainty is not None:
             from .dense.uncertainty import region_mean_uncertainty
 
-            rows = region_mean_uncertainty(uncertainty, regions, rows)
-    return Analysis(ct=ct, lungs=lungs, regions=regions, region_kind=kind, rows=rows, subtypes=subtypes,
+            rows = region_mean_uncertainty(uncertainty, regions_image, rows)
+    return Analysis(ct=ct, lungs=lungs, regions=regions_image, region_kind=kind, rows=rows, subtypes=subtypes,
                     embedding=embedding, timings=timings, model_card=model_card,
                     model_dir=Path(model_dir) if model_dir is not None else None, device=str(device),
                     tta=bool(tta and model is not None and not reference), uncertainty=uncertainty,
-                    uncertainty_kind=kind_u, review=review, calibration=calibration.to_json(),
-                    resolution=None if resolution is None else resolution.to_json(),
-                    warnings=calibration.warnings + ([resolution.warning()] if resolution and not resolution.in_range
-                                                     else []))
+                    uncertainty_kind=kind_u, review=review, region_source=chosen.source,
+                    calibration=calibration.to_json(), resolution=None if resolution is None else resolution.to_json(),
+                    warnings=[{"code": "regions", "message": w} for w in chosen.warnings] + calibration.warnings
+                    + ([resolution.warning()] if resolution and not resolution.in_range else []))
 
 
 def is_reference(model) -> bool:
@@ -159,7 +159,8 @@ def is_reference(model) -> bool:
 def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -> Path:
     """Write the output files of an analysis into ``out_dir`` all-or-nothing."""
     out_dir = Path(out_dir)
-    info = {"drasclr_version": __version__, "region_kind": result.region_kind, "device": result.device,
+    info = {"drasclr_version": __version__, "region_kind": result.region_kind,
+            "region_source": result.region_source, "device": result.device,
             "grid": {"size_xyz": list(result.ct.shape_xyz), "spacing_mm": list(result.ct.spacing)},
             "timings_s": result.timings}
     if result.model_card:
@@ -204,7 +205,8 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
                  series_uid: str | None = None, model=None, device="cpu", model_card: dict | None = None,
                  lobes_convention: str = "auto", batch_size: int | None = None,
                  ct: CTImage | None = None, tta: bool = True, model_dir: str | Path | None = None,
-                 read_seconds: float | None = None, hu_calibration: str = "auto", strict: bool = False) -> Analysis:
+                 read_seconds: float | None = None, regions: str = "lobes", lobes_from: str | None = None,
+                 hu_calibration: str = "auto", strict: bool = False) -> Analysis:
     """Read (unless ``ct`` is given: then ``read_seconds`` is the time its reading took), analyze and write one
     case."""
     t0 = time.perf_counter()
@@ -212,7 +214,8 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
     read_s = read_seconds if read_seconds is not None else time.perf_counter() - t0
     lobes = read_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
     result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size, tta=tta,
-                     model_dir=model_dir, hu_calibration=hu_calibration, strict=strict)
+                     model_dir=model_dir, regions=regions, lobes_from=lobes_from, hu_calibration=hu_calibration,
+                     strict=strict)
     result.timings = {"read_s": round(read_s, 3), **result.timings}
     write_analysis(result, out_dir)
     return result

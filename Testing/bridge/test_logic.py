@@ -13,11 +13,12 @@ from bridge_support import synthetic_chest
 
 from drasclr import labels
 from drasclr.analyze import analyze as engine_analyze
-from drasclr.stats import COLUMNS, read_csv
+from drasclr.stats import COLUMNS, read_csv, read_json
 from DrasCLRSlicerLib import process, segmentations, tables, terminology, volumes
 from DrasCLRSlicerLib.logic import DrasCLRLogic, lobe_value_from_name
 
 ZONE_ROWS = [*labels.ZONES.values(), "left_lung", "right_lung", "whole_lung"]
+LOBE_ROWS = [*labels.LOBES.values(), "left_lung", "right_lung", "whole_lung"]
 
 
 needs_cli = pytest.mark.skipif(importlib.util.find_spec("drasclr.report") is None,
@@ -31,8 +32,14 @@ def chest():
 
 @pytest.fixture(scope="module")
 def chest_result(chest):
-    """The engine's own densitometry analysis of the chest (reference for the node contents)."""
+    """The engine's own densitometry analysis of the chest (reference for the node contents): estimated lobes."""
     return engine_analyze(chest)
+
+
+@pytest.fixture(scope="module")
+def chest_zones(chest):
+    """The same analysis with zones (the tests below build lobe inputs from them)."""
+    return engine_analyze(chest, regions="zones")
 
 
 def node_names(scene, cls):
@@ -47,11 +54,11 @@ def test_analyze_in_process_creates_named_nodes(scene, chest, chest_result):
     assert nodes.regions.GetName() == "chest regions"
     assert nodes.table.GetName() == "chest statistics"
     assert nodes.chart.GetName() == "chest chart"
-    assert nodes.region_kind == "zones"
+    assert nodes.region_kind == "lobes"  # no lobe input: the engine's estimated lobes
     assert set(segmentations.segment_names(nodes.regions)) == {
-        e.name for e in terminology.region_entries(labels.ZONES)}
+        e.name for e in terminology.region_entries(labels.LOBES)}
     rows = tables.table_to_rows(nodes.table)
-    assert [r["region"] for r in rows] == ZONE_ROWS
+    assert [r["region"] for r in rows] == LOBE_ROWS
     # the numbers are the engine's numbers on the same CT
     want = chest_result.rows
     for got, ref in zip(rows, want):
@@ -60,9 +67,11 @@ def test_analyze_in_process_creates_named_nodes(scene, chest, chest_result):
     whole = rows[-1]
     assert whole["volume_ml"] == pytest.approx(2016, rel=0.03)  # two ellipsoids of ~1008 ml
     assert -880 < whole["mean_hu"] < -840
-    # the regions segmentation holds the engine's zones voxel for voxel
-    back = segmentations.segmentation_to_labelmap(nodes.regions, ct_node, terminology.region_entries(labels.ZONES))
+    # the regions segmentation holds the engine's lobes voxel for voxel
+    back = segmentations.segmentation_to_labelmap(nodes.regions, ct_node, terminology.region_entries(labels.LOBES))
     np.testing.assert_array_equal(back.array, chest_result.regions.array)
+    zones = logic.analyze(ct_node, use_model=False, regions="zones")  # zones on request
+    assert zones.region_kind == "zones" and [r["region"] for r in tables.table_to_rows(zones.table)] == ZONE_ROWS
     if nodes.subtypes is None:  # no subtype model in the engine yet: the chart shows LAA-950
         assert nodes.chart.GetNumberOfPlotSeriesNodes() == 1
     else:
@@ -79,10 +88,10 @@ def test_analyze_twice_updates_the_same_nodes(scene, chest):
     assert node_names(scene, "vtkMRMLSegmentationNode") == ["chest regions"]
 
 
-def test_lobes_from_segmentation_names(scene, chest, chest_result):
+def test_lobes_from_segmentation_names(scene, chest, chest_zones):
     """A lobe segmentation (as TotalSegmentator names them) drives per-lobe rows."""
     ct_node = volumes.add_volume_node(scene, chest, "chest")
-    zones = chest_result.regions.array
+    zones = chest_zones.regions.array
     lobes = np.zeros_like(zones)
     lobes[np.isin(zones, (11, 12))] = 1
     lobes[zones == 13] = 2
@@ -133,14 +142,14 @@ LOBE_VALUES = {"ltrc": (1, 2, 3, 4, 5), "totalseg": (10, 11, 12, 13, 14), "cip":
 
 @pytest.mark.parametrize("path", ["in_process", needs_cli("subprocess")])
 @pytest.mark.parametrize("convention", list(LOBE_VALUES))
-def test_lobe_labelmap_conventions_give_lobe_rows(scene, chest, chest_result, convention, path, tmp_path):
+def test_lobe_labelmap_conventions_give_lobe_rows(scene, chest, chest_zones, convention, path, tmp_path):
     """A lobe labelmap volume in any supported convention gives the five lobe rows on both paths, with the
     lobes' own volumes (regression: TotalSegmentator values 11-14 were reported as zones in-process and
     value 10 vanished from whole_lung)."""
     from drasclr.image import CTImage
 
     ct_node = volumes.add_volume_node(scene, chest, "chest")
-    ltrc = _lobes_from_zones(chest_result.regions.array)
+    ltrc = _lobes_from_zones(chest_zones.regions.array)
     lut = np.zeros(256, np.uint16)
     for ltrc_value, source_value in zip(range(1, 6), LOBE_VALUES[convention]):
         lut[ltrc_value] = source_value
@@ -158,15 +167,15 @@ def test_lobe_labelmap_conventions_give_lobe_rows(scene, chest, chest_result, co
     voxel_ml = float(np.prod(chest.spacing)) / 1000
     for value, name in labels.LOBES.items():
         assert rows[name]["volume_ml"] == pytest.approx((ltrc == value).sum() * voxel_ml)
-    lung_ml = (chest_result.lungs.array > 0).sum() * voxel_ml
+    lung_ml = (chest_zones.lungs.array > 0).sum() * voxel_ml
     assert rows["whole_lung"]["volume_ml"] == pytest.approx(lung_ml)
 
 
-def test_engine_refuses_lobe_values_outside_ltrc(chest, chest_result):
+def test_engine_refuses_lobe_values_outside_ltrc(chest, chest_zones):
     """analyze() itself checks its lobe labelmap: values outside LTRC 1-5 are an input error, not zones."""
     from drasclr.errors import InputError
 
-    bad = chest.with_array((_lobes_from_zones(chest_result.regions.array) + 9) * (chest_result.regions.array > 0))
+    bad = chest.with_array((_lobes_from_zones(chest_zones.regions.array) + 9) * (chest_zones.regions.array > 0))
     with pytest.raises(InputError, match="LTRC"):
         engine_analyze(chest, bad.with_array(bad.array.astype(np.uint8)))
 
@@ -197,6 +206,9 @@ def test_analyze_command_follows_cli_contract(tmp_path):
     assert "--no-model" in process.analyze_command("ct", "out", use_model=False, python="py")
     assert "--model" not in process.analyze_command("ct", "out", python="py")  # engine default model
     assert "--tta" in process.analyze_command("ct", "out", python="py")  # mirrored TTA by default
+    assert "--regions" not in process.analyze_command("ct", "out", python="py")  # engine default: estimated lobes
+    zones = process.analyze_command("ct", "out", python="py", regions="zones")
+    assert zones[zones.index("--regions") + 1] == "zones"
     assert "--no-tta" in process.analyze_command("ct", "out", python="py", tta=False)
     assert not {"--tta", "--no-tta"} & set(process.analyze_command("ct", "out", python="py", use_model=False))
 
@@ -223,13 +235,14 @@ def test_run_in_subprocess_loads_outputs(scene, chest, chest_result, tmp_path):
     assert any(line.startswith("wrote ") for line in lines)
     assert idle, "the GUI hook must be called while the child runs"
     rows = tables.table_to_rows(nodes.table)
-    assert [r["region"] for r in rows] == ZONE_ROWS
+    assert [r["region"] for r in rows] == LOBE_ROWS  # the engine's default: estimated lobes
     want = chest_result.rows
     for got, ref in zip(rows, want):  # stats.csv keeps 4 decimals
         assert got["volume_ml"] == pytest.approx(ref["volume_ml"], abs=1e-4)
         assert got["laa950_pct"] == pytest.approx(ref["laa950_pct"], abs=1e-4)
-    assert read_csv(nodes.output_dir / "stats.csv")[0]["region"] == "left_upper_zone"
-    back = segmentations.segmentation_to_labelmap(nodes.regions, ct_node, terminology.region_entries(labels.ZONES))
+    assert read_csv(nodes.output_dir / "stats.csv")[0]["region"] == "left_upper_lobe"
+    assert read_json(nodes.output_dir / "stats.json")["region_source"] == "atlas+fissures"
+    back = segmentations.segmentation_to_labelmap(nodes.regions, ct_node, terminology.region_entries(labels.LOBES))
     np.testing.assert_array_equal(back.array, chest_result.regions.array)
     # exports
     csv_path = logic.export_csv(nodes, tmp_path / "stats.csv")
@@ -244,7 +257,7 @@ def test_export_html_without_engine_report(scene, chest, tmp_path):
     logic = DrasCLRLogic(scene)
     nodes = logic.analyze(volumes.add_volume_node(scene, chest, "chest"), use_model=False)
     html = logic.export_html(nodes, tmp_path / "report.html").read_text()
-    assert "<table" in html and html.count("<tr>") == len(ZONE_ROWS) + 1 and "whole_lung" in html
+    assert "<table" in html and html.count("<tr>") == len(LOBE_ROWS) + 1 and "whole_lung" in html
 
 
 def test_cancel_leaves_no_nodes_and_no_files(scene, chest, tmp_path):
@@ -395,3 +408,22 @@ def test_engine_output_folder_with_subtypes_becomes_nodes(scene, tmp_path):
               for i in range(nodes.chart.GetNumberOfPlotSeriesNodes())]
     assert [s.GetYColumnName() for s in series] == ["normal_pct", "cle_pct", "pse_pct", "ple_pct"]
     assert not nodes.regions.GetDisplayNode().GetVisibility()  # the subtype map is shown, regions hidden
+
+
+def test_totalsegmentator_action_only_when_installed(scene, chest):
+    """"Compute lobes with TotalSegmentator" is offered only when TotalSegmentator is installed; then its lobes
+    come back as a five-segment lobe input the analysis accepts."""
+    from drasclr.adapters import totalseg_adapter
+    from DrasCLRSlicerLib.logic import totalsegmentator_available
+
+    assert totalsegmentator_available() == totalseg_adapter.available()  # no Slicer module in slicer-core
+    if not totalsegmentator_available():
+        pytest.skip("TotalSegmentator not installed")
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    logic = DrasCLRLogic(scene)
+    try:
+        lobe_node = logic.compute_lobes_totalsegmentator(ct_node)
+    except Exception as exc:  # weights not cached: never download in tests
+        pytest.skip(f"TotalSegmentator weights unavailable offline: {exc}")
+    nodes = logic.analyze(ct_node, lobes_node=lobe_node, use_model=False)
+    assert nodes.region_kind == "lobes"

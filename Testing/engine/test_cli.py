@@ -75,23 +75,55 @@ def test_analyze_synthetic_writes_contract_outputs(tmp_path):
     assert "whole_lung" in proc.stdout
     regions = read_image(out / "regions.nii.gz")
     assert regions.same_grid(ct, tol=1e-5) and regions.array.dtype == np.uint8
-    assert set(np.unique(regions.array)) == {0, 11, 12, 13, 14, 15, 16}
-    # zones sit on the right side of the body: 11-13 are the left lung (truth 2)
-    assert np.all(truth[np.isin(regions.array, [11, 12, 13])] == 2)
+    # no lobe file: estimated lobes, two in the left lung (truth 2) and three in the right (truth 1)
+    assert set(np.unique(regions.array)) == {0, 1, 2, 3, 4, 5}
+    assert np.all(truth[np.isin(regions.array, [1, 2])] == 2) and np.all(truth[np.isin(regions.array, [3, 4, 5])] == 1)
     rows = list(csv.DictReader(open(out / "stats.csv")))
     assert list(rows[0].keys())[:len(COLUMNS)] == COLUMNS  # further columns may follow (mean_uncertainty)
     names = [r["region"] for r in rows]
-    assert names[-3:] == ["left_lung", "right_lung", "whole_lung"]
+    assert names == ["left_upper_lobe", "left_lower_lobe", "right_upper_lobe", "right_middle_lobe",
+                     "right_lower_lobe", "left_lung", "right_lung", "whole_lung"]
     whole = rows[-1]
     truth_ml = (truth > 0).sum() * ct.voxel_volume_ml
     assert abs(float(whole["volume_ml"]) - truth_ml) / truth_ml < 0.1
+    assert sum(float(r["volume_ml"]) for r in rows[:5]) == pytest.approx(float(whole["volume_ml"]), rel=1e-3)
     doc = json.load(open(out / "stats.json"))
-    assert doc["region_kind"] == "zones" and len(doc["regions"]) == len(rows)
+    assert doc["region_kind"] == "lobes" and doc["region_source"] == "atlas+fissures"
+    assert len(doc["regions"]) == len(rows)
     assert "ct.nrrd" not in json.dumps(doc)  # no input names (they may carry identifiers)
     if (out / "subtypes.nii.gz").exists():  # with a model: uncertainty and the review queue come out too
         assert read_image(out / "uncertainty.nii.gz").same_grid(ct, tol=1e-5)
         assert json.load(open(out / "review.json"))["units"] and (out / "review_units.nii.gz").exists()
         assert list(rows[0].keys())[len(COLUMNS):] == ["mean_uncertainty"]
+
+
+def test_analyze_zones_on_request(tmp_path):
+    ct, truth = synthetic_chest()
+    write_image(ct, tmp_path / "ct.nrrd")
+    out = tmp_path / "res"
+    proc = run_cli("analyze", tmp_path / "ct.nrrd", "-o", out, "--regions", "zones", "--no-model", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    regions = read_image(out / "regions.nii.gz")
+    assert set(np.unique(regions.array)) == {0, 11, 12, 13, 14, 15, 16}
+    # zones sit on the right side of the body: 11-13 are the left lung (truth 2)
+    assert np.all(truth[np.isin(regions.array, [11, 12, 13])] == 2)
+    doc = json.load(open(out / "stats.json"))
+    assert doc["region_kind"] == "zones" and doc["region_source"] == "zones"
+
+
+def test_lobe_tool_that_is_not_installed_is_refused(tmp_path):
+    from drasclr.adapters import lungmask_adapter, totalseg_adapter
+
+    ct, _ = synthetic_chest(shape=(24, 64, 64), spacing=(4.0, 4.0, 6.0))
+    write_image(ct, tmp_path / "ct.nii.gz")
+    for tool, adapter in (("lungmask", lungmask_adapter), ("totalsegmentator", totalseg_adapter)):
+        if adapter.available():
+            continue
+        out = tmp_path / f"o_{tool}"
+        assert_refused(run_cli("analyze", tmp_path / "ct.nii.gz", "-o", out, "--lobes-from", tool), out,
+                       f"{tool} is not installed")
+    out = tmp_path / "o_bad"
+    assert_refused(run_cli("analyze", tmp_path / "ct.nii.gz", "-o", out, "--regions", "segments"), out, "regions")
 
 
 @pytest.mark.real
@@ -125,6 +157,8 @@ def test_batch_mode_is_resumable_and_shards_by_rank(tmp_path):
     assert proc.returncode == 0 and "3/3" in proc.stdout
     assert (out / "p1" / "stats.json").stat().st_mtime_ns == stamp
     assert (out / "p0" / "report.html").exists()
+    doc = json.load(open(out / "p0" / "stats.json"))  # batch mode estimates lobes too
+    assert doc["region_kind"] == "lobes" and doc["region_source"] == "atlas+fissures"
 
 
 def test_batch_list_paths_are_relative_to_the_list(tmp_path):

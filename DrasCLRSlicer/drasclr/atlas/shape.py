@@ -8,8 +8,11 @@ registration. Physical space is LPS in millimetres, centred near the carina:
   costophrenic recesses, z = -125 mm, rising ~45 mm at the dome); the lungs' centres lie 78 mm either side of
   the midline and come within ~4 mm of each other anteriorly (anterior junction);
 - the heart (an ellipsoid, shifted to the left and anterior) carves the medial lower lungs, more on the left;
-- lobes (LTRC numbering): an oblique fissure in each lung (plane rising from anterior-inferior to
-  posterior-superior), on the right also a horizontal fissure (z = +20 mm) in front of the oblique one.
+- lobes (LTRC numbering): an oblique fissure in each lung (plane z = c + 0.75 y rising from the anterior
+  diaphragm to posterior-superior, c = -6 mm left, -10.5 mm right), on the right also a horizontal fissure
+  (z = +14 mm) in front of the oblique one. The three heights were set so that the lobes' shares of the lung
+  volume equal the supine-inspiration means of 32 healthy adult volunteers (Yamada et al., Respiration 2020,
+  doi:10.1159/000507265, table 3: RUL 17.9 %, RML 9.3 %, RLL 26.5 %, LUL 23.1 %, LLL 23.2 %).
 
 Overall size ≈ 300 mm wide, 250 mm tall, 190 mm deep: an adult lung at total lung capacity.
 """
@@ -28,6 +31,10 @@ Z_APEX, Z_BASE = 125.0, -125.0
 # affinely registered shape with automatic lung masks of public CTs (only these numbers, no image data)
 SHAPE = {"apex_gain": 1.45, "apex_power": 0.5, "dome": 50.0, "anterior_rise": 60.0, "heart_rx": 65.0,
          "heart_ry": 70.0, "heart_rz": 70.0, "heart_z": -60.0, "mediastinum": 22.0, "junction": 10.0}
+
+
+# fissures (mm): oblique z = c + slope * y per lung, right horizontal z = const (lobe shares = adult norms)
+FISSURES = {"slope": 0.75, "oblique_left": -6.0, "oblique_right": -10.5, "horizontal": 14.0}
 
 
 def lobe_labels(lps: np.ndarray) -> np.ndarray:
@@ -51,11 +58,11 @@ def lobe_labels(lps: np.ndarray) -> np.ndarray:
         mediastinum = (np.abs(x - 5.0) < SHAPE["mediastinum"] + 8.0 * np.clip(-z / 100.0, 0, 1)) & (y < 60.0)
         spine = ((x / 35.0) ** 2 + ((y - 80.0) / 35.0) ** 2) < 1
         inside &= ~heart & ~mediastinum & ~spine
-        oblique = z - (-40.0 + 0.9 * (y + 60.0))  # > 0 above the oblique fissure
-        if lung == 2:
+        oblique = z - (FISSURES["oblique_left" if lung == 2 else "oblique_right"] + FISSURES["slope"] * y)
+        if lung == 2:  # > 0 above the oblique fissure
             lobe = np.where(oblique > 0, 1, 2)
         else:
-            lobe = np.where(oblique > 0, np.where(z > 20.0, 3, 4), 5)
+            lobe = np.where(oblique > 0, np.where(z > FISSURES["horizontal"], 3, 4), 5)
         out[inside] = lobe[inside]
     return out
 

@@ -1,4 +1,4 @@
-"""``drasclr analyze INPUT -o OUT [--model M] [--device auto|cpu|cuda] [--lobes LOBES]``.
+"""``drasclr analyze INPUT -o OUT [--model M] [--device auto|cpu|cuda] [--lobes LOBES] [--regions lobes|zones]``.
 
 INPUT is one CT (NIfTI/NRRD/MHA file, or a DICOM folder searched recursively for its largest series), or, for
 batch mode, a folder holding CT files or a ``.txt`` list of paths: each case goes to ``OUT/<case>/``; finished
@@ -33,7 +33,12 @@ def add_parser(sub):
                                                  "(also reads single axial slices and sparse series)")
     p.add_argument("--no-model", action="store_true", help="densitometry only: no subtype map, no embedding")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--lobes", default=None, help="lobe labelmap file or TotalSegmentator folder; zones otherwise")
+    p.add_argument("--lobes", default=None, help="lobe labelmap file or TotalSegmentator folder (always wins); "
+                                                  "otherwise lobes are estimated (atlas + fissures)")
+    p.add_argument("--regions", default="lobes", choices=["lobes", "zones"],
+                   help="statistics per lobe (default) or per zone (thirds of each lung, 11-16)")
+    p.add_argument("--lobes-from", default=None, choices=["lungmask", "totalsegmentator"],
+                   help="lobes from this tool when it is installed with its weights (instead of the estimate)")
     p.add_argument("--lobes-convention", default="auto", choices=["auto", "ltrc", "totalseg", "cip"],
                    help="label convention of --lobes (default: detect)")
     p.add_argument("--series", default=None, help="DICOM SeriesInstanceUID when the folder holds several")
@@ -114,11 +119,15 @@ def run(args) -> int:
     check_range(args.batch_size, "--batch-size", lo=1, hi=65536)
     if args.lobes and not Path(args.lobes).exists():
         raise InputError(f"lobe file not found: {args.lobes}")
+    from ..lobes.source import check_region_options
+
+    check_region_options(args.regions, args.lobes_from)
     cases = _cases(src)
     if cases is None:
         return _run_one(args, src)
     if args.lobes:
-        raise InputError("--lobes applies to one CT; batch mode uses zones (or run cases one by one)")
+        raise InputError("--lobes applies to one CT; batch mode estimates each case's lobes (or --lobes-from a "
+                         "tool, or --regions zones)")
     return _run_batch(args, cases)
 
 
@@ -127,7 +136,8 @@ def _load_model(args, device) -> dict:
     from ..device import describe_device
 
     kwargs = dict(model=None, device=device, model_card=None, batch_size=args.batch_size, tta=args.tta,
-                  model_dir=None, hu_calibration=args.hu_calibration, strict=args.strict)
+                  model_dir=None, regions=args.regions, lobes_from=args.lobes_from,
+                  hu_calibration=args.hu_calibration, strict=args.strict)
     if args.no_model:
         return kwargs
     if _reference(args):

@@ -40,9 +40,10 @@ def is_reference_model(path: str | os.PathLike | None) -> bool:
     if not card.is_file():
         return False
     try:
-        return json.loads(card.read_text()).get("architecture") == ARCHITECTURE
+        doc = json.loads(card.read_text())
     except (OSError, ValueError):
         return False
+    return isinstance(doc, dict) and doc.get("architecture") == ARCHITECTURE  # any other card: the model loader says
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -89,6 +90,8 @@ def load_reference(path: str | os.PathLike | None = None) -> tuple[LocalHistogra
         card = json.loads(card_file.read_text())
     except ValueError as exc:
         raise InputError(f"{card_file}: not a JSON model card ({exc})") from exc
+    if not isinstance(card, dict):
+        raise InputError(f"{card_file}: a model card is a JSON object, not a {type(card).__name__}")
     if card.get("architecture") != ARCHITECTURE:
         raise InputError(f"{card_file}: architecture {card.get('architecture')!r} is not {ARCHITECTURE}")
     ref = folder / card.get("references", "references.npz")
