@@ -25,16 +25,17 @@ def test_analyze_command_passes_calibration_and_strict():
 def test_in_process_warnings_and_calibration(scene):
     node = volumes.add_volume_node(scene, miscalibrated(), "ct")
     logic = DrasCLRLogic(scene)
-    nodes = logic.analyze(node, use_model=False)  # auto: corrected, no warning
+    nodes = logic.analyze(node, use_model=False, regions="zones")  # auto: corrected, no warning
     assert nodes.calibration["corrected"] and abs(nodes.calibration["applied_hu"] - 75) <= 2
     assert nodes.warnings == []
-    nodes = logic.analyze(node, use_model=False, hu_calibration="none")
+    nodes = logic.analyze(node, use_model=False, hu_calibration="none", regions="zones")
     assert not nodes.calibration["corrected"]
     assert [w["code"] for w in nodes.warnings] == ["hu_offset_uncorrected"]
 
 
 def test_child_process_warnings_are_read_back(scene, tmp_path):
     node = volumes.add_volume_node(scene, miscalibrated(), "ct")
-    nodes = DrasCLRLogic(scene).run_in_subprocess(node, use_model=False, hu_calibration="none", work_dir=tmp_path)
+    nodes = DrasCLRLogic(scene).run_in_subprocess(node, use_model=False, hu_calibration="none", regions="zones",
+                                                  work_dir=tmp_path)
     assert [w["code"] for w in nodes.warnings] == ["hu_offset_uncorrected"]
     assert nodes.calibration["mode"] == "none" and abs(nodes.calibration["offset_hu"] - 75) <= 2
