@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # One-command environment setup: a virtual environment in .venv, torch first, then the engine with its
-# test extras and slicer-core with its pinned vtk. Idempotent: a second run only checks a stamp.
+# test extras, slicer-core with its pinned vtk, and the web shell (trame-slicer, Playwright) with the system
+# browser and software-GL libraries it needs (Debian's chromium, Mesa EGL; apt-get when missing and allowed).
+# Idempotent: a second run only checks a stamp.
 #
 #   scripts/setup.sh                 CPU torch on machines without an NVIDIA GPU, CUDA torch where there is one
 #   TORCH_SPEC="torch==2.5.1" scripts/setup.sh      choose the torch you want
 #   SYSTEM_SITE=1 scripts/setup.sh   reuse a torch (e.g. CUDA) already installed in the base Python
+#   NO_APT=1 scripts/setup.sh        never call apt-get (the browser test then skips where chromium is missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -32,7 +35,23 @@ else
     || $PIP install -q "torch==2.13.0+cpu" --index-url https://download.pytorch.org/whl/cpu \
     || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
 fi
-$PIP install -q -e ".[test,bridge]"
+$PIP install -q -e ".[test,bridge,web]"
+# The browser test drives Debian's chromium (Playwright's own browser download is not used) and the web shell
+# renders through Mesa's software EGL. Install them when missing, as root with apt-get available.
+missing=()
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
+for pkg in libegl-mesa0 libgl1-mesa-dri libegl1; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ] && command -v dpkg >/dev/null 2>&1; then
+  if [ "${NO_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: apt-get install ${missing[*]}"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null; } || echo "setup: warning: could not install ${missing[*]} (browser test will skip)" >&2
+  else
+    echo "setup: note: ${missing[*]} missing and apt-get not used; the browser test will skip" >&2
+  fi
+fi
 if "$VENV/bin/python" -m pip list 2>/dev/null | grep -qi '^nvidia-' && ! command -v nvidia-smi >/dev/null 2>&1; then
   echo "setup: warning: CUDA packages were installed on a machine without an NVIDIA GPU" >&2
 fi

@@ -43,7 +43,7 @@ from drasclr.stats import COLUMNS, read_csv, read_json, write_csv
 
 from . import guided, process, tables
 from .segmentations import labelmap_to_segmentation, segment_names, segmentation_to_labelmap
-from .storage import load_volume
+from .storage import load_volume, save_node
 from .terminology import region_entries, subtype_entries
 from .volumes import add_volume_node, image_from_volume_node
 
@@ -239,26 +239,46 @@ class DrasCLRLogic:
         own = work_dir is None
         work_dir = Path(tempfile.mkdtemp(prefix="drasclr-")) if own else Path(work_dir)
         try:
-            ct_path, lobes_path = self.write_inputs(volume_node, lobes_node, work_dir / "input")
-            out_dir = work_dir / "output"
-            cmd = process.analyze_command(ct_path, out_dir, model=model, device=device, lobes_path=lobes_path,
-                                          use_model=use_model, tta=tta, regions=regions,
-                                          hu_calibration=hu_calibration, strict=strict)
+            cmd, out_dir = self.prepare_analysis(volume_node, lobes_node, work_dir, model=model, device=device,
+                                                 use_model=use_model, tta=tta, regions=regions,
+                                                 hu_calibration=hu_calibration, strict=strict)
             process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
                                on_idle=on_idle, env=env)
-            nodes = self.load_outputs(volume_node, out_dir)
+            nodes = self.finish_analysis(volume_node, out_dir)
         except BaseException:
             if own:
                 shutil.rmtree(work_dir, ignore_errors=True)
             raise
         if keep_files:
-            nodes.output_dir = out_dir
             if own:  # keep only the latest run's temporary files
                 if self._kept_dir is not None:
                     shutil.rmtree(self._kept_dir, ignore_errors=True)
                 self._kept_dir = work_dir
-        elif own:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        else:
+            nodes.output_dir = None
+            if own:
+                shutil.rmtree(work_dir, ignore_errors=True)
+        return nodes
+
+    def prepare_analysis(self, volume_node, lobes_node, work_dir: Path, model=None, device: str = "auto",
+                         use_model: bool = True, tta: bool = True, regions: str = "lobes",
+                         hu_calibration: str = "auto", strict: bool = False) -> tuple[list[str], Path]:
+        """First step of a child-process analysis (MRML: run it on the GUI/event-loop thread): write the inputs
+        into ``work_dir/input`` and return the ``drasclr analyze`` command and its output folder
+        (``work_dir/output``). Run the command with :func:`process.run_engine` (any thread), then
+        :meth:`finish_analysis`."""
+        ct_path, lobes_path = self.write_inputs(volume_node, lobes_node, Path(work_dir) / "input")
+        out_dir = Path(work_dir) / "output"
+        cmd = process.analyze_command(ct_path, out_dir, model=model, device=device, lobes_path=lobes_path,
+                                      use_model=use_model, tta=tta, regions=regions, hu_calibration=hu_calibration,
+                                      strict=strict)
+        return cmd, out_dir
+
+    def finish_analysis(self, volume_node, out_dir: Path) -> AnalysisNodes:
+        """Last step of a child-process analysis: the output folder as nodes, with ``output_dir`` set (the model
+        folder that ran is read from ``stats.json`` by :meth:`load_outputs`)."""
+        nodes = self.load_outputs(volume_node, out_dir)
+        nodes.output_dir = Path(out_dir)
         return nodes
 
     def load_outputs(self, volume_node, out_dir: Path) -> AnalysisNodes:
@@ -341,25 +361,10 @@ class DrasCLRLogic:
         Returns the engine's summary: ``{"model": new folder, "before": ..., "after": ...}``.
         Raises :class:`process.Cancelled` / :class:`process.EngineError`; nothing is written on failure.
         """
-        if nodes.subtypes is None or nodes.prediction is None:
-            raise ValueError("no subtype map to learn from: analyze with a subtype model first")
-        corrected = self.corrected_subtypes(nodes)
-        reviewed = self.reviewed_mask(nodes) if use_reviewed else None
-        if np.array_equal(corrected.array, nodes.prediction.array) and (reviewed is None or not reviewed.array.any()):
-            raise ValueError("the subtype map has not been corrected yet (paint into the subtype segments) and no "
-                             "region was reviewed")
-        model = model or nodes.model
         work = Path(tempfile.mkdtemp(prefix="drasclr-finetune-"))
         try:
-            ct = image_from_volume_node(nodes.volume)
-            ct_path = write_image(ct, work / "ct.nrrd", compress=False)
-            pred_path = write_image(nodes.prediction, work / "prediction.nrrd", dtype=np.uint8, compress=False)
-            corr_path = write_image(corrected, work / "corrected.nrrd", dtype=np.uint8, compress=False)
-            rev_path = None
-            if reviewed is not None and reviewed.array.any():
-                rev_path = write_image(reviewed, work / "reviewed.nrrd", dtype=np.uint8, compress=False)
-            cmd = process.finetune_command(ct_path, pred_path, corr_path, model=model, output_root=output_root,
-                                           device=device, max_seconds=max_seconds, reviewed_path=rev_path)
+            cmd = self.prepare_finetune(nodes, work, model=model, device=device, max_seconds=max_seconds,
+                                        output_root=output_root, use_reviewed=use_reviewed)
             lines = process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
                                        on_idle=on_idle, env=env)
             return process.last_json(lines)
@@ -396,7 +401,68 @@ class DrasCLRLogic:
         """The review units visited so far as a 0/1 labelmap on the CT's grid (None without a review queue)."""
         return nodes.review.mask() if nodes.review is not None else None
 
+    def prepare_finetune(self, nodes: AnalysisNodes, work_dir: Path, model=None, device: str = "auto",
+                         max_seconds: float = 30.0, output_root=None, use_reviewed: bool = True) -> list[str]:
+        """First step of :meth:`finetune_from_corrections` (MRML: GUI/event-loop thread): write the CT, the
+        prediction, the corrected labelmap and the reviewed units (``ct.nrrd``, ``prediction.nrrd``,
+        ``corrected.nrrd``, ``reviewed.nrrd``) into ``work_dir`` and return the ``drasclr finetune corrections``
+        command."""
+        if nodes.subtypes is None or nodes.prediction is None:
+            raise ValueError("no subtype map to learn from: analyze with a subtype model first")
+        corrected = self.corrected_subtypes(nodes)
+        reviewed = self.reviewed_mask(nodes) if use_reviewed else None
+        if np.array_equal(corrected.array, nodes.prediction.array) and (reviewed is None or not reviewed.array.any()):
+            raise ValueError("the subtype map has not been corrected yet (paint into the subtype segments) and no "
+                             "region was reviewed")
+        work = Path(work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        ct = image_from_volume_node(nodes.volume)
+        ct_path = write_image(ct, work / "ct.nrrd", compress=False)
+        pred_path = write_image(nodes.prediction, work / "prediction.nrrd", dtype=np.uint8, compress=False)
+        corr_path = write_image(corrected, work / "corrected.nrrd", dtype=np.uint8, compress=False)
+        rev_path = None
+        if reviewed is not None and reviewed.array.any():
+            rev_path = write_image(reviewed, work / "reviewed.nrrd", dtype=np.uint8, compress=False)
+        return process.finetune_command(ct_path, pred_path, corr_path, model=model or nodes.model,
+                                        output_root=output_root, device=device, max_seconds=max_seconds,
+                                        reviewed_path=rev_path)
+
+    # --- models and CTs ---------------------------------------------------------------------------------
+    @staticmethod
+    def model_store(user_root=None):
+        """The model versions a shell offers (bundled + ``user_root``, default the user folder); ``revert``
+        on it makes an older version the active one."""
+        from .models import ModelStore
+
+        return ModelStore(user_root)
+
+    def load_ct(self, path, name: str | None = None):
+        """A CT file (read by Slicer's own reader) or a DICOM folder (read by the engine) as a volume node."""
+        path = Path(path)
+        if path.is_dir():
+            from drasclr.io import read_ct
+
+            return add_volume_node(self.scene, read_ct(path), name or path.name)
+        stem = path.name.split(".")[0]
+        return load_volume(self.scene, path, name=name or stem)
+
     # --- exports ----------------------------------------------------------------------------------------
+    def export_segmentation(self, nodes: AnalysisNodes, path) -> Path:
+        """The (possibly corrected) subtype segmentation, or the regions without a model, as ``.seg.nrrd``."""
+        node = nodes.subtypes if nodes.subtypes is not None else nodes.regions
+        node.SetReferenceImageGeometryParameterFromVolumeNode(nodes.volume)  # else the file is cropped
+        return save_node(node, path)
+
+    def export_scene(self, path) -> Path:
+        """The whole scene (CT, results, table, chart) as a Slicer ``.mrb`` bundle."""
+        path = Path(path).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.scene.SetURL(str(path.with_suffix(".mrml")))
+        self.scene.SetRootDirectory(str(path.parent))
+        if not self.scene.WriteToMRB(str(path)):
+            raise OSError(f"could not write the scene to {path.name}")
+        return path
+
     def export_csv(self, nodes: AnalysisNodes, path) -> Path:
         """The statistics table as CSV (the columns of ``stats.csv``)."""
         path = Path(path)

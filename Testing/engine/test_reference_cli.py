@@ -75,7 +75,8 @@ def test_sparse_series_gets_zones(tmp_path):
     ct, truth = chest_slice(seed=7, n_slices=6, slice_mm=10.0, size=256)
     write_image(ct, tmp_path / "sparse.nii.gz")
     out = tmp_path / "out"
-    proc = run_cli("analyze", tmp_path / "sparse.nii.gz", "-o", out, "--model", "cip-lh", "--quiet")
+    proc = run_cli("analyze", tmp_path / "sparse.nii.gz", "-o", out, "--model", "cip-lh", "--quiet",
+                   "--regions", "zones")
     assert proc.returncode == 0, proc.stderr
     rows = {r["region"]: r for r in _rows(out)}
     assert {"left_upper_zone", "right_lower_zone", "whole_lung"} <= set(rows)

@@ -24,6 +24,8 @@ COMMANDS = {
     "phantom": "phantom",
     "pretrain": "pretrain",
     "outcome": "outcome",
+    "web": "web",
+    "serve": "web",
 }
 
 
@@ -54,8 +56,8 @@ def build_parser(names=None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"drasclr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in names or COMMANDS:
-        importlib.import_module(f"{__name__}.{COMMANDS[name]}").add_parser(sub)
+    for module in dict.fromkeys(COMMANDS[name] for name in names or COMMANDS):  # a module may serve two names
+        importlib.import_module(f"{__name__}.{module}").add_parser(sub)
     return parser
 
 

@@ -1,0 +1,530 @@
+"""The reading room page: trame layout and state over a trame-slicer scene; every button calls the Logic.
+
+One :class:`ReadingRoom` per server process: one MRML scene (``trame_slicer.core.SlicerApp``), one
+``DrasCLRSlicerLib.logic.DrasCLRLogic`` on it, one session folder, one job at a time (:mod:`.jobs`). Browser
+tabs connected to the same server share the scene. Views: axial, coronal (slice views) and 3-D (segment
+surfaces only: no volume rendering, which is a GPU ray cast and far too slow in software).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from trame.app.file_upload import ClientFile
+from trame.ui.vuetify3 import SinglePageWithDrawerLayout
+from trame.widgets import client, html
+from trame.widgets import vuetify3 as v3
+from trame_server.utils.asynchronous import create_task
+from trame_slicer.core import LayoutManager, SlicerApp
+from trame_slicer.rca_view import register_rca_factories
+from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectPaint
+from trame_slicer.views import Layout, LayoutDirection, ThreeDView, ViewLayoutDefinition
+
+from drasclr.errors import InputError
+from drasclr.stats import COLUMNS
+from DrasCLRSlicerLib import process
+from DrasCLRSlicerLib.logic import DrasCLRLogic
+from DrasCLRSlicerLib.models import PACKAGE_MODELS
+from DrasCLRSlicerLib.segmentations import segment_names
+
+from .jobs import JobBusy, JobRunner, JobState
+from .paths import Workspace
+
+log = logging.getLogger(__name__)
+
+SUBTYPES = [("normal", "Normal", 1), ("cle", "CLE", 2), ("pse", "PSE", 3), ("ple", "PLE", 4)]
+TABLE_COLUMNS = [("region", "Region"), ("volume_ml", "Volume ml"), ("mean_hu", "Mean HU"),
+                 ("perc15_hu", "Perc15 HU"), ("laa950_pct", "LAA-950 %"), ("normal_pct", "Normal %"),
+                 ("cle_pct", "CLE %"), ("pse_pct", "PSE %"), ("ple_pct", "PLE %")]
+LAYOUT_ID = "reading room"
+
+
+def fmt(value: float) -> str:
+    """A table cell as the page shows it (one decimal; an en dash for a missing value)."""
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+
+def table_rows(rows: list[dict]) -> list[dict]:
+    return [{c: (str(r[c]) if c == "region" else fmt(r[c])) for c, _ in TABLE_COLUMNS} for r in rows]
+
+
+def bar_rows(rows: list[dict], colors: dict[str, str]) -> list[dict]:
+    """Stacked subtype bars per region (percent of the region's lung volume)."""
+    out = []
+    for r in rows:
+        parts = [{"key": key, "label": label, "pct": 0.0 if math.isnan(r[f"{key}_pct"]) else round(r[f"{key}_pct"], 2),
+                  "color": colors.get(key, "#888")} for key, label, _ in SUBTYPES]
+        out.append({"region": str(r["region"]), "parts": parts})
+    return out
+
+
+def _hex(rgb) -> str:
+    return "#" + "".join(f"{max(0, min(255, round(c * 255))):02x}" for c in rgb[:3])
+
+
+class ReadingRoom:
+    """Builds the page on ``server`` and handles its buttons (every one a Logic call)."""
+
+    def __init__(self, server, workspace: Workspace, device: str = "auto", finetune_seconds: float = 30.0):
+        self.server, self.state, self.ctrl = server, server.state, server.controller
+        self.workspace = workspace
+        self.session = workspace.new_session()
+        self.finetune_seconds = float(finetune_seconds)
+        self.slicer_app = SlicerApp()
+        self.scene = self.slicer_app.scene
+        self.scene._drasclr_logics = [self.slicer_app.segmentations_logic]  # the Logic reuses the app's
+        self.logic = DrasCLRLogic(self.scene)
+        self.editor = self.slicer_app.segmentation_editor
+        register_rca_factories(self.slicer_app.view_manager, server)
+        self.layout_manager = LayoutManager(self.scene, self.slicer_app.view_manager, server)
+        self.layout_manager.register_layout_dict({LAYOUT_ID: Layout(LayoutDirection.Horizontal, [
+            ViewLayoutDefinition.axial_view(),
+            Layout(LayoutDirection.Vertical, [ViewLayoutDefinition.coronal_view(),
+                                              ViewLayoutDefinition.threed_view()]),
+        ])})
+        self.layout_manager.set_layout(LAYOUT_ID)
+        self.jobs = JobRunner(self._on_job)
+        self.volume = None
+        self.nodes = None
+        self.colors = {key: _hex(e.color) for (key, _, _), e in zip(SUBTYPES, self.logic.subtype_entries)}
+        self._init_state(device)
+        self._build_ui()
+        self.refresh_models()
+
+    # --- state ------------------------------------------------------------------------------------------
+    def _init_state(self, device: str) -> None:
+        s = self.state
+        s.trame__title = "DrasCLR reading room"
+        s.session_id = self.session.id
+        s.ct_name = ""
+        s.ct_path = ""
+        s.message = ""
+        s.error = ""
+        s.models = []
+        s.model_path = None
+        s.device = device
+        s.tta = True
+        s.job_kind = ""
+        s.job_status = "idle"
+        s.job_desc = ""
+        s.job_fraction = 0
+        s.job_indeterminate = False
+        s.job_message = ""
+        s.running = False
+        s.has_ct = False
+        s.has_result = False
+        s.analysis_count = 0
+        s.rows = []
+        s.bars = []
+        s.opacity = 0.6
+        s.effect = "none"
+        s.segment = "ple"
+        s.brush = 8.0
+        s.finetune_seconds = self.finetune_seconds
+        s.versions = []
+        s.version = None
+        s.last_model = ""
+        s.segment_items = [{"title": label, "value": key} for key, label, _ in SUBTYPES]
+        s.colors = self.colors
+        s.change("opacity")(self._on_opacity)
+        s.change("effect", "segment", "brush")(self._on_effect)
+
+    def _flush(self, **values) -> None:
+        with self.state:
+            for k, v in values.items():
+                self.state[k] = v
+
+    def _error(self, text: str) -> None:
+        self._flush(error=text, message="")
+
+    def _info(self, text: str) -> None:
+        self._flush(message=text, error="")
+
+    def _on_job(self, job: JobState) -> None:
+        self._flush(job_kind=job.kind, job_status=job.status, job_desc=job.desc, running=job.running,
+                    job_fraction=round(100 * (job.fraction or 0)),
+                    job_indeterminate=job.running and job.fraction is None, job_message=job.message)
+
+    # --- opening a CT -----------------------------------------------------------------------------------
+    def load_demo(self) -> None:
+        self._open(self.logic.load_demo_ct)
+
+    def open_path(self, text: str | None = None) -> None:
+        """Open the CT at ``text`` (sent by the page with the click; else the ``ct_path`` state)."""
+        try:
+            path = self.workspace.resolve_input(self.state.ct_path if text is None else text)
+        except InputError as exc:
+            self._error(str(exc))
+            return
+        self._open(lambda: self.logic.load_ct(path))
+
+    def upload(self, files) -> None:
+        if not files:
+            return
+        try:
+            f = ClientFile(files[0] if isinstance(files, list) else files)
+            target = self.session.upload_path(f.name)
+            target.write_bytes(f.content)
+        except InputError as exc:
+            self._error(str(exc))
+            return
+        self._open(lambda: self.logic.load_ct(target))
+
+    def _open(self, load) -> None:
+        if self.jobs.busy:
+            self._error("wait for the running job to finish (or cancel it) before opening another CT")
+            return
+        try:
+            node = load()
+        except (InputError, OSError, RuntimeError, ValueError) as exc:
+            self._error(f"could not open the CT: {exc}")
+            return
+        self._clear_results()
+        if self.volume is not None:
+            self.scene.RemoveNode(self.volume)
+        self.volume = node
+        dm = self.slicer_app.display_manager
+        dm.show_volume_in_slice_background(node)
+        dm.show_volume_in_slice_foreground(None)
+        dm.reset_views()
+        self._flush(has_ct=True, ct_name=node.GetName(), has_result=False, rows=[], bars=[], effect="none")
+        self._info(f"opened {node.GetName()}")
+
+    def _clear_results(self) -> None:
+        self.editor.deactivate_effect()
+        if self.nodes is not None:
+            for n in (self.nodes.subtypes, self.nodes.regions, self.nodes.table, self.nodes.chart):
+                if n is not None and self.scene.IsNodePresent(n):
+                    self.scene.RemoveNode(n)
+        self.nodes = None
+
+    def shutdown(self) -> None:
+        """Stop a running job (its child process is killed) when the server stops."""
+        if self.jobs.cancel():
+            self.jobs.wait_worker(10)
+
+    def reset_views(self) -> None:
+        self.slicer_app.display_manager.reset_views()
+
+    # --- models -----------------------------------------------------------------------------------------
+    def refresh_models(self, select: str | None = None) -> None:
+        store = self.logic.model_store(self.workspace.models_root)
+        entries = store.all()
+        items = [{"title": e.label, "value": str(e.path)} for e in entries]
+        current = select or self.state.model_path
+        if current not in {i["value"] for i in items}:
+            active = store.active(entries[-1].name) if entries else None
+            current = str(active.path) if active else None
+        names = {e.name for e in entries if str(e.path) == current}
+        versions = [{"title": e.label, "value": e.version} for e in entries if e.name in names]
+        self._flush(models=items, model_path=current, versions=versions,
+                    version=Path(current).name if current else None)
+
+    def revert(self) -> None:
+        version = self.state.version
+        entry = next((e for e in self.logic.model_store(self.workspace.models_root).all() if e.version == version),
+                     None)
+        if entry is None:
+            self._error(f"no model version {version!r}")
+            return
+        reverted = self.logic.model_store(self.workspace.models_root).revert(entry.name, entry.version)
+        self.refresh_models(select=str(reverted.path))
+        self._info(f"{reverted.version} is the active version; analyze again to use it")
+
+    def _model(self) -> Path | None:
+        if not self.state.model_path:
+            return None
+        return self.workspace.resolve_model(self.state.model_path, PACKAGE_MODELS)
+
+    def _env(self) -> dict:
+        env = process.engine_environment()
+        env["DRASCLR_MODELS"] = str(self.workspace.models_root)
+        return env
+
+    # --- analysis ---------------------------------------------------------------------------------------
+    def analyze(self) -> None:
+        create_task(self._analyze())
+
+    async def _analyze(self):
+        if self.volume is None:
+            self._error("open a CT first")
+            return
+        try:
+            model = self._model()
+        except InputError as exc:
+            self._error(str(exc))
+            return
+        volume, device, tta = self.volume, self.state.device, bool(self.state.tta)
+
+        def prepare():
+            work = self.session.run_dir("analysis")
+            cmd, out_dir = self.logic.prepare_analysis(volume, None, work, model=model, device=device, tta=tta)
+            return cmd, out_dir
+
+        def work(ctx, on_progress, should_cancel):
+            return process.run_engine(ctx[0], on_progress=on_progress, should_cancel=should_cancel, env=self._env())
+
+        def finish(ctx, _lines):
+            nodes = self.logic.finish_analysis(volume, ctx[1])
+            self._show_results(nodes)
+            return nodes
+
+        self._flush(error="")  # the message (e.g. the fine-tuning summary) stays
+        try:
+            await self.jobs.run("analysis", prepare, work, finish)
+        except JobBusy as exc:
+            self._error(str(exc))
+
+    def _show_results(self, nodes) -> None:
+        self.editor.deactivate_effect()
+        if self.nodes is not None:  # the Logic updates its result nodes in place; drop only ones it replaced
+            keep = {n for n in (nodes.subtypes, nodes.regions, nodes.table, nodes.chart) if n is not None}
+            for n in (self.nodes.subtypes, self.nodes.regions, self.nodes.table, self.nodes.chart):
+                if n is not None and n not in keep and self.scene.IsNodePresent(n):
+                    self.scene.RemoveNode(n)
+        self.nodes = nodes
+        self.logic.set_opacity(nodes, float(self.state.opacity))
+        if nodes.subtypes is not None:
+            self.editor.set_active_segmentation(nodes.subtypes, nodes.volume)
+            self._show_3d(nodes.subtypes)
+        for view in self.slicer_app.view_manager.get_views():
+            if isinstance(view, ThreeDView):
+                for renderer in view.renderers():  # translucent surfaces vanish with depth peeling on software EGL
+                    renderer.SetUseDepthPeeling(False)
+                view.reset_view()
+            view.schedule_render()
+        self._flush(has_result=True, rows=table_rows(nodes.rows), bars=bar_rows(nodes.rows, self.colors),
+                    analysis_count=self.state.analysis_count + 1, effect="none",
+                    last_model=nodes.model.name if nodes.model else "")
+
+    def _show_3d(self, segmentation) -> None:
+        """Segment surfaces in the 3-D view for the emphysema subtypes only (normal lung would hide them)."""
+        # the editor drops closed surfaces of its active segmentation on every change unless told to show 3-D
+        self.editor.set_surface_representation_enabled(True)
+        segmentation.CreateClosedSurfaceRepresentation()
+        display = segmentation.GetDisplayNode()
+        ids = segment_names(segmentation)
+        normal = next((e.name for e in self.logic.subtype_entries if e.value == 1), None)
+        if display is not None and normal in ids:
+            display.SetSegmentVisibility3D(ids[normal], False)
+
+    def _on_opacity(self, opacity, **_):
+        if self.nodes is not None:
+            self.logic.set_opacity(self.nodes, float(opacity))
+
+    # --- correcting -------------------------------------------------------------------------------------
+    def _on_effect(self, effect, segment, brush, **_):
+        if self.nodes is None or self.nodes.subtypes is None:
+            return
+        if effect not in ("paint", "erase"):
+            self.editor.deactivate_effect()
+            return
+        value = {k: v for k, _, v in SUBTYPES}[segment]
+        entry = next(e for e in self.logic.subtype_entries if e.value == value)
+        segment_id = segment_names(self.nodes.subtypes).get(entry.name)
+        if segment_id is None:
+            self._error(f"no {entry.name} segment")
+            return
+        self.editor.set_active_segment_id(segment_id)
+        effect_obj = self.editor.set_active_effect_type(
+            SegmentationEffectPaint if effect == "paint" else SegmentationEffectErase)
+        try:
+            effect_obj.set_brush_diameter(float(brush))
+        except AttributeError:
+            pass
+
+    # --- fine-tuning ------------------------------------------------------------------------------------
+    def finetune(self) -> None:
+        create_task(self._finetune())
+
+    async def _finetune(self):
+        nodes = self.nodes
+        if nodes is None:
+            self._error("analyze a CT first")
+            return
+        device, seconds = self.state.device, float(self.state.finetune_seconds or self.finetune_seconds)
+        self.editor.deactivate_effect()
+        self._flush(effect="none")
+
+        def prepare():
+            work = self.session.run_dir("finetune")
+            return self.logic.prepare_finetune(nodes, work, device=device, max_seconds=seconds,
+                                               output_root=self.workspace.models_root)
+
+        def work(cmd, on_progress, should_cancel):
+            return process.run_engine(cmd, on_progress=on_progress, should_cancel=should_cancel, env=self._env())
+
+        def finish(_cmd, lines):
+            return process.last_json(lines)
+
+        try:
+            summary = await self.jobs.run("fine-tuning", prepare, work, finish)
+        except JobBusy as exc:
+            self._error(str(exc))
+            return
+        if summary is None:
+            return
+        new = Path(summary["model"])
+        self.refresh_models(select=str(new))
+        before, after = summary.get("before", {}), summary.get("after", {})
+        self._info(f"new model version {new.name} (corrected region accuracy "
+                   f"{before.get('accuracy', math.nan):.2f} -> {after.get('accuracy', math.nan):.2f}); re-analyzing")
+        await self._analyze()
+
+    def cancel(self) -> None:
+        if not self.jobs.cancel():
+            self._info("nothing to cancel")
+
+    # --- downloads --------------------------------------------------------------------------------------
+    def download(self, what: str):
+        """Bytes of one result file for the browser (written into the session's export folder first)."""
+        if self.nodes is None:
+            self._error("nothing to download yet: analyze a CT first")
+            return None
+        folder = self.session.export_dir()
+        stem = "drasclr"
+        if what == "segmentation":
+            path = self.logic.export_segmentation(self.nodes, folder / f"{stem}-subtypes.seg.nrrd")
+        elif what == "csv":
+            path = self.logic.export_csv(self.nodes, folder / "stats.csv")
+        elif what == "report":
+            path = self.logic.export_html(self.nodes, folder / "report.html")
+        elif what == "scene":
+            path = self.logic.export_scene(folder / f"{stem}-scene.mrb")
+        else:
+            return None
+        return self.server.protocol.addAttachment(Path(path).read_bytes())
+
+    # --- page -------------------------------------------------------------------------------------------
+    def _download_button(self, what: str, file_name: str, label: str, mime: str):
+        trigger = self.ctrl.trigger_name(self.download)
+        v3.VBtn(label, id=f"btn-download-{what}", size="small", variant="tonal", classes="ma1 mr-1 mb-1",
+                disabled=("!has_result",),
+                click=f"utils.download('{file_name}', trigger('{trigger}', ['{what}']), '{mime}')")
+
+    def _build_ui(self) -> None:
+        with SinglePageWithDrawerLayout(self.server, theme="dark") as layout:
+            self.ui = layout
+            layout.title.set_text("DrasCLR reading room")
+            client.Style("html { overflow-y: auto; } .drasclr td, .drasclr th { padding: 2px 6px; "
+                         "text-align: right; font-size: 12px; } .drasclr td:first-child { text-align: left; }")
+            with layout.toolbar:
+                v3.VSpacer()
+                v3.VBtn("Reset views", id="btn-reset-views", size="small", variant="text", click=self.reset_views,
+                        disabled=("!has_ct",), classes="mr-2")
+                html.Div("{{ ct_name }}", id="ct-name", classes="text-body-2 mr-4")
+                html.Div("session {{ session_id }}", classes="text-caption mr-4")
+            with layout.drawer as drawer:
+                drawer.width = 380
+                with html.Div(classes="pa-3"):
+                    self._drawer_open()
+                    self._drawer_analyze()
+                    self._drawer_correct()
+                    self._drawer_models()
+                    self._drawer_downloads()
+            with layout.content:
+                with html.Div(style="display:flex; flex-direction:column; height:100%;"):
+                    with html.Div(style="flex: 1 1 60%; min-height: 420px; position: relative;", id="views"):
+                        self.layout_manager.initialize_layout_grid(layout)
+                    self._results_panel()
+
+    def _drawer_open(self):
+        html.Div("1 · Open a chest CT", classes="text-subtitle-2 mb-1")
+        with html.Div(classes="d-flex flex-wrap mb-2"):
+            v3.VBtn("Load demo CT", id="btn-demo", size="small", color="primary", classes="mr-2 mb-1",
+                    click=self.load_demo, disabled=("running",))
+            v3.VFileInput(label="Upload CT (.nii.gz, .nrrd, .mha)", density="compact", hide_details=True,
+                          id="upload", disabled=("running",),
+                          change=f"trigger('{self.ctrl.trigger_name(self.upload)}', [$event.target.files])")
+        with html.Div(classes="d-flex mb-3"):
+            v3.VTextField(v_model=("ct_path",), label="…or a path in the server's data folder", density="compact",
+                          hide_details=True, id="ct-path")
+            v3.VBtn("Open", size="small", classes="ml-1 mt-1", click=(self.open_path, "[ct_path]"),
+                    disabled=("running",), id="btn-open")
+
+    def _drawer_analyze(self):
+        html.Div("2 · Analyze", classes="text-subtitle-2 mb-1")
+        v3.VSelect(v_model=("model_path",), items=("models",), label="Model", density="compact", hide_details=True,
+                   classes="mb-2", id="model-select")
+        with html.Div(classes="d-flex align-center mb-2"):
+            v3.VSelect(v_model=("device",), items=("['auto', 'cpu', 'cuda']",), label="Device", density="compact",
+                       hide_details=True, style="max-width: 120px")
+            v3.VCheckbox(v_model=("tta",), label="Mirror augmentation", density="compact", hide_details=True,
+                         classes="ml-2")
+        with html.Div(classes="d-flex mb-1"):
+            v3.VBtn("Analyze lung", id="btn-analyze", color="primary", size="small", click=self.analyze,
+                    disabled=("!has_ct || running",), classes="mr-2")
+            v3.VBtn("Cancel", id="btn-cancel", size="small", click=self.cancel, disabled=("!running",))
+            html.Span("analyses: {{ analysis_count }}", id="analysis-count", classes="text-caption ml-3 mt-1")
+        v3.VProgressLinear(model_value=("job_fraction",), indeterminate=("job_indeterminate",), height=6,
+                           color="primary", active=("running",), classes="mb-1", id="progress")
+        html.Div("{{ running ? (job_kind + ': ' + job_desc) : job_message }}", id="job-message",
+                 classes="text-caption mb-1")
+        html.Div("{{ error }}", id="error", v_show="error", classes="text-caption text-error mb-1")
+        html.Div("{{ message }}", id="message", v_show="message", classes="text-caption text-info mb-1")
+        v3.VSlider(v_model=("opacity",), min=0, max=1, step=0.05, label="Overlay opacity", density="compact",
+                   hide_details=True, classes="mb-3", id="opacity", disabled=("!has_result",))
+
+    def _drawer_correct(self):
+        html.Div("3 · Correct", classes="text-subtitle-2 mb-1")
+        with v3.VBtnToggle(v_model=("effect",), density="compact", mandatory=True, divided=True, classes="mb-2",
+                           disabled=("!has_result || running",)):
+            v3.VBtn("Off", value="none", size="small", id="btn-effect-none")
+            v3.VBtn("Paint", value="paint", size="small", id="btn-paint")
+            v3.VBtn("Erase", value="erase", size="small", id="btn-erase")
+        v3.VSelect(v_model=("segment",), items=("segment_items",), label="Subtype to paint", density="compact",
+                   hide_details=True, classes="mb-2", id="segment-select")
+        v3.VSlider(v_model=("brush",), min=2, max=30, step=1, label="Brush %", density="compact", hide_details=True,
+                   classes="mb-2")
+        with html.Div(classes="d-flex align-center mb-3"):
+            v3.VBtn("Fine-tune from corrections", id="btn-finetune", color="secondary", size="small",
+                    click=self.finetune, disabled=("!has_result || running",), classes="mr-2")
+            v3.VTextField(v_model=("finetune_seconds",), type="number", label="seconds", density="compact",
+                          hide_details=True, style="max-width: 90px")
+
+    def _drawer_models(self):
+        html.Div("4 · Model versions", classes="text-subtitle-2 mb-1")
+        with html.Div(classes="d-flex mb-3"):
+            v3.VSelect(v_model=("version",), items=("versions",), label="Version", density="compact",
+                       hide_details=True, id="version-select")
+            v3.VBtn("Revert", size="small", classes="ml-1 mt-1", click=self.revert, id="btn-revert",
+                    disabled=("running",))
+
+    def _drawer_downloads(self):
+        html.Div("5 · Download", classes="text-subtitle-2 mb-1")
+        with html.Div(classes="d-flex flex-wrap"):
+            self._download_button("segmentation", "subtypes.seg.nrrd", "Segmentation", "application/octet-stream")
+            self._download_button("csv", "stats.csv", "stats.csv", "text/csv")
+            self._download_button("report", "report.html", "report.html", "text/html")
+            self._download_button("scene", "scene.mrb", "Scene .mrb", "application/zip")
+
+    def _results_panel(self):
+        with html.Div(v_if="has_result", classes="drasclr pa-2 d-flex", style="flex: 0 0 auto; gap: 16px;",
+                      id="results"):
+            with html.Div():
+                html.Div("Per-region statistics (model {{ last_model }})", classes="text-subtitle-2")
+                with html.Table(id="stats-table"):
+                    with html.Tr():
+                        for _, title in TABLE_COLUMNS:
+                            html.Th(title)
+                    with html.Tr(v_for="row in rows", key="row.region", classes="stats-row"):
+                        for key, _ in TABLE_COLUMNS:
+                            html.Td(f"{{{{ row.{key} }}}}", classes=f"col-{key}")
+            with html.Div(style="min-width: 320px", id="chart"):
+                html.Div("Subtype % per region", classes="text-subtitle-2")
+                with html.Div(v_for="bar in bars", key="bar.region", classes="d-flex align-center",
+                              style="height: 16px; margin: 2px 0;"):
+                    html.Div("{{ bar.region }}", style="width: 110px; font-size: 11px;")
+                    with html.Div(style="flex: 1; display: flex; height: 12px; background: #333;"):
+                        html.Div(v_for="p in bar.parts", key="p.key",
+                                 style=("{ width: p.pct + '%', background: p.color }",),
+                                 title=("p.label + ' ' + p.pct + '%'",))
+                with html.Div(classes="d-flex mt-1", style="font-size: 11px; gap: 8px;"):
+                    for key, label, _ in SUBTYPES:
+                        html.Span(label, style=f"border-left: 10px solid {self.colors.get(key, '#888')}; "
+                                               "padding-left: 3px;")
+
+
+__all__ = ["ReadingRoom", "COLUMNS"]

@@ -1,0 +1,121 @@
+"""Background jobs of the web shell: one at a time per server process, with progress and Cancel.
+
+A job has three parts, so that MRML/VTK objects are touched only on the server's event-loop thread:
+
+1. ``prepare()`` on the loop thread (write the CT from its volume node, build the command),
+2. ``work(on_progress, should_cancel)`` in a worker thread (``DrasCLRSlicerLib.process.run_engine``: the child
+   process ``python -m drasclr ...``; no MRML),
+3. ``finish(result)`` on the loop thread (load the outputs as nodes).
+
+A second job while one runs is refused with :class:`JobBusy` (its message is shown on the page). Progress from
+the worker reaches ``on_update`` on the loop thread through ``loop.call_soon_threadsafe``. No slicer import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from DrasCLRSlicerLib.process import Cancelled, EngineError, Progress
+
+
+class JobBusy(RuntimeError):
+    """Another job is running on this server."""
+
+
+@dataclass(frozen=True)
+class JobState:
+    kind: str = ""  # "analysis", "fine-tuning"
+    status: str = "idle"  # idle, running, done, failed, cancelled
+    desc: str = ""
+    fraction: float | None = None  # None: indeterminate
+    message: str = ""
+    started: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+class JobRunner:
+    """Runs at most one job at a time; ``on_update(JobState)`` is called on the loop thread."""
+
+    def __init__(self, on_update: Callable[[JobState], None] | None = None):
+        self.state = JobState()
+        self._on_update = on_update
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._worker_idle = threading.Event()
+        self._worker_idle.set()
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    def wait_worker(self, timeout: float) -> bool:
+        """Wait (any thread) until no worker runs; True when none does. For shutdown: after :meth:`cancel` the
+        worker kills its child process and returns even when the event loop has stopped."""
+        return self._worker_idle.wait(timeout)
+
+    def cancel(self) -> bool:
+        """Ask the running job to stop (its child process is killed); False when nothing runs."""
+        if not self.busy:
+            return False
+        self._cancel.set()
+        self._set(desc="cancelling")
+        return True
+
+    def _set(self, **changes) -> None:
+        self.state = replace(self.state, **changes)
+        if self.state.started and self.state.running:
+            self.state = replace(self.state, seconds=time.monotonic() - self.state.started)
+        if self._on_update is not None:
+            self._on_update(self.state)
+
+    async def run(self, kind: str, prepare: Callable[[], object], work: Callable[..., object],
+                  finish: Callable[[object, object], object | Awaitable[object]]) -> object | None:
+        """Run one job; returns ``finish``'s value, or None when cancelled or failed (the state says which).
+
+        ``prepare()`` -> ``ctx``; ``work(ctx, on_progress, should_cancel)`` -> ``result`` in a thread;
+        ``finish(ctx, result)``. Raises :class:`JobBusy` when another job runs (nothing is started)."""
+        if not self._lock.acquire(blocking=False):
+            raise JobBusy(f"another job ({self.state.kind or 'job'}) is already running on this server; "
+                          "wait for it or cancel it")
+        loop = asyncio.get_running_loop()
+        self._cancel.clear()
+        started = time.monotonic()
+        self.state = JobState(kind=kind, status="running", desc="starting", started=started)
+        self._set()
+
+        def guarded(ctx, on_progress, should_cancel):
+            try:
+                return work(ctx, on_progress, should_cancel)
+            finally:
+                self._worker_idle.set()
+
+        def on_progress(p: Progress):
+            loop.call_soon_threadsafe(lambda: self.state.running and self._set(desc=p.desc, fraction=p.fraction))
+
+        try:
+            ctx = prepare()
+            self._worker_idle.clear()
+            result = await loop.run_in_executor(None, guarded, ctx, on_progress, self._cancel.is_set)
+            value = finish(ctx, result)
+            if asyncio.iscoroutine(value):
+                value = await value
+        except Cancelled:
+            self._set(status="cancelled", desc="", fraction=None, message=f"{kind} cancelled")
+            return None
+        except (EngineError, ValueError, OSError) as exc:
+            self._set(status="failed", desc="", fraction=None, message=f"{kind} failed: {exc}")
+            return None
+        finally:
+            self._lock.release()
+        seconds = time.monotonic() - started
+        self.state = replace(self.state, seconds=seconds)
+        self._set(status="done", desc="", fraction=1.0, message=f"{kind} finished in {seconds:.0f} s")
+        return value

@@ -1,0 +1,203 @@
+"""The whole reading-room loop in a real browser (Playwright driving Debian's chromium) against ``drasclr web``.
+
+Load the demo CT, Analyze, wait for the overlay, compare the table with the run's stats.csv, paint a stroke of
+another subtype, Fine-tune (a new model version appears), and check that the re-analysis changed the painted
+region towards the painted subtype. Screenshots go to ``$DRASCLR_WEB_SCREENSHOTS`` (docs/images when the docs
+are refreshed) or the test's temporary folder, and are checked to be non-blank.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from web_support import WebServer
+
+pytestmark = pytest.mark.slow
+
+COLUMNS = ["region", "volume_ml", "mean_hu", "perc15_hu", "laa950_pct", "normal_pct", "cle_pct", "pse_pct",
+           "ple_pct"]
+HEADERS = ["Region", "Volume ml", "Mean HU", "Perc15 HU", "LAA-950 %", "Normal %", "CLE %", "PSE %", "PLE %"]
+PLE = 4
+# fine-tuning is bounded by wall time: 30 s learns the stroke on a quiet 2-core machine (bench_corrections: 39 s
+# -> 0.99 accuracy on the corrected voxels); give more where the machine is shared
+FINETUNE_SECONDS = float(os.environ.get("DRASCLR_WEB_FINETUNE_SECONDS", "30"))
+ANALYSIS_TIMEOUT_MS = 1_500_000  # generous for a shared machine; a quiet 2-core run needs a few minutes in all
+
+
+def cell(text: str) -> str:
+    return "–" if text in ("", None) or math.isnan(float(text)) else f"{float(text):.1f}"
+
+
+def shots_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("DRASCLR_WEB_SCREENSHOTS") or tmp_path / "shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def assert_not_blank(png: Path) -> None:
+    from PIL import Image
+
+    img = np.asarray(Image.open(png).convert("L"), dtype=np.float32)
+    assert img.std() > 20, f"{png.name} looks blank (grey std {img.std():.1f})"
+    assert len(np.unique(img)) > 64, f"{png.name} has too few grey levels"
+
+
+def overlay_pixels(png: Path, box: dict) -> int:
+    """Strongly coloured pixels inside a view of a screenshot: the subtype overlay (the CT itself is grey)."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
+    x0, y0 = int(box["x"]), int(box["y"])
+    view = rgb[y0:y0 + int(box["height"]), x0:x0 + int(box["width"])]
+    return int(((view.max(-1) - view.min(-1)) > 60).sum())
+
+
+def read(path: Path) -> np.ndarray:
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
+    sync_api, chromium = browser_env
+    server = WebServer(tmp_path / "data", tmp_path / "server.log", finetune_seconds=FINETUNE_SECONDS)
+    shots = shots_dir(tmp_path)
+    try:
+        server.wait_ready()
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1500, "height": 950})
+            page.set_default_timeout(120_000)
+            page.goto(server.url)
+            page.wait_for_selector("#btn-demo")
+            page.wait_for_selector("img.image-display-area")  # the views stream images
+
+            # 1. demo CT
+            page.click("#btn-demo")
+            page.wait_for_function("document.querySelector('#ct-name').textContent.includes('demo')")
+            page.click("#btn-reset-views")
+            page.wait_for_timeout(2000)
+            page.screenshot(path=shots / "web_1_loaded.png")
+
+            # 2. analyze (mirrored TTA off: half the time; the checkbox is part of the page)
+            page.get_by_label("Mirror augmentation").uncheck()
+            page.click("#btn-analyze")
+            page.wait_for_function("document.querySelector('#analysis-count').textContent.includes('1')",
+                                   timeout=ANALYSIS_TIMEOUT_MS)
+            page.wait_for_selector("#stats-table tr.stats-row")
+            assert "finished" in page.inner_text("#job-message"), page.inner_text("#job-message")
+            page.wait_for_timeout(2000)
+            page.screenshot(path=shots / "web_2_analyzed.png")
+            axial = page.locator(".remote-controlled-area").first.bounding_box()
+            assert overlay_pixels(shots / "web_1_loaded.png", axial) < 200  # grey CT, no overlay yet
+            assert overlay_pixels(shots / "web_2_analyzed.png", axial) > 1000  # the subtype overlay is drawn
+
+            # the table shows stats.csv of that run
+            session = server.session_dir()
+            with open(session / "analysis-001" / "output" / "stats.csv", newline="") as fh:
+                expected = [[cell(r[c]) if c != "region" else r[c] for c in COLUMNS] for r in csv.DictReader(fh)]
+            headers = page.eval_on_selector_all("#stats-table th", "hs => hs.map(h => h.textContent.trim())")
+            shown = page.eval_on_selector_all(
+                "#stats-table tr.stats-row", "rs => rs.map(r => Array.from(r.cells).map(c => c.textContent.trim()))")
+            assert headers == HEADERS
+            assert shown == expected and len(shown) >= 3
+            assert page.locator("#chart .d-flex").count() >= len(expected)
+
+            # 3. paint a PLE stroke across both lungs on the axial view
+            page.click("#btn-paint")
+            page.wait_for_timeout(1500)
+            axial = page.locator(".remote-controlled-area").first.bounding_box()
+            y = axial["y"] + axial["height"] * 0.47
+            page.mouse.move(axial["x"] + axial["width"] * 0.2, y)
+            page.mouse.down()
+            page.mouse.move(axial["x"] + axial["width"] * 0.8, y, steps=40)
+            page.mouse.up()
+            page.wait_for_timeout(4000)  # the stroke's image reaches the page
+            page.screenshot(path=shots / "web_3_painted.png")
+
+            # 4. fine-tune; a new version appears and the CT is analysed again with it
+            page.click("#btn-finetune")
+            page.wait_for_function("document.querySelector('#analysis-count').textContent.includes('2')",
+                                   timeout=ANALYSIS_TIMEOUT_MS)
+            page.wait_for_function("document.querySelector('#results').textContent.includes('model demo-v5')")
+            page.wait_for_timeout(2000)
+            page.screenshot(path=shots / "web_4_finetuned.png")
+            assert overlay_pixels(shots / "web_4_finetuned.png", axial) > 1000  # the new overlay is drawn
+            message = page.inner_text("#message")
+            assert "demo-v5" in message, message
+            browser.close()
+    except Exception:
+        print(server.tail())
+        raise
+    finally:
+        server.stop()
+
+    new = server.data / "models" / "demo-v5"
+    card = json.loads((new / "model.json").read_text())
+    assert card["parent"]["folder"] == "demo-v4" and (new / "model.safetensors").is_file()
+
+    # the stroke turned lung voxels into PLE in the corrections, and the re-analysis moved them towards PLE
+    ft = session / "finetune-001"
+    pred, corr = read(ft / "prediction.nrrd"), read(ft / "corrected.nrrd")
+    painted = (corr != pred) & (pred > 0)
+    assert painted.sum() > 50, painted.sum()
+    assert (corr[painted] == PLE).all()
+    first = read(session / "analysis-001" / "output" / "subtypes.nii.gz")
+    second = read(session / "analysis-002" / "output" / "subtypes.nii.gz")
+    assert (first[painted] == PLE).mean() == 0.0
+    after = (second[painted] == PLE).mean()
+    # the re-analysis with the new version labels part of the stroke PLE (none before). How much depends on the
+    # training steps the time budget allows; the engine's own metric on the corrected voxels is in the card.
+    assert after >= 0.02, f"only {after:.3f} of the painted voxels are PLE after fine-tuning"
+    assert (first[painted] != second[painted]).mean() >= 0.02
+    (tmp_path / "painted_ple_fraction.txt").write_text(f"{after:.3f}\n")
+    print(f"painted voxels {int(painted.sum())}: PLE before 0.00, after {after:.2f}")
+    for png in sorted(shots.glob("web_*.png")):
+        assert_not_blank(png)
+    # the analysis ran in the session's own folder; nothing else was written into the data folder
+    assert sorted(p.name for p in server.data.iterdir()) == ["models", "sessions"]
+
+
+def test_upload_path_check_and_cancel(browser_env, tmp_path):
+    """Upload a CT, refuse a path outside the data folder, and Cancel a running analysis (nothing kept)."""
+    sync_api, chromium = browser_env
+    from web_support import MODULE_DIR
+
+    server = WebServer(tmp_path / "data", tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1500, "height": 950})
+            page.set_default_timeout(180_000)
+            page.goto(server.url)
+            page.wait_for_selector("#btn-demo")
+
+            page.fill("#ct-path", "/etc/passwd")
+            page.click("#btn-open")
+            page.wait_for_function("document.querySelector('#error').textContent.includes('only files inside')")
+
+            page.set_input_files("#upload", str(MODULE_DIR / "drasclr" / "data" / "demo_ct.nii.gz"))
+            page.wait_for_function("document.querySelector('#ct-name').textContent.includes('demo_ct')")
+            session = server.session_dir()
+            assert (session / "uploads" / "demo_ct.nii.gz").is_file()
+
+            page.click("#btn-analyze")
+            page.wait_for_function("!document.querySelector('#btn-cancel').disabled")
+            page.wait_for_timeout(1500)
+            page.click("#btn-cancel")
+            page.wait_for_function("document.querySelector('#job-message').textContent.includes('cancelled')")
+            assert page.locator("#stats-table").count() == 0
+            browser.close()
+    except Exception:
+        print(server.tail())
+        raise
+    finally:
+        server.stop()
+    assert not (session / "analysis-001" / "output").exists()

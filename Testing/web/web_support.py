@@ -1,0 +1,79 @@
+"""Helpers of the web shell tests and benchmark: the browser's path, a ``drasclr web`` server in a child process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE_DIR = ROOT / "DrasCLRSlicer"
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium (installed by scripts/setup.sh), or ``$DRASCLR_CHROMIUM``."""
+    for candidate in (os.environ.get("DRASCLR_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WebServer:
+    """``drasclr web`` in a child process on 127.0.0.1 and a free port, with its own data folder."""
+
+    def __init__(self, data: Path, log: Path, finetune_seconds: float = 15.0):
+        self.data = data
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(MODULE_DIR), *filter(None, [env.get("PYTHONPATH")])])
+        env.pop("DRASCLR_MODEL", None)
+        self.log = log
+        self._log = open(log, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "drasclr", "web", "--port", str(self.port), "--data", str(data),
+             "--finetune-seconds", f"{finetune_seconds:g}"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(ROOT))
+
+    def wait_ready(self, timeout: float = 240.0) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the web server exited ({self.proc.returncode}): {self.tail()}")
+            try:
+                urllib.request.urlopen(self.url, timeout=2).read(100)
+                return time.monotonic() - t0
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError(f"the web server did not answer within {timeout:.0f} s: {self.tail()}")
+
+    def tail(self, n: int = 3000) -> str:
+        self._log.flush()
+        return self.log.read_text(errors="replace")[-n:]
+
+    def session_dir(self) -> Path:
+        sessions = sorted((self.data / "sessions").iterdir())
+        assert len(sessions) == 1, sessions
+        return sessions[0]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: the server kills a running child and exits
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()

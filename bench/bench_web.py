@@ -1,0 +1,126 @@
+"""Speed of the browser reading room (``drasclr web``), measured in a real browser (Playwright + chromium).
+
+    PYTHONPATH=DrasCLRSlicer python bench/bench_web.py [--real ../shared/data/real/lidc_idri_0001.nii.gz] [--no-tta]
+
+Starts ``drasclr web`` on 127.0.0.1 and a free port with a scratch data folder, then reports:
+- page load -> first view image (the slice views stream images; measured from ``page.goto``),
+- Analyze click -> overlay and table shown, for the demo CT and (``--real``) a real CT opened by path,
+- slice-view frame time while painting: image updates of the axial view during a 60-step Paint stroke
+  (median interval between updates, and updates per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing" / "web"))
+
+from web_support import WebServer, chromium_path  # noqa: E402
+
+WATCH_FRAMES = """
+() => { window.__frames = []; const img = document.querySelector('.remote-controlled-area img.image-display-area');
+  new MutationObserver(() => window.__frames.push(performance.now())).observe(img, {attributes: true,
+  attributeFilter: ['src']}); }
+"""
+
+
+def analyze(page, count: int) -> float:
+    t0 = time.perf_counter()
+    page.click("#btn-analyze")
+    page.wait_for_function(f"document.querySelector('#analysis-count').textContent.includes('{count}')",
+                           timeout=1_200_000)
+    page.wait_for_selector("#stats-table tr.stats-row")
+    return time.perf_counter() - t0
+
+
+def paint_frames(page) -> dict:
+    page.click("#btn-paint")
+    page.wait_for_timeout(1500)
+    page.evaluate(WATCH_FRAMES)
+    box = page.locator(".remote-controlled-area").first.bounding_box()
+    y = box["y"] + box["height"] * 0.47
+    t0 = time.perf_counter()
+    page.mouse.move(box["x"] + box["width"] * 0.25, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.75, y, steps=60)
+    page.mouse.up()
+    stroke = time.perf_counter() - t0
+    page.wait_for_timeout(1500)
+    frames = page.evaluate("window.__frames")
+    gaps = [b - a for a, b in zip(frames, frames[1:])]
+    page.click("#btn-effect-none")
+    return {"stroke_s": round(stroke, 2), "frames": len(frames),
+            "median_frame_ms": round(statistics.median(gaps), 1) if gaps else None,
+            "frames_per_s": round(len(frames) / (stroke + 1.5), 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--real", type=Path, default=None, help="a real CT to analyse too (copied into the data folder)")
+    ap.add_argument("--no-tta", action="store_true", help="untick mirrored test-time augmentation")
+    ap.add_argument("--skip-demo", action="store_true", help="only the real CT (page load is measured all the same)")
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-web-"))
+    data = work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    if args.real:
+        shutil.copyfile(args.real, data / args.real.name)
+    result: dict = {"tta": not args.no_tta}
+    t_start = time.perf_counter()
+    server = WebServer(data, work / "server.log")
+    try:
+        result["server_start_s"] = round(server.wait_ready(), 2)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1500, "height": 950})
+            t0 = time.perf_counter()
+            page.goto(server.url)
+            page.wait_for_selector("#btn-demo", timeout=120_000)
+            result["page_ready_s"] = round(time.perf_counter() - t0, 2)
+            page.wait_for_selector("img.image-display-area", timeout=120_000)
+            result["page_load_to_first_image_s"] = round(time.perf_counter() - t0, 2)
+            if args.no_tta:
+                page.get_by_label("Mirror augmentation").uncheck()
+            count = 0
+            if not args.skip_demo:
+                t0 = time.perf_counter()
+                page.click("#btn-demo")
+                page.wait_for_function("document.querySelector('#ct-name').textContent.includes('demo')")
+                result["demo_ct_open_s"] = round(time.perf_counter() - t0, 2)
+                page.click("#btn-reset-views")
+                count += 1
+                result["demo_analyze_to_overlay_s"] = round(analyze(page, count), 2)
+                page.wait_for_timeout(1500)
+                result["paint_demo"] = paint_frames(page)
+            if args.real:
+                page.fill("#ct-path", args.real.name)
+                t0 = time.perf_counter()
+                page.click("#btn-open")
+                page.wait_for_function(f"document.querySelector('#ct-name').textContent.includes("
+                                       f"'{args.real.name.split('.')[0]}')", timeout=300_000)
+                result["real_ct_open_s"] = round(time.perf_counter() - t0, 2)
+                page.click("#btn-reset-views")
+                count += 1
+                result["real_analyze_to_overlay_s"] = round(analyze(page, count), 2)
+                page.wait_for_timeout(1500)
+                result["paint_real"] = paint_frames(page)
+            browser.close()
+    finally:
+        server.stop()
+        result["total_s"] = round(time.perf_counter() - t_start, 1)
+        print(json.dumps(result, indent=2))  # what was measured, also when a step failed
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
