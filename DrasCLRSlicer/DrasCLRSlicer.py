@@ -78,6 +78,9 @@ class DrasCLRSlicerParameterNode:
     lobes - optional lobe segmentation or LTRC labelmap (values 1-5).
     device - where the engine runs: Auto (CUDA when present), CUDA or CPU.
     tta - mirrored test-time augmentation (on by default: a little more accurate, about twice the subtype time).
+    huCalibration - scanner HU calibration from outside air: Auto (correct offsets beyond 20 HU), Air (always
+        correct), None (measure only); as ``drasclr analyze --hu-calibration``.
+    strict - refuse a CT whose voxel size is outside the model's validated range (else: flagged in the panel).
     opacity - fill opacity of the result segmentations.
     model - path of the selected model file ("" = the engine's default).
     subtypes, regions, table - result nodes of the last analysis.
@@ -87,6 +90,8 @@ class DrasCLRSlicerParameterNode:
     lobes: Optional[Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]]  # noqa: UP007,UP045 (parameterNodeWrapper reads typing forms)
     device: Annotated[str, Choice(["Auto", "CUDA", "CPU"])] = "Auto"
     tta: bool = True
+    huCalibration: Annotated[str, Choice(["Auto", "Air", "None"])] = "Auto"
+    strict: bool = False
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
     model: str = ""
     subtypes: Optional[vtkMRMLSegmentationNode]  # noqa: UP007,UP045 (parameterNodeWrapper reads typing forms)
@@ -221,6 +226,7 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cancelRequested = False
         self.ui.progressBar.setVisible(True)
         self.ui.progressBar.setValue(0)
+        self.ui.statusLabel.setStyleSheet("")  # an earlier run's warning colour
         self.ui.statusLabel.text = f"{what}: starting the engine..."
         self._checkCanApply()
         from DrasCLRSlicerLib.process import Cancelled
@@ -245,7 +251,7 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         def work(onProgress, shouldCancel, onIdle):
             return self.logic.runInSubprocess(p.inputVolume, p.lobes, model=p.model or None, device=p.device,
                                               onProgress=onProgress, shouldCancel=shouldCancel, onIdle=onIdle,
-                                              tta=p.tta)
+                                              tta=p.tta, huCalibration=p.huCalibration, strict=p.strict)
 
         results = self._runInBackground("Analysis", work)
         if results is not None:
@@ -274,7 +280,9 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.showTableAndChart(results)
         what = "subtype map and statistics" if results.subtypes is not None else (
             f"{results.region_kind} and statistics (no subtype model in this engine)")
-        self.ui.statusLabel.text = f"Done: {what}."
+        warnings = [w.get("message", "") for w in getattr(results, "warnings", None) or []]
+        self.ui.statusLabel.text = f"Done: {what}." + "".join(f"\nWarning: {w}" for w in warnings)
+        self.ui.statusLabel.setStyleSheet("color: #d9822b" if warnings else "")
         self._checkCanApply()
 
     def onOpacityChanged(self, value) -> None:
@@ -481,20 +489,22 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
     def loadDemoCT(self):
         return self.bridge.load_demo_ct()
 
-    def analyze(self, volumeNode, lobesNode=None, model=None, device="Auto", useModel=True, tta=True):
+    def analyze(self, volumeNode, lobesNode=None, model=None, device="Auto", useModel=True, tta=True,
+                huCalibration="Auto", strict=False):
         """In-process analysis (scripts, self-test). ``useModel`` False: densitometry only."""
         return self.bridge.analyze(volumeNode, lobesNode, model=model, device=device.lower(), use_model=useModel,
-                                   tta=tta)
+                                   tta=tta, hu_calibration=huCalibration.lower(), strict=strict)
 
     def runInSubprocess(self, volumeNode, lobesNode=None, model=None, device="Auto", onProgress=None,
-                        shouldCancel=None, onIdle=None, useModel=True, tta=True):
+                        shouldCancel=None, onIdle=None, useModel=True, tta=True, huCalibration="Auto", strict=False):
         """Analysis in a PythonSlicer child process (the GUI path); raises Cancelled / EngineError."""
         from DrasCLRSlicerLib import process
 
         env = process.engine_environment(slicer.util.startupEnvironment())
         return self.bridge.run_in_subprocess(volumeNode, lobesNode, model=model, device=device.lower(),
                                              on_progress=onProgress, should_cancel=shouldCancel, on_idle=onIdle,
-                                             env=env, keep_files=True, use_model=useModel, tta=tta)
+                                             env=env, keep_files=True, use_model=useModel, tta=tta,
+                                             hu_calibration=huCalibration.lower(), strict=strict)
 
     def setOpacity(self, results, opacity):
         self.bridge.set_opacity(results, opacity)

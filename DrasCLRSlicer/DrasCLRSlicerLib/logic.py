@@ -67,6 +67,8 @@ class AnalysisNodes:
     output_dir: Path | None = None
     uncertainty: CTImage | None = None  # uint8 0..100 on the CT's grid (uncertainty.nii.gz)
     review: guided.ReviewWalk | None = None  # the review queue and the units visited
+    warnings: list[dict] = field(default_factory=list)  # {"code", "message"}: HU calibration, resolution guard
+    calibration: dict | None = None  # stats.json "calibration": air/blood measured, offset applied
 
 
 def ensure_scene_logics(scene) -> None:
@@ -163,11 +165,13 @@ class DrasCLRLogic:
 
     # --- in-process -----------------------------------------------------------------------------------
     def analyze(self, volume_node, lobes_node=None, model=None, device: str = "auto",
-                use_model: bool = True, tta: bool = True, regions: str = "lobes") -> AnalysisNodes:
+                use_model: bool = True, tta: bool = True, regions: str = "lobes", hu_calibration: str = "auto",
+                strict: bool = False) -> AnalysisNodes:
         """Run the engine on ``volume_node`` in this process and create/update the result nodes.
 
         ``model``: a model folder or ``.safetensors`` (None: the bundled demo model when it ships);
-        ``use_model`` False: densitometry only, as ``drasclr analyze --no-model``."""
+        ``use_model`` False: densitometry only, as ``drasclr analyze --no-model``; ``hu_calibration`` and
+        ``strict``: as ``--hu-calibration`` and ``--strict``. The returned nodes carry the analysis ``warnings``."""
         from drasclr.analyze import analyze as engine_analyze
         from drasclr.device import pick_device
 
@@ -185,9 +189,10 @@ class DrasCLRLogic:
             elif model is not None or DEMO_MODEL.exists():
                 net, card, folder = load_segmenter(model, dev)
         result = engine_analyze(ct, lobes, model=net, device=dev, model_card=card, tta=tta, model_dir=folder,
-                                regions=regions)
+                                regions=regions, hu_calibration=hu_calibration, strict=strict)
         nodes = self._show(volume_node, result.regions, result.subtypes, result.rows, result.region_kind,
                            model=result.model_dir)
+        nodes.warnings, nodes.calibration = list(result.warnings), result.calibration
         if result.review is not None:
             nodes.uncertainty = result.uncertainty
             nodes.review = guided.ReviewWalk(list(result.review.units), result.review.labels)
@@ -223,7 +228,8 @@ class DrasCLRLogic:
     def run_in_subprocess(self, volume_node, lobes_node=None, model=None, device: str = "auto",
                           on_progress=None, on_line=None, should_cancel=None, on_idle=None, env=None,
                           work_dir: Path | None = None, keep_files: bool = False,
-                          use_model: bool = True, tta: bool = True, regions: str = "lobes") -> AnalysisNodes:
+                          use_model: bool = True, tta: bool = True, regions: str = "lobes",
+                          hu_calibration: str = "auto", strict: bool = False) -> AnalysisNodes:
         """Run ``python -m drasclr analyze`` in a child process and load its outputs as nodes.
 
         Progress/cancel/idle callbacks: see :func:`process.run_engine`. ``keep_files`` keeps the output folder
@@ -234,7 +240,8 @@ class DrasCLRLogic:
         work_dir = Path(tempfile.mkdtemp(prefix="drasclr-")) if own else Path(work_dir)
         try:
             cmd, out_dir = self.prepare_analysis(volume_node, lobes_node, work_dir, model=model, device=device,
-                                                 use_model=use_model, tta=tta, regions=regions)
+                                                 use_model=use_model, tta=tta, regions=regions,
+                                                 hu_calibration=hu_calibration, strict=strict)
             process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
                                on_idle=on_idle, env=env)
             nodes = self.finish_analysis(volume_node, out_dir)
@@ -254,7 +261,8 @@ class DrasCLRLogic:
         return nodes
 
     def prepare_analysis(self, volume_node, lobes_node, work_dir: Path, model=None, device: str = "auto",
-                         use_model: bool = True, tta: bool = True, regions: str = "lobes") -> tuple[list[str], Path]:
+                         use_model: bool = True, tta: bool = True, regions: str = "lobes",
+                         hu_calibration: str = "auto", strict: bool = False) -> tuple[list[str], Path]:
         """First step of a child-process analysis (MRML: run it on the GUI/event-loop thread): write the inputs
         into ``work_dir/input`` and return the ``drasclr analyze`` command and its output folder
         (``work_dir/output``). Run the command with :func:`process.run_engine` (any thread), then
@@ -262,7 +270,8 @@ class DrasCLRLogic:
         ct_path, lobes_path = self.write_inputs(volume_node, lobes_node, Path(work_dir) / "input")
         out_dir = Path(work_dir) / "output"
         cmd = process.analyze_command(ct_path, out_dir, model=model, device=device, lobes_path=lobes_path,
-                                      use_model=use_model, tta=tta, regions=regions)
+                                      use_model=use_model, tta=tta, regions=regions, hu_calibration=hu_calibration,
+                                      strict=strict)
         return cmd, out_dir
 
     def finish_analysis(self, volume_node, out_dir: Path) -> AnalysisNodes:
@@ -284,6 +293,7 @@ class DrasCLRLogic:
         folder = (facts.get("model") or {}).get("folder") if subtypes is not None else None
         nodes = self._show(volume_node, regions, subtypes, read_csv(out_dir / "stats.csv"), facts["region_kind"],
                            model=Path(folder) if folder else None)
+        nodes.warnings, nodes.calibration = list(facts.get("warnings") or []), facts.get("calibration")
         if subtypes is not None and (out_dir / "review.json").exists():
             from drasclr.review import read_review
 

@@ -58,9 +58,10 @@ def python_executable() -> str:
 
 def analyze_command(input_path, output_dir, model=None, device: str = "auto", lobes_path=None,
                     use_model: bool = True, python: str | None = None, tta: bool = True,
-                    regions: str = "lobes") -> list[str]:
+                    regions: str = "lobes", hu_calibration: str = "auto", strict: bool = False) -> list[str]:
     """The ``drasclr analyze`` command line (CLI contract: docs/contracts.md). ``model`` None: the engine's default
-    (bundled demo) model; ``use_model`` False: densitometry only (``--no-model``); ``tta``: ``--tta``/``--no-tta``."""
+    (bundled demo) model; ``use_model`` False: densitometry only (``--no-model``); ``tta``: ``--tta``/``--no-tta``;
+    ``hu_calibration``: ``--hu-calibration``; ``strict``: ``--strict``."""
     cmd = [python or python_executable(), "-m", "drasclr", "analyze", str(input_path), "-o", str(output_dir),
            "--device", device, "--quiet", "--overwrite"]
     if not use_model:
@@ -73,6 +74,9 @@ def analyze_command(input_path, output_dir, model=None, device: str = "auto", lo
         cmd += ["--lobes", str(lobes_path), "--lobes-convention", "ltrc"]
     elif regions != "lobes":
         cmd += ["--regions", regions]  # the engine's default: estimated lobes
+    cmd += ["--hu-calibration", hu_calibration.lower()]
+    if strict:
+        cmd += ["--strict"]
     return cmd
 
 

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .calibration import calibrate_and_segment
 from .errors import InputError
+from .guard import check_resolution, require_resolution
 from .image import CTImage
 from .io import read_ct, write_image
 from .lobes.source import Regions, choose_regions
@@ -46,11 +48,14 @@ class Analysis:
     model_dir: Path | None = None  # the folder the model was loaded from (recorded in stats.json)
     device: str = "cpu"
     tta: bool = False  # mirrored test-time augmentation was used
+    calibration: dict | None = None  # drasclr.calibration: air/blood measured, offset applied
+    resolution: dict | None = None  # drasclr.guard: voxel size vs the model's validated range (with a model)
+    # {"code", "message"}: regions ("regions"), HU calibration and resolution guard (docs/calibration.md)
+    warnings: list[dict] = field(default_factory=list)
     uncertainty: CTImage | None = None  # uint8 0..100 (drasclr.dense.uncertainty), with a model
     uncertainty_kind: str | None = None
     review: object | None = None  # drasclr.review.ReviewQueue, with a model
     region_source: str = "zones"  # file, atlas+fissures, lungmask, totalsegmentator or zones
-    warnings: list[str] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -63,12 +68,16 @@ def _stage(timings: dict, name: str):
 
 def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu", model_card: dict | None = None,
             batch_size: int | None = None, tta: bool = True, model_dir: str | Path | None = None,
-            regions: str = "lobes", lobes_from: str | None = None) -> Analysis:
+            regions: str = "lobes", lobes_from: str | None = None, hu_calibration: str = "auto",
+            strict: bool = False) -> Analysis:
     """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` or the reference classifier
     (``drasclr.reference``: slice by slice, no registration, no embedding; reads single slices too) (None:
     densitometry only); ``tta``: also predict every patch mirrored left-right and average (default; about twice
     the subtype time); ``regions``: ``lobes`` (``lobes`` if given, else from ``lobes_from`` — ``lungmask`` or
-    ``totalsegmentator`` when installed — else estimated) or ``zones``; a given ``lobes`` labelmap always wins."""
+    ``totalsegmentator`` when installed — else estimated) or ``zones``; a given ``lobes`` labelmap always wins;
+    ``hu_calibration``: auto | air | none (drasclr.calibration; the corrected CT is what everything after sees);
+    ``strict``: refuse (``InputError``) a scan whose voxels are outside the DrasCLR model card's validated range
+    instead of flagging its subtype map (drasclr.guard)."""
     timings: dict[str, float] = {}
     stage = functools.partial(_stage, timings)
     reference = is_reference(model)
@@ -76,8 +85,12 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
     if thin and model is not None and not reference:
         raise InputError(f"the image has {ct.array.shape[ct.superior_axis()[0]]} slice(s): the 3-D subtype model "
                          "needs a volume (single slices: --model cip-lh)")
+    resolution = None
+    if model is not None and not reference:
+        resolution = (require_resolution if strict else check_resolution)(ct, model_card)
     with stage("lung_mask"):
-        lungs = segment_lung_slices(ct)  # segment_lungs, or slice by slice for fewer than 3 slices
+        # segment_lungs, or slice by slice for fewer than 3 slices; on the HU-corrected scan
+        ct, lungs, calibration = calibrate_and_segment(ct, hu_calibration, segment=segment_lung_slices)
     with stage("regions"):
         if thin and lobes is None:  # no cranio-caudal extent (lobes, thirds): the two lungs
             chosen = Regions(lungs_as_regions(lungs), "lungs", "lungs")
@@ -128,7 +141,10 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
                     embedding=embedding, timings=timings, model_card=model_card,
                     model_dir=Path(model_dir) if model_dir is not None else None, device=str(device),
                     tta=bool(tta and model is not None and not reference), uncertainty=uncertainty,
-                    uncertainty_kind=kind_u, review=review, region_source=chosen.source, warnings=chosen.warnings)
+                    uncertainty_kind=kind_u, review=review, region_source=chosen.source,
+                    calibration=calibration.to_json(), resolution=None if resolution is None else resolution.to_json(),
+                    warnings=[{"code": "regions", "message": w} for w in chosen.warnings] + calibration.warnings
+                    + ([resolution.warning()] if resolution and not resolution.in_range else []))
 
 
 def is_reference(model) -> bool:
@@ -147,12 +163,15 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
             "region_source": result.region_source, "device": result.device,
             "grid": {"size_xyz": list(result.ct.shape_xyz), "spacing_mm": list(result.ct.spacing)},
             "timings_s": result.timings}
-    if result.warnings:
-        info["warnings"] = list(result.warnings)
     if result.model_card:
         info["model"] = {k: result.model_card.get(k) for k in ("name", "version", "kind", "sha256", "metrics")}
         info["model"]["folder"] = str(result.model_dir.resolve()) if result.model_dir is not None else None
         info["model"]["tta"] = result.tta
+    if result.calibration is not None:
+        info["calibration"] = result.calibration
+    if result.resolution is not None:
+        info["resolution"] = result.resolution
+    info["warnings"] = result.warnings
     columns = COLUMNS
     if result.uncertainty is not None:
         from .dense.uncertainty import SCALE
@@ -186,8 +205,8 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
                  series_uid: str | None = None, model=None, device="cpu", model_card: dict | None = None,
                  lobes_convention: str = "auto", batch_size: int | None = None,
                  ct: CTImage | None = None, tta: bool = True, model_dir: str | Path | None = None,
-                 read_seconds: float | None = None, regions: str = "lobes",
-                 lobes_from: str | None = None) -> Analysis:
+                 read_seconds: float | None = None, regions: str = "lobes", lobes_from: str | None = None,
+                 hu_calibration: str = "auto", strict: bool = False) -> Analysis:
     """Read (unless ``ct`` is given: then ``read_seconds`` is the time its reading took), analyze and write one
     case."""
     t0 = time.perf_counter()
@@ -195,7 +214,8 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
     read_s = read_seconds if read_seconds is not None else time.perf_counter() - t0
     lobes = read_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
     result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size, tta=tta,
-                     model_dir=model_dir, regions=regions, lobes_from=lobes_from)
+                     model_dir=model_dir, regions=regions, lobes_from=lobes_from, hu_calibration=hu_calibration,
+                     strict=strict)
     result.timings = {"read_s": round(read_s, 3), **result.timings}
     write_analysis(result, out_dir)
     return result

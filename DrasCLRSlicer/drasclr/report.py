@@ -304,6 +304,7 @@ th{background:#f0f3f6;color:#334;font-weight:600}
 td:first-child,th:first-child{text-align:left}
 tr.sum td{font-weight:600;background:#fafbfc}
 .kv td{text-align:left}.kv td:first-child{color:#5b6b7c;width:220px}
+.warn{border-left:4px solid #d9822b;background:#fff7ed}.warn li{margin:4px 0}
 footer{font-size:11.5px;color:#6b7785;text-align:center;padding:10px}
 """
 
@@ -349,6 +350,48 @@ def _table_html(rows: list[dict], with_subtypes: bool) -> str:
         body.append(f"<tr{cls}><td>{html.escape(region_title(r['region']))}</td>"
                     + "".join(f"<td>{_fmt(r.get(c), d)}</td>" for c, _, d in cols) + "</tr>")
     return f"<table>{head}{''.join(body)}</table>"
+
+
+_NOTICE_KEYS = ("calibration", "warnings", "resolution")  # shown in their own sections, not the details table
+_REFERENCES = (("outside_air", "Outside air"), ("tracheal_air", "Tracheal air"), ("blood", "Blood pool (mediastinum)"))
+
+
+def _warnings_html(info: dict) -> str:
+    """A highlighted list of the analysis warnings (HU calibration, resolution guard); empty when none."""
+    items = [w.get("message", "") if isinstance(w, dict) else str(w) for w in (info or {}).get("warnings") or []]
+    if not items:
+        return ""
+    return ('<section class="warn"><h2>Warnings</h2><ul>'
+            + "".join(f"<li>{html.escape(t)}</li>" for t in items) + "</ul></section>")
+
+
+def _calibration_html(info: dict) -> str:
+    """Scanner calibration: the reference materials measured and what was done with the air offset."""
+    cal = (info or {}).get("calibration")
+    if not cal:
+        return ""
+    rows = []
+    for key, title in _REFERENCES:
+        m = cal.get(key)
+        if not m:
+            rows.append(f"<tr><td>{title}</td><td>–</td><td>–</td><td>–</td><td>not found</td></tr>")
+            continue
+        note = m.get("note") or ("used" if key == cal.get("reference") else "")
+        rows.append(f"<tr><td>{title}</td><td>{_fmt(m['median_hu'], 0)}</td><td>{_fmt(m['iqr_hu'], 0)}</td>"
+                    f"<td>{_fmt(m['volume_ml'], 1)}</td><td>{html.escape(note)}</td></tr>")
+    tol = cal.get("tolerance_hu", 0)
+    if cal.get("offset_hu") is None:
+        verdict = "No usable air reference: the HU calibration could not be checked."
+    elif cal.get("corrected"):
+        verdict = (f"Air offset {cal['offset_hu']:+.0f} HU (from {cal['reference'].replace('_', ' ')}): "
+                   f"{cal['applied_hu']:+.0f} HU subtracted from the scan before lung masking, densitometry and the "
+                   f"model (mode {cal['mode']}).")
+    else:
+        verdict = (f"Air offset {cal['offset_hu']:+.0f} HU (from {cal['reference'].replace('_', ' ')}; tolerance "
+                   f"±{tol:.0f} HU, mode {cal['mode']}): scan used as it is.")
+    head = "<tr><th>Reference</th><th>Median HU</th><th>IQR HU</th><th>Volume (mL)</th><th>Note</th></tr>"
+    return (f"<section><h2>Scanner calibration</h2><p>{html.escape(verdict)} Measured on the scan as read "
+            f"(before any correction).</p><table>{head}{''.join(rows)}</table></section>")
 
 
 def _legend_html(with_subtypes: bool, region_values) -> str:
@@ -434,7 +477,8 @@ def report_html(figures, rows: list[dict], info: dict, with_subtypes: bool, regi
         f'<figure><img src="{n}" alt="{html.escape(c)}"><span class="ori l">{o[0]}</span>'
         f'<span class="ori r">{o[1]}</span><figcaption>{html.escape(c)}</figcaption></figure>'
         for n, c, o in figures)
-    info_pairs = [("drasclr version", __version__)] + [(k, v) for k, v in safe_info(info)
+    details = {k: v for k, v in (info or {}).items() if k not in _NOTICE_KEYS}
+    info_pairs = [("drasclr version", __version__)] + [(k, v) for k, v in safe_info(details)
                                                          if k != "drasclr_version"]
     info_html = "<table class='kv'>" + "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in info_pairs) + "</table>"
@@ -446,7 +490,7 @@ def report_html(figures, rows: list[dict], info: dict, with_subtypes: bool, regi
 <body><header><h1>DrasCLR emphysema report</h1>
 <p>Quantitative chest CT analysis &middot; lung window W1500 / L-600 &middot; radiological convention (patient's
 right on image left)</p></header>
-<main>
+<main>{_warnings_html(info)}
 <section><h2>Whole lung</h2><div class="cards">{cards_html}</div></section>
 <section><h2>Images</h2><div class="grid">{figs_html}</div>
 <p style="font-size:12px;color:#5b6b7c;margin:10px 0 0">{overlay_note}</p>{_legend_html(with_subtypes, region_values)}
@@ -454,6 +498,7 @@ right on image left)</p></header>
 <section><h2>{"Subtype composition per region" if with_subtypes else "LAA-950 per region"}</h2>
 <img src="report_regions.png" alt="per-region chart" style="max-width:100%"></section>
 <section><h2>Per-region measurements</h2>{_table_html(rows, with_subtypes)}</section>
+{_calibration_html(info)}
 <section><h2>Analysis details</h2>{info_html}</section>
 </main><footer>Generated by DrasCLR {html.escape(__version__)}. For research use; not a diagnostic device.</footer>
 </body></html>

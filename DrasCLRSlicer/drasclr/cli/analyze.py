@@ -46,6 +46,12 @@ def add_parser(sub):
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="test-time augmentation: also predict mirrored left-right and average (default; --no-tta about "
                         "halves the subtype step, a little less accurate)")
+    p.add_argument("--hu-calibration", default="auto", choices=["auto", "air", "none"],
+                   help="scanner HU calibration from outside (or tracheal) air: auto corrects an offset beyond "
+                        "±20 HU, air always corrects, none only measures (default auto; see docs/calibration.md)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a scan whose voxel size is outside the model's validated range (default: analyze "
+                        "it and flag the subtype map)")
     p.add_argument("--quiet", action="store_true", help="do not print the per-region table")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing non-empty output folder (batch: re-analyse and replace every case)")
@@ -130,7 +136,8 @@ def _load_model(args, device) -> dict:
     from ..device import describe_device
 
     kwargs = dict(model=None, device=device, model_card=None, batch_size=args.batch_size, tta=args.tta,
-                  model_dir=None, regions=args.regions, lobes_from=args.lobes_from)
+                  model_dir=None, regions=args.regions, lobes_from=args.lobes_from,
+                  hu_calibration=args.hu_calibration, strict=args.strict)
     if args.no_model:
         return kwargs
     if _reference(args):
@@ -148,6 +155,20 @@ def _load_model(args, device) -> dict:
     model, card, folder = load_segmenter(args.model, device)
     log.info("model %s on %s", card.get("version", card.get("name")), describe_device(device))
     return {**kwargs, "model": model, "model_card": card, "model_dir": folder}
+
+
+def _check_resolution(args, ct) -> None:
+    """``--strict``: refuse a scan outside the subtype model card's validated voxel sizes before the model is
+    loaded (drasclr.guard; batch cases are checked one by one inside ``analyze``)."""
+    if not args.strict or args.no_model or _reference(args):
+        return
+    from ..guard import require_resolution
+    from ..model import read_card
+    from ..versions import resolve_model
+
+    path = resolve_model(args.model)
+    if path.exists():  # a missing model is reported by the loader
+        require_resolution(ct, read_card(path))
 
 
 def _reference(args) -> bool:
@@ -175,10 +196,13 @@ def _run_one(args, src: Path) -> int:
             from ..regions import read_lobes
 
             read_lobes(args.lobes, ct, args.lobes_convention)
+        _check_resolution(args, ct)
         result = analyze_file(src, args.output, lobes_path=args.lobes, lobes_convention=args.lobes_convention,
                               ct=ct, read_seconds=read_s, **_load_model(args, device))
     if not args.quiet:
         print(format_table(result.rows))
+    for w in result.warnings:
+        log.warning("warning: %s", w["message"])
     print(f"wrote {args.output}")
     return 0
 

@@ -163,6 +163,7 @@ def _new_model_folder(args):
 
 
 def run_cohort(args) -> int:
+    from ..dense.cohort import find_cases
     from ..dense.recipe import CohortRecipe, train_cohort
     from ..dense.store import lineage, load_segmenter
     from ..device import pick_device
@@ -182,7 +183,7 @@ def run_cohort(args) -> int:
         max_seconds=args.max_minutes * 60 if args.max_minutes else None, patience=args.patience, seed=args.seed,
         label_slices=args.label_slices, label_fraction=args.label_fraction, amp=not args.no_amp,
         mirror=not args.no_mirror, loss_weights=_loss_weights(args.loss_weights), calibrate=not args.no_calibrate)
-    parent, enc_card = {}, {}
+    parent, enc_card, parent_card = {}, {}, {}
     if args.from_model:
         model, parent_card, parent_dir = load_segmenter(args.from_model)
         parent = lineage(parent_card, parent_dir)
@@ -192,12 +193,23 @@ def run_cohort(args) -> int:
             "training": {"encoder_method": enc_card.get("method", "drasclr") if args.encoder else None,
                          "encoder_init": Path(args.encoder).name if args.encoder else
                          ("from " + Path(args.from_model).name if args.from_model else "random")},
-            **parent}
+            "validated_spacing_mm": _validated_spacing(find_cases(args.data), parent_card), **parent}
     res = train_cohort(model, args.data, out, recipe, pick_device(args.device), card)
     if res.is_main:
         print(json.dumps({"model": str(out), "steps": res.steps, "val_macro_dice": res.best_val,
                           "world_size": res.world_size}))
     return 0
+
+
+def _validated_spacing(cases: list, parent_card: dict) -> dict:
+    """The voxel sizes this model was trained and validated on (its cohort's, with its parent's): the resolution
+    guard of ``analyze`` flags scans outside them (drasclr.guard)."""
+    from ..guard import merge_ranges, spacing_of_file, spacing_range
+
+    cohort = spacing_range([spacing_of_file(c / "ct.nii.gz") for c in cases], "training and validation cohort")
+    parent = parent_card.get("validated_spacing_mm")
+    return merge_ranges(parent, cohort, "training and validation cohort" + (" and the parent model's" if parent
+                                                                            else ""))
 
 
 def _loss_weights(text: str | None) -> tuple[float, ...]:

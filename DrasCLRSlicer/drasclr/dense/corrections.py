@@ -113,7 +113,8 @@ def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, predic
                               log_every=5, mirror=False)
     after = _region_metrics(model, ct, lungs, corrected, confirmed, locator, device, weights)
     new_dir = next_version_dir(folder, Path(out_root) if out_root else None)
-    new_card = {k: v for k, v in card.items() if k in ("name", "training", "metrics", "classes", "inference")}
+    keep = ("name", "training", "metrics", "classes", "inference", "validated_spacing_mm")
+    new_card = {k: v for k, v in card.items() if k in keep}
     new_card.update({
         "name": card.get("name", folder.name),
         "version": new_dir.name,

@@ -1,0 +1,41 @@
+"""The Logic returns the analysis warnings (HU calibration, resolution guard) and passes --hu-calibration/--strict
+to the engine, in process and through the child process (real MRML from slicer-core)."""
+
+from __future__ import annotations
+
+import numpy as np
+from bridge_support import synthetic_chest
+
+from DrasCLRSlicerLib import process, volumes
+from DrasCLRSlicerLib.logic import DrasCLRLogic
+
+
+def miscalibrated(offset: int = 75):
+    ct = synthetic_chest()
+    return ct.with_array((ct.array.astype(np.int32) + offset).astype(np.int16))
+
+
+def test_analyze_command_passes_calibration_and_strict():
+    cmd = process.analyze_command("ct", "out", python="py")
+    assert cmd[cmd.index("--hu-calibration") + 1] == "auto" and "--strict" not in cmd
+    cmd = process.analyze_command("ct", "out", python="py", hu_calibration="None", strict=True)
+    assert cmd[cmd.index("--hu-calibration") + 1] == "none" and "--strict" in cmd
+
+
+def test_in_process_warnings_and_calibration(scene):
+    node = volumes.add_volume_node(scene, miscalibrated(), "ct")
+    logic = DrasCLRLogic(scene)
+    nodes = logic.analyze(node, use_model=False, regions="zones")  # auto: corrected, no warning
+    assert nodes.calibration["corrected"] and abs(nodes.calibration["applied_hu"] - 75) <= 2
+    assert nodes.warnings == []
+    nodes = logic.analyze(node, use_model=False, hu_calibration="none", regions="zones")
+    assert not nodes.calibration["corrected"]
+    assert [w["code"] for w in nodes.warnings] == ["hu_offset_uncorrected"]
+
+
+def test_child_process_warnings_are_read_back(scene, tmp_path):
+    node = volumes.add_volume_node(scene, miscalibrated(), "ct")
+    nodes = DrasCLRLogic(scene).run_in_subprocess(node, use_model=False, hu_calibration="none", regions="zones",
+                                                  work_dir=tmp_path)
+    assert [w["code"] for w in nodes.warnings] == ["hu_offset_uncorrected"]
+    assert nodes.calibration["mode"] == "none" and abs(nodes.calibration["offset_hu"] - 75) <= 2
