@@ -17,9 +17,9 @@ def test_model_list_offers_cip_lh(tmp_path):
 
 
 def test_analyze_in_process_with_cip_lh_on_a_sparse_series(scene):
-    ct, truth = chest_slice(seed=3, n_slices=4, slice_mm=10.0, size=256)
+    ct, truth = chest_slice(seed=3, n_slices=6, slice_mm=10.0, size=256)  # 6 cm of lung: above the 250 ml floor
     node = volumes.add_volume_node(scene, ct, "sparse")
-    nodes = DrasCLRLogic(scene).analyze(node, model=REFERENCE_MODEL)
+    nodes = DrasCLRLogic(scene).analyze(node, model=REFERENCE_MODEL, regions="zones")
     assert nodes.subtypes is not None and nodes.model == REFERENCE_MODEL
     assert nodes.region_kind == "zones"
     rows = {r["region"]: r for r in tables.table_to_rows(nodes.table)}

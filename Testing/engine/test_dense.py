@@ -11,6 +11,7 @@ from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import load_segmenter, save_segmenter
 from drasclr.dense.train import fixed_patches, prepare_case, set_freeze, train_segmenter
 from drasclr.errors import InputError
+from drasclr.image import CTImage
 from drasclr.versions import next_version_dir
 from synthetic import synthetic_chest
 
@@ -157,7 +158,7 @@ def test_patches_are_class_balanced_over_the_cohort():
         if extra is not None:
             target[10:30, 10:30, 10:30] = extra
         c = TrainCase(np.zeros(shape, np.int16), target, None, lambda p: np.zeros((len(p), 3)))
-        c.grid = type("G", (), {"index_to_lps": staticmethod(lambda idx: idx)})()
+        c.grid = CTImage(np.zeros(shape, np.uint8))  # a 1 mm grid at the origin
         for k in np.unique(target):
             c.by_class[int(k)] = np.flatnonzero(target == k)
         return c
