@@ -221,3 +221,22 @@ def terminate_on_signals(signals=(signal.SIGTERM,)) -> None:
             signal.signal(sig, handler)
         except (ValueError, OSError):  # not the main thread (embedded use): leave signals alone
             return
+
+
+@contextlib.contextmanager
+def set_aside(out: Path):
+    """Move an existing folder ``out`` aside for the ``with`` block: it is removed when the block succeeds and put
+    back (replacing whatever the block wrote) when it fails — ``--overwrite`` that loses nothing on a failed run."""
+    out = Path(out)
+    if not out.is_dir():
+        yield
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    os.replace(out, old)
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

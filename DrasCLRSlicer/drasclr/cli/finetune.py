@@ -136,10 +136,9 @@ def _new_model_folder(args):
     ``--overwrite`` (it is set aside, removed when the new model is written and restored when the run fails); the
     folder is locked for the run (rank 0 only)."""
     import os
-    import shutil
 
     from ..errors import InputError
-    from ..outputs import claimed_output
+    from ..outputs import claimed_output, set_aside
 
     out = Path(args.output)
     if int(os.environ.get("RANK", 0)) != 0:
@@ -147,19 +146,8 @@ def _new_model_folder(args):
         return
     if out.is_dir() and (any(out.glob("*.safetensors")) or (out / "model.json").exists()):
         raise InputError(f"model folder {out} exists already; models are never overwritten (choose a new -o)")
-    with claimed_output(out, overwrite=args.overwrite, what="model folder"):
-        if not out.is_dir():
-            yield
-            return
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")  # empty, or replaced as asked
-        os.replace(out, old)
-        try:
-            yield
-        except BaseException:
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+    with claimed_output(out, overwrite=args.overwrite, what="model folder"), set_aside(out):
+        yield
 
 
 def run_cohort(args) -> int:

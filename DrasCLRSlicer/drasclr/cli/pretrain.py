@@ -127,9 +127,8 @@ def _run_folder(args):
     removed when the new run succeeds, restored when it fails); held by one run at a time.
     Under torchrun only rank 0 checks, locks and removes (the other ranks write nothing there)."""
     import os
-    import shutil
 
-    from ..outputs import claimed_output, is_nonempty_dir
+    from ..outputs import claimed_output, is_nonempty_dir, set_aside
 
     if int(os.environ.get("RANK", 0)) != 0:
         yield
@@ -140,15 +139,8 @@ def _run_folder(args):
         if not (args.overwrite and not args.resume and is_nonempty_dir(out)):
             yield
             return
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")  # set aside; restored if this run fails
-        os.replace(out, old)
-        try:
+        with set_aside(out):  # restored if this run fails
             yield
-        except BaseException:
-            shutil.rmtree(out, ignore_errors=True)
-            os.replace(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _only_caches(folder: Path) -> bool:

@@ -123,21 +123,18 @@ def cle_holes(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: flo
     return centres, radii
 
 
-def pse_spaces(rng, grid: Grid, lobes: np.ndarray, z_base: dict, height: float, sev: float):
-    """Subpleural / perifissural spaces: centres ``(N, 3)`` and radii ``(N,)`` mm, each tangent to the surface."""
-    if sev <= 0:
-        return np.zeros((0, 3)), np.zeros(0)
-    step = 2
+def lobe_surfaces(grid: Grid, lobes: np.ndarray, step: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points on every lobe's surface (pleura and fissures) on a ``step``-times coarser fine grid: their positions
+    ``(N, 3)`` mm (z, y, x), unit inward normals ``(N, 3)`` and their indices ``(N, 3)`` on the coarse grid."""
     sub = lobes[::step, ::step, ::step]
     sp = grid.fine_spacing_zyx() * step
     origin = np.array([grid.zf[0], grid.y[0], grid.x[0]])
-    cands, normals = [], []
+    cands, normals, where = [], [], []
     for v in range(1, 6):
         m = sub == v
         if not m.any():
             continue
-        surf = m & ~ndi.binary_erosion(m)
-        idx = np.argwhere(surf)
+        idx = np.argwhere(m & ~ndi.binary_erosion(m))
         if len(idx) == 0:
             continue
         sm = ndi.gaussian_filter(m.astype(np.float32), 1.5)
@@ -145,8 +142,15 @@ def pse_spaces(rng, grid: Grid, lobes: np.ndarray, z_base: dict, height: float, 
         g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-6)
         cands.append(origin + idx * sp)
         normals.append(g)
-    pts = np.concatenate(cands)
-    nrm = np.concatenate(normals)
+        where.append(idx)
+    return np.concatenate(cands), np.concatenate(normals), np.concatenate(where)
+
+
+def pse_spaces(rng, grid: Grid, lobes: np.ndarray, z_base: dict, height: float, sev: float):
+    """Subpleural / perifissural spaces: centres ``(N, 3)`` and radii ``(N,)`` mm, each tangent to the surface."""
+    if sev <= 0:
+        return np.zeros((0, 3)), np.zeros(0)
+    pts, nrm, _ = lobe_surfaces(grid, lobes)
     zn = zone(pts, z_base, height)
     patch, pax = coarse_field(rng, pts.min(0) - 20, pts.max(0) + 20, 45.0)
     f = sample_field(patch, pax, pts)

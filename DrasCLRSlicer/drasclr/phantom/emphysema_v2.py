@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .emphysema import Lobules, zone
+from .emphysema import Lobules, lobe_surfaces, zone
 from .fields import coarse_field, sample_field
 from .grid import Grid
 
@@ -74,28 +74,8 @@ def pse_bullae(rng, grid: Grid, lobes: np.ndarray, z_base: dict, height: float, 
     if sev <= 0:
         return np.zeros((0, 3)), np.zeros(0)
     step = 2
-    sub = lobes[::step, ::step, ::step]
-    sp = grid.fine_spacing_zyx() * step
-    origin = np.array([grid.zf[0], grid.y[0], grid.x[0]])
-    outside = ndi.binary_dilation(sub == 0)
-    cands, normals, outer = [], [], []
-    for v in range(1, 6):
-        m = sub == v
-        if not m.any():
-            continue
-        surf = m & ~ndi.binary_erosion(m)
-        idx = np.argwhere(surf)
-        if len(idx) == 0:
-            continue
-        sm = ndi.gaussian_filter(m.astype(np.float32), 1.5)
-        g = np.stack([np.gradient(sm, axis=a)[tuple(idx.T)] / sp[a] for a in range(3)], 1)
-        g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-6)
-        cands.append(origin + idx * sp)
-        normals.append(g)
-        outer.append(outside[tuple(idx.T)])
-    pts = np.concatenate(cands)
-    nrm = np.concatenate(normals)
-    is_outer = np.concatenate(outer)
+    pts, nrm, idx = lobe_surfaces(grid, lobes, step)
+    is_outer = ndi.binary_dilation(lobes[::step, ::step, ::step] == 0)[tuple(idx.T)]
     zn = zone(pts, z_base, height)
     patch, pax = coarse_field(rng, pts.min(0) - 20, pts.max(0) + 20, 60.0)
     f = sample_field(patch, pax, pts)
