@@ -158,12 +158,18 @@ def pse_spaces(rng, grid: Grid, lobes: np.ndarray, z_base: dict, height: float, 
     pick = np.flatnonzero(rng.uniform(size=len(pts)) < prob)
     rng.shuffle(pick)
     radii = rng.uniform(2.5, 3.5 + 3.5 * sev, len(pick))
+    pick, radii = pick[:4000], radii[:4000]
+    return pack_balls(pts[pick] + nrm[pick] * (radii - 0.6 * grid.spacing)[:, None], radii, 0.95)
+
+
+def pack_balls(centres: np.ndarray, radii: np.ndarray, overlap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy packing: keep each candidate ball ``(centre, radius)`` in order unless it comes closer to a kept one
+    than ``overlap`` times the sum of their radii. Returns the kept centres ``(N, 3)`` and radii ``(N,)``."""
     acc_c, acc_r = [], []
-    for i, r in zip(pick[:4000], radii[:4000]):
-        c = pts[i] + nrm[i] * (r - 0.6 * grid.spacing)
+    for c, r in zip(centres, radii):
         if acc_c:
             d = np.linalg.norm(np.asarray(acc_c) - c, axis=1)
-            if np.any(d < (np.asarray(acc_r) + r) * 0.95):
+            if np.any(d < (np.asarray(acc_r) + r) * overlap):
                 continue
         acc_c.append(c)
         acc_r.append(r)

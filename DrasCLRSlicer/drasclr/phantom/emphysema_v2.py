@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .emphysema import Lobules, lobe_surfaces, zone
+from .emphysema import Lobules, lobe_surfaces, pack_balls, zone
 from .fields import coarse_field, sample_field
 from .grid import Grid
 
@@ -83,18 +83,9 @@ def pse_bullae(rng, grid: Grid, lobes: np.ndarray, z_base: dict, height: float, 
     pick = np.flatnonzero(rng.uniform(size=len(pts)) < np.clip(prob, 0, 1))
     rng.shuffle(pick)
     radii = rng.uniform(7.0, 9.0 + 3.0 * sev, len(pick))
-    acc_c, acc_r = [], []
-    for i, r in zip(pick[:3000], radii[:3000]):
-        c = pts[i] + nrm[i] * (0.5 * r)  # the pleura cuts the ball: a flat-based subpleural bulla
-        if acc_c:
-            d = np.linalg.norm(np.asarray(acc_c) - c, axis=1)
-            if np.any(d < (np.asarray(acc_r) + r) * 0.98):
-                continue
-        acc_c.append(c)
-        acc_r.append(r)
-    if not acc_c:
-        return np.zeros((0, 3)), np.zeros(0)
-    return np.asarray(acc_c), np.asarray(acc_r)
+    pick, radii = pick[:3000], radii[:3000]
+    # the pleura cuts each ball: a flat-based subpleural bulla
+    return pack_balls(pts[pick] + nrm[pick] * (0.5 * radii)[:, None], radii, 0.98)
 
 
 def ple_lobules(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: float, sev: float):
