@@ -91,11 +91,17 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
     with stage("lung_mask"):
         # segment_lungs, or slice by slice for fewer than 3 slices; on the HU-corrected scan
         ct, lungs, calibration = calibrate_and_segment(ct, hu_calibration, segment=segment_lung_slices)
+    transform = None
+    if model is not None and not reference:  # one atlas registration for the model's locations and the lobes
+        from .registration import register_to_atlas
+
+        with stage("registration"):
+            transform = register_to_atlas(lungs)
     with stage("regions"):
         if thin and lobes is None:  # no cranio-caudal extent (lobes, thirds): the two lungs
             chosen = Regions(lungs_as_regions(lungs), "lungs", "lungs")
         else:
-            chosen = choose_regions(ct, lungs, lobes, regions, lobes_from, device=str(device))
+            chosen = choose_regions(ct, lungs, lobes, regions, lobes_from, device=str(device), affine=transform)
     regions_image, kind = chosen.image, chosen.kind
     subtypes = embedding = uncertainty = review = kind_u = None
     if reference:
@@ -111,8 +117,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         from .dense.locate import locator_for
 
         device = torch.device(device)
-        with stage("registration"):
-            locator, transform = locator_for(lungs)
+        locator, _ = locator_for(lungs, transform)
         with stage("subtypes"):
             pred = predict(ct, lungs, model, device, locator=locator, tta=tta, batch_size=batch_size,
                            class_weights=card_class_weights(model_card))

@@ -21,10 +21,11 @@ from ..registration import AtlasTransform, register_to_atlas
 Locator = Callable[[np.ndarray], np.ndarray]
 
 
-def locator_for(lungs: CTImage) -> tuple[Locator, AtlasTransform]:
-    """Register ``lungs`` to the atlas; return ``(locator, transform)``. The locator maps ``(N, 3)`` LPS patch
-    centres to ``(N, 3)`` float32 normalised atlas locations (z, y, x)."""
-    transform = register_to_atlas(lungs)
+def locator_for(lungs: CTImage, transform: AtlasTransform | None = None) -> tuple[Locator, AtlasTransform]:
+    """Register ``lungs`` to the atlas (unless ``transform`` is that registration already); return
+    ``(locator, transform)``. The locator maps ``(N, 3)`` LPS patch centres to ``(N, 3)`` float32 normalised atlas
+    locations (z, y, x)."""
+    transform = transform or register_to_atlas(lungs)
     return (lambda centres_lps: atlas_coordinates_points(centres_lps, transform)), transform
 
 

@@ -62,10 +62,11 @@ def lobes_from_tool(ct: CTImage, tool: str, device: str = "cpu") -> CTImage:
 
 
 def choose_regions(ct: CTImage, lungs: CTImage, lobes: CTImage | None = None, regions: str = "lobes",
-                   lobes_from: str | None = None, device: str = "cpu") -> Regions:
+                   lobes_from: str | None = None, device: str = "cpu", affine=None) -> Regions:
     """The regions for statistics: ``lobes`` (a user labelmap in LTRC numbering on the CT's grid) always wins;
     else ``regions="zones"`` gives zones 11–16; else lobes from ``lobes_from`` (an installed tool) or estimated
-    by :func:`drasclr.lobes.estimate_lobes` (atlas + fissures)."""
+    by :func:`drasclr.lobes.estimate_lobes` (atlas + fissures; ``affine``: the atlas registration of ``lungs``
+    when the caller already has one)."""
     in_lung = lungs.array > 0
     if lobes is not None:
         from ..lung_checks import check_lobes_cover_lungs
@@ -82,5 +83,5 @@ def choose_regions(ct: CTImage, lungs: CTImage, lobes: CTImage | None = None, re
         return Regions(lungs.with_array(np.where(in_lung, tool.array, 0).astype(np.uint8)), "lobes", lobes_from)
     from . import estimate_lobes
 
-    est = estimate_lobes(ct, lungs)
+    est = estimate_lobes(ct, lungs, affine=affine)
     return Regions(est.lobes, "lobes", est.source, [f"estimated lobes: {p}" for p in est.problems])

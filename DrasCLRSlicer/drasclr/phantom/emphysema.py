@@ -85,16 +85,21 @@ def zone(pts: np.ndarray, z_base: dict, height: float) -> np.ndarray:
     return np.clip((pts[:, 0] - base) / height, 0, 1)
 
 
-def choose_ple(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: float, sev: float):
-    """Boolean per lung point: inside a chosen panlobular lobule; plus the chosen keys."""
+def lobule_zones(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: float, field_mm: float):
+    """Per lung point its lobule key; per lobule (unique keys) its zone (0 top .. 1 bottom) and a smooth random
+    field of scale ``field_mm`` sampled at its centre: ``(keys, unique keys, zones, field)``."""
     keys = lob.key(lung_pts)
-    if sev <= 0:
-        return np.zeros(len(lung_pts), bool), np.zeros(0, np.int64)
     uk = np.unique(keys)
     cen = lob.centre(uk)
-    zn = zone(cen, z_base, height)
-    patch, pax = coarse_field(rng, cen.min(0) - 20, cen.max(0) + 20, 60.0)
-    f = sample_field(patch, pax, cen)
+    patch, pax = coarse_field(rng, cen.min(0) - 20, cen.max(0) + 20, field_mm)
+    return keys, uk, zone(cen, z_base, height), sample_field(patch, pax, cen)
+
+
+def choose_ple(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: float, sev: float):
+    """Boolean per lung point: inside a chosen panlobular lobule; plus the chosen keys."""
+    if sev <= 0:
+        return np.zeros(len(lung_pts), bool), np.zeros(0, np.int64)
+    keys, uk, zn, f = lobule_zones(rng, lob, lung_pts, z_base, height, 60.0)
     w = (1.0 - zn) ** 1.5
     score = 1.6 * sev * w + 0.45 * f - 0.9 + 0.35 * rng.standard_normal(len(uk))
     chosen = uk[score > 0]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .emphysema import Lobules, lobe_surfaces, pack_balls, zone
+from .emphysema import Lobules, lobe_surfaces, lobule_zones, pack_balls, zone
 from .fields import coarse_field, sample_field
 from .grid import Grid
 
@@ -91,14 +91,9 @@ def pse_bullae(rng, grid: Grid, lobes: np.ndarray, z_base: dict, height: float, 
 def ple_lobules(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: float, sev: float):
     """Boolean per lung point inside a panlobular lobule (lower zones, confluent over neighbouring lobules) and
     the chosen lobule keys."""
-    keys = lob.key(lung_pts)
     if sev <= 0:
         return np.zeros(len(lung_pts), bool), np.zeros(0, np.int64)
-    uk = np.unique(keys)
-    cen = lob.centre(uk)
-    zn = zone(cen, z_base, height)
-    patch, pax = coarse_field(rng, cen.min(0) - 20, cen.max(0) + 20, 70.0)
-    f = sample_field(patch, pax, cen)
+    keys, uk, zn, f = lobule_zones(rng, lob, lung_pts, z_base, height, 70.0)
     score = 2.0 * sev * (1.0 - zn) ** 1.5 + 0.6 * f - 0.9 + 0.15 * rng.standard_normal(len(uk))
     chosen = uk[score > 0]
     return np.isin(keys, chosen), chosen
