@@ -13,6 +13,10 @@ cases, ``--batch-size`` is per rank, rank 0 validates, calibrates and writes the
 it); ``calibrate`` does only that, for an existing model, into a new model folder.
 
 A model is never overwritten: ``cohort`` refuses an existing ``-o``; ``corrections`` writes ``<name>-v<N+1>``.
+
+Long runs are resumable: ``cohort`` writes its whole training state to ``OUTPUT.checkpoints`` every
+``--save-every`` steps; after an interruption (or a planned ``--pause-after-minutes`` stop, exit 75) the same
+command with ``--resume`` continues where it was (same steps, schedule, best state and random streams).
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import shutil
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+PAUSED = 75  # EX_TEMPFAIL: training paused at a checkpoint, to be continued with --resume
 
 
 def add_parser(sub):
@@ -60,6 +68,15 @@ def add_parser(sub):
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     c.add_argument("--overwrite", action="store_true",
                    help="replace an existing non-empty -o folder that holds no model (a model is never replaced)")
+    c.add_argument("--checkpoint-dir", default=None,
+                   help="resumable training state (default: OUTPUT.checkpoints beside the model folder; removed "
+                        "once the model is written)")
+    c.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (0: only at a pause)")
+    c.add_argument("--resume", action="store_true",
+                   help="continue an interrupted or paused run from its newest checkpoint (same data and options)")
+    c.add_argument("--pause-after-minutes", type=float, default=None,
+                   help="write a checkpoint and stop after this many minutes of this process (exit 75; rerun with "
+                        "--resume): a long CPU run spread over several sessions")
     c.set_defaults(run=checked(run_cohort))
     k = modes.add_parser("calibrate", help="fit per-class decision weights of a model on whole labelled volumes")
     k.add_argument("--data", required=True, help="folder of case folders with ct.nii.gz + subtypes.nii.gz")
@@ -116,6 +133,8 @@ def check_arguments(args) -> None:
         check_range(args.seed, "--seed", lo=0)
         check_range(args.label_slices, "--label-slices", lo=1)
         check_range(args.label_fraction, "--label-fraction", lo=0, hi=1, lo_open=True)
+        check_range(args.save_every, "--save-every", lo=0)
+        check_range(args.pause_after_minutes, "--pause-after-minutes", lo=0, lo_open=True)
     if args.mode == "corrections":
         check_range(args.max_seconds, "--max-seconds", lo=0, hi=86400, lo_open=True)
         for name in ("ct", "prediction", "corrected"):
@@ -135,8 +154,6 @@ def _new_model_folder(args):
     """Check ``-o`` up front: a folder holding a model is never replaced; another non-empty folder needs
     ``--overwrite`` (it is set aside, removed when the new model is written and restored when the run fails); the
     folder is locked for the run (rank 0 only)."""
-    import os
-
     from ..errors import InputError
     from ..outputs import claimed_output, set_aside
 
@@ -151,6 +168,7 @@ def _new_model_folder(args):
 
 
 def run_cohort(args) -> int:
+    from ..dense.checkpoint import TrainingPaused
     from ..dense.cohort import find_cases
     from ..dense.recipe import CohortRecipe, train_cohort
     from ..dense.store import lineage, load_segmenter
@@ -170,7 +188,10 @@ def run_cohort(args) -> int:
         else (0.1 if (args.encoder or args.from_model) else 1.0),
         max_seconds=args.max_minutes * 60 if args.max_minutes else None, patience=args.patience, seed=args.seed,
         label_slices=args.label_slices, label_fraction=args.label_fraction, amp=not args.no_amp,
-        mirror=not args.no_mirror, loss_weights=_loss_weights(args.loss_weights), calibrate=not args.no_calibrate)
+        mirror=not args.no_mirror, loss_weights=_loss_weights(args.loss_weights), calibrate=not args.no_calibrate,
+        save_every=args.save_every,
+        pause_after_seconds=args.pause_after_minutes * 60 if args.pause_after_minutes else None)
+    checkpoints = _checkpoint_folder(args, out)
     parent, enc_card, parent_card = {}, {}, {}
     if args.from_model:
         model, parent_card, parent_dir = load_segmenter(args.from_model)
@@ -182,11 +203,38 @@ def run_cohort(args) -> int:
                          "encoder_init": Path(args.encoder).name if args.encoder else
                          ("from " + Path(args.from_model).name if args.from_model else "random")},
             "validated_spacing_mm": _validated_spacing(find_cases(args.data), parent_card), **parent}
-    res = train_cohort(model, args.data, out, recipe, pick_device(args.device), card)
+    try:
+        res = train_cohort(model, args.data, out, recipe, pick_device(args.device), card, checkpoints=checkpoints,
+                           resume=args.resume)
+    except TrainingPaused as p:
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"info: paused at step {p.step} of {p.steps}; checkpoint {p.checkpoint}; run the same command "
+                  f"with --resume to continue", file=sys.stderr)
+        return PAUSED
     if res.is_main:
+        if checkpoints is not None:
+            shutil.rmtree(checkpoints, ignore_errors=True)  # the model is written: its training state is spent
         print(json.dumps({"model": str(out), "steps": res.steps, "val_macro_dice": res.best_val,
                           "world_size": res.world_size}))
     return 0
+
+
+def _checkpoint_folder(args, out: Path) -> Path | None:
+    """Where the resumable state goes (None: not kept); refuses a resume with nothing to resume and a fresh start
+    over an earlier run's checkpoints (which it would silently discard)."""
+    from ..errors import InputError
+    from ..pretrain.checkpoint import find_latest
+
+    folder = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".checkpoints")
+    found = find_latest(folder) is not None
+    if args.resume and not found:
+        raise InputError(f"nothing to resume: no checkpoint in {folder}")
+    if not args.resume and found:
+        raise InputError(f"{folder} holds the checkpoints of an earlier run: continue it with --resume, or remove "
+                         f"that folder to start over")
+    if not args.save_every and not args.pause_after_minutes and not args.resume:
+        return None
+    return folder
 
 
 def _validated_spacing(cases: list, parent_card: dict) -> dict:

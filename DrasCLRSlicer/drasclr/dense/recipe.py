@@ -41,6 +41,8 @@ class CohortRecipe:
     mirror: bool = True
     loss_weights: tuple[float, ...] = CLASS_WEIGHTS
     calibrate: bool = True
+    save_every: int = 200  # steps between checkpoints (with a checkpoint folder)
+    pause_after_seconds: float | None = None  # write a checkpoint and stop (resume later)
 
 
 @dataclass
@@ -51,10 +53,12 @@ class CohortResult:
     is_main: bool  # only the main rank wrote the model
 
 
-def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, device, card: dict) -> CohortResult:
+def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, device, card: dict,
+                 checkpoints: Path | None = None, resume: bool = False) -> CohortResult:
     """Train ``model`` on the labelled cases in ``data`` and (on the main rank) write it to ``out`` with ``card``
     completed by the training facts, the validation metric and the calibration. ``device``: the requested device
-    (under torchrun each rank takes its own GPU)."""
+    (under torchrun each rank takes its own GPU). ``checkpoints``: folder for resumable training state
+    (``resume`` continues from it; :class:`~drasclr.dense.checkpoint.TrainingPaused` at a planned pause)."""
     cases = find_cases(data)
     info = D.init_distributed(device)
     try:
@@ -77,7 +81,13 @@ def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, devic
                                batch_size=recipe.batch_size, lr=recipe.lr, freeze=recipe.freeze, device=info.device,
                                seed=recipe.seed, patience=recipe.patience, encoder_lr_scale=recipe.encoder_lr_scale,
                                max_seconds=recipe.max_seconds, amp=recipe.amp, mirror=recipe.mirror,
-                               loss_weights=recipe.loss_weights)
+                               loss_weights=recipe.loss_weights, checkpoints=checkpoints,
+                               save_every=recipe.save_every, resume=resume,
+                               pause_after_seconds=recipe.pause_after_seconds,
+                               fingerprint={"cases": [cases[i].name for i in train_idx],
+                                            "val_cases": [cases[i].name for i in val_idx],
+                                            "label_slices": recipe.label_slices,
+                                            "label_fraction": recipe.label_fraction, "amp": recipe.amp})
     finally:
         D.cleanup()
     log.info("rank %d: trained %d steps, weights sha256 %s", info.rank, hist["steps"], D.state_digest(model))
@@ -89,7 +99,8 @@ def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, devic
     card = {**card}
     card["training"] = {**card.get("training", {}), "cases": [cases[i].name for i in train_idx],
                         "val_cases": [cases[i].name for i in val_idx], **facts, "steps": hist["steps"],
-                        "seconds": round(hist["seconds"], 1), "world_size": info.world_size,
+                        "seconds": round(hist["seconds"], 1), "sessions": hist["sessions"],
+                        "world_size": info.world_size,
                         "global_batch": recipe.batch_size * info.world_size, "amp": hist["amp"],
                         "mirror_augment": recipe.mirror, "loss_weights": list(recipe.loss_weights)}
     card["metrics"] = {**card.get("metrics", {}), "val_patch_macro_dice_disease": hist["best_val"]}

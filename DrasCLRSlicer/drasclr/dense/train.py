@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from .. import labels
 from ..evaluate import confusion_matrix, dice_from_confusion
 from ..image import CTImage, resample_to
 from ..intensity import normalise_hu
+from .checkpoint import TrainingPaused, load_state, restore_state, save_state
 from .infer import PATCH, Locator, extract_patches, lung_volume
 from .locate import mirror_left_right
 
@@ -197,11 +199,18 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                     max_seconds: float | None = None, device: torch.device | str = "cpu", seed: int = 0,
                     eval_every: int = 50, patience: int = 6, focus_fraction: float = 0.7,
                     log_every: int = 25, encoder_lr_scale: float = 0.1, amp: bool = True,
-                    mirror: bool = True, loss_weights: tuple[float, ...] = CLASS_WEIGHTS) -> dict:
+                    mirror: bool = True, loss_weights: tuple[float, ...] = CLASS_WEIGHTS,
+                    checkpoints: Path | None = None, save_every: int = 0, resume: bool = False,
+                    pause_after_seconds: float | None = None, fingerprint: dict | None = None) -> dict:
     """Train in place; keeps the best validation state (early stopping). Returns a history dict.
 
     Distributed (see the module doc): ``train`` is this rank's share of the cases, ``batch_size`` is per rank,
-    ``val`` is used on rank 0 only (other ranks may pass None)."""
+    ``val`` is used on rank 0 only (other ranks may pass None).
+
+    Resumable (:mod:`drasclr.dense.checkpoint`): with ``checkpoints`` a folder, the whole training state is written
+    there every ``save_every`` steps and when training ends; ``resume`` continues from its newest checkpoint (which
+    must carry the same ``fingerprint`` and options); ``pause_after_seconds`` (of this process) writes a checkpoint
+    and raises :class:`TrainingPaused` so a long run can be spread over several sessions."""
     device = torch.device(device)
     world, rank = D.world_size(), D.rank()
     rng = np.random.default_rng(seed + 7919 * rank)  # rank 0 draws exactly what a single process draws
@@ -213,9 +222,33 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
     amp_dtype = training_amp_dtype(device) if amp else None
     has_val = D.broadcast_float(val is not None, device) > 0  # the broadcasts are no-ops in one process
     best, best_state, bad, history = -1.0, None, 0, []
-    t0 = time.perf_counter()
-    step = 0
-    for step in range(1, steps + 1):
+    fingerprint = {**(fingerprint or {}), "steps": steps, "batch_size": batch_size, "lr": lr, "freeze": freeze,
+                   "seed": seed, "world_size": world, "encoder_lr_scale": encoder_lr_scale, "mirror": mirror,
+                   "loss_weights": list(loss_weights), "focus_fraction": focus_fraction, "eval_every": eval_every,
+                   "patience": patience, "has_val": bool(has_val)}
+    start, carried, finished, sessions = 1, 0.0, False, 1
+    if resume:
+        meta, tensors = load_state(Path(checkpoints), fingerprint)
+        best_state = restore_state(meta, tensors, model, opt, sched)
+        best, bad, history, finished = meta["best"], meta["bad"], meta["history"], meta["finished"]
+        start, carried, sessions = meta["step"] + 1, meta["elapsed"], meta["sessions"] + 1
+        rng.bit_generator.state = meta["numpy_rng"][rank]
+        torch.set_rng_state(tensors[f"torch_rng.{rank}"])
+        if rank == 0:
+            log.info("info: resumed at step %d of %d (%.0f s trained before)", meta["step"], steps, carried)
+
+    def save(step: int, done: bool) -> Path | None:
+        rngs, trngs = D.gather_objects(rng.bit_generator.state), D.gather_objects(torch.get_rng_state())
+        if rank != 0:
+            return None
+        facts = {"elapsed": time.perf_counter() - t0, "best": best, "bad": bad, "history": history,
+                 "finished": done, "sessions": sessions, "fingerprint": fingerprint}
+        return save_state(Path(checkpoints), step=step, model=model, opt=opt, sched=sched, best_state=best_state,
+                          meta=facts, rng_states=rngs, torch_rngs=trngs)
+
+    t0, session0 = time.perf_counter() - carried, time.perf_counter()
+    step = start - 1
+    for step in range(start, steps + 1 if not finished else start):
         _train_mode(model, freeze)
         x, y, loc = sample_batch(train, batch_size, rng, focus_fraction=focus_fraction)
         if mirror:
@@ -254,6 +287,15 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                     break
         if last:
             break
+        pause = pause_after_seconds is not None and time.perf_counter() - session0 >= pause_after_seconds
+        if pause_after_seconds is not None:
+            pause = D.broadcast_float(pause, device) > 0
+        if checkpoints is not None and (pause or (save_every and step % save_every == 0)):
+            where = save(step, False)
+            if pause:
+                raise TrainingPaused(step, steps, where or Path(checkpoints))
+    if checkpoints is not None and step >= start:  # the end state too: a crash after training resumes here
+        save(step, True)
     if best_state is not None:
         model.load_state_dict(best_state)
     if world > 1:  # BatchNorm running statistics drift apart in the last steps: every rank takes rank 0's
@@ -262,6 +304,7 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                 D.broadcast_(t, 0)
     model.eval()
     return {"steps": step, "seconds": time.perf_counter() - t0, "best_val": best, "history": history,
+            "sessions": sessions,
             "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None}
 
 
