@@ -33,9 +33,9 @@ def load_case(folder: Path) -> tuple[CTImage, CTImage, CTImage]:
 
 
 def disease_burden(folder: Path) -> float:
-    """Fraction of a case's labelled voxels that are emphysema (for the stratified split; reads only the labels)."""
+    """Fraction of a case's voxels that are emphysema (for the stratified split; reads only the labels)."""
     sub = read_image(Path(folder) / "subtypes.nii.gz").array
-    return float((sub > 1).mean())
+    return float(((sub > 1) & (sub < 5)).mean())  # 255: an unlabelled lung voxel of a pseudo-labelled case
 
 
 def label_mask(lungs: CTImage, rng: np.random.Generator, slices: int | None = None,

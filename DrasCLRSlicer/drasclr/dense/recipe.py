@@ -16,6 +16,7 @@ from .. import distributed as D
 from ..progress import progress
 from .cohort import disease_burden, find_cases, label_mask, load_case, stratified_split
 from .locate import locator_for
+from .pseudo import is_pseudo, sample_weight
 from .store import save_segmenter
 from .train import CLASS_WEIGHTS, fixed_patches, prepare_case, train_segmenter
 
@@ -62,8 +63,10 @@ def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, devic
     cases = find_cases(data)
     info = D.init_distributed(device)
     try:
-        burden = [disease_burden(c) for c in progress(cases, desc="read labels")]
-        val_idx = stratified_split(burden, recipe.val_fraction, recipe.seed)  # the same on every rank
+        # validation (and calibration) only on truly labelled cases; pseudo-labelled real CTs always train
+        truth = [i for i, c in enumerate(cases) if not is_pseudo(c)]
+        burden = [disease_burden(cases[i]) for i in progress(truth, desc="read labels")]
+        val_idx = [truth[j] for j in stratified_split(burden, recipe.val_fraction, recipe.seed)]  # same on all ranks
         train_idx = [i for i in range(len(cases)) if i not in val_idx]
         mine = train_idx[info.rank::info.world_size] if len(train_idx) >= info.world_size else train_idx
         rng = np.random.default_rng(recipe.seed + 7919 * info.rank)
@@ -77,6 +80,7 @@ def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, devic
             else:
                 labelled = label_mask(lungs, rng, recipe.label_slices, recipe.label_fraction)
                 train.append(prepare_case(ct, sub, lungs, locator, labelled=labelled, rng=rng))
+                train[-1].weight = sample_weight(cases[i])
         hist = train_segmenter(model, train, fixed_patches(val, 96) if val else None, steps=recipe.steps,
                                batch_size=recipe.batch_size, lr=recipe.lr, freeze=recipe.freeze, device=info.device,
                                seed=recipe.seed, patience=recipe.patience, encoder_lr_scale=recipe.encoder_lr_scale,

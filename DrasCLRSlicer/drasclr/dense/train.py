@@ -50,6 +50,7 @@ class TrainCase:
     grid: CTImage
     locator: Locator
     focus: np.ndarray | None = None  # voxels to sample most (corrections), flat indices
+    weight: float = 1.0  # how often the sampler picks this case among those holding a class (phantoms: 1)
     by_class: dict[int, np.ndarray] = field(default_factory=dict)
 
 
@@ -80,15 +81,16 @@ def sample_batch(cases: list[TrainCase], n: int, rng: np.random.Generator, jitte
                  focus_fraction: float = 0.7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` class-balanced patches: HU ``(n, 32, 32, 32)``, targets ``(n, 32, 32, 32)``, locations ``(n, 3)``.
 
-    Balanced over the cohort: a class is drawn uniformly among those labelled anywhere, then a case holding it,
-    then a voxel of it (so a rare subtype present in few cases still centres a quarter of the patches). Cases
-    with ``focus`` voxels (corrections) centre ``focus_fraction`` of their draws on them."""
+    Balanced over the cohort: a class is drawn uniformly among those labelled anywhere, then a case holding it
+    (in proportion to the cases' ``weight``), then a voxel of it (so a rare subtype present in few cases still
+    centres a quarter of the patches). Cases with ``focus`` voxels (corrections) centre ``focus_fraction`` of their
+    draws on them."""
     xs, ys, locs = [], [], []
     holders = {c: [i for i, k in enumerate(cases) if c in k.by_class] for c in range(1, labels.NUM_CLASSES)}
     classes = [c for c, h in holders.items() if h]
     for _ in range(n):
         c = classes[rng.integers(len(classes))]
-        case = cases[holders[c][rng.integers(len(holders[c]))]]
+        case = cases[holders[c][_pick(holders[c], cases, rng)]]
         if case.focus is not None and rng.random() < focus_fraction:
             flat = case.focus[rng.integers(len(case.focus))]
         else:
@@ -99,6 +101,14 @@ def sample_batch(cases: list[TrainCase], n: int, rng: np.random.Generator, jitte
         ys.append(extract_patches(case.target, corner[None], fill=IGNORE)[0])
         locs.append(case.locator(case.grid.zyx_to_lps(corner + PATCH / 2.0))[0])
     return np.stack(xs), np.stack(ys), np.asarray(locs, np.float32)
+
+
+def _pick(holders: list[int], cases: list[TrainCase], rng: np.random.Generator) -> int:
+    """Index into ``holders``: uniform (the phantom cohorts), or in proportion to the cases' sampling weights."""
+    w = np.array([cases[i].weight for i in holders], np.float64)
+    if np.all(w == 1.0):
+        return int(rng.integers(len(holders)))
+    return int(rng.choice(len(holders), p=w / w.sum()))
 
 
 def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:

@@ -22,6 +22,7 @@ from .knn import CLASSES, LocalHistogramKNN
 
 log = logging.getLogger(__name__)
 STRIDE_MM = 4.0
+UNSURE = 255  # pseudo-labels only: a lung voxel the classifier is not confident about (ignored in training)
 
 
 def window_pixels(window_mm: float, pixel_mm: float) -> int:
@@ -38,8 +39,9 @@ def lattice(mask2d: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fill_slice(probs: np.ndarray, cells: np.ndarray, shape: tuple[int, int], stride: int,
-               mask2d: np.ndarray) -> np.ndarray:
-    """Labels (uint8) of one slice from lattice probabilities ``(N, C)`` at ``cells``; 0 outside ``mask2d``."""
+               mask2d: np.ndarray, min_confidence: float | None = None) -> np.ndarray:
+    """Labels (uint8) of one slice from lattice probabilities ``(N, C)`` at ``cells``; 0 outside ``mask2d``.
+    With ``min_confidence``, lung pixels whose winning probability is below it get ``UNSURE``."""
     off = stride // 2
     gy, gx = len(range(off, shape[0], stride)), len(range(off, shape[1], stride))
     grid = np.zeros((probs.shape[1], gy, gx), np.float32)
@@ -58,14 +60,17 @@ def fill_slice(probs: np.ndarray, cells: np.ndarray, shape: tuple[int, int], str
         better = p > best
         lab[better] = value
         best[better] = p[better]
+    if min_confidence is not None:
+        lab[best < min_confidence] = UNSURE
     out = np.zeros(shape, np.uint8)
     out[ys, xs] = lab
     return out
 
 
 def predict_subtypes(ct: CTImage, lungs: CTImage, clf: LocalHistogramKNN, stride_mm: float = STRIDE_MM,
-                     show_progress: bool = True) -> CTImage:
+                     show_progress: bool = True, min_confidence: float | None = None) -> CTImage:
     """Subtype labelmap (uint8: 1 normal, 2 CLE, 3 PSE, 4 PLE in the lung, 0 outside) on ``ct``'s grid.
+    ``min_confidence``: pseudo-labels for training, ``UNSURE`` where the winning probability is below it.
 
     Axial slices are array axis 0 (``ct.superior_axis()``); other acquisitions are permuted first.
     """
@@ -76,7 +81,7 @@ def predict_subtypes(ct: CTImage, lungs: CTImage, clf: LocalHistogramKNN, stride
         perm = CTImage(np.ascontiguousarray(np.transpose(ct.array, order)), tuple(ct.spacing[c] for c in cols),
                        ct.origin, ct.direction[:, cols])
         lab = predict_subtypes(perm, perm.with_array(np.ascontiguousarray(np.transpose(lungs.array, order))), clf,
-                               stride_mm, show_progress).array
+                               stride_mm, show_progress, min_confidence).array
         return ct.with_array(np.ascontiguousarray(np.transpose(lab, np.argsort(order))))
     pixel_mm = float(np.sqrt(ct.spacing[0] * ct.spacing[1]))
     if not 0.5 * clf.pixel_mm <= pixel_mm <= 1.0:
@@ -95,5 +100,5 @@ def predict_subtypes(ct: CTImage, lungs: CTImage, clf: LocalHistogramKNN, stride
             cells = np.round((centres - stride // 2) / stride).clip(0).astype(int)
         feats, dense = window_histograms(ct.array[z], centres, size, clf.spec)
         probs = clf.predict_proba(feats, dense)
-        out[z] = fill_slice(probs, cells, mask2d.shape, stride, mask2d)
+        out[z] = fill_slice(probs, cells, mask2d.shape, stride, mask2d, min_confidence)
     return ct.with_array(out)
