@@ -1,74 +1,76 @@
 #!/usr/bin/env bash
-# Rebuild the bundled demo model from scratch, reproducibly (seeds fixed):
-#   phantom cohorts -> DrasCLR pretraining -> supervised fine-tuning (four stages) -> held-out evaluation.
+# Build the bundled demo model demo-v5 (docs/demo_model.md), reproducibly (seeds fixed) and resumably:
+#   version-2 phantom cohorts (realistic HRCT emphysema) + a real CT pseudo-labelled by the reference classifier
+#   -> fine-tuning from demo-v4 (itself rebuilt by scripts/build_demo_v4.sh) -> held-out evaluation.
 # Usage: scripts/build_demo_model.sh [WORK_DIR] [MODEL_DIR]
-# Defaults: WORK_DIR=build/demo-model (ignored by git), MODEL_DIR=DrasCLRSlicer/drasclr/data/models/demo-v4
-# (refused if it exists: move the old one away first; models are never overwritten).
-# Budget on a 2-core CPU: about 5 h (see docs/demo_model.md for the measured times). On a GPU add
-# --device cuda to pretrain/finetune and raise the step counts.
+# Defaults: WORK_DIR=build/demo-model-v5 (ignored by git; keep it: it holds the cohorts and the checkpoints),
+# MODEL_DIR=DrasCLRSlicer/drasclr/data/models/demo-v5 (refused if it exists: models are never overwritten).
+#
+# Long on 2 CPU cores (hours; docs/demo_model.md has the measured times), so every step resumes:
+# - phantom cohorts are written in chunks of 4 cases, each chunk all-or-nothing; finished chunks are kept;
+# - training checkpoints every 200 steps into MODEL_DIR.checkpoints; rerunning this script continues from there;
+# - PAUSE_MINUTES=N stops training cleanly after N minutes (exit 75), e.g. at the end of a working session.
+# On a GPU: DEVICE=cuda (and raise STEPS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK=${1:-build/demo-model}
-MODEL=${2:-DrasCLRSlicer/drasclr/data/models/demo-v4}
+WORK=${1:-build/demo-model-v5}
+MODEL=${2:-DrasCLRSlicer/drasclr/data/models/demo-v5}
 DRASCLR="$PWD/.venv/bin/drasclr"
-PRETRAIN_STEPS=${PRETRAIN_STEPS:-150}
-STAGE1_STEPS=${STAGE1_STEPS:-2400}
-STAGE2_STEPS=${STAGE2_STEPS:-6000}
-STAGE3_STEPS=${STAGE3_STEPS:-6000}
-STAGE4_STEPS=${STAGE4_STEPS:-4500}
+PY="$PWD/.venv/bin/python"
+REAL=${REAL:-../shared/data/real}
+STEPS=${STEPS:-6000}
+DEVICE=${DEVICE:-cpu}
+PARENT=${PARENT:-DrasCLRSlicer/drasclr/data/models/demo-v4}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread: on a shared 2-core machine faster than two fighting
 mkdir -p "$WORK"
-# cohorts: 24 training cases (6 healthy), 16 more diseased ones, two held-out seeds
-[ -d "$WORK/train" ] || $DRASCLR phantom -o "$WORK/train" --n 24 --seed 101
-[ -d "$WORK/train_extra" ] || $DRASCLR phantom -o "$WORK/train_extra" --n 16 --seed 111 --healthy-fraction 0
-[ -d "$WORK/test" ] || $DRASCLR phantom -o "$WORK/test" --n 6 --seed 202
-[ -d "$WORK/test2" ] || $DRASCLR phantom -o "$WORK/test2" --n 6 --seed 303 --healthy-fraction 0
-# stage 3 adds cases rich in what stage 2 confused: all three subtypes together, CLE beside PLE, severe
-# confluent CLE alone
-[ -d "$WORK/train_more" ] || $DRASCLR phantom -o "$WORK/train_more" --n 12 --seed 404 --healthy-fraction 0 --subtypes cle,pse,ple
-[ -d "$WORK/train_cp" ] || $DRASCLR phantom -o "$WORK/train_cp" --n 8 --seed 505 --healthy-fraction 0 --subtypes cle,ple
-[ -d "$WORK/train_sc" ] || $DRASCLR phantom -o "$WORK/train_sc" --n 6 --seed 606 --healthy-fraction 0 --subtypes cle --severity 0.95
-# stage 4 adds paraseptal emphysema beside centrilobular (PSE was the weakest class, worst beside severe CLE)
-[ -d "$WORK/train_ps" ] || $DRASCLR phantom -o "$WORK/train_ps" --n 8 --seed 909 --healthy-fraction 0 --subtypes cle,pse
-[ -d "$WORK/train_ps2" ] || $DRASCLR phantom -o "$WORK/train_ps2" --n 4 --seed 910 --healthy-fraction 0 --subtypes cle,pse --severity 0.9
-# link_cases DEST PREFIX:COHORT ...: a training set of several cohorts, DEST/PREFIX_case_XXX -> each case
-link_cases() {
-  local dest=$1 p d
-  shift
-  [ -d "$dest" ] && return
-  mkdir -p "$dest"
-  for p in "$@"; do
-    for d in "$WORK/${p#*:}"/case_*; do ln -s "$(realpath "$d")" "$dest/${p%%:*}_$(basename "$d")"; done
-  done
+
+# --- training cohorts: version-2 phantoms, 48 cases (12 chunks of 4; about 30 % healthy in the a-chunks) ---------
+chunk() {  # chunk NAME SEED OPTIONS...
+  local name=$1 seed=$2
+  shift 2
+  [ -d "$WORK/$name" ] || $DRASCLR phantom -o "$WORK/$name" --n 4 --seed "$seed" --generator 2 --workers 1 "$@"
 }
-link_cases "$WORK/train_all" a:train b:train_extra
-link_cases "$WORK/train_all3" a:train b:train_extra c:train_more d:train_cp e:train_sc
-link_cases "$WORK/train_all4" a:train b:train_extra c:train_more d:train_cp e:train_sc f:train_ps g:train_ps2
-# self-supervised DrasCLR pretraining on the first cohort
-# (an interrupted run continues from its last checkpoint: a run folder is never silently restarted)
-[ -f "$WORK/pretrain/model.safetensors" ] || $DRASCLR pretrain "$WORK/train" -o "$WORK/pretrain" \
-  $([ -d "$WORK/pretrain/checkpoints" ] && echo --resume) \
-  --max-steps "$PRETRAIN_STEPS" --batch-size 16 --queue-size 256 --moco-momentum 0.99 --workers 1 \
-  --save-every 50 --log-every 10
-# stages 1-3 were trained before mirror augmentation existed (--no-mirror reproduces them); stage 4 mirrors
-# stage 1: encoder + decoder on the first cohort (early stopping)
-[ -d "$WORK/stage1" ] || $DRASCLR finetune cohort --data "$WORK/train" --encoder "$WORK/pretrain/model.safetensors" \
-  -o "$WORK/stage1" --name demo --steps "$STAGE1_STEPS" --batch-size 8 --lr 1e-3 --encoder-lr-scale 1.0 \
-  --freeze all --val-fraction 0.2 --seed 0 --max-minutes 25 --no-mirror
-# stage 2: continue on both cohorts, patches class-balanced over the cohort, no early stopping (one thread:
-# on a shared 2-core machine this is faster than two threads fighting over the cores)
-[ -d "$WORK/stage2" ] || OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $DRASCLR finetune cohort --data "$WORK/train_all" \
-  --from "$WORK/stage1" -o "$WORK/stage2" --name demo --steps "$STAGE2_STEPS" --batch-size 8 --lr 1e-3 \
-  --encoder-lr-scale 1.0 --freeze all --val-fraction 0.15 --seed 0 --max-minutes 95 --patience 0 --no-mirror
-# stage 3: continue on all 66 cases at half the rate (a warm restart of the cosine schedule), then calibrate
-[ -d "$WORK/stage3" ] || OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $DRASCLR finetune cohort --data "$WORK/train_all3" \
-  --from "$WORK/stage2" -o "$WORK/stage3" --name demo --steps "$STAGE3_STEPS" --batch-size 8 --lr 5e-4 \
-  --encoder-lr-scale 1.0 --freeze all --val-fraction 0.15 --seed 0 --max-minutes 95 --patience 0 --no-mirror
-# stage 4: all 78 cases, left-right mirror augmentation (location mirrored too), another warm restart at 5e-4
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $DRASCLR finetune cohort --data "$WORK/train_all4" --from "$WORK/stage3" \
-  -o "$MODEL" --name demo --steps "$STAGE4_STEPS" --batch-size 8 --lr 5e-4 --encoder-lr-scale 1.0 --freeze all \
-  --val-fraction 0.15 --seed 0 --max-minutes 95 --patience 0
-for t in test test2; do
-  ls -d "$WORK/$t"/case_*/ | sed 's:/$::; s:$:/ct.nii.gz:' > "$WORK/$t.txt"
-  $DRASCLR analyze "$WORK/$t.txt" -o "$WORK/$t-pred" --model "$MODEL"
-  $DRASCLR evaluate --pred "$WORK/$t-pred" --truth "$WORK/$t" -o "$WORK/$t-eval"
-done
+for i in 0 1 2 3 4 5; do chunk "v2_a$i" $((5101 + i)); done
+for i in 0 1 2 3; do chunk "v2_b$i" $((5111 + i)) --healthy-fraction 0; done
+for i in 0 1; do chunk "v2_c$i" $((5121 + i)) --healthy-fraction 0 --subtypes cle,pse,ple; done
+# --- held-out test cohorts (never trained on, never used for model selection) ------------------------------------
+for i in 0 1; do chunk "test_a$i" $((5201 + i)); done
+for i in 0 1; do chunk "test_b$i" $((5301 + i)) --healthy-fraction 0 --subtypes cle,pse,ple; done
+
+# --- real texture: LIDC-IDRI-0001 pseudo-labelled by cip-lh where confident and density-consistent --------------
+# (only this real CT: the Lung-PET-CT-Dx scans are the specificity/kernel test cases, the COPDGene scan is 4 mm)
+if [ ! -d "$WORK/real/real_lidc_idri_0001" ] && [ -f "$REAL/lidc_idri_0001.nii.gz" ]; then
+  PYTHONPATH=DrasCLRSlicer $PY -m drasclr.dense.pseudo "$REAL/lidc_idri_0001.nii.gz" -o "$WORK/real" \
+    --min-confidence 0.8 --sample-weight 8
+fi
+
+# --- one training folder of links --------------------------------------------------------------------------------
+TRAIN="$WORK/train_v5"
+if [ ! -d "$TRAIN" ]; then
+  mkdir -p "$TRAIN.tmp"
+  for c in "$WORK"/v2_*/case_*; do ln -s "$(realpath "$c")" "$TRAIN.tmp/$(basename "$(dirname "$c")")_$(basename "$c")"; done
+  for c in "$WORK"/real/real_*; do [ -d "$c" ] && ln -s "$(realpath "$c")" "$TRAIN.tmp/$(basename "$c")"; done
+  mv "$TRAIN.tmp" "$TRAIN"
+fi
+
+# --- fine-tuning from demo-v4 (resumable; PAUSE_MINUTES pauses with exit 75) --------------------------------------
+if [ ! -f "$MODEL/model.safetensors" ]; then
+  RESUME=$([ -f "$MODEL.checkpoints/latest" ] && echo --resume || true)
+  PAUSE=$([ -n "${PAUSE_MINUTES:-}" ] && echo "--pause-after-minutes $PAUSE_MINUTES" || true)
+  # shellcheck disable=SC2086
+  $DRASCLR finetune cohort --data "$TRAIN" --from "$PARENT" -o "$MODEL" --name demo --steps "$STEPS" \
+    --batch-size 8 --lr 5e-4 --encoder-lr-scale 1.0 --freeze all --val-fraction 0.15 --seed 0 --patience 0 \
+    --save-every 200 --device "$DEVICE" $RESUME $PAUSE
+fi
+
+# --- held-out evaluation -----------------------------------------------------------------------------------------
+TEST="$WORK/test_v5"
+if [ ! -d "$TEST" ]; then
+  mkdir -p "$TEST.tmp"
+  for c in "$WORK"/test_*/case_*; do ln -s "$(realpath "$c")" "$TEST.tmp/$(basename "$(dirname "$c")")_$(basename "$c")"; done
+  mv "$TEST.tmp" "$TEST"
+fi
+ls -d "$TEST"/*/ | sed 's:/$::; s:$:/ct.nii.gz:' > "$WORK/test_v5.txt"
+[ -d "$WORK/test_v5-pred" ] || $DRASCLR analyze "$WORK/test_v5.txt" -o "$WORK/test_v5-pred" --model "$MODEL"
+[ -d "$WORK/test_v5-eval" ] || $DRASCLR evaluate --pred "$WORK/test_v5-pred" --truth "$TEST" -o "$WORK/test_v5-eval"
+PYTHONPATH=DrasCLRSlicer $PY bench/bench_real_scans.py --models "$PARENT" "$MODEL" -o "$WORK/real_scans" --real "$REAL"

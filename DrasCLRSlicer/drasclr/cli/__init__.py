@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 2 bad input (one line on stderr starting ``error:``, no partial outputs); 3 batch
 ``analyze`` with some failed cases (listed in ``OUT/failed_cases.csv``); 1 an internal error (one ``error:`` line;
-``-v`` shows the traceback); 130 interrupted, 143 terminated (SIGTERM; temporary outputs removed).
+``-v`` shows the traceback); 130 interrupted, 143 terminated (SIGTERM; temporary outputs removed); 75 training
+paused at a checkpoint (``finetune cohort --pause-after-minutes``; continue with ``--resume``).
 Other stderr lines start with ``progress:``, ``info:`` or ``warning:`` so a caller can filter them.
 """
 
