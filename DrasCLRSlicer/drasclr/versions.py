@@ -31,11 +31,19 @@ def default_model() -> Path:
 
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
-    """The folder (or file) of a ``--model`` argument: a bundled model's name (``cip-lh``), a path, or None for
-    the default model."""
+    """The folder (or file) of a ``--model`` argument: a path that exists, else the name of a bundled model
+    (``cip-lh``, ``demo-v4``, ...) or of one in the user folder; None for the default model."""
     if model is None:
         return default_model()
-    return MODEL_NAMES.get(str(model), Path(model))
+    text = str(model)
+    if text in MODEL_NAMES:
+        return MODEL_NAMES[text]
+    path = Path(model)
+    if not path.exists() and text and os.sep not in text and "/" not in text:
+        for root in (PACKAGE_MODELS, user_models_dir()):
+            if (root / text / "model.json").is_file():
+                return root / text
+    return path
 
 
 def split_version(folder: str | os.PathLike) -> tuple[str, int]:

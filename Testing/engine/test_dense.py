@@ -243,3 +243,20 @@ def test_mirror_augmentation_flips_patch_target_and_location_together():
     assert np.array_equal(x2[~flipped], x[~flipped]) and np.array_equal(y2[~flipped], y[~flipped])
     assert np.allclose(mirror_left_right(loc2[flipped]), loc[flipped], atol=1e-6)  # an involution
     assert all(np.array_equal(a, b) for a, b in zip(before, (x, y, loc)))  # the inputs are not changed in place
+
+
+def test_model_names_resolve_to_bundled_then_user_models_and_paths_win(tmp_path, monkeypatch):
+    from drasclr.versions import PACKAGE_MODELS, REFERENCE_MODEL, resolve_model
+
+    monkeypatch.setenv("DRASCLR_MODELS", str(tmp_path / "user"))
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("cip-lh") == REFERENCE_MODEL
+    bundled = sorted(p.name for p in PACKAGE_MODELS.glob("demo-v*") if (p / "model.json").is_file())
+    assert bundled and resolve_model(bundled[-1]) == PACKAGE_MODELS / bundled[-1]
+    mine = save_segmenter(tiny_model(), tmp_path / "user" / "mine-v2", {"name": "mine", "version": "mine-v2"})
+    assert resolve_model("mine-v2") == mine
+    assert load_segmenter("mine-v2")[2] == mine
+    local = save_segmenter(tiny_model(), tmp_path / bundled[-1], {"name": "x", "version": "x"})
+    assert resolve_model(bundled[-1]) == local.relative_to(tmp_path)  # an existing path is never shadowed
+    with pytest.raises(InputError, match="model not found"):
+        load_segmenter("no-such-model-v9")

@@ -121,6 +121,7 @@ def check_arguments(args) -> None:
     """Numeric options in range, input folders present: refused before any model is built or case read."""
     from ..errors import InputError
     from ..validate import check_range
+    from ..versions import resolve_model
 
     if args.mode == "cohort":
         check_range(args.steps, "--steps", lo=1, hi=10_000_000)
@@ -145,7 +146,7 @@ def check_arguments(args) -> None:
             raise InputError(f"data folder not found: {args.data}")
         for name in ("encoder", "from_model", "model"):
             value = getattr(args, name, None)
-            if value and not Path(value).exists():
+            if value and not resolve_model(value).exists():
                 raise InputError(f"model not found: {value}")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import labels
 from ..errors import InputError
 from ..model import load_model, read_card, save_model
-from ..versions import DEMO_MODEL, default_model
+from ..versions import DEMO_MODEL, default_model, resolve_model
 from .infer import card_class_weights
 from .segmenter import SubtypeSegmenter
 
@@ -43,7 +43,7 @@ def save_segmenter(model: SubtypeSegmenter, folder: Path, card: dict) -> Path:
 
 def load_segmenter(path: str | os.PathLike | None = None, device="cpu") -> tuple[SubtypeSegmenter, dict, Path]:
     """Load a subtype model (folder or file); checks architecture and classes. Returns (model, card, folder)."""
-    path = Path(path) if path else default_model()
+    path = resolve_model(path) if path else default_model()
     if not path.exists():
         hint = " (the bundled demo model is built by `make demo-model`)" if path == DEMO_MODEL else ""
         raise InputError(f"model not found: {path}{hint}")
