@@ -40,12 +40,14 @@ def image_stem(path: str | os.PathLike) -> str:
     return path.name[: -len(suffix)] if suffix in IMAGE_SUFFIXES else path.name
 
 
-def read_image(path: str | os.PathLike, allow_uneven: bool = False, single_slice: bool = False) -> CTImage:
+def read_image(path: str | os.PathLike, allow_uneven: bool = False, single_slice: bool = False,
+               analysis: bool = False) -> CTImage:
     """Read a 3-D image file or a DICOM series folder, with no check on its intensities (labelmaps too).
     ``single_slice``: also accept one slice (a 3-D image of one slice, or a 2-D image: one slice 1 mm thick).
 
     The file is checked first (header, geometry, memory estimate, integrity: ``drasclr.validate``), so a
     truncated or absurd file is refused before any voxel is allocated; NaN/Inf voxels are refused after.
+    ``analysis``: the memory estimate is that of analysing this image (``read_ct``), else of holding it.
     """
     path = Path(path)
     if not path.exists():
@@ -54,7 +56,7 @@ def read_image(path: str | os.PathLike, allow_uneven: bool = False, single_slice
         return read_dicom_series(path, allow_uneven=allow_uneven)
     if not path.is_file():
         raise InputError(f"cannot read image {path.name}: not a regular file")
-    check_image_file(path)
+    check_image_file(path, analysis=analysis)
     said: list[str] = []
     try:
         with native_stderr(said):
@@ -101,7 +103,7 @@ def read_ct(path: str | os.PathLike, series_uid: str | None = None, allow_uneven
     :func:`read_image`)."""
     path = Path(path)
     image = (read_dicom_series(path, series_uid, allow_uneven) if path.is_dir()
-             else read_image(path, single_slice=single_slice))
+             else read_image(path, single_slice=single_slice, analysis=True))
     check_hounsfield(image, path.name)
     a = image.array
     if a.dtype.kind in "iu" and a.dtype != np.int16 and a.min() >= -32768 and a.max() <= 32767:

@@ -159,7 +159,11 @@ def estimate_memory_bytes(size, spacing) -> int:
 
 
 def check_memory(size, spacing, name: str) -> None:
-    need, have = estimate_memory_bytes(size, spacing), available_memory_bytes()
+    _check_fits(estimate_memory_bytes(size, spacing), size, name)
+
+
+def _check_fits(need: int, size, name: str) -> None:
+    have = available_memory_bytes()
     if need > have:
         raise InputError(f"{name}: a {'x'.join(str(int(s)) for s in size)} grid needs about {need / 2**30:.1f} GiB "
                          f"of memory, {have / 2**30:.1f} GiB available (refused before reading the voxels)")
@@ -228,13 +232,18 @@ def _check_nifti(path: Path, header: Header) -> None:
                          f"{need} (incomplete download or copy?)")
 
 
-def check_image_file(path: str | os.PathLike) -> Header:
-    """All checks that need no voxels: readable header, geometry, memory estimate, then the byte stream."""
+def check_image_file(path: str | os.PathLike, analysis: bool = True) -> Header:
+    """All checks that need no voxels: readable header, geometry, memory estimate, then the byte stream.
+    ``analysis``: the memory estimate is that of a whole analysis of this grid (the CT being analysed); otherwise
+    (a labelmap, the atlas) that of holding the image itself."""
     path = Path(path)
     header = read_header(path)
     if len(header.size) >= 3 and min(header.size[:3]) >= 1:
         check_geometry(header.size, header.spacing, header.direction, path.name)
-        check_memory(header.size[:3], header.spacing, path.name)
+        if analysis:
+            check_memory(header.size[:3], header.spacing, path.name)
+        else:
+            _check_fits(header.voxels * max(header.bytes_per_pixel, 1) * 3, header.size[:3], path.name)
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti(path, header)
     elif path.name.lower().endswith(".gz"):

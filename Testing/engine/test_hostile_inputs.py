@@ -329,3 +329,19 @@ def test_final_move_that_fails_cleans_up(tmp_path):
             (tmp / "half.txt").write_text("x")
             raise RuntimeError("disk on fire")
     assert not (tmp_path / "a").exists()
+
+
+def test_memory_estimate_of_an_analysis_applies_to_the_ct_not_to_the_atlas_or_labelmaps(monkeypatch):
+    """Under memory pressure the CT to analyse is refused up front, but reading the 2 mm atlas (4 M voxels)
+    inside an analysis is not refused as if it were a second CT to analyse (it was, on a busy machine)."""
+    from drasclr.atlas import ATLAS_FILE
+    from drasclr.errors import InputError
+    from drasclr.io import read_image
+
+    monkeypatch.setenv("DRASCLR_MAX_MEMORY_GB", "0.4")
+    with pytest.raises(InputError, match="memory"):
+        read_ct(ATLAS_FILE)  # read as a CT to analyse: the analysis estimate (> 0.5 GiB) does not fit
+    assert read_image(ATLAS_FILE).array.size > 3_000_000  # held as a labelmap: about 12 MB, fits
+    monkeypatch.setenv("DRASCLR_MAX_MEMORY_GB", "0.005")
+    with pytest.raises(InputError, match="memory"):
+        read_image(ATLAS_FILE)  # a labelmap that does not fit either is still refused before reading
