@@ -93,11 +93,15 @@ def overlay_visible(scene, node) -> bool:
 
 
 def center_slices(scene, centre_lps) -> np.ndarray:
-    """Centre every slice view on the LPS point ``centre_lps``; returns the point in RAS."""
+    """Centre every slice view on the LPS point ``centre_lps`` and put the crosshair there (shown where the
+    crosshair is switched on); returns the point in RAS."""
     ras = lps_to_ras_points(np.asarray(centre_lps, float))[0]
     nodes = scene.GetNodesByClass("vtkMRMLSliceNode")
     for i in range(nodes.GetNumberOfItems()):
         nodes.GetItemAsObject(i).JumpSliceByCentering(*(float(v) for v in ras))
+    crosshair = scene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+    if crosshair is not None:
+        crosshair.SetCrosshairRAS(*(float(v) for v in ras))
     return ras
 
 

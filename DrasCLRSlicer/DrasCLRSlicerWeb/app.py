@@ -237,6 +237,7 @@ class ReadingRoom:
                 if n is not None and self.scene.IsNodePresent(n):
                     self.scene.RemoveNode(n)
         self.nodes = None
+        self._show_crosshair(False)
         self._flush(uncertainty=False, **self._review_reset(None))
 
     def shutdown(self) -> None:
@@ -364,6 +365,7 @@ class ReadingRoom:
                     last_model=nodes.model.name if nodes.model else "",
                     uncertainty=bool(self.state.uncertainty and nodes.uncertainty is not None),
                     **self._review_reset(nodes))
+        self._show_crosshair(False)  # a new queue: nothing visited yet
 
     def _show_3d(self, segmentation) -> None:
         """Segment surfaces in the 3-D view for the emphysema subtypes only (normal lung would hide them)."""
@@ -433,9 +435,16 @@ class ReadingRoom:
             self._flush(review_done=True)
             self._info("every region of the review queue has been reviewed")
             return
+        self._show_crosshair(True)  # the Logic put it on the unit's centre
         self._render_slices()
         self._flush(review=review_item(unit, len(nodes.review.units)), reviewed_count=len(nodes.review.reviewed),
                     error="", message="")
+
+    def _show_crosshair(self, visible: bool) -> None:
+        """The crosshair marks the review unit's centre in the views while the queue is walked."""
+        crosshair = self.scene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+        if crosshair is not None:
+            crosshair.SetCrosshairMode(crosshair.ShowSmallBasic if visible else crosshair.NoCrosshair)
 
     # --- fine-tuning ------------------------------------------------------------------------------------
     def finetune(self) -> None:
@@ -585,7 +594,7 @@ class ReadingRoom:
                        classes="mr-3", style="flex: 0 0 auto")
             v3.VBtn("Next region to review", id="btn-next-review", size="small", color="warning", variant="tonal",
                     click=self.next_review, disabled=("!has_review || running",))
-        html.Div("{{ review.text }}", id="review-unit", v_show="review", classes="text-caption mb-1")
+        html.Div("{{ review ? review.text : '' }}", id="review-unit", v_show="review", classes="text-caption mb-1")
         html.Div("reviewed {{ reviewed_count }} of {{ review_total }} regions"
                  "{{ review_done ? ' (all)' : '' }}; they count as confirmed labels when fine-tuning",
                  id="review-count", v_show="has_review", classes="text-caption text-medium-emphasis mb-2")
