@@ -325,12 +325,10 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if unit is None:
                 self.ui.statusLabel.text = "Every region of the review queue has been reviewed."
                 return
-            share = {k: v for k, v in unit["predicted"].items() if v >= 0.01}
-            classes = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(share.items(), key=lambda kv: -kv[1]))
-            self.ui.statusLabel.text = (
-                f"Region {unit['rank']}/{len(self._results.review.units)} ({unit['region'].replace('_', ' ')}, "
-                f"{unit['volume_ml']:.0f} ml: {classes}); about {unit['score']:.0f} voxels expected wrong. "
-                "Correct it if needed; it counts as reviewed when fine-tuning.")
+            from DrasCLRSlicerLib.guided import describe_unit
+
+            self.ui.statusLabel.text = (describe_unit(unit, len(self._results.review.units))
+                                        + " Correct it if needed; it counts as reviewed when fine-tuning.")
 
     def onFinetune(self) -> None:
         """A new model version from the corrected subtype map (``drasclr finetune corrections``, background)."""

@@ -3,7 +3,8 @@
 - :func:`show_heat_overlay` puts ``<CT> uncertainty`` (uint8 0..100, ``uncertainty.nii.gz``) over the CT in every
   slice view as a thresholded heat map (certain voxels stay transparent), or takes it off.
 - :class:`ReviewWalk` holds the ranked units of ``review.json`` with their labelmap (``review_units.nii.gz``) and
-  the ranks visited; :func:`center_slices` centres the slice views on a unit (its ``centre_lps``, in RAS here).
+  the ranks visited; :func:`center_slices` centres the slice views on a unit (its ``centre_lps``, in RAS here);
+  :func:`describe_unit` is the line both shells show for it.
 """
 
 from __future__ import annotations
@@ -92,12 +93,28 @@ def overlay_visible(scene, node) -> bool:
 
 
 def center_slices(scene, centre_lps) -> np.ndarray:
-    """Centre every slice view on the LPS point ``centre_lps``; returns the point in RAS."""
+    """Centre every slice view on the LPS point ``centre_lps`` and put the crosshair there (shown where the
+    crosshair is switched on); returns the point in RAS."""
     ras = lps_to_ras_points(np.asarray(centre_lps, float))[0]
     nodes = scene.GetNodesByClass("vtkMRMLSliceNode")
     for i in range(nodes.GetNumberOfItems()):
         nodes.GetItemAsObject(i).JumpSliceByCentering(*(float(v) for v in ras))
+    crosshair = scene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+    if crosshair is not None:
+        crosshair.SetCrosshairRAS(*(float(v) for v in ras))
     return ras
+
+
+def unit_classes(unit: dict, floor: float = 0.01) -> str:
+    """The unit's predicted subtypes, largest share first, those under ``floor`` left out: ``"normal 80%, cle 20%"``."""
+    share = sorted(((k, v) for k, v in unit["predicted"].items() if v >= floor), key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {100 * v:.0f}%" for k, v in share)
+
+
+def describe_unit(unit: dict, total: int) -> str:
+    """The line the shells show for a review unit: rank k of n, region, volume, predicted subtypes, expected errors."""
+    return (f"Region {unit['rank']}/{total} ({unit['region'].replace('_', ' ')}, {unit['volume_ml']:.0f} ml: "
+            f"{unit_classes(unit)}); about {unit['score']:.0f} voxels expected wrong.")
 
 
 @dataclass

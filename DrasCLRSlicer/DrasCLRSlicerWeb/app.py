@@ -4,10 +4,16 @@ One :class:`ReadingRoom` per server process: one MRML scene (``trame_slicer.core
 ``DrasCLRSlicerLib.logic.DrasCLRLogic`` on it, one session folder, one job at a time (:mod:`.jobs`). Browser
 tabs connected to the same server share the scene. Views: axial, coronal (slice views) and 3-D (segment
 surfaces only: no volume rendering, which is a GPU ray cast and far too slow in software).
+
+Guided correction, as in the Qt panel: the *Uncertainty* switch calls ``DrasCLRLogic.show_uncertainty`` (heat overlay
+in the slice views), *Next region to review* calls ``DrasCLRLogic.next_review_unit`` (views centred on the unit, unit
+marked reviewed), and fine-tuning passes ``DrasCLRLogic.reviewed_mask`` through ``prepare_finetune``. The slice views'
+positions are kept in the ``slice_positions`` state (shown in the toolbar).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from pathlib import Path
@@ -20,11 +26,12 @@ from trame_server.utils.asynchronous import create_task
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectPaint
-from trame_slicer.views import Layout, LayoutDirection, ThreeDView, ViewLayoutDefinition
+from trame_slicer.views import Layout, LayoutDirection, SliceView, ThreeDView, ViewLayoutDefinition
 
 from drasclr.errors import InputError
 from drasclr.stats import COLUMNS
 from DrasCLRSlicerLib import process
+from DrasCLRSlicerLib.guided import describe_unit, unit_classes
 from DrasCLRSlicerLib.logic import DrasCLRLogic
 from DrasCLRSlicerLib.models import PACKAGE_MODELS
 from DrasCLRSlicerLib.segmentations import segment_names
@@ -60,6 +67,24 @@ def bar_rows(rows: list[dict], colors: dict[str, str]) -> list[dict]:
     return out
 
 
+def slice_position(view) -> dict:
+    """Where a slice view is: its orientation, the RAS axis across its plane and the coordinate (mm) along it."""
+    m = view.get_view_node().GetSliceToRAS()
+    normal = [m.GetElement(i, 2) for i in range(3)]
+    k = max(range(3), key=lambda i: abs(normal[i]))
+    value = float(view.get_slice_value()) * (1.0 if normal[k] >= 0 else -1.0)
+    name = view.get_orientation()
+    return {"view": name, "axis": "RAS"[k], "mm": round(value, 2), "label": f"{name} {'RAS'[k]} {value:.1f} mm"}
+
+
+def review_item(unit: dict, total: int) -> dict:
+    """The state the page shows for the review unit the views were moved to."""
+    return {"rank": int(unit["rank"]), "total": int(total), "region": unit["region"].replace("_", " "),
+            "volume_ml": round(float(unit["volume_ml"]), 1), "classes": unit_classes(unit),
+            "score": round(float(unit["score"]), 1), "centre_ras": [round(v, 2) for v in unit["centre_ras"]],
+            "text": describe_unit(unit, total)}
+
+
 def _hex(rgb) -> str:
     return "#" + "".join(f"{max(0, min(255, round(c * 255))):02x}" for c in rgb[:3])
 
@@ -92,6 +117,10 @@ class ReadingRoom:
         self._init_state(device)
         self._build_ui()
         self.refresh_models()
+        self._positions_pending = False
+        for view in self.slicer_app.view_manager.get_views():
+            if isinstance(view, SliceView):
+                view.modified.connect(self._on_view_modified)
 
     # --- state ------------------------------------------------------------------------------------------
     def _init_state(self, device: str) -> None:
@@ -128,8 +157,16 @@ class ReadingRoom:
         s.last_model = ""
         s.segment_items = [{"title": label, "value": key} for key, label, _ in SUBTYPES]
         s.colors = self.colors
+        s.uncertainty = False
+        s.has_review = False
+        s.review_total = 0
+        s.reviewed_count = 0
+        s.review = None  # the unit the views were last moved to (review_item)
+        s.review_done = False
+        s.slice_positions = []
         s.change("opacity")(self._on_opacity)
         s.change("effect", "segment", "brush")(self._on_effect)
+        s.change("uncertainty")(self._on_uncertainty)
 
     def _flush(self, **values) -> None:
         with self.state:
@@ -195,10 +232,13 @@ class ReadingRoom:
     def _clear_results(self) -> None:
         self.editor.deactivate_effect()
         if self.nodes is not None:
-            for n in (self.nodes.subtypes, self.nodes.regions, self.nodes.table, self.nodes.chart):
+            heat = self.logic.show_uncertainty(self.nodes, False)  # off the views; the node goes with the CT
+            for n in (self.nodes.subtypes, self.nodes.regions, self.nodes.table, self.nodes.chart, heat):
                 if n is not None and self.scene.IsNodePresent(n):
                     self.scene.RemoveNode(n)
         self.nodes = None
+        self._show_crosshair(False)
+        self._flush(uncertainty=False, **self._review_reset(None))
 
     def shutdown(self) -> None:
         """Stop a running job (its child process is killed) when the server stops."""
@@ -207,6 +247,29 @@ class ReadingRoom:
 
     def reset_views(self) -> None:
         self.slicer_app.display_manager.reset_views()
+
+    # --- slice positions (toolbar) ----------------------------------------------------------------------
+    def _on_view_modified(self, _view) -> None:
+        """A slice view moved: push the positions once the current event is handled (many events, one push)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._push_positions()
+            return
+        if not self._positions_pending:
+            self._positions_pending = True
+            loop.call_soon(self._push_positions)
+
+    def _push_positions(self) -> None:
+        self._positions_pending = False
+        views = [v for v in self.slicer_app.view_manager.get_views() if isinstance(v, SliceView)]
+        self._flush(slice_positions=[slice_position(v) for v in views if v.get_view_node() is not None])
+
+    def _render_slices(self) -> None:
+        for view in self.slicer_app.view_manager.get_views():
+            if isinstance(view, SliceView):
+                view.schedule_render()
+        self._push_positions()
 
     # --- models -----------------------------------------------------------------------------------------
     def refresh_models(self, select: str | None = None) -> None:
@@ -295,9 +358,14 @@ class ReadingRoom:
                     renderer.SetUseDepthPeeling(False)
                 view.reset_view()
             view.schedule_render()
+        if self.state.uncertainty:  # the switch stays on: the new analysis' map (off when it has none)
+            self.logic.show_uncertainty(nodes, nodes.uncertainty is not None)
         self._flush(has_result=True, rows=table_rows(nodes.rows), bars=bar_rows(nodes.rows, self.colors),
                     analysis_count=self.state.analysis_count + 1, effect="none",
-                    last_model=nodes.model.name if nodes.model else "")
+                    last_model=nodes.model.name if nodes.model else "",
+                    uncertainty=bool(self.state.uncertainty and nodes.uncertainty is not None),
+                    **self._review_reset(nodes))
+        self._show_crosshair(False)  # a new queue: nothing visited yet
 
     def _show_3d(self, segmentation) -> None:
         """Segment surfaces in the 3-D view for the emphysema subtypes only (normal lung would hide them)."""
@@ -335,6 +403,49 @@ class ReadingRoom:
         except AttributeError:
             pass
 
+    # --- guided correction ------------------------------------------------------------------------------
+    @staticmethod
+    def _review_reset(nodes) -> dict:
+        review = nodes.review if nodes is not None else None
+        return {"has_review": review is not None, "review_total": len(review.units) if review else 0,
+                "reviewed_count": 0, "review": None, "review_done": False}
+
+    def _on_uncertainty(self, uncertainty, **_):
+        """The Uncertainty switch: the heat overlay over the CT in the slice views, on or off (Logic)."""
+        nodes = self.nodes
+        if nodes is None or nodes.uncertainty is None:
+            if uncertainty:
+                self._flush(uncertainty=False)
+            return
+        try:
+            self.logic.show_uncertainty(nodes, bool(uncertainty))
+        except ValueError as exc:
+            self._error(str(exc))
+            return
+        self._render_slices()
+
+    def next_review(self) -> None:
+        """Next region to review (Logic): centre the views on the best-ranked unit not yet reviewed, mark it."""
+        nodes = self.nodes
+        if nodes is None or nodes.review is None:
+            self._error("no review queue: analyze the CT with a subtype model first")
+            return
+        unit = self.logic.next_review_unit(nodes)
+        if unit is None:
+            self._flush(review_done=True)
+            self._info("every region of the review queue has been reviewed")
+            return
+        self._show_crosshair(True)  # the Logic put it on the unit's centre
+        self._render_slices()
+        self._flush(review=review_item(unit, len(nodes.review.units)), reviewed_count=len(nodes.review.reviewed),
+                    error="", message="")
+
+    def _show_crosshair(self, visible: bool) -> None:
+        """The crosshair marks the review unit's centre in the views while the queue is walked."""
+        crosshair = self.scene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+        if crosshair is not None:
+            crosshair.SetCrosshairMode(crosshair.ShowSmallBasic if visible else crosshair.NoCrosshair)
+
     # --- fine-tuning ------------------------------------------------------------------------------------
     def finetune(self) -> None:
         create_task(self._finetune())
@@ -350,8 +461,9 @@ class ReadingRoom:
 
         def prepare():
             work = self.session.run_dir("finetune")
+            # the review units visited with Next region count as confirmed labels (--reviewed), as in Slicer
             return self.logic.prepare_finetune(nodes, work, device=device, max_seconds=seconds,
-                                               output_root=self.workspace.models_root)
+                                               output_root=self.workspace.models_root, use_reviewed=True)
 
         def work(cmd, on_progress, should_cancel):
             return process.run_engine(cmd, on_progress=on_progress, should_cancel=should_cancel, env=self._env())
@@ -369,8 +481,11 @@ class ReadingRoom:
         new = Path(summary["model"])
         self.refresh_models(select=str(new))
         before, after = summary.get("before", {}), summary.get("after", {})
+        reviewed = (f", {len(nodes.review.reviewed)} reviewed regions ({summary.get('reviewed_voxels', 0)} "
+                    "confirmed voxels)") if nodes.review is not None and nodes.review.reviewed else ""
         self._info(f"new model version {new.name} (corrected region accuracy "
-                   f"{before.get('accuracy', math.nan):.2f} -> {after.get('accuracy', math.nan):.2f}); re-analyzing")
+                   f"{before.get('accuracy', math.nan):.2f} -> {after.get('accuracy', math.nan):.2f}{reviewed}); "
+                   "re-analyzing")
         await self._analyze()
 
     def cancel(self) -> None:
@@ -414,6 +529,10 @@ class ReadingRoom:
                 v3.VSpacer()
                 v3.VBtn("Reset views", id="btn-reset-views", size="small", variant="text", click=self.reset_views,
                         disabled=("!has_ct",), classes="mr-2")
+                with html.Div(id="slice-positions", classes="text-caption mr-4"):
+                    html.Span("{{ p.label }}", v_for="p in slice_positions", key="p.view", classes="slice-pos mr-2",
+                              __properties=[("data_view", "data-view"), ("data_mm", "data-mm")],
+                              data_view=("p.view",), data_mm=("p.mm",))
                 html.Div("{{ ct_name }}", id="ct-name", classes="text-body-2 mr-4")
                 html.Div("session {{ session_id }}", classes="text-caption mr-4")
             with layout.drawer as drawer:
@@ -468,7 +587,17 @@ class ReadingRoom:
                    hide_details=True, classes="mb-3", id="opacity", disabled=("!has_result",))
 
     def _drawer_correct(self):
-        html.Div("3 · Correct", classes="text-subtitle-2 mb-1")
+        html.Div("3 · Review and correct", classes="text-subtitle-2 mb-1")
+        with html.Div(classes="d-flex align-center mb-1"):
+            v3.VSwitch(v_model=("uncertainty",), label="Uncertainty", density="compact", hide_details=True,
+                       color="warning", id="switch-uncertainty", disabled=("!has_review || running",),
+                       classes="mr-3", style="flex: 0 0 auto")
+            v3.VBtn("Next region to review", id="btn-next-review", size="small", color="warning", variant="tonal",
+                    click=self.next_review, disabled=("!has_review || running",))
+        html.Div("{{ review ? review.text : '' }}", id="review-unit", v_show="review", classes="text-caption mb-1")
+        html.Div("reviewed {{ reviewed_count }} of {{ review_total }} regions"
+                 "{{ review_done ? ' (all)' : '' }}; they count as confirmed labels when fine-tuning",
+                 id="review-count", v_show="has_review", classes="text-caption text-medium-emphasis mb-2")
         with v3.VBtnToggle(v_model=("effect",), density="compact", mandatory=True, divided=True, classes="mb-2",
                            disabled=("!has_result || running",)):
             v3.VBtn("Off", value="none", size="small", id="btn-effect-none")

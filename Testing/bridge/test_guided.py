@@ -145,3 +145,19 @@ def test_finetune_command_passes_the_reviewed_mask():
     cmd = process.finetune_command("ct.nrrd", "p.nrrd", "c.nrrd", reviewed_path="rev.nrrd", python="py")
     assert cmd[cmd.index("--reviewed") + 1] == "rev.nrrd"
     assert "--reviewed" not in process.finetune_command("ct.nrrd", "p.nrrd", "c.nrrd", python="py")
+
+
+def test_center_slices_moves_the_crosshair_and_describe_unit(scene):
+    views = add_views(scene)
+    crosshair = slicer.vtkMRMLCrosshairNode()
+    scene.AddNode(crosshair)
+    ras = guided.center_slices(scene, [10.0, -20.0, 30.0])
+    np.testing.assert_allclose(ras, [-10.0, 20.0, 30.0])
+    np.testing.assert_allclose(crosshair.GetCrosshairRAS(), ras)
+    for node, _ in views:
+        np.testing.assert_allclose(slice_centre(node), ras, atol=1e-6)
+    unit = {"rank": 2, "region": "right_lower_lobe", "volume_ml": 1.8, "score": 51.7,
+            "predicted": {"normal": 0.4, "cle": 0.14, "pse": 0.004, "ple": 0.456}}
+    assert guided.unit_classes(unit) == "ple 46%, normal 40%, cle 14%"  # under 1 % left out
+    assert guided.describe_unit(unit, 291) == ("Region 2/291 (right lower lobe, 2 ml: ple 46%, normal 40%, cle 14%); "
+                                               "about 52 voxels expected wrong.")

@@ -1,9 +1,12 @@
 """The whole reading-room loop in a real browser (Playwright driving Debian's chromium) against ``drasclr web``.
 
-Load the demo CT, Analyze, wait for the overlay, compare the table with the run's stats.csv, paint a stroke of
-another subtype, Fine-tune (a new model version appears), and check that the re-analysis changed the painted
-region towards the painted subtype. Screenshots go to ``$DRASCLR_WEB_SCREENSHOTS`` (docs/images when the docs
-are refreshed) or the test's temporary folder, and are checked to be non-blank.
+Load the demo CT, Analyze, wait for the overlay, compare the table with the run's stats.csv, switch the uncertainty
+heat overlay on and off, paint a stroke of another subtype, walk the first two regions of the review queue (the
+views land on the centres review.json gives), Fine-tune (a new model version appears, trained with the painted
+voxels and the reviewed regions), and check that the re-analysis changed the painted region towards the painted
+subtype and that the fine-tuning received exactly the reviewed regions. Screenshots go to
+``$DRASCLR_WEB_SCREENSHOTS`` (docs/images when the docs are refreshed) or the test's temporary folder, and are
+checked to be non-blank.
 """
 
 from __future__ import annotations
@@ -48,6 +51,26 @@ def assert_not_blank(png: Path) -> None:
     assert len(np.unique(img)) > 64, f"{png.name} has too few grey levels"
 
 
+def view_pixels(png: Path, box: dict) -> np.ndarray:
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB"), dtype=np.int16)
+    x0, y0 = int(box["x"]), int(box["y"])
+    return rgb[y0:y0 + int(box["height"]), x0:x0 + int(box["width"])]
+
+
+def changed_pixels(a: Path, b: Path, box: dict) -> int:
+    """Pixels of a view that differ clearly between two screenshots."""
+    return int((np.abs(view_pixels(a, box) - view_pixels(b, box)).max(-1) > 40).sum())
+
+
+def slice_positions(page) -> dict[str, float]:
+    """The slice views' positions as the page shows them: {"Axial": S mm, "Coronal": A mm}."""
+    spans = page.eval_on_selector_all("#slice-positions .slice-pos",
+                                      "ss => ss.map(s => [s.dataset.view, s.dataset.mm])")
+    return {view: float(mm) for view, mm in spans}
+
+
 def overlay_pixels(png: Path, box: dict) -> int:
     """Strongly coloured pixels inside a view of a screenshot: the subtype overlay (the CT itself is grey)."""
     from PIL import Image
@@ -56,6 +79,16 @@ def overlay_pixels(png: Path, box: dict) -> int:
     x0, y0 = int(box["x"]), int(box["y"])
     view = rgb[y0:y0 + int(box["height"]), x0:x0 + int(box["width"])]
     return int(((view.max(-1) - view.min(-1)) > 60).sum())
+
+
+def ct_spacing_xyz() -> tuple[float, float, float]:
+    import SimpleITK as sitk
+    from web_support import MODULE_DIR
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(MODULE_DIR / "drasclr" / "data" / "demo_ct.nii.gz"))
+    reader.ReadImageInformation()
+    return reader.GetSpacing()
 
 
 def read(path: Path) -> np.ndarray:
@@ -109,6 +142,18 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
             assert shown == expected and len(shown) >= 3
             assert page.locator("#chart .d-flex").count() >= len(expected)
 
+            # 2b. the uncertainty heat overlay: on changes the views, off restores them
+            page.get_by_label("Uncertainty").check()
+            page.wait_for_timeout(3000)
+            page.screenshot(path=shots / "uncertainty_on.png")
+            page.get_by_label("Uncertainty").uncheck()
+            page.wait_for_timeout(3000)
+            page.screenshot(path=shots / "uncertainty_off.png")
+            heat = changed_pixels(shots / "web_2_analyzed.png", shots / "uncertainty_on.png", axial)
+            back = changed_pixels(shots / "web_2_analyzed.png", shots / "uncertainty_off.png", axial)
+            assert heat > 500, f"the uncertainty overlay changed only {heat} pixels of the axial view"
+            assert back < heat / 10, f"switching it off left {back} pixels changed (on: {heat})"
+
             # 3. paint a PLE stroke across both lungs on the axial view
             page.click("#btn-paint")
             page.wait_for_timeout(1500)
@@ -120,6 +165,35 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
             page.mouse.up()
             page.wait_for_timeout(4000)  # the stroke's image reaches the page
             page.screenshot(path=shots / "web_3_painted.png")
+            page.click("#btn-effect-none")
+
+            # 3b. review: uncertainty on, then the first two regions of the queue; the views land on their centres
+            review = json.loads((session / "analysis-001" / "output" / "review.json").read_text())
+            units = review["units"]
+            assert len(units) >= 2
+            page.get_by_label("Uncertainty").check()
+            spacing = ct_spacing_xyz()
+            for k, unit in enumerate(units[:2], start=1):
+                page.click("#btn-next-review")
+                page.wait_for_function(f"document.querySelector('#review-unit').textContent.includes('Region {k}/')")
+                lps = unit["centre_lps"]
+                want = {"Axial": lps[2], "Coronal": -lps[1]}  # LPS -> RAS: S = S, A = -P
+                shown = slice_positions(page)  # pushed before the unit's text
+                assert abs(shown["Axial"] - want["Axial"]) <= spacing[2], (shown, want)
+                assert abs(shown["Coronal"] - want["Coronal"]) <= spacing[1], (shown, want)
+                text = page.inner_text("#review-unit")
+                assert f"Region {k}/{len(units)}" in text and unit["region"].replace("_", " ") in text, text
+                top = max(unit["predicted"], key=unit["predicted"].get)
+                assert f"{top} {100 * unit['predicted'][top]:.0f}%" in text, text
+                assert f"reviewed {k} of {len(units)}" in page.inner_text("#review-count")
+                page.wait_for_timeout(2500)
+                page.screenshot(path=shots / f"review_{k}.png")
+            if any(abs(a - b) > 1.0 for a, b in zip(units[0]["centre_lps"], units[1]["centre_lps"])):
+                moved = changed_pixels(shots / "review_1.png", shots / "review_2.png", axial)
+                assert moved > 500, f"the axial view hardly changed between regions 1 and 2 ({moved} pixels)"
+            page.screenshot(path=shots / "web_5_review.png")
+            page.get_by_label("Uncertainty").uncheck()
+            page.wait_for_timeout(1500)
 
             # 4. fine-tune; a new version appears and the CT is analysed again with it
             page.click("#btn-finetune")
@@ -130,7 +204,7 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
             page.screenshot(path=shots / "web_4_finetuned.png")
             assert overlay_pixels(shots / "web_4_finetuned.png", axial) > 1000  # the new overlay is drawn
             message = page.inner_text("#message")
-            assert "demo-v5" in message, message
+            assert "demo-v5" in message and "2 reviewed regions" in message, message
             browser.close()
     except Exception:
         print(server.tail())
@@ -161,6 +235,14 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
     print(f"painted voxels {int(painted.sum())}: PLE before 0.00, after {after:.2f}")
     for png in sorted(shots.glob("web_*.png")):
         assert_not_blank(png)
+    # the fine-tuning received the two reviewed regions as its --reviewed mask, and the card counts them
+    units = read(session / "analysis-001" / "output" / "review_units.nii.gz")
+    reviewed = read(ft / "reviewed.nrrd")
+    np.testing.assert_array_equal(reviewed > 0, np.isin(units, [1, 2]))
+    lung = (pred > 0) | (corr > 0)  # the trainer's lung without a mask: where either labelmap is non-zero
+    changed = (corr != pred) & lung & (corr > 0)
+    confirmed_only = (reviewed > 0) & lung & (corr > 0) & ~changed
+    assert card["finetune"]["reviewed_voxels"] == int(confirmed_only.sum()) > 0, card["finetune"]
     # the analysis ran in the session's own folder; nothing else was written into the data folder
     assert sorted(p.name for p in server.data.iterdir()) == ["models", "sessions"]
 

@@ -25,6 +25,6 @@ def test_web_doc_screenshots_exist_and_are_not_blank():
 
 
 @pytest.mark.parametrize("name", ["web_1_loaded.png", "web_2_analyzed.png", "web_3_painted.png",
-                                  "web_4_finetuned.png"])
+                                  "web_4_finetuned.png", "web_5_review.png"])
 def test_each_step_of_the_loop_has_a_screenshot(name):
     assert name in DOC.read_text()
