@@ -34,8 +34,11 @@ class _LineFormatter(logging.Formatter):
     """``info: ...`` / ``warning: ...`` lines (never a bare line a caller could mistake for an error)."""
 
     def format(self, record):
+        text = super().format(record)
+        if text.startswith(("progress: ", "info: ", "warning: ")):  # the message names its kind already
+            return text
         kind = "warning" if record.levelno >= logging.WARNING else "info"
-        return f"{kind}: {super().format(record)}"
+        return f"{kind}: {text}"
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -245,7 +245,7 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
         rng.bit_generator.state = meta["numpy_rng"][rank]
         torch.set_rng_state(tensors[f"torch_rng.{rank}"])
         if rank == 0:
-            log.info("info: resumed at step %d of %d (%.0f s trained before)", meta["step"], steps, carried)
+            log.info("resumed at step %d of %d (%.0f s trained before)", meta["step"], steps, carried)
 
     def save(step: int, done: bool) -> Path | None:
         rngs, trngs = D.gather_objects(rng.bit_generator.state), D.gather_objects(torch.get_rng_state())
