@@ -1,7 +1,7 @@
 """Phantom benchmarks and doc figures (plain script, prints numbers).
 
     PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py speed            # one 256x256x200 case, one core (v1)
-    PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py speed --generator 2   # default v2 HRCT cases
+    PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py speed --generator 3   # default v3 HRCT cases (or 2)
     PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py cohort --n 20    # a cohort across all cores
     PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py kernels          # soft vs sharp vs real kernel B/L
     PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py figures          # docs/images/phantom_*.png (v1)
@@ -32,8 +32,8 @@ REAL = next((Path(d) for d in (os.environ.get("DRASCLR_REAL_DATA", ""), REPO.par
 def speed(args):
     from drasclr.phantom import PhantomOptions, generate_case, write_case
 
-    v2 = args.generator == "2"
-    opts = PhantomOptions(generator="2") if v2 else PhantomOptions(size=(256, 256, 200), generator="1")
+    hrct = args.generator != "1"
+    opts = PhantomOptions(generator=args.generator) if hrct else PhantomOptions(size=(256, 256, 200), generator="1")
     for seed in args.seeds:
         t0 = time.perf_counter()
         case = generate_case(seed, 0, opts)
@@ -104,7 +104,7 @@ def figures(args):
     out = REPO / "docs" / "images"
     out.mkdir(parents=True, exist_ok=True)
     g = args.generator
-    tag = "" if g == "1" else "_v2"
+    tag = "" if g == "1" else f"_v{g}"
     cases = [(3, PhantomOptions(size=(320, 320, None), thickness=1.25, kernel="soft", healthy_fraction=1.0,
                                 generator=g)),
              (8, PhantomOptions(size=(320, 320, None), thickness=1.25, kernel="soft", subtypes=("cle", "pse"),
@@ -169,10 +169,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
     s = sub.add_parser("speed")
-    s.add_argument("--generator", default="1", choices=["1", "2"])
+    s.add_argument("--generator", default="1", choices=["1", "2", "3"])
     s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     c = sub.add_parser("cohort")
-    c.add_argument("--generator", default="2", choices=["1", "2"])
+    c.add_argument("--generator", default="2", choices=["1", "2", "3"])
     c.add_argument("--n", type=int, default=20)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--workers", type=int, default=None)
@@ -180,7 +180,7 @@ def main(argv=None):
     k.add_argument("--seeds", type=int, default=2)
     f = sub.add_parser("figures")
     f.add_argument("--dpi", type=int, default=45)
-    f.add_argument("--generator", default="1", choices=["1", "2"])
+    f.add_argument("--generator", default="1", choices=["1", "2", "3"])
     f.add_argument("--only-subtypes", action="store_true", help="only the subtype close-up")
     args = p.parse_args(argv)
     {"speed": speed, "cohort": cohort, "kernels": kernels, "figures": figures}[args.what](args)

@@ -23,7 +23,7 @@ from drasclr.phantom.case import _plan, case_rngs
 REPO = Path(__file__).resolve().parents[2]
 # small, fast version-2 case with all three subtypes (a coarse grid: the physics, not the resolution, is tested)
 SICK2 = PhantomOptions(size=(160, 160, 72), spacing=2.0, thickness=3.0, kernel="soft", noise=20.0,
-                       subtypes=("cle", "pse", "ple"), severity=0.8, vessel_points=500)
+                       subtypes=("cle", "pse", "ple"), severity=0.8, vessel_points=500, generator="2")
 
 # Recorded from the version-1 code before version 2 existed (commit 9afbe31): sha256 of the ct, regions and
 # subtypes arrays (in that order) and of the meta.json text. Version 1 must keep producing exactly these.
@@ -70,9 +70,10 @@ def test_old_generators_unchanged(version, seed, index, kw, arrays, meta):
     assert case.meta["generator_version"] == version
 
 
-def test_default_is_version_2_hrct():
-    o = PhantomOptions().validate()
-    assert o.generator == "2"
+@pytest.mark.parametrize("version", ["2", "3"])
+def test_hrct_protocol(version):
+    assert PhantomOptions().validate().generator == "3"  # the default
+    o = PhantomOptions(generator=version).validate()
     for seed in range(6):
         grid, *_ = _plan(case_rngs(seed, 0)[0], o)
         assert (grid.nx, grid.ny) == (512, 512)
@@ -147,7 +148,7 @@ def test_air_offset_shifts_every_voxel():
     assert v1.meta["options"]["air_offset"] == -50.0
 
 
-@pytest.mark.parametrize("kw", [{"air_offset": 101.0}, {"air_offset": -150.0}, {"generator": "3"}])
+@pytest.mark.parametrize("kw", [{"air_offset": 101.0}, {"air_offset": -150.0}, {"generator": "4"}])
 def test_bad_options(kw):
     with pytest.raises(InputError):
         PhantomOptions(**kw).validate()
@@ -158,7 +159,7 @@ def _cli(*args):
                           env={"PYTHONPATH": str(REPO / "DrasCLRSlicer"), "PATH": "/usr/bin:/bin"})
 
 
-@pytest.mark.parametrize("bad", [["--air-offset", "150"], ["--generator", "3"], ["--spacing", "0.4"]])
+@pytest.mark.parametrize("bad", [["--air-offset", "150"], ["--generator", "4"], ["--spacing", "0.4"]])
 def test_cli_bad_options_v2(tmp_path, bad):
     out = tmp_path / "o"
     r = _cli("-o", str(out), *bad)
@@ -172,8 +173,8 @@ def test_cli_records_version_and_offset(tmp_path):
     r = _cli("-o", str(tmp_path / "v2"), *base, "--air-offset", "-40")
     assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / "v2" / "case_000" / "meta.json").read_text())
-    assert meta["generator_version"] == "2" and meta["protocol"]["air_offset_hu"] == -40.0
+    assert meta["generator_version"] == "3" and meta["protocol"]["air_offset_hu"] == -40.0  # the default
     cohort = json.loads((tmp_path / "v2" / "meta.json").read_text())
-    assert cohort["generator_version"] == "2" and cohort["air_offset_hu"] == -40.0
+    assert cohort["generator_version"] == "3" and cohort["air_offset_hu"] == -40.0
     ct = read_image(tmp_path / "v2" / "case_000" / "ct.nii.gz").array
     assert abs(np.median(ct[:, 0, :]) + 1040) < 10  # air outside the body moved by the offset
