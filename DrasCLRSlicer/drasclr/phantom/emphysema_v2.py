@@ -54,13 +54,15 @@ def parenchyma(yn: np.ndarray, tex: np.ndarray) -> np.ndarray:
 def cle_lesions(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: float, sev: float):
     """Centrilobular lesions: ``(centres (N, 3), radii (N,), depth (N,))`` and the chosen lobule centres
     ``(M, 3)`` (mm, z y x). Depth is the fraction of the way from parenchyma to ``CLE_HU`` at the core."""
-    return cle_lesions_drawn(rng, lob, lung_pts, z_base, height, sev, n_per=(2.0, 6.0), radius=(2.5, 4.0, 5.5))
+    return cle_lesions_drawn(rng, lob, lung_pts, z_base, height, sev, n_per=(2.0, 6.0), radius=(2.5, 4.0, 5.5),
+                             density=2.4)
 
 
 def cle_lesions_drawn(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: float, sev: float,
-                      n_per: tuple[float, float], radius: tuple[float, float, float]):
+                      n_per: tuple[float, float], radius: tuple[float, float, float], density: float):
     """:func:`cle_lesions` with its size parameters: lesions per chosen lobule ``1 + Poisson(a + b * sev)`` for
-    ``n_per = (a, b)``, radii uniform in ``[r0, r1 + r2 * sev]`` mm for ``radius = (r0, r1, r2)``."""
+    ``n_per = (a, b)``, radii uniform in ``[r0, r1 + r2 * sev]`` mm for ``radius = (r0, r1, r2)``; a lobule is
+    affected with probability about ``density * sev * zone weight``."""
     empty = (np.zeros((0, 3)), np.zeros(0), np.zeros(0), np.zeros((0, 3)))
     if sev <= 0:
         return empty
@@ -71,7 +73,7 @@ def cle_lesions_drawn(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, hei
     patch, pax = coarse_field(rng, cen.min(0) - 20, cen.max(0) + 20, 50.0)
     f = sample_field(patch, pax, cen)
     w = np.clip(zn - 0.1, 0, 1) ** 1.0
-    p = np.clip(sev * 2.4 * w * (0.7 + 0.5 * f) + 0.05 * sev, 0, 0.97)
+    p = np.clip(sev * density * w * (0.7 + 0.5 * f) + 0.05 * sev, 0, 0.97)
     chosen = cen[rng.uniform(size=len(cen)) < p]
     if len(chosen) == 0:
         return empty

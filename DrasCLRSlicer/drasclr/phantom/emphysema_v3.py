@@ -32,7 +32,7 @@ PLE_PRUNE_MM = 3.0
 PLE_THIN = 0.5
 PLE_HU = -979.0  # version 2: -982
 PLE_TEXTURE = 0.15  # share of the parenchyma's variation kept inside PLE (version 2: 0.2)
-CLE_HALO = (0.2, 0.3)  # version 2: (0.15, 0.25)
+CLE_HALO = (0.25, 0.35)  # version 2: (0.15, 0.25)
 AIRWAY_MIN_R = 1.6  # mm lumen radius of the smallest airway drawn (version 2: 0.9)
 AIRWAY_WALL = (0.2, 0.12)  # wall thickness = a + b * lumen radius, mm (version 2: 0.3 + 0.18 r)
 FISSURE_HU = -830.0  # version 2: -760
@@ -42,8 +42,10 @@ AVASCULAR_BULLAE = True
 
 
 def cle_lesions(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: float, sev: float):
-    """Centrilobular lesions as in version 2, smaller and fewer per lobule (see :func:`.cle_lesions_drawn`)."""
-    return v2.cle_lesions_drawn(rng, lob, lung_pts, z_base, height, sev, n_per=(2.0, 7.0), radius=(2.2, 3.8, 5.0))
+    """Centrilobular lesions as in version 2, in more lobules (confluent at moderate severity), more and smaller
+    lesions per lobule (see :func:`.cle_lesions_drawn`)."""
+    return v2.cle_lesions_drawn(rng, lob, lung_pts, z_base, height, sev, n_per=(2.5, 7.0), radius=(2.2, 4.0, 5.0),
+                                density=3.5)
 
 
 def pse_bullae(rng, grid: Grid, lobes: np.ndarray, z_base: dict, height: float, sev: float):
