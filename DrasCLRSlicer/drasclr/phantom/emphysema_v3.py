@@ -30,8 +30,8 @@ VESSEL_SCALE = v2.VESSEL_SCALE
 # version 3
 PLE_PRUNE_MM = 3.0
 PLE_THIN = 0.5
-PLE_HU = -979.0  # version 2: -982
-PLE_TEXTURE = 0.15  # share of the parenchyma's variation kept inside PLE (version 2: 0.2)
+PLE_HU = -977.0  # version 2: -982
+PLE_TEXTURE = 0.3  # share of the parenchyma's variation kept inside PLE (version 2: 0.2)
 CLE_HALO = (0.25, 0.35)  # version 2: (0.15, 0.25)
 AIRWAY_MIN_R = 1.6  # mm lumen radius of the smallest airway drawn (version 2: 0.9)
 AIRWAY_WALL = (0.2, 0.12)  # wall thickness = a + b * lumen radius, mm (version 2: 0.3 + 0.18 r)
