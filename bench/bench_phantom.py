@@ -16,6 +16,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # "on
     os.environ.setdefault(_v, "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -30,20 +31,28 @@ REAL = next((Path(d) for d in (os.environ.get("DRASCLR_REAL_DATA", ""), REPO.par
 
 
 def speed(args):
+    import resource
+
     from drasclr.phantom import PhantomOptions, generate_case, write_case
 
     hrct = args.generator != "1"
     opts = PhantomOptions(generator=args.generator) if hrct else PhantomOptions(size=(256, 256, 200), generator="1")
+    if args.size:  # e.g. the realism bench protocol: --size 512 512 160 --thickness 1.25 --sick
+        opts = dataclasses.replace(opts, size=tuple(args.size), thickness=args.thickness)
+    if args.sick:
+        opts = dataclasses.replace(opts, subtypes=("cle", "pse", "ple"))
     for seed in args.seeds:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         case = generate_case(seed, 0, opts)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         with tempfile.TemporaryDirectory() as tmp:
             write_case(case, Path(tmp) / "c")
         t2 = time.perf_counter()
         pr = case.meta["protocol"]
         print(f"seed {seed}: {'x'.join(map(str, pr['size_xyz']))} generate {t1 - t0:.1f} s, write {t2 - t1:.1f} s "
-              f"(kernel {pr['kernel']}, {pr['fine_subslices']} sub-slices, healthy {case.meta['healthy']})")
+              f"(kernel {pr['kernel']}, {pr['fine_subslices']} sub-slices, healthy {case.meta['healthy']}); "
+              f"generate CPU {c1 - c0:.1f} s, peak memory so far "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
 
 
 def cohort(args):
@@ -171,8 +180,11 @@ def main(argv=None):
     s = sub.add_parser("speed")
     s.add_argument("--generator", default="1", choices=["1", "2", "3"])
     s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    s.add_argument("--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"))
+    s.add_argument("--thickness", type=float, default=None)
+    s.add_argument("--sick", action="store_true", help="all three subtypes present")
     c = sub.add_parser("cohort")
-    c.add_argument("--generator", default="2", choices=["1", "2", "3"])
+    c.add_argument("--generator", default="3", choices=["1", "2", "3"])
     c.add_argument("--n", type=int, default=20)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--workers", type=int, default=None)
