@@ -140,13 +140,13 @@ def case_rngs(seed: int, index: int, n: int = 8) -> list[np.random.Generator]:
 
 def _plan(rng: np.random.Generator, o: PhantomOptions) -> tuple[Grid, float, float, str, float]:
     """Draw the protocol and the patient size -> (grid, half_width, lung_height, kernel, noise)."""
-    v2 = str(o.generator) != "1"  # versions 2 and 3 share the HRCT protocol
+    hrct = str(o.generator) != "1"  # versions 2 and 3 share the HRCT protocol
     nx, ny = (o.size[0], o.size[1]) if o.size else (o.matrix(), o.matrix())
     nz = o.size[2] if o.size else None
     a = float(rng.uniform(140.0, 178.0))
     h = float(rng.uniform(215.0, 270.0))
     s_nom = float(rng.uniform(0.6, 0.9)) * 512.0 / nx
-    t_draw = float(rng.choice(THICKNESSES_V2, p=THICKNESS_P_V2) if v2 else rng.choice(THICKNESSES, p=THICKNESS_P))
+    t_draw = float(rng.choice(THICKNESSES_V2, p=THICKNESS_P_V2) if hrct else rng.choice(THICKNESSES, p=THICKNESS_P))
     k_draw = rng.uniform()
     n_draw = rng.uniform()
     if o.spacing is not None:
@@ -172,7 +172,7 @@ def _plan(rng: np.random.Generator, o: PhantomOptions) -> tuple[Grid, float, flo
     kernel = o.kernel if o.kernel != "mixed" else ("sharp" if k_draw < 0.4 else "soft")
     if o.noise is not None:
         noise = float(o.noise)
-    elif v2:
+    elif hrct:
         noise = NOISE_V2[kernel][0] + (NOISE_V2[kernel][1] - NOISE_V2[kernel][0]) * n_draw
     else:
         noise = 10.0 + 15.0 * n_draw if kernel == "soft" else 40.0 + 20.0 * n_draw
@@ -193,14 +193,14 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
     lung = lobes > 0
     z_base = {-1: p.z_base, 1: p.z_base - p.left_drop}
     em = EMPHYSEMA_MODELS.get(str(o.generator))  # None: version 1
-    v2 = em is not None
+    hrct = em is not None  # versions 2 and 3
 
     lung_idx = np.flatnonzero(lung)
     zi, yi, xi = np.unravel_index(lung_idx, lung.shape)
     lung_pts = np.stack([grid.zf[zi], grid.y[yi], grid.x[xi]], 1).astype(float)
     flat = hu.reshape(-1)
     healthy_case = None
-    if v2:
+    if hrct:
         yn = info["yn"]
         paren = em.parenchyma(yn, smooth_field(r_tex, grid.fine_axes(), 4.0))
         flat[lung_idx] = np.broadcast_to(paren, hu.shape).reshape(-1)[lung_idx]
@@ -257,15 +257,15 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
 
     # fissures (thin pleural lines)
     fis = info["fissure"]
-    hu[fis] = np.maximum(hu[fis], em.FISSURE_HU if v2 else -760.0)
+    hu[fis] = np.maximum(hu[fis], em.FISSURE_HU if hrct else -760.0)
 
     # airway and vessel trees
     vess, wall, lumen = _trees(grid, th, lobes, r_tree, lob, ple_pt, lung_idx, o.vessel_points,
-                               prune=(em.PLE_PRUNE_MM, em.PLE_THIN) if v2 else (1.3, 1.0),
-                               vessel_scale=em.VESSEL_SCALE if v2 else 1.0,
-                               airway=(em.AIRWAY_MIN_R, *em.AIRWAY_WALL) if v2 else (0.9, 0.3, 0.18),
-                               prune_in_region=v2 and em.PRUNE_IN_REGION)
-    if dots is not None and len(dots):  # v2: the centrilobular artery, a dot in the middle of each CLE lobule
+                               prune=(em.PLE_PRUNE_MM, em.PLE_THIN) if hrct else (1.3, 1.0),
+                               vessel_scale=em.VESSEL_SCALE if hrct else 1.0,
+                               airway=(em.AIRWAY_MIN_R, *em.AIRWAY_WALL) if hrct else (0.9, 0.3, 0.18),
+                               prune_in_region=hrct and em.PRUNE_IN_REGION)
+    if dots is not None and len(dots):  # versions 2, 3: the centrilobular artery of each CLE lobule
         up = np.array([1.5, 0.0, 0.0])
         splat_tubes(grid, dots - up, dots + up, np.full(len(dots), 0.6), out=vess)
         vess = np.maximum(vess - lumen, 0)
@@ -278,7 +278,7 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
     sub_flat[lung_idx[solid[lung_idx]]] = labels.NORMAL
     del vess, wall, lumen, solid
 
-    ct = acquire(grid, hu, kernel, noise, r_scan, version="2" if v2 else "1", air_offset=float(o.air_offset))
+    ct = acquire(grid, hu, kernel, noise, r_scan, version="2" if hrct else "1", air_offset=float(o.air_offset))
     del hu
     regions, subtypes = downsample_labels(grid, lobes, sub_flat.reshape(lobes.shape))
     fr = _fractions(subtypes)
@@ -287,8 +287,8 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
         "index": int(index), "healthy": bool(dis.healthy),
         "protocol": {"size_xyz": [grid.nx, grid.ny, grid.nz], "spacing_mm": [grid.spacing, grid.spacing,
                      grid.thickness], "slice_thickness_mm": grid.thickness, "kernel": kernel, "noise_hu": noise,
-                     "kernel_params": (KERNELS_V2 if v2 else KERNELS)[kernel], "fine_subslices": grid.k,
-                     **({"air_offset_hu": float(o.air_offset)} if (v2 or o.air_offset) else {})},
+                     "kernel_params": (KERNELS_V2 if hrct else KERNELS)[kernel], "fine_subslices": grid.k,
+                     **({"air_offset_hu": float(o.air_offset)} if (hrct or o.air_offset) else {})},
         "patient": p.to_dict(),
         "disease": {"cle_severity": dis.cle, "pse_severity": dis.pse, "ple_severity": dis.ple,
                     "lobule_mm": round(dis.lobule_mm, 2), **dis.counts},
