@@ -1,7 +1,7 @@
 """Phantom benchmarks and doc figures (plain script, prints numbers).
 
     PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py speed            # one 256x256x200 case, one core (v1)
-    PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py speed --generator 2   # default v2 HRCT cases
+    PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py speed --generator 3   # default v3 HRCT cases (or 2)
     PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py cohort --n 20    # a cohort across all cores
     PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py kernels          # soft vs sharp vs real kernel B/L
     PYTHONPATH=DrasCLRSlicer python bench/bench_phantom.py figures          # docs/images/phantom_*.png (v1)
@@ -16,6 +16,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # "on
     os.environ.setdefault(_v, "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -30,20 +31,28 @@ REAL = next((Path(d) for d in (os.environ.get("DRASCLR_REAL_DATA", ""), REPO.par
 
 
 def speed(args):
+    import resource
+
     from drasclr.phantom import PhantomOptions, generate_case, write_case
 
-    v2 = args.generator == "2"
-    opts = PhantomOptions(generator="2") if v2 else PhantomOptions(size=(256, 256, 200), generator="1")
+    hrct = args.generator != "1"
+    opts = PhantomOptions(generator=args.generator) if hrct else PhantomOptions(size=(256, 256, 200), generator="1")
+    if args.size:  # e.g. the realism bench protocol: --size 512 512 160 --thickness 1.25 --sick
+        opts = dataclasses.replace(opts, size=tuple(args.size), thickness=args.thickness)
+    if args.sick:
+        opts = dataclasses.replace(opts, subtypes=("cle", "pse", "ple"))
     for seed in args.seeds:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         case = generate_case(seed, 0, opts)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         with tempfile.TemporaryDirectory() as tmp:
             write_case(case, Path(tmp) / "c")
         t2 = time.perf_counter()
         pr = case.meta["protocol"]
         print(f"seed {seed}: {'x'.join(map(str, pr['size_xyz']))} generate {t1 - t0:.1f} s, write {t2 - t1:.1f} s "
-              f"(kernel {pr['kernel']}, {pr['fine_subslices']} sub-slices, healthy {case.meta['healthy']})")
+              f"(kernel {pr['kernel']}, {pr['fine_subslices']} sub-slices, healthy {case.meta['healthy']}); "
+              f"generate CPU {c1 - c0:.1f} s, peak memory so far "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
 
 
 def cohort(args):
@@ -104,7 +113,7 @@ def figures(args):
     out = REPO / "docs" / "images"
     out.mkdir(parents=True, exist_ok=True)
     g = args.generator
-    tag = "" if g == "1" else "_v2"
+    tag = "" if g == "1" else f"_v{g}"
     cases = [(3, PhantomOptions(size=(320, 320, None), thickness=1.25, kernel="soft", healthy_fraction=1.0,
                                 generator=g)),
              (8, PhantomOptions(size=(320, 320, None), thickness=1.25, kernel="soft", subtypes=("cle", "pse"),
@@ -169,10 +178,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
     s = sub.add_parser("speed")
-    s.add_argument("--generator", default="1", choices=["1", "2"])
+    s.add_argument("--generator", default="1", choices=["1", "2", "3"])
     s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    s.add_argument("--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"))
+    s.add_argument("--thickness", type=float, default=None)
+    s.add_argument("--sick", action="store_true", help="all three subtypes present")
     c = sub.add_parser("cohort")
-    c.add_argument("--generator", default="2", choices=["1", "2"])
+    c.add_argument("--generator", default="3", choices=["1", "2", "3"])
     c.add_argument("--n", type=int, default=20)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--workers", type=int, default=None)
@@ -180,7 +192,7 @@ def main(argv=None):
     k.add_argument("--seeds", type=int, default=2)
     f = sub.add_parser("figures")
     f.add_argument("--dpi", type=int, default=45)
-    f.add_argument("--generator", default="1", choices=["1", "2"])
+    f.add_argument("--generator", default="1", choices=["1", "2", "3"])
     f.add_argument("--only-subtypes", action="store_true", help="only the subtype close-up")
     args = p.parse_args(argv)
     {"speed": speed, "cohort": cohort, "kernels": kernels, "figures": figures}[args.what](args)

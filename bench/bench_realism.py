@@ -278,7 +278,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("windows", help="generate phantoms and keep pure-label windows (resumable)")
-    w.add_argument("--generator", default="2", choices=["1", "2"])
+    w.add_argument("--generator", default="3", choices=["1", "2", "3"])
     w.add_argument("--seed", type=int, required=True)
     w.add_argument("--n", type=int, default=12)
     w.add_argument("--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"))

@@ -23,7 +23,7 @@ from drasclr.phantom.case import _plan, case_rngs
 REPO = Path(__file__).resolve().parents[2]
 # small, fast version-2 case with all three subtypes (a coarse grid: the physics, not the resolution, is tested)
 SICK2 = PhantomOptions(size=(160, 160, 72), spacing=2.0, thickness=3.0, kernel="soft", noise=20.0,
-                       subtypes=("cle", "pse", "ple"), severity=0.8, vessel_points=500)
+                       subtypes=("cle", "pse", "ple"), severity=0.8, vessel_points=500, generator="2")
 
 # Recorded from the version-1 code before version 2 existed (commit 9afbe31): sha256 of the ct, regions and
 # subtypes arrays (in that order) and of the meta.json text. Version 1 must keep producing exactly these.
@@ -36,6 +36,15 @@ V1_CASES = [
             "subtypes": ("cle", "pse", "ple"), "severity": 0.8, "vessel_points": 400},
      "220bb3a5f162e055b873825fa60476b419cb010076a542ef015573dcfa029bfd",
      "1ac83501a4e793f3ebecd2cd1e7a5d330003ac455bd92f213ed995291c7a1043"),
+]
+
+# Recorded from the version-2 code before version 3 existed (commit 637d966), the same cases and hashes: version 2
+# (what the demo models are trained on) must keep producing exactly these.
+V2_CASES = [
+    (*V1_CASES[0][:3], "df8423a267cd8525c1320d325779c0765ee9c36983c21092e13cc4bbaf99a01f",
+     "1eacbfdeee9e9fd0b4c52d40b8fb8010bf229ca179844ec6be87d2820df5870e"),
+    (*V1_CASES[1][:3], "a7738a4e8122c317f7713456d52b5fa5eb3b14f321e178c7a9f05c96af7d7f52",
+     "659e627408543fbb23146d4a1cd117331de89a2dc86ec09fa253eaf0e29cfb5b"),
 ]
 
 
@@ -51,18 +60,20 @@ def sick2():
     return generate_case(3, 0, SICK2)
 
 
-@pytest.mark.parametrize("seed,index,kw,arrays,meta", V1_CASES)
-def test_generator_1_unchanged(seed, index, kw, arrays, meta):
-    case = generate_case(seed, index, PhantomOptions(generator="1", **kw))
+@pytest.mark.parametrize("version,seed,index,kw,arrays,meta",
+                         [("1", *c) for c in V1_CASES] + [("2", *c) for c in V2_CASES])
+def test_old_generators_unchanged(version, seed, index, kw, arrays, meta):
+    case = generate_case(seed, index, PhantomOptions(generator=version, **kw))
     assert _digest(case) == arrays
     text = json.dumps(case.meta, indent=1, sort_keys=True) + "\n"  # what write_case writes
     assert hashlib.sha256(text.encode()).hexdigest() == meta
-    assert case.meta["generator_version"] == "1"
+    assert case.meta["generator_version"] == version
 
 
-def test_default_is_version_2_hrct():
-    o = PhantomOptions().validate()
-    assert o.generator == "2"
+@pytest.mark.parametrize("version", ["2", "3"])
+def test_hrct_protocol(version):
+    assert PhantomOptions().validate().generator == "3"  # the default
+    o = PhantomOptions(generator=version).validate()
     for seed in range(6):
         grid, *_ = _plan(case_rngs(seed, 0)[0], o)
         assert (grid.nx, grid.ny) == (512, 512)
@@ -137,7 +148,7 @@ def test_air_offset_shifts_every_voxel():
     assert v1.meta["options"]["air_offset"] == -50.0
 
 
-@pytest.mark.parametrize("kw", [{"air_offset": 101.0}, {"air_offset": -150.0}, {"generator": "3"}])
+@pytest.mark.parametrize("kw", [{"air_offset": 101.0}, {"air_offset": -150.0}, {"generator": "4"}])
 def test_bad_options(kw):
     with pytest.raises(InputError):
         PhantomOptions(**kw).validate()
@@ -148,7 +159,7 @@ def _cli(*args):
                           env={"PYTHONPATH": str(REPO / "DrasCLRSlicer"), "PATH": "/usr/bin:/bin"})
 
 
-@pytest.mark.parametrize("bad", [["--air-offset", "150"], ["--generator", "3"], ["--spacing", "0.4"]])
+@pytest.mark.parametrize("bad", [["--air-offset", "150"], ["--generator", "4"], ["--spacing", "0.4"]])
 def test_cli_bad_options_v2(tmp_path, bad):
     out = tmp_path / "o"
     r = _cli("-o", str(out), *bad)
@@ -162,8 +173,8 @@ def test_cli_records_version_and_offset(tmp_path):
     r = _cli("-o", str(tmp_path / "v2"), *base, "--air-offset", "-40")
     assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / "v2" / "case_000" / "meta.json").read_text())
-    assert meta["generator_version"] == "2" and meta["protocol"]["air_offset_hu"] == -40.0
+    assert meta["generator_version"] == "3" and meta["protocol"]["air_offset_hu"] == -40.0  # the default
     cohort = json.loads((tmp_path / "v2" / "meta.json").read_text())
-    assert cohort["generator_version"] == "2" and cohort["air_offset_hu"] == -40.0
+    assert cohort["generator_version"] == "3" and cohort["air_offset_hu"] == -40.0
     ct = read_image(tmp_path / "v2" / "case_000" / "ct.nii.gz").array
     assert abs(np.median(ct[:, 0, :]) + 1040) < 10  # air outside the body moved by the offset

@@ -10,11 +10,12 @@ def add_parser(sub):
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--n", type=int, default=1, help="number of cases (default 1)")
     p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
-    p.add_argument("--generator", default="2", choices=["1", "2"],
-                   help="generator version: 2 (default) realistic HRCT emphysema at a 512 matrix; 1 the first "
-                        "generator (256 matrix), kept so old cohorts rebuild bit-identically")
+    p.add_argument("--generator", default="3", choices=["1", "2", "3"],
+                   help="generator version: 3 (default) realistic HRCT emphysema at a 512 matrix; 2 its "
+                        "predecessor, 1 the first generator (256 matrix), both kept so old cohorts rebuild "
+                        "bit-identically")
     p.add_argument("--size", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None,
-                   help="voxels per axis (default 512 512 for generator 2, 256 256 for 1, and as many slices "
+                   help="voxels per axis (default 512 512 for generators 2 and 3, 256 256 for 1, and as many slices "
                         "as needed)")
     p.add_argument("--spacing", type=float, default=None, help="in-plane spacing mm (default: drawn)")
     p.add_argument("--thickness", type=float, default=None, help="slice thickness mm (default: drawn)")

@@ -17,20 +17,21 @@ from scipy import ndimage as ndi
 from .. import labels
 from ..errors import InputError
 from ..image import CTImage
-from . import anatomy, emphysema, emphysema_v2, trees
+from . import anatomy, emphysema, emphysema_v2, emphysema_v3, trees
 from .fields import smooth_field
 from .grid import Grid
 from .outcomes import outcomes
 from .render import splat_balls, splat_tubes
 from .scanner import KERNELS, KERNELS_V2, NOISE_V2, acquire, downsample_labels
 
-GENERATOR_VERSION = "2"  # the default; "1" stays reproducible (``PhantomOptions(generator="1")``)
-GENERATORS = ("1", "2")
+GENERATOR_VERSION = "3"  # the default; "1" and "2" stay reproducible (``PhantomOptions(generator="2")``)
+GENERATORS = ("1", "2", "3")
+EMPHYSEMA_MODELS = {"2": emphysema_v2, "3": emphysema_v3}  # the HRCT generators (version 1: inline below)
 THICKNESSES = (0.625, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0)
 THICKNESS_P = (0.08, 0.22, 0.18, 0.17, 0.12, 0.08, 0.15)
-THICKNESSES_V2 = (0.625, 0.75, 1.0, 1.25)  # version 2 draws thin-section HRCT protocols
+THICKNESSES_V2 = (0.625, 0.75, 1.0, 1.25)  # versions 2 and 3 draw thin-section HRCT protocols
 THICKNESS_P_V2 = (0.3, 0.2, 0.3, 0.2)
-MATRIX_V2 = 512  # version 2 default in-plane matrix (version 1: 256)
+MATRIX_V2 = 512  # versions 2 and 3: default in-plane matrix (version 1: 256)
 MAX_AIR_OFFSET = 100.0
 MIN_HALF_WIDTH = 120.0  # mm: the smallest thorax the generator draws
 MIN_LUNG_HEIGHT = 150.0
@@ -43,9 +44,10 @@ class PhantomOptions:
     size: (X, Y, Z) voxels (Z None = as many slices as the lungs need); spacing: in-plane mm; thickness: slice
     mm; kernel: soft | sharp | mixed; noise: HU std; healthy_fraction: share of cases without emphysema;
     subtypes: force these subtypes present (e.g. ``("cle", "pse", "ple")``); severity: force it (0..1);
-    generator: "2" (default, realistic HRCT emphysema, docs/phantom.md) or "1" (the first generator, kept so old
-    cohorts rebuild bit-identically); air_offset: HU added to the whole image, a miscalibrated scanner (air then
-    reads about -1000 + offset; |offset| <= 100)."""
+    generator: "3" (default, realistic HRCT emphysema, docs/phantom.md and docs/realism.md), "2" (its
+    predecessor) or "1" (the first generator); 1 and 2 are kept so old cohorts rebuild bit-identically;
+    air_offset: HU added to the whole image, a miscalibrated scanner (air then reads about -1000 + offset;
+    |offset| <= 100)."""
 
     size: tuple[int, int, int | None] | None = None
     spacing: float | None = None
@@ -61,7 +63,7 @@ class PhantomOptions:
 
     def validate(self) -> PhantomOptions:
         if str(self.generator) not in GENERATORS:
-            raise InputError(f"--generator {self.generator}: choose 1 or 2")
+            raise InputError(f"--generator {self.generator}: choose 1, 2 or 3")
         if not (abs(float(self.air_offset)) <= MAX_AIR_OFFSET):
             raise InputError(f"--air-offset {self.air_offset}: must be between -{MAX_AIR_OFFSET:.0f} and "
                              f"{MAX_AIR_OFFSET:.0f} HU")
@@ -104,7 +106,7 @@ class PhantomOptions:
 
     def matrix(self) -> int:
         """Default in-plane matrix of this generator version."""
-        return MATRIX_V2 if str(self.generator) == "2" else 256
+        return 256 if str(self.generator) == "1" else MATRIX_V2
 
     def meta_options(self) -> dict:
         """The options as recorded in meta.json (version 1 without an air offset records exactly what it always
@@ -138,13 +140,13 @@ def case_rngs(seed: int, index: int, n: int = 8) -> list[np.random.Generator]:
 
 def _plan(rng: np.random.Generator, o: PhantomOptions) -> tuple[Grid, float, float, str, float]:
     """Draw the protocol and the patient size -> (grid, half_width, lung_height, kernel, noise)."""
-    v2 = str(o.generator) == "2"
+    hrct = str(o.generator) != "1"  # versions 2 and 3 share the HRCT protocol
     nx, ny = (o.size[0], o.size[1]) if o.size else (o.matrix(), o.matrix())
     nz = o.size[2] if o.size else None
     a = float(rng.uniform(140.0, 178.0))
     h = float(rng.uniform(215.0, 270.0))
     s_nom = float(rng.uniform(0.6, 0.9)) * 512.0 / nx
-    t_draw = float(rng.choice(THICKNESSES_V2, p=THICKNESS_P_V2) if v2 else rng.choice(THICKNESSES, p=THICKNESS_P))
+    t_draw = float(rng.choice(THICKNESSES_V2, p=THICKNESS_P_V2) if hrct else rng.choice(THICKNESSES, p=THICKNESS_P))
     k_draw = rng.uniform()
     n_draw = rng.uniform()
     if o.spacing is not None:
@@ -170,7 +172,7 @@ def _plan(rng: np.random.Generator, o: PhantomOptions) -> tuple[Grid, float, flo
     kernel = o.kernel if o.kernel != "mixed" else ("sharp" if k_draw < 0.4 else "soft")
     if o.noise is not None:
         noise = float(o.noise)
-    elif v2:
+    elif hrct:
         noise = NOISE_V2[kernel][0] + (NOISE_V2[kernel][1] - NOISE_V2[kernel][0]) * n_draw
     else:
         noise = 10.0 + 15.0 * n_draw if kernel == "soft" else 40.0 + 20.0 * n_draw
@@ -190,26 +192,27 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
     hu, lobes, info = th.build(r_pat)
     lung = lobes > 0
     z_base = {-1: p.z_base, 1: p.z_base - p.left_drop}
-    v2 = str(o.generator) == "2"
+    em = EMPHYSEMA_MODELS.get(str(o.generator))  # None: version 1
+    hrct = em is not None  # versions 2 and 3
 
     lung_idx = np.flatnonzero(lung)
     zi, yi, xi = np.unravel_index(lung_idx, lung.shape)
     lung_pts = np.stack([grid.zf[zi], grid.y[yi], grid.x[xi]], 1).astype(float)
     flat = hu.reshape(-1)
     healthy_case = None
-    if v2:
+    if hrct:
         yn = info["yn"]
-        paren = emphysema_v2.parenchyma(yn, smooth_field(r_tex, grid.fine_axes(), 4.0))
+        paren = em.parenchyma(yn, smooth_field(r_tex, grid.fine_axes(), 4.0))
         flat[lung_idx] = np.broadcast_to(paren, hu.shape).reshape(-1)[lung_idx]
         del paren
         healthy_case = (r_misc.uniform() < o.healthy_fraction) if healthy is None else healthy
         if o.subtypes:
             healthy_case = False
         dis = emphysema.sample_disease(r_dis, healthy_case, o.subtypes, o.severity)
-        sub_flat, lob, ple_pt, dots = _disease_v2(grid, lobes, flat, lung_idx, lung_pts, dis, r_dis, z_base,
-                                                  p.lung_height)
+        sub_flat, lob, ple_pt, dots, avascular = _disease_hrct(em, grid, lobes, flat, lung_idx, lung_pts, dis, r_dis,
+                                                               z_base, p.lung_height)
     else:
-        dots = None
+        dots = avascular = None
         # parenchyma: -870 anterior to about -820 posterior (supine gravity gradient) plus fine texture
         yn = info["yn"]  # (1, ny, 1)
         tex = smooth_field(r_tex, grid.fine_axes(), 4.0)
@@ -254,16 +257,20 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
 
     # fissures (thin pleural lines)
     fis = info["fissure"]
-    hu[fis] = np.maximum(hu[fis], -760.0)
+    hu[fis] = np.maximum(hu[fis], em.FISSURE_HU if hrct else -760.0)
 
     # airway and vessel trees
     vess, wall, lumen = _trees(grid, th, lobes, r_tree, lob, ple_pt, lung_idx, o.vessel_points,
-                               prune=(emphysema_v2.PLE_PRUNE_MM, emphysema_v2.PLE_THIN) if v2 else (1.3, 1.0),
-                               vessel_scale=emphysema_v2.VESSEL_SCALE if v2 else 1.0)
-    if dots is not None and len(dots):  # v2: the centrilobular artery, a dot in the middle of each CLE lobule
+                               prune=(em.PLE_PRUNE_MM, em.PLE_THIN) if hrct else (1.3, 1.0),
+                               vessel_scale=em.VESSEL_SCALE if hrct else 1.0,
+                               airway=(em.AIRWAY_MIN_R, *em.AIRWAY_WALL) if hrct else (0.9, 0.3, 0.18),
+                               prune_in_region=hrct and em.PRUNE_IN_REGION)
+    if dots is not None and len(dots):  # versions 2, 3: the centrilobular artery of each CLE lobule
         up = np.array([1.5, 0.0, 0.0])
         splat_tubes(grid, dots - up, dots + up, np.full(len(dots), 0.6), out=vess)
         vess = np.maximum(vess - lumen, 0)
+    if avascular is not None:  # v3: no vessel crosses a bulla
+        vess *= 1.0 - avascular.reshape(vess.shape)
     hu += (40.0 - hu) * vess
     hu += (30.0 - hu) * wall
     hu += (-1000.0 - hu) * lumen
@@ -271,7 +278,7 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
     sub_flat[lung_idx[solid[lung_idx]]] = labels.NORMAL
     del vess, wall, lumen, solid
 
-    ct = acquire(grid, hu, kernel, noise, r_scan, version=str(o.generator), air_offset=float(o.air_offset))
+    ct = acquire(grid, hu, kernel, noise, r_scan, version="2" if hrct else "1", air_offset=float(o.air_offset))
     del hu
     regions, subtypes = downsample_labels(grid, lobes, sub_flat.reshape(lobes.shape))
     fr = _fractions(subtypes)
@@ -280,8 +287,8 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
         "index": int(index), "healthy": bool(dis.healthy),
         "protocol": {"size_xyz": [grid.nx, grid.ny, grid.nz], "spacing_mm": [grid.spacing, grid.spacing,
                      grid.thickness], "slice_thickness_mm": grid.thickness, "kernel": kernel, "noise_hu": noise,
-                     "kernel_params": (KERNELS_V2 if v2 else KERNELS)[kernel], "fine_subslices": grid.k,
-                     **({"air_offset_hu": float(o.air_offset)} if (v2 or o.air_offset) else {})},
+                     "kernel_params": (KERNELS_V2 if hrct else KERNELS)[kernel], "fine_subslices": grid.k,
+                     **({"air_offset_hu": float(o.air_offset)} if (hrct or o.air_offset) else {})},
         "patient": p.to_dict(),
         "disease": {"cle_severity": dis.cle, "pse_severity": dis.pse, "ple_severity": dis.ple,
                     "lobule_mm": round(dis.lobule_mm, 2), **dis.counts},
@@ -296,13 +303,15 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
     return PhantomCase(grid.image(ct), grid.image(regions), grid.image(subtypes), meta)
 
 
-def _disease_v2(grid: Grid, lobes, flat, lung_idx, lung_pts, dis, rng, z_base, height):
-    """Generator version 2 emphysema written into the fine-grid HU ``flat`` (in place): returns the fine-grid
-    subtype labels, the lobule lattice, the PLE mask per lung point and the CLE lobule centres (central dots)."""
+def _disease_hrct(em, grid: Grid, lobes, flat, lung_idx, lung_pts, dis, rng, z_base, height):
+    """Generator version 2 or 3 emphysema (model ``em``: :mod:`.emphysema_v2` or :mod:`.emphysema_v3`) written
+    into the fine-grid HU ``flat`` (in place): returns the fine-grid subtype labels, the lobule lattice, the PLE
+    mask per lung point, the CLE lobule centres (central dots) and the fine-grid bullae-interior occupancy where
+    the model makes bullae avascular (else None)."""
     sub_flat = np.zeros(flat.size, np.uint8)
     sub_flat[lung_idx] = labels.NORMAL
     lob = emphysema.Lobules(rng, lung_pts.min(0), lung_pts.max(0), dis.lobule_mm)
-    ple_pt, _ = emphysema_v2.ple_lobules(rng, lob, lung_pts, z_base, height, dis.ple)
+    ple_pt, _ = em.ple_lobules(rng, lob, lung_pts, z_base, height, dis.ple)
     if ple_pt.any():
         # homogeneous density loss over whole lobules, with soft borders (no box edges)
         m = np.zeros(flat.size, np.float32)
@@ -310,11 +319,11 @@ def _disease_v2(grid: Grid, lobes, flat, lung_idx, lung_pts, dis, rng, z_base, h
         sig = 1.2 / grid.fine_spacing_zyx()
         m = ndi.gaussian_filter(m.reshape(grid.fine_shape), sig, mode="nearest").reshape(-1)
         w = np.clip(1.6 * m[lung_idx], 0, 1)
-        target = emphysema_v2.PLE_HU - 8.0 * dis.ple + 0.2 * (flat[lung_idx] - emphysema_v2.PARENCHYMA_HU)
+        target = em.PLE_HU - 8.0 * dis.ple + em.PLE_TEXTURE * (flat[lung_idx] - em.PARENCHYMA_HU)
         flat[lung_idx] = flat[lung_idx] * (1 - w) + target * w
         sub_flat[lung_idx[ple_pt]] = labels.PLE
         del m, w, target
-    c_cen, c_rad, c_dep, dots = emphysema_v2.cle_lesions(rng, lob, lung_pts, z_base, height, dis.cle)
+    c_cen, c_rad, c_dep, dots = em.cle_lesions(rng, lob, lung_pts, z_base, height, dis.cle)
     if len(c_cen):
         # ill-defined lucency: wide partial-volume ramp; depth scales the core's density loss
         soft = 2.2
@@ -325,26 +334,31 @@ def _disease_v2(grid: Grid, lobes, flat, lung_idx, lung_pts, dis, rng, z_base, h
         core = occ.reshape(-1)
         # faint halo of density loss over the affected lobule (graded, ill-defined)
         halo = splat_balls(grid, dots, np.full(len(dots), 0.35 * lob.L), soft=4.0).reshape(-1)
-        occ = np.maximum(core, (0.15 + 0.25 * dis.cle) * halo)
+        occ = np.maximum(core, (em.CLE_HALO[0] + em.CLE_HALO[1] * dis.cle) * halo)
         del halo
         sel = lung_idx[occ[lung_idx] > 0]
-        flat[sel] = flat[sel] * (1 - occ[sel]) + emphysema_v2.CLE_HU * occ[sel]
+        flat[sel] = flat[sel] * (1 - occ[sel]) + em.CLE_HU * occ[sel]
         sub_flat[sel[(core[sel] >= 0.45) & (sub_flat[sel] != labels.PLE)]] = labels.CLE
         del core
         del occ
-    s_cen, s_rad = emphysema_v2.pse_bullae(rng, grid, lobes, z_base, height, dis.pse)
+    s_cen, s_rad = em.pse_bullae(rng, grid, lobes, z_base, height, dis.pse)
+    avascular = None
     if len(s_cen):
         outer = splat_balls(grid, s_cen, s_rad).reshape(-1)
-        inner = splat_balls(grid, s_cen, np.maximum(s_rad - emphysema_v2.PSE_WALL_MM, 0.5)).reshape(-1)
+        inner = splat_balls(grid, s_cen, np.maximum(s_rad - em.PSE_WALL_MM, 0.5)).reshape(-1)
         sel = lung_idx[outer[lung_idx] > 0]
         o_, i_ = outer[sel], inner[sel]
-        flat[sel] = flat[sel] * (1 - o_) + emphysema_v2.PSE_WALL_HU * o_
-        flat[sel] = flat[sel] * (1 - i_) + emphysema_v2.PSE_AIR_HU * i_
+        flat[sel] = flat[sel] * (1 - o_) + em.PSE_WALL_HU * o_
+        flat[sel] = flat[sel] * (1 - i_) + em.PSE_AIR_HU * i_
         sub_flat[sel[o_ >= 0.5]] = labels.PSE
+        if em.AVASCULAR_BULLAE:
+            avascular = inner
         del outer, inner
     dis.counts = {"cle_lesions": int(len(c_cen)), "cle_lobules": int(len(dots)), "pse_bullae": int(len(s_cen)),
                   "ple_lobules_voxels": int(ple_pt.sum())}
-    return sub_flat, lob, ple_pt, dots
+    if not em.DOTS_IN_PLE and len(dots):  # no centrilobular artery is left to see inside panlobular emphysema
+        dots = dots[sub_flat[_flat_of(grid, dots)] != labels.PLE]
+    return sub_flat, lob, ple_pt, dots, avascular
 
 
 def _fractions(subtypes: np.ndarray) -> dict[str, float]:
@@ -355,10 +369,13 @@ def _fractions(subtypes: np.ndarray) -> dict[str, float]:
 
 
 def _trees(grid: Grid, th: anatomy.Thorax, lobes: np.ndarray, rng: np.random.Generator, lob, ple_pt, lung_idx,
-           n_points: int, prune: tuple[float, float] = (1.3, 1.0), vessel_scale: float = 1.0):
+           n_points: int, prune: tuple[float, float] = (1.3, 1.0), vessel_scale: float = 1.0,
+           airway: tuple[float, float, float] = (0.9, 0.3, 0.18), prune_in_region: bool = False):
     """Occupancy volumes (vessels, airway wall, airway lumen) on the fine grid. ``prune = (radius, factor)``:
     inside panlobular lobules vessels thinner than ``radius`` mm are dropped and the others thinned by
-    ``factor``; ``vessel_scale`` scales every vessel radius."""
+    ``factor`` (``prune_in_region``: inside the panlobular region itself, every vessel point tested, else in
+    every lattice cell that holds some of it); ``vessel_scale`` scales every vessel radius; ``airway = (r_min,
+    a, b)``: airways are drawn from lumen radius ``r_min`` mm, with walls ``a + b * r`` mm thick."""
     p = th.p
     car = th.carina
     top = np.array([grid.zf[-1] + 5.0, car[1] + 4.0, 0.0])
@@ -374,8 +391,8 @@ def _trees(grid: Grid, th: anatomy.Thorax, lobes: np.ndarray, rng: np.random.Gen
         groups = [trees.sample_points(rng, grid, lobes, v, max(4, int(n_points * lung_vol[v] / max(tot, 1))))
                   for v in lobe_ids]
         t = trees.grow(hil, groups, r_root=5.5)
-        vis = t["r"] >= 0.9
-        w = 0.3 + 0.18 * t["r"]
+        vis = t["r"] >= airway[0]
+        w = airway[1] + airway[2] * t["r"]
         r_a = 0.95 * t["r"]
         a0, a1 = trees.artery_beside(t, t["r"], w, r_a, vis)
         seg0 += list(t["p0"][vis])
@@ -398,7 +415,15 @@ def _trees(grid: Grid, th: anatomy.Thorax, lobes: np.ndarray, rng: np.random.Gen
     pts, rad = tube_points(vp0, vp1, vr, min_step=0.5 * min(grid.spacing, grid.dz_fine))
     if vessel_scale != 1.0:
         rad = rad * vessel_scale
-    if len(lung_idx) and ple_pt.any():  # prune small vessels inside panlobular lobules
+    if len(lung_idx) and ple_pt.any() and prune_in_region:  # prune vessels inside the panlobular region
+        region = np.zeros(int(np.prod(grid.fine_shape)), bool)
+        region[lung_idx[ple_pt]] = True
+        inside = region[_flat_of(grid, pts)]
+        del region
+        drop = inside & (rad < prune[0])
+        rad = np.where(inside, rad * prune[1], rad)
+        pts, rad = pts[~drop], rad[~drop]
+    elif len(lung_idx) and ple_pt.any():  # prune small vessels inside panlobular lobules
         small = rad < prune[0]
         keys = lob.key(pts[small])
         ple_keys = np.unique(lob.key(_pts_of(grid, lung_idx[ple_pt][:: max(1, int(ple_pt.sum()) // 100000)])))
@@ -410,11 +435,19 @@ def _trees(grid: Grid, th: anatomy.Thorax, lobes: np.ndarray, rng: np.random.Gen
         pts, rad = pts[~drop], rad[~drop]
     vess = splat_balls(grid, pts, rad)
     a0, a1, ar = np.array(seg0), np.array(seg1), np.array(r_air)
-    wall = splat_tubes(grid, a0, a1, ar + 0.3 + 0.18 * ar)
+    wall = splat_tubes(grid, a0, a1, ar + airway[1] + airway[2] * ar)
     lumen = splat_tubes(grid, a0, a1, ar)
     wall = np.maximum(wall - lumen, 0)
     vess = np.maximum(vess - lumen - wall, 0)
     return vess, wall, lumen
+
+
+def _flat_of(grid: Grid, pts: np.ndarray) -> np.ndarray:
+    """Fine-grid flat index of the voxel nearest to each point ``(N, 3)`` mm (z y x), clipped to the grid."""
+    origin = np.array([grid.zf[0], grid.y[0], grid.x[0]])
+    ijk = np.rint((pts - origin) / grid.fine_spacing_zyx()).astype(np.int64)
+    ijk = np.clip(ijk, 0, np.array(grid.fine_shape) - 1)
+    return np.ravel_multi_index(tuple(ijk.T), grid.fine_shape)
 
 
 def _pts_of(grid: Grid, flat_idx: np.ndarray) -> np.ndarray:
