@@ -33,7 +33,10 @@ SEARCH_MM = 75.0  # oblique fissures
 HORIZONTAL_SEARCH_MM = 45.0  # the right horizontal fissure: wider ranges lock onto other sheets in real CTs
 SURFACE_SIGMA_MM = 12.0
 GLOBAL = True
-TILT_Y, TILT_X, TILT_STEP = 0.5, 0.2, 0.1  # tilts of the whole fissure searched (mm per mm, A-P and R-L)
+# slopes searched (mm per mm along the atlas border's own slope direction; oblique: rising posteriorly): adult oblique
+# fissures run at 30-55 degrees to the axial plane, the horizontal one within about 15 degrees of it; and a tilt
+# across that direction
+OBLIQUE_SLOPE, HORIZONTAL_SLOPE, CROSS_TILT, TILT_STEP = (0.6, 1.2), (-0.3, 0.3), 0.2, 0.1
 MIN_CONTRAST = 3.0  # oblique fissures: found at 1-2 mm from a contrast of 5 in 5 mm slices (tuning phantoms)
 # the horizontal fissure lies in the slice plane, so thick slices average it away; what the search finds there
 # scores 4-7, a visible one 16-22 (tuning phantoms): below this the horizontal fissure stays where the oblique
@@ -41,6 +44,7 @@ MIN_CONTRAST = 3.0  # oblique fissures: found at 1-2 mm from a contrast of 5 in 
 MIN_CONTRAST_HORIZONTAL = 10.0
 LOCAL_MM = 15.0
 OTHER_MARGIN_MM = 6.0
+MIN_SHARE = 0.15  # each side of a fissure keeps at least this share of the lobes it splits
 PRIOR = 0.3
 SIDES = {labels.LEFT_LUNG: labels.LEFT_LOBES, labels.RIGHT_LUNG: labels.RIGHT_LOBES}
 # per lung: (upper set, lower set) in the order they are searched
@@ -106,16 +110,19 @@ def search_surface(evidence: SheetEvidence, lung: np.ndarray, z0: np.ndarray, sp
 
 
 def fit_plane_offset(evidence: SheetEvidence, lung: np.ndarray, z0: np.ndarray, search_mm: float,
-                     spacing: float, tilt_y: float = TILT_Y, tilt_x: float = TILT_X,
-                     stride: int = 2, min_contrast: float = MIN_CONTRAST) -> tuple[np.ndarray, float]:
+                     spacing: float, slope: tuple[float, float] = OBLIQUE_SLOPE, cross_tilt: float = CROSS_TILT,
+                     stride: int = 2, min_contrast: float = MIN_CONTRAST,
+                     pair: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """The atlas border ``z0`` moved by the offset and tilt (``z0 + δ + a·(y - ȳ) + b·(x - x̄)``) whose surface
     carries the most sheet evidence: ``(moved z0, contrast)``.
 
     Every candidate surface is sampled on every ``stride``-th column; its score is the summed sheet response
     (for the candidate's own normal) over the vessel-free inner lung it crosses, divided by that count plus a
     pseudo-count (a surface grazing the lung's edge does not win on a few voxels), times the prior
-    ``1 - PRIOR·(δ/range)²``. ``contrast``: the best score over the median one, in units of their spread (robust
-    z); below ``MIN_CONTRAST`` the surface is left where the atlas put it."""
+    ``1 - PRIOR·(δ/range)²``. ``pair``: the voxels the fissure splits; a candidate leaving either side less than
+    ``MIN_SHARE`` of them is not considered (no lobe vanishes onto a stray sheet). ``contrast``: the best score
+    over the median one, in units of their spread (robust z); below ``min_contrast`` the surface is left where
+    the atlas put it."""
     nz = lung.shape[0]
     cols = np.isfinite(z0)
     sub = np.zeros_like(cols)
@@ -130,35 +137,55 @@ def fit_plane_offset(evidence: SheetEvidence, lung: np.ndarray, z0: np.ndarray, 
     dy, dx = (yy - yy.mean()).astype(np.float32), (xx - xx.mean()).astype(np.float32)
     base = z0[yy, xx]
     steps = np.arange(-int(search_mm / spacing), int(search_mm / spacing) + 1)
-    tys = np.linspace(-tilt_y, tilt_y, 2 * int(round(tilt_y / TILT_STEP)) + 1)
-    txs = np.linspace(-tilt_x, tilt_x, 2 * int(round(tilt_x / TILT_STEP)) + 1)
+    # the atlas border's own slope (mm per mm) and its direction u (for an oblique fissure: rising posteriorly)
+    design = np.stack([np.ones(yy.size), dy, dx], axis=1)
+    _, ay, ax = np.linalg.lstsq(design, base, rcond=None)[0]
+    m = float(np.hypot(ay, ax))
+    u = np.array([ay, ax]) / m if m > 1e-6 else np.array([1.0, 0.0])
+    along, across = u[0] * dy + u[1] * dx, -u[1] * dy + u[0] * dx
+    lo, hi = slope
+    slopes = np.arange(lo, hi + 1e-6, TILT_STEP)
+    tilts = np.linspace(-cross_tilt, cross_tilt, 2 * int(round(cross_tilt / TILT_STEP)) + 1)
     pseudo = 0.1 * yy.size
-    best, scores = (0.0, 0.0, 0.0), []
-    best_score = -np.inf
-    for ty in tys:
-        for tx in txs:
+    weight = 1.0 - PRIOR * (steps / steps[-1]) ** 2
+    yb, xb = np.broadcast_to(yy, (steps.size, yy.size)), np.broadcast_to(xx, (steps.size, yy.size))
+    if pair is not None:  # voxels of the pair at or below each height, per sampled column
+        below_cum = np.cumsum(pair[:, yy, xx], axis=0, dtype=np.int32)
+        cols_idx = np.broadcast_to(np.arange(yy.size), (steps.size, yy.size))
+        total = max(int(below_cum[-1].sum()), 1)
+    best, best_score, scores = (0.0, 0.0, 0.0), -np.inf, []
+    for sl in slopes:
+        for tl in tilts:  # every offset of this plane at once: (offsets, columns)
+            ty, tx = (sl - m) * u[0] - tl * u[1], (sl - m) * u[1] + tl * u[0]  # added to the atlas slopes
             normal = np.stack([np.ones(yy.size), -(gy + ty), -(gx + tx)], axis=1)
             normal /= np.linalg.norm(normal, axis=1, keepdims=True)
-            plane = base + ty * dy + tx * dx
-            for d in steps:
-                zi = np.round(plane + d).astype(np.int64)
-                ok = (zi >= 0) & (zi < nz)
-                ok[ok] &= lung[zi[ok], yy[ok], xx[ok]]
-                if not ok.any():
-                    continue
-                r = evidence.response(zi[ok], yy[ok], xx[ok], normal[ok])
-                n = float(evidence.valid[zi[ok], yy[ok], xx[ok]].sum())
-                sc = float(r.sum()) / (n + pseudo) * (1.0 - PRIOR * (d / steps[-1]) ** 2)
-                scores.append(sc)
-                if sc > best_score:
-                    best_score, best = sc, (float(d), float(ty), float(tx))
-    scores = np.asarray(scores)
+            zi = np.round(base + (sl - m) * along + tl * across + steps[:, None]).astype(np.int64)
+            ok = (zi >= 0) & (zi < nz)
+            zi = np.clip(zi, 0, nz - 1)
+            ok &= lung[zi, yb, xb]
+            r = evidence.response(zi[ok], yb[ok], xb[ok], np.broadcast_to(normal, (steps.size,) + normal.shape)[ok])
+            resp = np.zeros(zi.shape, np.float32)
+            resp[ok] = r
+            count = (ok & evidence.valid[zi, yb, xb]).sum(axis=1)
+            sc = np.where(ok.any(axis=1), resp.sum(axis=1) / (count + pseudo) * weight, -np.inf)
+            if pair is not None:
+                raw = np.round(base + (sl - m) * along + tl * across + steps[:, None]).astype(np.int64)
+                below = np.where(raw < 0, 0, below_cum[np.clip(raw, 0, nz - 1), cols_idx]).sum(axis=1) / total
+                sc = np.where((below < MIN_SHARE) | (below > 1 - MIN_SHARE), -np.inf, sc)
+            scores.append(sc[np.isfinite(sc)])
+            i = int(np.argmax(sc))
+            if np.isfinite(sc[i]) and sc[i] > best_score:
+                best_score, best = float(sc[i]), (float(steps[i]), float(ty), float(tx))
+    scores = np.concatenate(scores)
+    if scores.size < 10:
+        return z0, 0.0
     med = float(np.median(scores))
     spread = float(np.median(np.abs(scores - med))) * 1.4826 + 1e-9
     contrast = (best_score - med) / spread
     if contrast < min_contrast:
         return z0, contrast
     d, ty, tx = best
+    log.debug("plane: offset %.0f mm, slope %.2f + (%.2f, %.2f), contrast %.1f", d * spacing, m, ty, tx, contrast)
     gyy, gxx = np.mgrid[: z0.shape[0], : z0.shape[1]].astype(np.float32)
     moved = z0 + d + ty * (gyy - yy.mean()) + tx * (gxx - xx.mean())
     return np.where(cols, moved, np.nan), contrast
@@ -197,7 +224,10 @@ def relabel(prior_lobes: np.ndarray, lungs: np.ndarray, evidence: SheetEvidence,
             zf = None
             if GLOBAL:
                 least = MIN_CONTRAST if len(upper) > 1 or side == labels.LEFT_LUNG else MIN_CONTRAST_HORIZONTAL
-                z0, contrast = fit_plane_offset(evidence, where, z0, reach, spacing, min_contrast=least)
+                oblique = len(upper) > 1 or side == labels.LEFT_LUNG
+                z0, contrast = fit_plane_offset(evidence, where, z0, reach, spacing,
+                                                OBLIQUE_SLOPE if oblique else HORIZONTAL_SLOPE,
+                                                min_contrast=least, pair=pair)
                 log.debug("fissure %s|%s: contrast %.1f%s", upper, lower, contrast,
                           "" if contrast >= least else " (not found: kept)")
                 reach = LOCAL_MM
