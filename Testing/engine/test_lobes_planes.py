@@ -81,5 +81,12 @@ def test_no_candidate_leaves_a_lobe_almost_empty(share):
     guess = _atlas_guess(SHAPE[0] / 2, 0.0)
     free, _ = relabel.fit_plane_offset(ev, lung, guess, 60.0, SPACING, relabel.HORIZONTAL_SLOPE)
     assert _mean_error(free, c, 0.0) < 1.5  # found without the volume rule
+    assert abs(_share_below(free, lung) - share) < 0.05
     held, _ = relabel.fit_plane_offset(ev, lung, guess, 60.0, SPACING, relabel.HORIZONTAL_SLOPE, pair=lung)
-    assert _mean_error(held, c, 0.0) > 3  # refused with it
+    assert relabel.MIN_SHARE - 0.02 <= _share_below(held, lung) <= 1 - relabel.MIN_SHARE + 0.02  # refused with it
+
+
+def _share_below(z: np.ndarray, lung: np.ndarray) -> float:
+    """The share of the lung at or below the surface ``z(y, x)`` (as relabel splits it)."""
+    below = np.arange(SHAPE[0])[:, None, None] <= z[None]
+    return float((below & lung).sum() / lung.sum())
