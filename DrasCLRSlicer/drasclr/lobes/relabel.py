@@ -6,16 +6,23 @@ searched as a height field ``z(y, x)`` over the columns of the lung:
 
 1. the atlas border gives ``z0(y, x)`` (mid-point between the upper set's lowest and the lower set's highest voxel
    in each column; continued over the other columns of the lung as the least-squares plane through it);
-2. for every offset ``δ`` within ``SEARCH_MM`` (oblique) or ``HORIZONTAL_SEARCH_MM`` (horizontal) the sheet
-   response at ``z0 + δ`` (:mod:`.fissures`, for the normal of the atlas border in that column) is averaged over
-   the columns with a Gaussian of ``SURFACE_SIGMA_MM`` (normalised by where it was measured: vessel-free inner
-   lung), so a faint sheet spread over many columns outscores noise and texture; a mild prior
-   ``1 - PRIOR·(δ/range)²`` favours the atlas;
-3. each column takes the best offset, median-filtered over 5 × 5 columns and then smoothed (Gaussian of half
-   ``SURFACE_SIGMA_MM``) so the surface has no steps; voxels of the pair above the surface get the upper label,
-   below it the lower.
+2. whole-fissure search (:func:`fit_plane_offset`): ``z0`` moved by an offset within ``SEARCH_MM`` (oblique) or
+   ``HORIZONTAL_SEARCH_MM`` (horizontal) and re-tilted to a slope in an anatomical range (``OBLIQUE_SLOPE``,
+   ``HORIZONTAL_SLOPE``, plus ``CROSS_TILT`` across); the candidate whose surface carries the most sheet evidence
+   wins if it stands out (``MIN_CONTRAST``, ``MIN_CONTRAST_HORIZONTAL``) and leaves each lobe of the pair at
+   least ``MIN_SHARE``; otherwise the atlas border stays. The whole surface votes, so a faint, interrupted
+   fissure is found 25–40 mm and 20° away from the atlas's guess, where a column-by-column search locks onto
+   texture;
+3. local refinement (:func:`search_surface`) within ``LOCAL_MM`` of that plane: for every offset ``δ`` the sheet
+   response at ``z + δ`` (:mod:`.fissures`, for the normal of the surface in that column) is averaged over the
+   columns with a Gaussian of ``SURFACE_SIGMA_MM`` (normalised by where it was measured: vessel-free inner lung),
+   with a mild prior ``1 - PRIOR·(δ/range)²``; each column takes the best offset, median-filtered over 5 × 5
+   columns and then smoothed so the surface has no steps; voxels of the pair above the surface get the upper
+   label, below it the lower.
 
-Right lung: the oblique fissure (RUL+RML | RLL) first, then the horizontal one (RUL | RML) within the upper part.
+Right lung: the oblique fissure (RUL+RML | RLL) first, then the horizontal one (RUL | RML) within the upper part:
+it starts moved as the oblique fissure moved where both meet, and only evidence inside RUL+RML, at least
+``OTHER_MARGIN_MM`` from the lower lobe, counts (so it cannot find the oblique fissure again).
 """
 
 from __future__ import annotations
