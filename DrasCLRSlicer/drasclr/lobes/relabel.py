@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 SEARCH_MM = 75.0  # oblique fissures
 HORIZONTAL_SEARCH_MM = 45.0  # the right horizontal fissure: wider ranges lock onto other sheets in real CTs
 SURFACE_SIGMA_MM = 12.0
-GLOBAL = True
 # slopes searched (mm per mm along the atlas border's own slope direction; oblique: rising posteriorly): adult oblique
 # fissures run at 30-55 degrees to the axial plane, the horizontal one within about 15 degrees of it; and a tilt
 # across that direction
@@ -213,7 +212,8 @@ def relabel(prior_lobes: np.ndarray, lungs: np.ndarray, evidence: SheetEvidence,
         columns = lung.any(axis=0)
         moved = None  # how far the oblique fissure moved, per column (the horizontal one starts from it)
         for upper, lower in pairs:
-            reach = search_mm if len(upper) > 1 or side == labels.LEFT_LUNG else min(search_mm, HORIZONTAL_SEARCH_MM)
+            oblique = len(upper) > 1 or side == labels.LEFT_LUNG
+            reach = search_mm if oblique else min(search_mm, HORIZONTAL_SEARCH_MM)
             z0 = atlas_border_height(np.where(lung, out, 0), upper, lower, columns)
             if z0 is None:
                 continue
@@ -230,20 +230,13 @@ def relabel(prior_lobes: np.ndarray, lungs: np.ndarray, evidence: SheetEvidence,
             other = lung & ~pair
             where = pair & (ndimage.distance_transform_edt(~other) * spacing > OTHER_MARGIN_MM) if other.any() else lung
             z_atlas = z0
-            zf = None
-            if GLOBAL:
-                least = MIN_CONTRAST if len(upper) > 1 or side == labels.LEFT_LUNG else MIN_CONTRAST_HORIZONTAL
-                oblique = len(upper) > 1 or side == labels.LEFT_LUNG
-                z0, contrast = fit_plane_offset(evidence, where, z0, reach, spacing,
-                                                OBLIQUE_SLOPE if oblique else HORIZONTAL_SLOPE,
-                                                min_contrast=least, pair=pair)
-                log.debug("fissure %s|%s: contrast %.1f%s", upper, lower, contrast,
-                          "" if contrast >= least else " (not found: kept)")
-                reach = LOCAL_MM
-                if contrast < least:
-                    zf = z0
-            if zf is None:
-                zf = search_surface(evidence, where, z0, spacing, reach, sigma_mm, prior)
+            least = MIN_CONTRAST if oblique else MIN_CONTRAST_HORIZONTAL
+            z0, contrast = fit_plane_offset(evidence, where, z0, reach, spacing,
+                                            OBLIQUE_SLOPE if oblique else HORIZONTAL_SLOPE,
+                                            min_contrast=least, pair=pair)
+            log.debug("fissure %s|%s: contrast %.1f%s", upper, lower, contrast,
+                      "" if contrast >= least else " (not found: kept)")
+            zf = z0 if contrast < least else search_surface(evidence, where, z0, spacing, LOCAL_MM, sigma_mm, prior)
             if len(upper) > 1:
                 moved = zf - z_atlas
             above = z > np.where(np.isfinite(zf), zf, -1.0)[None]
