@@ -131,6 +131,9 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.loadDemoButton.connect("clicked(bool)", self.onLoadDemo)
+        self.ui.totalSegmentatorButton.connect("clicked(bool)", self.onComputeLobesTotalSegmentator)
+        # offered only where the SlicerTotalSegmentator extension is installed
+        self.ui.totalSegmentatorButton.visible = self.logic.totalSegmentatorAvailable()
         self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.analyzeButton.connect("clicked(bool)", self.onAnalyze)
@@ -196,6 +199,7 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.analyzeButton.enabled = ready
         self.ui.analyzeButton.toolTip = "Run the analysis" if ready else "Select a chest CT first"
         self.ui.cancelButton.enabled = self._running
+        self.ui.totalSegmentatorButton.enabled = ready
         self.ui.resultsCollapsibleButton.enabled = self._results is not None and not self._running
         hasSubtypes = self._results is not None and self._results.subtypes is not None
         self.ui.correctButton.enabled = hasSubtypes
@@ -214,6 +218,15 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             node = self.logic.loadDemoCT()  # Slicer's own reader (or the phantom): no extra packages needed
             self._parameterNode.inputVolume = node
             slicer.util.setSliceViewerLayers(background=node, fit=True)
+
+    def onComputeLobesTotalSegmentator(self) -> None:
+        """TotalSegmentator's five lobes of the selected CT, selected as the lobe input of the next analysis."""
+        p = self._parameterNode
+        self.ui.statusLabel.text = "Computing lobes with TotalSegmentator (a few minutes on a CPU)..."
+        slicer.app.processEvents()
+        with slicer.util.tryWithErrorDisplay("Computing lobes with TotalSegmentator failed.", waitCursor=True):
+            p.lobes = self.logic.computeLobesTotalSegmentator(p.inputVolume, device=p.device)
+            self.ui.statusLabel.text = f"Lobes: {p.lobes.GetName()} (used by the next analysis)."
 
     def _runInBackground(self, what: str, work):
         """Run ``work(onProgress, shouldCancel, onIdle)`` (a child process) with progress bar and Cancel.
@@ -503,6 +516,16 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
                                              on_progress=onProgress, should_cancel=shouldCancel, on_idle=onIdle,
                                              env=env, keep_files=True, use_model=useModel, tta=tta,
                                              hu_calibration=huCalibration.lower(), strict=strict)
+
+    def totalSegmentatorAvailable(self) -> bool:
+        """The SlicerTotalSegmentator extension is installed (the panel shows its lobe action only then)."""
+        from DrasCLRSlicerLib.logic import totalsegmentator_available
+
+        return totalsegmentator_available()
+
+    def computeLobesTotalSegmentator(self, volumeNode, device="Auto"):
+        """The five lobes by the TotalSegmentator extension's Logic, as a lobe segmentation node."""
+        return self.bridge.compute_lobes_totalsegmentator(volumeNode, cpu=device == "CPU")
 
     def setOpacity(self, results, opacity):
         self.bridge.set_opacity(results, opacity)

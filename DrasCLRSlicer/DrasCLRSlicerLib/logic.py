@@ -79,15 +79,34 @@ def ensure_scene_logics(scene) -> None:
         scene._drasclr_logics = [seg_logic]
 
 
+# the five lobes among the classes of TotalSegmentator's "total" task (the names its extension gives the segments
+# with standard segment names off; with them on, "Left upper lobe of lung" etc., read the same way)
+TOTALSEG_LOBES = ("lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
+                  "lung_lower_lobe_right")
+
+
+def totalsegmentator_extension():
+    """The SlicerTotalSegmentator extension's scripted module (``TotalSegmentator``), or None when the extension
+    is not installed (slicer-core, or a Slicer without it)."""
+    try:
+        if importlib.util.find_spec("TotalSegmentator") is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    return importlib.import_module("TotalSegmentator")
+
+
 def totalsegmentator_available() -> bool:
-    """True when TotalSegmentator can run here: its Slicer extension's module is loaded, or its Python package
-    is installed (the extension installs it). The panel enables "Compute lobes with TotalSegmentator" on this."""
+    """True when the SlicerTotalSegmentator extension is installed (its module is loaded or importable): the panel
+    shows "Compute lobes with TotalSegmentator" only then. (The TotalSegmentator Python package alone serves the
+    CLI's ``--lobes-from totalsegmentator``, not this action.)"""
     modules = getattr(slicer, "modules", None)
     if modules is not None and hasattr(modules, "totalsegmentator"):
         return True
-    from drasclr.adapters import totalseg_adapter
-
-    return totalseg_adapter.available()
+    try:
+        return importlib.util.find_spec("TotalSegmentator") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def finetune_available() -> bool:
@@ -199,16 +218,34 @@ class DrasCLRLogic:
         return nodes
 
     # --- lobes from TotalSegmentator ------------------------------------------------------------------
-    def compute_lobes_totalsegmentator(self, volume_node, device: str = "cpu", fast: bool = True):
+    def compute_lobes_totalsegmentator(self, volume_node, cpu: bool = False, fast: bool = True):
         """A ``<CT> lobes (TotalSegmentator)`` segmentation of the five lobes, ready as the lobe input.
 
-        Runs the TotalSegmentator package the TotalSegmentator extension installs (with its weights; nothing is
-        downloaded here); :func:`totalsegmentator_available` says whether the action can be offered."""
-        from drasclr.adapters import totalseg_adapter
+        Runs the lung lobes of TotalSegmentator's ``total`` task through the SlicerTotalSegmentator extension's
+        Logic (``TotalSegmentatorLogic.process``, its public API; the extension manages the package and its
+        weights). ``cpu``: force the CPU; ``fast``: TotalSegmentator's 3 mm model (minutes on a CPU). Raises
+        RuntimeError when the extension is not installed (:func:`totalsegmentator_available` says so first)."""
+        module = totalsegmentator_extension()
+        if module is None:
+            raise RuntimeError("the TotalSegmentator extension is not installed: install 'TotalSegmentator' from "
+                               "the Extensions Manager and restart Slicer")
+        raw = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{volume_node.GetName()} TotalSegmentator")
+        try:
+            module.TotalSegmentatorLogic().process(volume_node, raw, fast=fast, cpu=cpu, task="total",
+                                                   subset=list(TOTALSEG_LOBES))
+            return self.lobes_from_segmentation(raw, volume_node, f"{volume_node.GetName()} lobes (TotalSegmentator)")
+        finally:
+            self.scene.RemoveNode(raw)
 
+    def lobes_from_segmentation(self, segmentation_node, volume_node, name: str):
+        """A segmentation whose segments are named like lobes (TotalSegmentator's, either naming) → a five-segment
+        lobe segmentation ``name`` (replaced when it exists) on the CT's grid, LTRC values, our segment names.
+        Raises ValueError when a lobe is missing."""
         ct = image_from_volume_node(volume_node)
-        lobes = totalseg_adapter.segment_lobes(ct, fast=fast, device=device)
-        name = f"{volume_node.GetName()} lobes (TotalSegmentator)"
+        lobes = lobes_image(segmentation_node, volume_node, ct)
+        missing = [labels.LOBES[v] for v in labels.LOBES if not np.any(lobes.array == v)]
+        if missing:
+            raise ValueError(f"{segmentation_node.GetName()!r} lacks {', '.join(missing)}")
         node = self.scene.GetFirstNode(name, "vtkMRMLSegmentationNode")
         return labelmap_to_segmentation(self.scene, lobes, volume_node, region_entries(labels.LOBES), node=node,
                                         name=name)

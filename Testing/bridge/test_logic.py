@@ -410,20 +410,57 @@ def test_engine_output_folder_with_subtypes_becomes_nodes(scene, tmp_path):
     assert not nodes.regions.GetDisplayNode().GetVisibility()  # the subtype map is shown, regions hidden
 
 
-def test_totalsegmentator_action_only_when_installed(scene, chest):
-    """"Compute lobes with TotalSegmentator" is offered only when TotalSegmentator is installed; then its lobes
-    come back as a five-segment lobe input the analysis accepts."""
-    from drasclr.adapters import totalseg_adapter
-    from DrasCLRSlicerLib.logic import totalsegmentator_available
+def test_totalsegmentator_action_refused_without_the_extension(scene, chest):
+    """Without the SlicerTotalSegmentator extension (slicer-core has none) the action is not offered (the panel
+    hides its button on ``totalsegmentator_available()``) and, called anyway, refuses with a clear message and
+    leaves no node behind."""
+    from DrasCLRSlicerLib.logic import totalsegmentator_available, totalsegmentator_extension
 
-    assert totalsegmentator_available() == totalseg_adapter.available()  # no Slicer module in slicer-core
-    if not totalsegmentator_available():
-        pytest.skip("TotalSegmentator not installed")
+    if totalsegmentator_extension() is not None:
+        pytest.skip("the TotalSegmentator extension is installed here")
+    assert not totalsegmentator_available()
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    with pytest.raises(RuntimeError, match="TotalSegmentator extension is not installed"):
+        DrasCLRLogic(scene).compute_lobes_totalsegmentator(ct_node)
+    assert node_names(scene, "vtkMRMLSegmentationNode") == []
+
+
+@pytest.mark.parametrize("names", [
+    ("lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
+     "lung_lower_lobe_right"),  # TotalSegmentator's class names
+    ("Left upper lobe of lung", "Left lower lobe of lung", "Right upper lobe of lung", "Right middle lobe of lung",
+     "Right lower lobe of lung"),  # the extension's standard segment names
+])
+def test_totalsegmentator_segments_become_the_lobe_input(scene, chest, chest_zones, names):
+    """The extension's output segmentation (either naming, segments in its own order) becomes our five-segment
+    lobe input with the right voxels in each lobe; a segmentation lacking a lobe is refused."""
+    ct_node = volumes.add_volume_node(scene, chest, "chest")
+    lobes = _lobes_from_zones(chest_zones.regions.array)
+    order = [4, 2, 5, 1, 3]  # not the LTRC order
+    entries = [terminology.SegmentEntry(v, names[v - 1], (0.5, 0.5, 0.5)) for v in order]
+    raw = segmentations.labelmap_to_segmentation(scene, chest.with_array(lobes), ct_node, entries, name="raw")
+    logic = DrasCLRLogic(scene)
+    node = logic.lobes_from_segmentation(raw, ct_node, "chest lobes (TotalSegmentator)")
+    assert set(segmentations.segment_names(node)) == {e.name for e in terminology.region_entries(labels.LOBES)}
+    back = segmentations.segmentation_to_labelmap(node, ct_node, terminology.region_entries(labels.LOBES))
+    np.testing.assert_array_equal(back.array, lobes)
+    nodes = logic.analyze(ct_node, lobes_node=node, use_model=False)
+    assert nodes.region_kind == "lobes"
+    partial = chest.with_array(np.where(lobes == 4, 0, lobes).astype(np.uint8))
+    raw2 = segmentations.labelmap_to_segmentation(scene, partial, ct_node, entries, name="raw2")
+    with pytest.raises(ValueError, match="right_middle_lobe"):
+        logic.lobes_from_segmentation(raw2, ct_node, "chest lobes 2")
+
+
+def test_totalsegmentator_extension_lobes(scene, chest):
+    """With the extension installed (inside Slicer): its Logic's lobes come back as the five-segment lobe input."""
+    pytest.importorskip("TotalSegmentator", reason="the SlicerTotalSegmentator extension is not installed")
     ct_node = volumes.add_volume_node(scene, chest, "chest")
     logic = DrasCLRLogic(scene)
     try:
-        lobe_node = logic.compute_lobes_totalsegmentator(ct_node)
+        lobe_node = logic.compute_lobes_totalsegmentator(ct_node, cpu=True)
     except Exception as exc:  # weights not cached: never download in tests
         pytest.skip(f"TotalSegmentator weights unavailable offline: {exc}")
+    assert lobe_node.GetSegmentation().GetNumberOfSegments() == 5
     nodes = logic.analyze(ct_node, lobes_node=lobe_node, use_model=False)
     assert nodes.region_kind == "lobes"

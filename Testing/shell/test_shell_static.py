@@ -136,3 +136,19 @@ def test_finetune_button_is_gated_on_the_engine(shell_tree):
     assert "finetune_available()" in src
     widget = ast.unparse(classes(shell_tree)["DrasCLRSlicerWidget"])
     assert "self.ui.finetuneButton.enabled = canFinetune" in widget
+
+
+def test_totalsegmentator_button_hidden_without_the_extension(shell_tree):
+    """The "Compute lobes with TotalSegmentator" button exists, is shown only when the extension is installed
+    (its visibility is the Logic's availability check, which is False without the extension: see
+    Testing/bridge/test_logic.py), and its result becomes the lobe input."""
+    ui = ET.parse(UI).getroot()
+    button = [w for w in ui.iter("widget") if w.get("name") == "totalSegmentatorButton"]
+    assert len(button) == 1 and button[0].get("class") == "QPushButton"
+    assert "TotalSegmentator" in button[0].find("property[@name='text']/string").text
+    widget = ast.unparse(classes(shell_tree)["DrasCLRSlicerWidget"])
+    assert "self.ui.totalSegmentatorButton.visible = self.logic.totalSegmentatorAvailable()" in widget
+    assert "p.lobes = self.logic.computeLobesTotalSegmentator(" in widget
+    logic = ast.unparse(classes(shell_tree)["DrasCLRSlicerLogic"])
+    assert "totalsegmentator_available()" in logic
+    assert "self.bridge.compute_lobes_totalsegmentator(" in logic

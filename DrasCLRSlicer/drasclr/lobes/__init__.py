@@ -7,8 +7,9 @@
 2. atlas transfer: the affine atlas registration refined by demons on the lung masks, atlas lobes resampled
    through both (:mod:`.transfer`); every lung voxel gets the nearest atlas lobe of its own lung;
 3. fissures: bright thin sheets in vessel-free parenchyma, away from the pleura (:mod:`.fissures`);
-4. relabelling: each fissure searched as a smooth height field within ``SEARCH_MM`` of the atlas border, the
-   evidence pooled over neighbouring columns (:mod:`.relabel`);
+4. relabelling: each fissure first as the atlas border moved and re-tilted as a whole (offset within
+   ``SEARCH_MM``, anatomical slopes; kept where no plane stands out from noise), then refined column by column
+   as a smooth height field (:mod:`.relabel`);
 5. checks: stray pieces join the neighbouring lobe of the same lung; what is still wrong is listed
    (:mod:`.checks`).
 
