@@ -41,7 +41,7 @@ for i in 0 1; do chunk "test_b$i" $((5301 + i)) --healthy-fraction 0 --subtypes 
 # (only this real CT: the Lung-PET-CT-Dx scans are the specificity/kernel test cases, the COPDGene scan is 4 mm)
 if [ ! -d "$WORK/real/real_lidc_idri_0001" ] && [ -f "$REAL/lidc_idri_0001.nii.gz" ]; then
   PYTHONPATH=DrasCLRSlicer $PY -m drasclr.dense.pseudo "$REAL/lidc_idri_0001.nii.gz" -o "$WORK/real" \
-    --min-confidence 0.8 --sample-weight 8
+    --min-confidence 0.8 --sample-weight 4
 fi
 
 # --- one training folder of links --------------------------------------------------------------------------------
