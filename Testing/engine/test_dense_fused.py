@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from realdata import real_ct_path
 
 from drasclr.dense import predict
 from drasclr.dense.fused import ENV, fuse_for_inference
@@ -14,6 +13,7 @@ from drasclr.dense.store import DEMO_MODEL, load_segmenter
 from drasclr.io import read_ct
 from drasclr.lungs import segment_lungs
 from drasclr.phantom.cohort import demo_paths
+from realdata import real_ct_path
 
 TINY = {"channels": [4, 4, 6, 8, 8, 8, 8], "num_experts": 3, "in_channels": 1}
 

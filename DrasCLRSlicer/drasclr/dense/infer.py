@@ -108,6 +108,9 @@ def _batch_size(device: torch.device, requested: int | None, workers: int = 1) -
     return 8 if workers > 1 else 16
 
 
+MAX_WORKERS = 16
+
+
 @dataclass(frozen=True)
 class Runner:
     """How patches run: ``fn`` (the fused model on CPU, else the model) and ``workers`` threads (1: in turn)."""
@@ -122,7 +125,9 @@ def runner_for(model: torch.nn.Module, device: torch.device, fused_fn: Callable 
     if device.type == "cpu" and fast_path_enabled():
         fused = fuse_for_inference(model)
         if fused is not None:
-            return Runner(fused if fused_fn is None else fused_fn(fused), max(1, torch.get_num_threads()))
+            # one worker per torch thread (OMP_NUM_THREADS, --threads), at most MAX_WORKERS (~100 MB each)
+            workers = max(1, min(MAX_WORKERS, torch.get_num_threads()))
+            return Runner(fused if fused_fn is None else fused_fn(fused), workers)
     return Runner(model)
 
 
