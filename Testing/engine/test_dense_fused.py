@@ -93,13 +93,14 @@ def test_worker_threads_give_the_same_batches_and_restore_threads():
 
 
 def _compare_paths(monkeypatch, ct, lungs, locator, **kw):
-    """``predict`` with the old path and with the fast path (two worker threads) on the bundled demo model."""
+    """``predict`` with the old path (one thread, the quickest way to run it on a shared machine) and with the
+    fast path (two worker threads) on the bundled demo model."""
     model, card, _ = load_segmenter(DEMO_MODEL, "cpu")
     out = {}
     threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(2)
-        for path in ("reference", "fast"):
+        for path, n in (("reference", 1), ("fast", 2)):
+            torch.set_num_threads(n)
             monkeypatch.setenv(ENV, path)
             out[path] = predict(ct, lungs, model, "cpu", locator=locator, tta=True,
                                 class_weights=card_class_weights(card), **kw)
