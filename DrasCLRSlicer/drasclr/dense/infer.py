@@ -3,12 +3,20 @@
 Only patches that touch the lung are visited. Every patch gets its anatomical location (the normalised atlas
 location of the patch, as in pretraining) from a *locator*: a function ``(N, 3)`` LPS patch centres -> ``(N, 3)``
 in [-1, 1]. Batches are sized to free memory on CUDA, run in mixed precision there, and halve on out-of-memory.
+
+On CPU the model runs as its fused inference twin (:mod:`drasclr.dense.fused`: same answers, about 2x less work
+per patch), and batches go to one worker thread per torch thread, each running its operators single-threaded:
+no OpenMP barriers between the small 3-D operators, which on a 2-core machine shared with other jobs cost more
+than they gain. ``DRASCLR_DENSE_PATH=reference`` runs the unfused model the old way (one batch at a time, 16
+patches, OpenMP threads), for comparison.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +29,7 @@ from ..errors import InputError
 from ..image import CTImage, resample_isotropic, resample_to
 from ..intensity import normalise_hu
 from ..progress import progress
+from .fused import fast_path_enabled, fuse_for_inference
 from .locate import mirror_left_right
 
 log = logging.getLogger(__name__)
@@ -88,14 +97,52 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
-def _batch_size(device: torch.device, requested: int | None) -> int:
+def _batch_size(device: torch.device, requested: int | None, workers: int = 1) -> int:
     if requested:
         return requested
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         # about 40 MB of activations per 32³ patch in mixed precision (measured), keep half the memory free
         return int(max(8, min(1024, free * 0.5 // (40 * 2**20))))
-    return 16
+    # one batch per worker thread at a time: 8 patches keep a worker's 32³ maps near its core's cache
+    return 8 if workers > 1 else 16
+
+
+MAX_WORKERS = 16
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How patches run: ``fn`` (the fused model on CPU, else the model) and ``workers`` threads (1: in turn)."""
+
+    fn: Callable
+    workers: int = 1
+
+
+def runner_for(model: torch.nn.Module, device: torch.device, fused_fn: Callable | None = None) -> Runner:
+    """The fast path on CPU (fused model, one worker per torch thread) unless ``DRASCLR_DENSE_PATH=reference`` or
+    the model cannot be fused; ``model`` itself otherwise (and always on CUDA)."""
+    if device.type == "cpu" and fast_path_enabled():
+        fused = fuse_for_inference(model)
+        if fused is not None:
+            # one worker per torch thread (OMP_NUM_THREADS, --threads), at most MAX_WORKERS (~100 MB each)
+            workers = max(1, min(MAX_WORKERS, torch.get_num_threads()))
+            return Runner(fused if fused_fn is None else fused_fn(fused), workers)
+    return Runner(model)
+
+
+@contextlib.contextmanager
+def _single_threaded_ops(workers: int) -> Iterator[None]:
+    """With several workers, torch runs each operator on one thread (restored afterwards)."""
+    if workers <= 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _forward(fn, x: np.ndarray, loc: np.ndarray, device: torch.device) -> list[np.ndarray]:
@@ -116,13 +163,21 @@ def _forward(fn, x: np.ndarray, loc: np.ndarray, device: torch.device) -> list[n
 
 
 def run_batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: np.ndarray, loc: np.ndarray,
-                device: torch.device, batch_size: int | None = None, desc: str = "") -> np.ndarray:
-    """Apply ``fn(x, loc)`` over the first axis in batches (sized to free memory, split on out-of-memory)."""
-    bs = _batch_size(device, batch_size)
+                device: torch.device, batch_size: int | None = None, desc: str = "", workers: int = 1) -> np.ndarray:
+    """Apply ``fn(x, loc)`` over the first axis in batches (sized to free memory, split on out-of-memory);
+    ``workers`` > 1: that many threads take batches, each running torch operators single-threaded."""
+    bs = _batch_size(device, batch_size, workers)
     starts = range(0, len(x), bs)
     outs = []
-    for s in progress(starts, desc=desc) if desc else starts:
-        outs += _forward(fn, x[s:s + bs], loc[s:s + bs], device)
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(starts) > 1:
+            stack.enter_context(_single_threaded_ops(workers))
+            pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="drasclr-patches"))
+            batches = pool.map(lambda s: _forward(fn, x[s:s + bs], loc[s:s + bs], device), starts)
+        else:
+            batches = (_forward(fn, x[s:s + bs], loc[s:s + bs], device) for s in starts)
+        for out in progress(batches, total=len(starts), desc=desc) if desc else batches:
+            outs += out
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 
@@ -150,20 +205,21 @@ def blend_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Locato
     wsum = np.zeros(padded, np.float32)
     dis = np.zeros(padded, np.float32) if tta else None
     model = model.to(device).eval()
+    run = runner_for(model, device)
 
     def step(xb, lb):
-        return torch.softmax(model(normalise_hu(xb)[:, None], lb), dim=1)
+        return torch.softmax(run.fn(normalise_hu(xb)[:, None], lb), dim=1)
 
     chunk = 256  # bounded memory: patches are cut and blended chunk by chunk
     for c0 in range(0, len(corners), chunk):
         cc = corners[c0:c0 + chunk]
         patches = extract_patches(vol.ct.array, cc)
         desc = f"subtypes {c0 // chunk + 1}/{(len(corners) + chunk - 1) // chunk}"
-        probs = run_batched(step, patches, loc[c0:c0 + chunk], device, batch_size, desc=desc)
+        probs = run_batched(step, patches, loc[c0:c0 + chunk], device, batch_size, desc=desc, workers=run.workers)
         gap = None
         if tta:
             flipped = run_batched(step, np.ascontiguousarray(patches[..., ::-1]), mirror_left_right(loc[c0:c0 + chunk]),
-                                  device, batch_size, desc=desc + " mirrored")[..., ::-1]
+                                  device, batch_size, desc=desc + " mirrored", workers=run.workers)[..., ::-1]
             gap = 0.5 * np.abs(probs - flipped).sum(axis=1)
             probs += flipped
             probs *= 0.5
@@ -203,12 +259,14 @@ def patch_embeddings(model: torch.nn.Module, ct_iso: CTImage, corners_zyx: np.nd
                      device: torch.device, batch_size: int | None = None) -> np.ndarray:
     """Encoder vectors ``(L, 128)`` of the patches at ``corners_zyx`` (1 mm grid) with their atlas ``locations``."""
     patches = extract_patches(ct_iso.array, corners_zyx)
-    embed = getattr(model, "embed", None) or model
+    run = runner_for(model, device, fused_fn=lambda fused: fused.embed)
+    embed = run.fn if run.fn is not model else (getattr(model, "embed", None) or model)
 
     def step(xb, lb):
         return embed(normalise_hu(xb)[:, None], lb)
 
-    return run_batched(step, patches, locations.astype(np.float32), device, batch_size, desc="embedding")
+    return run_batched(step, patches, locations.astype(np.float32), device, batch_size, desc="embedding",
+                       workers=run.workers)
 
 
 def patient_embedding(model: torch.nn.Module, grid: CTImage, transform, device: torch.device,
