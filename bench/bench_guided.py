@@ -243,7 +243,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=10)
     ap.add_argument("--finetune-ns", type=int, nargs="*", default=[1, 3, 10], help="fine-tune for these N (none: "
                     "painting only)")
-    ap.add_argument("--finetune-steps", type=int, default=40)
+    ap.add_argument("--finetune-steps", type=int, default=30)
     ap.add_argument("--finetune-seconds", type=float, default=120.0)
     ap.add_argument("--finetune-lr", type=float, default=PreserveRecipe.lr)
     ap.add_argument("--seed", type=int, default=0)

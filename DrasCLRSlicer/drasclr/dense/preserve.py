@@ -15,7 +15,8 @@ Every voxel of the case's 1 mm lung grid gets one of three roles:
 Patches are centred on annotated voxels (``focus_fraction`` of them) or on random lung voxels elsewhere in the
 scan. Normalisation statistics stay frozen (the model runs in eval mode while it learns): a batch of four patches
 around one correction must not rewrite the BatchNorm statistics that every other scan depends on. The learning rate
-is low and only the decoder and the last encoder stages learn (``freeze="last"``).
+is low, warms up linearly over the first ``warmup`` steps, and only the decoder and the last encoder stages learn
+(``freeze="last"``).
 
 A **guard** checks every ``eval_every`` steps, on fixed patches centred on random lung voxels, the agreement
 with the parent on the untouched, confident voxels, and the accuracy on the annotated voxels in fixed patches
@@ -47,15 +48,16 @@ class PreserveRecipe:
     """The knowledge-preserving recipe; the defaults were tuned on phantom seed 1201 (see docs/guided_correction.md)."""
 
     lr: float = 5e-4
+    warmup: int = 10
     freeze: str = "last"
     batch_size: int = 4
     focus_fraction: float = 0.5
     pseudo_weight: float = 1.0
     confidence: float = 0.8
     min_agreement: float = 0.97
-    eval_every: int = 5
+    eval_every: int = 2
     guard_patches: int = 8
-    focus_patches: int = 8
+    focus_patches: int = 4
     jitter: int = 8
 
     def card(self) -> dict:
@@ -188,6 +190,8 @@ def finetune_preserving(model, case: AnnotatedCase, recipe: PreserveRecipe | Non
     for p in parent.parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW(set_freeze(model, recipe.freeze, recipe.lr), weight_decay=0.0)
+    # linear warm-up: Adam's first steps move every weight by about ``lr`` whatever its gradient
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / max(recipe.warmup, 1)))
     guard = Guard(parent, case, recipe, class_weights, device, seed + 1)
     agree, acc = guard(model)
     history = [{"step": 0, "agreement": agree, "accuracy": acc}]
@@ -208,6 +212,7 @@ def finetune_preserving(model, case: AnnotatedCase, recipe: PreserveRecipe | Non
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
         elapsed = time.perf_counter() - t0
         last = step == steps or (max_seconds is not None and elapsed >= max_seconds)
         if step % recipe.eval_every == 0 or last:
