@@ -2,7 +2,7 @@
 voxel the annotator reviews than random units or the units with the most predicted emphysema?
 
     PYTHONPATH=DrasCLRSlicer python bench/bench_guided.py PHANTOMS WORK [--cases case_000 case_001]
-        [--box 96 96 48] [--stride 32] [--ns 1 3 10] [--finetune-ns 1 3 10] [--finetune-steps 40]
+        [--box 96 96 48] [--stride 32] [--ns 1 3 10] [--finetune-ns 1 3 10] [--finetune-steps 30]
 
 For each case (checkpointed into WORK/results.json, so a rerun resumes at the next case):
 
