@@ -8,13 +8,11 @@ quarter of the untouched non-PLE lung in the box PLE within 6 steps.
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import drasclr
 from drasclr import labels
 from drasclr.dense.corrections import finetune_from_corrections
 from drasclr.dense.infer import card_class_weights
@@ -24,10 +22,10 @@ from drasclr.dense.preserve import PreserveRecipe
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import load_segmenter, save_segmenter
 from drasclr.io import read_ct, read_image
+from drasclr.phantom import demo_paths
 from drasclr.registration import register_to_atlas
 from synthetic import synthetic_chest
 
-DEMO = Path(drasclr.__file__).parent / "data"
 CENTRE, HALF = np.array([41, 87, 62]), np.array([12, 14, 14])  # a box around the demo case's PLE (z, y, x)
 
 
@@ -38,8 +36,8 @@ def _predict(ct, lungs, model, card, locator):
 
 @pytest.fixture(scope="module")
 def stroke(tmp_path_factory):
-    ct = read_ct(DEMO / "demo_ct.nii.gz")
-    truth = read_image(DEMO / "demo_subtypes.nii.gz").array
+    ct = read_ct(demo_paths()["ct"])
+    truth = read_image(demo_paths()["subtypes"]).array
     full = ct.with_array((truth > 0).astype(np.uint8))
     locator, _ = locator_for(full, register_to_atlas(full, iterations=30))
     box = np.zeros(truth.shape, bool)
