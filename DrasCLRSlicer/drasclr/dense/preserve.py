@@ -210,8 +210,9 @@ def finetune_preserving(model, case: AnnotatedCase, recipe: PreserveRecipe | Non
         loss = preserve_loss(model(xb, lb), teacher, torch.from_numpy(y).to(device), torch.from_numpy(m).to(device),
                              recipe.confidence, recipe.pseudo_weight)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if loss.requires_grad:  # a batch without annotated or confident voxels has nothing to learn from
+            loss.backward()
+            opt.step()
         sched.step()
         elapsed = time.perf_counter() - t0
         last = step == steps or (max_seconds is not None and elapsed >= max_seconds)
