@@ -55,7 +55,8 @@ def main() -> None:
     res = finetune_from_corrections(weak, ct, ct.with_array(pred), ct.with_array(corrected), lungs,
                                     max_seconds=args.seconds)
     wall = time.perf_counter() - t0
-    new, _, _ = load_segmenter(res.model_dir)
+    new, new_card, _ = load_segmenter(res.model_dir)
+    card = new_card["finetune"]
     after = predict(ct, lungs, new, "cpu", locator=locator, tta=False).subtypes.array
     other = (truth > 0) & (lobes != lobe)
     out = {"corrected_lobe": labels.LOBES[lobe], "corrected_voxels": res.corrected_voxels,
@@ -63,7 +64,8 @@ def main() -> None:
            "corrected_region_before": res.before, "corrected_region_after": res.after,
            "ple_dice_uncorrected_lobes_before": ple_dice(pred, truth, other),
            "ple_dice_uncorrected_lobes_after": ple_dice(after, truth, other),
-           "new_model": res.model_dir.name}
+           "new_model": res.model_dir.name,
+           "steps": {k: card[k] for k in ("steps", "kept_step", "stopped_by_guard", "train_seconds")}}
     print(json.dumps(out, indent=2))
 
 

@@ -2,7 +2,7 @@
 voxel the annotator reviews than random units or the units with the most predicted emphysema?
 
     PYTHONPATH=DrasCLRSlicer python bench/bench_guided.py PHANTOMS WORK [--cases case_000 case_001]
-        [--box 96 96 48] [--stride 32] [--ns 1 3 10] [--finetune-n 3] [--finetune-seconds 20]
+        [--box 96 96 48] [--stride 32] [--ns 1 3 10] [--finetune-ns 1 3 10] [--finetune-steps 30]
 
 For each case (checkpointed into WORK/results.json, so a rerun resumes at the next case):
 
@@ -16,9 +16,11 @@ For each case (checkpointed into WORK/results.json, so a rerun resumes at the ne
    voxel, by mean voxel uncertainty), and paints the truth into them.
    Reported: the macro Dice (CLE/PSE/PLE present in the truth) before/after, and the gain per 1000 reviewed voxels
    (the annotator's effort) and per 1000 changed voxels.
-4. For N = ``--finetune-n``: fine-tune from those corrections (``finetune_from_corrections`` with the reviewed
-   units, ``--finetune-seconds`` of training) and predict again (plain, no TTA); Dice of the new model's own
-   prediction against the old model's plain prediction, over the whole box and outside the reviewed units.
+4. For each N of ``--finetune-ns`` and the queue, random (one draw) and emphysema units: fine-tune from those
+   corrections (``finetune_from_corrections`` with the reviewed units, ``--finetune-steps`` steps at most, within
+   ``--finetune-seconds``) and predict again (plain, no TTA); Dice of the new model's own prediction against the
+   old model's plain prediction, over the whole box and outside the reviewed units; the new model's accuracy on
+   the changed voxels; the final map (painted units + the new model elsewhere) and its gain per reviewed voxel.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from drasclr.dense import predict
 from drasclr.dense.corrections import finetune_from_corrections
 from drasclr.dense.infer import card_class_weights
 from drasclr.dense.locate import locator_for
+from drasclr.dense.preserve import PreserveRecipe
 from drasclr.dense.store import load_segmenter
 from drasclr.dense.uncertainty import voxel_uncertainty
 from drasclr.io import read_ct, read_image
@@ -130,31 +133,52 @@ def run_case(case: Path, work: Path, args) -> dict:
                     stride=args.stride).subtypes.array
     res["dice_plain"] = macro_dice(plain, truth, box)
     res["finetune"] = {}
-    n = args.finetune_n
-    for strategy in ("queue", "random", "emphysema") if n else ():
-        ranks = choose(strategy, queue.units, n, np.random.default_rng(args.seed + 1))
-        mask = queue.mask(ranks)
-        corrected = sub.copy()
-        corrected[mask] = truth[mask]
-        out_root = work / "models" / case.name / strategy
-        ft = finetune_from_corrections(folder, ct, pred.subtypes, ct.with_array(corrected), lungs,
-                                       max_seconds=args.finetune_seconds, out_root=out_root,
-                                       reviewed=ct.with_array(mask.astype(np.uint8)), locator=locator)
-        new, new_card, _ = load_segmenter(ft.model_dir)
-        after = predict(ct, lungs, new, "cpu", locator=locator, tta=False, class_weights=card_class_weights(new_card),
-                        stride=args.stride).subtypes.array
-        rest = box & ~mask
-        res["finetune"][f"{strategy}/{n}"] = {
-            "reviewed_voxels": int(mask.sum()), "changed_voxels": ft.corrected_voxels,
-            "model_dice_before": res["dice_plain"], "model_dice_after": macro_dice(after, truth, box),
-            "outside_units_dice_before": macro_dice(plain, truth, rest),
-            "outside_units_dice_after": macro_dice(after, truth, rest),
-            "final_map_dice": macro_dice(np.where(mask, truth, after), truth, box)}
+    for n in args.finetune_ns:
+        for strategy in ("queue", "random", "emphysema"):
+            ranks = choose(strategy, queue.units, n, np.random.default_rng(args.seed + 1))
+            res["finetune"][f"{strategy}/{n}"] = finetune_case(ct, truth, box, lungs, pred.subtypes, plain, locator,
+                                                               folder, queue.mask(ranks),
+                                                               work / "models" / case.name / f"{strategy}{n}", args)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     return res
 
 
-def summarise(results: dict, ns, finetune_n) -> str:
+def finetune_case(ct, truth, box, lungs, pred, plain, locator, folder, mask, out_root, args) -> dict:
+    """Paint the truth into ``mask``, fine-tune from it, predict the box again (plain): the new model's Dice, over
+    the box and outside the units, its accuracy on the changed voxels, and the final map (painted units + the new
+    model elsewhere) against the painted map with the old model elsewhere."""
+    sub = pred.array
+    corrected = sub.copy()
+    corrected[mask] = truth[mask]
+    changed = corrected != sub
+    ft = finetune_from_corrections(folder, ct, pred, ct.with_array(corrected), lungs, max_seconds=args.finetune_seconds,
+                                   max_steps=args.finetune_steps, out_root=out_root,
+                                   reviewed=ct.with_array(mask.astype(np.uint8)), locator=locator,
+                                   recipe=PreserveRecipe(lr=args.finetune_lr))
+    new, new_card, _ = load_segmenter(ft.model_dir)
+    after = predict(ct, lungs, new, "cpu", locator=locator, tta=False, class_weights=card_class_weights(new_card),
+                    stride=args.stride).subtypes.array
+    rest = box & ~mask
+    reviewed = int(mask.sum())
+    painted, final = macro_dice(np.where(mask, truth, plain), truth, box), macro_dice(np.where(mask, truth, after),
+                                                                                     truth, box)
+    model_before = macro_dice(plain, truth, box)
+    card = json.loads((ft.model_dir / "model.json").read_text())["finetune"]
+    return {"reviewed_voxels": reviewed, "changed_voxels": int(changed.sum()),
+            "model_dice_before": model_before, "model_dice_after": macro_dice(after, truth, box),
+            "outside_units_dice_before": macro_dice(plain, truth, rest),
+            "outside_units_dice_after": macro_dice(after, truth, rest),
+            "changed_accuracy_before": float((plain[changed] == truth[changed]).mean()) if changed.any() else np.nan,
+            "changed_accuracy_after": float((after[changed] == truth[changed]).mean()) if changed.any() else np.nan,
+            "corrected_region_before": ft.before["accuracy"], "corrected_region_after": ft.after["accuracy"],
+            "painted_map_dice": painted, "final_map_dice": final,
+            "final_gain_per_1000_reviewed": 1000 * (final - model_before) / max(reviewed, 1),
+            "painted_gain_per_1000_reviewed": 1000 * (painted - model_before) / max(reviewed, 1),
+            "steps": card["steps"], "kept_step": card["kept_step"], "stopped_by_guard": card["stopped_by_guard"],
+            "train_seconds": card["train_seconds"]}
+
+
+def summarise(results: dict, ns, finetune_ns) -> str:
     cases = list(results.values())
     lines = [f"{len(cases)} cases: " + ", ".join(c["case"] for c in cases)]
     kinds = list(cases[0]["auroc"]) if cases else []
@@ -179,18 +203,32 @@ def summarise(results: dict, ns, finetune_n) -> str:
             lines.append(f"| {n} | {s} | {m('reviewed_voxels'):.0f} | {m('changed_voxels'):.0f} | {m('gain'):+.4f} | "
                          f"{m('gain_per_1000_reviewed'):.4f} | {m('gain_per_1000_reviewed') / ref:.2f} | "
                          f"{m('gain_per_1000_changed'):.4f} |")
-    lines.append(f"\nfine-tuned from N = {finetune_n} units (model's own plain prediction):")
-    lines.append("| selection | Dice before | Dice after | outside units before | outside units after | "
-                 "final map |")
-    lines.append("|---|---|---|---|---|---|")
-    for s in ("queue", "random", "emphysema"):
-        rows = [c["finetune"][f"{s}/{finetune_n}"] for c in cases if f"{s}/{finetune_n}" in c["finetune"]]
-        if rows:
+    lines.append("\nfine-tuned from N units (the new model's own plain prediction; final map: painted units + the "
+                 "new model elsewhere; gain vs the old model's plain map; x random: of the final map's gain per "
+                 "reviewed voxel):")
+    lines.append("| N | selection | reviewed | changed | model Dice before | after | outside units before | after | "
+                 "changed voxels acc. before | after | painted map | final map | final gain / 1000 reviewed | "
+                 "x random | cases worse by > 0.01 | steps (kept) |")
+    lines.append("|" + "---|" * 16)
+    for n in finetune_ns:
+        ref = [c["finetune"][f"random/{n}"]["final_gain_per_1000_reviewed"] for c in cases
+               if f"random/{n}" in c["finetune"]]
+        for s in ("queue", "random", "emphysema"):
+            rows = [c["finetune"][f"{s}/{n}"] for c in cases if f"{s}/{n}" in c["finetune"]]
+            if not rows:
+                continue
+
             def m(k, rows=rows):
                 return float(np.nanmean([r[k] for r in rows]))
-            lines.append(f"| {s} | {m('model_dice_before'):.3f} | {m('model_dice_after'):.3f} | "
+            worse = sum(r["model_dice_after"] < r["model_dice_before"] - 0.01 for r in rows)
+            lines.append(f"| {n} | {s} | {m('reviewed_voxels'):.0f} | {m('changed_voxels'):.0f} | "
+                         f"{m('model_dice_before'):.3f} | {m('model_dice_after'):.3f} | "
                          f"{m('outside_units_dice_before'):.3f} | {m('outside_units_dice_after'):.3f} | "
-                         f"{m('final_map_dice'):.3f} |")
+                         f"{m('changed_accuracy_before'):.2f} | {m('changed_accuracy_after'):.2f} | "
+                         f"{m('painted_map_dice'):.3f} | {m('final_map_dice'):.3f} | "
+                         f"{m('final_gain_per_1000_reviewed'):.4f} | "
+                         f"{m('final_gain_per_1000_reviewed') / float(np.nanmean(ref)):.2f} | {worse}/{len(rows)} | "
+                         f"{m('steps'):.0f} ({m('kept_step'):.0f}) |")
     return "\n".join(lines)
 
 
@@ -203,8 +241,11 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=32)
     ap.add_argument("--ns", type=int, nargs="+", default=[1, 3, 10])
     ap.add_argument("--draws", type=int, default=10)
-    ap.add_argument("--finetune-n", type=int, default=3)
-    ap.add_argument("--finetune-seconds", type=float, default=20.0)
+    ap.add_argument("--finetune-ns", type=int, nargs="*", default=[1, 3, 10], help="fine-tune for these N (none: "
+                    "painting only)")
+    ap.add_argument("--finetune-steps", type=int, default=30)
+    ap.add_argument("--finetune-seconds", type=float, default=120.0)
+    ap.add_argument("--finetune-lr", type=float, default=PreserveRecipe.lr)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rank-by", default="density", choices=["score", "density"], help="the queue's ranking")
     args = ap.parse_args()
@@ -221,7 +262,7 @@ def main() -> None:
         tmp.write_text(json.dumps(results, indent=1))
         tmp.replace(out)
         print(f"{name}: done in {results[name]['seconds']} s", flush=True)
-    print(summarise(results, args.ns, args.finetune_n))
+    print(summarise(results, args.ns, args.finetune_ns))
 
 
 if __name__ == "__main__":

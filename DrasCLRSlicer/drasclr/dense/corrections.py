@@ -1,10 +1,11 @@
 """Fine-tuning from an annotator's corrections: CT + the model's prediction + the corrected labelmap -> a new
 model version, in bounded time, with metrics before and after on the corrected region.
 
-Training voxels are the corrected ones (where the corrected map differs from the prediction, inside the lung),
+Annotated voxels are the corrected ones (where the corrected map differs from the prediction, inside the lung) and
 the *reviewed* ones when a reviewed mask is given (units the annotator looked at and accepted or corrected: their
-labels are confirmed, so they count as labels too and training focuses on them), plus a sample of unchanged lung
-voxels, so the model learns the corrections without forgetting the rest.
+labels are confirmed, so they count as labels too). Every other lung voxel keeps the parent model's own confident
+prediction as a soft pseudo-label, and a guard stops training when the new model drifts from the parent on them
+(:mod:`drasclr.dense.preserve`), so the model learns the corrections without forgetting the rest.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from ..versions import next_version_dir
 from .infer import Locator, card_class_weights
 from .locate import locator_for
 from .predict import predict
+from .preserve import PreserveRecipe, finetune_preserving, prepare_annotated
 from .store import lineage, load_segmenter, save_segmenter
-from .train import prepare_case, train_segmenter
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,8 @@ def _region_metrics(model, ct, lungs, corrected, changed, locator, device, class
 def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, prediction: CTImage,
                               corrected: CTImage, lungs: CTImage | None = None, *, max_seconds: float = 30.0,
                               out_root: str | Path | None = None, device: str | torch.device = "cpu",
-                              unchanged_ratio: float = 1.0, seed: int = 0, reviewed: CTImage | None = None,
-                              locator: Locator | None = None) -> CorrectionResult:
+                              seed: int = 0, reviewed: CTImage | None = None, locator: Locator | None = None,
+                              max_steps: int = 10_000, recipe: PreserveRecipe | None = None) -> CorrectionResult:
     """Fine-tune the model at ``model_path`` on the corrections; writes ``<name>-v<N+1>`` and returns metrics.
 
     ``lungs``: the lung mask (default: where either labelmap is non-zero). ``reviewed``: non-zero where the
@@ -84,7 +85,8 @@ def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, predic
     labels whether changed or accepted as predicted, and training focuses on them with the changed voxels.
     ``locator``: atlas locations (default: registered from ``lungs``; give it when ``lungs`` is a part of the
     lung). Time-bounded by ``max_seconds`` for training; evaluation before/after visits only patches touching the
-    corrected (and reviewed) voxels.
+    corrected (and reviewed) voxels. ``max_steps`` bounds the training steps as well; ``recipe``: the
+    knowledge-preserving recipe (:class:`~drasclr.dense.preserve.PreserveRecipe`).
     """
     t0 = time.perf_counter()
     check_corrections(ct, prediction, corrected, reviewed)
@@ -99,18 +101,14 @@ def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, predic
         raise InputError("the corrected labelmap does not differ from the prediction inside the lung and nothing "
                          "was reviewed: nothing to learn")
     rng = np.random.default_rng(seed)
-    unchanged = np.flatnonzero(lung_arr & ~confirmed)
-    keep = rng.choice(unchanged, min(len(unchanged), int(unchanged_ratio * n_confirmed) + 1), replace=False)
-    labelled = confirmed.copy()
-    labelled.flat[keep] = True
+    recipe = recipe or PreserveRecipe()
     if locator is None:
         locator, _ = locator_for(lungs)
     weights = card_class_weights(card)  # the parent's decision weights; the new version keeps them
     before = _region_metrics(model, ct, lungs, corrected, confirmed, locator, device, weights)
-    case = prepare_case(ct, corrected, lungs, locator, labelled=labelled, focus=confirmed, rng=rng)
-    history = train_segmenter(model, [case], None, steps=10_000, batch_size=4, lr=2e-3, freeze="last",
-                              max_seconds=max_seconds, device=device, seed=seed, focus_fraction=0.7,
-                              log_every=5, mirror=False)
+    case = prepare_annotated(ct, corrected, lungs, confirmed, locator, rng)
+    history = finetune_preserving(model, case, recipe, steps=max_steps, max_seconds=max_seconds, device=device,
+                                  seed=seed, class_weights=weights)
     after = _region_metrics(model, ct, lungs, corrected, confirmed, locator, device, weights)
     new_dir = next_version_dir(folder, Path(out_root) if out_root else None)
     keep = ("name", "training", "metrics", "classes", "inference", "validated_spacing_mm")
@@ -121,8 +119,9 @@ def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, predic
         **lineage(card, folder),
         "finetune": {"kind": "corrections", "corrected_voxels": n_changed,
                      "reviewed_voxels": int(confirmed.sum() - changed.sum()) if reviewed is not None else 0,
-                     "unchanged_voxels": int(len(keep)),
-                     "steps": history["steps"], "train_seconds": round(history["seconds"], 1),
+                     "recipe": recipe.card(), "steps": history["steps"], "kept_step": history["kept_step"],
+                     "stopped_by_guard": history["stopped_by_guard"], "guard": history["history"],
+                     "train_seconds": round(history["seconds"], 1),
                      "metrics_before": before, "metrics_after": after},
     })
     save_segmenter(model, new_dir, new_card)
