@@ -24,7 +24,7 @@ PARENT=${PARENT:-DrasCLRSlicer/drasclr/data/models/demo-v4}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread: on a shared 2-core machine faster than two fighting
 mkdir -p "$WORK"
 
-# --- training cohorts: version-2 phantoms, 48 cases (12 chunks of 4; about 30 % healthy in the a-chunks) ---------
+# --- training cohorts: version-2 phantoms, 40 cases (10 chunks of 4; about 30 % healthy in the a-chunks) ---------
 chunk() {  # chunk NAME SEED OPTIONS...
   local name=$1 seed=$2
   shift 2
@@ -32,10 +32,6 @@ chunk() {  # chunk NAME SEED OPTIONS...
 }
 for i in 0 1 2 3 4 5; do chunk "v2_a$i" $((5101 + i)); done
 for i in 0 1 2 3; do chunk "v2_b$i" $((5111 + i)) --healthy-fraction 0; done
-for i in 0 1; do chunk "v2_c$i" $((5121 + i)) --healthy-fraction 0 --subtypes cle,pse,ple; done
-# --- held-out test cohorts (never trained on, never used for model selection) ------------------------------------
-for i in 0 1; do chunk "test_a$i" $((5201 + i)); done
-for i in 0 1; do chunk "test_b$i" $((5301 + i)) --healthy-fraction 0 --subtypes cle,pse,ple; done
 
 # --- real texture: LIDC-IDRI-0001 pseudo-labelled by cip-lh where confident and density-consistent --------------
 # (only this real CT: the Lung-PET-CT-Dx scans are the specificity/kernel test cases, the COPDGene scan is 4 mm)
@@ -48,7 +44,7 @@ fi
 TRAIN="$WORK/train_v5"
 if [ ! -d "$TRAIN" ]; then
   mkdir -p "$TRAIN.tmp"
-  for c in "$WORK"/v2_*/case_*; do ln -s "$(realpath "$c")" "$TRAIN.tmp/$(basename "$(dirname "$c")")_$(basename "$c")"; done
+  for c in "$WORK"/v2_[ab]*/case_*; do ln -s "$(realpath "$c")" "$TRAIN.tmp/$(basename "$(dirname "$c")")_$(basename "$c")"; done
   for c in "$WORK"/real/real_*; do [ -d "$c" ] && ln -s "$(realpath "$c")" "$TRAIN.tmp/$(basename "$c")"; done
   mv "$TRAIN.tmp" "$TRAIN"
 fi
@@ -63,7 +59,9 @@ if [ ! -f "$MODEL/model.safetensors" ]; then
     --save-every 200 --device "$DEVICE" $RESUME $PAUSE
 fi
 
-# --- held-out evaluation -----------------------------------------------------------------------------------------
+# --- held-out evaluation: 16 version-2 cases never trained on, never used for model selection --------------------
+for i in 0 1; do chunk "test_a$i" $((5201 + i)); done
+for i in 0 1; do chunk "test_b$i" $((5301 + i)) --healthy-fraction 0 --subtypes cle,pse,ple; done
 TEST="$WORK/test_v5"
 if [ ! -d "$TEST" ]; then
   mkdir -p "$TEST.tmp"
