@@ -15,8 +15,6 @@ resumed single-process run on CPU takes the same steps as an uninterrupted one).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -25,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import InputError
 from ..model.checkpoint import sha256_file
-from ..pretrain.checkpoint import _load_optimizer, _optimizer_tensors, find_latest
+from ..pretrain.checkpoint import _load_optimizer, _optimizer_tensors, checkpoint_folder, find_latest, step_name
 
 FORMAT = "drasclr-dense-train-state"
 VERSION = 1
@@ -43,13 +41,7 @@ def save_state(folder: Path, *, step: int, model, opt, sched, best_state: dict |
                rng_states: list[dict], torch_rngs: list[torch.Tensor], keep: int = 2) -> Path:
     """Write ``folder/step_XXXXXXX`` through a temporary folder and point ``folder/latest`` at it; keep the newest
     ``keep`` checkpoints."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"step_{step:07d}"
-    tmp = folder / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with checkpoint_folder(folder, step, keep) as tmp:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
         tensors.update(_optimizer_tensors(opt))
@@ -60,19 +52,7 @@ def save_state(folder: Path, *, step: int, model, opt, sched, best_state: dict |
                "group_lr": [g["lr"] for g in opt.param_groups], "numpy_rng": rng_states,
                "has_best": best_state is not None, "sha256": sha256_file(tmp / "state.safetensors")}
         (tmp / "state.json").write_text(json.dumps(doc, indent=1, default=float) + "\n")
-        final = folder / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    pointer = folder / f".latest.tmp-{os.getpid()}"
-    pointer.write_text(name + "\n")
-    os.replace(pointer, folder / "latest")
-    for old in sorted(p for p in folder.glob("step_*") if p.is_dir())[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    return Path(folder) / step_name(step)
 
 
 def load_state(folder: Path, fingerprint: dict) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -53,14 +54,7 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
 def save_checkpoint(folder: str | os.PathLike, objective: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     step: int, epoch: int, config: dict, model_card: dict, keep: int = 3) -> Path:
     """Write ``folder/step_XXXXXXX`` (through a temporary folder) and point ``folder/latest`` at it."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"step_{step:07d}"
-    final = folder / name
-    tmp = folder / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with checkpoint_folder(folder, step, keep) as tmp:
         save_model(objective.encoder_q, tmp / "model.safetensors", dict(model_card, step=step))
         tensors = {f"objective.{k}": v.detach().cpu().contiguous().clone() for k, v in objective.state_dict().items()}
         tensors.update({k: v.detach().cpu().contiguous().clone() for k, v in _optimizer_tensors(optimizer).items()})
@@ -68,6 +62,26 @@ def save_checkpoint(folder: str | os.PathLike, objective: torch.nn.Module, optim
         meta = {"format": STATE_FORMAT, "version": STATE_VERSION, "step": step, "epoch": epoch, "config": config,
                 "sha256": sha256_file(tmp / "train_state.safetensors")}
         (tmp / "train_state.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return Path(folder) / step_name(step)
+
+
+def step_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+@contextlib.contextmanager
+def checkpoint_folder(folder: str | os.PathLike, step: int, keep: int):
+    """Yield a temporary folder to fill; on success it becomes ``folder/step_XXXXXXX`` (all or nothing),
+    ``folder/latest`` names it and only the newest ``keep`` checkpoints stay (``keep`` <= 0: all)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = step_name(step)
+    final = folder / name
+    tmp = folder / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -80,7 +94,6 @@ def save_checkpoint(folder: str | os.PathLike, objective: torch.nn.Module, optim
     old = sorted(p for p in folder.glob("step_*") if p.is_dir())
     for p in old[:-keep] if keep > 0 else []:
         shutil.rmtree(p, ignore_errors=True)
-    return final
 
 
 def find_latest(folder: str | os.PathLike) -> Path | None:
