@@ -31,3 +31,18 @@ def synthetic_chest(shape=(48, 96, 96), spacing=(3.0, 3.0, 4.0), seed=0, lungs=T
     ct += rng.normal(0, 15, shape).astype(np.float32)
     img = CTImage(ct.round().astype(np.int16), spacing=spacing, origin=(-150.0, -140.0, -100.0))
     return img, truth
+
+
+def synthetic_cohort(root, n: int = 4, seed: int = 10):
+    """``root/case_<i>/{ct,subtypes}.nii.gz`` for ``n`` small synthetic chests: the right lung normal, the left PLE
+    (a labelled cohort for training tests)."""
+    from drasclr import labels
+    from drasclr.io import write_image
+
+    for i in range(n):
+        ct, truth = synthetic_chest(shape=(24, 48, 48), spacing=(4.0, 4.0, 5.0), seed=seed + i)
+        sub = np.where(truth == 1, labels.NORMAL, np.where(truth == 2, labels.PLE, 0)).astype(np.uint8)
+        (root / f"case_{i}").mkdir(parents=True)
+        write_image(ct, root / f"case_{i}" / "ct.nii.gz")
+        write_image(ct.with_array(sub), root / f"case_{i}" / "subtypes.nii.gz")
+    return root

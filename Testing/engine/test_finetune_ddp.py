@@ -8,28 +8,19 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import torch
 
-from drasclr import labels
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import save_segmenter
-from drasclr.io import write_image
 from drasclr.model import read_card
 from drasclr.model.checkpoint import sha256_file
-from synthetic import synthetic_chest
+from synthetic import synthetic_cohort
 
 TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}
 
 
 def _cohort(root, n=4):
-    for i in range(n):
-        ct, truth = synthetic_chest(shape=(24, 48, 48), spacing=(4.0, 4.0, 5.0), seed=10 + i)
-        sub = np.where(truth == 1, labels.NORMAL, np.where(truth == 2, labels.PLE, 0)).astype(np.uint8)
-        (root / f"case_{i}").mkdir(parents=True)
-        write_image(ct, root / f"case_{i}" / "ct.nii.gz")
-        write_image(ct.with_array(sub), root / f"case_{i}" / "subtypes.nii.gz")
-    return root
+    return synthetic_cohort(root, n, seed=10)
 
 
 def test_two_rank_finetune_trains_one_model_with_identical_weights(tmp_path):

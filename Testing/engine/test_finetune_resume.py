@@ -19,9 +19,8 @@ from drasclr.dense.store import save_segmenter
 from drasclr.dense.train import fixed_patches, prepare_case, train_segmenter
 from drasclr.distributed import state_digest
 from drasclr.errors import InputError
-from drasclr.io import write_image
 from drasclr.model import read_card
-from synthetic import synthetic_chest
+from synthetic import synthetic_chest, synthetic_cohort
 
 TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}
 
@@ -70,13 +69,7 @@ def test_paused_and_resumed_training_takes_exactly_the_uninterrupted_steps(tmp_p
 
 
 def _cohort(root, n=3):
-    for i in range(n):
-        ct, truth = synthetic_chest(shape=(24, 48, 48), spacing=(4.0, 4.0, 5.0), seed=20 + i)
-        sub = np.where(truth == 1, labels.NORMAL, np.where(truth == 2, labels.PLE, 0)).astype(np.uint8)
-        (root / f"case_{i}").mkdir(parents=True)
-        write_image(ct, root / f"case_{i}" / "ct.nii.gz")
-        write_image(ct.with_array(sub), root / f"case_{i}" / "subtypes.nii.gz")
-    return root
+    return synthetic_cohort(root, n, seed=20)
 
 
 def test_cli_pauses_with_exit_75_and_resumes_into_one_model(tmp_path):
