@@ -16,7 +16,7 @@ from .. import distributed as D
 from ..progress import progress
 from .cohort import disease_burden, find_cases, label_mask, load_case, stratified_split
 from .locate import locator_for
-from .pseudo import is_pseudo, sample_weight
+from .pseudo import case_meta
 from .store import save_segmenter
 from .train import CLASS_WEIGHTS, fixed_patches, prepare_case, train_segmenter
 
@@ -64,7 +64,8 @@ def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, devic
     info = D.init_distributed(device)
     try:
         # validation (and calibration) only on truly labelled cases; pseudo-labelled real CTs always train
-        truth = [i for i, c in enumerate(cases) if not is_pseudo(c)]
+        metas = [case_meta(c) for c in cases]  # pseudo-labels and sampling weights
+        truth = [i for i, m in enumerate(metas) if m.get("labels") != "pseudo"]
         burden = [disease_burden(cases[i]) for i in progress(truth, desc="read labels")]
         val_idx = [truth[j] for j in stratified_split(burden, recipe.val_fraction, recipe.seed)]  # same on all ranks
         train_idx = [i for i in range(len(cases)) if i not in val_idx]
@@ -80,7 +81,7 @@ def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, devic
             else:
                 labelled = label_mask(lungs, rng, recipe.label_slices, recipe.label_fraction)
                 train.append(prepare_case(ct, sub, lungs, locator, labelled=labelled, rng=rng))
-                train[-1].weight = sample_weight(cases[i])
+                train[-1].weight = float(metas[i].get("sample_weight", 1.0))
         hist = train_segmenter(model, train, fixed_patches(val, 96) if val else None, steps=recipe.steps,
                                batch_size=recipe.batch_size, lr=recipe.lr, freeze=recipe.freeze, device=info.device,
                                seed=recipe.seed, patience=recipe.patience, encoder_lr_scale=recipe.encoder_lr_scale,

@@ -88,9 +88,11 @@ def sample_batch(cases: list[TrainCase], n: int, rng: np.random.Generator, jitte
     xs, ys, locs = [], [], []
     holders = {c: [i for i, k in enumerate(cases) if c in k.by_class] for c in range(1, labels.NUM_CLASSES)}
     classes = [c for c, h in holders.items() if h]
+    odds = {c: _case_odds([cases[i].weight for i in holders[c]]) for c in classes}
     for _ in range(n):
         c = classes[rng.integers(len(classes))]
-        case = cases[holders[c][_pick(holders[c], cases, rng)]]
+        pick = rng.integers(len(holders[c])) if odds[c] is None else rng.choice(len(holders[c]), p=odds[c])
+        case = cases[holders[c][pick]]
         if case.focus is not None and rng.random() < focus_fraction:
             flat = case.focus[rng.integers(len(case.focus))]
         else:
@@ -103,12 +105,11 @@ def sample_batch(cases: list[TrainCase], n: int, rng: np.random.Generator, jitte
     return np.stack(xs), np.stack(ys), np.asarray(locs, np.float32)
 
 
-def _pick(holders: list[int], cases: list[TrainCase], rng: np.random.Generator) -> int:
-    """Index into ``holders``: uniform (the phantom cohorts), or in proportion to the cases' sampling weights."""
-    w = np.array([cases[i].weight for i in holders], np.float64)
-    if np.all(w == 1.0):
-        return int(rng.integers(len(holders)))
-    return int(rng.choice(len(holders), p=w / w.sum()))
+def _case_odds(weights: list[float]) -> np.ndarray | None:
+    """Probabilities of drawing each case from its sampling weights; None when uniform (the phantom cohorts: a
+    plain integer draw, so their patch streams stay what they were)."""
+    w = np.asarray(weights, np.float64)
+    return None if np.all(w == 1.0) else w / w.sum()
 
 
 def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
