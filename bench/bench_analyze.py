@@ -1,7 +1,7 @@
 """Benchmark: ``drasclr analyze`` on one CT, stage by stage, with wall time and peak memory.
 
     PYTHONPATH=DrasCLRSlicer python bench/bench_analyze.py CT [--model M] [--device auto|cpu|cuda] [--threads N]
-        [--no-tta] [--regions lobes|zones] [--paths fast,reference [--repeat R]]
+        [--no-tta] [--regions lobes|zones] [--paths fast,reference] [--models demo-v4,demo-v5] [--repeat R]
 
 Prints one line per stage (read, lung mask, regions, registration, subtypes, embedding, stats, write+report),
 the total, and the process's peak resident memory (and peak CUDA memory on a GPU).
@@ -10,6 +10,8 @@ the total, and the process's peak resident memory (and peak CUDA memory on a GPU
 child process (its own peak memory), the paths interleaved ``--repeat`` times; prints the per-stage median of
 each path, the ratio to the last path, CPU seconds, and how many lung voxels' subtypes differ between the paths.
 ``reference`` is the unfused model run the old way (``DRASCLR_DENSE_PATH=reference``, see drasclr/dense/fused.py).
+``--models demo-v4,demo-v5``: the same for models (names or folders); with ``--paths`` too, every path × model.
+The last variant is the base of the ratios.
 """
 
 from __future__ import annotations
@@ -75,7 +77,9 @@ def run_once(args) -> dict:
             "peak_cuda_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
             "device": describe_device(device), "threads": torch.get_num_threads(),
             "ct": f"{ct.shape_xyz} {tuple(round(s, 3) for s in ct.spacing)} mm",
-            "whole_lung": f"{whole['volume_ml']:.0f} ml, LAA-950 {whole['laa950_pct']:.1f} %"}
+            "whole_lung": f"{whole['volume_ml']:.0f} ml, LAA-950 {whole['laa950_pct']:.1f} %, CLE/PSE/PLE "
+                          + "/".join(f"{whole.get(k + '_pct', float('nan')):.1f}" for k in ("cle", "pse", "ple"))
+                          + " %"}
 
 
 def print_single(args, r: dict) -> None:
@@ -92,15 +96,28 @@ def print_single(args, r: dict) -> None:
 
 def _child_argv(args) -> list[str]:
     argv = [args.ct, "--device", args.device, "--regions", args.regions]
-    argv += ["--model", args.model] if args.model else []
     argv += ["--threads", str(args.threads)] if args.threads else []
     return argv + ["--no-model"] * args.no_model + ["--no-tta"] * args.no_tta
 
 
-def _child(argv: list[str], path: str, out_dir: Path) -> dict:
+def variants(args) -> list[tuple[str, str, str | None]]:
+    """``(label, dense path, model)`` for every path × model compared (``--paths`` and ``--models``)."""
+    paths = [p.strip() for p in (args.paths or "fast").split(",") if p.strip()]
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else [args.model]
+    out = []
+    for p in paths:
+        for m in models:
+            label = "/".join(x for x, many in ((p, len(paths) > 1), (Path(m or "default").name, len(models) > 1))
+                             if many) or p
+            out.append((label, p, m))
+    return out
+
+
+def _child(argv: list[str], path: str, model: str | None, out_dir: Path) -> dict:
     env = dict(os.environ, DRASCLR_DENSE_PATH=path)
     js = out_dir / "result.json"
-    cmd = [sys.executable, __file__, *argv, "--child-json", str(js), "--keep", str(out_dir / "out")]
+    cmd = [sys.executable, __file__, *argv, *(["--model", model] if model else []), "--child-json", str(js),
+           "--keep", str(out_dir / "out")]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     return json.loads(js.read_text())
 
@@ -116,17 +133,19 @@ def _differing_voxels(a: Path, b: Path) -> tuple[int, int]:
 
 
 def compare(args, argv: list[str]) -> None:
-    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    todo = variants(args)
+    paths = [label for label, _, _ in todo]
     runs: dict[str, list[dict]] = {p: [] for p in paths}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeat):
-            for p in paths:
-                d = Path(tmp) / f"{p}-{rep}"
+            for label, path, model in todo:
+                d = Path(tmp) / f"{label.replace('/', '_')}-{rep}"
                 d.mkdir()
-                runs[p].append(_child(argv, p, d))
-                print(f"  ({p} run {rep + 1}: {runs[p][-1]['total']:.1f} s)", file=sys.stderr, flush=True)
-        diffs = {p: _differing_voxels(Path(tmp) / f"{p}-0" / "out", Path(tmp) / f"{paths[-1]}-0" / "out")
-                 for p in paths[:-1]}
+                runs[label].append(_child(argv, path, model, d))
+                print(f"  ({label} run {rep + 1}: {runs[label][-1]['total']:.1f} s)", file=sys.stderr, flush=True)
+        first_out = {p: Path(tmp) / f"{p.replace('/', '_')}-0" / "out" for p in paths}
+        diffs = {p: _differing_voxels(first_out[p], first_out[paths[-1]]) for p in paths[:-1]}
+        wholes = {p: runs[p][0]["whole_lung"] for p in paths}
     first = runs[paths[0]][0]
     print(f"device: {first['device']}, torch threads {first['threads']}, CT {first['ct']}, "
           f"mirrored TTA {'off' if args.no_tta else 'on'}, regions {args.regions}; medians of {args.repeat} "
@@ -148,20 +167,22 @@ def compare(args, argv: list[str]) -> None:
     print("  peak RSS        " + "".join(f" {max(r['peak_rss_gib'] for r in runs[p]):>7.2f} GiB" for p in paths))
     for p, (n, total) in diffs.items():
         print(f"subtype map {p} vs {base}: {n} of {total} lung voxels differ ({100.0 * n / max(total, 1):.4f} %)")
-    print(f"whole lung: {first['whole_lung']}")
+    for p in paths:
+        print(f"whole lung ({p}): {wholes[p]}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     _options(ap)
     ap.add_argument("--paths", default=None, help="compare dense-inference paths, e.g. fast,reference")
+    ap.add_argument("--models", default=None, help="compare models, e.g. demo-v4,demo-v5 (names or folders)")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--child-json", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--keep", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_json:
         Path(args.child_json).write_text(json.dumps(run_once(args)))
-    elif args.paths:
+    elif args.paths or args.models:
         args.load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
         compare(args, _child_argv(args))
     else:

@@ -47,7 +47,8 @@ from drasclr.dense.segmenter import SubtypeSegmenter  # noqa: E402
 from drasclr.dense.train import fixed_patches, prepare_case, train_segmenter  # noqa: E402
 from drasclr.evaluate import evaluate_case  # noqa: E402
 from drasclr.model import DrasCLREncoder, load_model  # noqa: E402
-from drasclr.pretrain.data import PatchCache, encode_cache  # noqa: E402
+from drasclr.pretrain.data import PatchCache, build_patch_cache, default_scheme, encode_cache, is_cache  # noqa: E402
+from drasclr.pretrain.data import find_cases as find_ct_cases  # noqa: E402
 from drasclr.pretrain.probe import linear_probe, split_subjects  # noqa: E402
 from drasclr.stats import write_csv  # noqa: E402
 
@@ -175,7 +176,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train", type=Path, default=Path("/work/data/train"), help="phantom cohort for pretraining")
     ap.add_argument("--test", type=Path, default=Path("/work/data/test2"), help="held-out cohort (dense Dice)")
     ap.add_argument("--patch-cache", type=Path, default=Path("/work/data/pretrain/cache"),
-                    help="labelled patch cache of --train (drasclr/moco pretraining, probe, outcome)")
+                    help="labelled patch cache of --train (drasclr/moco pretraining, probe, outcome); built from "
+                         "--train when absent")
     ap.add_argument("--out", type=Path, default=Path("/work/data/compare"))
     ap.add_argument("--volume-cache", type=Path, default=None,
                     help="volume cache (voco/volfusion; default OUT/volumes)")
@@ -205,6 +207,9 @@ def main(argv=None) -> int:
     runs = a.out / "runs"
     runs.mkdir(exist_ok=True)
     t_all = time.perf_counter()
+    if not is_cache(a.patch_cache):  # built once from --train (atlas locations), then reused by every method
+        log.info("building the patch cache %s from %s", a.patch_cache, a.train)
+        build_patch_cache(find_ct_cases(a.train), a.patch_cache, default_scheme("auto"))
     cache = PatchCache(a.patch_cache)
     labels = cache.patch_labels()
     locs = np.arange(0, cache.n_locations, a.probe_stride)
@@ -244,13 +249,13 @@ def _payload(a, dense, results, t_all) -> dict:
 
 
 def table(results: dict) -> str:
-    rows = ["| method | pretrain steps (s) | probe macro-F1 | Dice 100 % | Dice 10 % | C-index emb | C-index emb+LAA |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| method | pretrain steps (s) | probe macro-F1 | Dice 100 % | Dice 10 % | C-index emb | C-index emb+LAA "
+            "| C-index LAA-950 |", "|---|---|---|---|---|---|---|---|"]
     for m, r in results.items():
         ci = r.get("c_index", {})
         rows.append(f"| {m} | {r.get('steps')} ({r.get('pretrain_seconds', 0)}) | {r['probe_macro_f1']:.3f} | "
                     f"{r['dice_100']:.3f} | {r['dice_10']:.3f} | {ci.get('embedding', float('nan')):.3f} | "
-                    f"{ci.get('embedding+laa950', float('nan')):.3f} |")
+                    f"{ci.get('embedding+laa950', float('nan')):.3f} | {ci.get('laa950', float('nan')):.3f} |")
     return "\n".join(rows)
 
 
