@@ -358,11 +358,9 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if summary is None:
             return
         self.refreshModels(select=summary["model"])
-        before, after = summary.get("before", {}), summary.get("after", {})
-        self.ui.statusLabel.text = (
-            f"New model {os.path.basename(summary['model'])}: accuracy on the corrected voxels "
-            f"{before.get('accuracy', float('nan')):.2f} -> {after.get('accuracy', float('nan')):.2f}. "
-            "Analyze again to use it.")
+        review = self._results.review
+        message = self.logic.bridge.finetune_message(summary, len(review.reviewed) if review is not None else 0)
+        self.ui.statusLabel.text = f"{message[0].upper()}{message[1:]}. Analyze again to use it."
 
     # --- models -----------------------------------------------------------------------------------------
     def refreshModels(self, select=None) -> None:

@@ -408,6 +408,20 @@ class DrasCLRLogic:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    @staticmethod
+    def finetune_message(summary: dict, reviewed_regions: int = 0) -> str:
+        """One line for the shells about a finished fine-tuning: the new version, the accuracy on the corrected
+        voxels before -> after, the reviewed regions, and strokes ignored outside the lung."""
+        before, after = summary.get("before", {}), summary.get("after", {})
+        text = (f"new model version {Path(summary['model']).name} (accuracy on the corrected voxels "
+                f"{before.get('accuracy', math.nan):.2f} -> {after.get('accuracy', math.nan):.2f}")
+        if reviewed_regions:
+            text += f", {reviewed_regions} reviewed regions ({summary.get('reviewed_voxels', 0)} confirmed voxels)"
+        text += ")"
+        if summary.get("outside_lung_voxels"):
+            text += f"; {summary['outside_lung_voxels']} painted voxels outside the lung were ignored"
+        return text
+
     # --- guided correction ------------------------------------------------------------------------------
     def show_uncertainty(self, nodes: AnalysisNodes, visible: bool = True):
         """Toggle the voxel uncertainty (0..100) as a heat overlay over the CT in every slice view; returns the

@@ -480,12 +480,8 @@ class ReadingRoom:
             return
         new = Path(summary["model"])
         self.refresh_models(select=str(new))
-        before, after = summary.get("before", {}), summary.get("after", {})
-        reviewed = (f", {len(nodes.review.reviewed)} reviewed regions ({summary.get('reviewed_voxels', 0)} "
-                    "confirmed voxels)") if nodes.review is not None and nodes.review.reviewed else ""
-        self._info(f"new model version {new.name} (corrected region accuracy "
-                   f"{before.get('accuracy', math.nan):.2f} -> {after.get('accuracy', math.nan):.2f}{reviewed}); "
-                   "re-analyzing")
+        reviewed = len(nodes.review.reviewed) if nodes.review is not None else 0
+        self._info(f"{self.logic.finetune_message(summary, reviewed)}; re-analyzing")
         await self._analyze()
 
     def cancel(self) -> None:

@@ -364,12 +364,17 @@ def test_model_analysis_correction_and_finetune(scene, tmp_path):
     z, y, x = np.argwhere(corrected > 0)[np.count_nonzero(corrected) // 2]
     block = corrected[z - 1:z + 2, y - 1:y + 2, x - 1:x + 2]
     block[block > 0] = np.where(block[block > 0] == labels.CLE, labels.PSE, labels.CLE)  # a small repaint
+    in_lung = int((corrected != nodes.prediction.array).sum())
+    corrected[0, :2, :2] = labels.PLE  # and a stray stroke outside the lung: ignored, counted, reported
     segmentations.labelmap_to_segmentation(scene, nodes.prediction.with_array(corrected), ct_node,
                                            terminology.subtype_entries(), node=nodes.subtypes)
     summary = logic.finetune_from_corrections(nodes, device="cpu", max_seconds=1, output_root=tmp_path / "models")
     assert Path(summary["model"]) == tmp_path / "models" / "tiny-v2"
     assert (Path(summary["model"]) / "model.json").exists()
-    assert summary["corrected_voxels"] == int((corrected != nodes.prediction.array).sum())
+    assert summary["corrected_voxels"] == in_lung and summary["outside_lung_voxels"] == 4
+    message = logic.finetune_message(summary)
+    assert message.startswith("new model version tiny-v2 (accuracy on the corrected voxels")
+    assert message.endswith("4 painted voxels outside the lung were ignored")
 
 
 def test_engine_output_folder_with_subtypes_becomes_nodes(scene, tmp_path):

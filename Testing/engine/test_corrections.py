@@ -62,6 +62,24 @@ def test_refusals(case):
         finetune_from_corrections(model_dir, ct, pred, other.with_array(np.zeros(other.array.shape, np.uint8)))
 
 
+def test_strokes_outside_the_lung_are_ignored_and_counted(case, tmp_path):
+    _, ct, pred, corrected, model_dir = case
+    wall = (pred.array == 0) & (ct.array > -200)  # body wall: outside the analysed lung
+    assert wall.sum() > 50
+    stray = corrected.array.copy()
+    stray[wall] = labels.PLE  # a stroke that slipped onto the chest wall
+    res = finetune_from_corrections(model_dir, ct, pred, corrected.with_array(stray), max_seconds=1,
+                                    out_root=tmp_path)
+    assert res.outside_lung_voxels == int(wall.sum())
+    assert res.corrected_voxels == int((corrected.array != pred.array).sum())  # only the lung's changes
+    card = json.loads((res.model_dir / "model.json").read_text())
+    assert card["finetune"]["outside_lung_voxels"] == int(wall.sum())
+    only_outside = pred.array.copy()
+    only_outside[wall] = labels.PLE
+    with pytest.raises(InputError, match="nothing to learn .*outside the lung are ignored"):
+        finetune_from_corrections(model_dir, ct, pred, pred.with_array(only_outside), out_root=tmp_path)
+
+
 def test_cli_refuses_corrections_on_another_grid(case, tmp_path):
     _, ct, pred, corrected, model_dir = case
     write_image(ct, tmp_path / "ct.nii.gz")

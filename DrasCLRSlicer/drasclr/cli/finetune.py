@@ -345,6 +345,6 @@ def run_corrections(args) -> int:
     res = finetune_from_corrections(args.model, ct, pred, corrected, max_seconds=args.max_seconds,
                                     out_root=args.output_root, device=pick_device(args.device), reviewed=reviewed)
     print(json.dumps({"model": str(res.model_dir), "corrected_voxels": res.corrected_voxels,
-                      "reviewed_voxels": res.reviewed_voxels,
+                      "reviewed_voxels": res.reviewed_voxels, "outside_lung_voxels": res.outside_lung_voxels,
                       "before": res.before, "after": res.after, "seconds": round(res.seconds, 1)}, indent=2))
     return 0

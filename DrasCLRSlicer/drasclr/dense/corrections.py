@@ -39,6 +39,7 @@ class CorrectionResult:
     seconds: float
     corrected_voxels: int
     reviewed_voxels: int = 0
+    outside_lung_voxels: int = 0
 
 
 def check_corrections(ct: CTImage, prediction: CTImage, corrected: CTImage, reviewed: CTImage | None = None) -> None:
@@ -80,7 +81,9 @@ def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, predic
                               max_steps: int = 10_000, recipe: PreserveRecipe | None = None) -> CorrectionResult:
     """Fine-tune the model at ``model_path`` on the corrections; writes ``<name>-v<N+1>`` and returns metrics.
 
-    ``lungs``: the lung mask (default: where either labelmap is non-zero). ``reviewed``: non-zero where the
+    ``lungs``: the lung mask (default: the analysed lung, where the prediction is non-zero). Labels painted
+    outside it (a stroke that slipped onto the chest wall) are ignored and counted (``outside_lung_voxels``).
+    ``reviewed``: non-zero where the
     annotator reviewed the map (e.g. the review units they visited): those voxels' corrected labels are confirmed
     labels whether changed or accepted as predicted, and training focuses on them with the changed voxels.
     ``locator``: atlas locations (default: registered from ``lungs``; give it when ``lungs`` is a part of the
@@ -92,14 +95,19 @@ def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, predic
     check_corrections(ct, prediction, corrected, reviewed)
     device = torch.device(device)
     model, card, folder = load_segmenter(model_path, device)
-    lung_arr = (prediction.array > 0) | (corrected.array > 0) if lungs is None else lungs.array > 0
+    lung_arr = prediction.array > 0 if lungs is None else lungs.array > 0
     lungs = ct.with_array(lung_arr.astype(np.uint8))
-    changed = (corrected.array != prediction.array) & lung_arr & (corrected.array > 0)
-    confirmed = changed if reviewed is None else changed | ((reviewed.array > 0) & lung_arr & (corrected.array > 0))
+    painted = corrected.array > 0
+    n_outside = int((painted & ~lung_arr).sum())
+    if n_outside:
+        log.warning("%d corrected voxels lie outside the analysed lung and are ignored", n_outside)
+    changed = (corrected.array != prediction.array) & lung_arr & painted
+    confirmed = changed if reviewed is None else changed | ((reviewed.array > 0) & lung_arr & painted)
     n_changed, n_confirmed = int(changed.sum()), int(confirmed.sum())
     if n_confirmed == 0:
+        outside = f" ({n_outside} voxels painted outside the lung are ignored)" if n_outside else ""
         raise InputError("the corrected labelmap does not differ from the prediction inside the lung and nothing "
-                         "was reviewed: nothing to learn")
+                         f"was reviewed: nothing to learn{outside}")
     rng = np.random.default_rng(seed)
     recipe = recipe or PreserveRecipe()
     if locator is None:
@@ -117,7 +125,7 @@ def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, predic
         "name": card.get("name", folder.name),
         "version": new_dir.name,
         **lineage(card, folder),
-        "finetune": {"kind": "corrections", "corrected_voxels": n_changed,
+        "finetune": {"kind": "corrections", "corrected_voxels": n_changed, "outside_lung_voxels": n_outside,
                      "reviewed_voxels": int(confirmed.sum() - changed.sum()) if reviewed is not None else 0,
                      "recipe": recipe.card(), "steps": history["steps"], "kept_step": history["kept_step"],
                      "stopped_by_guard": history["stopped_by_guard"], "guard": history["history"],
@@ -127,7 +135,7 @@ def finetune_from_corrections(model_path: str | Path | None, ct: CTImage, predic
     save_segmenter(model, new_dir, new_card)
     log.info("corrected region accuracy %.3f -> %.3f; new model %s", before["accuracy"], after["accuracy"], new_dir)
     return CorrectionResult(new_dir, before, after, time.perf_counter() - t0, n_changed,
-                            n_confirmed - n_changed if reviewed is not None else 0)
+                            n_confirmed - n_changed if reviewed is not None else 0, n_outside)
 
 
 __all__ = ["CorrectionResult", "finetune_from_corrections", "check_corrections"]
