@@ -105,6 +105,39 @@ def center_slices(scene, centre_lps) -> np.ndarray:
     return ras
 
 
+UNIT_MARKER = "Review unit"  # the fiducial that marks the current review unit's centre in every view
+
+
+def mark_unit(scene, ras, label: str):
+    """Put the (locked) fiducial ``Review unit`` on the RAS point ``ras`` with the text ``label``: unlike the
+    crosshair it shows in every slice view, also where a view draws no crosshair (trame-slicer's slice views).
+    Returns the node, or None when the scene has no markups (a bare MRML scene without the Markups module)."""
+    node = scene.GetFirstNode(UNIT_MARKER, "vtkMRMLMarkupsFiducialNode")
+    if node is None:
+        if not scene.IsNodeClassRegistered("vtkMRMLMarkupsFiducialNode"):
+            return None
+        node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", UNIT_MARKER)
+        node.CreateDefaultDisplayNodes()
+        node.SetLocked(True)
+        node.SetHideFromEditors(True)
+        display = node.GetDisplayNode()
+        display.SetSelectedColor(1.0, 0.85, 0.0)  # amber: apart from every subtype colour and the heat map
+        display.SetColor(1.0, 0.85, 0.0)
+        display.SetGlyphScale(4.0)
+        display.SetTextScale(3.5)
+    node.RemoveAllControlPoints()
+    node.AddControlPoint(*(float(v) for v in ras), label)
+    node.GetDisplayNode().SetVisibility(True)
+    return node
+
+
+def clear_unit_marker(scene) -> None:
+    """Remove the review-unit fiducial (a new analysis starts a new queue)."""
+    node = scene.GetFirstNode(UNIT_MARKER, "vtkMRMLMarkupsFiducialNode")
+    if node is not None:
+        scene.RemoveNode(node)
+
+
 def unit_classes(unit: dict, floor: float = 0.01) -> str:
     """The unit's predicted subtypes, largest share first, those under ``floor`` left out: ``"normal 80%, cle 20%"``."""
     share = sorted(((k, v) for k, v in unit["predicted"].items() if v >= floor), key=lambda kv: -kv[1])

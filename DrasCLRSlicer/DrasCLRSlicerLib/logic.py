@@ -354,6 +354,7 @@ class DrasCLRLogic:
 
     def _show(self, volume_node, regions: CTImage, subtypes: CTImage | None, rows, kind,
               model: Path | None = None) -> AnalysisNodes:
+        guided.clear_unit_marker(self.scene)  # a new analysis, a new review queue
         reg_node, reg_name = self._node(volume_node, "regions", "vtkMRMLSegmentationNode")
         present = sorted(int(v) for v in np.unique(regions.array) if int(v) in labels.REGION_NAMES)
         reg_node = labelmap_to_segmentation(self.scene, regions, volume_node, region_entries(present),
@@ -445,6 +446,7 @@ class DrasCLRLogic:
         if unit is None:
             return None
         ras = guided.center_slices(self.scene, unit["centre_lps"])
+        guided.mark_unit(self.scene, ras, f"Region {unit['rank']}")
         nodes.review.mark(unit["rank"])
         return {**unit, "centre_ras": [float(v) for v in ras]}
 

@@ -93,6 +93,9 @@ def test_overlay_toggle_next_region_and_finetune_with_reviewed_units(scene, tmp_
                                                         unit["centre_lps"][2]])
         i, j, k = np.rint(ras_to_ijk(ct_node, unit["centre_ras"])).astype(int)
         assert labels_arr[k, j, i] == unit["rank"]
+        marker = scene.GetFirstNode(guided.UNIT_MARKER, "vtkMRMLMarkupsFiducialNode")  # shown in every 2-D view
+        assert marker.GetNumberOfControlPoints() == 1 and marker.GetNthControlPointLabel(0) == f"Region {unit['rank']}"
+        np.testing.assert_allclose(marker.GetNthControlPointPositionWorld(0), unit["centre_ras"], atol=1e-6)
         if len(seen) == 2:
             mask = logic.reviewed_mask(nodes).array
             np.testing.assert_array_equal(mask > 0, np.isin(labels_arr, seen))
@@ -106,6 +109,8 @@ def test_overlay_toggle_next_region_and_finetune_with_reviewed_units(scene, tmp_
     assert summary["reviewed_voxels"] == int(np.isin(labels_arr, seen).sum()) > 0
     card = json.loads((Path(summary["model"]) / "model.json").read_text())
     assert card["finetune"]["reviewed_voxels"] == summary["reviewed_voxels"]
+    logic.analyze(ct_node, model=summary["model"], device="cpu")  # a new analysis: a new queue, no marker
+    assert scene.GetFirstNode(guided.UNIT_MARKER, "vtkMRMLMarkupsFiducialNode") is None
 
 
 @pytest.mark.slow

@@ -48,6 +48,7 @@ def slice_views(room):
 
 
 def test_uncertainty_switch_next_region_and_reviewed_finetune(room, tmp_path):
+    from DrasCLRSlicerLib import guided
     from DrasCLRSlicerLib.phantom import chest_phantom
     from DrasCLRSlicerLib.volumes import add_volume_node
 
@@ -90,9 +91,18 @@ def test_uncertainty_switch_next_region_and_reviewed_finetune(room, tmp_path):
             assert got[view.get_orientation()][0] == axis
             assert got[view.get_orientation()][1] == pytest.approx(mm, abs=0.01)
         assert room.state.reviewed_count == k
-        crosshair = room.scene.GetFirstNodeByClass("vtkMRMLCrosshairNode")  # marks the centre in the views
+        crosshair = room.scene.GetFirstNodeByClass("vtkMRMLCrosshairNode")  # marks the centre in the 3-D view
         assert crosshair.GetCrosshairMode() == crosshair.ShowSmallBasic
         np.testing.assert_allclose(crosshair.GetCrosshairRAS(), [-lps[0], -lps[1], lps[2]], atol=1e-6)
+        # and the review-unit fiducial marks it in the 2-D views (which draw no crosshair): rendered pixels
+        marker = room.scene.GetFirstNode(guided.UNIT_MARKER, "vtkMRMLMarkupsFiducialNode")
+        assert marker.GetNthControlPointLabel(0) == f"Region {k}"
+        for view in views:
+            shown_px = _pixels(view)
+            marker.GetDisplayNode().SetVisibility(False)
+            hidden_px = _pixels(view)
+            marker.GetDisplayNode().SetVisibility(True)
+            assert (np.abs(shown_px.astype(int) - hidden_px).sum(-1) > 60).sum() >= 20, view.get_orientation()
     assert nodes.review.reviewed == [1, 2]
 
     # Fine-tune with nothing painted: the job gets the two reviewed units as confirmed labels, then re-analyses
@@ -108,6 +118,22 @@ def test_uncertainty_switch_next_region_and_reviewed_finetune(room, tmp_path):
     assert room.state.analysis_count == 2 and room.state.last_model == "tiny-v2"
     assert room.state.reviewed_count == 0 and room.state.review is None and room.nodes.review.reviewed == []
     assert crosshair.GetCrosshairMode() == crosshair.NoCrosshair
+    assert room.scene.GetFirstNode(guided.UNIT_MARKER, "vtkMRMLMarkupsFiducialNode") is None
+
+
+def _pixels(view) -> np.ndarray:
+    """The view rendered offscreen, as an (H, W, 3) uint8 array."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
+
+    view.render_window().Render()
+    grab = vtkWindowToImageFilter()
+    grab.SetInput(view.render_window())
+    grab.ReadFrontBufferOff()
+    grab.Update()
+    img = grab.GetOutput()
+    w, h, _ = img.GetDimensions()
+    return vtk_to_numpy(img.GetPointData().GetScalars()).reshape(h, w, -1)[..., :3].copy()
 
 
 def _read(path):
