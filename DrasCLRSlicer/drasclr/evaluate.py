@@ -20,6 +20,10 @@ Conventions
   summary ``laa950_max_abs_diff`` is taken over those regions only (``all_regions_max_abs_diff`` over all, which
   then mixes in lung-mask differences). ``own_regions_max_abs_diff`` recomputes LAA-950 on the prediction's own
   ``regions.nii.gz`` and must agree with ``stats.csv`` up to its 4-decimal rounding.
+- **Whole-lung percentages**: per case, the largest |predicted % - true %| of the whole lung over CLE, PSE and
+  PLE (``whole_lung_max_abs_error_pct``), and the emphysema called (CLE + PSE + PLE, % of the truth lung) beside
+  the true one; *emphysema-free* cases (no CLE/PSE/PLE voxel in the truth) are summarised apart
+  (``emphysema_free_max_called_pct``): what a model calls there is all false.
 """
 
 from __future__ import annotations
@@ -361,6 +365,17 @@ def evaluate_pair(name: str, pred_case: Path, truth_case: Path) -> dict:
     return result
 
 
+def whole_lung_summary(case: dict) -> dict:
+    """The case's whole-lung percentage checks (see the module's conventions); NaN without a whole-lung row."""
+    whole = case["fractions"].get("whole_lung")
+    if not whole:
+        return {"max_abs_error_pct": math.nan, "emphysema_true_pct": math.nan, "emphysema_called_pct": math.nan}
+    names = [NAMES[c] for c in EMPHYSEMA]
+    return {"max_abs_error_pct": max(abs(whole[n]["error_pct"]) for n in names),
+            "emphysema_true_pct": sum(whole[n]["true_pct"] for n in names),
+            "emphysema_called_pct": sum(whole[n]["pred_pct"] for n in names)}
+
+
 def pool(cases: list[dict]) -> dict:
     """Pooled metrics over scored cases."""
     conf = np.sum([np.asarray(c["confusion"]) for c in cases], axis=0)
@@ -376,6 +391,9 @@ def pool(cases: list[dict]) -> dict:
     def worst(key):
         vals = [c["laa950"][key] for c in cases if "laa950" in c and not math.isnan(c["laa950"][key])]
         return max(vals) if vals else math.nan
+    whole = [whole_lung_summary(c) for c in cases]
+    errors = [w["max_abs_error_pct"] for w in whole if not math.isnan(w["max_abs_error_pct"])]
+    free = [w["emphysema_called_pct"] for w in whole if w["emphysema_true_pct"] == 0]
     return {
         "n_cases": len(cases),
         "dice": {NAMES[c]: d for c, d in dice.items()},
@@ -388,6 +406,10 @@ def pool(cases: list[dict]) -> dict:
         "laa950_all_regions_max_abs_diff": worst("all_regions_max_abs_diff"),
         "laa950_own_regions_max_abs_diff": worst("own_regions_max_abs_diff"),
         "laa950_cases_checked": sum("laa950" in c for c in cases),
+        "whole_lung_max_abs_error_pct": max(errors) if errors else math.nan,
+        "whole_lung_cases_within_3_points": sum(e <= 3.0 for e in errors),
+        "emphysema_free_cases": len(free),
+        "emphysema_free_max_called_pct": max(free) if free else math.nan,
     }
 
 
@@ -412,7 +434,8 @@ def _cell(v) -> str:
 
 
 PER_CASE_COLUMNS = (["case"] + [f"dice_{n}" for n in NAMES.values()] + ["macro_dice"]
-                    + [f"whole_lung_{n}_error_pct" for n in NAMES.values()] + ["laa950_max_abs_diff"])
+                    + [f"whole_lung_{n}_error_pct" for n in NAMES.values()]
+                    + ["whole_lung_emphysema_true_pct", "whole_lung_emphysema_called_pct", "laa950_max_abs_diff"])
 
 
 def per_case_rows(result: dict) -> list[list[str]]:
@@ -421,6 +444,7 @@ def per_case_rows(result: dict) -> list[list[str]]:
         whole = c["fractions"].get("whole_lung", {})
         rows.append([c["case"]] + [_cell(c["dice"][n]) for n in NAMES.values()] + [_cell(c["macro_dice"])]
                     + [_cell(whole[n]["error_pct"]) if n in whole else "" for n in NAMES.values()]
+                    + [_cell(whole_lung_summary(c)[k]) for k in ("emphysema_true_pct", "emphysema_called_pct")]
                     + [_cell(c.get("laa950", {}).get("laa950_max_abs_diff", math.nan))])
     return rows
 
@@ -466,6 +490,14 @@ def format_report(result: dict) -> str:
     for region, row in pooled["fractions"].items():
         lines.append(f"{region:<18}" + "".join(
             f"{row[c]['mean_error_pct']:>+8.2f} ({row[c]['mean_abs_error_pct']:>5.2f})" for c in cls))
+    if not math.isnan(pooled["whole_lung_max_abs_error_pct"]):
+        within = pooled["whole_lung_cases_within_3_points"]
+        lines += ["", f"whole lung: worst |predicted % - true %| over CLE/PSE/PLE "
+                      f"{pooled['whole_lung_max_abs_error_pct']:.2f} points; {within} of {pooled['n_cases']} cases "
+                      "within 3 points"]
+        if pooled["emphysema_free_cases"]:
+            lines.append(f"emphysema-free cases: {pooled['emphysema_free_cases']}, emphysema called at most "
+                         f"{pooled['emphysema_free_max_called_pct']:.2f} % of the lung")
     if pooled["laa950_cases_checked"]:
         def pct(v):
             return "n/a" if math.isnan(v) else f"{v:.4f} %"

@@ -16,10 +16,11 @@ from drasclr.evaluate import (
     dice_per_class,
     evaluate_case,
     evaluate_dirs,
+    format_report,
     laa950_by_region,
 )
 from drasclr.image import CTImage
-from drasclr.io import write_image
+from drasclr.io import read_image, write_image
 from drasclr.stats import region_stats, write_csv
 
 
@@ -141,6 +142,32 @@ def test_evaluate_dirs_pools_cases_and_checks_laa950(tmp_path):
     assert laa["matching_regions"] == 8
     assert laa["laa950_max_abs_diff"] < 1e-3 and laa["own_regions_max_abs_diff"] < 1e-3
     assert laa["regions"]["right_upper_lobe"]["independent"] > 5  # CLE block is below -950 HU
+    # whole-lung checks: the worst case's error is the missed PSE; no emphysema-free case here
+    worst = max(c["fractions"]["whole_lung"]["pse"]["true_pct"] for c in res["cases"])
+    assert pooled["whole_lung_max_abs_error_pct"] == pytest.approx(worst)
+    assert pooled["whole_lung_cases_within_3_points"] == sum(
+        c["fractions"]["whole_lung"]["pse"]["true_pct"] <= 3 for c in res["cases"])
+    assert pooled["emphysema_free_cases"] == 0 and np.isnan(pooled["emphysema_free_max_called_pct"])
+
+
+def test_emphysema_called_on_an_emphysema_free_case(tmp_path):
+    """A healthy truth case: every CLE/PSE/PLE voxel predicted is false, and the summary says how much."""
+    pred_dir, truth_dir = _write_cohort(tmp_path, n=1, perturb=False)
+    truth_path = truth_dir / "case_000" / "subtypes.nii.gz"
+    truth = read_image(truth_path)
+    healthy = np.where(truth.array > 0, 1, 0).astype(np.uint8)
+    write_image(truth.with_array(healthy), truth_path)
+    pred = healthy.copy()
+    lung = np.argwhere(healthy > 0)
+    for z, y, x in lung[: len(lung) // 40]:  # 2.5 % of the lung called PLE
+        pred[z, y, x] = 4
+    write_image(truth.with_array(pred), pred_dir / "case_000" / "subtypes.nii.gz")
+    pooled = evaluate_dirs(pred_dir, truth_dir)["pooled"]
+    called = 100 * (len(lung) // 40) / len(lung)
+    assert pooled["emphysema_free_cases"] == 1
+    assert pooled["emphysema_free_max_called_pct"] == pytest.approx(called)
+    assert pooled["whole_lung_max_abs_error_pct"] == pytest.approx(called)
+    assert f"emphysema called at most {called:.2f} % of the lung" in format_report(evaluate_dirs(pred_dir, truth_dir))
 
 
 def test_laa950_check_detects_wrong_stats(tmp_path):
