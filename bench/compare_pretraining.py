@@ -158,7 +158,7 @@ def dense_scores(enc, pretrained: bool, dense: dict, a) -> dict:
         t0 = time.perf_counter()
         hist = train_segmenter(model, cases, dense["val"], steps=a.finetune_steps, batch_size=a.finetune_batch,
                                lr=1e-3, freeze="all", seed=a.seed, eval_every=max(a.finetune_steps // 4, 1),
-                               encoder_lr_scale=0.1 if pretrained else 1.0)
+                               encoder_lr_scale=a.encoder_lr_scale if pretrained else 1.0)
         per_case = {}
         for name, ct, sub, lungs, locator in dense["held"]:
             pred = predict(ct, lungs, model, "cpu", locator=locator, tta=False, stride=a.stride).subtypes
@@ -191,6 +191,10 @@ def main(argv=None) -> int:
     ap.add_argument("--fusion-crop", type=int, default=64)
     ap.add_argument("--finetune-steps", type=int, default=200)
     ap.add_argument("--finetune-batch", type=int, default=4)
+    ap.add_argument("--encoder-lr-scale", type=float, default=0.1,
+                    help="encoder learning rate x this when fine-tuning a pretrained encoder (random init: 1)")
+    ap.add_argument("--runs", type=Path, default=None,
+                    help="pretraining runs folder to reuse (default OUT/runs; a method's model there is not retrained)")
     ap.add_argument("--finetune-cases", type=int, default=8, help="first N cases of --train (25 %% for validation)")
     ap.add_argument("--n-test", type=int, default=2, help="held-out cases scored")
     ap.add_argument("--stride", type=int, default=32, help="dense inference patch stride (analyze: 24 on CPU)")
@@ -204,7 +208,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
-    runs = a.out / "runs"
+    runs = a.runs or a.out / "runs"
     runs.mkdir(exist_ok=True)
     t_all = time.perf_counter()
     if not is_cache(a.patch_cache):  # built once from --train (atlas locations), then reused by every method
