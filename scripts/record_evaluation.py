@@ -1,11 +1,14 @@
 """Write a model's held-out evaluation into its card (``model.json`` → ``metrics``), from the files the build made.
 
+    python scripts/record_evaluation.py MODEL --density-veto 0.15          # before the evaluation: the rule
     python scripts/record_evaluation.py MODEL --phantoms EVAL/metrics.json --phantom-cases "seeds 5201-5202, ..." \
-        [--real REAL_SCANS/summary.json] [--speed "lidc_idri_0001: ... s"]
+        [--real REAL_SCANS/summary.json]
 
 ``--phantoms``: ``drasclr evaluate``'s ``metrics.json`` on held-out phantoms; ``--real``: the ``summary.json`` of
-``bench/bench_real_scans.py``. Only the card changes (the weights and their sha256 do not); it is rewritten
-through a temporary file, so a failure leaves the old card.
+``bench/bench_real_scans.py``; ``--density-veto F``: ``analyze`` turns emphysema called where under F of the
+lung within 20 mm is below -950 HU normal (``inference.density_veto``, drasclr.dense.density). Only the card
+changes (the weights and their sha256 do not); it is rewritten through a temporary file, so a failure leaves the
+old card.
 """
 
 from __future__ import annotations
@@ -52,8 +55,10 @@ def real_metrics(summary: dict, model: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", type=Path)
-    ap.add_argument("--phantoms", type=Path, required=True, help="drasclr evaluate's metrics.json")
-    ap.add_argument("--phantom-cases", required=True, help="which held-out cases (seeds), for the card")
+    ap.add_argument("--phantoms", type=Path, default=None, help="drasclr evaluate's metrics.json")
+    ap.add_argument("--phantom-cases", default="", help="which held-out cases (seeds), for the card")
+    ap.add_argument("--density-veto", type=float, default=None, metavar="F",
+                    help="write the density-consistency rule (minimum local LAA-950 fraction) into the card")
     ap.add_argument("--command", default="drasclr analyze TEST.txt -o PRED --model MODEL && "
                                           "drasclr evaluate --pred PRED --truth TEST")
     ap.add_argument("--real", type=Path, default=None, help="bench/bench_real_scans.py's summary.json")
@@ -64,14 +69,20 @@ def main(argv=None) -> int:
         print(f"error: no model card at {card_path}", file=sys.stderr)
         return 2
     card = json.loads(card_path.read_text())
+    if a.density_veto is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DrasCLRSlicer"))
+        from drasclr.dense.density import DensityVeto
+
+        card.setdefault("inference", {})["density_veto"] = DensityVeto(min_laa950=a.density_veto).card()
     metrics = card.setdefault("metrics", {})
-    metrics["held_out"] = phantom_metrics(json.loads(a.phantoms.read_text()), a.phantom_cases, a.command)
+    if a.phantoms is not None:
+        metrics["held_out"] = phantom_metrics(json.loads(a.phantoms.read_text()), a.phantom_cases, a.command)
     if a.real is not None:
         metrics["real_scans"] = real_metrics(json.loads(a.real.read_text()), a.real_name or a.model.name)
     tmp = card_path.with_name(f".{card_path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(card, indent=2) + "\n")
     os.replace(tmp, card_path)
-    print(f"wrote the evaluation into {card_path}")
+    print(f"updated {card_path}")
     return 0
 
 

@@ -56,6 +56,7 @@ class Analysis:
     uncertainty_kind: str | None = None
     review: object | None = None  # drasclr.review.ReviewQueue, with a model
     region_source: str = "zones"  # file, atlas+fissures, lungmask, totalsegmentator or zones
+    density_veto: dict | None = None  # drasclr.dense.density: the rule applied and the voxels it turned normal
 
 
 @contextlib.contextmanager
@@ -69,7 +70,7 @@ def _stage(timings: dict, name: str):
 def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu", model_card: dict | None = None,
             batch_size: int | None = None, tta: bool = True, model_dir: str | Path | None = None,
             regions: str = "lobes", lobes_from: str | None = None, hu_calibration: str = "auto",
-            strict: bool = False) -> Analysis:
+            strict: bool = False, density_veto: bool | None = None) -> Analysis:
     """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` or the reference classifier
     (``drasclr.reference``: slice by slice, no registration, no embedding; reads single slices too) (None:
     densitometry only); ``tta``: also predict every patch mirrored left-right and average (default; about twice
@@ -77,7 +78,8 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
     ``totalsegmentator`` when installed — else estimated) or ``zones``; a given ``lobes`` labelmap always wins;
     ``hu_calibration``: auto | air | none (drasclr.calibration; the corrected CT is what everything after sees);
     ``strict``: refuse (``InputError``) a scan whose voxels are outside the DrasCLR model card's validated range
-    instead of flagging its subtype map (drasclr.guard)."""
+    instead of flagging its subtype map (drasclr.guard); ``density_veto``: turn emphysema called in normal-density
+    lung normal (drasclr.dense.density) — None: as the model card says, False: never, True: always."""
     timings: dict[str, float] = {}
     stage = functools.partial(_stage, timings)
     reference = is_reference(model)
@@ -103,7 +105,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         else:
             chosen = choose_regions(ct, lungs, lobes, regions, lobes_from, device=str(device), affine=transform)
     regions_image, kind = chosen.image, chosen.kind
-    subtypes = embedding = uncertainty = review = kind_u = None
+    subtypes = embedding = uncertainty = review = kind_u = veto_info = None
     if reference:
         from .reference.predict import predict_subtypes
 
@@ -122,6 +124,10 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
             pred = predict(ct, lungs, model, device, locator=locator, tta=tta, batch_size=batch_size,
                            class_weights=card_class_weights(model_card))
             subtypes = pred.subtypes
+        veto = _density_rule(density_veto, model_card)
+        if veto is not None:
+            with stage("density"):
+                subtypes, veto_info = veto.apply(subtypes, ct)
         with stage("uncertainty"):
             from .dense.uncertainty import DEFAULT_KIND, voxel_uncertainty
             from .review import build_queue
@@ -146,10 +152,21 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
                     embedding=embedding, timings=timings, model_card=model_card,
                     model_dir=Path(model_dir) if model_dir is not None else None, device=str(device),
                     tta=bool(tta and model is not None and not reference), uncertainty=uncertainty,
-                    uncertainty_kind=kind_u, review=review, region_source=chosen.source,
+                    uncertainty_kind=kind_u, review=review, region_source=chosen.source, density_veto=veto_info,
                     calibration=calibration.to_json(), resolution=None if resolution is None else resolution.to_json(),
                     warnings=[{"code": "regions", "message": w} for w in chosen.warnings] + calibration.warnings
                     + ([resolution.warning()] if resolution and not resolution.in_range else []))
+
+
+def _density_rule(density_veto: bool | None, card: dict | None):
+    """The density-consistency rule to apply: the card's (``density_veto`` None), none (False), or the card's /
+    the default rule (True)."""
+    from .dense.density import DensityVeto
+
+    if density_veto is False:
+        return None
+    rule = DensityVeto.from_card(card)
+    return rule if rule is not None or not density_veto else DensityVeto()
 
 
 def is_reference(model) -> bool:
@@ -176,6 +193,8 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
         info["calibration"] = result.calibration
     if result.resolution is not None:
         info["resolution"] = result.resolution
+    if result.density_veto is not None:
+        info["density_veto"] = result.density_veto
     info["warnings"] = result.warnings
     columns = COLUMNS
     if result.uncertainty is not None:
@@ -211,7 +230,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
                  lobes_convention: str = "auto", batch_size: int | None = None,
                  ct: CTImage | None = None, tta: bool = True, model_dir: str | Path | None = None,
                  read_seconds: float | None = None, regions: str = "lobes", lobes_from: str | None = None,
-                 hu_calibration: str = "auto", strict: bool = False) -> Analysis:
+                 hu_calibration: str = "auto", strict: bool = False, density_veto: bool | None = None) -> Analysis:
     """Read (unless ``ct`` is given: then ``read_seconds`` is the time its reading took), analyze and write one
     case."""
     t0 = time.perf_counter()
@@ -220,7 +239,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
     lobes = read_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
     result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size, tta=tta,
                      model_dir=model_dir, regions=regions, lobes_from=lobes_from, hu_calibration=hu_calibration,
-                     strict=strict)
+                     strict=strict, density_veto=density_veto)
     result.timings = {"read_s": round(read_s, 3), **result.timings}
     write_analysis(result, out_dir)
     return result

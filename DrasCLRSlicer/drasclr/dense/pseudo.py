@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .. import labels
 from ..calibration import calibrate_and_segment
@@ -24,6 +23,7 @@ from ..io import image_stem, read_ct, write_image
 from ..outputs import staged_dir
 from ..reference.predict import UNSURE, predict_subtypes
 from ..reference.store import load_reference
+from .density import local_low_attenuation
 
 
 @dataclass
@@ -31,13 +31,6 @@ class PseudoCase:
     ct: CTImage
     subtypes: CTImage
     meta: dict
-
-
-def local_low_attenuation(ct: CTImage, lung: np.ndarray, window_mm=(10.0, 20.0, 20.0)) -> np.ndarray:
-    """Per voxel, the fraction of lung below -950 HU in a box of ``window_mm`` (z, y, x) around it."""
-    size = [max(1, int(round(w / s))) for w, s in zip(window_mm, ct.spacing_zyx)]
-    low = ndi.uniform_filter(((ct.array < -950) & lung).astype(np.float32), size)
-    return low / np.maximum(ndi.uniform_filter(lung.astype(np.float32), size), 1e-6)
 
 
 def pseudo_label(ct: CTImage, min_confidence: float = 0.8, reference: str | None = None,

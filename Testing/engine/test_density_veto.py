@@ -1,0 +1,87 @@
+"""Density consistency (drasclr.dense.density): emphysema called where the lung has normal density turns normal,
+emphysema on low-attenuation lung stays, and a model opts in through its card."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from drasclr import labels
+from drasclr.analyze import _density_rule
+from drasclr.dense.density import DensityVeto, local_low_attenuation
+from drasclr.image import CTImage
+
+
+def _lung_with_a_bulla():
+    """A 40 x 80 x 80 block of lung at 1 x 1 x 2.5 mm: normal density (-860 HU) with a -980 HU focus on the left
+    half; a subtype map that calls CLE on both halves (one call right, one wrong) and PLE on a thin strip."""
+    ct = np.full((40, 80, 80), -860, np.int16)
+    ct[10:30, 20:60, 5:35] = -980
+    sub = np.full(ct.shape, labels.NORMAL, np.uint8)
+    sub[10:30, 20:60, 5:35] = labels.CLE  # on the low-attenuation focus: kept
+    sub[10:30, 20:60, 50:75] = labels.CLE  # on normal-density lung: vetoed
+    sub[:, :, 0] = labels.OUTSIDE
+    img = CTImage(ct, spacing=(1.0, 1.0, 2.5))
+    return img, img.with_array(sub)
+
+
+def test_local_low_attenuation_is_the_lung_fraction_below_950():
+    ct, sub = _lung_with_a_bulla()
+    laa = local_low_attenuation(ct, sub.array > 0)
+    assert laa[20, 40, 20] == pytest.approx(1.0) and laa[20, 40, 62] == pytest.approx(0.0)
+    assert 0.2 < laa[20, 40, 37] < 0.8  # the border of the focus: a share
+
+
+def test_veto_turns_normal_density_emphysema_normal_and_counts_it():
+    ct, sub = _lung_with_a_bulla()
+    out, info = DensityVeto().apply(sub, ct)
+    assert (out.array[12:28, 25:55, 8:30] == labels.CLE).all()  # inside the focus (its corners may go)
+    assert (out.array[10:30, 20:60, 50:75] == labels.NORMAL).all()
+    assert (out.array == labels.OUTSIDE).sum() == (sub.array == labels.OUTSIDE).sum()  # the lung is the lung
+    changed = int((out.array != sub.array).sum())
+    assert info["vetoed_voxels"] == {"cle": changed, "pse": 0, "ple": 0} and changed >= 20 * 40 * 25
+    assert info["min_laa950"] == 0.15 and info["window_mm"] == [10.0, 20.0, 20.0]
+
+
+def test_the_card_decides_unless_told():
+    card = {"inference": {"density_veto": {"min_laa950": 0.3, "window_mm": [5, 10, 10]}}}
+    assert DensityVeto.from_card({}) is None and DensityVeto.from_card(None) is None
+    assert DensityVeto.from_card(card) == DensityVeto(0.3, (5.0, 10.0, 10.0))
+    assert _density_rule(None, card) == DensityVeto(0.3, (5.0, 10.0, 10.0))
+    assert _density_rule(None, {}) is None  # a model without the rule in its card: untouched maps
+    assert _density_rule(False, card) is None
+    assert _density_rule(True, {}) == DensityVeto()
+
+
+@pytest.mark.slow
+def test_analyze_applies_the_cards_rule_and_records_it(tmp_path):
+    import torch
+
+    from drasclr.analyze import analyze, write_analysis
+    from drasclr.dense.segmenter import SubtypeSegmenter
+    from synthetic import synthetic_chest
+
+    torch.manual_seed(0)
+    tiny = SubtypeSegmenter(encoder={"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1},
+                            decoder=(8, 8, 8, 4, 4))
+    with torch.no_grad():  # a model that calls PLE everywhere: on a healthy lung every call is false
+        tiny.classifier.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 50.0]))
+    ct, _ = synthetic_chest(shape=(24, 48, 48), spacing=(4.0, 4.0, 5.0))  # normal-density lungs
+    card = {"inference": {"density_veto": DensityVeto().card()}}
+    res = analyze(ct, model=tiny, model_card=card, tta=False, regions="zones")
+    plain = analyze(ct, model=tiny, model_card={}, tta=False, regions="zones")
+    lung = res.subtypes.array > 0
+    called = (plain.subtypes.array[lung] == labels.PLE).mean()
+    assert called > 0.9  # without the rule: PLE everywhere
+    assert (res.subtypes.array[lung] == labels.PLE).mean() < called / 2
+    assert res.density_veto["vetoed_voxels"]["ple"] == int(((plain.subtypes.array == labels.PLE)
+                                                              & (res.subtypes.array == labels.NORMAL)).sum())
+    whole = next(r for r in res.rows if r["region"] == "whole_lung")
+    assert whole["ple_pct"] == pytest.approx(100 * (res.subtypes.array[lung] == labels.PLE).mean(), abs=1e-3)
+    write_analysis(res, tmp_path / "out", report=False)
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["density_veto"]["vetoed_voxels"]["ple"] == res.density_veto["vetoed_voxels"]["ple"]
+    assert "density_veto" not in plain.__dict__ or plain.density_veto is None
+    np.testing.assert_array_equal(res.subtypes.array > 0, plain.subtypes.array > 0)
