@@ -150,7 +150,7 @@ def compare(args, argv: list[str]) -> None:
     print(f"device: {first['device']}, torch threads {first['threads']}, CT {first['ct']}, "
           f"mirrored TTA {'off' if args.no_tta else 'on'}, regions {args.regions}; medians of {args.repeat} "
           f"interleaved run(s) per path, each in its own process; load average before: {args.load_before}")
-    names = [n for n, _ in first["stages"]]
+    names = list(dict.fromkeys(n for p in paths for n, _ in runs[p][0]["stages"]))  # union, first-seen order
     base = paths[-1]
 
     def med(p, f):
@@ -158,7 +158,7 @@ def compare(args, argv: list[str]) -> None:
 
     print(f"  {'stage':<16}" + "".join(f" {p:>11}" for p in paths) + "".join(f" {p + '/' + base:>18}"
                                                                           for p in paths[:-1]))
-    table = [(n, {p: med(p, lambda r, i=i: r["stages"][i][1]) for p in paths}) for i, n in enumerate(names)]
+    table = [(n, {p: med(p, lambda r, n=n: dict(r["stages"]).get(n, 0.0)) for p in paths}) for n in names]
     table += [("total", {p: med(p, lambda r: r["total"]) for p in paths}),
               ("CPU seconds", {p: med(p, lambda r: r["cpu"]) for p in paths})]
     for name, v in table:

@@ -58,6 +58,9 @@ if [ ! -f "$MODEL/model.safetensors" ]; then
     --batch-size 8 --lr 5e-4 --encoder-lr-scale 1.0 --freeze all --val-fraction 0.15 --seed 0 --patience 0 \
     --save-every 200 --device "$DEVICE" $RESUME $PAUSE
 fi
+# density consistency (drasclr/dense/density.py): emphysema called in normal-density lung is turned normal by
+# analyze; the same rule and threshold as the pseudo-labels above, written into the card before any evaluation
+$PY scripts/record_evaluation.py "$MODEL" --density-veto 0.15
 
 # --- held-out evaluation: 16 version-2 cases never trained on, never used for model selection --------------------
 for i in 0 1; do chunk "test_a$i" $((5201 + i)); done
@@ -71,4 +74,9 @@ fi
 ls -d "$TEST"/*/ | sed 's:/$::; s:$:/ct.nii.gz:' > "$WORK/test_v5.txt"
 [ -d "$WORK/test_v5-pred" ] || $DRASCLR analyze "$WORK/test_v5.txt" -o "$WORK/test_v5-pred" --model "$MODEL"
 [ -d "$WORK/test_v5-eval" ] || $DRASCLR evaluate --pred "$WORK/test_v5-pred" --truth "$TEST" -o "$WORK/test_v5-eval"
-PYTHONPATH=DrasCLRSlicer $PY bench/bench_real_scans.py --models "$PARENT" "$MODEL" -o "$WORK/real_scans" --real "$REAL"
+[ -f "$WORK/real_scans/summary.json" ] || PYTHONPATH=DrasCLRSlicer $PY bench/bench_real_scans.py \
+  --models "$PARENT" "$MODEL" -o "$WORK/real_scans" --real "$REAL"
+# the held-out figures go into the card (metrics.held_out, metrics.real_scans)
+$PY scripts/record_evaluation.py "$MODEL" --phantoms "$WORK/test_v5-eval/metrics.json" \
+  --phantom-cases "seeds 5201-5202: 8 cases, 4 healthy; seeds 5301-5302: 8 cases with CLE, PSE and PLE together" \
+  --real "$WORK/real_scans/summary.json"

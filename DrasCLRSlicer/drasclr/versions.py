@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 PACKAGE_MODELS = Path(__file__).resolve().parent / "data" / "models"
-DEMO_MODEL = PACKAGE_MODELS / "demo-v4"  # the default subtype model (``$DRASCLR_MODEL`` overrides it)
+DEMO_MODEL = PACKAGE_MODELS / "demo-v5"  # the default subtype model (``$DRASCLR_MODEL`` overrides it)
 # the reference local-histogram classifier (``drasclr.reference``): ``model.json`` + ``references.npz``, no weights
 REFERENCE_MODEL = PACKAGE_MODELS / "cip-lh"
 MODEL_NAMES = {"cip-lh": REFERENCE_MODEL}  # names ``--model`` accepts besides folders and files
@@ -32,7 +32,7 @@ def default_model() -> Path:
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
     """The folder (or file) of a ``--model`` argument: a path that exists, else the name of a bundled model
-    (``cip-lh``, ``demo-v4``, ...) or of one in the user folder; None for the default model."""
+    (``cip-lh``, ``demo-v5``, ...) or of one in the user folder; None for the default model."""
     if model is None:
         return default_model()
     text = str(model)

@@ -43,6 +43,13 @@ def test_veto_turns_normal_density_emphysema_normal_and_counts_it():
     changed = int((out.array != sub.array).sum())
     assert info["vetoed_voxels"] == {"cle": changed, "pse": 0, "ple": 0} and changed >= 20 * 40 * 25
     assert info["min_laa950"] == 0.15 and info["window_mm"] == [10.0, 20.0, 20.0]
+    # the filter runs over the lung's bounding box only: the same map as over the whole volume
+    padded_ct = CTImage(np.pad(ct.array, 12, constant_values=-1000), spacing=(1.0, 1.0, 2.5))
+    padded_sub = padded_ct.with_array(np.pad(sub.array, 12))
+    full = padded_sub.array.copy()
+    emph = full >= labels.CLE
+    full[emph & (local_low_attenuation(padded_ct, full > 0) < 0.15)] = labels.NORMAL
+    np.testing.assert_array_equal(DensityVeto().apply(padded_sub, padded_ct)[0].array, full)
 
 
 def test_the_card_decides_unless_told():
