@@ -145,7 +145,6 @@ def compare(args, argv: list[str]) -> None:
                 print(f"  ({label} run {rep + 1}: {runs[label][-1]['total']:.1f} s)", file=sys.stderr, flush=True)
         first_out = {p: Path(tmp) / f"{p.replace('/', '_')}-0" / "out" for p in paths}
         diffs = {p: _differing_voxels(first_out[p], first_out[paths[-1]]) for p in paths[:-1]}
-        wholes = {p: runs[p][0]["whole_lung"] for p in paths}
     first = runs[paths[0]][0]
     print(f"device: {first['device']}, torch threads {first['threads']}, CT {first['ct']}, "
           f"mirrored TTA {'off' if args.no_tta else 'on'}, regions {args.regions}; medians of {args.repeat} "
@@ -168,7 +167,7 @@ def compare(args, argv: list[str]) -> None:
     for p, (n, total) in diffs.items():
         print(f"subtype map {p} vs {base}: {n} of {total} lung voxels differ ({100.0 * n / max(total, 1):.4f} %)")
     for p in paths:
-        print(f"whole lung ({p}): {wholes[p]}")
+        print(f"whole lung ({p}): {runs[p][0]['whole_lung']}")
 
 
 def main() -> None:

@@ -124,7 +124,9 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
             pred = predict(ct, lungs, model, device, locator=locator, tta=tta, batch_size=batch_size,
                            class_weights=card_class_weights(model_card))
             subtypes = pred.subtypes
-        veto = _density_rule(density_veto, model_card)
+        from .dense.density import DensityVeto
+
+        veto = DensityVeto.for_analysis(density_veto, model_card)
         if veto is not None:
             with stage("density"):
                 subtypes, veto_info = veto.apply(subtypes, ct)
@@ -156,17 +158,6 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
                     calibration=calibration.to_json(), resolution=None if resolution is None else resolution.to_json(),
                     warnings=[{"code": "regions", "message": w} for w in chosen.warnings] + calibration.warnings
                     + ([resolution.warning()] if resolution and not resolution.in_range else []))
-
-
-def _density_rule(density_veto: bool | None, card: dict | None):
-    """The density-consistency rule to apply: the card's (``density_veto`` None), none (False), or the card's /
-    the default rule (True)."""
-    from .dense.density import DensityVeto
-
-    if density_veto is False:
-        return None
-    rule = DensityVeto.from_card(card)
-    return rule if rule is not None or not density_veto else DensityVeto()
 
 
 def is_reference(model) -> bool:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from drasclr import labels
-from drasclr.analyze import _density_rule
 from drasclr.dense.density import DensityVeto, local_low_attenuation
 from drasclr.image import CTImage
 
@@ -56,10 +55,10 @@ def test_the_card_decides_unless_told():
     card = {"inference": {"density_veto": {"min_laa950": 0.3, "window_mm": [5, 10, 10]}}}
     assert DensityVeto.from_card({}) is None and DensityVeto.from_card(None) is None
     assert DensityVeto.from_card(card) == DensityVeto(0.3, (5.0, 10.0, 10.0))
-    assert _density_rule(None, card) == DensityVeto(0.3, (5.0, 10.0, 10.0))
-    assert _density_rule(None, {}) is None  # a model without the rule in its card: untouched maps
-    assert _density_rule(False, card) is None
-    assert _density_rule(True, {}) == DensityVeto()
+    assert DensityVeto.for_analysis(None, card) == DensityVeto(0.3, (5.0, 10.0, 10.0))
+    assert DensityVeto.for_analysis(None, {}) is None  # a model without the rule in its card: untouched maps
+    assert DensityVeto.for_analysis(False, card) is None
+    assert DensityVeto.for_analysis(True, {}) == DensityVeto()
 
 
 @pytest.mark.slow

@@ -28,13 +28,6 @@ def local_low_attenuation(ct: CTImage, lung: np.ndarray, window_mm=(10.0, 20.0, 
     return low / np.maximum(ndi.uniform_filter(lung.astype(np.float32), size), 1e-6)
 
 
-class _Cropped:
-    """The two things :func:`local_low_attenuation` reads of a CT, for a box of it."""
-
-    def __init__(self, ct: CTImage, box):
-        self.array, self.spacing_zyx = ct.array[box], ct.spacing_zyx
-
-
 @dataclass(frozen=True)
 class DensityVeto:
     min_laa950: float = 0.15
@@ -49,25 +42,41 @@ class DensityVeto:
         return cls(float(spec.get("min_laa950", cls.min_laa950)),
                    tuple(float(v) for v in spec.get("window_mm", cls.window_mm)))
 
+    @classmethod
+    def for_analysis(cls, override: bool | None, card: dict | None) -> DensityVeto | None:
+        """The rule ``analyze`` applies: the card's (``override`` None), none (False), or the card's / the default
+        rule (True)."""
+        if override is False:
+            return None
+        rule = cls.from_card(card)
+        return rule if rule is not None or not override else cls()
+
     def card(self) -> dict:
         return {"min_laa950": self.min_laa950, "window_mm": list(self.window_mm)}
+
+    def vetoed(self, subtypes: np.ndarray, ct: CTImage) -> np.ndarray:
+        """Where ``subtypes`` (lung = non-zero) calls CLE/PSE/PLE in normal-density lung. The box filter runs over
+        the lung's bounding box (+ half a window) only: the same values as over the whole grid."""
+        emph = (subtypes >= labels.CLE) & (subtypes <= labels.PLE)
+        out = np.zeros(subtypes.shape, bool)
+        if emph.any():
+            lung = subtypes > 0
+            half = [int(round(w / s)) // 2 + 1 for w, s in zip(self.window_mm, ct.spacing_zyx)]
+            nz = np.nonzero(lung)
+            lo = [max(int(i.min()) - h, 0) for i, h in zip(nz, half)]
+            hi = [int(i.max()) + h + 1 for i, h in zip(nz, half)]
+            box = tuple(slice(a, b) for a, b in zip(lo, hi))
+            out[box] = emph[box] & (local_low_attenuation(ct.crop(lo, hi), lung[box], self.window_mm)
+                                    < self.min_laa950)
+        return out
 
     def apply(self, subtypes: CTImage, ct: CTImage) -> tuple[CTImage, dict]:
         """``subtypes`` with emphysema calls in normal-density lung turned normal, and what was done (for
         stats.json): the rule, the voxels turned normal per subtype."""
         sub = subtypes.array
-        emph = (sub >= labels.CLE) & (sub <= labels.PLE)
-        vetoed = np.zeros(sub.shape, bool)
-        if emph.any():  # the box filter only over the lung's bounding box (+ half a window): the same values
-            lung = sub > 0
-            half = [int(round(w / s)) // 2 + 1 for w, s in zip(self.window_mm, ct.spacing_zyx)]
-            box = tuple(slice(max(int(i.min()) - h, 0), int(i.max()) + h + 1)
-                        for i, h in zip(np.nonzero(lung), half))
-            laa = local_low_attenuation(_Cropped(ct, box), lung[box], self.window_mm)
-            vetoed[box] = emph[box] & (laa < self.min_laa950)
+        vetoed = self.vetoed(sub, ct)
         info = {**self.card(), "vetoed_voxels": {name: int((vetoed & (sub == v)).sum())
                                                  for v, name in labels.SUBTYPES.items() if v >= labels.CLE}}
         return subtypes.with_array(np.where(vetoed, labels.NORMAL, sub).astype(sub.dtype)), info
-
 
 __all__ = ["DensityVeto", "local_low_attenuation"]

@@ -23,7 +23,7 @@ from ..io import image_stem, read_ct, write_image
 from ..outputs import staged_dir
 from ..reference.predict import UNSURE, predict_subtypes
 from ..reference.store import load_reference
-from .density import local_low_attenuation
+from .density import DensityVeto
 
 
 @dataclass
@@ -44,8 +44,7 @@ def pseudo_label(ct: CTImage, min_confidence: float = 0.8, reference: str | None
     clf, card, _ = load_reference(reference)
     ct, lungs, calib = calibrate_and_segment(ct, "auto")
     sub = predict_subtypes(ct, lungs, clf, min_confidence=min_confidence)
-    emph = (sub.array >= labels.CLE) & (sub.array <= labels.PLE)
-    vetoed = emph & (local_low_attenuation(ct, sub.array > 0) < min_emphysema_laa)
+    vetoed = DensityVeto(min_laa950=min_emphysema_laa).vetoed(sub.array, ct)  # the rule analyze can apply too
     sub = sub.with_array(np.where(vetoed, UNSURE, sub.array).astype(np.uint8))
     lung = sub.array > 0
     counts = {name: int((sub.array == value).sum()) for value, name in labels.SUBTYPES.items() if value > 0}
