@@ -81,6 +81,10 @@ class DrasCLRSlicerParameterNode:
     huCalibration - scanner HU calibration from outside air: Auto (correct offsets beyond 20 HU), Air (always
         correct), None (measure only); as ``drasclr analyze --hu-calibration``.
     strict - refuse a CT whose voxel size is outside the model's validated range (else: flagged in the panel).
+    regions, densityVeto, batchSize - the advanced settings: statistics per lobe or zone; the density rule (as the
+        model card says, on or off); patches per forward pass (0: from memory).
+    The analysis fields are named as ``drasclr.settings.AnalysisSettings`` (camelCase) and become one settings
+    object in ``DrasCLRSlicerLogic.analysisSettings``: a new option is a field there plus one widget here.
     opacity - fill opacity of the result segmentations.
     model - path of the selected model file ("" = the engine's default).
     subtypes, regions, table - result nodes of the last analysis.
@@ -92,6 +96,9 @@ class DrasCLRSlicerParameterNode:
     tta: bool = True
     huCalibration: Annotated[str, Choice(["Auto", "Air", "None"])] = "Auto"
     strict: bool = False
+    regions: Annotated[str, Choice(["Lobes", "Zones"])] = "Lobes"
+    densityVeto: Annotated[str, Choice(["Model card", "On", "Off"])] = "Model card"
+    batchSize: Annotated[int, WithinRange(0, 65536)] = 0
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
     model: str = ""
     subtypes: Optional[vtkMRMLSegmentationNode]  # noqa: UP007,UP045 (parameterNodeWrapper reads typing forms)
@@ -147,7 +154,7 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.revertVersionButton.connect("clicked(bool)", self.onRevertVersion)
         self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacityChanged)
 
-        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segment_editor_node())
         self.ui.progressBar.setVisible(False)
         self.refreshModels()
         self.initializeParameterNode()
@@ -215,7 +222,7 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # --- actions --------------------------------------------------------------------------------------
     def onLoadDemo(self) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to load the demo CT.", waitCursor=True):
-            node = self.logic.loadDemoCT()  # Slicer's own reader (or the phantom): no extra packages needed
+            node = self.logic.load_demo_ct()  # Slicer's own reader (or the phantom): no extra packages needed
             self._parameterNode.inputVolume = node
             slicer.util.setSliceViewerLayers(background=node, fit=True)
 
@@ -225,7 +232,7 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = "Computing lobes with TotalSegmentator (a few minutes on a CPU)..."
         slicer.app.processEvents()
         with slicer.util.tryWithErrorDisplay("Computing lobes with TotalSegmentator failed.", waitCursor=True):
-            p.lobes = self.logic.computeLobesTotalSegmentator(p.inputVolume, device=p.device)
+            p.lobes = self.logic.compute_lobes_totalsegmentator(p.inputVolume, cpu=p.device == "CPU")
             self.ui.statusLabel.text = f"Lobes: {p.lobes.GetName()} (used by the next analysis)."
 
     def _runInBackground(self, what: str, work):
@@ -262,9 +269,7 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
 
         def work(onProgress, shouldCancel, onIdle):
-            return self.logic.runInSubprocess(p.inputVolume, p.lobes, model=p.model or None, device=p.device,
-                                              onProgress=onProgress, shouldCancel=shouldCancel, onIdle=onIdle,
-                                              tta=p.tta, huCalibration=p.huCalibration, strict=p.strict)
+            return self.logic.analyzeInBackground(p, onProgress=onProgress, shouldCancel=shouldCancel, onIdle=onIdle)
 
         results = self._runInBackground("Analysis", work)
         if results is not None:
@@ -286,7 +291,7 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p.subtypes = results.subtypes
         p.regions = results.regions
         p.table = results.table
-        self.logic.setOpacity(results, p.opacity)
+        self.logic.set_opacity(results, p.opacity)
         shown = results.subtypes if results.subtypes is not None else results.regions
         self.ui.segmentEditorWidget.setSegmentationNode(shown)
         self.ui.segmentEditorWidget.setSourceVolumeNode(results.volume)
@@ -300,20 +305,20 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onOpacityChanged(self, value) -> None:
         if self._results is not None:
-            self.logic.setOpacity(self._results, value)
+            self.logic.set_opacity(self._results, value)
 
     def onExportCsv(self) -> None:
         path = qt.QFileDialog.getSaveFileName(self.parent, "Export statistics", "stats.csv", "CSV (*.csv)")
         if path:
             with slicer.util.tryWithErrorDisplay("Failed to export the table.", waitCursor=True):
-                self.logic.bridge.export_csv(self._results, path)
+                self.logic.export_csv(self._results, path)
                 self.ui.statusLabel.text = f"Wrote {path}"
 
     def onExportHtml(self) -> None:
         path = qt.QFileDialog.getSaveFileName(self.parent, "Export report", "report.html", "HTML (*.html)")
         if path:
             with slicer.util.tryWithErrorDisplay("Failed to export the report.", waitCursor=True):
-                self.logic.bridge.export_html(self._results, path)
+                self.logic.export_html(self._results, path)
                 self.ui.statusLabel.text = f"Wrote {path}"
 
     def onCorrectToggled(self, checked) -> None:
@@ -329,12 +334,12 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._results is None:
             return
         with slicer.util.tryWithErrorDisplay("Failed to show the uncertainty.", waitCursor=True):
-            self.logic.showUncertainty(self._results, bool(checked))
+            self.logic.show_uncertainty(self._results, bool(checked))
 
     def onNextReview(self) -> None:
         """Centre the views on the next region of the review queue and mark it reviewed."""
         with slicer.util.tryWithErrorDisplay("Failed to go to the next region.", waitCursor=True):
-            unit = self.logic.nextReviewUnit(self._results)
+            unit = self.logic.next_review_unit(self._results)
             if unit is None:
                 self.ui.statusLabel.text = "Every region of the review queue has been reviewed."
                 return
@@ -359,7 +364,7 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.refreshModels(select=summary["model"])
         review = self._results.review
-        message = self.logic.bridge.finetune_message(summary, len(review.reviewed) if review is not None else 0)
+        message = self.logic.finetune_message(summary, len(review.reviewed) if review is not None else 0)
         self.ui.statusLabel.text = f"{message[0].upper()}{message[1:]}. Analyze again to use it."
 
     # --- models -----------------------------------------------------------------------------------------
@@ -410,8 +415,11 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
-    """Slicer-side Logic: parameter node, Python dependencies, model store; MRML work is delegated to
-    ``DrasCLRSlicerLib.logic.DrasCLRLogic`` (usable without the GUI, e.g. from the Python console)."""
+    """The module's one Logic. What is Slicer-application work lives here (parameter node, Python dependencies,
+    layouts, the child process's environment); every other method — analysis, results, correction, review,
+    exports — is the MRML bridge's ``DrasCLRSlicerLib.logic.DrasCLRLogic`` on ``slicer.mrmlScene``, reached as an
+    attribute of this object (imported on first use, after the Python dependencies are in place), so the panel
+    and the Python console call one object and the web reading room calls the same bridge."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -433,6 +441,11 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
 
             self._bridge = DrasCLRLogic(slicer.mrmlScene)
         return self._bridge
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.bridge, name)
 
     # --- dependencies -----------------------------------------------------------------------------------
     def setupPythonRequirements(self, askConfirmation: bool = True, device: str = "Auto") -> bool:
@@ -495,38 +508,31 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError("PyTorch could not be installed")
 
     # --- analysis ---------------------------------------------------------------------------------------
-    def loadDemoCT(self):
-        return self.bridge.load_demo_ct()
+    @staticmethod
+    def analysisSettings(parameterNode):
+        """The ``AnalysisSettings`` of the panel: every parameter-node field named like a setting."""
+        from drasclr.settings import AnalysisSettings, camel, shell_options
 
-    def analyze(self, volumeNode, lobesNode=None, model=None, device="Auto", useModel=True, tta=True,
-                huCalibration="Auto", strict=False):
-        """In-process analysis (scripts, self-test). ``useModel`` False: densitometry only."""
-        return self.bridge.analyze(volumeNode, lobesNode, model=model, device=device.lower(), use_model=useModel,
-                                   tta=tta, hu_calibration=huCalibration.lower(), strict=strict)
+        values = {o["name"]: getattr(parameterNode, camel(o["name"])) for o in shell_options()
+                  if hasattr(parameterNode, camel(o["name"]))}
+        return AnalysisSettings.from_panel(values)
 
-    def runInSubprocess(self, volumeNode, lobesNode=None, model=None, device="Auto", onProgress=None,
-                        shouldCancel=None, onIdle=None, useModel=True, tta=True, huCalibration="Auto", strict=False):
-        """Analysis in a PythonSlicer child process (the GUI path); raises Cancelled / EngineError."""
+    def analyzeInBackground(self, parameterNode, onProgress=None, shouldCancel=None, onIdle=None, **overrides):
+        """The panel's analysis in a PythonSlicer child process (the GUI path), with the panel's settings
+        (``overrides``: settings fields); raises Cancelled / EngineError."""
         from DrasCLRSlicerLib import process
 
         env = process.engine_environment(slicer.util.startupEnvironment())
-        return self.bridge.run_in_subprocess(volumeNode, lobesNode, model=model, device=device.lower(),
-                                             on_progress=onProgress, should_cancel=shouldCancel, on_idle=onIdle,
-                                             env=env, keep_files=True, use_model=useModel, tta=tta,
-                                             hu_calibration=huCalibration.lower(), strict=strict)
+        return self.bridge.run_in_subprocess(parameterNode.inputVolume, parameterNode.lobes,
+                                             self.analysisSettings(parameterNode), on_progress=onProgress,
+                                             should_cancel=shouldCancel, on_idle=onIdle, env=env,
+                                             **overrides)
 
     def totalSegmentatorAvailable(self) -> bool:
         """The SlicerTotalSegmentator extension is installed (the panel shows its lobe action only then)."""
         from DrasCLRSlicerLib.logic import totalsegmentator_available
 
         return totalsegmentator_available()
-
-    def computeLobesTotalSegmentator(self, volumeNode, device="Auto"):
-        """The five lobes by the TotalSegmentator extension's Logic, as a lobe segmentation node."""
-        return self.bridge.compute_lobes_totalsegmentator(volumeNode, cpu=device == "CPU")
-
-    def setOpacity(self, results, opacity):
-        self.bridge.set_opacity(results, opacity)
 
     def showTableAndChart(self, results):
         """Table and chart in a layout with a table and a plot view."""
@@ -535,14 +541,6 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
         slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(results.table.GetID())
         slicer.app.applicationLogic().PropagateTableSelection()
         slicer.modules.plots.logic().ShowChartInLayout(results.chart)
-
-    def segmentEditorNode(self):
-        node = slicer.mrmlScene.GetSingletonNode("DrasCLRSlicer", "vtkMRMLSegmentEditorNode")
-        if node is None:
-            node = slicer.vtkMRMLSegmentEditorNode()
-            node.SetSingletonTag("DrasCLRSlicer")
-            node = slicer.mrmlScene.AddNode(node)
-        return node
 
     # --- models and fine-tuning -------------------------------------------------------------------------
     def modelStore(self):
@@ -576,14 +574,6 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
         from DrasCLRSlicerLib.logic import finetune_available
 
         return finetune_available()
-
-    def showUncertainty(self, results, visible=True):
-        """Toggle the voxel uncertainty heat overlay in the slice views; returns its volume node."""
-        return self.bridge.show_uncertainty(results, visible)
-
-    def nextReviewUnit(self, results):
-        """Centre the slice views on the next unit of the review queue and mark it reviewed (None when done)."""
-        return self.bridge.next_review_unit(results)
 
     def finetuneFromCorrections(self, results, model=None, device="Auto", onProgress=None, shouldCancel=None,
                                 onIdle=None):
@@ -640,19 +630,19 @@ class DrasCLRSlicerTest(ScriptedLoadableModuleTest):
         self.assertEqual(results.regions.GetSegmentation().GetNumberOfSegments(), 5)  # estimated lobes
 
         progress = []  # the child path, densitometry only (the model ran in-process above)
-        sub = logic.runInSubprocess(volume, device="CPU", onProgress=progress.append,
-                                    onIdle=slicer.app.processEvents, useModel=False)
+        sub = logic.run_in_subprocess(volume, device="CPU", on_progress=progress.append,
+                                      on_idle=slicer.app.processEvents, use_model=False)
         subRows = table_to_rows(sub.table)
         self.assertEqual([r["region"] for r in subRows], [r["region"] for r in rows])
         self.assertAlmostEqual(subRows[-1]["volume_ml"], rows[-1]["volume_ml"], places=3)
 
         if results.review is not None:
             self.delayDisplay("Uncertainty overlay and the next region to review")
-            self.assertIsNotNone(logic.showUncertainty(results, True))
-            unit = logic.nextReviewUnit(results)
+            self.assertIsNotNone(logic.show_uncertainty(results, True))
+            unit = logic.next_review_unit(results)
             self.assertEqual(unit["rank"], 1)
             self.assertEqual(results.review.reviewed, [1])
-            logic.showUncertainty(results, False)
+            logic.show_uncertainty(results, False)
 
         if results.subtypes is not None and logic.finetuneAvailable():
             self.delayDisplay("Fine-tuning from a correction")
@@ -672,10 +662,10 @@ class DrasCLRSlicerTest(ScriptedLoadableModuleTest):
         upper = np.arange(corrected.shape[0])[:, None, None] > corrected.shape[0] // 2  # array z up = superior
         corrected[(corrected > 0) & upper] = 2
         labelmap_to_segmentation(slicer.mrmlScene, results.prediction.with_array(corrected), results.volume,
-                                 logic.bridge.subtype_entries, node=results.subtypes)
+                                 logic.subtype_entries, node=results.subtypes)
         with tempfile.TemporaryDirectory() as root:
-            summary = logic.bridge.finetune_from_corrections(results, device="cpu", max_seconds=5,
-                                                             output_root=root)
+            summary = logic.finetune_from_corrections(results, device="cpu", max_seconds=5,
+                                                      output_root=root)
             self.assertTrue(os.path.isdir(summary["model"]))
             self.assertTrue(os.path.isfile(os.path.join(summary["model"], "model.json")))
 
@@ -686,6 +676,6 @@ class DrasCLRSlicerTest(ScriptedLoadableModuleTest):
         volume = self._phantomVolume()
         before = slicer.mrmlScene.GetNumberOfNodes()
         with self.assertRaises(Cancelled):
-            logic.runInSubprocess(volume, device="CPU", shouldCancel=lambda: True, useModel=False)
+            logic.run_in_subprocess(volume, device="CPU", should_cancel=lambda: True, use_model=False)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
         self.delayDisplay("Cancel test passed")

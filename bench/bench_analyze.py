@@ -46,6 +46,8 @@ def run_once(args) -> dict:
     from drasclr.dense.store import load_segmenter
     from drasclr.device import describe_device, pick_device
     from drasclr.io import read_ct
+    from drasclr.loaded_model import LoadedModel
+    from drasclr.settings import AnalysisSettings
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -61,7 +63,8 @@ def run_once(args) -> dict:
     t_read = time.perf_counter() - t1
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    result = analyze(ct, model=model, device=device, model_card=card, tta=not args.no_tta, regions=args.regions)
+    loaded = LoadedModel(model, card, None, device) if model is not None else None
+    result = analyze(ct, model=loaded, settings=AnalysisSettings(tta=not args.no_tta, regions=args.regions))
     keep = getattr(args, "keep", None)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(keep) if keep else Path(tmp) / "out"

@@ -23,7 +23,9 @@ from pathlib import Path
 from drasclr.analyze import analyze_file
 from drasclr.calibration import calibrate_and_segment
 from drasclr.io import find_images, read_ct, write_image
+from drasclr.loaded_model import LoadedModel
 from drasclr.phantom import PhantomOptions, generate_case
+from drasclr.settings import AnalysisSettings
 
 COLS = ("laa950_pct", "perc15_hu", "normal_pct", "cle_pct", "pse_pct", "ple_pct")
 
@@ -49,8 +51,9 @@ def twin(args) -> None:
     results = {}
     for label, (src, mode) in runs.items():
         t0 = time.perf_counter()
-        res = analyze_file(out / f"{src}.nii.gz", out / f"{src}-{mode}", model=model, model_card=card,
-                           model_dir=folder, tta=not args.no_tta, hu_calibration=mode)
+        res = analyze_file(out / f"{src}.nii.gz", out / f"{src}-{mode}",
+                           AnalysisSettings(tta=not args.no_tta, hu_calibration=mode),
+                           LoadedModel(model, card, folder, "cpu") if model is not None else None)
         whole = res.rows[-1]
         results[label] = {c: whole[c] for c in COLS} | {"applied_hu": res.calibration["applied_hu"],
                                                        "air_hu": res.calibration["outside_air"]["median_hu"],

@@ -9,7 +9,8 @@
 - ``<CT> statistics``: table node, columns ``drasclr.stats.COLUMNS``;
 - ``<CT> chart``: plot chart node, bars of subtype % (or LAA-950 % without a model) per region.
 
-Two paths compute them: :meth:`DrasCLRLogic.analyze` calls the engine in this process (tests, scripts), and
+Two paths compute them, both shown from the output folder by :meth:`DrasCLRLogic.load_outputs`:
+:meth:`DrasCLRLogic.analyze` calls the engine in this process (tests, scripts) and writes the folder, and
 :meth:`DrasCLRLogic.run_in_subprocess` runs ``python -m drasclr analyze`` in a child process and reads its
 output folder back (the GUI: the UI stays responsive and Cancel kills the child; no node is created until
 the child succeeded). :meth:`DrasCLRLogic.finetune_from_corrections` turns the corrected subtype segmentation
@@ -24,7 +25,6 @@ confirmed labels.
 
 from __future__ import annotations
 
-import html
 import importlib.util
 import math
 import shutil
@@ -39,7 +39,8 @@ from drasclr import labels
 from drasclr.image import CTImage, resample_to
 from drasclr.io import read_image, write_image
 from drasclr.regions import ltrc_lobes
-from drasclr.stats import COLUMNS, read_csv, read_json, write_csv
+from drasclr.settings import AnalysisSettings
+from drasclr.stats import read_csv, read_json, write_csv
 
 from . import guided, process, tables
 from .segmentations import labelmap_to_segmentation, segment_names, segmentation_to_labelmap
@@ -182,39 +183,38 @@ class DrasCLRLogic:
 
         return add_volume_node(self.scene, chest_phantom(), name)
 
-    # --- in-process -----------------------------------------------------------------------------------
-    def analyze(self, volume_node, lobes_node=None, model=None, device: str = "auto",
-                use_model: bool = True, tta: bool = True, regions: str = "lobes", hu_calibration: str = "auto",
-                strict: bool = False) -> AnalysisNodes:
-        """Run the engine on ``volume_node`` in this process and create/update the result nodes.
+    # --- analysis --------------------------------------------------------------------------------------
+    @staticmethod
+    def settings(settings: AnalysisSettings | None = None, **overrides) -> AnalysisSettings:
+        """The analysis settings a shell asks for: ``settings`` (default: ``drasclr analyze``'s) with
+        ``overrides`` (settings fields, snake_case or camelCase, choices in any case: ``use_model=False``,
+        ``regions="zones"``, ``device="CPU"``); raises ``InputError`` for an unknown setting or a value outside
+        its choices."""
+        return AnalysisSettings.from_panel(overrides, base=settings, strict=True)
 
-        ``model``: a model folder or ``.safetensors`` (None: the bundled demo model when it ships);
-        ``use_model`` False: densitometry only, as ``drasclr analyze --no-model``; ``hu_calibration`` and
-        ``strict``: as ``--hu-calibration`` and ``--strict``. The returned nodes carry the analysis ``warnings``."""
+    def analyze(self, volume_node, lobes_node=None, settings: AnalysisSettings | None = None,
+                **overrides) -> AnalysisNodes:
+        """Run the engine on ``volume_node`` in this process (tests, scripts) and create/update the result nodes.
+
+        ``settings``/``overrides``: see :meth:`settings`. The analysis is written to a temporary output folder
+        and shown from it by :meth:`load_outputs`, the same path as :meth:`run_in_subprocess` (one way to build
+        the displayed result); the folder is kept as ``nodes.output_dir`` until the next analysis."""
         from drasclr.analyze import analyze as engine_analyze
-        from drasclr.device import pick_device
+        from drasclr.analyze import write_analysis
+        from drasclr.loaded_model import load_for_analysis
 
+        settings = self.settings(settings, **overrides)
         ct = image_from_volume_node(volume_node)
         lobes = lobes_image(lobes_node, volume_node, ct) if lobes_node is not None else None
-        dev = pick_device(device)
-        net = card = folder = None
-        if use_model:
-            from drasclr.dense.store import load_segmenter
-            from drasclr.reference.store import is_reference_model, load_reference
-            from drasclr.versions import DEMO_MODEL
-
-            if is_reference_model(model):  # cip-lh: the reference classifier
-                net, card, folder = load_reference(model)
-            elif model is not None or DEMO_MODEL.exists():
-                net, card, folder = load_segmenter(model, dev)
-        result = engine_analyze(ct, lobes, model=net, device=dev, model_card=card, tta=tta, model_dir=folder,
-                                regions=regions, hu_calibration=hu_calibration, strict=strict)
-        nodes = self._show(volume_node, result.regions, result.subtypes, result.rows, result.region_kind,
-                           model=result.model_dir)
-        nodes.warnings, nodes.calibration = list(result.warnings), result.calibration
-        if result.review is not None:
-            nodes.uncertainty = result.uncertainty
-            nodes.review = guided.ReviewWalk(list(result.review.units), result.review.labels)
+        result = engine_analyze(ct, lobes, model=load_for_analysis(settings), settings=settings)
+        work = Path(tempfile.mkdtemp(prefix="drasclr-"))
+        try:
+            write_analysis(result, work / "output")
+            nodes = self.finish_analysis(volume_node, work / "output")
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        self._keep(work)
         return nodes
 
     # --- lobes from TotalSegmentator ------------------------------------------------------------------
@@ -262,23 +262,20 @@ class DrasCLRLogic:
             lobes_path = write_image(lobes, work_dir / "lobes.nrrd", dtype=np.uint8, compress=False)
         return ct_path, lobes_path
 
-    def run_in_subprocess(self, volume_node, lobes_node=None, model=None, device: str = "auto",
+    def run_in_subprocess(self, volume_node, lobes_node=None, settings: AnalysisSettings | None = None,
                           on_progress=None, on_line=None, should_cancel=None, on_idle=None, env=None,
-                          work_dir: Path | None = None, keep_files: bool = False,
-                          use_model: bool = True, tta: bool = True, regions: str = "lobes",
-                          hu_calibration: str = "auto", strict: bool = False) -> AnalysisNodes:
-        """Run ``python -m drasclr analyze`` in a child process and load its outputs as nodes.
+                          work_dir: Path | None = None, **overrides) -> AnalysisNodes:
+        """Run ``python -m drasclr analyze`` in a child process and load its outputs as nodes (the GUI: the UI
+        stays responsive and Cancel kills the child). ``settings``/``overrides``: see :meth:`settings`.
 
-        Progress/cancel/idle callbacks: see :func:`process.run_engine`. ``keep_files`` keeps the output folder
-        (``nodes.output_dir``: report.html, stats.json) until the next run. On cancel or error no node is
-        created and the temporary files are removed (:class:`process.Cancelled` / :class:`process.EngineError`
-        propagate)."""
+        Progress/cancel/idle callbacks: see :func:`process.run_engine`. The output folder (``nodes.output_dir``:
+        report.html, stats.json) is kept until the next analysis (a ``work_dir`` given by the caller stays the
+        caller's). On cancel or error no node is created and the temporary files are removed
+        (:class:`process.Cancelled` / :class:`process.EngineError` propagate)."""
         own = work_dir is None
         work_dir = Path(tempfile.mkdtemp(prefix="drasclr-")) if own else Path(work_dir)
         try:
-            cmd, out_dir = self.prepare_analysis(volume_node, lobes_node, work_dir, model=model, device=device,
-                                                 use_model=use_model, tta=tta, regions=regions,
-                                                 hu_calibration=hu_calibration, strict=strict)
+            cmd, out_dir = self.prepare_analysis(volume_node, lobes_node, work_dir, settings, **overrides)
             process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
                                on_idle=on_idle, env=env)
             nodes = self.finish_analysis(volume_node, out_dir)
@@ -286,34 +283,30 @@ class DrasCLRLogic:
             if own:
                 shutil.rmtree(work_dir, ignore_errors=True)
             raise
-        if keep_files:
-            if own:  # keep only the latest run's temporary files
-                if self._kept_dir is not None:
-                    shutil.rmtree(self._kept_dir, ignore_errors=True)
-                self._kept_dir = work_dir
-        else:
-            nodes.output_dir = None
-            if own:
-                shutil.rmtree(work_dir, ignore_errors=True)
+        if own:  # keep only the latest run's temporary files
+            self._keep(work_dir)
         return nodes
 
-    def prepare_analysis(self, volume_node, lobes_node, work_dir: Path, model=None, device: str = "auto",
-                         use_model: bool = True, tta: bool = True, regions: str = "lobes",
-                         hu_calibration: str = "auto", strict: bool = False) -> tuple[list[str], Path]:
+    def _keep(self, work_dir: Path) -> None:
+        """Keep ``work_dir`` (the latest analysis's files) and remove the one kept before."""
+        if self._kept_dir is not None and self._kept_dir != work_dir:
+            shutil.rmtree(self._kept_dir, ignore_errors=True)
+        self._kept_dir = work_dir
+
+    def prepare_analysis(self, volume_node, lobes_node, work_dir: Path, settings: AnalysisSettings | None = None,
+                         **overrides) -> tuple[list[str], Path]:
         """First step of a child-process analysis (MRML: run it on the GUI/event-loop thread): write the inputs
         into ``work_dir/input`` and return the ``drasclr analyze`` command and its output folder
         (``work_dir/output``). Run the command with :func:`process.run_engine` (any thread), then
         :meth:`finish_analysis`."""
         ct_path, lobes_path = self.write_inputs(volume_node, lobes_node, Path(work_dir) / "input")
         out_dir = Path(work_dir) / "output"
-        cmd = process.analyze_command(ct_path, out_dir, model=model, device=device, lobes_path=lobes_path,
-                                      use_model=use_model, tta=tta, regions=regions, hu_calibration=hu_calibration,
-                                      strict=strict)
+        cmd = process.analyze_command(ct_path, out_dir, self.settings(settings, **overrides), lobes_path=lobes_path)
         return cmd, out_dir
 
     def finish_analysis(self, volume_node, out_dir: Path) -> AnalysisNodes:
-        """Last step of a child-process analysis: the output folder as nodes, with ``output_dir`` set (the model
-        folder that ran is read from ``stats.json`` by :meth:`load_outputs`)."""
+        """Last step of an analysis (child process or in process): the output folder as nodes, with
+        ``output_dir`` set (the model folder that ran is read from ``stats.json`` by :meth:`load_outputs`)."""
         nodes = self.load_outputs(volume_node, out_dir)
         nodes.output_dir = Path(out_dir)
         return nodes
@@ -372,6 +365,15 @@ class DrasCLRLogic:
         self.last = AnalysisNodes(volume_node, reg_node, table, chart, sub_node, subtypes,
                                   Path(model) if model else None, list(rows), kind)
         return self.last
+
+    def segment_editor_node(self):
+        """The module's Segment Editor parameter node (a singleton of the scene), for correcting the results."""
+        node = self.scene.GetSingletonNode("DrasCLRSlicer", "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = slicer.vtkMRMLSegmentEditorNode()
+            node.SetSingletonTag("DrasCLRSlicer")
+            node = self.scene.AddNode(node)
+        return node
 
     def set_opacity(self, nodes: AnalysisNodes, opacity: float) -> None:
         """Opacity of the result segmentations in the slice views (0..1)."""
@@ -523,23 +525,10 @@ class DrasCLRLogic:
         return path
 
     def export_html(self, nodes: AnalysisNodes, path) -> Path:
-        """An HTML report: the engine's ``report.html`` when the run kept one, else a table of the rows."""
+        """The engine's ``report.html`` of this analysis (kept with its output folder until the next one)."""
+        report = nodes.output_dir / "report.html" if nodes.output_dir is not None else None
+        if report is None or not report.exists():
+            raise FileNotFoundError("the report of this analysis is no longer kept: analyze again to export it")
         path = Path(path)
-        if nodes.output_dir is not None and (nodes.output_dir / "report.html").exists():
-            shutil.copyfile(nodes.output_dir / "report.html", path)
-            return path
-        path.write_text(rows_to_html(tables.table_to_rows(nodes.table), nodes.volume.GetName()))
+        shutil.copyfile(report, path)
         return path
-
-
-def rows_to_html(rows: list[dict], title: str) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    body = ""
-    for r in rows:
-        values = ["&ndash;" if math.isnan(r[c]) else f"{r[c]:.1f}" for c in COLUMNS[1:]]
-        cells = [html.escape(str(r["region"]))] + values
-        body += "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>\n"
-    t = html.escape(title)
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>DrasCLR report: {t}</title></head><body>"
-            f"<h1>DrasCLR lung analysis: {t}</h1><table border='1' cellspacing='0' cellpadding='3'>"
-            f"<tr>{head}</tr>\n{body}</table></body></html>\n")

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from drasclr.settings import AnalysisSettings
+
 PROGRESS_RE = re.compile(r"^progress:\s*(?P<desc>.*?)\s*(?P<i>\d+)/(?P<n>\d+|\?)\s*$")
 MODULE_DIR = Path(__file__).resolve().parents[1]  # DrasCLRSlicer/, which holds the drasclr package
 
@@ -56,27 +58,18 @@ def python_executable() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
-def analyze_command(input_path, output_dir, model=None, device: str = "auto", lobes_path=None,
-                    use_model: bool = True, python: str | None = None, tta: bool = True,
-                    regions: str = "lobes", hu_calibration: str = "auto", strict: bool = False) -> list[str]:
-    """The ``drasclr analyze`` command line (CLI contract: docs/contracts.md). ``model`` None: the engine's default
-    (bundled demo) model; ``use_model`` False: densitometry only (``--no-model``); ``tta``: ``--tta``/``--no-tta``;
-    ``hu_calibration``: ``--hu-calibration``; ``strict``: ``--strict``."""
-    cmd = [python or python_executable(), "-m", "drasclr", "analyze", str(input_path), "-o", str(output_dir),
-           "--device", device, "--quiet", "--overwrite"]
-    if not use_model:
-        cmd += ["--no-model"]
-    elif model:
-        cmd += ["--model", str(model)]
-    if use_model:
-        cmd += ["--tta" if tta else "--no-tta"]
+def analyze_command(input_path, output_dir, settings: AnalysisSettings | None = None, lobes_path=None,
+                    python: str | None = None, **overrides) -> list[str]:
+    """The ``drasclr analyze`` command line for ``settings`` (``overrides``: settings fields, e.g. ``tta=False``),
+    built by :meth:`AnalysisSettings.to_args` so the child runs exactly what the panel asked for (CLI contract:
+    docs/contracts.md). ``lobes_path``: a lobe labelmap in LTRC values (the Logic writes it so)."""
+    settings = AnalysisSettings.from_panel(overrides, base=settings, strict=True)
     if lobes_path:
-        cmd += ["--lobes", str(lobes_path), "--lobes-convention", "ltrc"]
-    elif regions != "lobes":
-        cmd += ["--regions", regions]  # the engine's default: estimated lobes
-    cmd += ["--hu-calibration", hu_calibration.lower()]
-    if strict:
-        cmd += ["--strict"]
+        settings = settings.replace(lobes_convention="ltrc")
+    cmd = [python or python_executable(), "-m", "drasclr", "analyze", str(input_path), "-o", str(output_dir),
+           "--quiet", "--overwrite", *settings.to_args()]
+    if lobes_path:
+        cmd += ["--lobes", str(lobes_path)]
     return cmd
 
 

@@ -6,17 +6,20 @@ import math
 
 import vtk
 
+from drasclr import names
 from drasclr.stats import COLUMNS, UNCERTAINTY_COLUMN
 
 # chart series: (column, legend title); the subtype columns when a subtype map exists, else LAA-950
-SUBTYPE_SERIES = [("normal_pct", "Normal %"), ("cle_pct", "CLE %"), ("pse_pct", "PSE %"), ("ple_pct", "PLE %")]
-DENSITY_SERIES = [("laa950_pct", "LAA-950 %")]
+SUBTYPE_SERIES = [(c, names.column_title(c)) for c in ("normal_pct", "cle_pct", "pse_pct", "ple_pct")]
+DENSITY_SERIES = [("laa950_pct", names.column_title("laa950_pct"))]
+_REGION_KEYS = {names.region_title(k): k for k in [*(s.key for s in names.REGIONS.values()), *names.SUMMARY_ROWS]}
 
 
 def rows_to_table(scene, rows: list[dict], node=None, name: str = "DrasCLR statistics"):
     """A table node with the columns of ``drasclr.stats.COLUMNS`` (``region`` as text, the rest as doubles;
     a missing value is NaN), then ``mean_uncertainty`` when the rows have it. ``node`` is refilled when given.
-    Returns the node."""
+    People read it: regions by name ("Left upper lobe"), columns by title (drasclr.names); the column names stay
+    the file keys. Returns the node."""
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table = node.GetTable()
@@ -30,26 +33,17 @@ def rows_to_table(scene, rows: list[dict], node=None, name: str = "DrasCLR stati
         for i, row in enumerate(rows):
             v = row.get(col)
             if col == "region":
-                arr.SetValue(i, str(v))
+                arr.SetValue(i, names.region_title(str(v)))
             else:
                 arr.SetValue(i, math.nan if v is None else float(v))
         table.AddColumn(arr)
     node.SetUseColumnTitleAsColumnHeader(True)
     for col in columns:
-        node.SetColumnUnitLabel(col, _unit(col))
+        node.SetColumnTitle(col, names.column_title(col, with_unit=False))
+        node.SetColumnUnitLabel(col, names.COLUMNS.get(col, ("", "", 0))[1])
     table.Modified()
     node.EndModify(was)
     return node
-
-
-def _unit(col: str) -> str:
-    if col.endswith("_ml"):
-        return "ml"
-    if col.endswith("_hu"):
-        return "HU"
-    if col.endswith("_pct"):
-        return "%"
-    return ""
 
 
 def table_to_rows(node) -> list[dict]:
@@ -67,7 +61,7 @@ def table_to_rows(node) -> list[dict]:
         for col in columns:
             v = table.GetValueByName(r, col)
             if col == "region":
-                row[col] = v.ToString()
+                row[col] = _REGION_KEYS.get(v.ToString(), v.ToString())
             else:
                 row[col] = v.ToDouble() if v.IsNumeric() else _to_float(v.ToString())
         rows.append(row)

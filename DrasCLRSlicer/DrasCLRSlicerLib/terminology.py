@@ -7,12 +7,11 @@ Chest Imaging Platform chest types as extra keys. No slicer import here.
 
 from __future__ import annotations
 
-import colorsys
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from drasclr import labels
+from drasclr import labels, names
 
 RESOURCES = Path(__file__).resolve().parents[1] / "Resources"
 TERMINOLOGY_FILE = RESOURCES / "SegmentationCategoryTypeModifier-DrasCLR.term.json"
@@ -45,17 +44,13 @@ def subtype_entries(path: str | Path = TERMINOLOGY_FILE) -> list[SegmentEntry]:
     return sorted(entries, key=lambda e: e.value)
 
 
-def _title(name: str) -> str:
-    return name.replace("_", " ").capitalize()
-
-
 def region_entries(values=None) -> list[SegmentEntry]:
-    """Segments for lobes (1-5) and zones (11-16): names from ``drasclr.labels``, distinct colours by value."""
+    """Segments for lobes (1-5) and zones (11-16): names and colours from ``drasclr.names`` (as in the report)."""
     values = sorted(labels.REGION_NAMES) if values is None else sorted(int(v) for v in values)
     out = []
     for v in values:
-        if v not in labels.REGION_NAMES:
+        if v not in names.REGIONS:
             raise KeyError(f"unknown region label {v}")
-        hue = ((v % 10) * 0.17 + (0.5 if v > 10 else 0.0)) % 1.0
-        out.append(SegmentEntry(v, _title(labels.REGION_NAMES[v]), colorsys.hsv_to_rgb(hue, 0.55, 0.9)))
+        shown = names.REGIONS[v]
+        out.append(SegmentEntry(v, shown.title, tuple(c / 255.0 for c in shown.color)))
     return out

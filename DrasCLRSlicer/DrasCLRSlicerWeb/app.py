@@ -28,6 +28,7 @@ from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectPaint
 from trame_slicer.views import Layout, LayoutDirection, SliceView, ThreeDView, ViewLayoutDefinition
 
+from drasclr import names
 from drasclr.errors import InputError
 from drasclr.stats import COLUMNS
 from DrasCLRSlicerLib import process
@@ -41,20 +42,16 @@ from .paths import Workspace
 
 log = logging.getLogger(__name__)
 
-SUBTYPES = [("normal", "Normal", 1), ("cle", "CLE", 2), ("pse", "PSE", 3), ("ple", "PLE", 4)]
-TABLE_COLUMNS = [("region", "Region"), ("volume_ml", "Volume ml"), ("mean_hu", "Mean HU"),
-                 ("perc15_hu", "Perc15 HU"), ("laa950_pct", "LAA-950 %"), ("normal_pct", "Normal %"),
-                 ("cle_pct", "CLE %"), ("pse_pct", "PSE %"), ("ple_pct", "PLE %")]
+SUBTYPES = [(shown.key, shown.short, value) for value, shown in names.SUBTYPES.items()]  # (key, label, value)
+TABLE_COLUMNS = [(c, names.column_title(c)) for c in ("region", "volume_ml", "mean_hu", "perc15_hu", "laa950_pct",
+                                                      "normal_pct", "cle_pct", "pse_pct", "ple_pct")]
 LAYOUT_ID = "reading room"
 
 
-def fmt(value: float) -> str:
-    """A table cell as the page shows it (one decimal; an en dash for a missing value)."""
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
-
-
 def table_rows(rows: list[dict]) -> list[dict]:
-    return [{c: (str(r[c]) if c == "region" else fmt(r[c])) for c, _ in TABLE_COLUMNS} for r in rows]
+    """The table as people read it: regions by name, the column's decimals, an en dash for a missing value."""
+    return [{c: (names.region_title(str(r[c])) if c == "region" else names.format_value(c, r[c]))
+             for c, _ in TABLE_COLUMNS} for r in rows]
 
 
 def bar_rows(rows: list[dict], colors: dict[str, str]) -> list[dict]:
@@ -63,7 +60,7 @@ def bar_rows(rows: list[dict], colors: dict[str, str]) -> list[dict]:
     for r in rows:
         parts = [{"key": key, "label": label, "pct": 0.0 if math.isnan(r[f"{key}_pct"]) else round(r[f"{key}_pct"], 2),
                   "color": colors.get(key, "#888")} for key, label, _ in SUBTYPES]
-        out.append({"region": str(r["region"]), "parts": parts})
+        out.append({"region": names.region_title(str(r["region"])), "parts": parts})
     return out
 
 
@@ -83,10 +80,6 @@ def review_item(unit: dict, total: int) -> dict:
             "volume_ml": round(float(unit["volume_ml"]), 1), "classes": unit_classes(unit),
             "score": round(float(unit["score"]), 1), "centre_ras": [round(v, 2) for v in unit["centre_ras"]],
             "text": describe_unit(unit, total)}
-
-
-def _hex(rgb) -> str:
-    return "#" + "".join(f"{max(0, min(255, round(c * 255))):02x}" for c in rgb[:3])
 
 
 class ReadingRoom:
@@ -113,7 +106,7 @@ class ReadingRoom:
         self.jobs = JobRunner(self._on_job)
         self.volume = None
         self.nodes = None
-        self.colors = {key: _hex(e.color) for (key, _, _), e in zip(SUBTYPES, self.logic.subtype_entries)}
+        self.colors = {shown.key: names.hex_color(shown.color) for shown in names.SUBTYPES.values()}
         self._init_state(device)
         self._build_ui()
         self.refresh_models()

@@ -1,9 +1,12 @@
 """``drasclr analyze``: one CT in, subtype map + regions + per-region numbers out (on the input's own grid).
 
-Stages: lung mask -> regions (``--lobes`` file, else estimated lobes, or zones 11–16 on request; see
-:mod:`drasclr.lobes.source`) -> atlas registration (anatomical locations) -> dense subtype prediction -> voxel
-uncertainty and review queue -> patient embedding -> statistics -> files. ``analyze`` works on images
-in memory (the Slicer module calls it); ``analyze_file`` reads and writes files (the CLI).
+Stages: HU calibration and lung mask -> atlas registration (anatomical locations; with a subtype model) ->
+regions (a lobe file, else lobes from a tool or estimated, zones 11-16 on request, the two lungs for single
+slices; see :mod:`drasclr.lobes.source`) -> subtype map (dense model, or the reference classifier slice by
+slice) and the card's density rule -> voxel uncertainty and review queue -> patient embedding -> statistics ->
+files. What runs is said by one :class:`~drasclr.settings.AnalysisSettings`. ``analyze`` works on images in
+memory (tests, scripts, the Slicer Logic's in-process path); ``analyze_file`` reads and writes files (the command
+line, and through it both shells' child processes); ``write_analysis`` writes an ``Analysis`` as that folder.
 """
 
 from __future__ import annotations
@@ -23,10 +26,14 @@ from .errors import InputError
 from .guard import check_resolution, require_resolution
 from .image import CTImage
 from .io import read_ct, write_image
+from .loaded_model import LoadedModel
 from .lobes.source import Regions, choose_regions
 from .lungs import segment_lung_slices
 from .outputs import staged_dir
+from .reference.predict import predict_subtypes as predict_reference
 from .regions import lungs_as_regions, read_lobes
+from .registration import register_to_atlas
+from .settings import AnalysisSettings
 from .stats import COLUMNS, UNCERTAINTY_COLUMN, region_stats, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -39,7 +46,7 @@ class Analysis:
     ct: CTImage
     lungs: CTImage
     regions: CTImage
-    region_kind: str  # "lobes" or "zones"
+    region_kind: str  # "lobes", "zones" or "lungs" (single slices)
     rows: list[dict]
     subtypes: CTImage | None = None
     embedding: np.ndarray | None = None
@@ -57,6 +64,7 @@ class Analysis:
     review: object | None = None  # drasclr.review.ReviewQueue, with a model
     region_source: str = "zones"  # file, atlas+fissures, lungmask, totalsegmentator or zones
     density_veto: dict | None = None  # drasclr.dense.density: the rule applied and the voxels it turned normal
+    settings: dict | None = None  # AnalysisSettings.to_json(): what was asked for
 
 
 @contextlib.contextmanager
@@ -67,106 +75,100 @@ def _stage(timings: dict, name: str):
     timings[f"{name}_s"] = round(time.perf_counter() - t0, 3)
 
 
-def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu", model_card: dict | None = None,
-            batch_size: int | None = None, tta: bool = True, model_dir: str | Path | None = None,
-            regions: str = "lobes", lobes_from: str | None = None, hu_calibration: str = "auto",
-            strict: bool = False, density_veto: bool | None = None) -> Analysis:
-    """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` or the reference classifier
-    (``drasclr.reference``: slice by slice, no registration, no embedding; reads single slices too) (None:
-    densitometry only); ``tta``: also predict every patch mirrored left-right and average (default; about twice
-    the subtype time); ``regions``: ``lobes`` (``lobes`` if given, else from ``lobes_from`` — ``lungmask`` or
-    ``totalsegmentator`` when installed — else estimated) or ``zones``; a given ``lobes`` labelmap always wins;
-    ``hu_calibration``: auto | air | none (drasclr.calibration; the corrected CT is what everything after sees);
-    ``strict``: refuse (``InputError``) a scan whose voxels are outside the DrasCLR model card's validated range
-    instead of flagging its subtype map (drasclr.guard); ``density_veto``: turn emphysema called in normal-density
-    lung normal (drasclr.dense.density) — None: as the model card says, False: never, True: always."""
+def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None = None,
+            settings: AnalysisSettings | None = None) -> Analysis:
+    """Run the analysis on a CT in memory, as ``settings`` say (:class:`~drasclr.settings.AnalysisSettings`; the
+    defaults of ``drasclr analyze``). ``model``: from :func:`drasclr.loaded_model.load_for_analysis` — a subtype
+    model, or the reference classifier (slice by slice, no registration, no embedding; reads single slices too);
+    None: densitometry only. A given ``lobes`` labelmap always wins over ``settings.regions``/``lobes_from``. The
+    HU-corrected CT (drasclr.calibration) is what every stage after the lung mask sees."""
+    settings = settings or AnalysisSettings()
     timings: dict[str, float] = {}
     stage = functools.partial(_stage, timings)
-    reference = is_reference(model)
+    reference = model is not None and model.reference
+    dense = model is not None and not reference
+    card = model.card if model is not None else None
     thin = ct.array.shape[ct.superior_axis()[0]] < 3  # a single slice (or two): no cranio-caudal extent
-    if thin and model is not None and not reference:
+    if thin and dense:
         raise InputError(f"the image has {ct.array.shape[ct.superior_axis()[0]]} slice(s): the 3-D subtype model "
                          "needs a volume (single slices: --model cip-lh)")
-    resolution = None
-    if model is not None and not reference:
-        resolution = (require_resolution if strict else check_resolution)(ct, model_card)
+    resolution = (require_resolution if settings.strict else check_resolution)(ct, card) if dense else None
     with stage("lung_mask"):
         # segment_lungs, or slice by slice for fewer than 3 slices; on the HU-corrected scan
-        ct, lungs, calibration = calibrate_and_segment(ct, hu_calibration, segment=segment_lung_slices)
+        ct, lungs, calibration = calibrate_and_segment(ct, settings.hu_calibration, segment=segment_lung_slices)
     transform = None
-    if model is not None and not reference:  # one atlas registration for the model's locations and the lobes
-        from .registration import register_to_atlas
-
+    if dense:  # one atlas registration for the model's locations and the lobes
         with stage("registration"):
             transform = register_to_atlas(lungs)
     with stage("regions"):
         if thin and lobes is None:  # no cranio-caudal extent (lobes, thirds): the two lungs
             chosen = Regions(lungs_as_regions(lungs), "lungs", "lungs")
         else:
-            chosen = choose_regions(ct, lungs, lobes, regions, lobes_from, device=str(device), affine=transform)
-    regions_image, kind = chosen.image, chosen.kind
-    subtypes = embedding = uncertainty = review = kind_u = veto_info = None
+            device = str(model.device) if dense else "cpu"
+            chosen = choose_regions(ct, lungs, lobes, settings.regions, settings.lobes_from, device=device,
+                                    affine=transform)
+    result = Analysis(ct=ct, lungs=lungs, regions=chosen.image, region_kind=chosen.kind, rows=[], timings=timings,
+                      model_card=card, model_dir=model.folder if model is not None else None,
+                      device=str(model.device) if model is not None else "cpu",
+                      tta=bool(settings.tta and dense), region_source=chosen.source,
+                      calibration=calibration.to_json(), settings=settings.to_json(),
+                      resolution=None if resolution is None else resolution.to_json(),
+                      warnings=[{"code": "regions", "message": w} for w in chosen.warnings] + calibration.warnings
+                      + ([resolution.warning()] if resolution and not resolution.in_range else []))
     if reference:
-        from .reference.predict import predict_subtypes
-
         with stage("subtypes"):
-            subtypes = predict_subtypes(ct, lungs, model)
-    elif model is not None:
-        import torch
-
-        from .dense import predict
-        from .dense.infer import card_class_weights, patient_embedding
-        from .dense.locate import locator_for
-
-        device = torch.device(device)
-        locator, _ = locator_for(lungs, transform)
-        with stage("subtypes"):
-            pred = predict(ct, lungs, model, device, locator=locator, tta=tta, batch_size=batch_size,
-                           class_weights=card_class_weights(model_card))
-            subtypes = pred.subtypes
-        from .dense.density import DensityVeto
-
-        veto = DensityVeto.for_analysis(density_veto, model_card)
-        if veto is not None:
-            with stage("density"):
-                subtypes, veto_info = veto.apply(subtypes, ct)
-        with stage("uncertainty"):
-            from .dense.uncertainty import DEFAULT_KIND, voxel_uncertainty
-            from .review import build_queue
-
-            kind_u = DEFAULT_KIND if (tta or DEFAULT_KIND != "disagreement") else "entropy"
-            voxel_u = voxel_uncertainty(pred.probabilities, ct, lungs, subtypes, kind=kind_u)
-            uncertainty = voxel_u.image()
-            review = build_queue(regions_image, subtypes, voxel_u.expected_errors(), voxel_u.full())
-            del voxel_u
-        with stage("embedding"):
-            embedding = patient_embedding(model, pred.probabilities.grid, transform, device, batch_size)
-        del pred
+            result.subtypes = predict_reference(ct, lungs, model.net)
+    elif dense:
+        _dense_subtypes(result, model, settings, transform, stage)
     with stage("stats"):
-        rows = region_stats(ct, regions_image, subtypes)
-        if kind == "lungs":
-            rows = [r for r in rows if r["region"] in ("left_lung", "right_lung", "whole_lung")]
-        if uncertainty is not None:
-            from .dense.uncertainty import region_mean_uncertainty
-
-            rows = region_mean_uncertainty(uncertainty, regions_image, rows)
-    return Analysis(ct=ct, lungs=lungs, regions=regions_image, region_kind=kind, rows=rows, subtypes=subtypes,
-                    embedding=embedding, timings=timings, model_card=model_card,
-                    model_dir=Path(model_dir) if model_dir is not None else None, device=str(device),
-                    tta=bool(tta and model is not None and not reference), uncertainty=uncertainty,
-                    uncertainty_kind=kind_u, review=review, region_source=chosen.source, density_veto=veto_info,
-                    calibration=calibration.to_json(), resolution=None if resolution is None else resolution.to_json(),
-                    warnings=[{"code": "regions", "message": w} for w in chosen.warnings] + calibration.warnings
-                    + ([resolution.warning()] if resolution and not resolution.in_range else []))
+        result.rows = _region_rows(result)
+    return result
 
 
-def is_reference(model) -> bool:
-    """True for the reference classifier (``drasclr.reference``), which needs neither torch nor an atlas."""
-    if model is None:
-        return False
-    from .reference.knn import LocalHistogramKNN
+def _dense_subtypes(result: Analysis, model: LoadedModel, settings: AnalysisSettings, transform, stage) -> None:
+    """The subtype model's stages: subtype map (and the card's density rule), voxel uncertainty and review queue,
+    patient embedding; filled into ``result`` (torch is imported here: densitometry and the reference classifier
+    run without it)."""
+    import torch
 
-    return isinstance(model, LocalHistogramKNN)
+    from .dense import predict
+    from .dense.density import DensityVeto
+    from .dense.infer import card_class_weights, patient_embedding
+    from .dense.locate import locator_for
+    from .dense.uncertainty import DEFAULT_KIND, voxel_uncertainty
+    from .review import build_queue
+
+    ct, lungs = result.ct, result.lungs
+    device = torch.device(model.device)
+    locator, _ = locator_for(lungs, transform)
+    with stage("subtypes"):
+        pred = predict(ct, lungs, model.net, device, locator=locator, tta=settings.tta,
+                       batch_size=settings.batch_size, class_weights=card_class_weights(model.card))
+        result.subtypes = pred.subtypes
+    veto = DensityVeto.for_analysis(settings.density_veto, model.card)
+    if veto is not None:
+        with stage("density"):
+            result.subtypes, result.density_veto = veto.apply(result.subtypes, ct)
+    with stage("uncertainty"):
+        kind = DEFAULT_KIND if (settings.tta or DEFAULT_KIND != "disagreement") else "entropy"
+        voxel_u = voxel_uncertainty(pred.probabilities, ct, lungs, result.subtypes, kind=kind)
+        result.uncertainty, result.uncertainty_kind = voxel_u.image(), kind
+        result.review = build_queue(result.regions, result.subtypes, voxel_u.expected_errors(), voxel_u.full())
+        del voxel_u
+    with stage("embedding"):
+        result.embedding = patient_embedding(model.net, pred.probabilities.grid, transform, device,
+                                             settings.batch_size)
+
+
+def _region_rows(result: Analysis) -> list[dict]:
+    rows = region_stats(result.ct, result.regions, result.subtypes)
+    if result.region_kind == "lungs":
+        rows = [r for r in rows if r["region"] in ("left_lung", "right_lung", "whole_lung")]
+    if result.uncertainty is not None:
+        from .dense.uncertainty import region_mean_uncertainty
+
+        rows = region_mean_uncertainty(result.uncertainty, result.regions, rows)
+    return rows
 
 
 def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -> Path:
@@ -187,6 +189,8 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
     if result.density_veto is not None:
         info["density_veto"] = result.density_veto
     info["warnings"] = result.warnings
+    if result.settings is not None:
+        info["settings"] = result.settings
     columns = COLUMNS
     if result.uncertainty is not None:
         from .dense.uncertainty import SCALE
@@ -216,21 +220,19 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
     return out_dir
 
 
-def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path | None = None,
-                 series_uid: str | None = None, model=None, device="cpu", model_card: dict | None = None,
-                 lobes_convention: str = "auto", batch_size: int | None = None,
-                 ct: CTImage | None = None, tta: bool = True, model_dir: str | Path | None = None,
-                 read_seconds: float | None = None, regions: str = "lobes", lobes_from: str | None = None,
-                 hu_calibration: str = "auto", strict: bool = False, density_veto: bool | None = None) -> Analysis:
+def analyze_file(path: str | Path, out_dir: str | Path, settings: AnalysisSettings | None = None,
+                 model: LoadedModel | None = None, lobes_path: str | Path | None = None, ct: CTImage | None = None,
+                 read_seconds: float | None = None) -> Analysis:
     """Read (unless ``ct`` is given: then ``read_seconds`` is the time its reading took), analyze and write one
-    case."""
+    case, as ``settings`` say, with ``model`` (:func:`drasclr.loaded_model.load_for_analysis`)."""
+    settings = settings or AnalysisSettings()
     t0 = time.perf_counter()
-    ct = ct if ct is not None else read_ct(path, series_uid=series_uid, single_slice=is_reference(model))
+    if ct is None:
+        ct = read_ct(path, series_uid=settings.series, allow_uneven=settings.allow_uneven_slices,
+                     single_slice=model is not None and model.reference)
     read_s = read_seconds if read_seconds is not None else time.perf_counter() - t0
-    lobes = read_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
-    result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size, tta=tta,
-                     model_dir=model_dir, regions=regions, lobes_from=lobes_from, hu_calibration=hu_calibration,
-                     strict=strict, density_veto=density_veto)
+    lobes = read_lobes(lobes_path, ct, settings.lobes_convention) if lobes_path else None
+    result = analyze(ct, lobes, model=model, settings=settings)
     result.timings = {"read_s": round(read_s, 3), **result.timings}
     write_analysis(result, out_dir)
     return result

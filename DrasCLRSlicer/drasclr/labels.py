@@ -5,8 +5,6 @@ from __future__ import annotations
 # Emphysema subtypes (subtypes.nii.gz)
 OUTSIDE, NORMAL, CLE, PSE, PLE = 0, 1, 2, 3, 4
 SUBTYPES = {NORMAL: "normal", CLE: "cle", PSE: "pse", PLE: "ple"}
-SUBTYPE_TITLES = {NORMAL: "Normal parenchyma", CLE: "Centrilobular emphysema",
-                  PSE: "Paraseptal emphysema", PLE: "Panlobular emphysema"}
 NUM_CLASSES = 5  # including 0 (outside lung)
 
 # Lung masks (lungmask R231 convention): 1 right lung, 2 left lung

@@ -6,8 +6,7 @@ and anterior at the top; coronal slices are seen from the front, the patient's r
 superior at the top. Pixels are resampled to square physical size, so thick slices keep their true aspect.
 Volumes are first reoriented to LPS (``SimpleITK.DICOMOrient``) so any scan direction is handled the same way.
 
-The colour table below is the one place where subtype and region colours live (the Slicer terminology uses the
-same RGB values).
+Names, colours and column titles come from :mod:`drasclr.names` (the one table the web app and Slicer read too).
 """
 
 from __future__ import annotations
@@ -22,29 +21,18 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from . import __version__, labels
+from . import __version__, labels, names
 from .image import CTImage
+from .names import hex_color, region_title
+from .stats import COLUMNS
 
-# --- colour table (RGB 0-255, overlay opacity) ------------------------------------------------------------------
-SUBTYPE_COLORS = {
-    labels.NORMAL: (102, 187, 106),  # faint green
-    labels.CLE: (255, 140, 0),  # orange
-    labels.PSE: (0, 200, 255),  # cyan
-    labels.PLE: (170, 60, 220),  # purple
-}
-SUBTYPE_ALPHA = {labels.NORMAL: 0.12, labels.CLE: 0.7, labels.PSE: 0.7, labels.PLE: 0.6}
-LAA_COLOR = (255, 215, 0)  # LAA-950 overlay when no subtype map exists (gold)
-REGION_COLORS = {
-    1: (255, 255, 255), 2: (255, 105, 180), 3: (144, 238, 144), 4: (135, 206, 250), 5: (255, 99, 71),
-    11: (255, 255, 255), 12: (255, 182, 193), 13: (255, 105, 180),
-    14: (144, 238, 144), 15: (135, 206, 250), 16: (255, 99, 71),
-}
+# colours (RGB 0-255) and overlay opacities: drasclr.names, the one table of names and colours
+SUBTYPE_COLORS = names.subtype_colors()
+SUBTYPE_ALPHA = {v: s.alpha for v, s in names.SUBTYPES.items()}
+LAA_COLOR = names.LAA_COLOR
+REGION_COLORS = names.region_colors()
 LUNG_WINDOW = (1500.0, -600.0)  # width, level (HU)
 PLANES = ("axial", "coronal", "sagittal")
-
-
-def hex_color(rgb) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 # --- slicing in display orientation ----------------------------------------------------------------------------
@@ -235,10 +223,6 @@ def _nan(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def region_title(name: str) -> str:
-    return name.replace("_", " ").capitalize()
-
-
 def bar_chart(rows: list[dict], path: Path, with_subtypes: bool) -> Path:
     """Horizontal stacked bars of subtype % per region (or LAA-950 % without subtypes)."""
     import matplotlib
@@ -254,7 +238,7 @@ def bar_chart(rows: list[dict], path: Path, with_subtypes: bool) -> Path:
         for value, cls in labels.SUBTYPES.items():
             vals = np.array([0.0 if _nan(r[f"{cls}_pct"]) else r[f"{cls}_pct"] for r in rows][::-1])
             ax.barh(y, vals, left=left, color=hex_color(SUBTYPE_COLORS[value]), edgecolor="white", linewidth=0.5,
-                    label=labels.SUBTYPE_TITLES[value])
+                    label=names.SUBTYPES[value].title)
             left += vals
         ax.set_xlim(0, 100)
         ax.set_xlabel("% of region volume")
@@ -309,9 +293,7 @@ footer{font-size:11.5px;color:#6b7785;text-align:center;padding:10px}
 """
 
 _SUM_ROWS = ("left_lung", "right_lung", "whole_lung")
-_TABLE = [("volume_ml", "Volume (mL)", 0), ("mean_hu", "Mean HU", 0), ("perc15_hu", "Perc15 (HU)", 0),
-          ("laa950_pct", "LAA-950 %", 1), ("laa910_pct", "LAA-910 %", 1), ("laa856_pct", "LAA-856 %", 1),
-          ("normal_pct", "Normal %", 1), ("cle_pct", "CLE %", 1), ("pse_pct", "PSE %", 1), ("ple_pct", "PLE %", 1)]
+_TABLE = [(c, names.column_title(c), names.COLUMNS[c][2]) for c in COLUMNS[1:]]
 _IDENTIFYING = re.compile(r"(path|file|input|output|patient|subject|series|study|uid|accession|date|dir)", re.I)
 
 
@@ -397,7 +379,7 @@ def _calibration_html(info: dict) -> str:
 def _legend_html(with_subtypes: bool, region_values) -> str:
     items = []
     if with_subtypes:
-        items += [(SUBTYPE_COLORS[v], labels.SUBTYPE_TITLES[v]) for v in labels.SUBTYPES]
+        items += [(SUBTYPE_COLORS[v], names.SUBTYPES[v].title) for v in labels.SUBTYPES]
     else:
         items.append((LAA_COLOR, "LAA-950 (below -950 HU)"))
     items += [(REGION_COLORS[v], f"{region_title(labels.REGION_NAMES[v])} outline") for v in region_values
@@ -469,7 +451,7 @@ def report_html(figures, rows: list[dict], info: dict, with_subtypes: bool, regi
                   ("LAA-950", f"{_fmt(whole['laa950_pct'], 1)} %"),
                   ("Perc15", f"{_fmt(whole['perc15_hu'], 0)} HU")]
         if with_subtypes:
-            cards += [(labels.SUBTYPE_TITLES[v], f"{_fmt(whole[f'{c}_pct'], 1)} %")
+            cards += [(names.SUBTYPES[v].title, f"{_fmt(whole[f'{c}_pct'], 1)} %")
                       for v, c in labels.SUBTYPES.items() if v != labels.NORMAL]
     cards_html = "".join(f'<div class="card"><div class="v">{html.escape(v)}</div>'
                          f'<div class="k">{html.escape(k)}</div></div>' for k, v in cards)

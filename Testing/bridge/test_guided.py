@@ -116,10 +116,11 @@ def test_overlay_toggle_next_region_and_finetune_with_reviewed_units(scene, tmp_
 @pytest.mark.slow
 def test_output_folder_brings_uncertainty_and_queue(scene, tmp_path, tiny_model_dir):
     from drasclr.dense.store import load_segmenter
+    from drasclr.loaded_model import LoadedModel
 
     chest = synthetic_chest((20, 28, 28), spacing=(6.0, 6.0, 6.0))
     net, card, folder = load_segmenter(tiny_model_dir)
-    res = engine_analyze(chest, model=net, model_card=card, model_dir=folder)
+    res = engine_analyze(chest, model=LoadedModel(net, card, folder, "cpu"))
     out = write_analysis(res, tmp_path / "out", report=False)
     ct_node = volumes.add_volume_node(scene, chest, "chest")
     logic = DrasCLRLogic(scene)

@@ -3,7 +3,7 @@ series and in a child process on a single axial slice (one-slice outputs load as
 
 from __future__ import annotations
 
-from drasclr import labels
+from drasclr import names
 from drasclr.versions import REFERENCE_MODEL
 from DrasCLRSlicerLib import models, segmentations, tables, volumes
 from DrasCLRSlicerLib.logic import DrasCLRLogic
@@ -24,7 +24,7 @@ def test_analyze_in_process_with_cip_lh_on_a_sparse_series(scene):
     assert nodes.region_kind == "zones"
     rows = {r["region"]: r for r in tables.table_to_rows(nodes.table)}
     assert rows["right_lung"]["normal_pct"] > 90
-    assert set(segmentations.segment_names(nodes.subtypes)) == set(labels.SUBTYPE_TITLES.values())
+    assert set(segmentations.segment_names(nodes.subtypes)) == {s.title for s in names.SUBTYPES.values()}
 
 
 def test_single_slice_in_a_child_process(scene, tmp_path):

@@ -10,6 +10,7 @@ import vtk
 from bridge_support import oblique_direction, synthetic_chest
 
 from drasclr import labels
+from drasclr import names as display
 from DrasCLRSlicerLib import segmentations, terminology, volumes
 
 
@@ -30,8 +31,12 @@ def reference_geometry(node) -> str:
 def test_terminology_matches_engine_labels():
     entries = terminology.subtype_entries()
     assert [e.value for e in entries] == [1, 2, 3, 4]
-    assert {e.value: e.name for e in entries} == labels.SUBTYPE_TITLES
-    assert len({e.color for e in entries}) == 4
+    assert {e.value: e.name for e in entries} == {v: s.title for v, s in display.SUBTYPES.items()}
+    # one table of names and colours: the Slicer terminology shows what the report and the web app show
+    assert {e.value: tuple(round(c * 255) for c in e.color) for e in entries} == display.subtype_colors()
+    regions = terminology.region_entries()
+    assert {e.value: tuple(round(c * 255) for c in e.color) for e in regions} == display.region_colors()
+    assert terminology.region_entries([1])[0].name == "Left upper lobe" == display.region_title("left_upper_lobe")
     doc = json.loads(terminology.TERMINOLOGY_FILE.read_text())
     types = doc["SegmentationCodes"]["Category"][0]["Type"]
     assert {t["DrasCLRColumn"] for t in types} == {f"{n}_pct" for n in labels.SUBTYPES.values()}
@@ -57,7 +62,7 @@ def test_labelmap_segmentation_round_trip_by_name(scene):
     entries = terminology.subtype_entries()
     seg = segmentations.labelmap_to_segmentation(scene, lab, ref, entries, name="subtypes")
     by_name = segmentations.segment_names(seg)
-    assert set(by_name) == set(labels.SUBTYPE_TITLES.values())  # PSE present, although empty
+    assert set(by_name) == {s.title for s in display.SUBTYPES.values()}  # PSE present, although empty
     for e in entries:
         segment = seg.GetSegmentation().GetSegment(by_name[e.name])
         np.testing.assert_allclose(segment.GetColor(), e.color)

@@ -115,6 +115,7 @@ def test_real_ct_through_storage_nodes_and_segmentation(scene, real_ct_path, tmp
     """The real CT survives .nrrd save/load; its engine zones survive segmentation -> .seg.nrrd -> labelmap."""
     from drasclr import labels
     from drasclr.analyze import analyze
+    from drasclr.settings import AnalysisSettings
     from DrasCLRSlicerLib import segmentations, terminology
 
     ct = read_ct(real_ct_path)
@@ -125,7 +126,7 @@ def test_real_ct_through_storage_nodes_and_segmentation(scene, real_ct_path, tmp
     assert back.spacing == ct.spacing and back.origin == ct.origin
     np.testing.assert_array_equal(back.direction, ct.direction)
 
-    zones = analyze(ct, regions="zones").regions
+    zones = analyze(ct, settings=AnalysisSettings(regions="zones")).regions
     entries = terminology.region_entries(labels.ZONES)
     seg = segmentations.labelmap_to_segmentation(scene, zones, node, entries, name="zones")
     seg_loaded = storage.load_segmentation(scene, storage.save_node(seg, tmp_path / "zones.seg.nrrd"))

@@ -67,6 +67,8 @@ def test_analyze_applies_the_cards_rule_and_records_it(tmp_path):
 
     from drasclr.analyze import analyze, write_analysis
     from drasclr.dense.segmenter import SubtypeSegmenter
+    from drasclr.loaded_model import LoadedModel
+    from drasclr.settings import AnalysisSettings
     from synthetic import synthetic_chest
 
     torch.manual_seed(0)
@@ -76,8 +78,9 @@ def test_analyze_applies_the_cards_rule_and_records_it(tmp_path):
         tiny.classifier.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 50.0]))
     ct, _ = synthetic_chest(shape=(24, 48, 48), spacing=(4.0, 4.0, 5.0))  # normal-density lungs
     card = {"inference": {"density_veto": DensityVeto().card()}}
-    res = analyze(ct, model=tiny, model_card=card, tta=False, regions="zones")
-    plain = analyze(ct, model=tiny, model_card={}, tta=False, regions="zones")
+    settings = AnalysisSettings(tta=False, regions="zones")
+    res = analyze(ct, model=LoadedModel(tiny, card, None, torch.device("cpu")), settings=settings)
+    plain = analyze(ct, model=LoadedModel(tiny, {}, None, torch.device("cpu")), settings=settings)
     lung = res.subtypes.array > 0
     called = (plain.subtypes.array[lung] == labels.PLE).mean()
     assert called > 0.9  # without the rule: PLE everywhere

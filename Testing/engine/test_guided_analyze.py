@@ -12,7 +12,9 @@ from drasclr.analyze import analyze, write_analysis
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.uncertainty import SCALE
 from drasclr.io import read_image
+from drasclr.loaded_model import LoadedModel
 from drasclr.review import read_review
+from drasclr.settings import AnalysisSettings
 from drasclr.stats import COLUMNS, UNCERTAINTY_COLUMN, read_json
 from synthetic import synthetic_chest
 
@@ -24,7 +26,8 @@ def result(tmp_path_factory):
     ct, _ = synthetic_chest(shape=(30, 64, 64), spacing=(3.0, 3.0, 4.0))
     torch.manual_seed(0)
     model = SubtypeSegmenter(encoder=TINY, decoder=(8, 8, 8, 4, 4))
-    res = analyze(ct, model=model, model_card={"name": "tiny", "version": "tiny-v1"}, batch_size=32)
+    loaded = LoadedModel(model, {"name": "tiny", "version": "tiny-v1"}, None, torch.device("cpu"))
+    res = analyze(ct, model=loaded, settings=AnalysisSettings(batch_size=32))
     out = write_analysis(res, tmp_path_factory.mktemp("guided") / "out", report=False)
     return res, out
 

@@ -176,10 +176,11 @@ def test_cross_validated_accuracy_on_the_real_patches():
 
 def test_a_single_slice_is_refused_by_the_3d_model_path_but_densitometry_runs():
     from drasclr.analyze import analyze
+    from drasclr.loaded_model import LoadedModel
 
     ct, truth = chest_slice(seed=9, size=256)
     with pytest.raises(InputError, match="cip-lh"):
-        analyze(ct, model=object())  # any 3-D model: refused before it is used
+        analyze(ct, model=LoadedModel(object(), {}, None, "cpu"))  # any 3-D model: refused before it is used
     result = analyze(ct)  # densitometry only works on one slice
     assert result.region_kind == "lungs" and result.subtypes is None
     assert [r["region"] for r in result.rows] == ["left_lung", "right_lung", "whole_lung"]

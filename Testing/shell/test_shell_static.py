@@ -113,22 +113,52 @@ def test_nothing_is_installed_at_import(shell_tree):
     assert "pip" not in module_init and "installTorch" not in module_init
 
 
-def test_widget_calls_only_existing_logic_methods(shell_tree):
+def bridge_methods() -> set[str]:
+    bridge = ast.parse((MODULE / "DrasCLRSlicerLib" / "logic.py").read_text())
+    return methods(classes(bridge)["DrasCLRLogic"])
+
+
+def test_widget_calls_one_logic_whose_methods_exist(shell_tree):
+    """The widget calls one Logic object: its Slicer-side methods or, through it, the MRML bridge's (there is
+    no ``logic.bridge`` detour and no pass-through layer)."""
     cls = classes(shell_tree)
-    logic_methods = methods(cls["DrasCLRSlicerLogic"])
-    used = attribute_uses(cls["DrasCLRSlicerWidget"], "self", "logic") - {"bridge"}
-    assert not used - logic_methods, f"Widget calls missing Logic methods: {sorted(used - logic_methods)}"
+    used = attribute_uses(cls["DrasCLRSlicerWidget"], "self", "logic")
+    assert "bridge" not in used
+    known = methods(cls["DrasCLRSlicerLogic"]) | bridge_methods()
+    assert not used - known, f"Widget calls missing Logic methods: {sorted(used - known)}"
+    assert {"run_in_subprocess", "export_csv", "export_html", "set_opacity", "segment_editor_node",
+            "next_review_unit", "show_uncertainty"} & used == {"export_csv", "export_html", "set_opacity",
+                                                                  "segment_editor_node", "next_review_unit",
+                                                                  "show_uncertainty"}
 
 
 def test_shell_logic_delegates_to_existing_bridge_methods(shell_tree):
     """self.bridge.X (the MRML bridge) in the shell must be a DrasCLRLogic method."""
-    bridge = ast.parse((MODULE / "DrasCLRSlicerLib" / "logic.py").read_text())
-    bridge_methods = methods(classes(bridge)["DrasCLRLogic"])
-    used = attribute_uses(shell_tree, "self", "bridge") | attribute_uses(shell_tree, "self", "logic", "bridge")
-    missing = used - bridge_methods
+    used = attribute_uses(shell_tree, "self", "bridge") | attribute_uses(shell_tree, "logic", "bridge")
+    missing = used - bridge_methods()
     assert not missing, f"shell calls DrasCLRLogic methods that do not exist: {sorted(missing)}"
-    assert {"analyze", "run_in_subprocess", "export_csv", "export_html", "set_opacity",
-            "finetune_from_corrections"} <= used
+    assert {"run_in_subprocess", "finetune_from_corrections"} <= used
+
+
+def test_panel_settings_fields_are_analysis_settings(shell_tree):
+    """Every analysis option the panel shows is an AnalysisSettings field under its camelCase name, and every
+    value its widget can hold becomes a valid setting (what ``DrasCLRSlicerLogic.analysisSettings`` builds)."""
+    from drasclr.settings import AnalysisSettings, camel, shell_options
+
+    fields = parameter_fields(shell_tree)
+    options = {camel(o["name"]): o for o in shell_options()}
+    shown = set(fields) & set(options)
+    assert {"model", "device", "tta", "huCalibration", "strict", "regions", "densityVeto", "batchSize"} <= shown
+    for name in shown:
+        annotation = fields[name]
+        if "Choice(" in annotation:
+            values = ast.literal_eval(annotation.split("Choice(", 1)[1].rsplit(")", 2)[0])
+        else:
+            values = {"bool": [True, False], "str": ["", "cip-lh"]}.get(annotation, [0, 8])
+        for value in values:
+            settings = AnalysisSettings.from_panel({name: value}, strict=True)
+            assert settings.to_json() == AnalysisSettings.from_json(settings.to_json()).to_json()
+    assert AnalysisSettings.from_panel({"densityVeto": "Off", "batchSize": 0}).to_args() == ["--no-density-veto"]
 
 
 def test_finetune_button_is_gated_on_the_engine(shell_tree):
@@ -148,7 +178,7 @@ def test_totalsegmentator_button_hidden_without_the_extension(shell_tree):
     assert "TotalSegmentator" in button[0].find("property[@name='text']/string").text
     widget = ast.unparse(classes(shell_tree)["DrasCLRSlicerWidget"])
     assert "self.ui.totalSegmentatorButton.visible = self.logic.totalSegmentatorAvailable()" in widget
-    assert "p.lobes = self.logic.computeLobesTotalSegmentator(" in widget
+    assert "p.lobes = self.logic.compute_lobes_totalsegmentator(" in widget
+    assert "compute_lobes_totalsegmentator" in bridge_methods()
     logic = ast.unparse(classes(shell_tree)["DrasCLRSlicerLogic"])
     assert "totalsegmentator_available()" in logic
-    assert "self.bridge.compute_lobes_totalsegmentator(" in logic

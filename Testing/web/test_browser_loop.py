@@ -27,7 +27,12 @@ pytestmark = pytest.mark.slow
 
 COLUMNS = ["region", "volume_ml", "mean_hu", "perc15_hu", "laa950_pct", "normal_pct", "cle_pct", "pse_pct",
            "ple_pct"]
-HEADERS = ["Region", "Volume ml", "Mean HU", "Perc15 HU", "LAA-950 %", "Normal %", "CLE %", "PSE %", "PLE %"]
+HEADERS = ["Region", "Volume (mL)", "Mean HU", "Perc15 (HU)", "LAA-950 %", "Normal %", "CLE %", "PSE %", "PLE %"]
+REGION_NAMES = {"left_upper_lobe": "Left upper lobe", "left_lower_lobe": "Left lower lobe",
+                "right_upper_lobe": "Right upper lobe", "right_middle_lobe": "Right middle lobe",
+                "right_lower_lobe": "Right lower lobe", "left_lung": "Left lung", "right_lung": "Right lung",
+                "whole_lung": "Whole lung"}
+DECIMALS = {"volume_ml": 0, "mean_hu": 0, "perc15_hu": 0}  # the rest: one decimal
 PLE = 4
 _NAME, _N = split_version(DEMO_MODEL)
 NEXT = f"{_NAME}-v{_N + 1}"  # fine-tuning the bundled default writes its next version
@@ -37,8 +42,10 @@ FINETUNE_SECONDS = float(os.environ.get("DRASCLR_WEB_FINETUNE_SECONDS", "30"))
 ANALYSIS_TIMEOUT_MS = 1_500_000  # generous for a shared machine; a quiet 2-core run needs a few minutes in all
 
 
-def cell(text: str) -> str:
-    return "–" if text in ("", None) or math.isnan(float(text)) else f"{float(text):.1f}"
+def cell(text: str, column: str) -> str:
+    if text in ("", None) or math.isnan(float(text)):
+        return "–"
+    return f"{float(text):.{DECIMALS.get(column, 1)}f}"
 
 
 def shots_dir(tmp_path: Path) -> Path:
@@ -138,7 +145,8 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
             # the table shows stats.csv of that run
             session = server.session_dir()
             with open(session / "analysis-001" / "output" / "stats.csv", newline="") as fh:
-                expected = [[cell(r[c]) if c != "region" else r[c] for c in COLUMNS] for r in csv.DictReader(fh)]
+                expected = [[cell(r[c], c) if c != "region" else REGION_NAMES[r[c]] for c in COLUMNS]
+                            for r in csv.DictReader(fh)]
             headers = page.eval_on_selector_all("#stats-table th", "hs => hs.map(h => h.textContent.trim())")
             shown = page.eval_on_selector_all(
                 "#stats-table tr.stats-row", "rs => rs.map(r => Array.from(r.cells).map(c => c.textContent.trim()))")

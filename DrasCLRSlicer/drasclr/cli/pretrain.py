@@ -14,8 +14,8 @@ from pathlib import Path
 
 
 def add_parser(sub):
-    from ..model import DEFAULT_CHANNELS
-    from ..pretrain.trainer import METHODS
+    from ..architecture import DEFAULT_CHANNELS
+    from ..architecture import PRETRAIN_METHODS as METHODS
 
     p = sub.add_parser("pretrain", help="self-supervised pretraining: DrasCLR, VoCo or volume fusion (torchrun DDP)",
                        description="Pretrain the encoder. drasclr: location-conditioned local and neighbouring "

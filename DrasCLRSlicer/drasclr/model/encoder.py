@@ -22,10 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..architecture import DEFAULT_CHANNELS
 from .condconv import CondConv3d, set_condconv_mode
-
-DEFAULT_CHANNELS = (8, 8, 16, 32, 64, 128, 128)
-PATCH_SIZE = 32
 
 
 class ConvBNAct(nn.Module):

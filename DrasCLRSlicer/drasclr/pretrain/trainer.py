@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import distributed as D
+from ..architecture import PRETRAIN_METHODS
 from ..device import pick_device
 from ..errors import InputError
 from ..model import DEFAULT_CHANNELS, DrasCLREncoder, PlainEncoder, save_model
@@ -39,7 +40,7 @@ from .sampler import LocationBatchSampler, SampleBatchSampler
 from .volumes import VolumeCache, build_volume_cache, is_volume_cache
 
 log = logging.getLogger("drasclr.pretrain")
-METHODS = ("drasclr", "voco", "volfusion")
+METHODS = PRETRAIN_METHODS
 
 
 @dataclass
