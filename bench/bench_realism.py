@@ -9,8 +9,9 @@
 already there is not generated again: the run resumes). ``report`` compares them with the real patches
 (``../shared/data/real_labels/cip_emphysema_patches/patches.npz``, licence ``CIP-License.txt`` beside it):
 per-class HU statistics (median, IQR, % < -950, % > -500, area-weighted size of the < -950 HU clusters) and
-the cross-domain balanced accuracy of a local-histogram kNN both ways (real -> phantom, phantom -> real), the
-measuring recipe of ``../shared/notes/real-data.md``. See docs/realism.md.
+the cross-domain balanced accuracy both ways of the shipped reference classifier ``cip-lh`` (drasclr.reference):
+real -> phantom is cip-lh as shipped (trained on the real patches) reading the phantom windows; phantom -> real is
+the same classifier with the phantom windows as its references reading the real patches. See docs/realism.md.
 """
 
 from __future__ import annotations
@@ -38,9 +39,7 @@ NAMES = {1: "normal", 2: "CLE", 3: "PSE", 4: "PLE"}
 WIN = 31
 PIXEL_MM = 0.7  # phantom windows are resampled to this in-plane pixel
 REAL_PIXEL_MM = 0.65  # real patches: COPDGene HRCT, about 0.6-0.7 mm (not stored)
-PSE_WALL_HU, PSE_WALL_FRACTION = -450.0, 0.28
 MIN_SHARE = {1: 1.0, 2: 0.15, 3: 0.15, 4: 0.7}  # least share of the window's lung in the centre's class
-HIST_EDGES = np.arange(-1100.0, -399.0, 5.0)  # plus one overflow bin for everything denser than -400 HU
 
 
 # ----------------------------------------------------------------------------------------------- real patches
@@ -161,37 +160,34 @@ def class_stats(windows: np.ndarray, pixel_mm: float) -> dict:
             "laa_cluster_mm2": laa_cluster_mm2(windows, pixel_mm)}
 
 
-# ---------------------------------------------------------------------------------------- local-histogram kNN
-def histograms(windows: np.ndarray) -> np.ndarray:
-    """Per window a normalised HU histogram (5 HU bins -1100..-400, clamped at the ends, one overflow bin for
-    denser pixels), smoothed with a Gaussian of 2 bins."""
-    v = windows.reshape(len(windows), -1).astype(float)
-    nb = len(HIST_EDGES) - 1
-    idx = np.clip(np.floor((v - HIST_EDGES[0]) / 5.0), 0, nb).astype(int)  # nb = overflow
-    h = np.zeros((len(v), nb + 1))
-    np.add.at(h, (np.repeat(np.arange(len(v)), v.shape[1]), idx.ravel()), 1.0)
-    h /= v.shape[1]
-    h[:, :nb] = ndi.gaussian_filter1d(h[:, :nb], 2.0, axis=1, mode="nearest")
-    return h
+# ------------------------------------------------------------------- the judge: the shipped reference classifier
+def judge_trained_on(windows: np.ndarray | None = None, y: np.ndarray | None = None):
+    """The shipped ``cip-lh`` (drasclr.reference, trained on the real CIP patches) when ``windows`` is None, else the
+    same classifier (histogram spec, k, paraseptal rules) with ``windows``/``y`` as its references."""
+    import dataclasses
+
+    from drasclr.reference.features import patch_features
+    from drasclr.reference.store import load_reference
+
+    shipped, _, _ = load_reference()
+    if windows is None:
+        return shipped
+    feats, _ = patch_features(windows, shipped.spec)
+    return dataclasses.replace(shipped, features=feats, labels=np.asarray(y, np.uint8))
 
 
-def knn_predict(train_w: np.ndarray, train_y: np.ndarray, test_w: np.ndarray) -> np.ndarray:
-    """kNN (k = 5, L1, distance weights) on the smoothed histograms, then the PSE rule: a window called
-    non-normal with more than 28 % of its pixels above -450 HU (pleura, wall) is PSE."""
-    from sklearn.neighbors import KNeighborsClassifier
+def knn_predict(judge, test_w: np.ndarray) -> np.ndarray:
+    """The judge's subtype of each 31 x 31 window (its features at the window's centre)."""
+    from drasclr.reference.features import patch_features
 
-    clf = KNeighborsClassifier(n_neighbors=5, metric="manhattan", weights="distance")
-    clf.fit(histograms(train_w), train_y)
-    pred = clf.predict(histograms(test_w))
-    wall = (test_w.reshape(len(test_w), -1) > PSE_WALL_HU).mean(1) > PSE_WALL_FRACTION
-    pred[(pred != 1) & wall] = 3
-    return pred
+    feats, dense = patch_features(test_w, judge.spec)
+    return judge.predict(feats, dense).astype(int)
 
 
-def balanced(train_w, train_y, test_w, test_y) -> dict:
+def balanced(judge, test_w, test_y) -> dict:
     from sklearn.metrics import balanced_accuracy_score, confusion_matrix, recall_score
 
-    pred = knn_predict(train_w, train_y, test_w)
+    pred = knn_predict(judge, test_w)
     rec = recall_score(test_y, pred, labels=list(CLASSES), average=None, zero_division=0)
     return {"balanced_accuracy": float(balanced_accuracy_score(test_y, pred)),
             "recall": {NAMES[c]: float(r) for c, r in zip(CLASSES, rec)},
@@ -214,7 +210,8 @@ def report(args) -> dict:
            "seconds_per_case": float(np.mean([i["seconds"] for i in infos])),
            "stats": {"real": {NAMES[c]: class_stats(rw[ry == c], REAL_PIXEL_MM) for c in CLASSES},
                      "phantom": {NAMES[c]: class_stats(pw[py == c], PIXEL_MM) for c in CLASSES if (py == c).any()}},
-           "real_to_phantom": balanced(rw, ry, pw, py), "phantom_to_real": balanced(pw, py, rw, ry)}
+           "real_to_phantom": balanced(judge_trained_on(), pw, py),
+           "phantom_to_real": balanced(judge_trained_on(pw, py), rw, ry)}
     print(f"{out['cases']} phantom cases (generator {out['generator']}, seeds {out['seeds']}), "
           f"{len(py)} windows {np.bincount(py, minlength=5)[1:].tolist()}, "
           f"{out['seconds_per_case']:.0f} s a case")
