@@ -230,7 +230,7 @@ def bar_chart(rows: list[dict], path: Path, with_subtypes: bool) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [region_title(r["region"]) for r in rows][::-1]
+    titles = [region_title(r["region"]) for r in rows][::-1]
     fig, ax = plt.subplots(figsize=(7.2, 0.42 * len(rows) + 1.3), dpi=110)
     y = np.arange(len(rows))
     if with_subtypes:
@@ -251,7 +251,7 @@ def bar_chart(rows: list[dict], path: Path, with_subtypes: bool) -> Path:
             ax.text(v, yi, f" {v:.1f}", va="center", fontsize=8, color="#333")
         ax.set_xlim(0, max(10.0, float(vals.max()) * 1.25 if vals.size else 10.0))
         ax.set_xlabel("LAA-950 (% of region volume below -950 HU)")
-    ax.set_yticks(y, names, fontsize=9)
+    ax.set_yticks(y, titles, fontsize=9)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.grid(axis="x", color="#ddd", linewidth=0.6)
