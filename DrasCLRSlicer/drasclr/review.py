@@ -59,6 +59,56 @@ def _block_keys(regions: np.ndarray, inside: np.ndarray, spacing_zyx, block_mm: 
     return np.where(inside, key, 0)
 
 
+def _pieces(key: np.ndarray, min_vox: int) -> tuple[np.ndarray, int]:
+    """The connected pieces of each (block, region) key of at least ``min_vox`` voxels, numbered 1..n (0 elsewhere),
+    and n."""
+    uniq, inverse = np.unique(key, return_inverse=True)
+    dense = (inverse.reshape(key.shape) + int(uniq[0] != 0)).astype(np.int32)  # key 0 (outside) -> 0
+    pieces = np.zeros(key.shape, np.int32)
+    n_pieces = 0
+    for k, sl in enumerate(ndimage.find_objects(dense), start=1):
+        if sl is None:
+            continue
+        lab, n = ndimage.label(dense[sl] == k)
+        if n == 0:
+            continue
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)
+        keep = np.flatnonzero(sizes[1:] >= min_vox) + 1
+        if keep.size == 0:
+            continue
+        renum = np.zeros(n + 1, np.int32)
+        renum[keep] = np.arange(n_pieces + 1, n_pieces + 1 + keep.size)
+        n_pieces += keep.size
+        sub = renum[lab]
+        view = pieces[sl]
+        view[sub > 0] = sub[sub > 0]
+    return pieces, n_pieces
+
+
+def _unit(regions: CTImage, rank: int, region: int, piece: np.ndarray, sl: tuple, lo: np.ndarray,
+          centroid: np.ndarray, n: int) -> dict:
+    """Where one unit lies: its region, centre (the unit's voxel nearest its centroid: a centroid may fall outside
+    a curved piece), bounding box (voxels and LPS mm), size."""
+    pts = np.argwhere(piece) + [s.start for s in sl]
+    centre = pts[np.argmin(((pts - centroid) ** 2).sum(1))] + lo
+    b_lo = np.array([s.start for s in sl]) + lo
+    b_hi = np.array([s.stop for s in sl]) + lo
+    corners = np.array(list(itertools.product(*zip(b_lo, b_hi - 1))))
+    corners_lps = regions.zyx_to_lps(corners.astype(float))
+    return {
+        "rank": rank,
+        "region": labels.REGION_NAMES.get(region, str(region)),
+        "region_value": region,
+        "centre_lps": [round(float(v), 2) for v in regions.zyx_to_lps(centre[None].astype(float))[0]],
+        "centre_zyx": [int(v) for v in centre],
+        "bbox_lps": [[round(float(v), 2) for v in corners_lps.min(0)],
+                     [round(float(v), 2) for v in corners_lps.max(0)]],
+        "bbox_zyx": [[int(v) for v in b_lo], [int(v) for v in b_hi]],
+        "voxels": n,
+        "volume_ml": round(n * regions.voxel_volume_ml, 3),
+    }
+
+
 def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray,
                 uncertainty: np.ndarray | None = None, *, block_mm: float = 30.0,
                 min_ml: float = 0.5, rank_by: str = "density") -> ReviewQueue:
@@ -82,28 +132,7 @@ def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray
     inside = inside_all[box]
     reg = regions.array[box]
     key = _block_keys(reg, inside, regions.spacing_zyx, block_mm)
-    min_vox = max(1, int(np.ceil(min_ml / regions.voxel_volume_ml)))
-    # connected pieces of each (block, region) key, numbered 1..n over the box
-    uniq, inverse = np.unique(key, return_inverse=True)
-    dense = (inverse.reshape(key.shape) + int(uniq[0] != 0)).astype(np.int32)  # key 0 (outside) -> 0
-    pieces = np.zeros(key.shape, np.int32)
-    n_pieces = 0
-    for k, sl in enumerate(ndimage.find_objects(dense), start=1):
-        if sl is None:
-            continue
-        lab, n = ndimage.label(dense[sl] == k)
-        if n == 0:
-            continue
-        sizes = np.bincount(lab.ravel(), minlength=n + 1)
-        keep = np.flatnonzero(sizes[1:] >= min_vox) + 1
-        if keep.size == 0:
-            continue
-        renum = np.zeros(n + 1, np.int32)
-        renum[keep] = np.arange(n_pieces + 1, n_pieces + 1 + keep.size)
-        n_pieces += keep.size
-        sub = renum[lab]
-        view = pieces[sl]
-        view[sub > 0] = sub[sub > 0]
+    pieces, n_pieces = _pieces(key, max(1, int(np.ceil(min_ml / regions.voxel_volume_ml))))
     if n_pieces == 0:
         return ReviewQueue([], regions.with_array(out), block_mm, min_ml, rank_by)
     flat = pieces.ravel()
@@ -127,29 +156,11 @@ def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray
         sl = objects[i - 1]
         piece = pieces[sl] == i
         out[box][sl][piece] = rank
-        # the centre: the unit's voxel nearest its centroid (a centroid may fall outside a curved piece)
-        pts = np.argwhere(piece) + [s.start for s in sl]
-        centre = pts[np.argmin(((pts - centroid[i]) ** 2).sum(1))] + lo
-        b_lo = np.array([s.start for s in sl]) + lo
-        b_hi = np.array([s.stop for s in sl]) + lo
-        corners = np.array(list(itertools.product(*zip(b_lo, b_hi - 1))))
-        corners_lps = regions.zyx_to_lps(corners.astype(float))
-        n = int(voxels[i])
-        unit = {
-            "rank": rank,
-            "region": labels.REGION_NAMES.get(int(region_of[i]), str(int(region_of[i]))),
-            "region_value": int(region_of[i]),
-            "centre_lps": [round(float(v), 2) for v in regions.zyx_to_lps(centre[None].astype(float))[0]],
-            "centre_zyx": [int(v) for v in centre],
-            "bbox_lps": [[round(float(v), 2) for v in corners_lps.min(0)],
-                         [round(float(v), 2) for v in corners_lps.max(0)]],
-            "bbox_zyx": [[int(v) for v in b_lo], [int(v) for v in b_hi]],
-            "voxels": n,
-            "volume_ml": round(n * regions.voxel_volume_ml, 3),
-            "predicted": {name: round(float(counts[c][i]) / n, 4) for c, name in labels.SUBTYPES.items()},
-            "score": round(float(score[i]), 2),
-            "expected_error_fraction": round(float(score[i]) / n, 4),
-        }
+        unit = _unit(regions, rank, int(region_of[i]), piece, sl, lo, centroid[i], int(voxels[i]))
+        n = unit["voxels"]
+        unit["predicted"] = {name: round(float(counts[c][i]) / n, 4) for c, name in labels.SUBTYPES.items()}
+        unit["score"] = round(float(score[i]), 2)
+        unit["expected_error_fraction"] = round(float(score[i]) / n, 4)
         if unc is not None:
             unit["mean_uncertainty"] = round(float(unc[i]) / n, 4)
         units.append(unit)
