@@ -169,8 +169,9 @@ def is_reference(model) -> bool:
     return isinstance(model, LocalHistogramKNN)
 
 
-def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -> Path:
-    """Write the output files of an analysis into ``out_dir`` all-or-nothing."""
+def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True, extra=None) -> Path:
+    """Write the output files of an analysis into ``out_dir`` all-or-nothing; ``extra(folder, result)``, when
+    given, writes further files into the staging folder (``--dicom``: drasclr.dicom)."""
     out_dir = Path(out_dir)
     info = {"drasclr_version": __version__, "region_kind": result.region_kind,
             "region_source": result.region_source, "device": result.device,
@@ -213,6 +214,8 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
             from .report import write_report
 
             write_report(tmp, result.ct, result.subtypes, result.regions, result.rows, info)
+        if extra is not None:
+            extra(tmp, result)
     return out_dir
 
 
@@ -221,7 +224,8 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
                  lobes_convention: str = "auto", batch_size: int | None = None,
                  ct: CTImage | None = None, tta: bool = True, model_dir: str | Path | None = None,
                  read_seconds: float | None = None, regions: str = "lobes", lobes_from: str | None = None,
-                 hu_calibration: str = "auto", strict: bool = False, density_veto: bool | None = None) -> Analysis:
+                 hu_calibration: str = "auto", strict: bool = False, density_veto: bool | None = None,
+                 extra=None) -> Analysis:
     """Read (unless ``ct`` is given: then ``read_seconds`` is the time its reading took), analyze and write one
     case."""
     t0 = time.perf_counter()
@@ -232,5 +236,5 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
                      model_dir=model_dir, regions=regions, lobes_from=lobes_from, hu_calibration=hu_calibration,
                      strict=strict, density_veto=density_veto)
     result.timings = {"read_s": round(read_s, 3), **result.timings}
-    write_analysis(result, out_dir)
+    write_analysis(result, out_dir, extra=extra)
     return result

@@ -60,6 +60,9 @@ def add_parser(sub):
                    help="replace an existing non-empty output folder (batch: re-analyse and replace every case)")
     p.add_argument("--allow-uneven-slices", action="store_true",
                    help="accept a DICOM series with missing slices or uneven spacing: resample it to its median step")
+    p.add_argument("--dicom", action="store_true",
+                   help="also write OUT/dicom/: DICOM SEG of the subtypes and regions and a TID 1500 SR of the "
+                        "numbers, referencing the source series (DICOM input only; docs/dicom.md)")
     p.set_defaults(run=run)
 
 
@@ -126,6 +129,8 @@ def run(args) -> int:
 
     check_region_options(args.regions, args.lobes_from)
     cases = _cases(src)
+    if args.dicom and cases is not None:
+        raise InputError("--dicom applies to one DICOM series, not a batch")
     if cases is None:
         return _run_one(args, src)
     if args.lobes:
@@ -200,14 +205,26 @@ def _run_one(args, src: Path) -> int:
 
             read_lobes(args.lobes, ct, args.lobes_convention)
         _check_resolution(args, ct)
+        extra = _dicom_writer(args, src, ct)
         result = analyze_file(src, args.output, lobes_path=args.lobes, lobes_convention=args.lobes_convention,
-                              ct=ct, read_seconds=read_s, **_load_model(args, device))
+                              ct=ct, read_seconds=read_s, extra=extra, **_load_model(args, device))
     if not args.quiet:
         print(format_table(result.rows))
     for w in result.warnings:
         log.warning("warning: %s", w["message"])
     print(f"wrote {args.output}")
     return 0
+
+
+def _dicom_writer(args, src: Path, ct):
+    """``--dicom``: the source slices are matched to the grid now (a bad input fails before the model runs); the
+    returned function writes ``dicom/`` into the staging folder."""
+    if not args.dicom:
+        return None
+    from ..dicom import source_slices, write_dicom
+
+    source = source_slices(src, ct, args.series)
+    return lambda folder, result: write_dicom(result, source, Path(folder) / "dicom")
 
 
 def _run_batch(args, cases: list[Path]) -> int:
