@@ -3,7 +3,6 @@ dciodvfy (Debian's dicom3tools), highdicom, and dcmqi's segimage2itkimage — ag
 
 from __future__ import annotations
 
-import math
 import shutil
 import subprocess
 import sys
@@ -13,10 +12,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from dicom_checks import assert_regions_equal, assert_sr_equals_csv, source_order
 from dicom_writer import write_dicom_series
 from drasclr import labels
 from drasclr.io import read_image
-from drasclr.stats import read_csv
 
 hd = pytest.importorskip("highdicom", reason="highdicom not installed (pip install '.[dicom]')")
 DEMO_CT = Path(__file__).resolve().parents[2] / "DrasCLRSlicer" / "drasclr" / "data" / "demo_ct.nii.gz"
@@ -35,21 +34,6 @@ def case(tmp_path_factory):
     proc = run_cli("analyze", tmp / "series", "-o", tmp / "out", "--dicom", "--no-tta", "--quiet")
     assert proc.returncode == 0, proc.stderr
     return {"series": tmp / "series", "series_uid": series_uid, "out": tmp / "out", "dicom": tmp / "out" / "dicom"}
-
-
-def _source_uids(case) -> dict[str, int]:
-    """SOPInstanceUID -> slice index k of the analysed grid (read with the engine's own reader)."""
-    import pydicom
-
-    from drasclr.io import read_ct
-
-    ct = read_ct(case["series"])
-    inverse = np.linalg.inv(ct.direction @ np.diag(ct.spacing))
-    out = {}
-    for f in case["series"].iterdir():
-        ds = pydicom.dcmread(f, stop_before_pixels=True)
-        out[ds.SOPInstanceUID] = int(round((inverse @ (np.asarray(ds.ImagePositionPatient, float) - ct.origin))[2]))
-    return out
 
 
 @pytest.mark.slow
@@ -73,23 +57,11 @@ def test_highdicom_reads_segs_with_codes_and_source_references(case):
     assert (types[labels.CLE].value, types[labels.CLE].scheme_designator) == ("68328006", "SCT")
     assert types[labels.PSE].value == "31898008" and types[labels.PLE].value == "4981000"
     nifti = sitk.GetArrayFromImage(sitk.ReadImage(str(case["out"] / "subtypes.nii.gz")))
-    index = _source_uids(case)
-    uids = sorted(index, key=index.get)
+    uids = source_order(case["series"])
     frames = seg.get_pixels_by_source_instance(uids, combine_segments=True, skip_overlap_checks=True)
     assert np.array_equal(frames, nifti)  # frames on the source slices, in the grid's order
 
-    regions = hd.seg.segread(case["dicom"] / "seg_regions.dcm")
-    lobes = sitk.GetArrayFromImage(sitk.ReadImage(str(case["out"] / "regions.nii.gz")))
-    stack = regions.get_pixels_by_source_instance(uids)
-    names = [d.SegmentLabel for d in regions.SegmentSequence]
-    for i, name in enumerate(names):
-        key = name.lower().replace(" ", "_")
-        value = next((v for v, n in labels.REGION_NAMES.items() if n == key), None)
-        expected = (lobes == value) if value is not None else {
-            "left_lung": np.isin(lobes, labels.LEFT_LOBES), "right_lung": np.isin(lobes, labels.RIGHT_LOBES),
-            "whole_lung": lobes > 0}[key]
-        assert np.array_equal(stack[..., i] > 0, expected), name
-    assert names[-3:] == ["Left lung", "Right lung", "Whole lung"] and len(names) == 8
+    assert_regions_equal(hd.seg.segread(case["dicom"] / "seg_regions.dcm"), case["out"] / "regions.nii.gz", uids)
 
 
 @pytest.mark.slow
@@ -114,25 +86,8 @@ def test_sr_numbers_equal_stats_csv(case):
     sr = hd.sr.srread(case["dicom"] / "sr_measurements.dcm")
     assert sr.SeriesInstanceUID != case["series_uid"] and sr.StudyInstanceUID == hd.seg.segread(
         case["dicom"] / "seg_regions.dcm").StudyInstanceUID
-    from drasclr.dicom.codes import MEASUREMENTS
-
-    by_meaning = {concept.meaning: column for column, (concept, _u, _d) in MEASUREMENTS.items()}
-    rows = {r["region"]: r for r in read_csv(case["out"] / "stats.csv")}
-    groups = sr.content.get_volumetric_roi_measurement_groups()
-    assert sorted(str(g.tracking_identifier) for g in groups) == sorted(rows)
     regions_uid = hd.seg.segread(case["dicom"] / "seg_regions.dcm").SOPInstanceUID
-    source = set(_source_uids(case))
-    for g in groups:
-        row = rows[str(g.tracking_identifier)]
-        ref = g.referenced_segment
-        assert ref.referenced_sop_instance_uid == regions_uid  # the region's segment in the regions SEG ...
-        cited = {im.referenced_sop_instance_uid for im in ref.source_images_for_segmentation}
-        assert cited and cited <= source  # ... and through it the source CT slices
-        got = {by_meaning[m.name.meaning]: m.value for m in g.get_measurements()}
-        want = {c: v for c, v in row.items() if c in by_meaning.values() and not math.isnan(v)}
-        assert set(got) == set(want), row["region"]
-        for c, v in want.items():
-            assert got[c] == pytest.approx(v, abs=6e-5), (row["region"], c)
+    assert_sr_equals_csv(sr, case["out"] / "stats.csv", regions_uid, set(source_order(case["series"])))
 
 
 def test_nifti_input_with_dicom_is_refused(tmp_path):

@@ -26,7 +26,8 @@ def add_parser(sub):
     p = sub.add_parser("analyze", help="emphysema subtypes and per-region numbers for one CT or a cohort",
                        description="Analyze chest CT: a NIfTI/NRRD/MHA file or DICOM series folder, or (batch) a "
                                    "folder of CTs or a .txt list of paths.")
-    p.add_argument("input", help="CT file, DICOM series folder, folder of CTs, or .txt list")
+    p.add_argument("input", help="CT file, DICOM series folder, folder of CTs, .txt list, or a DICOMweb server "
+                                 "dicomweb[s]://HOST:PORT/PREFIX (with --study, --series)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--model", default=None, help="model folder or .safetensors (default: the bundled demo model), or "
                                                  "cip-lh: the reference classifier trained on real expert labels "
@@ -63,6 +64,10 @@ def add_parser(sub):
     p.add_argument("--dicom", action="store_true",
                    help="also write OUT/dicom/: DICOM SEG of the subtypes and regions and a TID 1500 SR of the "
                         "numbers, referencing the source series (DICOM input only; docs/dicom.md)")
+    p.add_argument("--study", default=None, help="StudyInstanceUID of a dicomweb:// input (with --series)")
+    p.add_argument("--push", action="store_true",
+                   help="dicomweb:// input: store the DICOM SEGs and SR back into the study (STOW-RS; implies "
+                        "--dicom)")
     p.set_defaults(run=run)
 
 
@@ -116,8 +121,16 @@ def _resumable(folder: Path) -> bool:
 
 
 def run(args) -> int:
+    from ..dicom.web import is_dicomweb
     from ..errors import InputError
     from ..validate import check_range
+
+    if is_dicomweb(args.input):  # a PACS: retrieve the series, analyze it, optionally store the results back
+        from ..dicom.web import analyze_remote
+
+        return analyze_remote(args, _run_one)
+    if args.push or args.study:
+        raise InputError("--push and --study apply to a dicomweb:// input")
 
     src = Path(args.input)
     if not src.exists():
@@ -221,7 +234,10 @@ def _dicom_writer(args, src: Path, ct):
     returned function writes ``dicom/`` into the staging folder."""
     if not args.dicom:
         return None
-    from ..dicom import source_slices, write_dicom
+    from ..dicom import require_packages, write_dicom
+
+    require_packages()
+    from ..dicom.source import source_slices
 
     source = source_slices(src, ct, args.series)
     return lambda folder, result: write_dicom(result, source, Path(folder) / "dicom")

@@ -14,22 +14,27 @@ import logging
 import time
 from pathlib import Path
 
-import pydicom
-
-from .identity import Algorithm
-from .source import require_dicom_input, source_slices
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
 FILES = {"subtypes": "seg_subtypes.dcm", "regions": "seg_regions.dcm", "sr": "sr_measurements.dcm"}
 
-__all__ = ["FILES", "Algorithm", "require_dicom_input", "source_slices", "write_dicom"]
+
+def require_packages() -> None:
+    """highdicom (and pydicom) are an extra: a clear error line where they are missing."""
+    try:
+        import highdicom  # noqa: F401
+    except ImportError:
+        raise InputError("--dicom needs highdicom: pip install 'drasclr[dicom]'") from None
 
 
-def write_dicom(result, source: list[pydicom.Dataset], folder: str | Path) -> dict[str, Path]:
+def write_dicom(result, source: list, folder: str | Path) -> dict[str, Path]:
     """Write the SEGs and the SR of ``result`` (a :class:`drasclr.analyze.Analysis`) into ``folder``.
 
-    ``source``: the source slice headers in the grid's slice order (:func:`source_slices`)."""
+    ``source``: the source slice headers (pydicom datasets) in the grid's slice order
+    (:func:`drasclr.dicom.source.source_slices`)."""
+    from .identity import Algorithm
     from .seg import region_seg, subtype_seg
     from .sr import measurement_report
 
