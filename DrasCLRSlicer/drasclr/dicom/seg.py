@@ -9,6 +9,8 @@ zones 11-16, in label order), then left lung, right lung and both lungs (overlap
 
 from __future__ import annotations
 
+import copy
+
 import highdicom as hd
 import numpy as np
 import pydicom
@@ -23,6 +25,7 @@ SUBTYPE_SERIES_NUMBER, REGION_SERIES_NUMBER, SR_SERIES_NUMBER = 9101, 9102, 9103
 
 
 def _description(number: int, label: str, category, kind, modifier, rgb, algorithm: Algorithm):
+    kind = copy.deepcopy(kind)  # the modifier below goes into this segment's item, never into the shared constant
     desc = hd.seg.SegmentDescription(
         segment_number=number, segment_label=label, segmented_property_category=category,
         segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
