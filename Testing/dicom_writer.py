@@ -14,7 +14,7 @@ def write_dicom_series(img, folder: Path, series_uid: str | None = None, interce
                        slope: float = 1.0, modality: str = "CT", names=None) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = series_uid or generate_uid()
-    study_uid = generate_uid()
+    study_uid, frame_uid = generate_uid(), generate_uid()
     d = img.direction
     row_dir, col_dir = d[:, 0], d[:, 1]
     nz = img.array.shape[0]
@@ -31,7 +31,7 @@ def write_dicom_series(img, folder: Path, series_uid: str | None = None, interce
         ds.PatientID = "ANON"
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = study_uid
+        ds.FrameOfReferenceUID = frame_uid
         ds.InstanceNumber = nz - k  # deliberately not in position order
         pos = np.asarray(img.origin) + d[:, 2] * img.spacing[2] * k
         ds.ImagePositionPatient = [f"{v:.6f}" for v in pos]

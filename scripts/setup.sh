@@ -35,19 +35,20 @@ else
     || $PIP install -q "torch==2.13.0+cpu" --index-url https://download.pytorch.org/whl/cpu \
     || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
 fi
-$PIP install -q -e ".[test,bridge,web]"
+$PIP install -q -e ".[test,bridge,web,dicom]"
 # The browser test drives Debian's chromium (Playwright's own browser download is not used) and the web shell
 # renders through Mesa's software EGL. Install them when missing, as root with apt-get available.
 missing=()
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
-for pkg in libegl-mesa0 libgl1-mesa-dri libegl1; do
+# DICOM: dciodvfy (dicom3tools), dcmtk and a real PACS (Orthanc + DICOMweb plugin) for the DICOM tests
+for pkg in libegl-mesa0 libgl1-mesa-dri libegl1 dicom3tools dcmtk orthanc orthanc-dicomweb; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ] && command -v dpkg >/dev/null 2>&1; then
   if [ "${NO_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: apt-get install ${missing[*]}"
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null; } || echo "setup: warning: could not install ${missing[*]} (browser test will skip)" >&2
+        "${missing[@]}" >/dev/null; } || echo "setup: warning: could not install ${missing[*]} (browser/DICOM tests will skip)" >&2
   else
     echo "setup: note: ${missing[*]} missing and apt-get not used; the browser test will skip" >&2
   fi

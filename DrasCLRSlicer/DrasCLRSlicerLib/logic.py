@@ -532,3 +532,31 @@ class DrasCLRLogic:
         path = Path(path)
         shutil.copyfile(report, path)
         return path
+
+    def export_dicom(self, nodes: AnalysisNodes, source_folder, folder) -> dict[str, Path]:
+        """DICOM SEG (the subtype map as corrected, and the regions) and TID 1500 SR of the numbers, referencing
+        the DICOM series in ``source_folder`` that the CT was read from (drasclr.dicom; docs/dicom.md). The SR's
+        subtype percentages are recomputed from the corrected map; the densitometry is the analysis's."""
+        from types import SimpleNamespace
+
+        from drasclr.dicom import require_packages, write_dicom
+        from drasclr.dicom.source import source_slices
+        from drasclr.model import read_card
+        from drasclr.stats import region_stats
+
+        require_packages()
+        ct = image_from_volume_node(nodes.volume)
+        source = source_slices(source_folder, ct)
+        regions = segmentation_to_labelmap(nodes.regions, nodes.volume, region_entries())
+        subtypes = self.corrected_subtypes(nodes) if nodes.subtypes is not None else None
+        rows = [dict(r) for r in nodes.rows]
+        if subtypes is not None:
+            fractions = {r["region"]: r for r in region_stats(ct, regions, subtypes)}
+            for r in rows:
+                r.update({k: v for k, v in fractions.get(r["region"], {}).items() if k.endswith("_pct")
+                          and not k.startswith("laa")})
+        card = read_card(nodes.model) if nodes.model is not None else None
+        result = SimpleNamespace(subtypes=subtypes, regions=regions, rows=rows, model_card=card,
+                                 calibration=nodes.calibration)
+        return write_dicom(result, source, folder)
+

@@ -171,8 +171,9 @@ def _region_rows(result: Analysis) -> list[dict]:
     return rows
 
 
-def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -> Path:
-    """Write the output files of an analysis into ``out_dir`` all-or-nothing."""
+def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True, extra=None) -> Path:
+    """Write the output files of an analysis into ``out_dir`` all-or-nothing; ``extra(folder, result)``, when
+    given, writes further files into the staging folder (``--dicom``: drasclr.dicom)."""
     out_dir = Path(out_dir)
     info = {"drasclr_version": __version__, "region_kind": result.region_kind,
             "region_source": result.region_source, "device": result.device,
@@ -217,12 +218,14 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
             from .report import write_report
 
             write_report(tmp, result.ct, result.subtypes, result.regions, result.rows, info)
+        if extra is not None:
+            extra(tmp, result)
     return out_dir
 
 
 def analyze_file(path: str | Path, out_dir: str | Path, settings: AnalysisSettings | None = None,
                  model: LoadedModel | None = None, lobes_path: str | Path | None = None, ct: CTImage | None = None,
-                 read_seconds: float | None = None) -> Analysis:
+                 read_seconds: float | None = None, extra=None) -> Analysis:
     """Read (unless ``ct`` is given: then ``read_seconds`` is the time its reading took), analyze and write one
     case, as ``settings`` say, with ``model`` (:func:`drasclr.loaded_model.load_for_analysis`)."""
     settings = settings or AnalysisSettings()
@@ -234,5 +237,5 @@ def analyze_file(path: str | Path, out_dir: str | Path, settings: AnalysisSettin
     lobes = read_lobes(lobes_path, ct, settings.lobes_convention) if lobes_path else None
     result = analyze(ct, lobes, model=model, settings=settings)
     result.timings = {"read_s": round(read_s, 3), **result.timings}
-    write_analysis(result, out_dir)
+    write_analysis(result, out_dir, extra=extra)
     return result

@@ -21,6 +21,7 @@ from ..outputs import terminate_on_signals
 COMMANDS = {
     "analyze": "analyze",
     "evaluate": "evaluate",
+    "export": "export",
     "finetune": "finetune",
     "phantom": "phantom",
     "pretrain": "pretrain",

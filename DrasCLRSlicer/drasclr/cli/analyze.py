@@ -29,7 +29,8 @@ def add_parser(sub):
     p = sub.add_parser("analyze", help="emphysema subtypes and per-region numbers for one CT or a cohort",
                        description="Analyze chest CT: a NIfTI/NRRD/MHA file or DICOM series folder, or (batch) a "
                                    "folder of CTs or a .txt list of paths.")
-    p.add_argument("input", help="CT file, DICOM series folder, folder of CTs, or .txt list")
+    p.add_argument("input", help="CT file, DICOM series folder, folder of CTs, .txt list, or a DICOMweb server "
+                                 "dicomweb[s]://HOST:PORT/PREFIX (with --study, --series)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--lobes", default=None, help="lobe labelmap file or TotalSegmentator folder (always wins); "
                                                   "otherwise lobes are estimated (atlas + fissures)")
@@ -37,6 +38,13 @@ def add_parser(sub):
     p.add_argument("--quiet", action="store_true", help="do not print the per-region table")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing non-empty output folder (batch: re-analyse and replace every case)")
+    p.add_argument("--dicom", action="store_true",
+                   help="also write OUT/dicom/: DICOM SEG of the subtypes and regions and a TID 1500 SR of the "
+                        "numbers, referencing the source series (DICOM input only; docs/dicom.md)")
+    p.add_argument("--study", default=None, help="StudyInstanceUID of a dicomweb:// input (with --series)")
+    p.add_argument("--push", action="store_true",
+                   help="dicomweb:// input: store the DICOM SEGs and SR back into the study (STOW-RS; implies "
+                        "--dicom)")
     p.set_defaults(run=run)
 
 
@@ -90,17 +98,27 @@ def _resumable(folder: Path) -> bool:
 
 
 def run(args) -> int:
+    from ..dicom.web import is_dicomweb
     from ..errors import InputError
     from ..lobes.source import check_region_options
+
+    settings = AnalysisSettings.from_args(args)
+    if is_dicomweb(args.input):  # a PACS: retrieve the series, analyze it, optionally store the results back
+        from ..dicom.web import analyze_remote
+
+        return analyze_remote(args, lambda a, folder: _run_one(a, folder, settings))
+    if args.push or args.study:
+        raise InputError("--push and --study apply to a dicomweb:// input")
 
     src = Path(args.input)
     if not src.exists():
         raise InputError(f"input not found: {src}")
-    settings = AnalysisSettings.from_args(args)
     if args.lobes and not Path(args.lobes).exists():
         raise InputError(f"lobe file not found: {args.lobes}")
     check_region_options(settings.regions, settings.lobes_from)
     cases = _cases(src)
+    if args.dicom and cases is not None:
+        raise InputError("--dicom applies to one DICOM series, not a batch")
     if cases is None:
         return _run_one(args, src, settings)
     if args.lobes:
@@ -147,14 +165,29 @@ def _run_one(args, src: Path, settings: AnalysisSettings) -> int:
 
             read_lobes(args.lobes, ct, settings.lobes_convention)
         _check_resolution(settings, ct)
+        extra = _dicom_writer(args, src, ct)
         result = analyze_file(src, args.output, settings, load_for_analysis(settings), lobes_path=args.lobes, ct=ct,
-                              read_seconds=read_s)
+                              read_seconds=read_s, extra=extra)
     if not args.quiet:
         print(format_table(result.rows))
     for w in result.warnings:
         log.warning("warning: %s", w["message"])
     print(f"wrote {args.output}")
     return 0
+
+
+def _dicom_writer(args, src: Path, ct):
+    """``--dicom``: the source slices are matched to the grid now (a bad input fails before the model runs); the
+    returned function writes ``dicom/`` into the staging folder."""
+    if not args.dicom:
+        return None
+    from ..dicom import require_packages, write_dicom
+
+    require_packages()
+    from ..dicom.source import source_slices
+
+    source = source_slices(src, ct, args.series)
+    return lambda folder, result: write_dicom(result, source, Path(folder) / "dicom")
 
 
 def _run_batch(args, cases: list[Path], settings: AnalysisSettings) -> int:
