@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .calibration import calibrate_and_segment
+from .calibration import UNCORRECTED_COLUMNS, calibrate_and_segment, describe, with_uncorrected
 from .errors import InputError
 from .guard import check_resolution, require_resolution
 from .image import CTImage
@@ -92,6 +92,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         resolution = (require_resolution if strict else check_resolution)(ct, model_card)
     with stage("lung_mask"):
         # segment_lungs, or slice by slice for fewer than 3 slices; on the HU-corrected scan
+        raw = ct  # as read: its densitometry is written beside the corrected one when HU are corrected
         ct, lungs, calibration = calibrate_and_segment(ct, hu_calibration, segment=segment_lung_slices)
     transform = None
     if model is not None and not reference:  # one atlas registration for the model's locations and the lobes
@@ -150,6 +151,8 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
             from .dense.uncertainty import region_mean_uncertainty
 
             rows = region_mean_uncertainty(uncertainty, regions_image, rows)
+        if calibration.corrected:
+            rows = with_uncorrected(rows, raw, regions_image)
     return Analysis(ct=ct, lungs=lungs, regions=regions_image, region_kind=kind, rows=rows, subtypes=subtypes,
                     embedding=embedding, timings=timings, model_card=model_card,
                     model_dir=Path(model_dir) if model_dir is not None else None, device=str(device),
@@ -194,6 +197,9 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
         info["uncertainty"] = {"kind": result.uncertainty_kind, "file": "uncertainty.nii.gz",
                                "scale": f"uint8, uncertainty x {SCALE} (0 certain .. {SCALE} most uncertain)"}
         columns = [*COLUMNS, UNCERTAINTY_COLUMN]
+    if (result.calibration or {}).get("corrected"):  # after the contract columns: the scan as read
+        info["calibration"] = {**result.calibration, "summary": describe(result.calibration)}
+        columns = [*columns, *UNCORRECTED_COLUMNS]
     with staged_dir(out_dir) as tmp:
         write_image(result.regions, tmp / "regions.nii.gz", dtype=np.uint8)
         if result.subtypes is not None:

@@ -206,8 +206,17 @@ def _run_one(args, src: Path) -> int:
         print(format_table(result.rows))
     for w in result.warnings:
         log.warning("warning: %s", w["message"])
+    _log_calibration(result.calibration)
     print(f"wrote {args.output}")
     return 0
+
+
+def _log_calibration(calibration: dict | None) -> None:
+    """``info:`` line on an applied HU correction (offset and its references)."""
+    from ..calibration import describe
+
+    if describe(calibration):
+        log.info("info: %s", describe(calibration))
 
 
 def _run_batch(args, cases: list[Path]) -> int:
@@ -238,7 +247,8 @@ def _run_batch(args, cases: list[Path]) -> int:
                 t0 = time.perf_counter()
                 ct = read_ct(path, series_uid=args.series, allow_uneven=args.allow_uneven_slices,
                              single_slice=_reference(args))
-                analyze_file(path, target, ct=ct, read_seconds=time.perf_counter() - t0, **kwargs)
+                res = analyze_file(path, target, ct=ct, read_seconds=time.perf_counter() - t0, **kwargs)
+            _log_calibration(res.calibration)
         except InputError as exc:
             failed.append((name, str(path), " ".join(str(exc).split())))
             log.warning("skipped %s: %s", name, failed[-1][2])
