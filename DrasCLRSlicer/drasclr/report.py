@@ -401,10 +401,11 @@ def _correction_html(info: dict, rows: list[dict]) -> str:
     if not cal.get("corrected"):
         return ""
     whole = next((r for r in rows if r.get("region") == "whole_lung"), rows[-1] if rows else {})
-    before = (f" As read (uncorrected), whole lung: LAA-950 {_fmt(whole.get('uncorrected_laa950_pct'), 1)} %, "
-              f"Perc15 {_fmt(whole.get('uncorrected_perc15_hu'), 0)} HU, mean {_fmt(whole.get('uncorrected_mean_hu'), 0)}"
-              " HU." if "uncorrected_laa950_pct" in whole else "")
-    return f'<p class="calib-note"><b>{html.escape(cal.get("summary", "HU corrected"))}.</b>{html.escape(before)}</p>'
+    u = {k[len("uncorrected_"):]: v for k, v in whole.items() if k.startswith("uncorrected_")}
+    before = (f" As read (uncorrected), whole lung: LAA-950 {_fmt(u.get('laa950_pct'), 1)} %, "
+              f"Perc15 {_fmt(u.get('perc15_hu'), 0)} HU, mean {_fmt(u.get('mean_hu'), 0)} HU." if u else "")
+    summary = html.escape(cal.get("summary", "HU corrected"))
+    return f'<p class="calib-note"><b>{summary}.</b>{html.escape(before)}</p>'
 
 
 def _legend_html(with_subtypes: bool, region_values) -> str:
