@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "DrasCLRSlicer"))
 
 from drasclr import __version__  # noqa: E402
 from drasclr.reference.features import HistogramSpec, patch_counts  # noqa: E402
-from drasclr.reference.store import NAME, PACKAGE_DIR, save_reference  # noqa: E402
 from drasclr.reference.perturb import KINDS  # noqa: E402
+from drasclr.reference.store import NAME, PACKAGE_DIR, save_reference  # noqa: E402
 from drasclr.reference.validate import augmented, cross_validate  # noqa: E402
 
 # ../shared beside the checkout, or $DRASCLR_REAL_DATA/../real_labels (as the tests resolve it)
