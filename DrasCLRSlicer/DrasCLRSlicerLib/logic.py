@@ -71,6 +71,14 @@ class AnalysisNodes:
     warnings: list[dict] = field(default_factory=list)  # {"code", "message"}: HU calibration, resolution guard
     calibration: dict | None = None  # stats.json "calibration": air/blood measured, offset applied
 
+    @property
+    def calibration_line(self) -> str:
+        """One line on an applied HU correction (offset, references; "" when the HU were used as read): what the
+        Slicer panel and the web table show beside the numbers."""
+        from drasclr.calibration import describe
+
+        return describe(self.calibration)
+
 
 def ensure_scene_logics(scene) -> None:
     """Register what segmentations need on a bare scene (slicer-core has no ``slicer.modules``)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .calibration import calibrate_and_segment
+from .calibration import UNCORRECTED_COLUMNS, calibrate_and_segment, describe, with_uncorrected
 from .errors import InputError
 from .guard import check_resolution, require_resolution
 from .image import CTImage
@@ -95,6 +95,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None
     resolution = (require_resolution if settings.strict else check_resolution)(ct, card) if dense else None
     with stage("lung_mask"):
         # segment_lungs, or slice by slice for fewer than 3 slices; on the HU-corrected scan
+        raw = ct  # as read: its densitometry is written beside the corrected one when HU are corrected
         ct, lungs, calibration = calibrate_and_segment(ct, settings.hu_calibration, segment=segment_lung_slices)
     transform = None
     if dense:  # one atlas registration for the model's locations and the lobes
@@ -122,6 +123,8 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None
         _dense_subtypes(result, model, settings, transform, stage)
     with stage("stats"):
         result.rows = _region_rows(result)
+        if calibration.corrected:
+            result.rows = with_uncorrected(result.rows, raw, result.regions)
     return result
 
 
@@ -199,6 +202,9 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True, e
         info["uncertainty"] = {"kind": result.uncertainty_kind, "file": "uncertainty.nii.gz",
                                "scale": f"uint8, uncertainty x {SCALE} (0 certain .. {SCALE} most uncertain)"}
         columns = [*COLUMNS, UNCERTAINTY_COLUMN]
+    if (result.calibration or {}).get("corrected"):  # after the contract columns: the scan as read
+        info["calibration"] = {**result.calibration, "summary": describe(result.calibration)}
+        columns = [*columns, *UNCORRECTED_COLUMNS]
     with staged_dir(out_dir) as tmp:
         write_image(result.regions, tmp / "regions.nii.gz", dtype=np.uint8)
         if result.subtypes is not None:

@@ -17,15 +17,20 @@ reads -925 instead of -1000 HU shifts every number. ``analyze`` therefore measur
 Each measurement is a median with its interquartile range on a ~2 mm sample of the voxels (robust to noise,
 streaks and the odd object). The offset is ``air median - (-1000)``. Modes (``--hu-calibration``):
 
-- ``auto`` (default): subtract the offset when ``|offset| > TOLERANCE_HU`` (20 HU; well-calibrated scanners
-  read outside air within about ±10 HU, see docs/calibration.md), else leave the scan as it is;
-- ``air``: always subtract the measured offset;
+- ``auto`` (default): subtract the offset only when **two independent air references agree**: outside air and
+  tracheal (or main-bronchus) air each usable, within ``AGREE_HU`` (25 HU) of each other, and the offset beyond
+  ``TOLERANCE_HU`` (20 HU; well-calibrated scanners read outside air within about ±10 HU, see
+  docs/calibration.md). The offset is the outside air's (the larger, wall-free sample; tracheal air reads a few
+  HU high from partial volume with the wall). Unenhanced blood is a further check: a correction that would move
+  it out of the range of blood while it reads as blood uncorrected is not applied. A single reference, two that
+  disagree, or a blood veto: measured, warned (``warning:``) and the HU left as they are;
+- ``air``: always subtract the measured offset (outside air, else tracheal air);
 - ``none``: never change the scan (still measured and reported; a warning when the offset exceeds the
   tolerance).
 
 The correction shifts every voxel above -1500 HU (padding stays padding) and happens **before** lung masking,
-densitometry and the model. When the field of view holds no usable outside air, the lungs are masked on the
-uncorrected scan, tracheal air gives the offset and, if a correction is applied, the lungs are masked again.
+densitometry and the model: the lungs are masked on the scan as read (to find the trachea), and masked again on
+the corrected scan when a correction is applied.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from .image import CTImage
 
 AIR_HU = -1000.0  # nominal air
 TOLERANCE_HU = 20.0  # auto mode corrects larger offsets
+AGREE_HU = 25.0  # outside and tracheal air must agree this well for auto mode to correct
+BLOOD_RANGE_HU = (-20.0, 120.0)  # unenhanced blood outside this after a correction: the correction is vetoed
 PAD_HU = -1500.0  # below: scanner padding, never a measurement
 OBJECT_HU = -500.0  # above: an object (body, table, clothing); below: air
 MARGIN_MM = 10.0  # outside air keeps this far from objects and padding
@@ -88,6 +95,8 @@ class Calibration:
     offset_hu: float | None = None  # reference median - (-1000); None without a usable air reference
     applied_hu: float = 0.0  # subtracted from every voxel above -1500 HU (the offset to the nearest HU)
     tolerance_hu: float = TOLERANCE_HU
+    agreement_hu: float | None = None  # tracheal minus outside air median, when both are usable
+    agree_tolerance_hu: float = AGREE_HU
     warnings: list[dict] = field(default_factory=list)
 
     @property
@@ -218,11 +227,14 @@ def measure_tracheal_air(ct: CTImage, lungs: CTImage) -> Measurement | None:
     a, f, sp = _sample(ct)
     lung = _sample_labels(lungs.array, f) > 0
     zs = _lung_levels(lung)
-    if zs.size < 3:
+    thin = a.shape[0] < 3  # one or two slices: the main bronchus or trachea in the slice, no extent to check
+    if zs.size < (1 if thin else 3):
         return None
     sup_sign = ct.superior_axis()[1]
     half = zs.size // 2
     z_lo, z_hi = (zs[half], a.shape[0]) if sup_sign > 0 else (0, zs[zs.size - 1 - half] + 1)  # upper half + above
+    if thin:
+        z_lo, z_hi = 0, a.shape[0]
     body = _body(a)
     inside = _hull(body)
     air = (a > PAD_HU) & (a < OBJECT_HU) & inside & ~ndi.binary_dilation(lung, iterations=1)
@@ -239,7 +251,7 @@ def measure_tracheal_air(ct: CTImage, lungs: CTImage) -> Measurement | None:
         comp = lab[obj] == i
         per_slice = comp.sum(axis=(1, 2))
         per_slice = per_slice[per_slice > 0]
-        if per_slice.size * sp[0] < 20.0:
+        if not thin and per_slice.size * sp[0] < 20.0:
             continue
         area = float(np.median(per_slice)) * px_cm2
         if not 0.8 <= area <= 8.0:
@@ -255,7 +267,7 @@ def measure_tracheal_air(ct: CTImage, lungs: CTImage) -> Measurement | None:
     core = np.stack([ndi.binary_erosion(s) for s in comp])  # away from the wall (partial volume)
     if core.sum() < 10:
         core = comp
-    return _usable(Measurement.of(a[obj][core], float(np.prod(sp)) / 1000.0), min_ml=0.5)
+    return _usable(Measurement.of(a[obj][core], float(np.prod(sp)) / 1000.0), min_ml=0.2 if thin else 0.5)
 
 
 def measure_blood(ct: CTImage, lungs: CTImage, offset_hu: float = 0.0) -> Measurement | None:
@@ -313,21 +325,56 @@ def apply_offset(ct: CTImage, offset_hu: float) -> CTImage:
     return ct.with_array(out.astype(a.dtype))
 
 
-def _decide(cal: Calibration, m: Measurement | None, name: str) -> bool:
-    """Set reference/offset from ``m`` when usable; returns whether a correction is due."""
-    if m is None or not m.usable:
-        return False
-    cal.reference = name
-    cal.offset_hu = round(m.median_hu - AIR_HU, 1)
+def _offset(m: Measurement | None) -> float | None:
+    return None if m is None or not m.usable else round(m.median_hu - AIR_HU, 1)
+
+
+def _decide(cal: Calibration) -> None:
+    """Set ``reference`` / ``offset_hu`` / ``applied_hu`` from the usable air references per ``cal.mode``, and warn
+    where auto mode leaves an offset beyond the tolerance uncorrected."""
+    out, tr = _offset(cal.outside_air), _offset(cal.tracheal_air)
+    if out is None and tr is None:
+        cal.warn("no_air_reference", "no usable outside or tracheal air: the scanner's HU calibration is unchecked")
+        return
+    cal.reference, cal.offset_hu = ("outside_air", out) if out is not None else ("tracheal_air", tr)
+    if out is not None and tr is not None:
+        cal.agreement_hu = round(tr - out, 1)
     big = abs(cal.offset_hu) > cal.tolerance_hu
-    if cal.mode == "air" or (cal.mode == "auto" and big):
+    if cal.mode == "air":
         cal.applied_hu = float(round(cal.offset_hu))  # whole HU: every voxel moves by the same integer
-        return cal.applied_hu != 0.0
-    if big:
-        cal.warn("hu_offset_uncorrected", f"air reads {m.median_hu:.0f} HU ({cal.offset_hu:+.0f} HU off, "
-                                          f"tolerance ±{cal.tolerance_hu:.0f}) and --hu-calibration none: "
-                                          "densitometry and subtypes are biased")
-    return False
+        return
+    if cal.mode == "none":
+        if big:
+            cal.warn("hu_offset_uncorrected", f"air reads {cal.offset_hu + AIR_HU:.0f} HU ({cal.offset_hu:+.0f} HU "
+                     f"off, tolerance ±{cal.tolerance_hu:.0f}) and --hu-calibration none: densitometry and subtypes "
+                     "are biased")
+        return
+    if cal.agreement_hu is not None and abs(cal.agreement_hu) > AGREE_HU:
+        cal.warn("air_disagree", f"outside air reads {cal.outside_air.median_hu:.0f} HU and tracheal air "
+                 f"{cal.tracheal_air.median_hu:.0f} HU: {abs(cal.agreement_hu):.0f} HU apart (they must agree within "
+                 f"{AGREE_HU:.0f}); HU left as they are ({cal.offset_hu:+.0f} HU by outside air), check the scan")
+        return
+    if not big:
+        return
+    if cal.agreement_hu is None:
+        other = "tracheal air" if cal.reference == "outside_air" else "outside air"
+        cal.warn("single_air_reference", f"{cal.reference.replace('_', ' ')} reads {cal.offset_hu:+.0f} HU off -1000 "
+                 f"but no usable {other} confirms it: HU left as they are (--hu-calibration air corrects)")
+        return
+    cal.applied_hu = float(round(cal.offset_hu))
+
+
+def _blood_veto(cal: Calibration) -> None:
+    """Undo a due auto correction that would move unenhanced blood out of the range of blood."""
+    b = cal.blood
+    if cal.mode != "auto" or not cal.applied_hu or b is None or not b.usable:
+        return
+    lo, hi = BLOOD_RANGE_HU
+    before, after = b.median_hu, b.median_hu - cal.applied_hu
+    if lo <= before <= hi and not lo <= after <= hi:
+        cal.warn("blood_disagree", f"blood reads {before:.0f} HU as read but {after:.0f} HU after the "
+                 f"{cal.applied_hu:+.0f} HU air correction: HU left as they are, check the scan")
+        cal.applied_hu = 0.0
 
 
 def calibrate_and_segment(ct: CTImage, mode: str = "auto", segment=None,
@@ -342,22 +389,45 @@ def calibrate_and_segment(ct: CTImage, mode: str = "auto", segment=None,
         from .lungs import segment_lungs as segment
     cal = Calibration(mode=mode, tolerance_hu=float(tolerance_hu))
     cal.outside_air = measure_outside_air(ct)
-    if _decide(cal, cal.outside_air, "outside_air"):
-        used = apply_offset(ct, cal.applied_hu)
-        lungs = segment(used)
-    else:
-        used = ct
-        lungs = segment(ct)
+    # mask where the outside air says (lung masking thresholds are absolute): right whenever the trachea agrees
+    guess = _offset(cal.outside_air)
+    guess = float(round(guess)) if guess is not None and mode != "none" and abs(guess) > tolerance_hu else 0.0
+    used = apply_offset(ct, guess)
+    lungs = segment(used)
     cal.tracheal_air = measure_tracheal_air(ct, lungs)
-    if cal.reference is None and _decide(cal, cal.tracheal_air, "tracheal_air"):
-        used = apply_offset(ct, cal.applied_hu)
-        lungs = segment(used)  # mask again on the corrected scan
+    _decide(cal)
     cal.blood = measure_blood(ct, lungs, cal.offset_hu or 0.0)
     _judge_blood(cal.blood, cal.offset_hu or 0.0)
-    if cal.reference is None:
-        cal.warn("no_air_reference", "no usable outside or tracheal air: the scanner's HU calibration is unchecked")
-    elif cal.reference == "outside_air" and cal.tracheal_air is not None and cal.tracheal_air.usable:
-        gap = cal.tracheal_air.median_hu - cal.outside_air.median_hu
-        if abs(gap) > 50.0:
-            cal.warn("air_disagree", f"tracheal air reads {gap:+.0f} HU from outside air: check the scan")
+    _blood_veto(cal)
+    if cal.applied_hu != guess:  # mask again on the scan actually used
+        used = apply_offset(ct, cal.applied_hu)
+        lungs = segment(used)
     return used, lungs, cal
+
+
+UNCORRECTED_COLUMNS = [f"uncorrected_{c}" for c in ("mean_hu", "perc15_hu", "laa950_pct", "laa910_pct", "laa856_pct")]
+
+
+def with_uncorrected(rows: list[dict], raw: CTImage, regions: CTImage) -> list[dict]:
+    """``rows`` with the densitometry of the scan as read (before the HU correction) in ``uncorrected_*`` keys."""
+    from .stats import region_stats
+
+    before = {r["region"]: r for r in region_stats(raw, regions)}
+    return [{**r, **{c: before.get(r["region"], {}).get(c[len("uncorrected_"):], float("nan"))
+                     for c in UNCORRECTED_COLUMNS}} for r in rows]
+
+
+def describe(cal: dict | None) -> str:
+    """One line on an applied correction (terminal ``info:``, report, Slicer panel, web table); "" when none."""
+    if not cal or not cal.get("corrected"):
+        return ""
+    refs = []
+    for key, name in (("outside_air", "outside air"), ("tracheal_air", "tracheal air")):
+        m = cal.get(key) or {}
+        if m.get("usable"):
+            refs.append(f"{name} {m['median_hu']:.0f} HU")
+    blood = cal.get("blood") or {}
+    if blood.get("usable"):
+        refs.append(f"blood {blood['median_hu']:.0f} HU as read")
+    return (f"HU corrected by {-cal['applied_hu']:+.0f} HU (air read {cal['offset_hu']:+.0f} HU off -1000: "
+            f"{', '.join(refs)}; mode {cal['mode']}); uncorrected densitometry in the uncorrected_* columns")

@@ -57,10 +57,11 @@ AIRWAY_MAX_LENGTH_MM = 200.0  # no carina within this length: stop
 _BALL = ndi.generate_binary_structure(3, 1)
 
 
-def segment_lungs(ct: CTImage, target_mm: float = 2.0) -> CTImage:
+def segment_lungs(ct: CTImage, target_mm: float = 2.0, slab: bool = False) -> CTImage:
     """Lung labelmap on ``ct``'s grid (uint8, ``(Z, Y, X)``): 0 outside, 1 right lung, 2 left lung.
 
     Raises :class:`InputError` ``no lungs found ...`` when the image holds no lung-sized air inside a body.
+    ``slab``: ``ct`` is one slice repeated (:func:`segment_lung_slices`): judged as a single section.
     """
     sup_axis, sup_sign = ct.superior_axis()
     if sup_axis != 0:  # the steps below work on axial slices = array axis 0
@@ -80,6 +81,10 @@ def segment_lungs(ct: CTImage, target_mm: float = 2.0) -> CTImage:
     airway = ndi.binary_dilation(airway, structure=_BALL) & candidates
     lungs_air = candidates & ~airway
     parts = _components(lungs_air, vox_ml)
+    if not parts and slab:
+        raise InputError(f"lung sections too small in this slice: no air-filled region of at least "
+                         f"{MIN_LUNG_ML / (SLAB_SLICES * SLAB_MM / 10):.0f} cm² inside the body (choose a slice with "
+                         "more lung)")
     if not parts:
         raise InputError(f"no lungs found: no air-filled region of at least {MIN_LUNG_ML:.0f} ml inside the body "
                          "(is this a chest CT?)")
@@ -89,7 +94,7 @@ def segment_lungs(ct: CTImage, target_mm: float = 2.0) -> CTImage:
     for part, value in lungs:
         filled = _fill(part)  # airway enclosed by the lung (intrapulmonary bronchi) is lung again
         coarse[filled & (coarse == 0)] = value
-    check_lungs(coarse, a, body, vox_ml)  # gas in the abdomen or a sliver of lung is not lung: refuse
+    check_lungs(coarse, a, body, vox_ml, section=slab)  # gas in the abdomen or a sliver of lung is not lung: refuse
     full = _refine(coarse, airway, ct, f)
     if not full.any():
         raise InputError("no lungs found after refinement")
@@ -112,7 +117,7 @@ def segment_lung_slices(ct: CTImage, target_mm: float = 2.0) -> CTImage:
         spacing = list(ct.spacing)
         spacing[2 - sup_axis] = SLAB_MM
         slab = CTImage(np.repeat(sl, SLAB_SLICES, axis=sup_axis), tuple(spacing), ct.origin, ct.direction)
-        lab = segment_lungs(slab, target_mm).array
+        lab = segment_lungs(slab, target_mm, slab=True).array
         idx = [slice(None)] * 3
         idx[sup_axis] = slice(k, k + 1)
         out[tuple(idx)] = np.take(lab, [SLAB_SLICES // 2], axis=sup_axis)

@@ -15,7 +15,8 @@ PACKAGE_MODELS = Path(__file__).resolve().parent / "data" / "models"
 DEMO_MODEL = PACKAGE_MODELS / "demo-v5"  # the default subtype model (``$DRASCLR_MODEL`` overrides it)
 # the reference local-histogram classifier (``drasclr.reference``): ``model.json`` + ``references.npz``, no weights
 REFERENCE_MODEL = PACKAGE_MODELS / "cip-lh"
-MODEL_NAMES = {"cip-lh": REFERENCE_MODEL}  # names ``--model`` accepts besides folders and files
+# names ``--model`` accepts besides folders and files
+MODEL_NAMES = {"cip-lh": REFERENCE_MODEL, "cip-lh-v2": PACKAGE_MODELS / "cip-lh-v2"}
 _VERSION = re.compile(r"^(?P<name>.+)-v(?P<n>\d+)$")
 
 

@@ -4,14 +4,23 @@ to the engine, in process and through the child process (real MRML from slicer-c
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from bridge_support import synthetic_chest
 
 from DrasCLRSlicerLib import process, volumes
 from DrasCLRSlicerLib.logic import DrasCLRLogic
 
 
-def miscalibrated(offset: int = 75):
-    ct = synthetic_chest()
+def miscalibrated(offset: int = 75, trachea: bool = True):
+    """A +``offset`` HU scan; with ``trachea`` a phantom whose outside and tracheal air agree (auto corrects it),
+    else a synthetic chest without a trachea (one reference: auto warns and leaves it)."""
+    if trachea:
+        from drasclr.phantom import PhantomOptions, generate_case
+
+        ct = generate_case(31, 0, PhantomOptions(size=(112, 112, 80), spacing=3.0, thickness=3.2, kernel="soft",
+                                                 noise=15.0)).ct
+    else:
+        ct = synthetic_chest()
     return ct.with_array((ct.array.astype(np.int32) + offset).astype(np.int16))
 
 
@@ -28,14 +37,27 @@ def test_in_process_warnings_and_calibration(scene):
     nodes = logic.analyze(node, use_model=False, regions="zones")  # auto: corrected, no warning
     assert nodes.calibration["corrected"] and abs(nodes.calibration["applied_hu"] - 75) <= 2
     assert nodes.warnings == []
+    # the line both shells show beside the table, and the numbers of the scan as read in the rows
+    assert nodes.calibration_line.startswith("HU corrected by -7") and "outside air" in nodes.calibration_line
+    assert "tracheal air" in nodes.calibration_line
+    whole = nodes.rows[-1]
+    assert whole["uncorrected_perc15_hu"] - whole["perc15_hu"] == pytest.approx(75, abs=2)
     nodes = logic.analyze(node, use_model=False, hu_calibration="none", regions="zones")
-    assert not nodes.calibration["corrected"]
+    assert not nodes.calibration["corrected"] and nodes.calibration_line == ""
     assert [w["code"] for w in nodes.warnings] == ["hu_offset_uncorrected"]
+    one_reference = volumes.add_volume_node(scene, miscalibrated(trachea=False), "ct2")
+    nodes = logic.analyze(one_reference, use_model=False, regions="zones")
+    assert not nodes.calibration["corrected"] and nodes.calibration_line == ""
+    assert [w["code"] for w in nodes.warnings] == ["single_air_reference"]
+    assert "uncorrected_perc15_hu" not in nodes.rows[-1]
 
 
 def test_child_process_warnings_are_read_back(scene, tmp_path):
-    node = volumes.add_volume_node(scene, miscalibrated(), "ct")
+    node = volumes.add_volume_node(scene, miscalibrated(trachea=False), "ct")
     nodes = DrasCLRLogic(scene).run_in_subprocess(node, use_model=False, hu_calibration="none", regions="zones",
                                                   work_dir=tmp_path)
     assert [w["code"] for w in nodes.warnings] == ["hu_offset_uncorrected"]
     assert nodes.calibration["mode"] == "none" and abs(nodes.calibration["offset_hu"] - 75) <= 2
+    node = volumes.add_volume_node(scene, miscalibrated(), "ct2")
+    nodes = DrasCLRLogic(scene).run_in_subprocess(node, use_model=False, regions="zones", work_dir=tmp_path / "auto")
+    assert nodes.calibration_line.startswith("HU corrected by -7")

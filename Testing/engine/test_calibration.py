@@ -52,7 +52,7 @@ def test_auto_restores_the_calibrated_twin(phantom, offset):
     assert not ref_cal.corrected and ref_cal.warnings == [] and ref_ct is phantom
     used, lungs, cal = C.calibrate_and_segment(shifted(phantom, offset), "auto")
     assert cal.reference == "outside_air" and cal.corrected
-    assert abs(cal.applied_hu - offset) <= 1.0
+    assert abs(cal.applied_hu - offset) <= 1.0 and abs(cal.agreement_hu) <= C.AGREE_HU
     diff = np.abs(used.array.astype(np.int32) - phantom.array.astype(np.int32))
     assert diff.max() <= 1  # the corrected image is the twin (to the rounding of a fractional median)
     assert np.count_nonzero(lungs.array != ref_lungs.array) <= 1e-4 * ref_lungs.array.size
@@ -67,16 +67,19 @@ def test_auto_restores_the_calibrated_twin(phantom, offset):
     assert cal.blood.note == ref_cal.blood.note
 
 
-def test_phantom_air_offset_option_is_undone():
-    """The generator's own miscalibrated scanner (`drasclr phantom --air-offset 75`, generator 2: no -1024
-    floor): auto calibration gives back the calibrated phantom of the same seed, LAA-950 within 0.5 points."""
+@pytest.mark.parametrize("offset", [40.0, 75.0])
+def test_phantom_air_offset_option_is_undone(offset):
+    """The generator's own miscalibrated scanner (`drasclr phantom --air-offset 40 / 75`, generator 2: no -1024
+    floor; outside and tracheal air both off): auto calibration gives back the calibrated phantom of the same seed,
+    LAA-950 within 0.5 points."""
     import dataclasses
 
     twin = generate_case(31, 0, SICK).ct
-    off = generate_case(31, 0, dataclasses.replace(SICK, air_offset=75.0)).ct
-    assert abs(float(np.median(off.array)) - float(np.median(twin.array)) - 75) <= 1
+    off = generate_case(31, 0, dataclasses.replace(SICK, air_offset=offset)).ct
+    assert abs(float(np.median(off.array)) - float(np.median(twin.array)) - offset) <= 1
     used, lungs, cal = C.calibrate_and_segment(off, "auto")
-    assert cal.reference == "outside_air" and abs(cal.applied_hu - 75) <= 1
+    assert cal.reference == "outside_air" and abs(cal.applied_hu - offset) <= 1 and cal.warnings == []
+    assert abs(cal.tracheal_air.median_hu - (C.AIR_HU + offset)) <= C.AGREE_HU
     assert np.abs(used.array.astype(np.int32) - twin.array).max() <= 1
     ref_lungs = segment_lungs(twin)
     a, b = whole_lung(used, lungs), whole_lung(twin, ref_lungs)
@@ -125,29 +128,72 @@ def test_coronal_storage_measures_the_same(phantom):
     assert np.array_equal(np.transpose(used.array, (1, 0, 2)), phantom.array)
 
 
-def test_single_slice_is_calibrated_from_outside_air(phantom):
-    """One axial slice (what `--model cip-lh` reads): outside air still measured and the offset corrected."""
+def _slices(ct: CTImage):
+    for z in range(ct.array.shape[0]):
+        yield z, ct.crop((z, 0, 0), (z + 1, *ct.array.shape[1:]))
+
+
+def test_single_slice_needs_the_bronchus_to_confirm_outside_air(phantom):
+    """One axial slice (what `--model cip-lh` reads): corrected where the slice shows the trachea or a main
+    bronchus that agrees with outside air; where it shows none, warned and left as read."""
     from drasclr.lungs import segment_lung_slices
 
-    mid = phantom.array.shape[0] // 2
-    one = phantom.crop((mid, 0, 0), (mid + 1, *phantom.array.shape[1:]))
-    used, lungs, cal = C.calibrate_and_segment(shifted(one, 75), "auto", segment=segment_lung_slices)
-    assert cal.reference == "outside_air" and abs(cal.applied_hu - 75) <= 2  # one slice: fewer air voxels
-    assert np.abs(used.array.astype(np.int32) - one.array).max() <= 2 and lungs.array.any()
+    seen = set()
+    for z, one in list(_slices(phantom))[24:64:3]:
+        used, lungs, cal = C.calibrate_and_segment(shifted(one, 40), "auto", segment=segment_lung_slices)
+        assert cal.reference == "outside_air" and abs(cal.offset_hu - 40) <= 3, z
+        if cal.corrected:
+            assert abs(cal.tracheal_air.median_hu - cal.outside_air.median_hu) <= C.AGREE_HU
+            assert abs(cal.applied_hu - 40) <= 3 and np.abs(used.array.astype(np.int32) - one.array).max() <= 3
+            seen.add("corrected")
+        else:
+            assert used.array is not None and np.array_equal(used.array, shifted(one, 40).array)
+            assert [w["code"] for w in cal.warnings] in (["single_air_reference"], ["air_disagree"]), z
+            seen.add(cal.warnings[0]["code"])
+    assert {"corrected", "single_air_reference"} <= seen
 
 
-def test_no_outside_air_falls_back_to_tracheal_air(phantom):
-    """A field of view cropped inside the body: the trachea gives the offset, the lungs are masked again."""
+def test_outside_air_alone_off_is_warned_not_corrected(phantom):
+    """A field-of-view edge or a reconstruction artefact: outside air +40 HU, the trachea and lungs as calibrated.
+    The references disagree: nothing applied, an `air_disagree` warning; `air` mode still follows outside air."""
+    body = C._hull(C._body(phantom.array))
+    edge = phantom.with_array(np.where(body, phantom.array, phantom.array + 40).astype(np.int16))
+    used, lungs, cal = C.calibrate_and_segment(edge, "auto")
+    assert used is edge and not cal.corrected
+    assert abs(cal.outside_air.median_hu - (-960)) <= 5 and abs(cal.tracheal_air.median_hu - C.AIR_HU) <= 15
+    assert [w["code"] for w in cal.warnings] == ["air_disagree"]
+    assert abs(cal.agreement_hu) > C.AGREE_HU and cal.to_json()["agreement_hu"] == cal.agreement_hu
+    assert C.calibrate_and_segment(edge, "air")[2].applied_hu == 40.0
+
+
+def test_no_outside_air_is_not_corrected_on_the_trachea_alone(phantom):
+    """A field of view cropped inside the body: only the trachea measures air; auto mode warns and leaves the
+    scan, air mode corrects from the trachea (the lungs masked on the corrected scan)."""
     lungs = segment_lungs(phantom)
     zs, ys, xs = np.nonzero(lungs.array)
     lo = [zs.min(), ys.min() + 2, xs.min() + 2]
     hi = [zs.max() + 1, ys.max() - 1, xs.max() - 1]
-    inner = phantom.crop(lo, hi)
+    inner = shifted(phantom.crop(lo, hi), 75)
     assert C.measure_outside_air(inner) is None or not C.measure_outside_air(inner).usable
-    used, _, cal = C.calibrate_and_segment(shifted(inner, 75), "auto")
-    assert cal.reference == "tracheal_air"
+    used, _, cal = C.calibrate_and_segment(inner, "auto")
+    assert used is inner and not cal.corrected and cal.reference == "tracheal_air"
+    assert [w["code"] for w in cal.warnings] == ["single_air_reference"]
     assert cal.tracheal_air.usable and abs(cal.tracheal_air.median_hu - (-1000 + 75)) <= 25
+    used, _, cal = C.calibrate_and_segment(inner, "air")
     assert cal.corrected and abs(cal.applied_hu - 75) <= 25
+
+
+def test_blood_vetoes_a_correction_it_contradicts(phantom):
+    """Both air references agree on +40 HU but the blood pool reads as unenhanced blood only uncorrected: the
+    correction would put it at about -30 HU, so auto mode leaves the scan and warns."""
+    cal = C.Calibration(mode="auto", applied_hu=40.0)
+    cal.blood = C.Measurement(median_hu=10.0, iqr_hu=10.0, p5_hu=0.0, p95_hu=20.0, volume_ml=50.0, n=1000)
+    C._blood_veto(cal)
+    assert not cal.corrected and [w["code"] for w in cal.warnings] == ["blood_disagree"]
+    cal = C.Calibration(mode="auto", applied_hu=40.0)
+    cal.blood = C.Measurement(median_hu=90.0, iqr_hu=10.0, p5_hu=80.0, p95_hu=100.0, volume_ml=50.0, n=1000)
+    C._blood_veto(cal)
+    assert cal.applied_hu == 40.0 and cal.warnings == []
 
 
 def test_padding_is_never_air_and_never_shifted(phantom):

@@ -152,12 +152,12 @@ def test_miscalibrated_phantom_through_the_cli(tmp_path):
                                                vessel_points=500))
     write_image(case.ct, tmp_path / "twin.nii.gz")
     write_image(case.ct.with_array((case.ct.array.astype(np.int32) + 75).astype(np.int16)), tmp_path / "off.nii.gz")
-    docs = {}
+    docs, errs = {}, {}
     for name, src, mode in (("twin", "twin", "auto"), ("off", "off", "auto"), ("none", "off", "none")):
         proc = run_cli("analyze", tmp_path / f"{src}.nii.gz", "-o", tmp_path / name, "--no-model", "--quiet",
                        "--hu-calibration", mode)
         assert proc.returncode == 0, proc.stderr
-        docs[name] = json.loads((tmp_path / name / "stats.json").read_text())
+        docs[name], errs[name] = json.loads((tmp_path / name / "stats.json").read_text()), proc.stderr
     whole = {k: d["regions"][-1] for k, d in docs.items()}
     cal = docs["off"]["calibration"]
     assert cal["corrected"] and abs(cal["applied_hu"] - 75) <= 1 and cal["mode"] == "auto"
@@ -167,6 +167,21 @@ def test_miscalibrated_phantom_through_the_cli(tmp_path):
     assert docs["twin"]["calibration"]["corrected"] is False and docs["twin"]["warnings"] == []
     page = (tmp_path / "off" / "report.html").read_text()
     assert "Scanner calibration" in page and "+75 HU subtracted" in page
+    # the correction is shown and the numbers of the scan as read are written beside the corrected ones
+    from drasclr.calibration import UNCORRECTED_COLUMNS
+    from drasclr.stats import COLUMNS, read_csv
+
+    header = (tmp_path / "off" / "stats.csv").read_text().splitlines()[0].split(",")
+    assert header == [*COLUMNS, *UNCORRECTED_COLUMNS] and docs["off"]["columns"] == header
+    assert (tmp_path / "twin" / "stats.csv").read_text().splitlines()[0].split(",") == COLUMNS
+    as_read = read_csv(tmp_path / "off" / "stats.csv")[-1]
+    assert abs(as_read["uncorrected_laa950_pct"] - whole["none"]["laa950_pct"]) <= 0.5  # same scan, same HU
+    assert whole["off"]["uncorrected_perc15_hu"] - whole["off"]["perc15_hu"] == pytest.approx(75, abs=1.5)
+    info = [ln for ln in errs["off"].splitlines() if ln.startswith("info: HU corrected")]
+    assert len(info) == 1 and "-75 HU" in info[0] and "outside air -925 HU" in info[0] and "tracheal air" in info[0]
+    assert "HU corrected" not in errs["twin"] + errs["none"]
+    assert cal["summary"] == info[0][len("info: "):] and cal["summary"] in page
+    assert "As read (uncorrected), whole lung: LAA-950" in page
     assert "Warnings" in (tmp_path / "none" / "report.html").read_text()
 
 

@@ -172,8 +172,17 @@ def _run_one(args, src: Path, settings: AnalysisSettings) -> int:
         print(format_table(result.rows))
     for w in result.warnings:
         log.warning("warning: %s", w["message"])
+    _log_calibration(result.calibration)
     print(f"wrote {args.output}")
     return 0
+
+
+def _log_calibration(calibration: dict | None) -> None:
+    """``info:`` line on an applied HU correction (offset and its references)."""
+    from ..calibration import describe
+
+    if describe(calibration):
+        log.info("info: %s", describe(calibration))
 
 
 def _dicom_writer(args, src: Path, ct):
@@ -214,7 +223,8 @@ def _run_batch(args, cases: list[Path], settings: AnalysisSettings) -> int:
         try:
             with claimed_output(target, overwrite=args.overwrite, what="case folder"):
                 ct, read_s = _read(path, settings)
-                analyze_file(path, target, settings, model, ct=ct, read_seconds=read_s)
+                res = analyze_file(path, target, settings, model, ct=ct, read_seconds=read_s)
+            _log_calibration(res.calibration)
         except InputError as exc:
             failed.append((name, str(path), " ".join(str(exc).split())))
             log.warning("skipped %s: %s", name, failed[-1][2])

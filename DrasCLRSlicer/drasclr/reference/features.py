@@ -31,17 +31,37 @@ class HistogramSpec:
     dense_hu: float = -450.0  # threshold of the dense fraction used by the paraseptal rule
     dense_weight: float = 1.0  # weight of the dense bin in the feature vector
     lung_only: bool = False  # True: the HU bins are normalised over the non-dense pixels alone
+    absolute_weight: float = 1.0  # weight of the absolute HU bins
+    relative_weight: float = 0.0  # > 0: append the lung bins re-centred on the window's median (offset-free shape)
+    detail_bins: int = 0  # > 0: counts of the fine-detail image (HU minus its Gaussian blur), offset-free texture
+    detail_lo_hu: float = -300.0
+    detail_bin_hu: float = 20.0
+    detail_sigma_px: float = 1.0
+    detail_weight: float = 1.0
 
     @property
     def dim(self) -> int:
-        return self.n_bins + 1
+        """Length of the stored raw counts (absolute bins + dense bin + detail bins)."""
+        return self.n_bins + 1 + self.detail_bins
+
+    @property
+    def feature_dim(self) -> int:
+        """Length of a feature vector: the counts' dim, plus ``n_bins`` relative bins when ``relative_weight``."""
+        return self.dim + (self.n_bins if self.relative_weight > 0 else 0)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; the robustness fields only when used (a version-1 card keeps its bytes)."""
+        d = asdict(self)
+        if self.absolute_weight == 1.0 and self.relative_weight == 0.0 and not self.detail_bins:
+            d = {k: v for k, v in d.items() if k in _V1_FIELDS}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> HistogramSpec:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+_V1_FIELDS = ("lo_hu", "bin_hu", "n_bins", "smooth_bins", "dense_hu", "dense_weight", "lung_only")
 
 
 def bin_index(hu: np.ndarray, spec: HistogramSpec) -> np.ndarray:
@@ -66,10 +86,28 @@ def window_counts(slice_hu: np.ndarray, centres_yx: np.ndarray, size: int, spec:
     bins = bin_index(padded, spec)
     # view[y, x] = the window centred on pixel (y, x) of the unpadded slice
     win = sliding_window_view(bins, (size, size))[centres_yx[:, 0], centres_yx[:, 1]].reshape(n, -1)
-    counts = np.bincount((np.arange(n)[:, None] * spec.dim + win).ravel(), minlength=n * spec.dim)
+    m = spec.n_bins + 1
+    counts = np.bincount((np.arange(n)[:, None] * m + win).ravel(), minlength=n * m)
+    counts = counts.reshape(n, m)
+    if spec.detail_bins:
+        counts = np.concatenate([counts, _detail_counts(slice_hu, centres_yx, size, spec)], axis=1)
     dense = sliding_window_view(padded >= spec.dense_hu, (size, size))[centres_yx[:, 0], centres_yx[:, 1]]
     dense_frac = dense.reshape(n, -1).mean(axis=1, dtype=np.float32)
-    return counts.reshape(n, spec.dim).astype(np.uint16), dense_frac
+    return counts.astype(np.uint16), dense_frac
+
+
+def _detail_counts(slice_hu: np.ndarray, centres_yx: np.ndarray, size: int, spec: HistogramSpec) -> np.ndarray:
+    """Counts ``(N, detail_bins)`` of the fine-detail image (HU minus its Gaussian blur of ``detail_sigma_px``,
+    reflected at the slice's edge; no detail beyond it): vessel edges, septa and lucency borders, the same whatever
+    the scanner's HU offset."""
+    hu = np.asarray(slice_hu, np.float32)
+    padded = np.pad(hu - ndi.gaussian_filter(hu, spec.detail_sigma_px), size // 2, mode="constant")
+    detail = padded
+    idx = np.clip(np.floor((detail - spec.detail_lo_hu) / spec.detail_bin_hu), 0, spec.detail_bins - 1)
+    n = len(centres_yx)
+    win = sliding_window_view(idx.astype(np.uint8), (size, size))[centres_yx[:, 0], centres_yx[:, 1]].reshape(n, -1)
+    counts = np.bincount((np.arange(n)[:, None] * spec.detail_bins + win).ravel(), minlength=n * spec.detail_bins)
+    return counts.reshape(n, spec.detail_bins)
 
 
 def window_histograms(slice_hu: np.ndarray, centres_yx: np.ndarray, size: int, spec: HistogramSpec,
@@ -82,6 +120,8 @@ def window_histograms(slice_hu: np.ndarray, centres_yx: np.ndarray, size: int, s
 def finish(counts: np.ndarray, spec: HistogramSpec) -> np.ndarray:
     """Raw bin counts ``(N, dim)`` -> smoothed, normalised, weighted feature vectors."""
     counts = counts.astype(np.float32)
+    detail = counts[:, spec.n_bins + 1:]
+    counts = counts[:, : spec.n_bins + 1]
     total = counts.sum(axis=1, keepdims=True)
     total[total == 0] = 1.0
     if spec.smooth_bins > 0:
@@ -93,7 +133,26 @@ def finish(counts: np.ndarray, spec: HistogramSpec) -> np.ndarray:
         lung[lung == 0] = 1.0
         feats[:, : spec.n_bins] = counts[:, : spec.n_bins] / lung
     feats[:, spec.n_bins] *= spec.dense_weight
+    if spec.detail_bins:
+        detail = ndi.gaussian_filter1d(detail, 1.0, axis=1, mode="constant") if spec.smooth_bins > 0 else detail
+        feats = np.concatenate([feats, spec.detail_weight * detail / total], axis=1)
+    if spec.relative_weight > 0:
+        feats = np.concatenate([feats, spec.relative_weight * _recentred(feats[:, : spec.n_bins])], axis=1)
+    feats[:, : spec.n_bins] *= spec.absolute_weight
     return feats
+
+
+def _recentred(hist: np.ndarray) -> np.ndarray:
+    """Each row's bins shifted so that its median bin lands in the middle (bins shifted past an end dropped): the
+    histogram's shape without its position, which an HU offset of the scanner moves."""
+    n, m = hist.shape
+    med = np.argmax(np.cumsum(hist, axis=1) >= 0.5 * hist.sum(axis=1, keepdims=True), axis=1)
+    src = np.arange(m)[None, :] + (med[:, None] - m // 2)  # output bin j reads input bin j + (median - middle)
+    ok = (src >= 0) & (src < m)
+    out = np.zeros_like(hist)
+    rows = np.broadcast_to(np.arange(n)[:, None], src.shape)
+    out[ok] = hist[rows[ok], src[ok]]
+    return out
 
 
 def patch_counts(patches: np.ndarray, spec: HistogramSpec, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:

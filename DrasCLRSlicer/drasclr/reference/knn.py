@@ -35,8 +35,9 @@ class LocalHistogramKNN:
     def __post_init__(self):
         self.features = np.asarray(self.features, np.float32)
         self.labels = np.asarray(self.labels, np.uint8)
-        if self.features.ndim != 2 or self.features.shape[1] != self.spec.dim:
-            raise ValueError(f"reference features {self.features.shape} do not match the spec (dim {self.spec.dim})")
+        if self.features.ndim != 2 or self.features.shape[1] != self.spec.feature_dim:
+            raise ValueError(f"reference features {self.features.shape} do not match the spec "
+                             f"(dim {self.spec.feature_dim})")
         if len(self.labels) != len(self.features):
             raise ValueError("reference features and labels differ in length")
         self._knn = KNeighborsClassifier(n_neighbors=self.k, metric="manhattan", weights="distance",
