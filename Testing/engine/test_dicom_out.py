@@ -97,3 +97,25 @@ def test_nifti_input_with_dicom_is_refused(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "DICOM series" in lines[0], proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_sr_records_the_hu_calibration_only_where_applied(case):
+    from drasclr.dicom.codes import CALIBRATION
+    from drasclr.dicom.identity import Algorithm
+    from drasclr.dicom.source import source_slices
+    from drasclr.dicom.sr import measurement_report
+    from drasclr.io import read_ct
+    from drasclr.stats import read_csv
+
+    source = source_slices(case["series"], read_ct(case["series"]))
+    seg = hd.seg.segread(case["dicom"] / "seg_regions.dcm")
+    names = [d.SegmentLabel.lower().replace(" ", "_") for d in seg.SegmentSequence]
+    rows = read_csv(case["out"] / "stats.csv")
+    for applied, want in ((0.0, None), (-31.0, -31.0)):
+        sr = measurement_report(rows, seg, names, [seg, *source], Algorithm("DrasCLR test", "1"),
+                                {"applied_hu": applied})
+        sr = hd.sr.Comprehensive3DSR.from_dataset(sr)
+        for g in sr.content.get_volumetric_roi_measurement_groups():
+            offsets = [m.value for m in g.get_measurements(name=CALIBRATION)]
+            assert offsets == ([] if want is None else [want])

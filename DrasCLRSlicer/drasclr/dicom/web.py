@@ -68,7 +68,9 @@ def connect(url: str):
     if conf.get("ca_bundle"):
         session.verify = conf["ca_bundle"]
     http = parts._replace(scheme=SCHEMES[parts.scheme.lower()]).geturl()
-    return DICOMwebClient(url=http, session=session)
+    client = DICOMwebClient(url=http, session=session)
+    client.set_http_retry_params(max_attempts=3, wait_exponential_multiplier=250)  # a dead server: seconds, not 30
+    return client
 
 
 def _server_error(exc: Exception, what: str) -> InputError:
