@@ -156,7 +156,8 @@ def _dense_subtypes(result: Analysis, model: LoadedModel, settings: AnalysisSett
         kind = DEFAULT_KIND if (settings.tta or DEFAULT_KIND != "disagreement") else "entropy"
         voxel_u = voxel_uncertainty(pred.probabilities, ct, lungs, result.subtypes, kind=kind)
         result.uncertainty, result.uncertainty_kind = voxel_u.image(), kind
-        result.review = build_queue(result.regions, result.subtypes, voxel_u.expected_errors(), voxel_u.full())
+        result.review = build_queue(result.regions, result.subtypes, voxel_u.expected_errors_in_box(),
+                                    voxel_u.in_box(), origin=voxel_u.lo)
         del voxel_u
     with stage("embedding"):
         result.embedding = patient_embedding(model.net, pred.probabilities.grid, transform, device,

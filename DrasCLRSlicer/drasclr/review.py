@@ -111,13 +111,14 @@ def _unit(regions: CTImage, rank: int, region: int, piece: np.ndarray, sl: tuple
 
 def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray,
                 uncertainty: np.ndarray | None = None, *, block_mm: float = 30.0,
-                min_ml: float = 0.5, rank_by: str = "density") -> ReviewQueue:
+                min_ml: float = 0.5, rank_by: str = "density", origin=(0, 0, 0)) -> ReviewQueue:
     """Review units of a prediction on the CT's grid.
 
     ``regions``: lobes (1–5) or zones (11–16), 0 outside; ``subtypes``: the predicted labelmap (1–4 in the lung);
-    ``expected_errors``: per voxel chance of being wrong (0..1) on the same grid; ``uncertainty``: the voxel
-    uncertainty (0..1) reported as each unit's mean, optional. ``rank_by``: ``density`` (default: expected wrong
-    voxels per voxel, the most errors fixed per voxel reviewed) or ``score`` (expected wrong voxels)."""
+    ``expected_errors``: per voxel chance of being wrong (0..1); ``uncertainty``: the voxel uncertainty (0..1)
+    reported as each unit's mean, optional. Both arrays cover the grid, or only a box of it that holds the lung
+    starting at voxel ``origin`` (zyx; the lung box: no whole-scan float copies). ``rank_by``: ``density`` (default:
+    expected wrong voxels per voxel, the most errors fixed per voxel reviewed) or ``score`` (expected wrong voxels)."""
     if block_mm <= 0 or min_ml < 0:
         raise ValueError("block_mm must be positive and min_ml non-negative")
     if rank_by not in RANKINGS:
@@ -138,8 +139,9 @@ def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray
     flat = pieces.ravel()
     m = n_pieces + 1
     voxels = np.bincount(flat, minlength=m).astype(np.int64)
-    score = np.bincount(flat, weights=expected_errors[box].ravel().astype(np.float64), minlength=m)
-    unc = (np.bincount(flat, weights=uncertainty[box].ravel().astype(np.float64), minlength=m)
+    within = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin))  # the box in the arrays' own indices
+    score = np.bincount(flat, weights=expected_errors[within].ravel().astype(np.float64), minlength=m)
+    unc = (np.bincount(flat, weights=uncertainty[within].ravel().astype(np.float64), minlength=m)
            if uncertainty is not None else None)
     sub = subtypes.array[box].ravel()
     counts = {c: np.bincount(flat, weights=(sub == c).astype(np.float64), minlength=m) for c in labels.SUBTYPES}

@@ -108,6 +108,16 @@ def test_queue_units_are_connected_pieces_of_one_region_and_block():
         build_queue(regions, sub, err, rank_by="size")
     # 90 x 60 x 60 mm in 30 mm blocks: 3 x 2 x 2 blocks, the middle x-block split by the lobe border -> 16 units
     assert len(q.units) == 16
+    # scores given over a box that holds the lung only (its origin said) build the same queue as whole-grid ones
+    reg = regions.array.copy()
+    reg[:2], reg[:, :5], reg[:, :, :3] = 0, 0, 0
+    smaller = regions.with_array(reg)
+    sub_small = sub.with_array(np.where(reg > 0, sub.array, 0).astype(np.uint8))
+    whole = build_queue(smaller, sub_small, err, uncertainty=err, block_mm=30.0, min_ml=0.5)
+    boxed = build_queue(smaller, sub_small, err[2:, 5:, 3:], uncertainty=err[2:, 5:, 3:], block_mm=30.0,
+                        min_ml=0.5, origin=(2, 5, 3))
+    assert len(whole.units) > 1 and boxed.units == whole.units
+    assert np.array_equal(boxed.labels.array, whole.labels.array)
     lab = q.labels.array
     assert set(np.unique(lab).tolist()) == set(range(1, 17))  # the whole box is lung here
     assert (lab > 0).sum() == (regions.array > 0).sum()  # every lung voxel is in a unit here (no slivers)

@@ -50,14 +50,22 @@ class VoxelUncertainty:
     def full(self, kind: str | None = None) -> np.ndarray:
         """Measure ``kind`` (default: the chosen one) on the whole CT grid, float32, 0 outside the lung."""
         out = np.zeros(self.grid.array.shape, np.float32)
-        out[self.box] = np.where(self.inside, self.measures[kind or self.kind], 0)
+        out[self.box] = self.in_box(kind)
         return out
 
     def expected_errors(self) -> np.ndarray:
         """``1 - p(predicted class)`` on the whole CT grid (0 outside the lung): the chance each voxel is wrong."""
         out = np.zeros(self.grid.array.shape, np.float32)
-        out[self.box] = np.where(self.inside, 1.0 - self.p_predicted, 0)
+        out[self.box] = self.expected_errors_in_box()
         return out
+
+    def in_box(self, kind: str | None = None) -> np.ndarray:
+        """Measure ``kind`` (default: the chosen one) over the lung box only (0 outside the lung)."""
+        return np.where(self.inside, self.measures[kind or self.kind], 0).astype(np.float32)
+
+    def expected_errors_in_box(self) -> np.ndarray:
+        """:meth:`expected_errors` over the lung box only: what the review queue needs, without whole-scan copies."""
+        return np.where(self.inside, 1.0 - self.p_predicted, 0).astype(np.float32)
 
     def image(self) -> CTImage:
         """The chosen measure as the ``uncertainty.nii.gz`` image: uint8 percent (0..100) on the CT's grid."""
