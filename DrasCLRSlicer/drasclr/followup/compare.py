@@ -52,6 +52,7 @@ class Comparison:
     registration: list[dict]  # quality per later scan
     carried: list[CTImage] = field(default_factory=list)  # baseline regions on each later scan's grid
     on_baseline: list[CTImage] = field(default_factory=list)  # each later CT resampled onto the baseline grid
+    labels_on_baseline: list[np.ndarray] = field(default_factory=list)  # its emphysema labels there
 
 
 def _carry(reg: LungRegistration, base: TimePoint, later: TimePoint) -> CTImage:
@@ -117,9 +118,11 @@ def compare(timepoints: list[TimePoint], landmarks: list | None = None, deformab
         comp.change_maps.append(base.ct.with_array(change))
         comp.carried.append(carried)
         comp.on_baseline.append(on_base)
+        comp.labels_on_baseline.append(emph_on_base)
         comp.registration.append({"scan": k, "name": tp.name, "method": "affine+bspline" if deformable else "affine",
                                   "lung_dice": changemap.dice(lung_on_base, base.lung),
-                                  "seconds": round(reg.seconds, 2), **_landmark_error(reg, _nth(landmarks, k - 1))})
+                                  "seconds": round(reg.seconds, 2), "cpu_seconds": round(reg.cpu_seconds, 2),
+                                  **_landmark_error(reg, _nth(landmarks, k - 1))})
     for r in rows:
         if r["scan"] == 0:
             r.update({c: math.nan for c in measure.CHANGE_ML})
