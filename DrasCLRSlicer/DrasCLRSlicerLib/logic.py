@@ -499,6 +499,29 @@ class DrasCLRLogic:
         stem = path.name.split(".")[0]
         return load_volume(self.scene, path, name=name or stem)
 
+    # --- follow-up: compare with prior (DrasCLRSlicerLib.followup) --------------------------------------
+    def compare_with_prior(self, volume_node, prior, model=None, device: str = "auto", use_model: bool = True,
+                           work_dir: Path | None = None, on_progress=None, on_line=None, should_cancel=None,
+                           on_idle=None, env=None):
+        """Compare ``volume_node`` with an earlier scan ``prior`` (a volume node, or an analysis folder) by
+        ``drasclr compare`` in a child process; the change map lands on the prior (baseline) volume. Returns
+        :class:`followup.FollowupNodes` (the files stay in ``output_dir``: report.html, change.csv)."""
+        from . import followup
+
+        work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="drasclr-compare-"))
+        later, _ = self.write_inputs(volume_node, None, work_dir / "later")
+        if isinstance(prior, str | Path):
+            from drasclr.followup.compare import analysis_ct_path
+
+            baseline, baseline_node = Path(prior), self.load_ct(analysis_ct_path(prior))
+        else:
+            (baseline, _), baseline_node = self.write_inputs(prior, None, work_dir / "prior"), prior
+        cmd = followup.compare_command([baseline, later], work_dir / "output", model=model, device=device,
+                                       use_model=use_model)
+        process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
+                           on_idle=on_idle, env=env)
+        return followup.load_comparison(self.scene, baseline_node, work_dir / "output")
+
     # --- exports ----------------------------------------------------------------------------------------
     def export_segmentation(self, nodes: AnalysisNodes, path) -> Path:
         """The (possibly corrected) subtype segmentation, or the regions without a model, as ``.seg.nrrd``."""

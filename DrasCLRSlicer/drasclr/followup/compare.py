@@ -141,14 +141,20 @@ def is_analysis_folder(path: Path) -> bool:
         (path / "source.json").is_file() or (path / "ct.nii.gz").is_file())
 
 
+def analysis_ct_path(folder: str | Path) -> Path:
+    """The CT an analysis folder analysed: its ``source.json`` (written by ``compare``) or its ``ct.nii.gz``."""
+    folder = Path(folder)
+    if (folder / "source.json").is_file():
+        return Path(json.loads((folder / "source.json").read_text())["ct"])
+    return folder / "ct.nii.gz"
+
+
 def load_analysis(folder: Path, name: str | None = None) -> TimePoint:
     """Reuse an analysis folder: its regions and subtypes, and its CT (``source.json`` or ``ct.nii.gz``), with the
     HU correction its ``stats.json`` recorded."""
     from ..calibration import apply_offset
 
-    source = folder / "ct.nii.gz"
-    if (folder / "source.json").is_file():
-        source = Path(json.loads((folder / "source.json").read_text())["ct"])
+    source = analysis_ct_path(folder)
     if not source.exists():
         raise InputError(f"{folder}: the CT it analysed is not found ({source})")
     ct = read_ct(source)
