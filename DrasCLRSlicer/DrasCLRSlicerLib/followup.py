@@ -48,6 +48,23 @@ def compare_command(scans, output_dir, model=None, device: str = "auto", use_mod
     return cmd
 
 
+def prepare_compare(logic, volume_node, prior, work_dir: Path, model=None, device: str = "auto",
+                    use_model: bool = True) -> tuple[list[str], Path, object]:
+    """MRML step before the child process (GUI/event-loop thread): write the scans into ``work_dir`` and return
+    (command, output folder, baseline volume node). ``prior``: the earlier scan, a volume node or an analysis
+    folder (its CT is loaded as a node)."""
+    work_dir = Path(work_dir)
+    later, _ = logic.write_inputs(volume_node, None, work_dir / "later")
+    if isinstance(prior, str | Path):
+        from drasclr.followup.compare import analysis_ct_path
+
+        baseline, baseline_node = Path(prior), logic.load_ct(analysis_ct_path(prior))
+    else:
+        (baseline, _), baseline_node = logic.write_inputs(prior, None, work_dir / "prior"), prior
+    out_dir = work_dir / "output"
+    return compare_command([baseline, later], out_dir, model, device, use_model), out_dir, baseline_node
+
+
 def change_entries() -> list[SegmentEntry]:
     return [SegmentEntry(v, changemap.NAMES[v].replace("_", " ").capitalize(),
                          tuple(c / 255.0 for c in changemap.COLORS[v])) for v in changemap.NAMES if v > 1]

@@ -509,18 +509,11 @@ class DrasCLRLogic:
         from . import followup
 
         work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="drasclr-compare-"))
-        later, _ = self.write_inputs(volume_node, None, work_dir / "later")
-        if isinstance(prior, str | Path):
-            from drasclr.followup.compare import analysis_ct_path
-
-            baseline, baseline_node = Path(prior), self.load_ct(analysis_ct_path(prior))
-        else:
-            (baseline, _), baseline_node = self.write_inputs(prior, None, work_dir / "prior"), prior
-        cmd = followup.compare_command([baseline, later], work_dir / "output", model=model, device=device,
-                                       use_model=use_model)
+        cmd, out_dir, baseline_node = followup.prepare_compare(self, volume_node, prior, work_dir, model=model,
+                                                               device=device, use_model=use_model)
         process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
                            on_idle=on_idle, env=env)
-        return followup.load_comparison(self.scene, baseline_node, work_dir / "output")
+        return followup.load_comparison(self.scene, baseline_node, out_dir)
 
     # --- exports ----------------------------------------------------------------------------------------
     def export_segmentation(self, nodes: AnalysisNodes, path) -> Path:
