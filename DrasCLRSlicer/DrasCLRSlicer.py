@@ -147,6 +147,7 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsv)
         self.ui.exportHtmlButton.connect("clicked(bool)", self.onExportHtml)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompareWithPrior)
         self.ui.correctButton.connect("toggled(bool)", self.onCorrectToggled)
         self.ui.finetuneButton.connect("clicked(bool)", self.onFinetune)
         self.ui.uncertaintyButton.connect("toggled(bool)", self.onUncertaintyToggled)
@@ -322,6 +323,22 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay("Failed to export the report.", waitCursor=True):
                 self.logic.export_html(self._results, path)
                 self.ui.statusLabel.text = f"Wrote {path}"
+
+    def onCompareWithPrior(self) -> None:
+        """Compare the input CT with the earlier scan chosen beside the button (issue 31; Logic does the work)."""
+        p, prior = self._parameterNode, self.ui.priorVolumeSelector.currentNode()
+        if prior is None or p.inputVolume is None or prior == p.inputVolume:
+            self.ui.statusLabel.text = "Choose an earlier CT of the same patient beside 'Compare with prior'."
+            return
+
+        def work(onProgress, shouldCancel, onIdle):
+            return self.logic.compareWithPrior(p.inputVolume, prior, model=p.model or None, device=p.device,
+                                               onProgress=onProgress, shouldCancel=shouldCancel, onIdle=onIdle)
+
+        nodes = self._runInBackground("Comparison", work)
+        if nodes is not None:
+            self.logic.showFollowup(nodes)
+            self.ui.statusLabel.text = self.logic.followupSummary(nodes)
 
     def onCorrectToggled(self, checked) -> None:
         self.ui.segmentEditorWidget.setVisible(bool(checked))
@@ -529,6 +546,31 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
                                              self.analysisSettings(parameterNode), on_progress=onProgress,
                                              should_cancel=shouldCancel, on_idle=onIdle, env=env,
                                              **overrides)
+
+    def compareWithPrior(self, volumeNode, prior, model=None, device="Auto", onProgress=None, shouldCancel=None,
+                         onIdle=None):
+        """``drasclr compare`` of ``prior`` (baseline: a volume node or an analysis folder) and ``volumeNode`` in a
+        PythonSlicer child process; returns DrasCLRSlicerLib.followup.FollowupNodes."""
+        from DrasCLRSlicerLib import process
+
+        env = process.engine_environment(slicer.util.startupEnvironment())
+        return self.bridge.compare_with_prior(volumeNode, prior, model=model, device=device.lower(),
+                                              on_progress=onProgress, should_cancel=shouldCancel, on_idle=onIdle,
+                                              env=env)
+
+    def showFollowup(self, nodes) -> None:
+        """The change map over the baseline, the change table and the trend chart in the layout."""
+        slicer.util.setSliceViewerLayers(background=nodes.baseline, fit=True)
+        slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(nodes.table.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
+        slicer.modules.plots.logic().ShowChartInLayout(nodes.chart)
+
+    @staticmethod
+    def followupSummary(nodes) -> str:
+        from DrasCLRSlicerLib.followup import summary
+
+        return summary(nodes)
 
     def totalSegmentatorAvailable(self) -> bool:
         """The SlicerTotalSegmentator extension is installed (the panel shows its lobe action only then)."""

@@ -509,6 +509,22 @@ class DrasCLRLogic:
         stem = path.name.split(".")[0]
         return load_volume(self.scene, path, name=name or stem)
 
+    # --- follow-up: compare with prior (DrasCLRSlicerLib.followup) --------------------------------------
+    def compare_with_prior(self, volume_node, prior, model=None, device: str = "auto", use_model: bool = True,
+                           work_dir: Path | None = None, on_progress=None, on_line=None, should_cancel=None,
+                           on_idle=None, env=None):
+        """Compare ``volume_node`` with an earlier scan ``prior`` (a volume node, or an analysis folder) by
+        ``drasclr compare`` in a child process; the change map lands on the prior (baseline) volume. Returns
+        :class:`followup.FollowupNodes` (the files stay in ``output_dir``: report.html, change.csv)."""
+        from . import followup
+
+        work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="drasclr-compare-"))
+        cmd, out_dir, baseline_node = followup.prepare_compare(self, volume_node, prior, work_dir, model=model,
+                                                               device=device, use_model=use_model)
+        process.run_engine(cmd, on_progress=on_progress, on_line=on_line, should_cancel=should_cancel,
+                           on_idle=on_idle, env=env)
+        return followup.load_comparison(self.scene, baseline_node, out_dir)
+
     # --- exports ----------------------------------------------------------------------------------------
     def export_segmentation(self, nodes: AnalysisNodes, path) -> Path:
         """The (possibly corrected) subtype segmentation, or the regions without a model, as ``.seg.nrrd``."""

@@ -37,6 +37,7 @@ from DrasCLRSlicerLib.logic import DrasCLRLogic
 from DrasCLRSlicerLib.models import PACKAGE_MODELS
 from DrasCLRSlicerLib.segmentations import segment_names
 
+from . import followup_panel
 from .jobs import JobBusy, JobRunner, JobState
 from .paths import Workspace
 
@@ -534,6 +535,7 @@ class ReadingRoom:
                     self._drawer_correct()
                     self._drawer_models()
                     self._drawer_downloads()
+                    followup_panel.section(self)
             with layout.content:
                 with html.Div(style="display:flex; flex-direction:column; height:100%;"):
                     with html.Div(style="flex: 1 1 60%; min-height: 420px; position: relative;", id="views"):

@@ -20,6 +20,7 @@ from ..outputs import terminate_on_signals
 # subcommand name -> module under drasclr.cli (imported only when used, so `drasclr --help` is fast)
 COMMANDS = {
     "analyze": "analyze",
+    "compare": "compare",
     "evaluate": "evaluate",
     "export": "export",
     "finetune": "finetune",

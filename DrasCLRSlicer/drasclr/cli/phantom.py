@@ -30,6 +30,15 @@ def add_parser(sub):
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     p.add_argument("--demo", action="store_true", help="write the bundled demo case files into OUT instead")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
+    f = p.add_argument_group("follow-up series (docs/followup.md)")
+    f.add_argument("--followup", type=int, default=None, metavar="SCANS",
+                   help="write one patient's series of SCANS scans (baseline + follow-ups) with the truth of the "
+                        "change into OUT/scan_K/ (case --seed, index 0)")
+    f.add_argument("--volume-change", type=float, nargs="+", default=None, metavar="FRAC",
+                   help="lung volume change of each follow-up vs the baseline (default alternating 0.15, -0.12)")
+    f.add_argument("--progression", type=float, default=1.0, help="planted disease change per interval (0: none)")
+    f.add_argument("--followup-kernel", default=None, choices=["soft", "sharp"], help="the follow-ups' kernel")
+    f.add_argument("--followup-noise", type=float, default=None, help="the follow-ups' noise std HU")
     p.set_defaults(run=run)
 
 
@@ -57,9 +66,24 @@ def run(args) -> int:
                           thickness=args.thickness, kernel=args.kernel, noise=args.noise,
                           healthy_fraction=args.healthy_fraction, subtypes=subtypes, severity=args.severity,
                           generator=args.generator, air_offset=args.air_offset).validate()
+    if args.followup is not None:
+        return _series(args, opts)
     # the whole cohort is staged beside OUT and moved into place at the end: all cases or nothing
     with claimed_output(args.output, overwrite=args.overwrite), staged_dir(args.output) as tmp:
         metas = write_cohort(tmp, args.n, args.seed, opts, args.workers)
     healthy = sum(m["healthy"] for m in metas)
     print(f"wrote {len(metas)} cases ({healthy} healthy) to {args.output}")
+    return 0
+
+
+def _series(args, opts) -> int:
+    from ..outputs import claimed_output
+    from ..phantom.followup import FollowupOptions, write_series
+
+    follow = FollowupOptions(scans=args.followup, volume_change=tuple(args.volume_change) if args.volume_change
+                             else None, progression=args.progression, kernel=args.followup_kernel,
+                             noise=args.followup_noise).validate()
+    with claimed_output(args.output, overwrite=args.overwrite):
+        write_series(args.output, args.seed, opts, follow)
+    print(f"wrote a series of {follow.scans} scans to {args.output}")
     return 0
