@@ -19,6 +19,7 @@ import vtk
 from drasclr.followup import changemap
 from drasclr.followup.measure import COLUMNS
 from drasclr.io import read_image
+from drasclr.settings import AnalysisSettings
 
 from . import process
 from .segmentations import labelmap_to_segmentation
@@ -38,14 +39,11 @@ class FollowupNodes:
 
 def compare_command(scans, output_dir, model=None, device: str = "auto", use_model: bool = True,
                     python: str | None = None) -> list[str]:
-    """``drasclr compare SCAN... -o OUT`` (the baseline first: CT files or analysis folders)."""
-    cmd = [python or process.python_executable(), "-m", "drasclr", "compare", *map(str, scans), "-o",
-           str(output_dir), "--device", device, "--overwrite"]
-    if not use_model:
-        cmd += ["--no-model"]
-    elif model:
-        cmd += ["--model", str(model)]
-    return cmd
+    """``drasclr compare SCAN... -o OUT`` (the baseline first: CT files or analysis folders); the analysis settings
+    travel as ``drasclr analyze`` flags (AnalysisSettings.to_args)."""
+    settings = AnalysisSettings.from_panel({"model": model, "device": device, "use_model": use_model}, strict=True)
+    return [python or process.python_executable(), "-m", "drasclr", "compare", *map(str, scans), "-o",
+            str(output_dir), "--overwrite", *settings.to_args()]
 
 
 def prepare_compare(logic, volume_node, prior, work_dir: Path, model=None, device: str = "auto",

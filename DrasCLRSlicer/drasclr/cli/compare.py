@@ -7,10 +7,12 @@ as a phantom case). The first is the baseline: give the scans oldest first.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from pathlib import Path
+
+from ..settings import AnalysisSettings
+from ..settings import add_arguments as add_settings_arguments
 
 log = logging.getLogger(__name__)
 
@@ -21,27 +23,13 @@ def add_parser(sub):
                                    "OUT/scans/scan_K/ (each analysis). The first scan is the baseline.")
     p.add_argument("scans", nargs="+", metavar="SCAN", help="CT files, DICOM folders or analysis folders, oldest first")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--model", default=None, help="subtype model folder or name (default: the bundled model)")
-    p.add_argument("--no-model", action="store_true", help="densitometry only (change map from LAA-950)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    p.add_argument("--no-tta", dest="tta", action="store_false", help="no mirrored test-time augmentation")
+    add_settings_arguments(p)  # each scan is analysed as `drasclr analyze` would (--no-model: change from LAA-950)
     p.add_argument("--landmarks", nargs="+", default=None, metavar="CSV",
                    help="one CSV of baseline/follow-up point pairs per later scan (LPS mm), for the landmark error")
     p.add_argument("--affine-only", action="store_true", help="no deformable step (for comparison)")
     p.add_argument("--no-report", dest="report", action="store_false", help="no report.html")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
     p.set_defaults(run=run)
-
-
-def _analyze_kwargs(args) -> dict:
-    """Model keyword arguments of ``analyze_file`` (the analyze command's own loader and defaults)."""
-    from ..device import pick_device
-    from .analyze import _load_model
-
-    opts = argparse.Namespace(no_model=args.no_model, model=args.model, batch_size=None, tta=args.tta,
-                              regions="lobes", lobes_from=None, hu_calibration="auto", strict=False,
-                              density_veto=None)
-    return _load_model(opts, pick_device(args.device))
 
 
 def _check(args) -> list[Path]:
@@ -68,9 +56,11 @@ def run(args) -> int:
         write_comparison,
     )
     from ..io import read_ct
+    from ..loaded_model import load_for_analysis
     from ..outputs import claimed_output, staged_dir
 
     paths = _check(args)
+    settings = AnalysisSettings.from_args(args)
     landmarks = [read_landmarks(p) for p in args.landmarks] if args.landmarks else None
     reuse = [is_analysis_folder(p) for p in paths]
     for p, r in zip(paths, reuse):
@@ -78,12 +68,13 @@ def run(args) -> int:
             read_ct(p)  # every input readable before anything is analysed
     t0 = time.perf_counter()
     with claimed_output(args.output, overwrite=args.overwrite), staged_dir(args.output) as tmp:
-        kwargs = _analyze_kwargs(args) if not all(reuse) else None
+        model = load_for_analysis(settings) if not all(reuse) else None
         tps = []
         for k, (p, r) in enumerate(zip(paths, reuse)):
             log.info("progress: scan %d/%d", k + 1, len(paths))
             name = f"scan_{k}"
-            tps.append(load_analysis(p, name) if r else analyze_timepoint(p, tmp / "scans" / name, name, kwargs))
+            tps.append(load_analysis(p, name) if r else analyze_timepoint(p, tmp / "scans" / name, name, settings,
+                                                                                     model))
         comp = compare(tps, landmarks, deformable=not args.affine_only, progress=lambda m: log.info("progress: %s", m))
         write_comparison(comp, tmp, {"inputs": [str(p) for p in paths], "seconds": round(time.perf_counter() - t0, 1),
                                      "adjustment": "sponge model per region: HU_adj = (HU + 1000) * V_t / V_0 - 1000"},

@@ -172,11 +172,12 @@ def load_analysis(folder: Path, name: str | None = None) -> TimePoint:
     return TimePoint(name or folder.name, ct, regions, subtypes, str(source), folder)
 
 
-def analyze_timepoint(path: Path, out: Path, name: str, analyze_kwargs: dict) -> TimePoint:
-    """Analyze one scan (file or DICOM folder) into ``out`` and return it as a time point."""
+def analyze_timepoint(path: Path, out: Path, name: str, settings=None, model=None) -> TimePoint:
+    """Analyze one scan (file or DICOM folder) into ``out`` as ``settings`` say (an ``AnalysisSettings``) with
+    ``model`` (``drasclr.loaded_model.load_for_analysis``), and return it as a time point."""
     from ..analyze import analyze_file
 
-    result = analyze_file(path, out, **analyze_kwargs)
+    result = analyze_file(path, out, settings, model)
     (out / "source.json").write_text(json.dumps({"ct": str(Path(path).resolve())}) + "\n")
     return TimePoint(name, result.ct, result.regions, result.subtypes, str(path), out)
 
