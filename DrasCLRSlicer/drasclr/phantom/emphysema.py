@@ -106,16 +106,21 @@ def choose_ple(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: fl
     return np.isin(keys, chosen), chosen
 
 
+def lobule_centres(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: float):
+    """The centres ``(N, 3)`` of the lobules the lung touches, their cranio-caudal zone (0 base .. 1 apex) and a
+    smooth random field (0..1) at each: what decides where centrilobular lesions fall."""
+    keys = lob.key(lung_pts[:: max(1, len(lung_pts) // 200000)])
+    cen = lob.centre(np.unique(keys))
+    zn = zone(cen, z_base, height)
+    patch, pax = coarse_field(rng, cen.min(0) - 20, cen.max(0) + 20, 50.0)
+    return cen, zn, sample_field(patch, pax, cen)
+
+
 def cle_holes(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, height: float, sev: float):
     """Hole centres ``(N, 3)`` and radii ``(N,)`` (mm) of centrilobular emphysema."""
     if sev <= 0:
         return np.zeros((0, 3)), np.zeros(0)
-    keys = lob.key(lung_pts[:: max(1, len(lung_pts) // 200000)])
-    uk = np.unique(keys)
-    cen = lob.centre(uk)
-    zn = zone(cen, z_base, height)
-    patch, pax = coarse_field(rng, cen.min(0) - 20, cen.max(0) + 20, 50.0)
-    f = sample_field(patch, pax, cen)
+    cen, zn, f = lobule_centres(rng, lob, lung_pts, z_base, height)
     w = np.clip(zn - 0.15, 0, 1) ** 1.2
     p = np.clip(sev * 2.0 * w * (0.7 + 0.4 * f), 0, 0.97)
     chosen = cen[rng.uniform(size=len(cen)) < p]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .emphysema import Lobules, lobe_surfaces, lobule_zones, pack_balls, zone
+from .emphysema import Lobules, lobe_surfaces, lobule_centres, lobule_zones, pack_balls, zone
 from .fields import coarse_field, sample_field
 from .grid import Grid
 
@@ -66,12 +66,7 @@ def cle_lesions_drawn(rng, lob: Lobules, lung_pts: np.ndarray, z_base: dict, hei
     empty = (np.zeros((0, 3)), np.zeros(0), np.zeros(0), np.zeros((0, 3)))
     if sev <= 0:
         return empty
-    keys = lob.key(lung_pts[:: max(1, len(lung_pts) // 200000)])
-    uk = np.unique(keys)
-    cen = lob.centre(uk)
-    zn = zone(cen, z_base, height)
-    patch, pax = coarse_field(rng, cen.min(0) - 20, cen.max(0) + 20, 50.0)
-    f = sample_field(patch, pax, cen)
+    cen, zn, f = lobule_centres(rng, lob, lung_pts, z_base, height)
     w = np.clip(zn - 0.1, 0, 1) ** 1.0
     p = np.clip(sev * density * w * (0.7 + 0.5 * f) + 0.05 * sev, 0, 0.97)
     chosen = cen[rng.uniform(size=len(cen)) < p]
