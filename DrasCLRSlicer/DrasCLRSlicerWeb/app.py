@@ -201,7 +201,7 @@ class ReadingRoom:
     def open_path(self, text: str | None = None) -> None:
         """Open the CT at ``text`` (sent by the page with the click; else the ``ct_path`` state)."""
         try:
-            path = self.workspace.resolve_input(self.state.ct_path if text is None else text)
+            path = self.workspace.resolve_input(self.state.ct_path if text is None else text, own=self.session.folder)
         except InputError as exc:
             self._error(str(exc))
             return
@@ -579,7 +579,7 @@ class ReadingRoom:
         ct, result = rec.get("ct"), rec.get("result")
         if ct:
             try:
-                path = DEMO_SOURCE if ct == "demo" else self.workspace.resolve_input(ct)
+                path = DEMO_SOURCE if ct == "demo" else self.workspace.resolve_input(ct, own=self.session.folder)
             except PathRejected as exc:
                 self._error(f"could not reopen the CT: {exc}")
                 return

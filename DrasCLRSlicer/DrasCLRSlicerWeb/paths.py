@@ -66,8 +66,8 @@ def check_upload(content: bytes, name: str, max_bytes: int) -> None:
     self-contained image format (a ``.nhdr``/``.mhd`` header could point at any file on the server), or not
     starting like one (NIfTI header size, ``NRRD000`` magic, MetaImage keys)."""
     if len(content) > max_bytes:
-        raise PathRejected(f"{name!r}: {len(content) / 2**20:.0f} MB is over the upload limit of "
-                           f"{max_bytes / 2**20:.0f} MB")
+        raise PathRejected(f"{name!r}: {len(content) / 2**20:.1f} MB is over the upload limit of "
+                           f"{max_bytes / 2**20:.1f} MB")
     lower = name.lower()
     if not lower.endswith(UPLOAD_SUFFIXES):
         raise PathRejected(f"{name!r}: upload a single-file CT ({', '.join(UPLOAD_SUFFIXES)})")
@@ -118,9 +118,16 @@ class Workspace:
         return Session(session_id, folder, self)
 
     # --- paths from the browser -----------------------------------------------------------------------
-    def resolve_input(self, text: str) -> Path:
+    def private(self) -> list[Path]:
+        """Parts of the data folder no path typed on a page may reach: every session (only the page's own
+        session folder is open to it), the users' folders and models, the server's run folder and audit log."""
+        return [self.sessions_root, self.data_root / "users", self.data_root / "run", self.data_root / "audit.log",
+                self.models_root]
+
+    def resolve_input(self, text: str, own: Path | None = None) -> Path:
         """A CT path typed on the page: relative to the data folder or absolute, but inside it after resolving
-        links; must exist and be an image file or a (DICOM) folder. The bundled demo CT is always allowed."""
+        links, outside its :meth:`private` parts unless inside ``own`` (the page's session folder); must exist and
+        be an image file or a (DICOM) folder. The bundled demo CT is always allowed."""
         text = (text or "").strip()
         if not text:
             raise PathRejected("no path given")
@@ -132,6 +139,8 @@ class Workspace:
             return path
         if not inside(path, self.data_root):
             raise PathRejected(f"{text}: only files inside the server's data folder can be opened")
+        if not (own is not None and inside(path, own)) and any(inside(path, p) for p in self.private()):
+            raise PathRejected(f"{text}: not open to this session (another session's or the server's own files)")
         if not path.exists():
             raise PathRejected(f"{text}: no such file in the data folder")
         if path.is_file() and not has_image_suffix(path.name):

@@ -31,6 +31,7 @@ from .paths import _SESSION_ID
 
 log = logging.getLogger(__name__)
 READY = "DrasCLR session ready"
+RELAY_CHUNK = 2 * 2**20
 _NAME_RE = {"type": "regexp", "regexp": r"^[A-Za-z0-9._-]{1,64}$", "default": "invalid"}
 
 
@@ -209,3 +210,6 @@ def session_environment(token: str, gateway_url: str) -> None:
     """What every session process inherits (wslink's ProcessManager starts them with this environment)."""
     os.environ["DRASCLR_GATEWAY_TOKEN"] = token
     os.environ["DRASCLR_GATEWAY_URL"] = gateway_url
+    # the sessions' wslink cuts messages (uploads, images) into chunks of this size; the gateway's forwarder
+    # (wslink's relay, read at import with the default 4 MiB) must take a chunk plus its header
+    os.environ["WSLINK_MAX_MSG_SIZE"] = str(RELAY_CHUNK)
