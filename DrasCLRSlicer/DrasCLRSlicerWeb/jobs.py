@@ -119,6 +119,8 @@ class JobRunner:
         try:
             if self.queue is not None:
                 ticket = await self.queue.acquire(kind, self._on_place, self._cancel.is_set)
+                started = time.monotonic()  # the run time counts from the slot, not from the click
+                self.state = replace(self.state, started=started)
                 self._set(status="running", desc="starting")
             ctx = prepare()
             self._worker_idle.clear()
@@ -126,6 +128,10 @@ class JobRunner:
             value = finish(ctx, result)
             if asyncio.iscoroutine(value):
                 value = await value
+            seconds = time.monotonic() - started
+            self.state = replace(self.state, seconds=seconds)  # done before the slot is handed on
+            self._set(status="done", desc="", fraction=1.0, message=f"{kind} finished in {seconds:.0f} s")
+            return value
         except Cancelled:
             self._set(status="cancelled", desc="", fraction=None, message=f"{kind} cancelled")
             return None
@@ -137,10 +143,6 @@ class JobRunner:
             if ticket is not None:
                 await self.queue.release(ticket)
             self._lock.release()
-        seconds = time.monotonic() - started
-        self.state = replace(self.state, seconds=seconds)
-        self._set(status="done", desc="", fraction=1.0, message=f"{kind} finished in {seconds:.0f} s")
-        return value
 
 
 def disk_full(exc: BaseException, folder=None) -> bool:

@@ -19,7 +19,9 @@ import asyncio
 import logging
 import os
 import secrets
+import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,17 +150,19 @@ class SessionRegistry:
         proc = self.processes.processes.get(live.launcher_id) if live else None
         return proc.pid if proc else None
 
-    def stop(self, session_id: str) -> None:
+    def stop(self, session_id: str, wait: bool = False) -> None:
+        """SIGTERM to the session's process (it kills its engine child and exits); SIGKILL if it still runs after
+        30 s. ``wait``: block until it has exited (shutdown), else a thread waits (the event loop goes on)."""
         live = self.live.get(session_id)
         if live is None:
             return
         if live.launcher_id in self.processes.processes:
             proc = self.processes.processes[live.launcher_id]
-            self.processes.stopProcess(live.launcher_id)  # SIGTERM: the room kills its engine child and exits
-            try:
-                proc.wait(30)
-            except Exception:  # noqa: BLE001 - still running after 30 s
-                proc.kill()
+            self.processes.stopProcess(live.launcher_id)
+            if wait:
+                _reap(proc)
+            else:
+                threading.Thread(target=_reap, args=(proc,), daemon=True).start()
         self._forget(session_id)
 
     def _forget(self, session_id: str) -> None:
@@ -172,8 +176,12 @@ class SessionRegistry:
             self.on_end(session_id)
 
     def stop_all(self) -> None:
+        """Stop every session process (SIGTERM to all first, then wait for each)."""
+        procs = [self.processes.processes.get(live.launcher_id) for live in self.live.values()]
         for session_id in list(self.live):
-            self.stop(session_id)
+            self.stop(session_id, wait=False)
+        for proc in filter(None, procs):
+            _reap(proc)
 
     # --- idle and ended sessions ---------------------------------------------------------------------------
     def connected(self, session_id: str, delta: int) -> None:
@@ -204,6 +212,14 @@ class SessionRegistry:
                 self.sweep(busy_of())
             except Exception:  # noqa: BLE001 - the sweeper must keep running
                 log.exception("session sweep failed")
+
+
+def _reap(proc, timeout: float = 30.0) -> None:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def session_environment(token: str, gateway_url: str) -> None:

@@ -133,3 +133,51 @@ def fetch_with_cookie(url, value):
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers, b""
+
+
+def room_pids(session_id: str) -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"DrasCLRSlicerWeb.room" in cmd and session_id.encode() in cmd:
+            pids.append(int(pid))
+    return pids
+
+
+@pytest.mark.slow
+def test_idle_session_stops_and_reopens(tmp_path):
+    """Loopback without users: a browser gets its own anonymous session; with no page connected it stops after
+    the idle time (its process exits), and the same browser reopens the same session, CT restored."""
+    pytest.importorskip("trame_slicer", reason="trame-slicer is not installed (pip install '.[web]')")
+    import time
+
+    server = WebServer(tmp_path / "data", tmp_path / "server.log", args=("--idle-minutes", "0.05"))
+    try:
+        server.wait_ready(120)
+        opener, _ = client()
+        status, headers, _ = fetch(opener, server.url)  # the anonymous identity cookie
+        status, headers, _ = fetch(opener, server.url)
+        assert status == 302 and headers["Location"].startswith("s/")
+        sid = headers["Location"].split("/")[1]
+        other, _ = client()  # a second browser gets another session
+        fetch(other, server.url)
+        assert fetch(other, server.url)[1]["Location"] != headers["Location"]
+        status, _, body = fetch(opener, server.url + f"s/{sid}/")
+        assert status == 200 and "<html" in body.lower()
+        assert room_pids(sid)
+        record = server.data / "sessions" / sid / "session.json"
+        record.write_text(json.dumps({**json.loads(record.read_text()), "ct": "demo"}))  # as after Load demo
+        t0 = time.monotonic()
+        while room_pids(sid) and time.monotonic() - t0 < 120:
+            time.sleep(0.5)
+        assert not room_pids(sid), "the idle session was not stopped"
+        status, headers, _ = fetch(opener, server.url)
+        assert headers["Location"] == f"s/{sid}/"  # the last session, reopened
+        assert fetch(opener, server.url + f"s/{sid}/")[0] == 200 and room_pids(sid)
+        audit = [json.loads(ln) for ln in (server.data / "audit.log").read_text().splitlines()]
+        assert [e["action"] for e in audit if e["session"] == sid] == ["session start", "reopen"]
+    finally:
+        server.stop()
