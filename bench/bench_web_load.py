@@ -73,7 +73,8 @@ async def own_data_only(page, data: Path, sid: str, count: int) -> bool:
     return shown_sid == sid and "demo" in (await page.inner_text("#ct-name")).lower() and rows == expected
 
 
-async def reader(browser, url: str, data: Path, name: str, password: str, rounds: int, start: asyncio.Event) -> dict:
+async def reader(browser, url: str, data: Path, name: str, password: str, rounds: int, start: asyncio.Event,
+                 server_pid: int) -> dict:
     ctx = await browser.new_context(viewport={"width": 1300, "height": 850})
     page = await ctx.new_page()
     page.set_default_timeout(600_000)
@@ -99,20 +100,21 @@ async def reader(browser, url: str, data: Path, name: str, password: str, rounds
                                      timeout=3_600_000)
         await page.wait_for_selector("#stats-table tr.stats-row")
         out["analyses"].append({"click_to_table_s": round(time.perf_counter() - t1, 1), "queued": queued,
-                                "clicked": clicked,
+                                "clicked": clicked, "server_rss_mb": tree_rss_mb(server_pid),
                                 "own_data_only": await own_data_only(page, data, sid, k)})
     out["page"] = page
     out["context"] = ctx
     return out
 
 
-async def run_load(url: str, data: Path, accounts, rounds: int) -> list[dict]:
+async def run_load(url: str, data: Path, accounts, rounds: int, server_pid: int) -> list[dict]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
         start = asyncio.Event()
-        tasks = [asyncio.create_task(reader(browser, url, data, n, p, rounds, start)) for n, p in accounts]
+        tasks = [asyncio.create_task(reader(browser, url, data, n, p, rounds, start, server_pid))
+                 for n, p in accounts]
         start.set()
         results = await asyncio.gather(*tasks)
         # every page, once all are done: still only its own data
@@ -141,6 +143,7 @@ def queue_order(data: Path, results: list[dict]) -> dict:
 def load_test(args) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-web-load-"))
     data, users = work / "data", work / "users.json"
+    work.mkdir(parents=True, exist_ok=True)
     accounts = prepare(data, users, args.sessions, args.tiny)
     extra = ["--users", str(users), "--idle-minutes", "0.5"]
     if args.max_jobs:
@@ -153,7 +156,7 @@ def load_test(args) -> int:
         server.wait_ready()
         time.sleep(2)
         result["rss_before_mb"] = tree_rss_mb(server.proc.pid)
-        results = asyncio.run(run_load(server.url, data, accounts, args.rounds))
+        results = asyncio.run(run_load(server.url, data, accounts, args.rounds, server.proc.pid))
         result["rss_all_open_mb"] = tree_rss_mb(server.proc.pid)
         t_closed = time.perf_counter()
         while time.perf_counter() - t_closed < 180 and tree_rss_mb(server.proc.pid) > 1.5 * result["rss_before_mb"]:
@@ -167,6 +170,8 @@ def load_test(args) -> int:
             "first_image_s": {"median": statistics.median(first), "max": max(first)},
             "click_to_table_s": {"min": min(runs), "median": statistics.median(runs), "max": max(runs)},
             "queued_analyses": sum(a["queued"] for r in results for a in r["analyses"]),
+            "server_rss_by_round_mb": [round(statistics.mean(r["analyses"][k]["server_rss_mb"] for r in results))
+                                       for k in range(args.rounds)],
             "own_data_only_every_check": all(a["own_data_only"] for r in results for a in r["analyses"])
             and all(r["own_data_at_end"] for r in results),
             "queue": queue_order(data, results),

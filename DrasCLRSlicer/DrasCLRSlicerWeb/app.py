@@ -105,6 +105,7 @@ class ReadingRoom:
         self.session = session or workspace.new_session()
         self.audit = audit or AuditLog(workspace.data_root / "audit.log", user=user, session=self.session.id)
         self.max_upload_bytes = int(max_upload_mb * 2**20)
+        self._audited = None  # the last correction tool written to the audit log
         self.finetune_seconds = float(finetune_seconds)
         self.slicer_app = SlicerApp()
         self.scene = self.slicer_app.scene
@@ -412,7 +413,9 @@ class ReadingRoom:
         if effect not in ("paint", "erase"):
             self.editor.deactivate_effect()
             return
-        self.audit.write("correct", f"{effect} {segment}", analysis=self._result_label())
+        if self._audited != (effect, segment, self._result_label()):  # not once per brush change
+            self._audited = (effect, segment, self._result_label())
+            self.audit.write("correct", f"{effect} {segment}", analysis=self._result_label())
         value = {k: v for k, _, v in SUBTYPES}[segment]
         entry = next(e for e in self.logic.subtype_entries if e.value == value)
         segment_id = segment_names(self.nodes.subtypes).get(entry.name)
