@@ -18,8 +18,8 @@ from web_support import WebServer, chromium_path
 TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (MB), from /proc."""
+def tree_rss_mb(pid: int, count: bool = False):
+    """Resident memory of a process and all its descendants (MB), from /proc (``count``: and how many)."""
     children: dict[int, list[int]] = {}
     for p in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -27,9 +27,10 @@ def tree_rss_mb(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(p))
-    total, todo = 0, [pid]
+    total, todo, n = 0, [pid], 0
     while todo:
         p = todo.pop()
+        n += 1
         todo += children.get(p, [])
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
@@ -37,7 +38,7 @@ def tree_rss_mb(pid: int) -> float:
                     total += int(line.split()[1])
         except OSError:
             pass
-    return round(total / 1024, 1)
+    return (round(total / 1024, 1), n) if count else round(total / 1024, 1)
 
 
 def prepare(data: Path, users: Path, n: int, tiny: bool) -> list[tuple[str, str]]:
@@ -95,7 +96,7 @@ async def reader(browser, url: str, data: Path, name: str, password: str, rounds
         t1, clicked = time.perf_counter(), time.time()
         await page.click("#btn-analyze")
         await page.wait_for_function("document.querySelector('#job-message').textContent.startsWith('analysis:')")
-        queued = "place" in await page.inner_text("#job-message")
+        queued = "waiting" in await page.inner_text("#job-message")
         await page.wait_for_function(f"document.querySelector('#analysis-count').textContent.includes('{k}')",
                                      timeout=3_600_000)
         await page.wait_for_selector("#stats-table tr.stats-row")
@@ -135,9 +136,12 @@ def queue_order(data: Path, results: list[dict]) -> dict:
         clicks += [(a["clicked"], r["user"], k) for k, a in enumerate(r["analyses"])]
     runs.sort()
     clicks.sort()
-    started = [(u, k) for _, u, k, _ in runs]
-    return {"order": [u for u, _ in started], "first_come_first_served": started == [(u, k) for _, u, k in clicks],
-            "all_done": all(s == "done" for *_, s in runs), "n": len(runs)}
+    started = [u for _, u, _, _ in runs]
+    audit = [json.loads(ln) for ln in (data / "audit.log").read_text().splitlines()]
+    entered = [e["user"] for e in audit if e["action"] == "queued"]  # the order the gateway's queue got them
+    return {"order": started, "click_order": [u for _, u, _ in clicks], "queue_entry_order": entered,
+            "first_come_first_served": started == entered, "all_done": all(s == "done" for *_, s in runs),
+            "n": len(runs)}
 
 
 def load_test(args) -> int:
@@ -159,10 +163,9 @@ def load_test(args) -> int:
         results = asyncio.run(run_load(server.url, data, accounts, args.rounds, server.proc.pid))
         result["rss_all_open_mb"] = tree_rss_mb(server.proc.pid)
         t_closed = time.perf_counter()
-        while time.perf_counter() - t_closed < 180 and tree_rss_mb(server.proc.pid) > 1.5 * result["rss_before_mb"]:
-            time.sleep(2)  # the pages are closed: the sessions stop once idle (--idle-minutes 0.5)
-        time.sleep(3)
-        result["rss_after_idle_stop_mb"] = tree_rss_mb(server.proc.pid)
+        while time.perf_counter() - t_closed < 300 and tree_rss_mb(server.proc.pid, count=True)[1] > 1:
+            time.sleep(1)  # the pages are closed: the sessions stop once idle (--idle-minutes 0.5)
+        result["rss_after_idle_stop_mb"], result["processes_after"] = tree_rss_mb(server.proc.pid, count=True)
         result["idle_stop_s"] = round(time.perf_counter() - t_closed, 1)
         first = [r["first_image_s"] for r in results]
         runs = [a["click_to_table_s"] for r in results for a in r["analyses"]]

@@ -201,7 +201,9 @@ class Gateway:
         if session_id not in self.registry.live:
             raise web.HTTPNotFound()
         ticket = self.queue.enter(session_id, self.registry.live[session_id].user, kind)
-        return web.json_response({"ticket": ticket.id, "place": self.queue.place(ticket.id)})
+        place = self.queue.place(ticket.id)
+        self.audit.write("queued", kind, user=ticket.user, session=session_id, place=place)
+        return web.json_response({"ticket": ticket.id, "place": place})
 
     async def queue_place(self, request):
         self._internal(request)
