@@ -97,7 +97,7 @@ class JobRunner:
         ``prepare()`` -> ``ctx``; ``work(ctx, on_progress, should_cancel)`` -> ``result`` in a thread;
         ``finish(ctx, result)``. Raises :class:`JobBusy` when another job runs (nothing is started)."""
         if not self._lock.acquire(blocking=False):
-            raise JobBusy(f"another job ({self.state.kind or 'job'}) is already running on this server; "
+            raise JobBusy(f"another job ({self.state.kind or 'job'}) is already running in this session; "
                           "wait for it or cancel it")
         loop = asyncio.get_running_loop()
         self._cancel.clear()
