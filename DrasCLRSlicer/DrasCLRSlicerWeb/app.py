@@ -362,6 +362,7 @@ class ReadingRoom:
             await self.jobs.run("analysis", prepare, work, finish)
         except JobBusy as exc:
             self._error(str(exc))
+            return
         self._job_ended()
 
     def _show_results(self, nodes) -> None:

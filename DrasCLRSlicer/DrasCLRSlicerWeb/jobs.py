@@ -140,9 +140,9 @@ class JobRunner:
                       message=f"{kind} failed: {failure_text(exc, self.folder)}")
             return None
         finally:
+            self._lock.release()  # first: the session may start its next job while the slot is being handed on
             if ticket is not None:
                 await self.queue.release(ticket)
-            self._lock.release()
 
 
 def disk_full(exc: BaseException, folder=None) -> bool:

@@ -95,3 +95,28 @@ def test_a_failed_or_cancelled_job_frees_its_slot(outcome, tmp_path):
 
     assert asyncio.run(main()) == "done"
     assert runner.state.status == ("failed" if outcome == "fail" else "cancelled")
+
+
+def test_the_next_job_may_start_as_soon_as_one_is_shown_done(tmp_path):
+    """The page enables Analyze when the job shows done; a click at that moment is not refused, even while the
+    finished job's slot is still being handed back to a (slow) gateway."""
+
+    class SlowRelease(LocalQueue):
+        async def release(self, ticket):
+            await asyncio.sleep(0.5)
+            await super().release(ticket)
+
+    shared = SlowRelease(slots=1)
+    second: list = []
+
+    def on_update(state):
+        if state.status == "done" and not second:
+            second.append(asyncio.ensure_future(runner.run("analysis", *job(tmp_path, name="b")[1:])))
+
+    runner = JobRunner(on_update, queue=shared)
+
+    async def main():
+        first = await runner.run("analysis", *job(tmp_path, name="a")[1:])
+        return first, await second[0]
+
+    assert asyncio.run(main()) == ("done", "done")
