@@ -341,8 +341,10 @@ class ReadingRoom:
             return
         volume, device, tta = self.volume, self.state.device, bool(self.state.tta)
 
+        ran = {}
+
         def prepare():
-            work = self.session.run_dir("analysis")
+            work = ran["dir"] = self.session.run_dir("analysis")
             records.job_started(self.session.folder, "analysis", work)
             self.audit.write("analyze", f"{self.state.ct_name} -> {work.name}", model=model.name if model else "")
             cmd, out_dir = self.logic.prepare_analysis(volume, None, work, model=model, device=device, tta=tta)
@@ -363,7 +365,7 @@ class ReadingRoom:
         except JobBusy as exc:
             self._error(str(exc))
             return
-        self._job_ended()
+        self._job_ended(ran.get("dir"))
 
     def _show_results(self, nodes) -> None:
         self.editor.deactivate_effect()
@@ -487,8 +489,10 @@ class ReadingRoom:
         self.editor.deactivate_effect()
         self._flush(effect="none")
 
+        ran = {}
+
         def prepare():
-            work = self.session.run_dir("finetune")
+            work = ran["dir"] = self.session.run_dir("finetune")
             records.job_started(self.session.folder, "fine-tuning", work)
             self.audit.write("finetune", f"{self._result_label()} -> {work.name}")
             # the review units visited with Next region count as confirmed labels (--reviewed), as in Slicer
@@ -506,7 +510,7 @@ class ReadingRoom:
         except JobBusy as exc:
             self._error(str(exc))
             return
-        self._job_ended()
+        self._job_ended(ran.get("dir"))
         if summary is None:
             return
         self.audit.write("model", Path(summary["model"]).name)
@@ -549,13 +553,15 @@ class ReadingRoom:
         except OSError as exc:
             log.warning("could not update the session record: %s", exc)
 
-    def _job_ended(self) -> None:
-        job = self.jobs.state
-        run = records.open_run(self.session.folder)
-        if run is not None and job.status != "done":
-            records.clean_run(self.session.folder / run)  # a killed engine's staging folder goes too
+    def _job_ended(self, run: Path | None) -> None:
+        """Record how the job that ran in folder ``run`` (None: it never started) ended; empty ``run`` unless done."""
+        job = self.jobs.finished  # not .state: the session's next job may already be queued
+        if run is None:
+            return
+        if job.status != "done":
+            records.clean_run(run)  # inputs and a killed engine's staging folder
         try:
-            records.job_ended(self.session.folder, job.status, job.message)
+            records.job_ended(self.session.folder, run.name, job.status, job.message)
         except OSError as exc:
             log.warning("could not update the session record: %s", exc)
         self.audit.write(f"{job.kind} {job.status}", self.state.ct_name)

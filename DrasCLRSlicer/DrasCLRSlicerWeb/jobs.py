@@ -55,6 +55,7 @@ class JobRunner:
 
     def __init__(self, on_update: Callable[[JobState], None] | None = None, queue=None, folder=None):
         self.state = JobState()
+        self.finished = JobState()
         self.queue = queue
         self.folder = folder  # where jobs write: a failure there with no space left is named a full disk
         self._on_update = on_update
@@ -82,6 +83,8 @@ class JobRunner:
 
     def _set(self, **changes) -> None:
         self.state = replace(self.state, **changes)
+        if self.state.status in ("done", "failed", "cancelled"):
+            self.finished = self.state  # how the last job ended, even once the session's next job has begun
         if self.state.started and self.state.running:
             self.state = replace(self.state, seconds=time.monotonic() - self.state.started)
         if self._on_update is not None:

@@ -62,19 +62,14 @@ def job_started(folder: Path, kind: str, run_dir: Path) -> None:
     write(folder, data)
 
 
-def open_run(folder: Path) -> str | None:
-    """The run folder name of the job the record calls running (None when no job is open)."""
-    jobs = read(folder).get("jobs", [])
-    return jobs[-1].get("run") if jobs and jobs[-1].get("status") in ("queued", "running") else None
-
-
-def job_ended(folder: Path, status: str, message: str) -> None:
-    """Record how the last job ended."""
+def job_ended(folder: Path, run: str, status: str, message: str) -> None:
+    """Record how the job of run folder ``run`` ended."""
     data = read(folder)
-    jobs = data.get("jobs", [])
-    if jobs and jobs[-1].get("status") in ("queued", "running"):
-        jobs[-1].update(status=status, message=message, ended=time.time())
-        write(folder, data)
+    for job in data.get("jobs", []):
+        if job.get("run") == run and job.get("status") in ("queued", "running"):
+            job.update(status=status, message=message, ended=time.time())
+            write(folder, data)
+            return
 
 
 def clean_run(run: Path) -> None:
