@@ -1,6 +1,16 @@
 """Speed of the browser reading room (``drasclr web``), measured in a real browser (Playwright + chromium).
 
     PYTHONPATH=DrasCLRSlicer python bench/bench_web.py [--real ../shared/data/real/lidc_idri_0001.nii.gz] [--no-tta]
+    PYTHONPATH=DrasCLRSlicer python bench/bench_web.py --sessions 8 [--rounds 1] [--tiny] [--max-jobs N]
+
+``--sessions N``: the load test of a shared server (sign-in on, N users, each in their own browser context):
+every page signs in, opens the demo CT and presses Analyze at the same time (``--rounds K``: K analyses each,
+the soak). Reports each page's time to its first view image, each analysis' wait in the queue and run time, the
+order the queue started them in (first come, first served), a check on every page after every analysis that it
+shows only its own session, CT and table (its run's stats.csv), and the server's memory (resident set of the
+gateway and its session processes) before the sessions, with all of them open, and after they were closed and
+stopped as idle. ``--tiny``: an untrained tiny model in each user's folder (the engine's other stages unchanged)
+so that a 2-core machine gets through the run in minutes.
 
 Starts ``drasclr web`` on 127.0.0.1 and a free port with a scratch data folder, then reports:
 - page load -> first view image (the slice views stream images; measured from ``page.goto``),
@@ -21,6 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing" / "web"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from web_support import WebServer, chromium_path  # noqa: E402
 
@@ -63,11 +74,19 @@ def paint_frames(page) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sessions", type=int, default=0, help="load test: this many users at once (e.g. 8)")
+    ap.add_argument("--rounds", type=int, default=1, help="load test: analyses per user (the soak)")
+    ap.add_argument("--tiny", action="store_true", help="load test: a tiny untrained model (fast analyses)")
+    ap.add_argument("--max-jobs", type=int, default=0, help="load test: heavy jobs at a time (default: the server's)")
     ap.add_argument("--real", type=Path, default=None, help="a real CT to analyse too (copied into the data folder)")
     ap.add_argument("--no-tta", action="store_true", help="untick mirrored test-time augmentation")
     ap.add_argument("--skip-demo", action="store_true", help="only the real CT (page load is measured all the same)")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = ap.parse_args()
+    if args.sessions:
+        from bench_web_load import load_test
+
+        return load_test(args)
     from playwright.sync_api import sync_playwright
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-web-"))

@@ -30,7 +30,12 @@ class Cancelled(Exception):
 
 
 class EngineError(RuntimeError):
-    """The engine exited with an error; ``str()`` is its ``error:`` line (or the tail of its output)."""
+    """The engine exited with an error; ``str()`` is its ``error:`` line (or the tail of its output);
+    ``returncode`` its exit status (negative: killed by that signal)."""
+
+    def __init__(self, message: str, returncode: int | None = None):
+        super().__init__(message)
+        self.returncode = returncode
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,15 @@ def kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def die_with_parent() -> None:
+    """In a child before it starts (Linux): SIGKILL it when the process that started it dies, so a killed
+    shell or web session never leaves an engine child running on."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def run_engine(cmd: list[str], on_progress: Callable[[Progress], None] | None = None,
                on_line: Callable[[str], None] | None = None, should_cancel: Callable[[], bool] | None = None,
                on_idle: Callable[[], None] | None = None, env: dict | None = None, poll_s: float = 0.1) -> list[str]:
@@ -134,7 +148,7 @@ def run_engine(cmd: list[str], on_progress: Callable[[Progress], None] | None = 
     when ``should_cancel()`` turns true the child is killed and :class:`Cancelled` is raised. A non-zero
     exit raises :class:`EngineError` with the engine's ``error:`` line.
     """
-    group = {"start_new_session": True} if os.name == "posix" else {
+    group = {"start_new_session": True, "preexec_fn": die_with_parent} if os.name == "posix" else {
         "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env=engine_environment() if env is None else env, **group)
@@ -178,5 +192,6 @@ def run_engine(cmd: list[str], on_progress: Callable[[Progress], None] | None = 
         reader.join(timeout=5)
     if rc != 0:
         errors = [ln[len("error:"):].strip() for ln in out if ln.startswith("error:")]
-        raise EngineError(errors[-1] if errors else f"engine exited with status {rc}: " + " | ".join(out[-5:]))
+        raise EngineError(errors[-1] if errors else f"engine exited with status {rc}: " + " | ".join(out[-5:]),
+                          returncode=rc)
     return out

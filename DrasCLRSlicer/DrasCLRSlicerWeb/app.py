@@ -1,8 +1,10 @@
 """The reading room page: trame layout and state over a trame-slicer scene; every button calls the Logic.
 
-One :class:`ReadingRoom` per server process: one MRML scene (``trame_slicer.core.SlicerApp``), one
-``DrasCLRSlicerLib.logic.DrasCLRLogic`` on it, one session folder, one job at a time (:mod:`.jobs`). Browser
-tabs connected to the same server share the scene. Views: axial, coronal (slice views) and 3-D (segment
+One :class:`ReadingRoom` per session process (:mod:`.room`, started per browser session by the gateway,
+:mod:`.gateway`): one MRML scene (``trame_slicer.core.SlicerApp``), one ``DrasCLRSlicerLib.logic.DrasCLRLogic`` on
+it, one session folder (its ``session.json``: :mod:`.records`), one job at a time, waiting in the queue all
+sessions share (:mod:`.jobs`, :mod:`.jobqueue`). Every open, analysis, correction and export goes to the audit
+log (:mod:`.audit`). Views: axial, coronal (slice views) and 3-D (segment
 surfaces only: no volume rendering, which is a GPU ray cast and far too slow in software).
 
 Guided correction, as in the Qt panel: the *Uncertainty* switch calls ``DrasCLRLogic.show_uncertainty`` (heat overlay
@@ -37,9 +39,10 @@ from DrasCLRSlicerLib.logic import DrasCLRLogic
 from DrasCLRSlicerLib.models import PACKAGE_MODELS
 from DrasCLRSlicerLib.segmentations import segment_names
 
-from . import followup_panel
-from .jobs import JobBusy, JobRunner, JobState
-from .paths import Workspace
+from . import followup_panel, records, settings_panel
+from .audit import AuditLog
+from .jobs import JobBusy, JobRunner, JobState, failure_text
+from .paths import PathRejected, Workspace, check_upload, inside
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ SUBTYPES = [(shown.key, shown.short, value) for value, shown in names.SUBTYPES.i
 TABLE_COLUMNS = [(c, names.column_title(c)) for c in ("region", "volume_ml", "mean_hu", "perc15_hu", "laa950_pct",
                                                       "normal_pct", "cle_pct", "pse_pct", "ple_pct")]
 LAYOUT_ID = "reading room"
+DEMO_SOURCE = object()  # the record's "demo": the bundled demo CT
 
 
 def table_rows(rows: list[dict]) -> list[dict]:
@@ -86,10 +90,15 @@ def review_item(unit: dict, total: int) -> dict:
 class ReadingRoom:
     """Builds the page on ``server`` and handles its buttons (every one a Logic call)."""
 
-    def __init__(self, server, workspace: Workspace, device: str = "auto", finetune_seconds: float = 30.0):
+    def __init__(self, server, workspace: Workspace, device: str = "auto", finetune_seconds: float = 30.0,
+                 session=None, queue=None, audit: AuditLog | None = None, max_upload_mb: float = 2048,
+                 user: str = ""):
         self.server, self.state, self.ctrl = server, server.state, server.controller
         self.workspace = workspace
-        self.session = workspace.new_session()
+        self.session = session or workspace.new_session()
+        self.audit = audit or AuditLog(workspace.data_root / "audit.log", user=user, session=self.session.id)
+        self.max_upload_bytes = int(max_upload_mb * 2**20)
+        self._audited = None  # the last correction tool written to the audit log
         self.finetune_seconds = float(finetune_seconds)
         self.slicer_app = SlicerApp()
         self.scene = self.slicer_app.scene
@@ -104,7 +113,7 @@ class ReadingRoom:
                                               ViewLayoutDefinition.threed_view()]),
         ])})
         self.layout_manager.set_layout(LAYOUT_ID)
-        self.jobs = JobRunner(self._on_job)
+        self.jobs = JobRunner(self._on_job, queue=queue, folder=self.session.folder)
         self.volume = None
         self.nodes = None
         self.colors = {shown.key: names.hex_color(shown.color) for shown in names.SUBTYPES.values()}
@@ -121,6 +130,7 @@ class ReadingRoom:
         s = self.state
         s.trame__title = "DrasCLR reading room"
         s.session_id = self.session.id
+        s.user_name = self.audit.user
         s.ct_name = ""
         s.ct_path = ""
         s.message = ""
@@ -129,6 +139,7 @@ class ReadingRoom:
         s.model_path = None
         s.device = device
         s.tta = True
+        settings_panel.init_state(s)
         s.job_kind = ""
         s.job_status = "idle"
         s.job_desc = ""
@@ -181,16 +192,16 @@ class ReadingRoom:
 
     # --- opening a CT -----------------------------------------------------------------------------------
     def load_demo(self) -> None:
-        self._open(self.logic.load_demo_ct)
+        self._open(self.logic.load_demo_ct, source="demo")
 
     def open_path(self, text: str | None = None) -> None:
         """Open the CT at ``text`` (sent by the page with the click; else the ``ct_path`` state)."""
         try:
-            path = self.workspace.resolve_input(self.state.ct_path if text is None else text)
+            path = self.workspace.resolve_input(self.state.ct_path if text is None else text, own=self.session.folder)
         except InputError as exc:
             self._error(str(exc))
             return
-        self._open(lambda: self.logic.load_ct(path))
+        self._open(lambda: self.logic.load_ct(path), source=path)
 
     def upload(self, files) -> None:
         if not files:
@@ -198,13 +209,18 @@ class ReadingRoom:
         try:
             f = ClientFile(files[0] if isinstance(files, list) else files)
             target = self.session.upload_path(f.name)
-            target.write_bytes(f.content)
+            check_upload(f.content, f.name, self.max_upload_bytes)  # size and image header, before any work
+            self.session.write_file(target, f.content)
         except InputError as exc:
             self._error(str(exc))
             return
-        self._open(lambda: self.logic.load_ct(target))
+        except OSError as exc:
+            self._error(f"could not store the upload: {failure_text(exc, self.session.folder)}")
+            return
+        self.audit.write("upload", target.name)
+        self._open(lambda: self.logic.load_ct(target), source=target)
 
-    def _open(self, load) -> None:
+    def _open(self, load, source=None) -> None:
         if self.jobs.busy:
             self._error("wait for the running job to finish (or cancel it) before opening another CT")
             return
@@ -224,6 +240,9 @@ class ReadingRoom:
         self._flush(has_ct=True, ct_name=node.GetName(), has_result=False, rows=[], bars=[], effect="none",
                     calibration="")
         self._info(f"opened {node.GetName()}")
+        if source is not None:
+            self._remember(ct=str(source), result=None)
+            self.audit.write("open", self._file_label(source))
 
     def _clear_results(self) -> None:
         self.editor.deactivate_effect()
@@ -289,6 +308,7 @@ class ReadingRoom:
             self._error(f"no model version {version!r}")
             return
         reverted = self.logic.model_store(self.workspace.models_root).revert(entry.name, entry.version)
+        self.audit.write("revert", reverted.version)
         self.refresh_models(select=str(reverted.path))
         self._info(f"{reverted.version} is the active version; analyze again to use it")
 
@@ -315,11 +335,20 @@ class ReadingRoom:
         except InputError as exc:
             self._error(str(exc))
             return
-        volume, device, tta = self.volume, self.state.device, bool(self.state.tta)
+        try:
+            settings = settings_panel.settings(self.state, model=str(model) if model else None,
+                                               device=self.state.device, tta=bool(self.state.tta))
+        except InputError as exc:
+            self._error(str(exc))
+            return
+        volume = self.volume
+        ran = {}
 
         def prepare():
-            work = self.session.run_dir("analysis")
-            cmd, out_dir = self.logic.prepare_analysis(volume, None, work, model=model, device=device, tta=tta)
+            work = ran["dir"] = self.session.run_dir("analysis")
+            records.job_started(self.session.folder, "analysis", work)
+            self.audit.write("analyze", f"{self.state.ct_name} -> {work.name}", model=model.name if model else "")
+            cmd, out_dir = self.logic.prepare_analysis(volume, None, work, settings)
             return cmd, out_dir
 
         def work(ctx, on_progress, should_cancel):
@@ -328,6 +357,7 @@ class ReadingRoom:
         def finish(ctx, _lines):
             nodes = self.logic.finish_analysis(volume, ctx[1])
             self._show_results(nodes)
+            self._remember(result=str(Path(ctx[1]).relative_to(self.session.folder)))
             return nodes
 
         self._flush(error="")  # the message (e.g. the fine-tuning summary) stays
@@ -335,6 +365,8 @@ class ReadingRoom:
             await self.jobs.run("analysis", prepare, work, finish)
         except JobBusy as exc:
             self._error(str(exc))
+            return
+        self._job_ended(ran.get("dir"))
 
     def _show_results(self, nodes) -> None:
         self.editor.deactivate_effect()
@@ -385,6 +417,9 @@ class ReadingRoom:
         if effect not in ("paint", "erase"):
             self.editor.deactivate_effect()
             return
+        if self._audited != (effect, segment, self._result_label()):  # not once per brush change
+            self._audited = (effect, segment, self._result_label())
+            self.audit.write("correct", f"{effect} {segment}", analysis=self._result_label())
         value = {k: v for k, _, v in SUBTYPES}[segment]
         entry = next(e for e in self.logic.subtype_entries if e.value == value)
         segment_id = segment_names(self.nodes.subtypes).get(entry.name)
@@ -455,8 +490,12 @@ class ReadingRoom:
         self.editor.deactivate_effect()
         self._flush(effect="none")
 
+        ran = {}
+
         def prepare():
-            work = self.session.run_dir("finetune")
+            work = ran["dir"] = self.session.run_dir("finetune")
+            records.job_started(self.session.folder, "fine-tuning", work)
+            self.audit.write("finetune", f"{self._result_label()} -> {work.name}")
             # the review units visited with Next region count as confirmed labels (--reviewed), as in Slicer
             return self.logic.prepare_finetune(nodes, work, device=device, max_seconds=seconds,
                                                output_root=self.workspace.models_root, use_reviewed=True)
@@ -472,8 +511,10 @@ class ReadingRoom:
         except JobBusy as exc:
             self._error(str(exc))
             return
+        self._job_ended(ran.get("dir"))
         if summary is None:
             return
+        self.audit.write("model", Path(summary["model"]).name)
         new = Path(summary["model"])
         self.refresh_models(select=str(new))
         reviewed = len(nodes.review.reviewed) if nodes.review is not None else 0
@@ -490,19 +531,76 @@ class ReadingRoom:
         if self.nodes is None:
             self._error("nothing to download yet: analyze a CT first")
             return None
-        folder = self.session.export_dir()
-        stem = "drasclr"
-        if what == "segmentation":
-            path = self.logic.export_segmentation(self.nodes, folder / f"{stem}-subtypes.seg.nrrd")
-        elif what == "csv":
-            path = self.logic.export_csv(self.nodes, folder / "stats.csv")
-        elif what == "report":
-            path = self.logic.export_html(self.nodes, folder / "report.html")
-        elif what == "scene":
-            path = self.logic.export_scene(folder / f"{stem}-scene.mrb")
-        else:
+        nodes = self.nodes
+        writers = {"segmentation": ("drasclr-subtypes.seg.nrrd", lambda p: self.logic.export_segmentation(nodes, p)),
+                   "csv": ("stats.csv", lambda p: self.logic.export_csv(nodes, p)),
+                   "report": ("report.html", lambda p: self.logic.export_html(nodes, p)),
+                   "scene": ("drasclr-scene.mrb", self.logic.export_scene)}
+        if what not in writers:
             return None
+        name, write = writers[what]
+        try:
+            path = self.session.export(name, write)  # staged: a full disk leaves no half-written file
+        except (OSError, RuntimeError, ValueError) as exc:
+            self._error(f"could not write {name}: {failure_text(exc, self.session.folder)}")
+            return None
+        self.audit.write("export", name, analysis=self._result_label())
         return self.server.protocol.addAttachment(Path(path).read_bytes())
+
+    # --- the session's record (reopen, audit) ------------------------------------------------------------
+    def _remember(self, **changes) -> None:
+        try:
+            records.update(self.session.folder, **changes)
+        except OSError as exc:
+            log.warning("could not update the session record: %s", exc)
+
+    def _job_ended(self, run: Path | None) -> None:
+        """Record how the job that ran in folder ``run`` (None: it never started) ended; empty ``run`` unless done."""
+        job = self.jobs.finished  # not .state: the session's next job may already be queued
+        if run is None:
+            return
+        if job.status != "done":
+            records.clean_run(run)  # inputs and a killed engine's staging folder
+        try:
+            records.job_ended(self.session.folder, run.name, job.status, job.message)
+        except OSError as exc:
+            log.warning("could not update the session record: %s", exc)
+        self.audit.write(f"{job.kind} {job.status}", self.state.ct_name)
+
+    def _file_label(self, source) -> str:
+        """A CT as the audit log names it: ``demo``, an upload's file name, or a path inside the data folder."""
+        if source == "demo":
+            return "demo"
+        path = Path(source)
+        if inside(path, self.session.folder):
+            return path.name  # an upload
+        try:
+            return str(path.resolve().relative_to(self.workspace.data_root))
+        except ValueError:
+            return path.name
+
+    def _result_label(self) -> str:
+        out = self.nodes.output_dir if self.nodes is not None else None
+        return f"{out.parent.name}" if out is not None else ""
+
+    def restore(self) -> None:
+        """Reopen the session from its record: the CT, the last result, and why a cut-off job failed."""
+        note = records.recover(self.session.folder)
+        rec = records.read(self.session.folder)
+        ct, result = rec.get("ct"), rec.get("result")
+        if ct:
+            try:
+                path = DEMO_SOURCE if ct == "demo" else self.workspace.resolve_input(ct, own=self.session.folder)
+            except PathRejected as exc:
+                self._error(f"could not reopen the CT: {exc}")
+                return
+            self._open(self.logic.load_demo_ct if path is DEMO_SOURCE else (lambda: self.logic.load_ct(path)))
+            out = self.session.folder / result if result else None
+            if self.volume is not None and out is not None and (out / "stats.csv").is_file():
+                self._show_results(self.logic.finish_analysis(self.volume, out))
+        if note:
+            self._flush(job_status="failed", job_message=note)
+        self.audit.write("reopen" if ct or rec.get("jobs") else "session start", self.session.id)
 
     # --- page -------------------------------------------------------------------------------------------
     def _download_button(self, what: str, file_name: str, label: str, mime: str):
@@ -526,7 +624,9 @@ class ReadingRoom:
                               __properties=[("data_view", "data-view"), ("data_mm", "data-mm")],
                               data_view=("p.view",), data_mm=("p.mm",))
                 html.Div("{{ ct_name }}", id="ct-name", classes="text-body-2 mr-4")
-                html.Div("session {{ session_id }}", classes="text-caption mr-4")
+                html.Div("session {{ session_id }}", classes="text-caption mr-2", id="session-id")
+                html.A("{{ user_name }} · sessions", href="../../sessions", v_show="user_name", id="user-name",
+                       classes="text-caption mr-4")
             with layout.drawer as drawer:
                 drawer.width = 380
                 with html.Div(classes="pa-3"):
@@ -570,6 +670,7 @@ class ReadingRoom:
                     disabled=("!has_ct || running",), classes="mr-2")
             v3.VBtn("Cancel", id="btn-cancel", size="small", click=self.cancel, disabled=("!running",))
             html.Span("analyses: {{ analysis_count }}", id="analysis-count", classes="text-caption ml-3 mt-1")
+        settings_panel.section()
         v3.VProgressLinear(model_value=("job_fraction",), indeterminate=("job_indeterminate",), height=6,
                            color="primary", active=("running",), classes="mb-1", id="progress")
         html.Div("{{ running ? (job_kind + ': ' + job_desc) : job_message }}", id="job-message",

@@ -8,9 +8,14 @@ with a known image suffix. No slicer/vtk import: tested in plain Python.
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import re
 import secrets
+import shutil
+import struct
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +25,9 @@ DEMO_CT = Path(__file__).resolve().parents[1] / "drasclr" / "data" / "demo_ct.ni
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")  # self-contained: no header naming another file
 
 
 class PathRejected(InputError):
@@ -53,6 +61,32 @@ def safe_file_name(name: str) -> str:
     return base[-128:] if len(base) > 128 else base
 
 
+def check_upload(content: bytes, name: str, max_bytes: int) -> None:
+    """An upload is refused before anything is written or read by an image reader: over ``max_bytes``, not a
+    self-contained image format (a ``.nhdr``/``.mhd`` header could point at any file on the server), or not
+    starting like one (NIfTI header size, ``NRRD000`` magic, MetaImage keys)."""
+    if len(content) > max_bytes:
+        raise PathRejected(f"{name!r}: {len(content) / 2**20:.1f} MB is over the upload limit of "
+                           f"{max_bytes / 2**20:.1f} MB")
+    lower = name.lower()
+    if not lower.endswith(UPLOAD_SUFFIXES):
+        raise PathRejected(f"{name!r}: upload a single-file CT ({', '.join(UPLOAD_SUFFIXES)})")
+    head = content[:4096]
+    if lower.endswith(".nii.gz"):
+        try:
+            head = gzip.GzipFile(fileobj=io.BytesIO(content)).read(352)
+        except (OSError, EOFError):
+            head = b""
+    ok = {".nrrd": head.startswith(b"NRRD000"), ".mha": b"ObjectType" in head[:1024] or b"NDims" in head[:1024]}
+    if lower.endswith((".nii", ".nii.gz")):
+        ok = len(head) >= 4 and (struct.unpack("<i", head[:4])[0] in (348, 540)
+                                 or struct.unpack(">i", head[:4])[0] in (348, 540))
+    else:
+        ok = ok[".nrrd" if lower.endswith(".nrrd") else ".mha"]
+    if not ok:
+        raise PathRejected(f"{name!r}: not a {name.rsplit('.', 1)[-1]} image (its header does not match)")
+
+
 @dataclass
 class Workspace:
     """The folders one server may use: ``data_root`` (sessions, uploads, CTs the server may open) and
@@ -84,9 +118,16 @@ class Workspace:
         return Session(session_id, folder, self)
 
     # --- paths from the browser -----------------------------------------------------------------------
-    def resolve_input(self, text: str) -> Path:
+    def private(self) -> list[Path]:
+        """Parts of the data folder no path typed on a page may reach: every session (only the page's own
+        session folder is open to it), the users' folders and models, the server's run folder and audit log."""
+        return [self.sessions_root, self.data_root / "users", self.data_root / "run", self.data_root / "audit.log",
+                self.models_root]
+
+    def resolve_input(self, text: str, own: Path | None = None) -> Path:
         """A CT path typed on the page: relative to the data folder or absolute, but inside it after resolving
-        links; must exist and be an image file or a (DICOM) folder. The bundled demo CT is always allowed."""
+        links, outside its :meth:`private` parts unless inside ``own`` (the page's session folder); must exist and
+        be an image file or a (DICOM) folder. The bundled demo CT is always allowed."""
         text = (text or "").strip()
         if not text:
             raise PathRejected("no path given")
@@ -98,6 +139,8 @@ class Workspace:
             return path
         if not inside(path, self.data_root):
             raise PathRejected(f"{text}: only files inside the server's data folder can be opened")
+        if not (own is not None and inside(path, own)) and any(inside(path, p) for p in self.private()):
+            raise PathRejected(f"{text}: not open to this session (another session's or the server's own files)")
         if not path.exists():
             raise PathRejected(f"{text}: no such file in the data folder")
         if path.is_file() and not has_image_suffix(path.name):
@@ -135,6 +178,29 @@ class Session:
         folder = self.folder / f"{kind}-{max(taken, default=0) + 1:03d}"
         folder.mkdir(parents=True)
         return folder
+
+    def write_file(self, target: Path, content: bytes) -> Path:
+        """Write ``content`` to ``target`` all-or-nothing (a temporary file moved into place)."""
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_bytes(content)
+            os.replace(tmp, target)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        return target
+
+    def export(self, name: str, write) -> Path:
+        """``write(path)`` into a hidden temporary folder of the export folder, then moved to ``exports/name``:
+        a failure (a full disk) leaves no half-written export."""
+        folder = self.export_dir()
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
+        try:
+            written = Path(write(staging / name))
+            os.replace(written, folder / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder / name
 
     def export_dir(self) -> Path:
         folder = self.folder / "exports"

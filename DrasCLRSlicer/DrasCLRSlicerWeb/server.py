@@ -1,7 +1,10 @@
-"""Starting the reading room: offscreen rendering set-up, the workspace, the trame server, the URL.
+"""Starting the reading room: offscreen rendering set-up, the workspace, the gateway, the URL.
 
-``serve()`` is what ``drasclr web`` / ``drasclr serve`` / ``drasclr-web`` run. It listens on 127.0.0.1 unless
-``host`` says otherwise and prints ``DrasCLR reading room: http://HOST:PORT/`` once the page can be served.
+``serve()`` is what ``drasclr web`` / ``drasclr serve`` / ``drasclr-web`` run: the gateway (:mod:`.gateway`:
+sign-in, one session process per browser session, the shared job queue). It listens on 127.0.0.1 unless ``host``
+says otherwise, refuses any other address without a users file (sign-in), and prints
+``DrasCLR reading room: http://HOST:PORT/`` once the page can be served. ``create_app`` builds one
+:class:`~DrasCLRSlicerWeb.app.ReadingRoom` in this process (what a session process runs; tests use it directly).
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def create_app(data=None, models=None, device: str = "auto", finetune_seconds: float = 30.0, server=None):
+def quiet_logs() -> None:
+    for name in ("trame", "trame_client", "trame_server", "trame_slicer", "trame_rca", "aiohttp.access", "wslink"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # their debug/access logs would flood the terminal
+
+
+def create_app(data=None, models=None, device: str = "auto", finetune_seconds: float = 30.0, server=None,
+               **room_options):
     """The :class:`~DrasCLRSlicerWeb.app.ReadingRoom` on a trame server (a new one unless given)."""
     configure_offscreen()
     from trame.app import get_server
@@ -40,37 +49,41 @@ def create_app(data=None, models=None, device: str = "auto", finetune_seconds: f
 
     workspace = Workspace(Path(data) if data else default_data_root(), Path(models) if models else None)
     server = server or get_server("drasclr", client_type="vue3")
-    return ReadingRoom(server, workspace, device=device, finetune_seconds=finetune_seconds)
+    return ReadingRoom(server, workspace, device=device, finetune_seconds=finetune_seconds, **room_options)
 
 
 def serve(ct: str | None = None, host: str = "127.0.0.1", port: int = 8080, data=None, models=None,
-          device: str = "auto", finetune_seconds: float = 30.0) -> int:
+          device: str = "auto", finetune_seconds: float = 30.0, users=None, max_jobs: int = 0,
+          idle_minutes: float = 30.0, max_sessions: int = 50, max_upload_mb: float = 2048) -> int:
+    from .auth import Users, needs_sign_in
+    from .paths import default_data_root
+
     if port < 0 or port > 65535:
         raise InputError(f"--port {port}: expected 0-65535")
     if finetune_seconds <= 0:
         raise InputError(f"--finetune-seconds {finetune_seconds}: expected a positive number")
-    for name in ("trame", "trame_client", "trame_server", "trame_slicer", "trame_rca", "aiohttp.access", "wslink"):
-        logging.getLogger(name).setLevel(logging.WARNING)  # their debug/access logs would flood the terminal
-    room = create_app(data, models, device, finetune_seconds)
-    if ct:
-        if ct == "demo":
-            room.load_demo()
-        else:
-            room.state.ct_path = ct
-            room.open_path()
-            if room.state.error:
-                raise InputError(room.state.error)
-    port = port or free_port(host)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    print(f"DrasCLR reading room: http://{shown}:{port}/  (data folder {room.workspace.data_root}; Ctrl+C stops)",
-          flush=True)
+    if max_jobs < 0 or idle_minutes <= 0 or max_sessions < 1 or max_upload_mb <= 0:
+        raise InputError("--max-jobs, --idle-minutes, --max-sessions and --max-upload-mb must be positive")
+    if needs_sign_in(host) and not users:
+        raise InputError(f"--host {host} serves beyond this machine: give --users FILE so that readers sign in "
+                         "(create it with --add-user NAME), or keep the default 127.0.0.1")
+    user_db = Users(users) if users else None
+    if user_db is not None and not len(user_db):
+        raise InputError(f"--users {users}: no users in the file (add one with --add-user NAME)")
+    root = Path(data) if data else default_data_root()
+    if ct and ct != "demo":
+        from .paths import Workspace
+
+        ct = str(Workspace(root, Path(models) if models else None).resolve_input(ct))  # refused before listening
+    quiet_logs()
+    from .gateway import Gateway
+
+    gateway = Gateway(root, host=host, port=port or free_port(host if host not in ("0.0.0.0", "") else "127.0.0.1"),
+                      users=user_db, models=models, device=device, finetune_seconds=finetune_seconds, ct=ct,
+                      max_jobs=max_jobs, idle_seconds=idle_minutes * 60, max_sessions=max_sessions,
+                      max_upload_mb=max_upload_mb)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        room.server.start(host=host, port=port, open_browser=False, show_connection_info=False,
-                          disable_logging=True)
-    finally:
-        room.shutdown()  # kills a running analysis/fine-tuning child
-    return 0
+    return gateway.run()
 
 
 def _exit_on_sigterm(*_):

@@ -177,7 +177,12 @@ def _from_widget(kind: str, value):
             raise InputError(f"expected one of {', '.join(TRISTATE)} (got {value!r})")
         return TRISTATE[value.lower()]
     if kind == "int":
-        return int(value) if value not in (None, "", 0, "0") else None
+        if value in (None, "", 0, "0"):
+            return None
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise InputError(f"expected a whole number (got {value!r})") from None
     if kind == "text":
         return str(value) if value not in (None, "") else None
     return value

@@ -255,8 +255,9 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
     changed = (corr != pred) & lung & (corr > 0)
     confirmed_only = (reviewed > 0) & lung & (corr > 0) & ~changed
     assert card["finetune"]["reviewed_voxels"] == int(confirmed_only.sum()) > 0, card["finetune"]
-    # the analysis ran in the session's own folder; nothing else was written into the data folder
-    assert sorted(p.name for p in server.data.iterdir()) == ["models", "sessions"]
+    # the analysis ran in the session's own folder; besides it only the models, the gateway's run folder (session
+    # logs, cookie secret) and the audit log were written into the data folder
+    assert sorted(p.name for p in server.data.iterdir()) == ["audit.log", "models", "run", "sessions"]
 
 
 def test_upload_path_check_and_cancel(browser_env, tmp_path):

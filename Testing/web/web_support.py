@@ -31,9 +31,10 @@ def free_port() -> int:
 
 
 class WebServer:
-    """``drasclr web`` in a child process on 127.0.0.1 and a free port, with its own data folder."""
+    """``drasclr web`` in a child process on 127.0.0.1 and a free port, with its own data folder (``args``: more
+    options, e.g. ``--users FILE``)."""
 
-    def __init__(self, data: Path, log: Path, finetune_seconds: float = 15.0):
+    def __init__(self, data: Path, log: Path, finetune_seconds: float = 15.0, args: tuple = (), host: str = ""):
         self.data = data
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -44,7 +45,7 @@ class WebServer:
         self._log = open(log, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "drasclr", "web", "--port", str(self.port), "--data", str(data),
-             "--finetune-seconds", f"{finetune_seconds:g}"],
+             "--finetune-seconds", f"{finetune_seconds:g}", *(["--host", host] if host else []), *args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(ROOT))
 
     def wait_ready(self, timeout: float = 240.0) -> float:
@@ -53,15 +54,19 @@ class WebServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the web server exited ({self.proc.returncode}): {self.tail()}")
             try:
-                urllib.request.urlopen(self.url, timeout=2).read(100)
+                urllib.request.urlopen(self.url + "_health", timeout=2).read(100)  # the gateway; no session
                 return time.monotonic() - t0
             except OSError:
                 time.sleep(0.3)
         raise TimeoutError(f"the web server did not answer within {timeout:.0f} s: {self.tail()}")
 
     def tail(self, n: int = 3000) -> str:
+        """The end of the gateway's log and of each session process' log (``DATA/run/logs``)."""
         self._log.flush()
-        return self.log.read_text(errors="replace")[-n:]
+        parts = [self.log.read_text(errors="replace")[-n:]]
+        for log in sorted((self.data / "run" / "logs").glob("*.txt")):
+            parts.append(f"--- session log {log.name}\n" + log.read_text(errors="replace")[-n:])
+        return "\n".join(parts)
 
     def session_dir(self) -> Path:
         sessions = sorted((self.data / "sessions").iterdir())
