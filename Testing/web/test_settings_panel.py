@@ -7,10 +7,9 @@ import pytest
 
 pytest.importorskip("trame", reason="the web shell needs trame (pip install '.[web]')")
 
-from DrasCLRSlicerWeb import settings_panel  # noqa: E402
-
 from drasclr.errors import InputError  # noqa: E402
 from drasclr.settings import AnalysisSettings, shell_options  # noqa: E402
+from DrasCLRSlicerWeb import settings_panel  # noqa: E402
 
 
 def test_every_advanced_setting_has_a_state_key_with_the_engine_default():
