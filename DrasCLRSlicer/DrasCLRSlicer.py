@@ -83,7 +83,7 @@ class DrasCLRSlicerParameterNode:
     strict - refuse a CT whose voxel size is outside the model's validated range (else: flagged in the panel).
     regions, densityVeto, batchSize - the advanced settings: statistics per lobe or zone; the density rule (as the
         model card says, on or off); patches per forward pass (0: from memory).
-    The analysis fields are named as ``drasclr.settings.AnalysisSettings`` (camelCase) and become one settings
+    The analysis fields are named as ``drasclr.core.settings.AnalysisSettings`` (camelCase) and become one settings
     object in ``DrasCLRSlicerLogic.analysisSettings``: a new option is a field there plus one widget here.
     opacity - fill opacity of the result segmentations.
     model - path of the selected model file ("" = the engine's default).
@@ -530,7 +530,7 @@ class DrasCLRSlicerLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def analysisSettings(parameterNode):
         """The ``AnalysisSettings`` of the panel: every parameter-node field named like a setting."""
-        from drasclr.settings import AnalysisSettings, camel, shell_options
+        from drasclr.core.settings import AnalysisSettings, camel, shell_options
 
         values = {o["name"]: getattr(parameterNode, camel(o["name"])) for o in shell_options()
                   if hasattr(parameterNode, camel(o["name"]))}

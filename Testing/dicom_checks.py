@@ -10,13 +10,13 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from drasclr import labels
-from drasclr.stats import read_csv
+from drasclr.analysis.stats import read_csv
+from drasclr.core import labels
 
 
 def source_order(series: Path) -> list[str]:
     """The SOPInstanceUIDs of a DICOM series folder in the analysed grid's slice order (the engine's reader)."""
-    from drasclr.io import read_ct
+    from drasclr.core.io import read_ct
 
     ct = read_ct(series)
     inverse = np.linalg.inv(ct.direction @ np.diag(ct.spacing))

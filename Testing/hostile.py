@@ -13,8 +13,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from drasclr.cli import main
-from drasclr.image import CTImage
-from drasclr.io import write_image
+from drasclr.core.image import CTImage
+from drasclr.core.io import write_image
 from synthetic import synthetic_chest
 
 FILTERABLE = ("error:", "progress:", "info:", "warning:")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from drasclr.image import CTImage
+from drasclr.core.image import CTImage
 
 
 def texture(rng, shape, base, sd, vessels_per_cm2=0.0, pixel_mm=0.65):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drasclr.image import CTImage
+from drasclr.core.image import CTImage
 
 
 def synthetic_chest(shape=(48, 96, 96), spacing=(3.0, 3.0, 4.0), seed=0, lungs=True) -> tuple[CTImage, np.ndarray]:
@@ -36,8 +36,8 @@ def synthetic_chest(shape=(48, 96, 96), spacing=(3.0, 3.0, 4.0), seed=0, lungs=T
 def synthetic_cohort(root, n: int = 4, seed: int = 10):
     """``root/case_<i>/{ct,subtypes}.nii.gz`` for ``n`` small synthetic chests: the right lung normal, the left PLE
     (a labelled cohort for training tests)."""
-    from drasclr import labels
-    from drasclr.io import write_image
+    from drasclr.core import labels
+    from drasclr.core.io import write_image
 
     for i in range(n):
         ct, truth = synthetic_chest(shape=(24, 48, 48), spacing=(4.0, 4.0, 5.0), seed=seed + i)

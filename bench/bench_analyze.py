@@ -42,12 +42,12 @@ def run_once(args) -> dict:
     """One analysis in this process: stage timings (s), CPU seconds, peak RSS (GiB), run facts."""
     import torch
 
-    from drasclr.analyze import analyze, write_analysis
+    from drasclr.analysis.analyze import analyze, write_analysis
+    from drasclr.analysis.loaded_model import LoadedModel
+    from drasclr.core.device import describe_device, pick_device
+    from drasclr.core.io import read_ct
+    from drasclr.core.settings import AnalysisSettings
     from drasclr.dense.store import load_segmenter
-    from drasclr.device import describe_device, pick_device
-    from drasclr.io import read_ct
-    from drasclr.loaded_model import LoadedModel
-    from drasclr.settings import AnalysisSettings
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -128,7 +128,7 @@ def _child(argv: list[str], path: str, model: str | None, out_dir: Path) -> dict
 def _differing_voxels(a: Path, b: Path) -> tuple[int, int]:
     """Lung voxels whose subtype differs between two analysis folders, and the lung voxels."""
 
-    from drasclr.io import read_image
+    from drasclr.core.io import read_image
 
     sa, sb = read_image(a / "subtypes.nii.gz").array, read_image(b / "subtypes.nii.gz").array
     lung = (sa > 0) | (sb > 0)

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from drasclr.atlas import load_atlas
-from drasclr.coords import atlas_centres_in_subject
-from drasclr.image import CTImage
-from drasclr.io import read_ct
-from drasclr.lungs import segment_lungs
-from drasclr.registration import register_to_atlas
+from drasclr.anatomy.atlas import load_atlas
+from drasclr.anatomy.coords import atlas_centres_in_subject
+from drasclr.anatomy.lungs import segment_lungs
+from drasclr.anatomy.registration import register_to_atlas
+from drasclr.core.image import CTImage
+from drasclr.core.io import read_ct
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -71,7 +71,7 @@ def centres_inside(lungs: CTImage, centres_lps: np.ndarray) -> np.ndarray:
 
 
 def bench_phantoms(n: int, seed: int) -> None:
-    from drasclr.phantom import generate_case
+    from drasclr.research.phantom import generate_case
 
     atlas = load_atlas()
     centres = atlas.grid_image.index_to_lps(atlas.centres[:, ::-1])

@@ -20,12 +20,12 @@ import os
 import time
 from pathlib import Path
 
-from drasclr.analyze import analyze_file
-from drasclr.calibration import calibrate_and_segment
-from drasclr.io import find_images, read_ct, write_image
-from drasclr.loaded_model import LoadedModel
-from drasclr.phantom import PhantomOptions, generate_case
-from drasclr.settings import AnalysisSettings
+from drasclr.analysis.analyze import analyze_file
+from drasclr.analysis.loaded_model import LoadedModel
+from drasclr.checks.hu_calibration import calibrate_and_segment
+from drasclr.core.io import find_images, read_ct, write_image
+from drasclr.core.settings import AnalysisSettings
+from drasclr.research.phantom import PhantomOptions, generate_case
 
 COLS = ("laa950_pct", "perc15_hu", "normal_pct", "cle_pct", "pse_pct", "ple_pct")
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drasclr import labels
+from drasclr.core import labels
+from drasclr.core.io import read_ct, read_image
 from drasclr.dense import predict
 from drasclr.dense.corrections import finetune_from_corrections
 from drasclr.dense.locate import locator_for
 from drasclr.dense.store import load_segmenter, save_segmenter
-from drasclr.io import read_ct, read_image
 
 
 def ple_dice(pred, truth, mask):

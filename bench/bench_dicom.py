@@ -19,10 +19,10 @@ import torch
 
 
 def main() -> None:
+    from drasclr.analysis.stats import read_csv
+    from drasclr.core.io import read_ct, read_image
     from drasclr.dicom import write_dicom
     from drasclr.dicom.source import source_slices
-    from drasclr.io import read_ct, read_image
-    from drasclr.stats import read_csv
 
     p = argparse.ArgumentParser()
     p.add_argument("series", type=Path)

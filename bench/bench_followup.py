@@ -21,8 +21,8 @@ from pathlib import Path
 
 from drasclr.cli import main
 from drasclr.followup.truth import score
-from drasclr.phantom import PhantomOptions
-from drasclr.phantom.followup import FollowupOptions, write_series
+from drasclr.research.phantom import PhantomOptions
+from drasclr.research.phantom.followup import FollowupOptions, write_series
 
 KEYS = ("lobe_emphysema_error_max", "true_d_emphysema_pct", "d_emphysema_pct", "new_emphysema_dice", "d_perc15_raw",
         "d_perc15_adj", "d_laa950_raw", "d_laa950_adj", "lung_dice", "landmark_error_mm", "registration_s")

@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from drasclr import labels
+from drasclr.analysis.review import build_queue
+from drasclr.core import labels
+from drasclr.core.io import read_ct, read_image
 from drasclr.dense import predict
 from drasclr.dense.corrections import finetune_from_corrections
 from drasclr.dense.infer import card_class_weights
@@ -41,8 +43,6 @@ from drasclr.dense.locate import locator_for
 from drasclr.dense.preserve import PreserveRecipe
 from drasclr.dense.store import load_segmenter
 from drasclr.dense.uncertainty import voxel_uncertainty
-from drasclr.io import read_ct, read_image
-from drasclr.review import build_queue
 
 DISEASE = (labels.CLE, labels.PSE, labels.PLE)
 

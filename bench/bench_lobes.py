@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from drasclr import labels
-from drasclr.io import read_ct, read_image
-from drasclr.lobes import estimate_lobes
-from drasclr.lobes.metrics import dice_per_lobe, fissure_distances
-from drasclr.lungs import segment_lungs
+from drasclr.anatomy.lobes import estimate_lobes
+from drasclr.anatomy.lobes.metrics import dice_per_lobe, fissure_distances
+from drasclr.anatomy.lungs import segment_lungs
+from drasclr.core import labels
+from drasclr.core.io import read_ct, read_image
 
 METHODS = ("atlas", "atlas+fissures")
 # Adult lobe volume fractions (% of total lung volume): CT at deep inspiration, supine, 32 healthy volunteers,

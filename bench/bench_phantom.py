@@ -33,7 +33,7 @@ REAL = next((Path(d) for d in (os.environ.get("DRASCLR_REAL_DATA", ""), REPO.par
 def speed(args):
     import resource
 
-    from drasclr.phantom import PhantomOptions, generate_case, write_case
+    from drasclr.research.phantom import PhantomOptions, generate_case, write_case
 
     hrct = args.generator != "1"
     opts = PhantomOptions(generator=args.generator) if hrct else PhantomOptions(size=(256, 256, 200), generator="1")
@@ -56,7 +56,7 @@ def speed(args):
 
 
 def cohort(args):
-    from drasclr.phantom import PhantomOptions, write_cohort
+    from drasclr.research.phantom import PhantomOptions, write_cohort
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -78,9 +78,9 @@ def _lung_stats(ct, mask) -> dict:
 
 
 def kernels(args):
-    from drasclr.io import read_ct
-    from drasclr.lungs import segment_lungs
-    from drasclr.phantom import PhantomOptions, generate_case
+    from drasclr.anatomy.lungs import segment_lungs
+    from drasclr.core.io import read_ct
+    from drasclr.research.phantom import PhantomOptions, generate_case
 
     rows = []
     for name in ("lungpetctdx_A0001_5mm_kernelB", "lungpetctdx_A0001_5mm_kernelL"):
@@ -108,7 +108,7 @@ def figures(args):
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    from drasclr.phantom import PhantomOptions, generate_case
+    from drasclr.research.phantom import PhantomOptions, generate_case
 
     out = REPO / "docs" / "images"
     out.mkdir(parents=True, exist_ok=True)

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
 
-from drasclr import labels
-from drasclr.io import image_stem, read_image
-from drasclr.stats import by_region, read_json
+from drasclr.analysis.stats import by_region, read_json
+from drasclr.core import labels
+from drasclr.core.io import image_stem, read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 NORMAL_LUNGS = ("lungpetctdx_A0001_5mm_kernelB", "lungpetctdx_A0001_5mm_kernelL", "lungpetctdx_A0002_8mm_B40f")

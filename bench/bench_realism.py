@@ -91,7 +91,7 @@ def case_windows(ct: np.ndarray, sub: np.ndarray, spacing: float, rng: np.random
 
 
 def make_windows(args) -> None:
-    from drasclr.phantom import PhantomOptions, generate_case
+    from drasclr.research.phantom import PhantomOptions, generate_case
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

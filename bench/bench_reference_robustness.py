@@ -68,8 +68,8 @@ def main(argv=None) -> int:
 def real(names: list[str], kinds: list[str]) -> int:
     import time
 
-    from drasclr.io import read_ct
-    from drasclr.lungs import segment_lungs
+    from drasclr.anatomy.lungs import segment_lungs
+    from drasclr.core.io import read_ct
     from drasclr.reference.perturb import perturb
     from drasclr.reference.predict import predict_subtypes
     from drasclr.reference.store import load_reference

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from drasclr.analyze import analyze
-from drasclr.evaluate import evaluate_case
-from drasclr.io import read_ct
-from drasclr.report import write_report
+from drasclr.analysis.analyze import analyze
+from drasclr.analysis.report import write_report
+from drasclr.core.io import read_ct
+from drasclr.research.evaluate import evaluate_case
 
 real = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared/data/real")
 
@@ -50,7 +50,7 @@ print(f"evaluate_case {shape[::-1]} (35 M voxels): {s:.2f} s")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing" / "engine"))
 from test_outcome import make_cohort  # noqa: E402
 
-from drasclr.outcome import cross_validate, load_cohort  # noqa: E402
+from drasclr.research.outcome import cross_validate, load_cohort  # noqa: E402
 
 with tempfile.TemporaryDirectory() as tmp:
     feats, outs = make_cohort(Path(tmp), n=160, dim=32)

@@ -21,9 +21,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "DrasCLRSlicer"))
 
-from drasclr import calibration as C  # noqa: E402
-from drasclr.analyze import analyze  # noqa: E402
-from drasclr.phantom import PhantomOptions, generate_case  # noqa: E402
+from drasclr.analysis.analyze import analyze  # noqa: E402
+from drasclr.checks import hu_calibration as C  # noqa: E402
+from drasclr.research.phantom import PhantomOptions, generate_case  # noqa: E402
 
 SICK = PhantomOptions(size=(112, 112, 80), spacing=3.0, thickness=3.2, kernel="soft", noise=15.0,
                       subtypes=("cle", "pse", "ple"), severity=0.8, vessel_points=500)
@@ -58,7 +58,7 @@ def phantoms() -> None:
 
 
 def real(folder: Path) -> None:
-    from drasclr.io import read_ct
+    from drasclr.core.io import read_ct
 
     print("| scan | outside air | tracheal air | gap | blood | decision |\n|---|---|---|---|---|---|")
     for path in sorted(folder.glob("*.nii.gz")):

@@ -3,7 +3,8 @@
     PYTHONPATH=DrasCLRSlicer python bench/bench_validation.py [CT ...] [--repeat 3]
 
 Default CTs: the real fixtures in ../shared/data/real (or $DRASCLR_REAL_DATA). Prints one line per CT: median
-seconds of ``drasclr.validate.check_image_file``, of ``SimpleITK.ReadImage`` alone, of ``drasclr.io.read_ct``
+seconds of ``drasclr.checks.input_files.check_image_file``, of ``SimpleITK.ReadImage`` alone, of
+``drasclr.core.io.read_ct``
 (checks + read + Hounsfield check), and the memory estimate the checks compare with available memory.
 """
 
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from drasclr.io import read_ct
-from drasclr.validate import check_image_file, estimate_memory_bytes
+from drasclr.checks.input_files import check_image_file, estimate_memory_bytes
+from drasclr.core.io import read_ct
 
 REAL = Path(os.environ.get("DRASCLR_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
 

@@ -42,9 +42,9 @@ def main() -> int:
     import slicer  # noqa: F401
 
     print(f"import slicer                      {time.perf_counter() - t0:7.2f} s")
-    from drasclr import labels
-    from drasclr.analyze import analyze
-    from drasclr.io import read_ct
+    from drasclr.analysis.analyze import analyze
+    from drasclr.core import labels
+    from drasclr.core.io import read_ct
     from DrasCLRSlicerLib import segmentations, storage, terminology, volumes
     from DrasCLRSlicerLib.logic import DrasCLRLogic, ensure_scene_logics
     from DrasCLRSlicerLib.phantom import chest_phantom

@@ -7,13 +7,14 @@ For every method the same encoder class (DrasCLREncoder; PlainEncoder for the Mo
 
 1. linear probe: logistic regression on frozen patch embeddings of the labelled patch cache (macro-F1 over
    normal/CLE/PSE/PLE patches, subjects split train/test; ``drasclr.pretrain.probe.linear_probe``);
-2. outcome: patient embedding = mean patch embedding over the probe locations; ``drasclr.outcome.fit`` (what
+2. outcome: patient embedding = mean patch embedding over the probe locations; ``drasclr.research.outcome.fit`` (what
    ``drasclr outcome fit`` runs) cross-validates a Cox model; the pooled out-of-fold C-index is reported for the
    embedding alone and with LAA-950;
 3. dense subtypes: the encoder initialises ``SubtypeSegmenter``; fine-tuned with 100 % and 10 % of the labels
    (``train_segmenter`` and ``label_mask``, what ``drasclr finetune cohort [--label-fraction 0.1]`` runs), then
    dense inference on held-out cases (``drasclr.dense.predict``, as ``drasclr analyze``) scored with
-   ``drasclr.evaluate.evaluate_case`` (macro Dice over CLE/PSE/PLE, as ``drasclr evaluate``). Cases are read and
+   ``drasclr.research.evaluate.evaluate_case`` (macro Dice over CLE/PSE/PLE, as ``drasclr evaluate``). Cases are read
+   and
    registered once and shared by all methods (in-process), which is what makes this fit a small budget.
 
     python bench/compare_pretraining.py --train /work/data/train --test /work/data/test2 \\
@@ -40,17 +41,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "DrasCLRSlicer"))
 
+from drasclr.analysis.stats import write_csv  # noqa: E402
 from drasclr.dense import predict  # noqa: E402
 from drasclr.dense.cohort import find_cases, label_mask, load_case, stratified_split  # noqa: E402
 from drasclr.dense.locate import locator_for  # noqa: E402
 from drasclr.dense.segmenter import SubtypeSegmenter  # noqa: E402
 from drasclr.dense.train import fixed_patches, prepare_case, train_segmenter  # noqa: E402
-from drasclr.evaluate import evaluate_case  # noqa: E402
 from drasclr.model import DrasCLREncoder, load_model  # noqa: E402
 from drasclr.pretrain.data import PatchCache, build_patch_cache, default_scheme, encode_cache, is_cache  # noqa: E402
 from drasclr.pretrain.data import find_cases as find_ct_cases  # noqa: E402
 from drasclr.pretrain.probe import linear_probe, split_subjects  # noqa: E402
-from drasclr.stats import write_csv  # noqa: E402
+from drasclr.research.evaluate import evaluate_case  # noqa: E402
 
 METHODS = ("random", "moco", "drasclr", "voco", "volfusion")
 log = logging.getLogger("compare")
@@ -98,7 +99,7 @@ def encoder_for(method: str, a, runs: Path) -> tuple[torch.nn.Module, dict]:
 
 
 def laa950(cases: list[Path]) -> dict[str, float]:
-    from drasclr.io import read_ct, read_image
+    from drasclr.core.io import read_ct, read_image
 
     res = {}
     for c in cases:
@@ -108,10 +109,10 @@ def laa950(cases: list[Path]) -> dict[str, float]:
 
 
 def outcome_cindex(feats: np.ndarray, subjects: list[str], laa: dict, a, folder: Path) -> dict:
-    """Write analyze-like feature folders (embedding.npy + stats.csv) and run ``drasclr.outcome.fit``."""
+    """Write analyze-like feature folders (embedding.npy + stats.csv) and run ``drasclr.research.outcome.fit``."""
     import shutil
 
-    from drasclr.outcome import fit
+    from drasclr.research.outcome import fit
 
     shutil.rmtree(folder, ignore_errors=True)  # this script's own output of an earlier run
     fdir = folder / "features"

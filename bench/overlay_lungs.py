@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from drasclr.io import read_ct  # noqa: E402
-from drasclr.lungs import segment_lungs  # noqa: E402
+from drasclr.anatomy.lungs import segment_lungs  # noqa: E402
+from drasclr.core.io import read_ct  # noqa: E402
 
 
 def overlay(ct, lungs, out: Path, title: str) -> None:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from drasclr.analyze import analyze, write_analysis
-from drasclr.evaluate import evaluate_dirs
-from drasclr.io import read_ct
-from drasclr.outcome import cross_validate, load_cohort
-from drasclr.regions import read_lobes
+from drasclr.analysis.analyze import analyze, write_analysis
+from drasclr.anatomy.regions import read_lobes
+from drasclr.core.io import read_ct
+from drasclr.research.evaluate import evaluate_dirs
+from drasclr.research.outcome import cross_validate, load_cohort
 
 cohort_dir, work = Path(sys.argv[1]), Path(sys.argv[2])
 pred_dir = work / "pred"

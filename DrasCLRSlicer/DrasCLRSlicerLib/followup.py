@@ -16,10 +16,10 @@ from pathlib import Path
 
 import vtk
 
+from drasclr.core.io import read_image
+from drasclr.core.settings import AnalysisSettings
 from drasclr.followup import changemap
 from drasclr.followup.measure import COLUMNS
-from drasclr.io import read_image
-from drasclr.settings import AnalysisSettings
 
 from . import process
 from .segmentations import labelmap_to_segmentation

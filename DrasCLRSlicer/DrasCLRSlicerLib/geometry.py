@@ -1,6 +1,6 @@
 """The one place where LPS (engine, ITK, DICOM) and RAS (Slicer/MRML) meet. Pure numpy, no slicer import.
 
-An engine :class:`~drasclr.image.CTImage` maps a voxel index ``(i, j, k)`` to the LPS point
+An engine :class:`~drasclr.core.image.CTImage` maps a voxel index ``(i, j, k)`` to the LPS point
 ``origin + direction @ diag(spacing) @ (i, j, k)``. Slicer's volume nodes map it to RAS. RAS and LPS differ by
 the sign of the first two axes, so::
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import slicer
 
-from drasclr.image import CTImage
+from drasclr.core.image import CTImage
 
 from .geometry import lps_to_ras_points
 from .volumes import add_volume_node, update_volume_node

@@ -6,7 +6,7 @@
   absent while the engine has no subtype model (``Analysis.subtypes is None``);
 - ``<CT> regions``: segmentation with one segment per lobe (1-5) or zone (11-16); without a lobe input the
   engine estimates the lobes (``regions="zones"`` for zones), as ``drasclr analyze`` does;
-- ``<CT> statistics``: table node, columns ``drasclr.stats.COLUMNS``;
+- ``<CT> statistics``: table node, columns ``drasclr.analysis.stats.COLUMNS``;
 - ``<CT> chart``: plot chart node, bars of subtype % (or LAA-950 % without a model) per region.
 
 Two paths compute them, both shown from the output folder by :meth:`DrasCLRLogic.load_outputs`:
@@ -35,12 +35,12 @@ from pathlib import Path
 import numpy as np
 import slicer
 
-from drasclr import labels
-from drasclr.image import CTImage, resample_to
-from drasclr.io import read_image, write_image
-from drasclr.regions import ltrc_lobes
-from drasclr.settings import AnalysisSettings
-from drasclr.stats import read_csv, read_json, write_csv
+from drasclr.analysis.stats import read_csv, read_json, write_csv
+from drasclr.anatomy.regions import ltrc_lobes
+from drasclr.core import labels
+from drasclr.core.image import CTImage, resample_to
+from drasclr.core.io import read_image, write_image
+from drasclr.core.settings import AnalysisSettings
 
 from . import guided, process, tables
 from .segmentations import labelmap_to_segmentation, segment_names, segmentation_to_labelmap
@@ -75,7 +75,7 @@ class AnalysisNodes:
     def calibration_line(self) -> str:
         """One line on an applied HU correction (offset, references; "" when the HU were used as read): what the
         Slicer panel and the web table show beside the numbers."""
-        from drasclr.calibration import describe
+        from drasclr.checks.hu_calibration import describe
 
         return describe(self.calibration)
 
@@ -207,9 +207,9 @@ class DrasCLRLogic:
         ``settings``/``overrides``: see :meth:`settings`. The analysis is written to a temporary output folder
         and shown from it by :meth:`load_outputs`, the same path as :meth:`run_in_subprocess` (one way to build
         the displayed result); the folder is kept as ``nodes.output_dir`` until the next analysis."""
-        from drasclr.analyze import analyze as engine_analyze
-        from drasclr.analyze import write_analysis
-        from drasclr.loaded_model import load_for_analysis
+        from drasclr.analysis.analyze import analyze as engine_analyze
+        from drasclr.analysis.analyze import write_analysis
+        from drasclr.analysis.loaded_model import load_for_analysis
 
         settings = self.settings(settings, **overrides)
         ct = image_from_volume_node(volume_node)
@@ -333,7 +333,7 @@ class DrasCLRLogic:
                            model=Path(folder) if folder else None)
         nodes.warnings, nodes.calibration = list(facts.get("warnings") or []), facts.get("calibration")
         if subtypes is not None and (out_dir / "review.json").exists():
-            from drasclr.review import read_review
+            from drasclr.analysis.review import read_review
 
             nodes.uncertainty = self._on_grid(read_image(out_dir / "uncertainty.nii.gz"), ct)
             units = read_image(out_dir / "review_units.nii.gz")
@@ -503,7 +503,7 @@ class DrasCLRLogic:
         """A CT file (read by Slicer's own reader) or a DICOM folder (read by the engine) as a volume node."""
         path = Path(path)
         if path.is_dir():
-            from drasclr.io import read_ct
+            from drasclr.core.io import read_ct
 
             return add_volume_node(self.scene, read_ct(path), name or path.name)
         stem = path.name.split(".")[0]
@@ -563,10 +563,10 @@ class DrasCLRLogic:
         subtype percentages are recomputed from the corrected map; the densitometry is the analysis's."""
         from types import SimpleNamespace
 
+        from drasclr.analysis.stats import region_stats
         from drasclr.dicom import require_packages, write_dicom
         from drasclr.dicom.source import source_slices
         from drasclr.model import read_card
-        from drasclr.stats import region_stats
 
         require_packages()
         ct = image_from_volume_node(nodes.volume)

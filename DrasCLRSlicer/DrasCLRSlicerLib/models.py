@@ -1,7 +1,7 @@
 """Model versions the panel offers: the bundled demo model, the reference classifier ``cip-lh`` (trained on real
 expert labels; it cannot be fine-tuned), imported models and fine-tuned versions.
 
-Same layout as the engine's store (``drasclr.versions``, shared, torch-free): a model is a folder ``<name>-v<N>``
+Same layout as the engine's store (``drasclr.core.versions``, shared, torch-free): a model is a folder ``<name>-v<N>``
 holding ``model.safetensors`` and its JSON card ``model.json`` (``name``, ``version``, ``sha256`` of the weights;
 a fine-tuned version also has ``parent`` and ``lineage``). Bundled models sit in ``drasclr/data/models``,
 imported and fine-tuned ones in the user folder (``$DRASCLR_MODELS`` or ``~/.drasclr/models``), where
@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from drasclr.versions import PACKAGE_MODELS, split_version, user_models_dir
+from drasclr.core.versions import PACKAGE_MODELS, split_version, user_models_dir
 
 
 @dataclass(frozen=True)

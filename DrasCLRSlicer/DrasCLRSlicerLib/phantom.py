@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from drasclr.image import CTImage
+from drasclr.core.image import CTImage
 
 
 def chest_phantom(shape_zyx=(64, 96, 96), spacing=(3.0, 3.0, 3.0), direction=None, seed: int = 0) -> CTImage:

@@ -1,7 +1,7 @@
 """Running the engine's command line in a child process: the command, its progress lines, cancelling.
 
 No slicer import: the Slicer module and the tests use the same code. The engine prints
-``progress: <desc> <i>/<n>`` on stderr when stderr is not a terminal (``drasclr.progress``).
+``progress: <desc> <i>/<n>`` on stderr when stderr is not a terminal (``drasclr.core.progress``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from drasclr.settings import AnalysisSettings
+from drasclr.core.settings import AnalysisSettings
 
 PROGRESS_RE = re.compile(r"^progress:\s*(?P<desc>.*?)\s*(?P<i>\d+)/(?P<n>\d+|\?)\s*$")
 MODULE_DIR = Path(__file__).resolve().parents[1]  # DrasCLRSlicer/, which holds the drasclr package

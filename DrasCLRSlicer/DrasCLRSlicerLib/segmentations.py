@@ -1,4 +1,4 @@
-"""Labelmaps (engine :class:`~drasclr.image.CTImage` of label values) <-> segmentation nodes, by segment NAME.
+"""Labelmaps (engine :class:`~drasclr.core.image.CTImage` of label values) <-> segmentation nodes, by segment NAME.
 
 Going in, each label value becomes a segment with the name and colour of its :class:`SegmentEntry` (all entries
 get a segment, empty ones included, so an annotator can paint into them). Going out, segments are matched to
@@ -14,7 +14,7 @@ import numpy as np
 import slicer
 import vtk
 
-from drasclr.image import CTImage
+from drasclr.core.image import CTImage
 
 from .terminology import SegmentEntry
 from .volumes import add_volume_node, image_from_volume_node

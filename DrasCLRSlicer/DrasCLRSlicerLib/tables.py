@@ -1,4 +1,4 @@
-"""Per-region rows of ``drasclr.stats`` <-> a table node, and a bar chart of them (plot chart node)."""
+"""Per-region rows of ``drasclr.analysis.stats`` <-> a table node, and a bar chart of them (plot chart node)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import vtk
 
-from drasclr import names
-from drasclr.stats import COLUMNS, UNCERTAINTY_COLUMN
+from drasclr.analysis.stats import COLUMNS, UNCERTAINTY_COLUMN
+from drasclr.core import names
 
 # chart series: (column, legend title); the subtype columns when a subtype map exists, else LAA-950
 SUBTYPE_SERIES = [(c, names.column_title(c)) for c in ("normal_pct", "cle_pct", "pse_pct", "ple_pct")]
@@ -16,9 +16,9 @@ _REGION_KEYS = {names.region_title(k): k for k in [*(s.key for s in names.REGION
 
 
 def rows_to_table(scene, rows: list[dict], node=None, name: str = "DrasCLR statistics"):
-    """A table node with the columns of ``drasclr.stats.COLUMNS`` (``region`` as text, the rest as doubles;
+    """A table node with the columns of ``drasclr.analysis.stats.COLUMNS`` (``region`` as text, the rest as doubles;
     a missing value is NaN), then ``mean_uncertainty`` when the rows have it. ``node`` is refilled when given.
-    People read it: regions by name ("Left upper lobe"), columns by title (drasclr.names); the column names stay
+    People read it: regions by name ("Left upper lobe"), columns by title (drasclr.core.names); the column names stay
     the file keys. Returns the node."""
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)

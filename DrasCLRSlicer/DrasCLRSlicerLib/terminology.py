@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from drasclr import labels, names
+from drasclr.core import labels, names
 
 RESOURCES = Path(__file__).resolve().parents[1] / "Resources"
 TERMINOLOGY_FILE = RESOURCES / "SegmentationCategoryTypeModifier-DrasCLR.term.json"
@@ -45,7 +45,7 @@ def subtype_entries(path: str | Path = TERMINOLOGY_FILE) -> list[SegmentEntry]:
 
 
 def region_entries(values=None) -> list[SegmentEntry]:
-    """Segments for lobes (1-5) and zones (11-16): names and colours from ``drasclr.names`` (as in the report)."""
+    """Segments for lobes (1-5) and zones (11-16): names and colours from ``drasclr.core.names`` (as in the report)."""
     values = sorted(labels.REGION_NAMES) if values is None else sorted(int(v) for v in values)
     out = []
     for v in values:

@@ -1,4 +1,4 @@
-"""Volume nodes <-> engine :class:`~drasclr.image.CTImage` (voxels copied, geometry exact; see geometry.py)."""
+"""Volume nodes <-> engine :class:`~drasclr.core.image.CTImage` (voxels copied, geometry exact; see geometry.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import slicer
 import vtk
 
-from drasclr.image import CTImage
+from drasclr.core.image import CTImage
 
 from .geometry import RASGeometry, lps_geometry, ras_geometry
 

@@ -30,9 +30,9 @@ from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectPaint
 from trame_slicer.views import Layout, LayoutDirection, SliceView, ThreeDView, ViewLayoutDefinition
 
-from drasclr import names
-from drasclr.errors import InputError
-from drasclr.stats import COLUMNS
+from drasclr.analysis.stats import COLUMNS
+from drasclr.core import names
+from drasclr.core.errors import InputError
 from DrasCLRSlicerLib import process
 from DrasCLRSlicerLib.guided import describe_unit, unit_classes
 from DrasCLRSlicerLib.logic import DrasCLRLogic

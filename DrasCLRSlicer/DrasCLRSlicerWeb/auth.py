@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from drasclr.errors import InputError
+from drasclr.core.errors import InputError
 
 COOKIE = "drasclr_user"
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -12,7 +12,7 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 from trame_server.utils.asynchronous import create_task
 
-from drasclr.errors import InputError
+from drasclr.core.errors import InputError
 from DrasCLRSlicerLib import followup, process
 
 from .jobs import JobBusy

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drasclr.errors import InputError
+from drasclr.core.errors import InputError
 
 DEMO_CT = Path(__file__).resolve().parents[1] / "drasclr" / "data" / "demo_ct.nii.gz"
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")

@@ -16,7 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
-from drasclr.errors import InputError
+from drasclr.core.errors import InputError
 
 
 def configure_offscreen() -> None:

@@ -1,5 +1,5 @@
 """The reading room's *Advanced settings*: one widget per analysis setting, made from
-``drasclr.settings.shell_options`` — a setting added to ``AnalysisSettings`` appears here with no code of its own.
+``drasclr.core.settings.shell_options`` — a setting added to ``AnalysisSettings`` appears here with no code of its own.
 
 State keys are ``setting_<name>``; :func:`settings` turns them (and the drawer's model, device and mirror choices)
 into the ``AnalysisSettings`` the Logic passes to the engine.
@@ -10,7 +10,7 @@ from __future__ import annotations
 from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
-from drasclr.settings import TRISTATE, AnalysisSettings, shell_options
+from drasclr.core.settings import TRISTATE, AnalysisSettings, shell_options
 
 SHOWN_ELSEWHERE = {"tta"}  # the drawer's "Mirror augmentation" box
 DEFAULT_TITLE = "default"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from drasclr.cli import main
+from drasclr.core.io import read_image
 from drasclr.followup import changemap
-from drasclr.io import read_image
-from drasclr.phantom import PhantomOptions
-from drasclr.phantom.followup import FollowupOptions, write_series
+from drasclr.research.phantom import PhantomOptions
+from drasclr.research.phantom.followup import FollowupOptions, write_series
 from DrasCLRSlicerLib import followup, segmentations
 from DrasCLRSlicerLib.volumes import add_volume_node
 

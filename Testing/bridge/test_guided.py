@@ -13,8 +13,8 @@ import slicer
 import vtk
 from bridge_support import synthetic_chest
 
-from drasclr.analyze import analyze as engine_analyze
-from drasclr.analyze import write_analysis
+from drasclr.analysis.analyze import analyze as engine_analyze
+from drasclr.analysis.analyze import write_analysis
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import save_segmenter
 from DrasCLRSlicerLib import guided, process, tables, volumes
@@ -115,8 +115,8 @@ def test_overlay_toggle_next_region_and_finetune_with_reviewed_units(scene, tmp_
 
 @pytest.mark.slow
 def test_output_folder_brings_uncertainty_and_queue(scene, tmp_path, tiny_model_dir):
+    from drasclr.analysis.loaded_model import LoadedModel
     from drasclr.dense.store import load_segmenter
-    from drasclr.loaded_model import LoadedModel
 
     chest = synthetic_chest((20, 28, 28), spacing=(6.0, 6.0, 6.0))
     net, card, folder = load_segmenter(tiny_model_dir)

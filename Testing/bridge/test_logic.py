@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from bridge_support import synthetic_chest
 
-from drasclr import labels, names
-from drasclr.analyze import analyze as engine_analyze
-from drasclr.errors import InputError
-from drasclr.settings import AnalysisSettings
-from drasclr.stats import COLUMNS, read_csv, read_json
+from drasclr.analysis.analyze import analyze as engine_analyze
+from drasclr.analysis.stats import COLUMNS, read_csv, read_json
+from drasclr.core import labels, names
+from drasclr.core.errors import InputError
+from drasclr.core.settings import AnalysisSettings
 from DrasCLRSlicerLib import process, segmentations, tables, terminology, volumes
 from DrasCLRSlicerLib.logic import DrasCLRLogic, lobe_value_from_name
 
@@ -23,8 +23,8 @@ ZONE_ROWS = [*labels.ZONES.values(), "left_lung", "right_lung", "whole_lung"]
 LOBE_ROWS = [*labels.LOBES.values(), "left_lung", "right_lung", "whole_lung"]
 
 
-needs_cli = pytest.mark.skipif(importlib.util.find_spec("drasclr.report") is None,
-                               reason="engine incomplete: drasclr analyze needs drasclr.report (not merged yet)")
+needs_cli = pytest.mark.skipif(importlib.util.find_spec("drasclr.analysis.report") is None,
+                               reason="engine incomplete: drasclr analyze needs drasclr.analysis.report")
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_lobes_from_segmentation_names(scene, chest, chest_zones):
 
 def test_lobe_labelmap_on_another_grid_is_resampled(scene, chest):
     """A lobe labelmap volume on a coarser grid lands on the CT's grid (nearest neighbour, LTRC values kept)."""
-    from drasclr.image import CTImage
+    from drasclr.core.image import CTImage
     from DrasCLRSlicerLib.logic import lobes_image
 
     ct_node = volumes.add_volume_node(scene, chest, "chest")
@@ -148,7 +148,7 @@ def test_lobe_labelmap_conventions_give_lobe_rows(scene, chest, chest_zones, con
     """A lobe labelmap volume in any supported convention gives the five lobe rows on both paths, with the
     lobes' own volumes (regression: TotalSegmentator values 11-14 were reported as zones in-process and
     value 10 vanished from whole_lung)."""
-    from drasclr.image import CTImage
+    from drasclr.core.image import CTImage
 
     ct_node = volumes.add_volume_node(scene, chest, "chest")
     ltrc = _lobes_from_zones(chest_zones.regions.array)
@@ -354,8 +354,9 @@ def test_kept_files_live_until_the_next_run(scene, chest):
 
 
 needs_model_engine = pytest.mark.skipif(
-    importlib.util.find_spec("drasclr.registration") is None or importlib.util.find_spec("drasclr.report") is None,
-    reason="engine incomplete: the subtype model path needs drasclr.registration and drasclr.report")
+    importlib.util.find_spec("drasclr.anatomy.registration") is None
+    or importlib.util.find_spec("drasclr.analysis.report") is None,
+    reason="engine incomplete: the subtype model path needs drasclr.anatomy.registration and drasclr.analysis.report")
 
 
 @pytest.mark.slow
@@ -402,8 +403,8 @@ def test_model_analysis_correction_and_finetune(scene, tmp_path):
 def test_engine_output_folder_with_subtypes_becomes_nodes(scene, tmp_path):
     """An analysis folder with a subtype map (the engine's bundled demo case and its own writers) loads as
     the subtype segmentation, regions, table and a four-series chart; the corrected map reads back by name."""
-    from drasclr.io import read_image, write_image
-    from drasclr.stats import region_stats, write_csv, write_json
+    from drasclr.analysis.stats import region_stats, write_csv, write_json
+    from drasclr.core.io import read_image, write_image
     from DrasCLRSlicerLib.logic import DEMO_CT
 
     data = DEMO_CT.parent

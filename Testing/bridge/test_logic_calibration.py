@@ -15,7 +15,7 @@ def miscalibrated(offset: int = 75, trachea: bool = True):
     """A +``offset`` HU scan; with ``trachea`` a phantom whose outside and tracheal air agree (auto corrects it),
     else a synthetic chest without a trachea (one reference: auto warns and leaves it)."""
     if trachea:
-        from drasclr.phantom import PhantomOptions, generate_case
+        from drasclr.research.phantom import PhantomOptions, generate_case
 
         ct = generate_case(31, 0, PhantomOptions(size=(112, 112, 80), spacing=3.0, thickness=3.2, kernel="soft",
                                                  noise=15.0)).ct

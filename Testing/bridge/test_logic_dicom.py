@@ -8,8 +8,8 @@ from bridge_support import synthetic_chest
 
 from dicom_checks import assert_regions_equal, assert_sr_equals_csv, source_order
 from dicom_writer import write_dicom_series
-from drasclr.io import write_image
-from drasclr.stats import write_csv
+from drasclr.analysis.stats import write_csv
+from drasclr.core.io import write_image
 from DrasCLRSlicerLib.logic import DrasCLRLogic
 from DrasCLRSlicerLib.segmentations import segmentation_to_labelmap
 from DrasCLRSlicerLib.terminology import region_entries
@@ -35,7 +35,7 @@ def test_export_dicom_from_the_scene(scene, tmp_path):
 
 
 def test_export_dicom_refuses_a_series_that_is_not_the_ct(scene, tmp_path):
-    from drasclr.errors import InputError
+    from drasclr.core.errors import InputError
 
     write_dicom_series(synthetic_chest(), tmp_path / "a")
     write_dicom_series(synthetic_chest(shape_zyx=(60, 96, 96)), tmp_path / "b")

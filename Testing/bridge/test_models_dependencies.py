@@ -68,7 +68,7 @@ def test_store_matches_the_engine_layout(tmp_path, monkeypatch):
     assert entry.path == tmp_path / "user" / "mine-v1"
     model, card, folder = store_mod.load_segmenter(entry.path)
     assert folder == entry.path and card["name"] == "mine"
-    from drasclr.versions import next_version_dir
+    from drasclr.core.versions import next_version_dir
 
     assert next_version_dir(entry.path).name == "mine-v2"
 

@@ -3,8 +3,8 @@ series and in a child process on a single axial slice (one-slice outputs load as
 
 from __future__ import annotations
 
-from drasclr import names
-from drasclr.versions import REFERENCE_MODEL
+from drasclr.core import names
+from drasclr.core.versions import REFERENCE_MODEL
 from DrasCLRSlicerLib import models, segmentations, tables, volumes
 from DrasCLRSlicerLib.logic import DrasCLRLogic
 from reference_synthetic import chest_slice

@@ -9,8 +9,8 @@ import slicer
 import vtk
 from bridge_support import oblique_direction, synthetic_chest
 
-from drasclr import labels
-from drasclr import names as display
+from drasclr.core import labels
+from drasclr.core import names as display
 from DrasCLRSlicerLib import segmentations, terminology, volumes
 
 

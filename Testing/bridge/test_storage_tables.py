@@ -7,7 +7,7 @@ import math
 import numpy as np
 from bridge_support import oblique_direction, synthetic_chest
 
-from drasclr.stats import COLUMNS
+from drasclr.analysis.stats import COLUMNS
 from DrasCLRSlicerLib import segmentations, storage, tables, terminology, volumes
 
 ROWS = [

@@ -7,8 +7,8 @@ import pytest
 import SimpleITK as sitk
 from bridge_support import oblique_direction, synthetic_chest
 
-from drasclr.image import CTImage
-from drasclr.io import read_ct, write_image
+from drasclr.core.image import CTImage
+from drasclr.core.io import read_ct, write_image
 from DrasCLRSlicerLib import geometry, storage, volumes
 
 
@@ -113,9 +113,9 @@ def test_transformed_volume_is_refused(scene):
 @pytest.mark.real
 def test_real_ct_through_storage_nodes_and_segmentation(scene, real_ct_path, tmp_path):
     """The real CT survives .nrrd save/load; its engine zones survive segmentation -> .seg.nrrd -> labelmap."""
-    from drasclr import labels
-    from drasclr.analyze import analyze
-    from drasclr.settings import AnalysisSettings
+    from drasclr.analysis.analyze import analyze
+    from drasclr.core import labels
+    from drasclr.core.settings import AnalysisSettings
     from DrasCLRSlicerLib import segmentations, terminology
 
     ct = read_ct(real_ct_path)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from drasclr.atlas import ATLAS_FILE, PATCH, STRIDE, load_atlas, location_grid
-from drasclr.atlas.shape import canonical_lobes
+from drasclr.anatomy.atlas import ATLAS_FILE, PATCH, STRIDE, load_atlas, location_grid
+from drasclr.anatomy.atlas.shape import canonical_lobes
 
 
 def test_atlas_file_small_adult_sized_and_reproducible():

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from drasclr import labels
+from drasclr.core import labels
+from drasclr.core.io import read_image, write_image
 from drasclr.dense import ProbabilityMap
 from drasclr.dense.calibrate import fit_class_weights, weighted_labels
 from drasclr.dense.infer import card_class_weights
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import save_segmenter
-from drasclr.io import read_image, write_image
 from drasclr.model import read_card
 from drasclr.model.checkpoint import sha256_file
 from synthetic import synthetic_chest
@@ -72,8 +72,8 @@ def test_card_weights_are_checked():
 
 
 def test_a_card_with_bad_weights_is_refused_at_load(tmp_path):
+    from drasclr.core.errors import InputError
     from drasclr.dense.store import load_segmenter
-    from drasclr.errors import InputError
 
     torch.manual_seed(0)
     folder = save_segmenter(SubtypeSegmenter(encoder=TINY, decoder=(8, 8, 8, 4, 4)), tmp_path / "m-v1",

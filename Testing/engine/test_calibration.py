@@ -1,19 +1,19 @@
 """Scanner HU calibration: outside/tracheal air and blood measured, an air offset corrected before lung masking,
-densitometry and the model (drasclr.calibration), on phantoms with a simulated offset and on real CTs."""
+densitometry and the model (drasclr.checks.hu_calibration), on phantoms with a simulated offset and on real CTs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from drasclr import calibration as C
-from drasclr.errors import InputError
-from drasclr.image import CTImage
-from drasclr.io import read_ct
-from drasclr.lungs import segment_lungs
-from drasclr.phantom import PhantomOptions, generate_case
-from drasclr.regions import zones_from_lungs
-from drasclr.stats import region_stats
+from drasclr.analysis.stats import region_stats
+from drasclr.anatomy.lungs import segment_lungs
+from drasclr.anatomy.regions import zones_from_lungs
+from drasclr.checks import hu_calibration as C
+from drasclr.core.errors import InputError
+from drasclr.core.image import CTImage
+from drasclr.core.io import read_ct
+from drasclr.research.phantom import PhantomOptions, generate_case
 from realdata import REAL_CTS, real_ct_path
 
 # small but with all three subtypes, so the lung holds plenty of voxels near -950 HU
@@ -136,7 +136,7 @@ def _slices(ct: CTImage):
 def test_single_slice_needs_the_bronchus_to_confirm_outside_air(phantom):
     """One axial slice (what `--model cip-lh` reads): corrected where the slice shows the trachea or a main
     bronchus that agrees with outside air; where it shows none, warned and left as read."""
-    from drasclr.lungs import segment_lung_slices
+    from drasclr.anatomy.lungs import segment_lung_slices
 
     seen = set()
     for z, one in list(_slices(phantom))[24:64:3]:

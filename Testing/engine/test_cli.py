@@ -10,9 +10,9 @@ import pytest
 import SimpleITK as sitk
 
 from dicom_writer import write_dicom_series
-from drasclr.image import CTImage
-from drasclr.io import read_image, write_image
-from drasclr.stats import COLUMNS
+from drasclr.analysis.stats import COLUMNS
+from drasclr.core.image import CTImage
+from drasclr.core.io import read_image, write_image
 from synthetic import synthetic_chest
 
 
@@ -112,7 +112,7 @@ def test_analyze_zones_on_request(tmp_path):
 
 
 def test_lobe_tool_that_is_not_installed_is_refused(tmp_path):
-    from drasclr.adapters import lungmask_adapter, totalseg_adapter
+    from drasclr.anatomy.adapters import lungmask_adapter, totalseg_adapter
 
     ct, _ = synthetic_chest(shape=(24, 64, 64), spacing=(4.0, 4.0, 6.0))
     write_image(ct, tmp_path / "ct.nii.gz")

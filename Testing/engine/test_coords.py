@@ -8,14 +8,19 @@ import functools
 import numpy as np
 import pytest
 
-from drasclr.atlas import PATCH, load_atlas
-from drasclr.atlas.shape import canonical_lobes, lungs_from_lobes, synthetic_ct
-from drasclr.coords import atlas_centres_in_subject, atlas_coordinates, atlas_coordinates_points, subject_patch_corners
-from drasclr.errors import InputError
-from drasclr.image import resample_isotropic
-from drasclr.io import read_ct
-from drasclr.lungs import segment_lungs
-from drasclr.registration import AtlasTransform, register_to_atlas
+from drasclr.anatomy.atlas import PATCH, load_atlas
+from drasclr.anatomy.atlas.shape import canonical_lobes, lungs_from_lobes, synthetic_ct
+from drasclr.anatomy.coords import (
+    atlas_centres_in_subject,
+    atlas_coordinates,
+    atlas_coordinates_points,
+    subject_patch_corners,
+)
+from drasclr.anatomy.lungs import segment_lungs
+from drasclr.anatomy.registration import AtlasTransform, register_to_atlas
+from drasclr.core.errors import InputError
+from drasclr.core.image import resample_isotropic
+from drasclr.core.io import read_ct
 from realdata import real_ct_path
 
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from drasclr import labels
+from drasclr.core import labels
+from drasclr.core.errors import InputError
+from drasclr.core.io import write_image
 from drasclr.dense.cohort import stratified_split
 from drasclr.dense.corrections import finetune_from_corrections
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import save_segmenter
-from drasclr.errors import InputError
-from drasclr.io import write_image
 from drasclr.model.checkpoint import sha256_file
 from synthetic import synthetic_chest
 

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from drasclr import labels
+from drasclr.anatomy.registration import register_to_atlas
+from drasclr.core import labels
+from drasclr.core.io import read_ct, read_image
 from drasclr.dense.corrections import finetune_from_corrections
 from drasclr.dense.infer import card_class_weights
 from drasclr.dense.locate import locator_for
@@ -21,9 +23,7 @@ from drasclr.dense.predict import predict
 from drasclr.dense.preserve import PreserveRecipe
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import load_segmenter, save_segmenter
-from drasclr.io import read_ct, read_image
-from drasclr.phantom import demo_paths
-from drasclr.registration import register_to_atlas
+from drasclr.research.phantom import demo_paths
 from synthetic import synthetic_chest
 
 CENTRE, HALF = np.array([41, 87, 62]), np.array([12, 14, 14])  # a box around the demo case's PLE (z, y, x)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from drasclr import labels
+from drasclr.core import labels
+from drasclr.core.errors import InputError
+from drasclr.core.io import write_image
 from drasclr.dense.corrections import finetune_from_corrections
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import save_segmenter
-from drasclr.errors import InputError
-from drasclr.io import write_image
 from synthetic import synthetic_chest
 
 TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from drasclr import labels
+from drasclr.core import labels
+from drasclr.core.errors import InputError
+from drasclr.core.image import CTImage
+from drasclr.core.versions import next_version_dir
 from drasclr.dense import predict
 from drasclr.dense.infer import extract_patches, lung_volume, plan_patches
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import load_segmenter, save_segmenter
 from drasclr.dense.train import fixed_patches, prepare_case, set_freeze, train_segmenter
-from drasclr.errors import InputError
-from drasclr.image import CTImage
-from drasclr.versions import next_version_dir
 from synthetic import synthetic_chest
 
 TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}
@@ -171,8 +171,8 @@ def test_patches_are_class_balanced_over_the_cohort():
 
 
 def test_bundled_demo_model_loads_and_documents_itself():
+    from drasclr.core.versions import DEMO_MODEL, default_model
     from drasclr.dense.infer import card_class_weights
-    from drasclr.versions import DEMO_MODEL, default_model
 
     assert default_model() == DEMO_MODEL or "DRASCLR_MODEL" in __import__("os").environ
     size = sum(p.stat().st_size for p in DEMO_MODEL.iterdir())
@@ -248,7 +248,7 @@ def test_mirror_augmentation_flips_patch_target_and_location_together():
 
 
 def test_model_names_resolve_to_bundled_then_user_models_and_paths_win(tmp_path, monkeypatch):
-    from drasclr.versions import PACKAGE_MODELS, REFERENCE_MODEL, resolve_model
+    from drasclr.core.versions import PACKAGE_MODELS, REFERENCE_MODEL, resolve_model
 
     monkeypatch.setenv("DRASCLR_MODELS", str(tmp_path / "user"))
     monkeypatch.chdir(tmp_path)

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
+from drasclr.anatomy.lungs import segment_lungs
+from drasclr.core.io import read_ct
 from drasclr.dense import predict
 from drasclr.dense.fused import ENV, fuse_for_inference
 from drasclr.dense.infer import card_class_weights, run_batched, runner_for
 from drasclr.dense.locate import locator_for
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import DEMO_MODEL, load_segmenter
-from drasclr.io import read_ct
-from drasclr.lungs import segment_lungs
-from drasclr.phantom.cohort import demo_paths
+from drasclr.research.phantom.cohort import demo_paths
 from realdata import real_ct_path
 
 TINY = {"channels": [4, 4, 6, 8, 8, 8, 8], "num_experts": 3, "in_channels": 1}

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from drasclr import labels
+from drasclr.core import labels
+from drasclr.core.image import CTImage
 from drasclr.dense.density import DensityVeto, local_low_attenuation
-from drasclr.image import CTImage
 
 
 def _lung_with_a_bulla():
@@ -65,10 +65,10 @@ def test_the_card_decides_unless_told():
 def test_analyze_applies_the_cards_rule_and_records_it(tmp_path):
     import torch
 
-    from drasclr.analyze import analyze, write_analysis
+    from drasclr.analysis.analyze import analyze, write_analysis
+    from drasclr.analysis.loaded_model import LoadedModel
+    from drasclr.core.settings import AnalysisSettings
     from drasclr.dense.segmenter import SubtypeSegmenter
-    from drasclr.loaded_model import LoadedModel
-    from drasclr.settings import AnalysisSettings
     from synthetic import synthetic_chest
 
     torch.manual_seed(0)

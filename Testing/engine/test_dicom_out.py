@@ -14,8 +14,8 @@ import SimpleITK as sitk
 
 from dicom_checks import assert_regions_equal, assert_sr_equals_csv, source_order
 from dicom_writer import write_dicom_series
-from drasclr import labels
-from drasclr.io import read_image
+from drasclr.core import labels
+from drasclr.core.io import read_image
 
 hd = pytest.importorskip("highdicom", reason="highdicom not installed (pip install '.[dicom]')")
 DEMO_CT = Path(__file__).resolve().parents[2] / "DrasCLRSlicer" / "drasclr" / "data" / "demo_ct.nii.gz"
@@ -101,12 +101,12 @@ def test_nifti_input_with_dicom_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_sr_records_the_hu_calibration_only_where_applied(case):
+    from drasclr.analysis.stats import read_csv
+    from drasclr.core.io import read_ct
     from drasclr.dicom.codes import CALIBRATION
     from drasclr.dicom.identity import Algorithm
     from drasclr.dicom.source import source_slices
     from drasclr.dicom.sr import measurement_report
-    from drasclr.io import read_ct
-    from drasclr.stats import read_csv
 
     source = source_slices(case["series"], read_ct(case["series"]))
     seg = hd.seg.segread(case["dicom"] / "seg_regions.dcm")

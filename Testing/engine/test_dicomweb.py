@@ -14,7 +14,7 @@ import pytest
 import orthanc_server
 from dicom_checks import assert_regions_equal, assert_sr_equals_csv, source_order
 from dicom_writer import write_dicom_series
-from drasclr.io import read_image
+from drasclr.core.io import read_image
 
 pytest.importorskip("highdicom", reason="highdicom not installed (pip install '.[dicom]')")
 dicomweb_client = pytest.importorskip("dicomweb_client", reason="dicomweb-client not installed")

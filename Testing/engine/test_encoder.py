@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from drasclr.errors import InputError
+from drasclr.core.errors import InputError
 from drasclr.model import DrasCLREncoder, PlainEncoder, ProjectionHead, load_model, read_card, save_model
 
 TINY = (2, 2, 4, 4, 8, 8, 8)

@@ -9,8 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from drasclr.errors import InputError
-from drasclr.evaluate import (
+from drasclr.analysis.stats import region_stats, write_csv
+from drasclr.core.errors import InputError
+from drasclr.core.image import CTImage
+from drasclr.core.io import read_image, write_image
+from drasclr.research.evaluate import (
     confusion_matrix,
     dice_from_confusion,
     dice_per_class,
@@ -19,9 +22,6 @@ from drasclr.evaluate import (
     format_report,
     laa950_by_region,
 )
-from drasclr.image import CTImage
-from drasclr.io import read_image, write_image
-from drasclr.stats import region_stats, write_csv
 
 
 def run_cli(*args):

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from drasclr import labels
+from drasclr.core import labels
+from drasclr.core.distributed import state_digest
+from drasclr.core.errors import InputError
 from drasclr.dense.checkpoint import TrainingPaused
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import save_segmenter
 from drasclr.dense.train import fixed_patches, prepare_case, train_segmenter
-from drasclr.distributed import state_digest
-from drasclr.errors import InputError
 from drasclr.model import read_card
 from synthetic import synthetic_chest, synthetic_cohort
 

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from drasclr.cli import main
+from drasclr.core.io import read_image
 from drasclr.followup import changemap, measure
 from drasclr.followup.register import register_lungs
 from drasclr.followup.truth import score
-from drasclr.io import read_image
-from drasclr.phantom import PhantomOptions
-from drasclr.phantom.followup import FollowupOptions, generate_series, write_series
+from drasclr.research.phantom import PhantomOptions
+from drasclr.research.phantom.followup import FollowupOptions, generate_series, write_series
 
 SMALL = PhantomOptions(size=(112, 112, 56), spacing=2.6, thickness=4.0, kernel="soft", noise=15.0, vessel_points=400,
                        subtypes=("cle", "pse", "ple"), severity=0.3)

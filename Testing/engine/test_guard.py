@@ -1,4 +1,5 @@
-"""Resolution guard (drasclr.guard): voxel size vs the model card's validated range; flagged in stats.json, the
+"""Resolution guard (drasclr.checks.resolution): voxel size vs the model card's validated range; flagged in
+stats.json, the
 report and the logic's warnings, refused with --strict; and the scanner calibration end to end through the CLI."""
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import sys
 import numpy as np
 import pytest
 
-from drasclr import guard
+from drasclr.checks import resolution as guard
+from drasclr.core.errors import InputError
+from drasclr.core.image import CTImage
+from drasclr.core.io import read_ct, write_image
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.store import DEMO_MODEL, save_segmenter
-from drasclr.errors import InputError
-from drasclr.image import CTImage
-from drasclr.io import read_ct, write_image
 from drasclr.model import read_card
-from drasclr.phantom import PhantomOptions, generate_case
+from drasclr.research.phantom import PhantomOptions, generate_case
 from realdata import real_ct_path
 from synthetic import synthetic_chest
 
@@ -168,8 +169,8 @@ def test_miscalibrated_phantom_through_the_cli(tmp_path):
     page = (tmp_path / "off" / "report.html").read_text()
     assert "Scanner calibration" in page and "+75 HU subtracted" in page
     # the correction is shown and the numbers of the scan as read are written beside the corrected ones
-    from drasclr.calibration import UNCORRECTED_COLUMNS
-    from drasclr.stats import COLUMNS, read_csv
+    from drasclr.analysis.stats import COLUMNS, read_csv
+    from drasclr.checks.hu_calibration import UNCORRECTED_COLUMNS
 
     header = (tmp_path / "off" / "stats.csv").read_text().splitlines()[0].split(",")
     assert header == [*COLUMNS, *UNCORRECTED_COLUMNS] and docs["off"]["columns"] == header

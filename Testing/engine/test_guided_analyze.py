@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from drasclr.analyze import analyze, write_analysis
+from drasclr.analysis.analyze import analyze, write_analysis
+from drasclr.analysis.loaded_model import LoadedModel
+from drasclr.analysis.review import read_review
+from drasclr.analysis.stats import COLUMNS, UNCERTAINTY_COLUMN, read_json
+from drasclr.core.io import read_image
+from drasclr.core.settings import AnalysisSettings
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.uncertainty import SCALE
-from drasclr.io import read_image
-from drasclr.loaded_model import LoadedModel
-from drasclr.review import read_review
-from drasclr.settings import AnalysisSettings
-from drasclr.stats import COLUMNS, UNCERTAINTY_COLUMN, read_json
 from synthetic import synthetic_chest
 
 TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}

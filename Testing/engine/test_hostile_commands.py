@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drasclr.errors import InputError
-from drasclr.image import CTImage
-from drasclr.io import write_image
+from drasclr.core.errors import InputError
+from drasclr.core.image import CTImage
+from drasclr.core.io import write_image
 from hostile import leftovers, refused, run, small_chest, truncated, write_chest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -231,7 +231,7 @@ def test_evaluate_and_outcome_bad_inputs(tmp_path, capsys):
 
 
 def test_cox_fit_that_does_not_converge_is_an_input_error():
-    from drasclr.outcome import fit_cox
+    from drasclr.research.outcome import fit_cox
 
     x = np.stack([np.arange(8.0), 2 * np.arange(8.0)], axis=1)  # collinear
     with pytest.raises(InputError, match="did not converge"):
@@ -317,7 +317,8 @@ def _wait_for(pred, proc, timeout=120.0):
 
 
 def test_sigterm_removes_the_staged_folder(tmp_path):
-    code = ("import sys, time; from drasclr.outputs import staged_dir, terminate_on_signals; terminate_on_signals(); "
+    code = ("import sys, time; from drasclr.core.outputs import staged_dir, terminate_on_signals; "
+            "terminate_on_signals(); "
             "t = staged_dir(sys.argv[1]); d = t.__enter__(); (d / 'half.txt').write_text('x')\n"
             "try:\n    print('staged', flush=True)\n    time.sleep(60)\n"
             "except BaseException:\n    t.__exit__(*sys.exc_info()); print('cleaned'); sys.exit(143)")

@@ -20,8 +20,8 @@ import pytest
 import SimpleITK as sitk
 
 from dicom_writer import write_dicom_series
-from drasclr.image import CTImage
-from drasclr.io import read_ct, write_image
+from drasclr.core.image import CTImage
+from drasclr.core.io import read_ct, write_image
 from hostile import (
     abdomen,
     header_only_mha,
@@ -118,7 +118,7 @@ def test_bad_files_are_refused_before_any_work(tmp_path, capsys):
 
 def test_lung_plausibility_keeps_real_looking_chests(tmp_path):
     """The checks that refuse gas pockets accept the small synthetic chest (and real CTs: test_lungs)."""
-    from drasclr.lungs import segment_lungs
+    from drasclr.anatomy.lungs import segment_lungs
 
     lungs = segment_lungs(small_chest())
     assert set(np.unique(lungs.array)) == {0, 1, 2}
@@ -313,8 +313,8 @@ def test_gzip_check_reads_the_whole_stream(tmp_path):
 def test_final_move_that_fails_cleans_up(tmp_path):
     """Another program creates the destination while we stage: the move is refused, our temporary folder is
     removed and the other program's files are untouched."""
-    from drasclr.errors import InputError
-    from drasclr.outputs import claimed_output, staged_dir
+    from drasclr.core.errors import InputError
+    from drasclr.core.outputs import claimed_output, staged_dir
 
     target = tmp_path / "deep" / "er" / "out"
     with pytest.raises(InputError, match="appeared"):
@@ -334,9 +334,9 @@ def test_final_move_that_fails_cleans_up(tmp_path):
 def test_memory_estimate_of_an_analysis_applies_to_the_ct_not_to_the_atlas_or_labelmaps(monkeypatch):
     """Under memory pressure the CT to analyse is refused up front, but reading the 2 mm atlas (4 M voxels)
     inside an analysis is not refused as if it were a second CT to analyse (it was, on a busy machine)."""
-    from drasclr.atlas import ATLAS_FILE
-    from drasclr.errors import InputError
-    from drasclr.io import read_image
+    from drasclr.anatomy.atlas import ATLAS_FILE
+    from drasclr.core.errors import InputError
+    from drasclr.core.io import read_image
 
     monkeypatch.setenv("DRASCLR_MAX_MEMORY_GB", "0.4")
     with pytest.raises(InputError, match="memory"):

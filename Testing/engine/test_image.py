@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from drasclr.image import CTImage, resample_isotropic, resample_to
+from drasclr.core.image import CTImage, resample_isotropic, resample_to
 
 
 def oblique_image():

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from dicom_writer import write_dicom_series
-from drasclr.errors import InputError
-from drasclr.image import CTImage
-from drasclr.io import check_hounsfield, read_ct, read_image, write_image
+from drasclr.core.errors import InputError
+from drasclr.core.image import CTImage
+from drasclr.core.io import check_hounsfield, read_ct, read_image, write_image
 from synthetic import synthetic_chest
 
 

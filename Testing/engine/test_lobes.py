@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drasclr import labels
-from drasclr.atlas import shape
-from drasclr.errors import InputError
-from drasclr.lobes import estimate_lobes
-from drasclr.lobes.checks import lobe_problems, make_connected
-from drasclr.lobes.metrics import dice_per_lobe, fissure_distances, fissure_surface
-from drasclr.lobes.source import choose_regions
-from drasclr.lungs import segment_lungs
+from drasclr.anatomy.atlas import shape
+from drasclr.anatomy.lobes import estimate_lobes
+from drasclr.anatomy.lobes.checks import lobe_problems, make_connected
+from drasclr.anatomy.lobes.metrics import dice_per_lobe, fissure_distances, fissure_surface
+from drasclr.anatomy.lobes.source import choose_regions
+from drasclr.anatomy.lungs import segment_lungs
+from drasclr.core import labels
+from drasclr.core.errors import InputError
 
 SHIFT = {"oblique_left": -14.0, "oblique_right": 12.0, "horizontal": -12.0}  # mm away from the atlas fissures
 
@@ -126,7 +126,7 @@ def test_a_user_lobe_file_always_wins_and_zones_on_request(chest, estimates):
     np.testing.assert_array_equal(user.image.array, np.where(lungs.array > 0, truth.array, 0))
     zones = choose_regions(ct, lungs, regions="zones")
     assert zones.source == "zones" and set(np.unique(zones.image.array)) == {0, *labels.ZONES}
-    from drasclr.adapters import lungmask_adapter
+    from drasclr.anatomy.adapters import lungmask_adapter
 
     if not lungmask_adapter.available():
         with pytest.raises(InputError, match="lungmask is not installed"):
@@ -139,7 +139,7 @@ def test_a_user_lobe_file_always_wins_and_zones_on_request(chest, estimates):
 
 @pytest.mark.real
 def test_lobes_on_a_real_ct(real_ct_dir):
-    from drasclr.io import read_ct
+    from drasclr.core.io import read_ct
 
     ct = read_ct(real_ct_dir / "lidc_idri_0001.nii.gz")
     lungs = segment_lungs(ct)

@@ -1,4 +1,4 @@
-"""The fissure plane search (drasclr.lobes.relabel.fit_plane_offset): a faint tilted sheet far from the atlas's
+"""The fissure plane search (drasclr.anatomy.lobes.relabel.fit_plane_offset): a faint tilted sheet far from the atlas's
 guess is found, a lung without one keeps the guess, and no candidate may leave a lobe almost empty."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import importlib
 import numpy as np
 import pytest
 
-from drasclr.lobes.fissures import sheet_evidence
+from drasclr.anatomy.lobes.fissures import sheet_evidence
 
-relabel = importlib.import_module("drasclr.lobes.relabel")  # the module (the package exports the function too)
+relabel = importlib.import_module("drasclr.anatomy.lobes.relabel")  # the module (the package exports the function too)
 
 SPACING = 1.5
 SHAPE = (80, 64, 48)  # (Z superior-first, Y, X) on the 1.5 mm working grid

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from drasclr import labels
-from drasclr.atlas.shape import canonical_lobes, lungs_from_lobes, synthetic_ct
-from drasclr.errors import InputError
-from drasclr.image import CTImage
-from drasclr.io import read_ct
-from drasclr.lungs import segment_lungs
+from drasclr.anatomy.atlas.shape import canonical_lobes, lungs_from_lobes, synthetic_ct
+from drasclr.anatomy.lungs import segment_lungs
+from drasclr.core import labels
+from drasclr.core.errors import InputError
+from drasclr.core.image import CTImage
+from drasclr.core.io import read_ct
 from realdata import REAL_CTS, real_ct_path
 
 
@@ -114,7 +114,7 @@ def test_no_lungs_is_refused():
 
 
 def test_phantom_case_dice():
-    phantom = pytest.importorskip("drasclr.phantom")
+    phantom = pytest.importorskip("drasclr.research.phantom")
     case = phantom.generate_case(seed=5, index=1, size=(128, 128, None), thickness=5.0)
     lungs = segment_lungs(case.ct)
     truth = case.regions.array

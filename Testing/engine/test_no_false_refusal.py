@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drasclr import calibration as C
-from drasclr.guard import check_resolution
-from drasclr.io import check_hounsfield, read_ct, write_image
-from drasclr.lungs import segment_lung_slices, segment_lungs
-from drasclr.validate import check_image_file
+from drasclr.anatomy.lungs import segment_lung_slices, segment_lungs
+from drasclr.checks import hu_calibration as C
+from drasclr.checks.input_files import check_image_file
+from drasclr.checks.resolution import check_resolution
+from drasclr.core.io import check_hounsfield, read_ct, write_image
 from realdata import REAL_CTS, real_ct_path
 
 ALL_REAL = REAL_CTS + ["copdgene_10002K_ct64"]
@@ -68,7 +68,7 @@ def test_a_real_slice_without_lung_is_still_refused(real):
     if not below:
         pytest.skip(f"{name}: every slice holds lung")
     one = ct.crop((below[0], 0, 0), (below[0] + 1, *ct.array.shape[1:]))
-    from drasclr.errors import InputError
+    from drasclr.core.errors import InputError
 
     with pytest.raises(InputError):
         segment_lung_slices(one)

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from drasclr.outcome import FeatureMap, cross_validate, fit, fit_model, load_cohort, load_outcome_model
-from drasclr.stats import COLUMNS, write_csv
+from drasclr.analysis.stats import COLUMNS, write_csv
+from drasclr.research.outcome import FeatureMap, cross_validate, fit, fit_model, load_cohort, load_outcome_model
 
 
 def run_cli(*args):

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from drasclr import labels
-from drasclr.io import read_image
-from drasclr.phantom import PhantomOptions, demo_case, demo_paths, generate_case, write_case
-from drasclr.phantom.outcomes import outcomes
+from drasclr.core import labels
+from drasclr.core.io import read_image
+from drasclr.research.phantom import PhantomOptions, demo_case, demo_paths, generate_case, write_case
+from drasclr.research.phantom.outcomes import outcomes
 
 # these tests check generator version 1's physics (pinned; version 2 is tested in test_phantom_v2.py)
 SMALL = PhantomOptions(size=(96, 96, 72), spacing=3.4, thickness=3.6, kernel="soft", noise=15.0, vessel_points=500,

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from drasclr import labels
-from drasclr.errors import InputError
-from drasclr.io import read_image
-from drasclr.phantom import PhantomOptions, generate_case
-from drasclr.phantom.case import _plan, case_rngs
+from drasclr.core import labels
+from drasclr.core.errors import InputError
+from drasclr.core.io import read_image
+from drasclr.research.phantom import PhantomOptions, generate_case
+from drasclr.research.phantom.case import _plan, case_rngs
 
 REPO = Path(__file__).resolve().parents[2]
 # small, fast version-2 case with all three subtypes (a coarse grid: the physics, not the resolution, is tested)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from drasclr import labels
-from drasclr.phantom import PhantomOptions, generate_case
+from drasclr.core import labels
+from drasclr.research.phantom import PhantomOptions, generate_case
 
 SICK = PhantomOptions(size=(160, 160, 72), spacing=2.0, thickness=3.0, kernel="soft", noise=20.0,
                       subtypes=("cle", "pse", "ple"), severity=0.8, vessel_points=500)

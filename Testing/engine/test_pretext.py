@@ -11,8 +11,8 @@ import torch
 
 from drasclr.cli import main as cli_main
 from drasclr.cli.finetune import load_pretrained_encoder
+from drasclr.core.errors import InputError
 from drasclr.dense.segmenter import SubtypeSegmenter
-from drasclr.errors import InputError
 from drasclr.model import PlainEncoder, load_model, save_model
 from drasclr.pretrain.augment import normalise_hu
 from drasclr.pretrain.toy import write_toy_cohort

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from drasclr.cli import main as cli_main
-from drasclr.errors import InputError
+from drasclr.core.errors import InputError
 from drasclr.model import DrasCLREncoder, load_model
 from drasclr.pretrain import DrasCLRObjective, PretrainConfig, pretrain
 from drasclr.pretrain.toy import write_toy_cohort

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from drasclr.errors import InputError
+from drasclr.core.errors import InputError
 from drasclr.pretrain import (
     LocationBatchSampler,
     PatchAugment,
@@ -33,7 +33,7 @@ def cache(cohort, tmp_path_factory):
 
 
 def test_cache_holds_the_ct_at_each_corner_with_labels(cohort, cache):
-    from drasclr.io import read_ct
+    from drasclr.core.io import read_ct
 
     n, n_loc = cache.n_subjects, cache.n_locations
     assert n == 6 and n_loc >= 3 and cache.patches.shape == (n, n_loc, 32, 32, 32)
@@ -76,8 +76,8 @@ def test_bad_data_folders_raise_one_clear_error_and_write_nothing(tmp_path, coho
     # a case whose lung mask is empty
     import shutil
 
-    from drasclr.image import CTImage
-    from drasclr.io import read_image, write_image
+    from drasclr.core.image import CTImage
+    from drasclr.core.io import read_image, write_image
 
     nolung = tmp_path / "nolung"
     shutil.copytree(cohort / "case_000", nolung / "case_000")

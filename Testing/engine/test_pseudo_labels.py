@@ -8,17 +8,17 @@ import json
 import numpy as np
 import torch
 
-from drasclr import labels
+from drasclr.core import labels
+from drasclr.core.image import CTImage
+from drasclr.core.io import read_ct, read_image, write_image
 from drasclr.dense.cohort import disease_burden
 from drasclr.dense.pseudo import is_pseudo, pseudo_label, sample_weight, write_pseudo_case
 from drasclr.dense.recipe import CohortRecipe, train_cohort
 from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.train import TrainCase, sample_batch
-from drasclr.image import CTImage
-from drasclr.io import read_ct, read_image, write_image
 from drasclr.model import read_card
-from drasclr.phantom import demo_paths
 from drasclr.reference.predict import UNSURE
+from drasclr.research.phantom import demo_paths
 from synthetic import synthetic_chest
 
 DEMO_CT = demo_paths()["ct"]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from drasclr import labels
-from drasclr.errors import InputError
-from drasclr.lungs import segment_lung_slices, segment_lungs
+from drasclr.anatomy.lungs import segment_lung_slices, segment_lungs
+from drasclr.core import labels
+from drasclr.core.errors import InputError
 from drasclr.reference.features import HistogramSpec, patch_features, window_counts
 from drasclr.reference.knn import LocalHistogramKNN
 from drasclr.reference.predict import predict_subtypes, window_pixels
@@ -144,7 +144,7 @@ def test_single_slice_lung_mask_matches_the_truth():
 
 
 def test_single_slice_lung_mask_agrees_with_the_3d_mask_on_a_real_ct(real_ct_dir):
-    from drasclr.io import read_ct
+    from drasclr.core.io import read_ct
 
     ct = read_ct(real_ct_dir / "lidc_idri_0001.nii.gz")
     z = 66
@@ -175,8 +175,8 @@ def test_cross_validated_accuracy_on_the_real_patches():
 
 
 def test_a_single_slice_is_refused_by_the_3d_model_path_but_densitometry_runs():
-    from drasclr.analyze import analyze
-    from drasclr.loaded_model import LoadedModel
+    from drasclr.analysis.analyze import analyze
+    from drasclr.analysis.loaded_model import LoadedModel
 
     ct, truth = chest_slice(seed=9, size=256)
     with pytest.raises(InputError, match="cip-lh"):
@@ -205,7 +205,7 @@ def test_the_build_script_rebuilds_the_shipped_parameters(tmp_path):
 def test_map_on_a_real_ct_slab(shipped, real_ct_dir):
     """30 slices of LIDC-IDRI-0001 (no emphysema truth; lung median -874 HU, LAA-950 2.6 %): every lung voxel gets
     a subtype, nothing outside; the scan reads mostly normal and almost no panlobular emphysema."""
-    from drasclr.io import read_ct
+    from drasclr.core.io import read_ct
 
     clf, _, _ = shipped
     ct = read_ct(real_ct_dir / "lidc_idri_0001.nii.gz")

@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import SimpleITK as sitk
 
-from drasclr import labels
-from drasclr.image import CTImage
-from drasclr.io import read_ct, read_image, write_image
-from drasclr.stats import COLUMNS
+from drasclr.analysis.stats import COLUMNS
+from drasclr.core import labels
+from drasclr.core.image import CTImage
+from drasclr.core.io import read_ct, read_image, write_image
 from reference_synthetic import chest_slice
 
 

@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 
+from drasclr.core.versions import PACKAGE_MODELS, resolve_model
 from drasclr.reference.features import HistogramSpec, patch_features
 from drasclr.reference.perturb import add_noise, noise_sd, perturb, sharpen
 from drasclr.reference.predict import predict_subtypes
 from drasclr.reference.store import load_reference
 from drasclr.reference.validate import cross_validate
-from drasclr.versions import PACKAGE_MODELS, resolve_model
 from realdata import REAL_DIR
 from reference_synthetic import chest_slice
 

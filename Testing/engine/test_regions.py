@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from drasclr import labels
-from drasclr.atlas.shape import canonical_lobes, lungs_from_lobes, synthetic_ct
-from drasclr.errors import InputError
-from drasclr.image import CTImage, resample_to
-from drasclr.io import read_image, write_image
-from drasclr.regions import detect_lobe_convention, lobes_to_ltrc, lung_side_masks, read_lobes, zones_from_lungs
+from drasclr.anatomy.atlas.shape import canonical_lobes, lungs_from_lobes, synthetic_ct
+from drasclr.anatomy.regions import detect_lobe_convention, lobes_to_ltrc, lung_side_masks, read_lobes, zones_from_lungs
+from drasclr.core import labels
+from drasclr.core.errors import InputError
+from drasclr.core.image import CTImage, resample_to
+from drasclr.core.io import read_image, write_image
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drasclr import labels
-from drasclr.adapters import is_installed, lungmask_adapter, totalseg_adapter
-from drasclr.errors import InputError
-from drasclr.image import CTImage
+from drasclr.anatomy.adapters import is_installed, lungmask_adapter, totalseg_adapter
+from drasclr.core import labels
+from drasclr.core.errors import InputError
+from drasclr.core.image import CTImage
 
 
 def test_absent_packages_give_a_clear_error():
@@ -25,8 +25,8 @@ def test_absent_packages_give_a_clear_error():
 
 def assert_real_lobes(lobes: CTImage, ct: CTImage) -> None:
     """All five LTRC lobes, on the CT's grid, overlapping our lung mask, left lobes in the left lung."""
-    from drasclr.lobes.checks import SIDE_OF_LOBE
-    from drasclr.lungs import segment_lungs
+    from drasclr.anatomy.lobes.checks import SIDE_OF_LOBE
+    from drasclr.anatomy.lungs import segment_lungs
 
     assert lobes.same_grid(ct) and lobes.array.dtype == np.uint8
     values = set(np.unique(lobes.array).tolist())
@@ -43,7 +43,7 @@ def assert_real_lobes(lobes: CTImage, ct: CTImage) -> None:
 
 
 def _real_ct():
-    from drasclr.io import read_ct
+    from drasclr.core.io import read_ct
     from realdata import real_ct_path
 
     return read_ct(real_ct_path("lidc_idri_0001"))
@@ -78,7 +78,7 @@ def test_totalsegmentator_on_real_ct():
 
 def test_the_real_lobes_check_can_fail():
     """The check the adapters' tests use refuses an all-zero map and a map with the lungs swapped."""
-    from drasclr.atlas.shape import canonical_lobes, synthetic_ct
+    from drasclr.anatomy.atlas.shape import canonical_lobes, synthetic_ct
 
     lobes = canonical_lobes(4.0)
     ct = synthetic_ct(lobes, seed=1)

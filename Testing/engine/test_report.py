@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from matplotlib.colors import rgb_to_hsv
 
-from drasclr import labels
-from drasclr.image import CTImage
-from drasclr.regions import zones_from_lungs
-from drasclr.report import LAA_COLOR, SUBTYPE_COLORS, overlay_png, write_report
-from drasclr.stats import region_stats
+from drasclr.analysis.report import LAA_COLOR, SUBTYPE_COLORS, overlay_png, write_report
+from drasclr.analysis.stats import region_stats
+from drasclr.anatomy.regions import zones_from_lungs
+from drasclr.core import labels
+from drasclr.core.image import CTImage
 from synthetic import synthetic_chest
 
 
@@ -114,8 +114,8 @@ def test_without_subtypes_the_report_shows_laa950(tmp_path):
 
 @pytest.mark.real
 def test_report_of_a_real_ct(real_ct_dir, tmp_path):
-    from drasclr.analyze import analyze
-    from drasclr.io import read_ct
+    from drasclr.analysis.analyze import analyze
+    from drasclr.core.io import read_ct
 
     ct = read_ct(real_ct_dir / "lidc_idri_0001.nii.gz")
     result = analyze(ct)

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from drasclr.cli import build_parser
-from drasclr.errors import InputError
-from drasclr.settings import AnalysisSettings, add_arguments, fields, shell_options
+from drasclr.core.errors import InputError
+from drasclr.core.settings import AnalysisSettings, add_arguments, fields, shell_options
 
 
 def parsed(*argv: str) -> AnalysisSettings:
@@ -73,7 +73,7 @@ def test_panels_offer_every_user_setting_with_its_choices():
 
 def test_a_new_field_reaches_the_parser_without_other_code():
     """Adding an option is one field: the parser and the child's flags follow from its metadata."""
-    from drasclr import settings as module
+    from drasclr.core import settings as module
 
     @dataclasses.dataclass(frozen=True)
     class Extended(AnalysisSettings):

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from drasclr import labels
+from drasclr.analysis.review import build_queue, read_review, write_review
+from drasclr.core import labels
+from drasclr.core.image import CTImage
 from drasclr.dense.predict import ProbabilityMap
 from drasclr.dense.uncertainty import SCALE, measures_from_probabilities, region_mean_uncertainty, voxel_uncertainty
-from drasclr.image import CTImage
-from drasclr.review import build_queue, read_review, write_review
 
 
 def test_measures_of_certain_and_uniform_voxels():

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from drasclr import labels
-from drasclr.image import CTImage
-from drasclr.regions import zones_from_lungs
+from drasclr.anatomy.regions import zones_from_lungs
+from drasclr.core import labels
+from drasclr.core.image import CTImage
 
 
 @pytest.mark.parametrize("z_dir", [1.0, -1.0])

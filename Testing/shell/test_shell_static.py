@@ -143,7 +143,7 @@ def test_shell_logic_delegates_to_existing_bridge_methods(shell_tree):
 def test_panel_settings_fields_are_analysis_settings(shell_tree):
     """Every analysis option the panel shows is an AnalysisSettings field under its camelCase name, and every
     value its widget can hold becomes a valid setting (what ``DrasCLRSlicerLogic.analysisSettings`` builds)."""
-    from drasclr.settings import AnalysisSettings, camel, shell_options
+    from drasclr.core.settings import AnalysisSettings, camel, shell_options
 
     fields = parameter_fields(shell_tree)
     options = {camel(o["name"]): o for o in shell_options()}

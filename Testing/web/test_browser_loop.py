@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from web_support import WebServer
 
-from drasclr.versions import DEMO_MODEL, split_version
+from drasclr.core.versions import DEMO_MODEL, split_version
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ def test_compare_with_prior_shows_change_map(tmp_path):
     pytest.importorskip("trame_slicer", reason="trame-slicer is not installed (pip install '.[web]')")
     from trame.app import get_server
 
-    from drasclr.phantom import PhantomOptions
-    from drasclr.phantom.followup import FollowupOptions, write_series
+    from drasclr.research.phantom import PhantomOptions
+    from drasclr.research.phantom.followup import FollowupOptions, write_series
     from DrasCLRSlicerLib.segmentations import segment_names
     from DrasCLRSlicerWeb import followup_panel
     from DrasCLRSlicerWeb.server import create_app

@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("trame", reason="the web shell needs trame (pip install '.[web]')")
 
-from drasclr.errors import InputError  # noqa: E402
-from drasclr.settings import AnalysisSettings, shell_options  # noqa: E402
+from drasclr.core.errors import InputError  # noqa: E402
+from drasclr.core.settings import AnalysisSettings, shell_options  # noqa: E402
 from DrasCLRSlicerWeb import settings_panel  # noqa: E402
 
 

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from .. import __version__
-from ..errors import InputError
+from ..core.errors import InputError
 
 SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
 DOCS = Path(__file__).resolve().parent / "README.bundle.md"
@@ -123,11 +123,11 @@ def export_bundle(model: str | None, out: str | Path) -> Path:
     import torch
     from safetensors.torch import load_file
 
+    from ..core.outputs import staged_dir
+    from ..core.versions import default_model, resolve_model
     from ..dense.segmenter import SubtypeSegmenter
     from ..model import read_card
     from ..model.checkpoint import card_path
-    from ..outputs import staged_dir
-    from ..versions import default_model, resolve_model
 
     path = resolve_model(model) if model else default_model()
     if not path.exists():

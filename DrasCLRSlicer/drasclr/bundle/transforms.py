@@ -1,6 +1,6 @@
 """MONAI dictionary transforms of the bundle's ``configs/inference.json``: the same steps as ``drasclr analyze``.
 
-data dict keys: ``image`` (path, then a :class:`drasclr.image.CTImage` in HU, LPS), ``lungs`` (lung labelmap),
+data dict keys: ``image`` (path, then a :class:`drasclr.core.image.CTImage` in HU, LPS), ``lungs`` (lung labelmap),
 ``locator`` (LPS patch centres ``(N, 3)`` -> normalised atlas locations ``(N, 3)`` z, y, x: the network's
 anatomical-location input), ``pred`` (subtype labelmap 0-4), ``pred_path`` (the written file).
 """
@@ -14,10 +14,10 @@ from monai.transforms import MapTransform, Transform
 
 
 class LoadCTd(MapTransform):
-    """Read a CT file or DICOM series folder (``drasclr.io.read_ct``: HU check, DICOM slice order)."""
+    """Read a CT file or DICOM series folder (``drasclr.core.io.read_ct``: HU check, DICOM slice order)."""
 
     def __call__(self, data):
-        from ..io import image_stem, read_ct
+        from ..core.io import image_stem, read_ct
 
         d = dict(data)
         for key in self.key_iterator(d):
@@ -34,8 +34,8 @@ class LungMaskd(MapTransform):
         self.hu_calibration = hu_calibration
 
     def __call__(self, data):
-        from ..calibration import calibrate_and_segment
-        from ..lungs import segment_lung_slices
+        from ..anatomy.lungs import segment_lung_slices
+        from ..checks.hu_calibration import calibrate_and_segment
 
         d = dict(data)
         for key in self.key_iterator(d):
@@ -49,8 +49,8 @@ class AtlasLocatord(MapTransform):
     """Affine registration of the lung mask to the bundled atlas: the anatomical-location input of the network."""
 
     def __call__(self, data):
+        from ..anatomy.registration import register_to_atlas
         from ..dense.locate import locator_for
-        from ..registration import register_to_atlas
 
         d = dict(data)
         for key in self.key_iterator(d):
@@ -101,7 +101,7 @@ class SaveSubtypesd(Transform):
         self.output_dir = Path(output_dir)
 
     def __call__(self, data):
-        from ..io import write_image
+        from ..core.io import write_image
 
         d = dict(data)
         self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ import importlib
 import logging
 import sys
 
-from ..errors import InputError, Terminated
-from ..outputs import terminate_on_signals
+from ..core.errors import InputError, Terminated
+from ..core.outputs import terminate_on_signals
 
 # subcommand name -> module under drasclr.cli (imported only when used, so `drasclr --help` is fast)
 COMMANDS = {

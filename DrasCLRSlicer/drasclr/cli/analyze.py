@@ -18,9 +18,9 @@ import os
 import time
 from pathlib import Path
 
-from ..loaded_model import wants_reference
-from ..settings import AnalysisSettings
-from ..settings import add_arguments as add_settings_arguments
+from ..analysis.loaded_model import wants_reference
+from ..core.settings import AnalysisSettings
+from ..core.settings import add_arguments as add_settings_arguments
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def add_parser(sub):
 
 def _cases(src: Path) -> list[Path] | None:
     """The cases of a batch input, or None for a single CT."""
-    from ..errors import InputError
-    from ..io import find_images, is_dicom_folder
+    from ..core.errors import InputError
+    from ..core.io import find_images, is_dicom_folder
 
     if src.is_file() and src.suffix.lower() == ".txt":
         # relative paths are relative to the list's own folder (so a list travels with its cohort)
@@ -69,7 +69,7 @@ def _cases(src: Path) -> list[Path] | None:
 
 def case_names(paths: list[Path]) -> list[str]:
     """Output folder names: file stems, or parent folder names when stems repeat (``case_000/ct.nii.gz``)."""
-    from ..io import image_stem
+    from ..core.io import image_stem
 
     stems = [image_stem(p) for p in paths]
     if len(set(stems)) == len(stems):
@@ -77,14 +77,14 @@ def case_names(paths: list[Path]) -> list[str]:
     parents = [p.parent.name if p.is_file() else p.name for p in paths]
     if len(set(parents)) == len(parents):
         return parents
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     raise InputError("batch inputs have repeated names; give each case its own file or folder name")
 
 
 def _resumable(folder: Path) -> bool:
     """A batch output folder holding only finished case folders (``stats.json``) and our failure summaries."""
-    from ..outputs import is_bookkeeping
+    from ..core.outputs import is_bookkeeping
 
     for p in folder.iterdir():
         if is_bookkeeping(p.name):
@@ -98,9 +98,9 @@ def _resumable(folder: Path) -> bool:
 
 
 def run(args) -> int:
+    from ..anatomy.lobes.source import check_region_options
+    from ..core.errors import InputError
     from ..dicom.web import is_dicomweb
-    from ..errors import InputError
-    from ..lobes.source import check_region_options
 
     settings = AnalysisSettings.from_args(args)
     if is_dicomweb(args.input):  # a PACS: retrieve the series, analyze it, optionally store the results back
@@ -129,12 +129,12 @@ def run(args) -> int:
 
 def _check_resolution(settings: AnalysisSettings, ct) -> None:
     """``--strict``: refuse a scan outside the subtype model card's validated voxel sizes before the model is
-    loaded (drasclr.guard; batch cases are checked one by one inside ``analyze``)."""
+    loaded (drasclr.checks.resolution; batch cases are checked one by one inside ``analyze``)."""
     if not settings.strict or not settings.use_model or wants_reference(settings):
         return
-    from ..guard import require_resolution
+    from ..checks.resolution import require_resolution
+    from ..core.versions import resolve_model
     from ..model import read_card
-    from ..versions import resolve_model
 
     path = resolve_model(settings.model)
     if path.exists():  # a missing model is reported by the loader
@@ -143,7 +143,7 @@ def _check_resolution(settings: AnalysisSettings, ct) -> None:
 
 def _read(src: Path, settings: AnalysisSettings):
     """The CT and the seconds its reading took."""
-    from ..io import read_ct
+    from ..core.io import read_ct
 
     t0 = time.perf_counter()
     ct = read_ct(src, series_uid=settings.series, allow_uneven=settings.allow_uneven_slices,
@@ -152,16 +152,16 @@ def _read(src: Path, settings: AnalysisSettings):
 
 
 def _run_one(args, src: Path, settings: AnalysisSettings) -> int:
-    from ..analyze import analyze_file
-    from ..loaded_model import load_for_analysis
-    from ..outputs import claimed_output
-    from ..stats import format_table
+    from ..analysis.analyze import analyze_file
+    from ..analysis.loaded_model import load_for_analysis
+    from ..analysis.stats import format_table
+    from ..core.outputs import claimed_output
 
     with claimed_output(args.output, overwrite=args.overwrite):
         # every check on the inputs before the model is loaded: a bad input gives one error line, nothing else
         ct, read_s = _read(src, settings)
         if args.lobes:
-            from ..regions import read_lobes
+            from ..anatomy.regions import read_lobes
 
             read_lobes(args.lobes, ct, settings.lobes_convention)
         _check_resolution(settings, ct)
@@ -179,7 +179,7 @@ def _run_one(args, src: Path, settings: AnalysisSettings) -> int:
 
 def _log_calibration(calibration: dict | None) -> None:
     """``info:`` line on an applied HU correction (offset and its references)."""
-    from ..calibration import describe
+    from ..checks.hu_calibration import describe
 
     if describe(calibration):
         log.info("info: %s", describe(calibration))
@@ -202,11 +202,11 @@ def _dicom_writer(args, src: Path, ct):
 def _run_batch(args, cases: list[Path], settings: AnalysisSettings) -> int:
     import csv
 
-    from ..analyze import analyze_file
-    from ..errors import InputError
-    from ..loaded_model import load_for_analysis
-    from ..outputs import check_output_location, claimed_output
-    from ..progress import progress
+    from ..analysis.analyze import analyze_file
+    from ..analysis.loaded_model import load_for_analysis
+    from ..core.errors import InputError
+    from ..core.outputs import check_output_location, claimed_output
+    from ..core.progress import progress
 
     out = Path(args.output)
     check_output_location(out, overwrite=args.overwrite, resumable=_resumable)

@@ -11,8 +11,8 @@ import logging
 import time
 from pathlib import Path
 
-from ..settings import AnalysisSettings
-from ..settings import add_arguments as add_settings_arguments
+from ..core.settings import AnalysisSettings
+from ..core.settings import add_arguments as add_settings_arguments
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def add_parser(sub):
 
 
 def _check(args) -> list[Path]:
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     paths = [Path(s) for s in args.scans]
     if len(paths) < 2:
@@ -47,6 +47,9 @@ def _check(args) -> list[Path]:
 
 
 def run(args) -> int:
+    from ..analysis.loaded_model import load_for_analysis
+    from ..core.io import read_ct
+    from ..core.outputs import claimed_output, staged_dir
     from ..followup.compare import (
         analyze_timepoint,
         compare,
@@ -55,9 +58,6 @@ def run(args) -> int:
         read_landmarks,
         write_comparison,
     )
-    from ..io import read_ct
-    from ..loaded_model import load_for_analysis
-    from ..outputs import claimed_output, staged_dir
 
     paths = _check(args)
     settings = AnalysisSettings.from_args(args)

@@ -20,8 +20,8 @@ def add_parser(sub):
 def run(args) -> int:
     import contextlib
 
-    from ..evaluate import evaluate_dirs, format_report, write_outputs
-    from ..outputs import claimed_output
+    from ..core.outputs import claimed_output
+    from ..research.evaluate import evaluate_dirs, format_report, write_outputs
 
     with claimed_output(args.output, overwrite=args.overwrite) if args.output else contextlib.nullcontext():
         result = evaluate_dirs(args.pred, args.truth)

@@ -14,7 +14,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     from ..bundle.export import export_bundle
-    from ..outputs import claimed_output
+    from ..core.outputs import claimed_output
 
     with claimed_output(args.output):
         out = export_bundle(args.model, args.output)

@@ -119,9 +119,9 @@ def checked(run):
 
 def check_arguments(args) -> None:
     """Numeric options in range, input folders present: refused before any model is built or case read."""
-    from ..errors import InputError
-    from ..validate import check_range
-    from ..versions import resolve_model
+    from ..checks.input_files import check_range
+    from ..core.errors import InputError
+    from ..core.versions import resolve_model
 
     if args.mode == "cohort":
         check_range(args.steps, "--steps", lo=1, hi=10_000_000)
@@ -155,8 +155,8 @@ def _new_model_folder(args):
     """Check ``-o`` up front: a folder holding a model is never replaced; another non-empty folder needs
     ``--overwrite`` (it is set aside, removed when the new model is written and restored when the run fails); the
     folder is locked for the run (rank 0 only)."""
-    from ..errors import InputError
-    from ..outputs import claimed_output, set_aside
+    from ..core.errors import InputError
+    from ..core.outputs import claimed_output, set_aside
 
     out = Path(args.output)
     if int(os.environ.get("RANK", 0)) != 0:
@@ -169,12 +169,12 @@ def _new_model_folder(args):
 
 
 def run_cohort(args) -> int:
+    from ..core.device import pick_device
+    from ..core.errors import InputError
     from ..dense.checkpoint import TrainingPaused
     from ..dense.cohort import find_cases
     from ..dense.recipe import CohortRecipe, train_cohort
     from ..dense.store import lineage, load_segmenter
-    from ..device import pick_device
-    from ..errors import InputError
 
     out = Path(args.output)
     if out.exists():
@@ -223,7 +223,7 @@ def run_cohort(args) -> int:
 def _checkpoint_folder(args, out: Path) -> Path | None:
     """Where the resumable state goes (None: not kept); refuses a resume with nothing to resume and a fresh start
     over an earlier run's checkpoints (which it would silently discard)."""
-    from ..errors import InputError
+    from ..core.errors import InputError
     from ..pretrain.checkpoint import find_latest
 
     folder = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".checkpoints")
@@ -240,8 +240,8 @@ def _checkpoint_folder(args, out: Path) -> Path | None:
 
 def _validated_spacing(cases: list, parent_card: dict) -> dict:
     """The voxel sizes this model was trained and validated on (its cohort's, with its parent's): the resolution
-    guard of ``analyze`` flags scans outside them (drasclr.guard)."""
-    from ..guard import merge_ranges, spacing_of_file, spacing_range
+    guard of ``analyze`` flags scans outside them (drasclr.checks.resolution)."""
+    from ..checks.resolution import merge_ranges, spacing_of_file, spacing_range
 
     cohort = spacing_range([spacing_of_file(c / "ct.nii.gz") for c in cases], "training and validation cohort")
     parent = parent_card.get("validated_spacing_mm")
@@ -250,9 +250,9 @@ def _validated_spacing(cases: list, parent_card: dict) -> dict:
 
 
 def _loss_weights(text: str | None) -> tuple[float, ...]:
-    from .. import labels
+    from ..core import labels
+    from ..core.errors import InputError
     from ..dense.train import CLASS_WEIGHTS
-    from ..errors import InputError
 
     if text is None:
         return CLASS_WEIGHTS
@@ -270,8 +270,8 @@ def _new_segmenter(args):
     """A segmenter with a random decoder (the same start for every --encoder) and a pretrained or random encoder."""
     import torch
 
+    from ..core.errors import InputError
     from ..dense.segmenter import SubtypeSegmenter
-    from ..errors import InputError
 
     torch.manual_seed(args.seed)
     enc, enc_card = load_pretrained_encoder(args.encoder) if args.encoder else (None, {})
@@ -284,13 +284,13 @@ def _new_segmenter(args):
 
 
 def run_calibrate(args) -> int:
+    from ..core.device import pick_device
+    from ..core.errors import InputError
+    from ..core.progress import progress
     from ..dense.calibrate import calibrate_cases
     from ..dense.cohort import find_cases, load_case
     from ..dense.locate import locator_for
     from ..dense.store import lineage, load_segmenter, save_segmenter
-    from ..device import pick_device
-    from ..errors import InputError
-    from ..progress import progress
 
     out = Path(args.output)
     if out.exists():
@@ -320,8 +320,8 @@ def run_calibrate(args) -> int:
 def load_pretrained_encoder(path):
     """A pretrained encoder for the segmenter: a DrasCLREncoder or PlainEncoder file from ``drasclr pretrain`` (any
     method). Anything else (a subtype model, a pretext network, another architecture) is an ``InputError``."""
+    from ..core.errors import InputError
     from ..dense.segmenter import ENCODERS
-    from ..errors import InputError
     from ..model import load_model, read_card
 
     card = read_card(path)
@@ -335,9 +335,9 @@ def load_pretrained_encoder(path):
 
 
 def run_corrections(args) -> int:
+    from ..core.device import pick_device
+    from ..core.io import read_ct, read_image
     from ..dense.corrections import finetune_from_corrections
-    from ..device import pick_device
-    from ..io import read_ct, read_image
 
     ct = read_ct(args.ct)
     pred, corrected = read_image(args.prediction), read_image(args.corrected)

@@ -35,10 +35,10 @@ def add_parser(sub):
 
 
 def run_fit(args) -> int:
-    from ..errors import InputError
-    from ..outcome import fit, format_metrics
-    from ..outputs import check_output_location
-    from ..validate import check_range
+    from ..checks.input_files import check_range
+    from ..core.errors import InputError
+    from ..core.outputs import check_output_location
+    from ..research.outcome import fit, format_metrics
 
     if args.pca < 1 or args.folds < 2 or args.penalizer < 0 or args.alpha < 0:
         raise InputError("--pca must be >= 1, --folds >= 2, --penalizer and --alpha >= 0")
@@ -58,9 +58,9 @@ def run_fit(args) -> int:
 
 
 def run_predict(args) -> int:
-    from ..errors import InputError
-    from ..outcome import predict
-    from ..outputs import check_output_location
+    from ..core.errors import InputError
+    from ..core.outputs import check_output_location
+    from ..research.outcome import predict
 
     out = Path(args.output)
     if out.is_dir():

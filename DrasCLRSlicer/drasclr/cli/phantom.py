@@ -43,16 +43,16 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..errors import InputError
-    from ..phantom import PhantomOptions, write_cohort
-    from ..phantom.cohort import write_demo
+    from ..core.errors import InputError
+    from ..research.phantom import PhantomOptions, write_cohort
+    from ..research.phantom.cohort import write_demo
 
     if args.demo:
         paths = write_demo(args.output)
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
         return 0
-    from ..outputs import claimed_output, staged_dir
-    from ..validate import check_range
+    from ..checks.input_files import check_range
+    from ..core.outputs import claimed_output, staged_dir
 
     check_range(args.n, "--n", lo=1, hi=100000)
     check_range(args.workers, "--workers", lo=1, hi=1024)
@@ -77,8 +77,8 @@ def run(args) -> int:
 
 
 def _series(args, opts) -> int:
-    from ..outputs import claimed_output
-    from ..phantom.followup import FollowupOptions, write_series
+    from ..core.outputs import claimed_output
+    from ..research.phantom.followup import FollowupOptions, write_series
 
     follow = FollowupOptions(scans=args.followup, volume_change=tuple(args.volume_change) if args.volume_change
                              else None, progression=args.progression, kernel=args.followup_kernel,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 
 def add_parser(sub):
-    from ..architecture import DEFAULT_CHANNELS
-    from ..architecture import PRETRAIN_METHODS as METHODS
+    from ..core.architecture import DEFAULT_CHANNELS
+    from ..core.architecture import PRETRAIN_METHODS as METHODS
 
     p = sub.add_parser("pretrain", help="self-supervised pretraining: DrasCLR, VoCo or volume fusion (torchrun DDP)",
                        description="Pretrain the encoder. drasclr: location-conditioned local and neighbouring "
@@ -82,8 +82,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..errors import InputError
-    from ..validate import check_range
+    from ..checks.input_files import check_range
+    from ..core.errors import InputError
 
     for name in ("batch_size", "queue_size", "save_every", "log_every", "experts", "voco_grid", "voco_crops"):
         if getattr(args, name) < 1:
@@ -128,7 +128,7 @@ def _run_folder(args):
     Under torchrun only rank 0 checks, locks and removes (the other ranks write nothing there)."""
     import os
 
-    from ..outputs import claimed_output, is_nonempty_dir, set_aside
+    from ..core.outputs import claimed_output, is_nonempty_dir, set_aside
 
     if int(os.environ.get("RANK", 0)) != 0:
         yield
@@ -146,7 +146,7 @@ def _run_folder(args):
 def _only_caches(folder: Path) -> bool:
     """A run folder holding nothing but the caches an earlier start built (no checkpoint, no model): a fresh start
     may reuse it."""
-    from ..outputs import is_bookkeeping
+    from ..core.outputs import is_bookkeeping
 
     return all(is_bookkeeping(p.name) or (p.is_dir() and p.name in ("cache", "volumes")) for p in folder.iterdir())
 

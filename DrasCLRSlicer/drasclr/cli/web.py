@@ -44,7 +44,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     try:
         from DrasCLRSlicerWeb.server import serve
@@ -62,7 +62,7 @@ def add_user(args) -> int:
     import getpass
     import sys
 
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     if not args.users:
         raise InputError("--add-user needs --users FILE")

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import labels
-from ..evaluate import confusion_matrix, dice_from_confusion
-from ..image import CTImage, resample_to
+from ..core import labels
+from ..core.image import CTImage, resample_to
+from ..research.evaluate import confusion_matrix, dice_from_confusion
 from .infer import Locator
 from .predict import predict
 from .train import DISEASE

@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import InputError
+from ..core.errors import InputError
 from ..model.checkpoint import sha256_file
 from ..pretrain.checkpoint import _load_optimizer, _optimizer_tensors, checkpoint_folder, find_latest, step_name
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..image import CTImage
-from ..io import read_ct, read_image
+from ..core.errors import InputError
+from ..core.image import CTImage
+from ..core.io import read_ct, read_image
 
 
 def find_cases(folder: str | Path) -> list[Path]:

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import labels
-from ..errors import InputError
-from ..image import CTImage
-from ..versions import next_version_dir
+from ..core import labels
+from ..core.errors import InputError
+from ..core.image import CTImage
+from ..core.versions import next_version_dir
 from .infer import Locator, card_class_weights
 from .locate import locator_for
 from .predict import predict

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .. import labels
-from ..image import CTImage
+from ..core import labels
+from ..core.image import CTImage
 
 LAA_HU = -950.0
 

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from monai.data.utils import compute_importance_map
 
-from .. import labels
-from ..atlas import PATCH
-from ..errors import InputError
-from ..image import CTImage, resample_isotropic, resample_to
-from ..intensity import normalise_hu
-from ..progress import progress
+from ..anatomy.atlas import PATCH
+from ..core import labels
+from ..core.errors import InputError
+from ..core.image import CTImage, resample_isotropic, resample_to
+from ..core.intensity import normalise_hu
+from ..core.progress import progress
 from .fused import fast_path_enabled, fuse_for_inference
 from .locate import mirror_left_right
 

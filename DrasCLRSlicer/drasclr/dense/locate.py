@@ -1,8 +1,8 @@
 """Anatomical locations for patches: subject LPS patch centres -> normalised atlas coordinates in [-1, 1].
 
-The subject's lung mask is registered to the shipped atlas (affine, :mod:`drasclr.registration`); a patch
+The subject's lung mask is registered to the shipped atlas (affine, :mod:`drasclr.anatomy.registration`); a patch
 centre is mapped into the atlas and normalised exactly as the atlas location grid is
-(:func:`drasclr.coords.atlas_coordinates_points`), so dense inference, fine-tuning and pretraining all see the
+(:func:`drasclr.anatomy.coords.atlas_coordinates_points`), so dense inference, fine-tuning and pretraining all see the
 same location code for the same anatomy.
 """
 
@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..atlas import PATCH, load_atlas
-from ..coords import atlas_coordinates_points, subject_patch_corners
-from ..image import CTImage
-from ..registration import AtlasTransform, register_to_atlas
+from ..anatomy.atlas import PATCH, load_atlas
+from ..anatomy.coords import atlas_coordinates_points, subject_patch_corners
+from ..anatomy.registration import AtlasTransform, register_to_atlas
+from ..core.image import CTImage
 
 Locator = Callable[[np.ndarray], np.ndarray]
 

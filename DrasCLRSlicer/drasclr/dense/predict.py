@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..image import CTImage
+from ..core.image import CTImage
 from .infer import Locator, blend_probabilities, lung_volume
 
 

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..image import CTImage, resample_to
-from ..intensity import normalise_hu
+from ..core.image import CTImage, resample_to
+from ..core.intensity import normalise_hu
 from .infer import PATCH, Locator, extract_patches, lung_volume
 from .train import IGNORE, augment, set_freeze
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import labels
-from ..calibration import calibrate_and_segment
-from ..image import CTImage
-from ..io import image_stem, read_ct, write_image
-from ..outputs import staged_dir
+from ..checks.hu_calibration import calibrate_and_segment
+from ..core import labels
+from ..core.image import CTImage
+from ..core.io import image_stem, read_ct, write_image
+from ..core.outputs import staged_dir
 from ..reference.predict import UNSURE, predict_subtypes
 from ..reference.store import load_reference
 from .density import DensityVeto

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import distributed as D
-from ..progress import progress
+from ..core import distributed as D
+from ..core.progress import progress
 from .cohort import disease_burden, find_cases, label_mask, load_case, stratified_split
 from .locate import locator_for
 from .pseudo import case_meta

@@ -1,7 +1,7 @@
 """``SubtypeSegmenter``: the DrasCLR encoder plus a light U-Net-style decoder giving voxel logits.
 
 Input ``x`` ``(B, 1, 32, 32, 32)`` normalised HU and ``loc`` ``(B, 3)`` normalised atlas location; output
-``(B, 5, 32, 32, 32)`` logits for the classes of :mod:`drasclr.labels` (0 outside lung, 1 normal, 2 CLE,
+``(B, 5, 32, 32, 32)`` logits for the classes of :mod:`drasclr.core.labels` (0 outside lung, 1 normal, 2 CLE,
 3 PSE, 4 PLE). The decoder is plain (unconditioned) convolutions; it starts from the encoder's 2³ map, to which
 the 1³ patch representation and the location are appended as context, and climbs back through the encoder's
 skip connections at 4³, 8³, 16³ and 32³. The last decoder stage also sees the input in a lung window
@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import labels
-from ..intensity import HU_MAX, HU_MIN
+from ..core import labels
+from ..core.intensity import HU_MAX, HU_MIN
 from ..model import DrasCLREncoder, PlainEncoder, register_architecture
 from ..model.encoder import DEFAULT_CHANNELS
 
@@ -30,7 +30,7 @@ def _conv(cin: int, cout: int) -> nn.Sequential:
 
 
 def lung_window(x: torch.Tensor) -> torch.Tensor:
-    """Encoder input (HU scaled to [-1, 1] by ``drasclr.intensity.normalise_hu``) -> (HU + 900) / 100, clipped
+    """Encoder input (HU scaled to [-1, 1] by ``drasclr.core.intensity.normalise_hu``) -> (HU + 900) / 100, clipped
     to [-3, 3]: -1000 HU -> -1, -800 HU -> +1."""
     hu = (x + 1.0) * ((HU_MAX - HU_MIN) / 2.0) + HU_MIN
     return ((hu + 900.0) / 100.0).clamp(-3.0, 3.0)

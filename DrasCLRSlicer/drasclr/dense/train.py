@@ -25,11 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import distributed as D
-from .. import labels
-from ..evaluate import confusion_matrix, dice_from_confusion
-from ..image import CTImage, resample_to
-from ..intensity import normalise_hu
+from ..core import distributed as D
+from ..core import labels
+from ..core.image import CTImage, resample_to
+from ..core.intensity import normalise_hu
+from ..research.evaluate import confusion_matrix, dice_from_confusion
 from .checkpoint import TrainingPaused, load_state, restore_state, save_state
 from .infer import PATCH, Locator, extract_patches, lung_volume
 from .locate import mirror_left_right

@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def require_packages() -> None:
 
 
 def write_dicom(result, source: list, folder: str | Path) -> dict[str, Path]:
-    """Write the SEGs and the SR of ``result`` (a :class:`drasclr.analyze.Analysis`) into ``folder``.
+    """Write the SEGs and the SR of ``result`` (a :class:`drasclr.analysis.analyze.Analysis`) into ``folder``.
 
     ``source``: the source slice headers (pydicom datasets) in the grid's slice order
     (:func:`drasclr.dicom.source.source_slices`)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 
-from .. import labels, names
+from ..core import labels, names
 
 PRIVATE_SCHEME = "99DRASCLR"
 PRIVATE_SCHEME_NAME = "DrasCLR emphysema-subtype analysis"
@@ -34,7 +34,7 @@ ANATOMY = _sct("91723000", "Anatomical Structure")
 LUNG = _sct("39607008", "Lung")
 LEFT, RIGHT = _sct("7771000", "Left"), _sct("24028007", "Right")
 
-# label value -> (category, type, colour RGB 0..255: drasclr.names, the colours of every other display)
+# label value -> (category, type, colour RGB 0..255: drasclr.core.names, the colours of every other display)
 SUBTYPE_CODES = {
     labels.NORMAL: (TISSUE, _sct("91772007", "Parenchyma"), names.SUBTYPES[labels.NORMAL].color),
     labels.CLE: (ABNORMAL, _sct("68328006", "Centriacinar emphysema"), names.SUBTYPES[labels.CLE].color),

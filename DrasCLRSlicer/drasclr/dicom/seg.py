@@ -16,8 +16,8 @@ import numpy as np
 import pydicom
 from pydicom.uid import generate_uid
 
-from .. import labels, names
-from ..image import CTImage
+from ..core import labels, names
+from ..core.image import CTImage
 from . import codes
 from .identity import Algorithm
 

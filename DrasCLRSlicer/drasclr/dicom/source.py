@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from ..errors import InputError
-from ..image import CTImage
+from ..core.errors import InputError
+from ..core.image import CTImage
 
 NOT_DICOM = ("--dicom needs a DICOM series as input (its patient, study and frame of reference are copied, never "
              "invented); {name} is not a DICOM folder")

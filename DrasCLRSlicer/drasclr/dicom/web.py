@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 log = logging.getLogger(__name__)
 SCHEMES = {"dicomweb": "http", "dicomwebs": "https"}
@@ -130,7 +130,7 @@ def analyze_remote(args, run_one) -> int:
     ``run_one(args, folder)`` (the CLI's single-case path), and with ``--push`` store ``OUT/dicom/*`` back."""
     import tempfile
 
-    from ..outputs import check_output_location
+    from ..core.outputs import check_output_location
 
     if not args.study or not args.series:
         raise InputError("a DICOMweb input needs --study UID and --series UID")

@@ -2,7 +2,7 @@
 
 Labels (uint8): 0 outside the baseline lung, 1 normal in both, 2 emphysema of the same subtype in both,
 3 new emphysema (normal -> CLE/PSE/PLE), 4 emphysema gone (CLE/PSE/PLE -> normal), 5 subtype changed (e.g.
-CLE -> PLE). Emphysema is a subtype label >= 2 (:mod:`drasclr.labels`); without a subtype map, a voxel below the
+CLE -> PLE). Emphysema is a subtype label >= 2 (:mod:`drasclr.core.labels`); without a subtype map, a voxel below the
 (volume-adjusted) -950 HU threshold.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import labels
+from ..core import labels
 
 OUTSIDE, STABLE_NORMAL, STABLE_EMPHYSEMA, NEW, GONE, CHANGED = range(6)
 NAMES = {STABLE_NORMAL: "stable_normal", STABLE_EMPHYSEMA: "stable_emphysema", NEW: "new_emphysema",

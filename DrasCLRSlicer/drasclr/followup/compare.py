@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from .. import __version__, labels
-from ..errors import InputError
-from ..image import CTImage
-from ..io import read_ct, write_image
-from ..stats import nan_to_none, write_csv
+from .. import __version__
+from ..analysis.stats import nan_to_none, write_csv
+from ..core import labels
+from ..core.errors import InputError
+from ..core.image import CTImage
+from ..core.io import read_ct, write_image
 from . import changemap, measure
 from .register import LungRegistration, register_lungs
 
@@ -152,7 +153,7 @@ def analysis_ct_path(folder: str | Path) -> Path:
 def load_analysis(folder: Path, name: str | None = None) -> TimePoint:
     """Reuse an analysis folder: its regions and subtypes, and its CT (``source.json`` or ``ct.nii.gz``), with the
     HU correction its ``stats.json`` recorded."""
-    from ..calibration import apply_offset
+    from ..checks.hu_calibration import apply_offset
 
     source = analysis_ct_path(folder)
     if not source.exists():
@@ -162,7 +163,7 @@ def load_analysis(folder: Path, name: str | None = None) -> TimePoint:
     if stats.is_file():
         cal = json.loads(stats.read_text()).get("calibration") or {}
         ct = apply_offset(ct, float(cal.get("applied_hu") or 0.0))
-    from ..io import read_image
+    from ..core.io import read_image
 
     regions = read_image(folder / "regions.nii.gz")
     subtypes = read_image(folder / "subtypes.nii.gz") if (folder / "subtypes.nii.gz").is_file() else None
@@ -174,8 +175,8 @@ def load_analysis(folder: Path, name: str | None = None) -> TimePoint:
 
 def analyze_timepoint(path: Path, out: Path, name: str, settings=None, model=None) -> TimePoint:
     """Analyze one scan (file or DICOM folder) into ``out`` as ``settings`` say (an ``AnalysisSettings``) with
-    ``model`` (``drasclr.loaded_model.load_for_analysis``), and return it as a time point."""
-    from ..analyze import analyze_file
+    ``model`` (``drasclr.analysis.loaded_model.load_for_analysis``), and return it as a time point."""
+    from ..analysis.analyze import analyze_file
 
     result = analyze_file(path, out, settings, model)
     (out / "source.json").write_text(json.dumps({"ct": str(Path(path).resolve())}) + "\n")

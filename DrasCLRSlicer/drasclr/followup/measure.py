@@ -13,10 +13,10 @@ import math
 
 import numpy as np
 
-from .. import labels
-from ..image import CTImage
-from ..regions import lung_side_masks
-from ..stats import densitometry, subtype_fractions
+from ..analysis.stats import densitometry, subtype_fractions
+from ..anatomy.regions import lung_side_masks
+from ..core import labels
+from ..core.image import CTImage
 from . import changemap
 
 SUBTYPES = ("cle", "pse", "ple")

@@ -24,8 +24,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from ..errors import InputError
-from ..image import CTImage
+from ..core.errors import InputError
+from ..core.image import CTImage
 
 WORK_MM = 3.0
 MESH_MM = 50.0

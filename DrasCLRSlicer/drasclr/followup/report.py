@@ -3,7 +3,7 @@
 Side-by-side overlays per time point (every scan on the baseline grid after registration, the same axial and
 coronal cuts, its subtype map over it), the change map over the baseline, per-lobe trend plots over the time
 points (emphysema %, adjusted Perc15, adjusted LAA-950) and the change table. Display conventions and colours
-are those of :mod:`drasclr.report`.
+are those of :mod:`drasclr.analysis.report`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, labels
-from ..report import (
+from .. import __version__
+from ..analysis.report import (
     LAA_COLOR,
     SUBTYPE_ALPHA,
     SUBTYPE_COLORS,
@@ -31,6 +31,7 @@ from ..report import (
     render_slice,
     to_lps,
 )
+from ..core import labels
 from . import changemap
 
 CHANGE_ALPHA = {changemap.STABLE_NORMAL: 0.0, changemap.STABLE_EMPHYSEMA: 0.35, changemap.NEW: 0.8,

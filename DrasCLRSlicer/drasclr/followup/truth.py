@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import read_image
+from ..core.io import read_image
 from . import changemap
 
 LOBES = ("left_upper_lobe", "left_lower_lobe", "right_upper_lobe", "right_middle_lobe", "right_lower_lobe")

@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 FORMAT = "drasclr-model"
 FORMAT_VERSION = 1

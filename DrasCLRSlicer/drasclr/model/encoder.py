@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..architecture import DEFAULT_CHANNELS, PATCH_SIZE  # noqa: F401 (re-exported by drasclr.model)
+from ..core.architecture import DEFAULT_CHANNELS, PATCH_SIZE  # noqa: F401 (re-exported by drasclr.model)
 from .condconv import CondConv3d, set_condconv_mode
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from monai.transforms import Compose, RandAdjustContrast, RandAffine, RandGaussianNoise
 
-from ..intensity import HU_MAX, HU_MIN  # one definition of the intensity window
+from ..core.intensity import HU_MAX, HU_MIN  # one definition of the intensity window
 
 HALF_RANGE = (HU_MAX - HU_MIN) / 2.0  # 632
 

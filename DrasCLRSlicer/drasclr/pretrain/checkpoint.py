@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import InputError
+from ..core.errors import InputError
 from ..model.checkpoint import _looks_pickled, save_model, sha256_file
 
 STATE_FORMAT = "drasclr-train-state"

@@ -26,10 +26,10 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import InputError
-from ..image import CTImage, resample_isotropic, resample_to
-from ..outputs import staged_dir
-from ..progress import progress
+from ..core.errors import InputError
+from ..core.image import CTImage, resample_isotropic, resample_to
+from ..core.outputs import staged_dir
+from ..core.progress import progress
 from .augment import PatchAugment, normalise_hu
 from .locations import PATCH, AtlasScheme, BoxGridScheme, atlas_available, nearest_neighbours
 
@@ -60,7 +60,7 @@ def find_cases(folder: str | os.PathLike) -> list[Case]:
             lungs, sub_t = sub / "regions.nii.gz", sub / "subtypes.nii.gz"
             cases.append(Case(sub.name, ct, lungs if lungs.is_file() else None, sub_t if sub_t.is_file() else None))
     if not cases:
-        from ..io import find_images
+        from ..core.io import find_images
 
         for p in find_images(folder):
             name = p.name.split(".")[0] if p.is_file() else p.name
@@ -86,8 +86,8 @@ def cut_patch(volume: np.ndarray, corner, size: int = PATCH, fill: float = -1024
 
 def _load_case(case: Case) -> tuple[CTImage, CTImage, CTImage | None]:
     """CT at 1 mm (HU, -1024 padded), lung mask and subtypes on that grid."""
-    from ..io import read_ct, read_image
-    from ..lungs import segment_lungs
+    from ..anatomy.lungs import segment_lungs
+    from ..core.io import read_ct, read_image
 
     try:
         ct = read_ct(case.ct)
@@ -115,7 +115,7 @@ def default_scheme(kind: str = "auto"):
     """``atlas`` when the anatomy modules are installed (``auto``), else ``None`` (box grid on the first case)."""
     if kind == "atlas" or (kind == "auto" and atlas_available()):
         if not atlas_available():
-            raise InputError("--locations atlas needs drasclr.atlas / registration / coords, not installed")
+            raise InputError("--locations atlas needs drasclr.anatomy.atlas / registration / coords, not installed")
         return AtlasScheme()
     if kind not in ("auto", "boxgrid"):
         raise InputError(f"unknown location scheme {kind!r} (auto, atlas, boxgrid)")

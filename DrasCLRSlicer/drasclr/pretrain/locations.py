@@ -9,7 +9,8 @@ A scheme knows ``L`` locations, each with a normalised code ``locations_normalis
 where ``ct_1mm`` is the subject CT resampled to 1 mm isotropic and ``lungs_1mm`` its lung mask on that grid.
 
 - ``AtlasScheme``: the DrasCLR way, the shipped atlas's location grid mapped into the subject through an affine
-  lung registration (``drasclr.atlas``, ``drasclr.registration``, ``drasclr.coords``; used when present).
+  lung registration (``drasclr.anatomy.atlas``, ``drasclr.anatomy.registration``, ``drasclr.anatomy.coords``; used
+  when present).
 - ``BoxGridScheme``: a fallback without registration: a stride-26 grid of 32^3 patches over a reference lung
   (the first subject), kept where a patch is at least ``min_lung`` lung, with positions normalised to the lung
   bounding box; in another subject each location sits at the same relative place in its own lung bounding box.
@@ -21,9 +22,9 @@ import importlib.util
 
 import numpy as np
 
-from ..atlas import PATCH
-from ..errors import InputError
-from ..image import CTImage
+from ..anatomy.atlas import PATCH
+from ..core.errors import InputError
+from ..core.image import CTImage
 
 STRIDE = 26
 
@@ -75,20 +76,20 @@ class BoxGridScheme:
 
 
 class AtlasScheme:
-    """The shipped atlas's location grid, mapped through an affine lung registration (drasclr.atlas)."""
+    """The shipped atlas's location grid, mapped through an affine lung registration (drasclr.anatomy.atlas)."""
 
     name = "atlas"
 
     def __init__(self):
-        from ..atlas import load_atlas
+        from ..anatomy.atlas import load_atlas
 
         self.atlas = load_atlas()
         self.locations_normalised = np.asarray(self.atlas.locations_normalised, np.float32)
         self.locations_mm = np.asarray(self.atlas.centres, np.float32)  # atlas grid is 1 mm
 
     def corners(self, ct_1mm: CTImage, lungs_1mm: CTImage) -> np.ndarray:
-        from ..coords import subject_patch_corners
-        from ..registration import register_to_atlas
+        from ..anatomy.coords import subject_patch_corners
+        from ..anatomy.registration import register_to_atlas
 
         transform = register_to_atlas(lungs_1mm, self.atlas)
         return np.asarray(subject_patch_corners(transform, ct_1mm, PATCH, self.atlas), np.int64)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import distributed as D
+from ..core import distributed as D
 from ..model import DrasCLREncoder, ProjectionHead
 
 

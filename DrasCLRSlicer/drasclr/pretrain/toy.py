@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..image import CTImage
-from ..io import write_image
+from ..core.image import CTImage
+from ..core.io import write_image
 
 SHAPE = (80, 72, 96)
 

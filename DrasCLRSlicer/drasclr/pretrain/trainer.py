@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from .. import distributed as D
-from ..architecture import PRETRAIN_METHODS
-from ..device import pick_device
-from ..errors import InputError
+from ..core import distributed as D
+from ..core.architecture import PRETRAIN_METHODS
+from ..core.device import pick_device
+from ..core.errors import InputError
+from ..core.progress import progress
 from ..model import DEFAULT_CHANNELS, DrasCLREncoder, PlainEncoder, save_model
-from ..progress import progress
 from .augment import HALF_RANGE, HU_MAX, HU_MIN, PatchAugment
 from .checkpoint import find_latest, read_checkpoint, restore, save_checkpoint
 from .data import PatchCache, PatchPairs, build_patch_cache, default_scheme, find_cases, is_cache

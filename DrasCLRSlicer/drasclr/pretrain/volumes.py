@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..outputs import staged_dir
-from ..progress import progress
+from ..core.errors import InputError
+from ..core.outputs import staged_dir
+from ..core.progress import progress
 from .data import Case, _load_case, cut_patch, read_index
 
 VOLUME_FORMAT = "drasclr-volume-cache"

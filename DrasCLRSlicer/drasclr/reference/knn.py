@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.neighbors import KNeighborsClassifier
 
-from .. import labels
+from ..core import labels
 from .features import HistogramSpec
 
 CLASSES = (labels.NORMAL, labels.CLE, labels.PSE, labels.PLE)  # column order of probabilities

@@ -15,8 +15,8 @@ import logging
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..image import CTImage
-from ..progress import progress
+from ..core.image import CTImage
+from ..core.progress import progress
 from .features import window_histograms
 from .knn import CLASSES, LocalHistogramKNN
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..versions import REFERENCE_MODEL, resolve_model
+from ..core.errors import InputError
+from ..core.versions import REFERENCE_MODEL, resolve_model
 from .features import HistogramSpec, finish
 from .knn import LocalHistogramKNN
 

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 from sklearn.model_selection import StratifiedKFold
 
-from .. import labels
+from ..core import labels
 from .features import HistogramSpec, patch_features
 from .knn import CLASSES, LocalHistogramKNN
 from .perturb import perturb

@@ -1,0 +1,1 @@
+"""analysis: see drasclr/__init__.py for the layout."""

@@ -1,0 +1,248 @@
+"""``drasclr analyze``: one CT in, subtype map + regions + per-region numbers out (on the input's own grid).
+
+Stages: HU calibration and lung mask -> atlas registration (anatomical locations; with a subtype model) ->
+regions (a lobe file, else lobes from a tool or estimated, zones 11-16 on request, the two lungs for single
+slices; see :mod:`drasclr.anatomy.lobes.source`) -> subtype map (dense model, or the reference classifier slice by
+slice) and the card's density rule -> voxel uncertainty and review queue -> patient embedding -> statistics ->
+files. What runs is said by one :class:`~drasclr.core.settings.AnalysisSettings`. ``analyze`` works on images in
+memory (tests, scripts, the Slicer Logic's in-process path); ``analyze_file`` reads and writes files (the command
+line, and through it both shells' child processes); ``write_analysis`` writes an ``Analysis`` as that folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..anatomy.lobes.source import Regions, choose_regions
+from ..anatomy.lungs import segment_lung_slices
+from ..anatomy.regions import lungs_as_regions, read_lobes
+from ..anatomy.registration import register_to_atlas
+from ..checks.hu_calibration import UNCORRECTED_COLUMNS, calibrate_and_segment, describe, with_uncorrected
+from ..checks.resolution import check_resolution, require_resolution
+from ..core.errors import InputError
+from ..core.image import CTImage
+from ..core.io import read_ct, write_image
+from ..core.outputs import staged_dir
+from ..core.settings import AnalysisSettings
+from ..reference.predict import predict_subtypes as predict_reference
+from .loaded_model import LoadedModel
+from .stats import COLUMNS, UNCERTAINTY_COLUMN, region_stats, write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Analysis:
+    """Everything one analysis produces, on the CT's grid."""
+
+    ct: CTImage
+    lungs: CTImage
+    regions: CTImage
+    region_kind: str  # "lobes", "zones" or "lungs" (single slices)
+    rows: list[dict]
+    subtypes: CTImage | None = None
+    embedding: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    model_card: dict | None = None
+    model_dir: Path | None = None  # the folder the model was loaded from (recorded in stats.json)
+    device: str = "cpu"
+    tta: bool = False  # mirrored test-time augmentation was used
+    calibration: dict | None = None  # drasclr.checks.hu_calibration: air/blood measured, offset applied
+    resolution: dict | None = None  # drasclr.checks.resolution: voxel size vs the model's validated range
+    # {"code", "message"}: regions ("regions"), HU calibration and resolution guard (docs/calibration.md)
+    warnings: list[dict] = field(default_factory=list)
+    uncertainty: CTImage | None = None  # uint8 0..100 (drasclr.dense.uncertainty), with a model
+    uncertainty_kind: str | None = None
+    review: object | None = None  # drasclr.analysis.review.ReviewQueue, with a model
+    region_source: str = "zones"  # file, atlas+fissures, lungmask, totalsegmentator or zones
+    density_veto: dict | None = None  # drasclr.dense.density: the rule applied and the voxels it turned normal
+    settings: dict | None = None  # AnalysisSettings.to_json(): what was asked for
+
+
+@contextlib.contextmanager
+def _stage(timings: dict, name: str):
+    """Record the wall time of a ``with`` block as ``timings[name + "_s"]``."""
+    t0 = time.perf_counter()
+    yield
+    timings[f"{name}_s"] = round(time.perf_counter() - t0, 3)
+
+
+def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None = None,
+            settings: AnalysisSettings | None = None) -> Analysis:
+    """Run the analysis on a CT in memory, as ``settings`` say (:class:`~drasclr.core.settings.AnalysisSettings`; the
+    defaults of ``drasclr analyze``). ``model``: from :func:`~.loaded_model.load_for_analysis`: a subtype
+    model, or the reference classifier (slice by slice, no registration, no embedding; reads single slices too);
+    None: densitometry only. A given ``lobes`` labelmap always wins over ``settings.regions``/``lobes_from``. The
+    HU-corrected CT (drasclr.checks.hu_calibration) is what every stage after the lung mask sees."""
+    settings = settings or AnalysisSettings()
+    timings: dict[str, float] = {}
+    stage = functools.partial(_stage, timings)
+    reference = model is not None and model.reference
+    dense = model is not None and not reference
+    card = model.card if model is not None else None
+    thin = ct.array.shape[ct.superior_axis()[0]] < 3  # a single slice (or two): no cranio-caudal extent
+    if thin and dense:
+        raise InputError(f"the image has {ct.array.shape[ct.superior_axis()[0]]} slice(s): the 3-D subtype model "
+                         "needs a volume (single slices: --model cip-lh)")
+    resolution = (require_resolution if settings.strict else check_resolution)(ct, card) if dense else None
+    with stage("lung_mask"):
+        # segment_lungs, or slice by slice for fewer than 3 slices; on the HU-corrected scan
+        raw = ct  # as read: its densitometry is written beside the corrected one when HU are corrected
+        ct, lungs, calibration = calibrate_and_segment(ct, settings.hu_calibration, segment=segment_lung_slices)
+    transform = None
+    if dense:  # one atlas registration for the model's locations and the lobes
+        with stage("registration"):
+            transform = register_to_atlas(lungs)
+    with stage("regions"):
+        if thin and lobes is None:  # no cranio-caudal extent (lobes, thirds): the two lungs
+            chosen = Regions(lungs_as_regions(lungs), "lungs", "lungs")
+        else:
+            device = str(model.device) if dense else "cpu"
+            chosen = choose_regions(ct, lungs, lobes, settings.regions, settings.lobes_from, device=device,
+                                    affine=transform)
+    result = Analysis(ct=ct, lungs=lungs, regions=chosen.image, region_kind=chosen.kind, rows=[], timings=timings,
+                      model_card=card, model_dir=model.folder if model is not None else None,
+                      device=str(model.device) if model is not None else "cpu",
+                      tta=bool(settings.tta and dense), region_source=chosen.source,
+                      calibration=calibration.to_json(), settings=settings.to_json(),
+                      resolution=None if resolution is None else resolution.to_json(),
+                      warnings=[{"code": "regions", "message": w} for w in chosen.warnings] + calibration.warnings
+                      + ([resolution.warning()] if resolution and not resolution.in_range else []))
+    if reference:
+        with stage("subtypes"):
+            result.subtypes = predict_reference(ct, lungs, model.net)
+    elif dense:
+        _dense_subtypes(result, model, settings, transform, stage)
+    with stage("stats"):
+        result.rows = _region_rows(result)
+        if calibration.corrected:
+            result.rows = with_uncorrected(result.rows, raw, result.regions)
+    return result
+
+
+def _dense_subtypes(result: Analysis, model: LoadedModel, settings: AnalysisSettings, transform, stage) -> None:
+    """The subtype model's stages: subtype map (and the card's density rule), voxel uncertainty and review queue,
+    patient embedding; filled into ``result`` (torch is imported here: densitometry and the reference classifier
+    run without it)."""
+    import torch
+
+    from ..dense import predict
+    from ..dense.density import DensityVeto
+    from ..dense.infer import card_class_weights, patient_embedding
+    from ..dense.locate import locator_for
+    from ..dense.uncertainty import DEFAULT_KIND, voxel_uncertainty
+    from .review import build_queue
+
+    ct, lungs = result.ct, result.lungs
+    device = torch.device(model.device)
+    locator, _ = locator_for(lungs, transform)
+    with stage("subtypes"):
+        pred = predict(ct, lungs, model.net, device, locator=locator, tta=settings.tta,
+                       batch_size=settings.batch_size, class_weights=card_class_weights(model.card))
+        result.subtypes = pred.subtypes
+    veto = DensityVeto.for_analysis(settings.density_veto, model.card)
+    if veto is not None:
+        with stage("density"):
+            result.subtypes, result.density_veto = veto.apply(result.subtypes, ct)
+    with stage("uncertainty"):
+        kind = DEFAULT_KIND if (settings.tta or DEFAULT_KIND != "disagreement") else "entropy"
+        voxel_u = voxel_uncertainty(pred.probabilities, ct, lungs, result.subtypes, kind=kind)
+        result.uncertainty, result.uncertainty_kind = voxel_u.image(), kind
+        result.review = build_queue(result.regions, result.subtypes, voxel_u.expected_errors_in_box(),
+                                    voxel_u.in_box(), origin=voxel_u.lo)
+        del voxel_u
+    with stage("embedding"):
+        result.embedding = patient_embedding(model.net, pred.probabilities.grid, transform, device,
+                                             settings.batch_size)
+
+
+def _region_rows(result: Analysis) -> list[dict]:
+    rows = region_stats(result.ct, result.regions, result.subtypes)
+    if result.region_kind == "lungs":
+        rows = [r for r in rows if r["region"] in ("left_lung", "right_lung", "whole_lung")]
+    if result.uncertainty is not None:
+        from ..dense.uncertainty import region_mean_uncertainty
+
+        rows = region_mean_uncertainty(result.uncertainty, result.regions, rows)
+    return rows
+
+
+def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True, extra=None) -> Path:
+    """Write the output files of an analysis into ``out_dir`` all-or-nothing; ``extra(folder, result)``, when
+    given, writes further files into the staging folder (``--dicom``: drasclr.dicom)."""
+    out_dir = Path(out_dir)
+    info = {"drasclr_version": __version__, "region_kind": result.region_kind,
+            "region_source": result.region_source, "device": result.device,
+            "grid": {"size_xyz": list(result.ct.shape_xyz), "spacing_mm": list(result.ct.spacing)},
+            "timings_s": result.timings}
+    if result.model_card:
+        info["model"] = {k: result.model_card.get(k) for k in ("name", "version", "kind", "sha256", "metrics")}
+        info["model"]["folder"] = str(result.model_dir.resolve()) if result.model_dir is not None else None
+        info["model"]["tta"] = result.tta
+    if result.calibration is not None:
+        info["calibration"] = result.calibration
+    if result.resolution is not None:
+        info["resolution"] = result.resolution
+    if result.density_veto is not None:
+        info["density_veto"] = result.density_veto
+    info["warnings"] = result.warnings
+    if result.settings is not None:
+        info["settings"] = result.settings
+    columns = COLUMNS
+    if result.uncertainty is not None:
+        from ..dense.uncertainty import SCALE
+
+        info["uncertainty"] = {"kind": result.uncertainty_kind, "file": "uncertainty.nii.gz",
+                               "scale": f"uint8, uncertainty x {SCALE} (0 certain .. {SCALE} most uncertain)"}
+        columns = [*COLUMNS, UNCERTAINTY_COLUMN]
+    if (result.calibration or {}).get("corrected"):  # after the contract columns: the scan as read
+        info["calibration"] = {**result.calibration, "summary": describe(result.calibration)}
+        columns = [*columns, *UNCORRECTED_COLUMNS]
+    with staged_dir(out_dir) as tmp:
+        write_image(result.regions, tmp / "regions.nii.gz", dtype=np.uint8)
+        if result.subtypes is not None:
+            write_image(result.subtypes, tmp / "subtypes.nii.gz", dtype=np.uint8)
+        if result.embedding is not None:
+            np.save(tmp / "embedding.npy", result.embedding)
+        if result.uncertainty is not None:
+            write_image(result.uncertainty, tmp / "uncertainty.nii.gz", dtype=np.uint8)
+        if result.review is not None:
+            from .review import write_review
+
+            write_image(result.review.labels, tmp / "review_units.nii.gz", dtype=np.uint16)
+            write_review(result.review, tmp / "review.json", {"uncertainty_kind": result.uncertainty_kind})
+        write_csv(result.rows, tmp / "stats.csv", columns)
+        write_json(result.rows, tmp / "stats.json", info, columns)
+        if report:
+            from .report import write_report
+
+            write_report(tmp, result.ct, result.subtypes, result.regions, result.rows, info)
+        if extra is not None:
+            extra(tmp, result)
+    return out_dir
+
+
+def analyze_file(path: str | Path, out_dir: str | Path, settings: AnalysisSettings | None = None,
+                 model: LoadedModel | None = None, lobes_path: str | Path | None = None, ct: CTImage | None = None,
+                 read_seconds: float | None = None, extra=None) -> Analysis:
+    """Read (unless ``ct`` is given: then ``read_seconds`` is the time its reading took), analyze and write one
+    case, as ``settings`` say, with ``model`` (:func:`drasclr.analysis.loaded_model.load_for_analysis`)."""
+    settings = settings or AnalysisSettings()
+    t0 = time.perf_counter()
+    if ct is None:
+        ct = read_ct(path, series_uid=settings.series, allow_uneven=settings.allow_uneven_slices,
+                     single_slice=model is not None and model.reference)
+    read_s = read_seconds if read_seconds is not None else time.perf_counter() - t0
+    lobes = read_lobes(lobes_path, ct, settings.lobes_convention) if lobes_path else None
+    result = analyze(ct, lobes, model=model, settings=settings)
+    result.timings = {"read_s": round(read_s, 3), **result.timings}
+    write_analysis(result, out_dir, extra=extra)
+    return result

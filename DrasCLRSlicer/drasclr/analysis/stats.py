@@ -1,0 +1,128 @@
+"""Per-region densitometry and subtype fractions: the rows of ``stats.csv`` / ``stats.json``.
+
+Each measurement family fills named columns of one row (as Slicer's SegmentStatistics plugins do).
+LAA-x is the percentage of region voxels strictly below x HU; Perc15 is the 15th percentile of HU.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..anatomy.regions import lung_side_masks
+from ..core import labels
+from ..core.image import CTImage
+
+COLUMNS = ["region", "volume_ml", "mean_hu", "perc15_hu", "laa950_pct", "laa910_pct", "laa856_pct",
+           "normal_pct", "cle_pct", "pse_pct", "ple_pct"]
+UNCERTAINTY_COLUMN = "mean_uncertainty"  # follows COLUMNS when a model ran: mean voxel uncertainty 0..1
+
+
+def densitometry(hu: np.ndarray, voxel_ml: float) -> dict[str, float]:
+    """Columns volume_ml … laa856_pct for the HU values of one region (1-D array)."""
+    n = hu.size
+    if n == 0:
+        return {c: math.nan for c in COLUMNS[1:7]}
+    hu = hu.astype(np.float32, copy=False)
+    return {
+        "volume_ml": n * voxel_ml,
+        "mean_hu": float(hu.mean()),
+        "perc15_hu": float(np.percentile(hu, 15)),
+        "laa950_pct": 100.0 * float((hu < -950).sum()) / n,
+        "laa910_pct": 100.0 * float((hu < -910).sum()) / n,
+        "laa856_pct": 100.0 * float((hu < -856).sum()) / n,
+    }
+
+
+def subtype_fractions(sub: np.ndarray | None) -> dict[str, float]:
+    """Columns normal_pct … ple_pct: percentage of region voxels per subtype (NaN without a subtype map)."""
+    cols = {f"{name}_pct": math.nan for name in labels.SUBTYPES.values()}
+    if sub is None or sub.size == 0:
+        return cols
+    counts = np.bincount(sub.astype(np.int64), minlength=labels.NUM_CLASSES)
+    return {f"{name}_pct": 100.0 * counts[v] / sub.size for v, name in labels.SUBTYPES.items()}
+
+
+def region_stats(ct: CTImage, regions: CTImage, subtypes: CTImage | None = None) -> list[dict]:
+    """One row per lobe/zone present, then left_lung, right_lung, whole_lung."""
+    hu, reg = ct.array, regions.array
+    sub = None if subtypes is None else subtypes.array
+    masks: list[tuple[str, np.ndarray]] = []
+    for value in sorted(int(v) for v in np.unique(reg) if v in labels.REGION_NAMES):
+        masks.append((labels.REGION_NAMES[value], reg == value))
+    masks += list(lung_side_masks(reg).items())
+    rows = []
+    for name, mask in masks:
+        row = {"region": name, **densitometry(hu[mask], ct.voxel_volume_ml),
+               **subtype_fractions(None if sub is None else sub[mask])}
+        rows.append(row)
+    return rows
+
+
+def _fmt(v) -> str:
+    if isinstance(v, str):
+        return v
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def nan_to_none(x):
+    """``x`` with every float NaN (in nested dicts, lists and tuples) replaced by None, for JSON."""
+    if isinstance(x, dict):
+        return {k: nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [nan_to_none(v) for v in x]
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x
+
+
+# --- stats.csv / stats.json: written and read here only ---------------------------------------------------------
+def write_csv(rows: list[dict], path: Path, columns: list[str] = COLUMNS) -> None:
+    """``stats.csv``: ``columns`` (default :data:`COLUMNS`), one line per row, 4 decimals, NaN as an empty cell."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([_fmt(r[c]) for c in columns])
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a ``stats.csv`` in file order: ``region`` plus every other column as float (empty -> NaN)."""
+    with open(path, newline="") as fh:
+        return [{k: (v if k == "region" else float(v) if v not in ("", None) else math.nan) for k, v in rec.items()}
+                for rec in csv.DictReader(fh)]
+
+
+def by_region(rows: list[dict]) -> dict[str, dict]:
+    """Rows keyed by their region name."""
+    return {r["region"]: r for r in rows}
+
+
+def write_json(rows: list[dict], path: Path, extra: dict | None = None, columns: list[str] = COLUMNS) -> None:
+    with open(path, "w") as fh:
+        json.dump({**nan_to_none(extra or {}), "columns": columns, "regions": nan_to_none(rows)}, fh, indent=2)
+
+
+def read_json(path: Path) -> dict:
+    """``stats.json`` as written by :func:`write_json` (the run's facts plus ``regions``)."""
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table of the main columns, for the terminal."""
+    cols = ["region", "volume_ml", "mean_hu", "perc15_hu", "laa950_pct", "normal_pct", "cle_pct", "pse_pct",
+            "ple_pct"]
+    head = ["region", "vol_ml", "mean_HU", "perc15", "LAA950%", "normal%", "CLE%", "PSE%", "PLE%"]
+    lines = [f"{head[0]:<18}" + "".join(f"{h:>9}" for h in head[1:])]
+    for r in rows:
+        cells = []
+        for c in cols[1:]:
+            v = r[c]
+            cells.append(f"{'-':>9}" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:>9.1f}")
+        lines.append(f"{r['region']:<18}" + "".join(cells))
+    return "\n".join(lines)

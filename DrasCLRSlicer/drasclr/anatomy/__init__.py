@@ -1,0 +1,1 @@
+"""anatomy: see drasclr/__init__.py for the layout."""

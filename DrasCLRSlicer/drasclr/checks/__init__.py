@@ -1,0 +1,1 @@
+"""checks: see drasclr/__init__.py for the layout."""

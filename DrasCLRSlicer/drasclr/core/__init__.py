@@ -1,0 +1,1 @@
+"""core: see drasclr/__init__.py for the layout."""

@@ -1,0 +1,1 @@
+"""research: see drasclr/__init__.py for the layout."""
