@@ -22,7 +22,7 @@ from pathlib import Path
 
 from drasclr.analysis.analyze import analyze_file
 from drasclr.analysis.loaded_model import LoadedModel
-from drasclr.checks.hu_calibration import calibrate_and_segment
+from drasclr.anatomy.hu_calibration import calibrate_and_segment
 from drasclr.core.io import find_images, read_ct, write_image
 from drasclr.core.settings import AnalysisSettings
 from drasclr.research.phantom import PhantomOptions, generate_case

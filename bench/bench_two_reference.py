@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "DrasCLRSlicer"))
 
 from drasclr.analysis.analyze import analyze  # noqa: E402
-from drasclr.checks import hu_calibration as C  # noqa: E402
+from drasclr.anatomy import hu_calibration as C  # noqa: E402
 from drasclr.research.phantom import PhantomOptions, generate_case  # noqa: E402
 
 SICK = PhantomOptions(size=(112, 112, 80), spacing=3.0, thickness=3.2, kernel="soft", noise=15.0,

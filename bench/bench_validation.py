@@ -3,7 +3,7 @@
     PYTHONPATH=DrasCLRSlicer python bench/bench_validation.py [CT ...] [--repeat 3]
 
 Default CTs: the real fixtures in ../shared/data/real (or $DRASCLR_REAL_DATA). Prints one line per CT: median
-seconds of ``drasclr.checks.input_files.check_image_file``, of ``SimpleITK.ReadImage`` alone, of
+seconds of ``drasclr.core.input_files.check_image_file``, of ``SimpleITK.ReadImage`` alone, of
 ``drasclr.core.io.read_ct``
 (checks + read + Hounsfield check), and the memory estimate the checks compare with available memory.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from drasclr.checks.input_files import check_image_file, estimate_memory_bytes
+from drasclr.core.input_files import check_image_file, estimate_memory_bytes
 from drasclr.core.io import read_ct
 
 REAL = Path(os.environ.get("DRASCLR_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))

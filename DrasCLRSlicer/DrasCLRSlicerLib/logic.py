@@ -75,7 +75,7 @@ class AnalysisNodes:
     def calibration_line(self) -> str:
         """One line on an applied HU correction (offset, references; "" when the HU were used as read): what the
         Slicer panel and the web table show beside the numbers."""
-        from drasclr.checks.hu_calibration import describe
+        from drasclr.anatomy.hu_calibration import describe
 
         return describe(self.calibration)
 

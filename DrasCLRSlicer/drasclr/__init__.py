@@ -23,10 +23,11 @@ def __getattr__(name):
 
 
 # --- the engine's layout, and its old import paths --------------------------------------------------------------
-# core/      image, io, labels, names, settings, errors, outputs, progress, device, versions, intensity, distributed
-# checks/    input files, resolution guard, HU calibration, lung plausibility
-# anatomy/   lungs, registration, coords, atlas, lobes, regions, adapters (lungmask, TotalSegmentator)
-# model/     the DrasCLR network (CondConv encoder, heads, checkpoints)
+# core/      image, io and its input-file checks, labels, names, settings, errors, outputs, progress, device, versions,
+#            intensity, distributed
+# checks/    resolution guard, lung plausibility
+# anatomy/   HU calibration (air, trachea, blood), lungs, registration, coords, atlas, lobes, regions, adapters
+# model/     the DrasCLR network (CondConv encoder, heads), model files, training-state checkpoints
 # dense/     subtype segmentation: prediction, uncertainty, density rule, fine-tuning from corrections, cohorts
 # pretrain/  self-supervised pretraining (DrasCLR, VoCo, volume fusion)
 # reference/ cip-lh, the local-histogram classifier trained on real expert labels
@@ -53,9 +54,10 @@ _MOVED = {
     "architecture": "core.architecture",
     "distributed": "core.distributed",
     "intensity": "core.intensity",
-    "validate": "checks.input_files",
+    "validate": "core.input_files",
     "guard": "checks.resolution",
-    "calibration": "checks.hu_calibration",
+    "calibration": "anatomy.hu_calibration",
+    "pretrain.checkpoint": "model.train_state",
     "lung_checks": "checks.lung_checks",
     "lungs": "anatomy.lungs",
     "registration": "anatomy.registration",

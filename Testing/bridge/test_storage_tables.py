@@ -67,7 +67,8 @@ def test_table_node_columns_and_values(scene):
     t = node.GetTable()
     assert [t.GetColumnName(i) for i in range(t.GetNumberOfColumns())] == COLUMNS
     assert t.GetNumberOfRows() == 2
-    assert node.GetCellText(0, 0) == "left_upper_zone"
+    assert node.GetCellText(0, 0) == "Left upper zone"  # people read names; the rows come back as keys
+    assert node.GetColumnTitle("laa950_pct") == "LAA-950"
     assert t.GetValueByName(1, "volume_ml").ToDouble() == 3001.0
     assert node.GetColumnUnitLabel("mean_hu") == "HU"
     assert_rows_equal(tables.table_to_rows(node), ROWS)

@@ -1,5 +1,5 @@
 """Scanner HU calibration: outside/tracheal air and blood measured, an air offset corrected before lung masking,
-densitometry and the model (drasclr.checks.hu_calibration), on phantoms with a simulated offset and on real CTs."""
+densitometry and the model (drasclr.anatomy.hu_calibration), on phantoms with a simulated offset and on real CTs."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from drasclr.analysis.stats import region_stats
+from drasclr.anatomy import hu_calibration as C
 from drasclr.anatomy.lungs import segment_lungs
 from drasclr.anatomy.regions import zones_from_lungs
-from drasclr.checks import hu_calibration as C
 from drasclr.core.errors import InputError
 from drasclr.core.image import CTImage
 from drasclr.core.io import read_ct

@@ -169,8 +169,7 @@ def test_miscalibrated_phantom_through_the_cli(tmp_path):
     page = (tmp_path / "off" / "report.html").read_text()
     assert "Scanner calibration" in page and "+75 HU subtracted" in page
     # the correction is shown and the numbers of the scan as read are written beside the corrected ones
-    from drasclr.analysis.stats import COLUMNS, read_csv
-    from drasclr.checks.hu_calibration import UNCORRECTED_COLUMNS
+    from drasclr.analysis.stats import COLUMNS, UNCORRECTED_COLUMNS, read_csv
 
     header = (tmp_path / "off" / "stats.csv").read_text().splitlines()[0].split(",")
     assert header == [*COLUMNS, *UNCORRECTED_COLUMNS] and docs["off"]["columns"] == header

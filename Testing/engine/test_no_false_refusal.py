@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from drasclr.anatomy import hu_calibration as C
 from drasclr.anatomy.lungs import segment_lung_slices, segment_lungs
-from drasclr.checks import hu_calibration as C
-from drasclr.checks.input_files import check_image_file
 from drasclr.checks.resolution import check_resolution
+from drasclr.core.input_files import check_image_file
 from drasclr.core.io import check_hounsfield, read_ct, write_image
 from realdata import REAL_CTS, real_ct_path
 

@@ -40,7 +40,7 @@ def test_walk_sees_shell_bridge_engine_and_resources():
     lists = update_cmake_lists.module_files()
     assert "DrasCLRSlicer.py" in lists["MODULE_PYTHON_SCRIPTS"]
     assert "DrasCLRSlicerLib/geometry.py" in lists["MODULE_PYTHON_SCRIPTS"]
-    assert "drasclr/image.py" in lists["ENGINE_PYTHON_SCRIPTS"]
+    assert "drasclr/core/image.py" in lists["ENGINE_PYTHON_SCRIPTS"]
     assert {"Resources/UI/DrasCLRSlicer.ui", "Resources/Icons/DrasCLRSlicer.png",
             "Resources/SegmentationCategoryTypeModifier-DrasCLR.term.json"} <= set(lists["MODULE_RESOURCES"])
     every = [f for v in lists.values() for f in v]

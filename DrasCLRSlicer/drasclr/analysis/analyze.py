@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..anatomy.hu_calibration import calibrate_and_segment, describe
 from ..anatomy.lobes.source import Regions, choose_regions
 from ..anatomy.lungs import segment_lung_slices
 from ..anatomy.regions import lungs_as_regions, read_lobes
 from ..anatomy.registration import register_to_atlas
-from ..checks.hu_calibration import UNCORRECTED_COLUMNS, calibrate_and_segment, describe, with_uncorrected
 from ..checks.resolution import check_resolution, require_resolution
 from ..core.errors import InputError
 from ..core.image import CTImage
@@ -34,7 +34,15 @@ from ..core.outputs import staged_dir
 from ..core.settings import AnalysisSettings
 from ..reference.predict import predict_subtypes as predict_reference
 from .loaded_model import LoadedModel
-from .stats import COLUMNS, UNCERTAINTY_COLUMN, region_stats, write_csv, write_json
+from .stats import (
+    COLUMNS,
+    UNCERTAINTY_COLUMN,
+    UNCORRECTED_COLUMNS,
+    region_stats,
+    with_uncorrected,
+    write_csv,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +63,7 @@ class Analysis:
     model_dir: Path | None = None  # the folder the model was loaded from (recorded in stats.json)
     device: str = "cpu"
     tta: bool = False  # mirrored test-time augmentation was used
-    calibration: dict | None = None  # drasclr.checks.hu_calibration: air/blood measured, offset applied
+    calibration: dict | None = None  # drasclr.anatomy.hu_calibration: air/blood measured, offset applied
     resolution: dict | None = None  # drasclr.checks.resolution: voxel size vs the model's validated range
     # {"code", "message"}: regions ("regions"), HU calibration and resolution guard (docs/calibration.md)
     warnings: list[dict] = field(default_factory=list)
@@ -81,7 +89,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None
     defaults of ``drasclr analyze``). ``model``: from :func:`~.loaded_model.load_for_analysis`: a subtype
     model, or the reference classifier (slice by slice, no registration, no embedding; reads single slices too);
     None: densitometry only. A given ``lobes`` labelmap always wins over ``settings.regions``/``lobes_from``. The
-    HU-corrected CT (drasclr.checks.hu_calibration) is what every stage after the lung mask sees."""
+    HU-corrected CT (drasclr.anatomy.hu_calibration) is what every stage after the lung mask sees."""
     settings = settings or AnalysisSettings()
     timings: dict[str, float] = {}
     stage = functools.partial(_stage, timings)

@@ -126,3 +126,13 @@ def format_table(rows: list[dict]) -> str:
             cells.append(f"{'-':>9}" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:>9.1f}")
         lines.append(f"{r['region']:<18}" + "".join(cells))
     return "\n".join(lines)
+
+
+UNCORRECTED_COLUMNS = [f"uncorrected_{c}" for c in ("mean_hu", "perc15_hu", "laa950_pct", "laa910_pct", "laa856_pct")]
+
+
+def with_uncorrected(rows: list[dict], raw: CTImage, regions: CTImage) -> list[dict]:
+    """``rows`` with the densitometry of the scan as read (before the HU correction) in ``uncorrected_*`` keys."""
+    before = {r["region"]: r for r in region_stats(raw, regions)}
+    return [{**r, **{c: before.get(r["region"], {}).get(c[len("uncorrected_"):], float("nan"))
+                     for c in UNCORRECTED_COLUMNS}} for r in rows]

@@ -34,8 +34,8 @@ class LungMaskd(MapTransform):
         self.hu_calibration = hu_calibration
 
     def __call__(self, data):
+        from ..anatomy.hu_calibration import calibrate_and_segment
         from ..anatomy.lungs import segment_lung_slices
-        from ..checks.hu_calibration import calibrate_and_segment
 
         d = dict(data)
         for key in self.key_iterator(d):

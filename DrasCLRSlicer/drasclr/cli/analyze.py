@@ -179,7 +179,7 @@ def _run_one(args, src: Path, settings: AnalysisSettings) -> int:
 
 def _log_calibration(calibration: dict | None) -> None:
     """``info:`` line on an applied HU correction (offset and its references)."""
-    from ..checks.hu_calibration import describe
+    from ..anatomy.hu_calibration import describe
 
     if describe(calibration):
         log.info("info: %s", describe(calibration))

@@ -119,8 +119,8 @@ def checked(run):
 
 def check_arguments(args) -> None:
     """Numeric options in range, input folders present: refused before any model is built or case read."""
-    from ..checks.input_files import check_range
     from ..core.errors import InputError
+    from ..core.input_files import check_range
     from ..core.versions import resolve_model
 
     if args.mode == "cohort":
@@ -224,7 +224,7 @@ def _checkpoint_folder(args, out: Path) -> Path | None:
     """Where the resumable state goes (None: not kept); refuses a resume with nothing to resume and a fresh start
     over an earlier run's checkpoints (which it would silently discard)."""
     from ..core.errors import InputError
-    from ..pretrain.checkpoint import find_latest
+    from ..model.train_state import find_latest
 
     folder = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".checkpoints")
     found = find_latest(folder) is not None

@@ -35,8 +35,8 @@ def add_parser(sub):
 
 
 def run_fit(args) -> int:
-    from ..checks.input_files import check_range
     from ..core.errors import InputError
+    from ..core.input_files import check_range
     from ..core.outputs import check_output_location
     from ..research.outcome import fit, format_metrics
 

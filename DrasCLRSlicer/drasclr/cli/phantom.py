@@ -51,7 +51,7 @@ def run(args) -> int:
         paths = write_demo(args.output)
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
         return 0
-    from ..checks.input_files import check_range
+    from ..core.input_files import check_range
     from ..core.outputs import claimed_output, staged_dir
 
     check_range(args.n, "--n", lo=1, hi=100000)

@@ -82,8 +82,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..checks.input_files import check_range
     from ..core.errors import InputError
+    from ..core.input_files import check_range
 
     for name in ("batch_size", "queue_size", "save_every", "log_every", "experts", "voco_grid", "voco_crops"):
         if getattr(args, name) < 1:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..checks.input_files import check_finite, check_geometry, check_image_file, check_memory, native_stderr
 from .errors import InputError
 from .image import CTImage
+from .input_files import check_finite, check_geometry, check_image_file, check_memory, native_stderr
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def read_image(path: str | os.PathLike, allow_uneven: bool = False, single_slice
     """Read a 3-D image file or a DICOM series folder, with no check on its intensities (labelmaps too).
     ``single_slice``: also accept one slice (a 3-D image of one slice, or a 2-D image: one slice 1 mm thick).
 
-    The file is checked first (header, geometry, memory estimate, integrity: ``drasclr.checks.input_files``), so a
+    The file is checked first (header, geometry, memory estimate, integrity: ``drasclr.core.input_files``), so a
     truncated or absurd file is refused before any voxel is allocated; NaN/Inf voxels are refused after.
     ``analysis``: the memory estimate is that of analysing this image (``read_ct``), else of holding it.
     """

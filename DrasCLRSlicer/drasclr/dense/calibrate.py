@@ -16,9 +16,9 @@ import numpy as np
 
 from ..core import labels
 from ..core.image import CTImage, resample_to
-from ..research.evaluate import confusion_matrix, dice_from_confusion
 from .infer import Locator
 from .predict import predict
+from .scores import confusion_matrix, dice_from_confusion
 from .train import DISEASE
 
 log = logging.getLogger(__name__)

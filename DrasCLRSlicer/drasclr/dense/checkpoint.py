@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from ..core.errors import InputError
 from ..model.checkpoint import sha256_file
-from ..pretrain.checkpoint import _load_optimizer, _optimizer_tensors, checkpoint_folder, find_latest, step_name
+from ..model.train_state import _load_optimizer, _optimizer_tensors, checkpoint_folder, find_latest, step_name
 
 FORMAT = "drasclr-dense-train-state"
 VERSION = 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checks.hu_calibration import calibrate_and_segment
+from ..anatomy.hu_calibration import calibrate_and_segment
 from ..core import labels
 from ..core.image import CTImage
 from ..core.io import image_stem, read_ct, write_image

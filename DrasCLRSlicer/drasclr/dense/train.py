@@ -29,10 +29,10 @@ from ..core import distributed as D
 from ..core import labels
 from ..core.image import CTImage, resample_to
 from ..core.intensity import normalise_hu
-from ..research.evaluate import confusion_matrix, dice_from_confusion
 from .checkpoint import TrainingPaused, load_state, restore_state, save_state
 from .infer import PATCH, Locator, extract_patches, lung_volume
 from .locate import mirror_left_right
+from .scores import confusion_matrix, dice_from_confusion
 
 log = logging.getLogger(__name__)
 IGNORE = 255

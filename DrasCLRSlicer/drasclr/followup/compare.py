@@ -153,7 +153,7 @@ def analysis_ct_path(folder: str | Path) -> Path:
 def load_analysis(folder: Path, name: str | None = None) -> TimePoint:
     """Reuse an analysis folder: its regions and subtypes, and its CT (``source.json`` or ``ct.nii.gz``), with the
     HU correction its ``stats.json`` recorded."""
-    from ..checks.hu_calibration import apply_offset
+    from ..anatomy.hu_calibration import apply_offset
 
     source = analysis_ct_path(folder)
     if not source.exists():

@@ -32,8 +32,8 @@ from ..core.device import pick_device
 from ..core.errors import InputError
 from ..core.progress import progress
 from ..model import DEFAULT_CHANNELS, DrasCLREncoder, PlainEncoder, save_model
+from ..model.train_state import find_latest, read_checkpoint, restore, save_checkpoint
 from .augment import HALF_RANGE, HU_MAX, HU_MIN, PatchAugment
-from .checkpoint import find_latest, read_checkpoint, restore, save_checkpoint
 from .data import PatchCache, PatchPairs, build_patch_cache, default_scheme, find_cases, is_cache
 from .objective import DrasCLRObjective
 from .sampler import LocationBatchSampler, SampleBatchSampler

@@ -42,6 +42,7 @@ from ..core import labels
 from ..core.errors import InputError
 from ..core.io import IMAGE_SUFFIXES, read_image
 from ..core.outputs import staged_dir
+from ..dense.scores import dice_from_confusion
 
 CLASSES = tuple(range(labels.NUM_CLASSES))  # 0..4
 EMPHYSEMA = (labels.CLE, labels.PSE, labels.PLE)
@@ -70,24 +71,6 @@ def check_labels(a: np.ndarray, what: str, allowed=CLASSES) -> None:
     bad = sorted(v for v in label_values(a) if v not in allowed)
     if bad:
         raise InputError(f"{what} has unknown label values {bad[:10]}; expected {min(allowed)}..{max(allowed)}")
-
-
-def confusion_matrix(pred, truth, n: int = labels.NUM_CLASSES) -> np.ndarray:
-    """``(n, n)`` int64 voxel counts, ``[truth, pred]``. Inputs: integer arrays of the same shape, values < n."""
-    p, t = _array(pred), _array(truth)
-    if p.shape != t.shape:
-        raise InputError(f"prediction shape {p.shape} does not match truth shape {t.shape}")
-    joint = t.astype(np.int64).ravel() * n + p.astype(np.int64).ravel()
-    return np.bincount(joint, minlength=n * n)[: n * n].reshape(n, n)
-
-
-def dice_from_confusion(conf: np.ndarray, classes=(1, 2, 3, 4)) -> dict[int, float]:
-    """Dice per class from a confusion matrix (NaN when the class is absent from truth and prediction)."""
-    out = {}
-    for c in classes:
-        denom = conf[c, :].sum() + conf[:, c].sum()
-        out[int(c)] = math.nan if denom == 0 else float(2 * conf[c, c] / denom)
-    return out
 
 
 def dice_per_class(pred, truth, classes=(1, 2, 3, 4)) -> dict[int, float]:

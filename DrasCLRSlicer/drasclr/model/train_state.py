@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..core.errors import InputError
-from ..model.checkpoint import _looks_pickled, save_model, sha256_file
+from .checkpoint import _looks_pickled, save_model, sha256_file
 
 STATE_FORMAT = "drasclr-train-state"
 STATE_VERSION = 1

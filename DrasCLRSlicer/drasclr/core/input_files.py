@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..core.errors import InputError
+from .errors import InputError
 
 SPACING_MM = (0.1, 10.0)  # micro-CT below, no usable lung texture (and absurd 1 mm resampling) above
 MAX_EXTENT_MM = 2000.0  # per axis: a whole-body scan is < 2 m long and < 0.7 m wide

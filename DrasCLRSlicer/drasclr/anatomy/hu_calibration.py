@@ -386,7 +386,7 @@ def calibrate_and_segment(ct: CTImage, mode: str = "auto", segment=None,
     if mode not in MODES:
         raise InputError(f"--hu-calibration {mode}: choose auto, air or none")
     if segment is None:
-        from ..anatomy.lungs import segment_lungs as segment
+        from .lungs import segment_lungs as segment
     cal = Calibration(mode=mode, tolerance_hu=float(tolerance_hu))
     cal.outside_air = measure_outside_air(ct)
     # mask where the outside air says (lung masking thresholds are absolute): right whenever the trachea agrees
@@ -403,18 +403,6 @@ def calibrate_and_segment(ct: CTImage, mode: str = "auto", segment=None,
         used = apply_offset(ct, cal.applied_hu)
         lungs = segment(used)
     return used, lungs, cal
-
-
-UNCORRECTED_COLUMNS = [f"uncorrected_{c}" for c in ("mean_hu", "perc15_hu", "laa950_pct", "laa910_pct", "laa856_pct")]
-
-
-def with_uncorrected(rows: list[dict], raw: CTImage, regions: CTImage) -> list[dict]:
-    """``rows`` with the densitometry of the scan as read (before the HU correction) in ``uncorrected_*`` keys."""
-    from ..analysis.stats import region_stats
-
-    before = {r["region"]: r for r in region_stats(raw, regions)}
-    return [{**r, **{c: before.get(r["region"], {}).get(c[len("uncorrected_"):], float("nan"))
-                     for c in UNCORRECTED_COLUMNS}} for r in rows]
 
 
 def describe(cal: dict | None) -> str:
