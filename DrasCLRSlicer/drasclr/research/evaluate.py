@@ -42,7 +42,7 @@ from ..core import labels
 from ..core.errors import InputError
 from ..core.io import IMAGE_SUFFIXES, read_image
 from ..core.outputs import staged_dir
-from ..dense.scores import dice_from_confusion
+from ..dense.scores import confusion_matrix, dice_from_confusion  # noqa: F401 (the evaluation API names them)
 
 CLASSES = tuple(range(labels.NUM_CLASSES))  # 0..4
 EMPHYSEMA = (labels.CLE, labels.PSE, labels.PLE)
