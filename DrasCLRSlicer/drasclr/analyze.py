@@ -57,6 +57,7 @@ class Analysis:
     review: object | None = None  # drasclr.review.ReviewQueue, with a model
     region_source: str = "zones"  # file, atlas+fissures, lungmask, totalsegmentator or zones
     density_veto: dict | None = None  # drasclr.dense.density: the rule applied and the voxels it turned normal
+    harmonization: dict | None = None  # drasclr.harmonize: noise/sharpness measured, what was done
 
 
 @contextlib.contextmanager
@@ -70,7 +71,7 @@ def _stage(timings: dict, name: str):
 def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu", model_card: dict | None = None,
             batch_size: int | None = None, tta: bool = True, model_dir: str | Path | None = None,
             regions: str = "lobes", lobes_from: str | None = None, hu_calibration: str = "auto",
-            strict: bool = False, density_veto: bool | None = None) -> Analysis:
+            strict: bool = False, density_veto: bool | None = None, harmonize: str = "auto") -> Analysis:
     """Run the analysis on a CT in memory. ``model``: a loaded ``SubtypeSegmenter`` or the reference classifier
     (``drasclr.reference``: slice by slice, no registration, no embedding; reads single slices too) (None:
     densitometry only); ``tta``: also predict every patch mirrored left-right and average (default; about twice
@@ -79,7 +80,9 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
     ``hu_calibration``: auto | air | none (drasclr.calibration; the corrected CT is what everything after sees);
     ``strict``: refuse (``InputError``) a scan whose voxels are outside the DrasCLR model card's validated range
     instead of flagging its subtype map (drasclr.guard); ``density_veto``: turn emphysema called in normal-density
-    lung normal (drasclr.dense.density) — None: as the model card says, False: never, True: always."""
+    lung normal (drasclr.dense.density) — None: as the model card says, False: never, True: always;
+    ``harmonize``: auto | off (drasclr.harmonize: the model and the ``harmonized_*`` densitometry see the scan
+    brought to the training noise look; the contract densitometry columns stay on the calibrated scan)."""
     timings: dict[str, float] = {}
     stage = functools.partial(_stage, timings)
     reference = is_reference(model)
@@ -93,6 +96,10 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
     with stage("lung_mask"):
         # segment_lungs, or slice by slice for fewer than 3 slices; on the HU-corrected scan
         ct, lungs, calibration = calibrate_and_segment(ct, hu_calibration, segment=segment_lung_slices)
+    from .harmonize import harmonize as harmonize_scan
+
+    with stage("harmonize"):
+        ct_seen, harmonized = harmonize_scan(ct, lungs, harmonize)
     transform = None
     if model is not None and not reference:  # one atlas registration for the model's locations and the lobes
         from .registration import register_to_atlas
@@ -110,7 +117,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         from .reference.predict import predict_subtypes
 
         with stage("subtypes"):
-            subtypes = predict_subtypes(ct, lungs, model)
+            subtypes = predict_subtypes(ct_seen, lungs, model)
     elif model is not None:
         import torch
 
@@ -121,7 +128,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         device = torch.device(device)
         locator, _ = locator_for(lungs, transform)
         with stage("subtypes"):
-            pred = predict(ct, lungs, model, device, locator=locator, tta=tta, batch_size=batch_size,
+            pred = predict(ct_seen, lungs, model, device, locator=locator, tta=tta, batch_size=batch_size,
                            class_weights=card_class_weights(model_card))
             subtypes = pred.subtypes
         from .dense.density import DensityVeto
@@ -129,13 +136,13 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         veto = DensityVeto.for_analysis(density_veto, model_card)
         if veto is not None:
             with stage("density"):
-                subtypes, veto_info = veto.apply(subtypes, ct)
+                subtypes, veto_info = veto.apply(subtypes, ct_seen)
         with stage("uncertainty"):
             from .dense.uncertainty import DEFAULT_KIND, voxel_uncertainty
             from .review import build_queue
 
             kind_u = DEFAULT_KIND if (tta or DEFAULT_KIND != "disagreement") else "entropy"
-            voxel_u = voxel_uncertainty(pred.probabilities, ct, lungs, subtypes, kind=kind_u)
+            voxel_u = voxel_uncertainty(pred.probabilities, ct_seen, lungs, subtypes, kind=kind_u)
             uncertainty = voxel_u.image()
             review = build_queue(regions_image, subtypes, voxel_u.expected_errors(), voxel_u.full())
             del voxel_u
@@ -144,6 +151,10 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         del pred
     with stage("stats"):
         rows = region_stats(ct, regions_image, subtypes)
+        if harmonize != "off":
+            from .harmonize import add_harmonized
+
+            rows = add_harmonized(rows, ct_seen, regions_image)
         if kind == "lungs":
             rows = [r for r in rows if r["region"] in ("left_lung", "right_lung", "whole_lung")]
         if uncertainty is not None:
@@ -155,6 +166,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
                     model_dir=Path(model_dir) if model_dir is not None else None, device=str(device),
                     tta=bool(tta and model is not None and not reference), uncertainty=uncertainty,
                     uncertainty_kind=kind_u, review=review, region_source=chosen.source, density_veto=veto_info,
+                    harmonization=harmonized.to_json(),
                     calibration=calibration.to_json(), resolution=None if resolution is None else resolution.to_json(),
                     warnings=[{"code": "regions", "message": w} for w in chosen.warnings] + calibration.warnings
                     + ([resolution.warning()] if resolution and not resolution.in_range else []))
@@ -186,6 +198,8 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
         info["resolution"] = result.resolution
     if result.density_veto is not None:
         info["density_veto"] = result.density_veto
+    if result.harmonization is not None:
+        info["harmonization"] = result.harmonization
     info["warnings"] = result.warnings
     columns = COLUMNS
     if result.uncertainty is not None:
@@ -194,6 +208,10 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True) -
         info["uncertainty"] = {"kind": result.uncertainty_kind, "file": "uncertainty.nii.gz",
                                "scale": f"uint8, uncertainty x {SCALE} (0 certain .. {SCALE} most uncertain)"}
         columns = [*COLUMNS, UNCERTAINTY_COLUMN]
+    if result.rows and "harmonized_laa950_pct" in result.rows[0]:
+        from .harmonize import HARMONIZED_COLUMNS
+
+        columns = [*columns, *HARMONIZED_COLUMNS]
     with staged_dir(out_dir) as tmp:
         write_image(result.regions, tmp / "regions.nii.gz", dtype=np.uint8)
         if result.subtypes is not None:
@@ -221,7 +239,8 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
                  lobes_convention: str = "auto", batch_size: int | None = None,
                  ct: CTImage | None = None, tta: bool = True, model_dir: str | Path | None = None,
                  read_seconds: float | None = None, regions: str = "lobes", lobes_from: str | None = None,
-                 hu_calibration: str = "auto", strict: bool = False, density_veto: bool | None = None) -> Analysis:
+                 hu_calibration: str = "auto", strict: bool = False, density_veto: bool | None = None,
+                 harmonize: str = "auto") -> Analysis:
     """Read (unless ``ct`` is given: then ``read_seconds`` is the time its reading took), analyze and write one
     case."""
     t0 = time.perf_counter()
@@ -230,7 +249,7 @@ def analyze_file(path: str | Path, out_dir: str | Path, lobes_path: str | Path |
     lobes = read_lobes(lobes_path, ct, lobes_convention) if lobes_path else None
     result = analyze(ct, lobes, model=model, device=device, model_card=model_card, batch_size=batch_size, tta=tta,
                      model_dir=model_dir, regions=regions, lobes_from=lobes_from, hu_calibration=hu_calibration,
-                     strict=strict, density_veto=density_veto)
+                     strict=strict, density_veto=density_veto, harmonize=harmonize)
     result.timings = {"read_s": round(read_s, 3), **result.timings}
     write_analysis(result, out_dir)
     return result

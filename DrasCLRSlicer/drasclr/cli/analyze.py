@@ -52,6 +52,10 @@ def add_parser(sub):
     p.add_argument("--density-veto", action=argparse.BooleanOptionalAction, default=None,
                    help="turn emphysema called in normal-density lung (under 15 %% of the lung within 20 mm below "
                         "-950 HU) normal (default: as the model card says; docs/demo_model.md)")
+    p.add_argument("--harmonize", default="auto", choices=["auto", "off"],
+                   help="acquisition harmonization: auto brings a sharp-kernel or noisy scan to the training noise "
+                        "look before the model, and adds harmonized_* densitometry columns; off only measures "
+                        "(default auto; docs/acquisition.md)")
     p.add_argument("--strict", action="store_true",
                    help="refuse a scan whose voxel size is outside the model's validated range (default: analyze "
                         "it and flag the subtype map)")
@@ -140,7 +144,8 @@ def _load_model(args, device) -> dict:
 
     kwargs = dict(model=None, device=device, model_card=None, batch_size=args.batch_size, tta=args.tta,
                   model_dir=None, regions=args.regions, lobes_from=args.lobes_from,
-                  hu_calibration=args.hu_calibration, strict=args.strict, density_veto=args.density_veto)
+                  hu_calibration=args.hu_calibration, strict=args.strict, density_veto=args.density_veto,
+                  harmonize=args.harmonize)
     if args.no_model:
         return kwargs
     if _reference(args):
