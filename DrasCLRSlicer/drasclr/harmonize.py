@@ -39,6 +39,7 @@ BAND_SIGMAS_MM = (0.4, 0.8, 1.6)  # band i = G(s_{i-1}) - G(s_i), s_0 = 0; the l
 # on), measured with :func:`measure` on a soft-kernel case (noise 13.3 HU: 3.18, 6.68, 3.91) and a sharp-kernel
 # case (17.7 HU: 7.95, 7.95, 3.40); the target is their envelope, rounded (bench_acquisition.py --targets)
 TARGET_BAND_SD = (8.0, 8.0, 4.0)
+COARSE_SIGMA_MM = 3.2  # measured only (for noise synthesis, drasclr.perturb): the band G(1.6 mm) - G(3.2 mm)
 TOLERANCE = 1.15  # auto: harmonize when a band's noise exceeds its target by more than this factor
 WINDOW_MM = 5.0
 TISSUE_HU = (-20.0, 120.0)
@@ -54,6 +55,7 @@ class NoiseMeasure:
     autocorr: float | None
     outside_air_sd_hu: float | None
     tissue_voxels: int
+    coarse_band_sd_hu: float | None = None  # the band G(1.6 mm) - G(3.2 mm), noise plus some anatomy
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -87,10 +89,10 @@ def _sigma(sp: np.ndarray, axis: int, mm: float) -> tuple[float, float, float]:
     return tuple(0.0 if i == axis else mm / sp[i] for i in range(3))
 
 
-def bands(a: np.ndarray, sp: np.ndarray, axis: int) -> list[np.ndarray]:
-    """In-plane frequency bands of a float32 array: ``len(BAND_SIGMAS_MM) + 1`` arrays that sum to ``a``."""
+def bands(a: np.ndarray, sp: np.ndarray, axis: int, sigmas=BAND_SIGMAS_MM) -> list[np.ndarray]:
+    """In-plane frequency bands of a float32 array: ``len(sigmas) + 1`` arrays that sum to ``a``."""
     out, prev = [], a
-    for s in BAND_SIGMAS_MM:
+    for s in sigmas:
         g = ndi.gaussian_filter(a, _sigma(sp, axis, s), mode="nearest")
         out.append(prev - g)
         prev = g
@@ -160,11 +162,11 @@ def measure(ct: CTImage, lungs: CTImage | None = None) -> NoiseMeasure:
     n = int(tissue.sum())
     if n < 500:
         return NoiseMeasure(None, None, None, _r(air_sd), n)
-    bs = bands(a, sp, axis)
+    bs = bands(a, sp, axis, (*BAND_SIGMAS_MM, COARSE_SIGMA_MM))
     band_sd = [float(np.sqrt(np.median(ndi.uniform_filter(b * b, _local_size(sp, axis))[tissue]))) for b in bs[:-1]]
-    resid = a - ndi.gaussian_filter(a, _sigma(sp, axis, BAND_SIGMAS_MM[-1]), mode="nearest")
-    return NoiseMeasure(_r(float(np.median(s[tissue]))), [_r(v) for v in band_sd], _r(_autocorr(resid, tissue, axis),
-                        3), _r(air_sd), n)
+    resid = a - bs[-1] - bs[-2]  # the fine bands
+    return NoiseMeasure(_r(float(np.median(s[tissue]))), [_r(v) for v in band_sd[:-1]],
+                        _r(_autocorr(resid, tissue, axis), 3), _r(air_sd), n, _r(band_sd[-1]))
 
 
 def _local_size(sp: np.ndarray, axis: int) -> tuple[int, int, int]:
