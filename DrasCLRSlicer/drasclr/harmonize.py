@@ -37,10 +37,11 @@ HARMONIZED_COLUMNS = ["harmonized_mean_hu", "harmonized_perc15_hu", "harmonized_
 BAND_SIGMAS_MM = (0.4, 0.8, 1.6)  # band i = G(s_{i-1}) - G(s_i), s_0 = 0; the last band is everything coarser
 # noise SD (HU) per band in uniform soft tissue of the training look: generator-2 phantoms (what demo-v5 was trained
 # on), measured with :func:`measure` on a soft-kernel case (noise 13.3 HU: 3.18, 6.68, 3.91) and a sharp-kernel
-# case (17.7 HU: 7.95, 7.95, 3.40); the target is their envelope, rounded (bench_acquisition.py --targets)
+# case (17.7 HU: 7.95, 7.95, 3.40); the target is their envelope, rounded (``python -m drasclr.harmonize CT...``)
 TARGET_BAND_SD = (8.0, 8.0, 4.0)
 COARSE_SIGMA_MM = 3.2  # measured only (for noise synthesis, drasclr.perturb): the band G(1.6 mm) - G(3.2 mm)
 TOLERANCE = 1.15  # auto: harmonize when a band's noise exceeds its target by more than this factor
+MAX_PIXEL_MM = 1.5  # coarser in-plane pixels: the bands lie below the pixel size; left unchanged
 WINDOW_MM = 5.0
 TISSUE_HU = (-20.0, 120.0)
 MAX_SLICES = 40  # measurement: at most this many slices, evenly spaced
@@ -210,6 +211,10 @@ def harmonize(ct: CTImage, lungs: CTImage | None = None, mode: str = "auto") -> 
     if before.band_sd_hu is None:
         h.reason = "no uniform soft tissue found to measure the noise: left unchanged"
         return ct, h
+    axis, sp = _axes(ct)
+    if max(sp[i] for i in range(3) if i != axis) > MAX_PIXEL_MM:
+        h.reason = f"in-plane pixels over {MAX_PIXEL_MM} mm: the noise bands lie below the pixel size; left unchanged"
+        return ct, h
     g = gains(before)
     h.band_gains = g
     if min(g) * TOLERANCE >= 1.0:
@@ -227,3 +232,18 @@ def add_harmonized(rows: list[dict], ct_seen: CTImage, regions: CTImage) -> list
 
     seen = {r["region"]: r for r in region_stats(ct_seen, regions)}
     return [{**r, **{c: seen[r["region"]][c.removeprefix("harmonized_")] for c in HARMONIZED_COLUMNS}} for r in rows]
+
+
+def main(argv=None) -> int:  # python -m drasclr.harmonize CT...: the measurement of each scan, one JSON line each
+    import json
+    import sys
+
+    from .io import read_ct
+
+    for path in (argv if argv is not None else sys.argv[1:]):
+        print(json.dumps({"ct": str(path), **measure(read_ct(path)).to_json()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

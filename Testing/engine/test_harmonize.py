@@ -107,9 +107,7 @@ def test_thicker_slices_and_gradient():
 
 @pytest.mark.parametrize("mode", ["auto", "off"])
 def test_analyze_flag(tmp_path, mode):
-    from synthetic import synthetic_chest
-
-    ct, _ = synthetic_chest()
+    ct, _ = chest(60.0, LUNG, nz=40)  # a sharp-kernel scan at a real L kernel's noise
     write_image(ct, tmp_path / "ct.nii.gz")
     out = tmp_path / "res"
     proc = subprocess.run([sys.executable, "-m", "drasclr", "analyze", str(tmp_path / "ct.nii.gz"), "-o", str(out),
@@ -117,12 +115,15 @@ def test_analyze_flag(tmp_path, mode):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     doc = json.load(open(out / "stats.json"))
-    assert doc["harmonization"]["mode"] == mode and doc["harmonization"]["before"]["tissue_sd_hu"] is not None
-    has = "harmonized_laa950_pct" in doc["columns"]
-    assert has == (mode == "auto")
-    if has:
+    h = doc["harmonization"]
+    assert h["mode"] == mode and h["before"]["tissue_sd_hu"] > 45 and h["applied"] == (mode == "auto")
+    whole = {r["region"]: r for r in doc["regions"]}["whole_lung"]
+    if mode == "auto":  # the raw contract columns, then the harmonized ones
         assert doc["columns"][-len(H.HARMONIZED_COLUMNS):] == H.HARMONIZED_COLUMNS
         assert "harmonized_laa950_pct" in open(out / "stats.csv").readline()
+        assert whole["laa950_pct"] > 5 and whole["harmonized_laa950_pct"] < 2
+    else:
+        assert not any(c.startswith("harmonized_") for c in doc["columns"])
 
 
 def test_analyze_flag_refuses_a_bad_mode(tmp_path):
