@@ -96,10 +96,10 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
     with stage("lung_mask"):
         # segment_lungs, or slice by slice for fewer than 3 slices; on the HU-corrected scan
         ct, lungs, calibration = calibrate_and_segment(ct, hu_calibration, segment=segment_lung_slices)
-    from .harmonize import harmonize as harmonize_scan
+    from .harmonize import for_analysis
 
     with stage("harmonize"):
-        ct_seen, harmonized = harmonize_scan(ct, lungs, harmonize)
+        ct_seen, harmonized = for_analysis(ct, lungs, harmonize, reference)
     transform = None
     if model is not None and not reference:  # one atlas registration for the model's locations and the lobes
         from .registration import register_to_atlas

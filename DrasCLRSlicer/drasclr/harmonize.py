@@ -226,6 +226,16 @@ def harmonize(ct: CTImage, lungs: CTImage | None = None, mode: str = "auto") -> 
     return out, h
 
 
+def for_analysis(ct: CTImage, lungs: CTImage, mode: str, reference: bool) -> tuple[CTImage, Harmonization]:
+    """:func:`harmonize` as ``analyze`` runs it: with the reference classifier (cip-lh, trained on real sharp-kernel
+    COPDGene CT, not on the phantoms' look) the scan is measured only."""
+    if not reference or mode == "off":
+        return harmonize(ct, lungs, mode)
+    out, h = harmonize(ct, lungs, "off")
+    h.mode, h.reason = mode, "reference classifier: measured only (its training look is real sharp-kernel CT)"
+    return out, h
+
+
 def add_harmonized(rows: list[dict], ct_seen: CTImage, regions: CTImage) -> list[dict]:
     """``rows`` (from :func:`drasclr.stats.region_stats`) with :data:`HARMONIZED_COLUMNS` from ``ct_seen``."""
     from .stats import region_stats
