@@ -14,7 +14,7 @@ perturbed CT is written once (OUT/inputs) and ``drasclr analyze`` runs with ``--
 
 Each row is the change against the unperturbed scan (kernel_pair: against kernel B) of the whole-lung CLE, PSE,
 PLE and total emphysema % (model), and of LAA-950 / Perc15 (raw densitometry; in the harmonized run also
-``harmonized_laa950_pct`` / ``harmonized_perc15_hu``). Phantoms also give the called vs true emphysema %.
+``harmonized_laa950_pct`` / ``harmonized_perc15_hu``, equal to the raw ones where analyze left the scan unchanged). Phantoms also give the called vs true emphysema %.
 The machine is a shared 2-core box: run subsets (``--scans``, ``--perturb``, ``--models``, ``--modes``) with one
 thread::
 
@@ -92,7 +92,8 @@ def analyse(ct: Path, model: str, mode: str, out: Path, regions: str, tta: bool)
             raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
     stats = read_json(out / "stats.json")
     rows = by_region(stats["regions"])
-    row = {k: _num(rows["whole_lung"].get(k)) for k in KEYS}
+    whole = rows["whole_lung"]
+    row = {k: _num(whole.get(k, whole.get(k.removeprefix("harmonized_")) if mode == "auto" else None)) for k in KEYS}
     row["emph_pct"] = round(sum(row[k] or 0.0 for k in ("cle_pct", "pse_pct", "ple_pct")), 2)
     row["lobes"] = {name: round(sum(float(r.get(k) or 0.0) for k in ("cle_pct", "pse_pct", "ple_pct")), 2)
                     for name, r in rows.items() if name not in ("whole_lung", "left_lung", "right_lung")}
