@@ -14,7 +14,8 @@ perturbed CT is written once (OUT/inputs) and ``drasclr analyze`` runs with ``--
 
 Each row is the change against the unperturbed scan (kernel_pair: against kernel B) of the whole-lung CLE, PSE,
 PLE and total emphysema % (model), and of LAA-950 / Perc15 (raw densitometry; in the harmonized run also
-``harmonized_laa950_pct`` / ``harmonized_perc15_hu``, equal to the raw ones where analyze left the scan unchanged). Phantoms also give the called vs true emphysema %.
+``harmonized_laa950_pct`` / ``harmonized_perc15_hu``, equal to the raw ones where analyze left the scan
+unchanged). Phantoms also give the called vs true emphysema %.
 The machine is a shared 2-core box: run subsets (``--scans``, ``--perturb``, ``--models``, ``--modes``) with one
 thread::
 
