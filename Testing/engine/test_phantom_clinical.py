@@ -68,3 +68,16 @@ def test_clinical_options_are_validated():
         PhantomOptions(kernel="lung").validate()
     with pytest.raises(InputError, match="acquisition"):
         PhantomOptions(acquisition="fancy").validate()
+
+
+def test_a_scan_without_emphysema_becomes_an_all_normal_training_case(tmp_path):
+    from drasclr.dense.pseudo import is_pseudo, normal_case, write_pseudo_case
+    from synthetic import synthetic_chest
+
+    ct, truth = synthetic_chest()
+    case = normal_case(ct, sample_weight=2.0)
+    sub = case.subtypes.array
+    assert set(np.unique(sub)) == {0, labels.NORMAL}
+    assert ((sub > 0) == (truth > 0)).mean() > 0.97  # the lung mask, all of it normal
+    folder = write_pseudo_case(case, tmp_path / "real_x", "x.nii.gz")
+    assert is_pseudo(folder) and case.meta["sample_weight"] == 2.0  # pseudo cases never validate or calibrate
