@@ -151,7 +151,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model=None, device="cpu",
         del pred
     with stage("stats"):
         rows = region_stats(ct, regions_image, subtypes)
-        if harmonized.applied:  # the harmonized_* columns (equal to the raw ones when nothing was changed)
+        if harmonized.applied:  # the harmonized_* columns: the densitometry of the harmonized scan
             from .harmonize import add_harmonized
 
             rows = add_harmonized(rows, ct_seen, regions_image)

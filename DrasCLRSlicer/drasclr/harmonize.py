@@ -3,9 +3,10 @@ trained on before the model and the densitometry see it (docs/acquisition.md, is
 
 **Measured on every scan** (:func:`measure`): in uniform soft tissue (muscle, blood, mediastinum: voxels whose
 ~5 mm in-plane neighbourhood has a mean of -20..120 HU, inside the body, away from lung and bone) the local noise
-SD, the lag-1 in-plane autocorrelation of the noise (texture: about 0.8 for a soft kernel, near 0 or negative for
-an edge-enhancing lung kernel) and the noise SD in each of four in-plane frequency bands (differences of Gaussians
-of sigma 0.4, 0.8 and 1.6 mm, and what is coarser); outside air's local SD is reported beside them.
+SD, the lag-1 in-plane autocorrelation of the fine-band noise (texture: about 0.5 for the real soft kernels
+measured, near 0 or negative for an edge-enhancing lung kernel) and the noise SD in three in-plane frequency
+bands (differences of Gaussians of sigma 0 / 0.4 / 0.8 / 1.6 mm; a fourth, 1.6-3.2 mm, is recorded for noise
+simulation); outside air's local SD is reported beside them.
 
 **Harmonization** (:func:`harmonize`), in the spirit of Gallardo-Estrella et al. 2016 (kernel normalization by
 frequency bands): the image is split into the same bands and each band is scaled by ``min(1, target / measured)``
@@ -16,8 +17,8 @@ and a sharp or low-dose one loses the excess fine-grained power: noise and edge 
 down together, as a softer reconstruction kernel would do. In-plane only (the through-plane axis, the one of
 largest spacing, is not filtered). The calibrated HU scale is kept (the lowest band carries the mean).
 
-``mode``: ``auto`` harmonizes when a band's noise is over its target by more than :data:`TOLERANCE`, ``off`` never
-(the measurement is still recorded).
+``mode``: ``auto`` harmonizes when a band's noise is over its target by more than :data:`TOLERANCE` (not on
+in-plane pixels over :data:`MAX_PIXEL_MM`), ``off`` never (the measurement is still recorded).
 """
 
 from __future__ import annotations
