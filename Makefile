@@ -29,7 +29,7 @@ bench: setup
 
 # Rebuild the bundled demo model (phantoms -> pretraining -> fine-tuning -> held-out evaluation)
 demo-model: setup
-	bash scripts/build_demo_model.sh
+	bash scripts/build_demo_model.sh  # the demo-v6 candidate (docs/acquisition.md); demo-v5: scripts/build_demo_v5.sh
 
 cmake-lists: setup
 	$(PY) scripts/update_cmake_lists.py

@@ -31,6 +31,7 @@ def __getattr__(name):
 # dense/     subtype segmentation: prediction, uncertainty, density rule, fine-tuning from corrections, cohorts
 # pretrain/  self-supervised pretraining (DrasCLR, VoCo, volume fusion)
 # reference/ cip-lh, the local-histogram classifier trained on real expert labels
+# acquisition/ kernel and dose: harmonization before the model, perturbations for the acquisition bench
 # analysis/  analyze, statistics, review queue, report, the model an analysis loads
 # research/  evaluation, outcome models, phantoms
 # cli/       the command line (parsing; each command calls the packages above)
@@ -58,6 +59,8 @@ _MOVED = {
     "guard": "checks.resolution",
     "calibration": "anatomy.hu_calibration",
     "pretrain.checkpoint": "model.train_state",
+    "harmonize": "acquisition.harmonize",
+    "perturb": "acquisition.perturb",
     "lung_checks": "checks.lung_checks",
     "lungs": "anatomy.lungs",
     "registration": "anatomy.registration",

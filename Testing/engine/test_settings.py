@@ -25,7 +25,8 @@ def test_defaults_are_the_command_lines():
 def test_every_field_has_a_flag_and_round_trips_through_it():
     """A non-default value of every field survives settings -> flags -> the analyze parser -> settings."""
     other = {"model": "cip-lh", "use_model": False, "device": "cpu", "tta": False, "regions": "zones",
-             "lobes_from": "lungmask", "lobes_convention": "cip", "hu_calibration": "air", "density_veto": True,
+             "lobes_from": "lungmask", "lobes_convention": "cip", "hu_calibration": "air", "harmonize": "off",
+             "density_veto": True,
              "strict": True, "batch_size": 12, "series": "1.2.3", "allow_uneven_slices": True}
     assert set(other) == {f.name for f in fields()}, "a new setting needs a value here"
     for name, value in other.items():
@@ -77,19 +78,19 @@ def test_a_new_field_reaches_the_parser_without_other_code():
 
     @dataclasses.dataclass(frozen=True)
     class Extended(AnalysisSettings):
-        harmonize: str = module.option("auto", flag="--harmonize", label="Harmonize", choices=("auto", "off"),
-                                       help="bring the scan to the training look")
+        smoothing: str = module.option("auto", flag="--smoothing", label="Smoothing", choices=("auto", "off"),
+                                       help="a made-up option")
 
     import argparse
 
     parser = argparse.ArgumentParser()
     add_arguments(parser, Extended)
-    args = parser.parse_args(["--harmonize", "off", "--no-tta"])
-    assert Extended.from_args(args) == Extended(harmonize="off", tta=False)
-    assert Extended(harmonize="off").to_args() == ["--harmonize", "off"]
-    assert Extended.from_json(Extended(harmonize="off").to_json()).harmonize == "off"
-    with pytest.raises(InputError, match="--harmonize must be one of"):
-        Extended(harmonize="sometimes").checked()
+    args = parser.parse_args(["--smoothing", "off", "--no-tta"])
+    assert Extended.from_args(args) == Extended(smoothing="off", tta=False)
+    assert Extended(smoothing="off").to_args() == ["--smoothing", "off"]
+    assert Extended.from_json(Extended(smoothing="off").to_json()).smoothing == "off"
+    with pytest.raises(InputError, match="--smoothing must be one of"):
+        Extended(smoothing="sometimes").checked()
 
 
 def test_argument_errors_are_one_line_and_fast_to_reach():

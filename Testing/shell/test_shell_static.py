@@ -148,7 +148,8 @@ def test_panel_settings_fields_are_analysis_settings(shell_tree):
     fields = parameter_fields(shell_tree)
     options = {camel(o["name"]): o for o in shell_options()}
     shown = set(fields) & set(options)
-    assert {"model", "device", "tta", "huCalibration", "strict", "regions", "densityVeto", "batchSize"} <= shown
+    assert {"model", "device", "tta", "huCalibration", "strict", "regions", "densityVeto", "batchSize",
+            "harmonize"} <= shown
     for name in shown:
         annotation = fields[name]
         if "Choice(" in annotation:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..acquisition.harmonize import for_analysis
 from ..anatomy.hu_calibration import calibrate_and_segment, describe
 from ..anatomy.lobes.source import Regions, choose_regions
 from ..anatomy.lungs import segment_lung_slices
@@ -36,9 +37,11 @@ from ..reference.predict import predict_subtypes as predict_reference
 from .loaded_model import LoadedModel
 from .stats import (
     COLUMNS,
+    HARMONIZED_COLUMNS,
     UNCERTAINTY_COLUMN,
     UNCORRECTED_COLUMNS,
     region_stats,
+    with_densitometry_of,
     with_uncorrected,
     write_csv,
     write_json,
@@ -73,6 +76,7 @@ class Analysis:
     region_source: str = "zones"  # file, atlas+fissures, lungmask, totalsegmentator or zones
     density_veto: dict | None = None  # drasclr.dense.density: the rule applied and the voxels it turned normal
     settings: dict | None = None  # AnalysisSettings.to_json(): what was asked for
+    harmonization: dict | None = None  # drasclr.acquisition.harmonize: noise/sharpness measured, what was done
 
 
 @contextlib.contextmanager
@@ -105,6 +109,8 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None
         # segment_lungs, or slice by slice for fewer than 3 slices; on the HU-corrected scan
         raw = ct  # as read: its densitometry is written beside the corrected one when HU are corrected
         ct, lungs, calibration = calibrate_and_segment(ct, settings.hu_calibration, segment=segment_lung_slices)
+    with stage("harmonize"):  # what the model (and the harmonized_* densitometry) sees; the contract numbers: ct
+        seen, harmonized = for_analysis(ct, lungs, settings.harmonize, reference)
     transform = None
     if dense:  # one atlas registration for the model's locations and the lobes
         with stage("registration"):
@@ -121,25 +127,29 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None
                       device=str(model.device) if model is not None else "cpu",
                       tta=bool(settings.tta and dense), region_source=chosen.source,
                       calibration=calibration.to_json(), settings=settings.to_json(),
+                      harmonization=harmonized.to_json(),
                       resolution=None if resolution is None else resolution.to_json(),
                       warnings=[{"code": "regions", "message": w} for w in chosen.warnings] + calibration.warnings
                       + ([resolution.warning()] if resolution and not resolution.in_range else []))
     if reference:
         with stage("subtypes"):
-            result.subtypes = predict_reference(ct, lungs, model.net)
+            result.subtypes = predict_reference(seen, lungs, model.net)
     elif dense:
-        _dense_subtypes(result, model, settings, transform, stage)
+        _dense_subtypes(result, seen, model, settings, transform, stage)
     with stage("stats"):
         result.rows = _region_rows(result)
         if calibration.corrected:
             result.rows = with_uncorrected(result.rows, raw, result.regions)
+        if harmonized.applied:
+            result.rows = with_densitometry_of(result.rows, seen, result.regions, "harmonized")
     return result
 
 
-def _dense_subtypes(result: Analysis, model: LoadedModel, settings: AnalysisSettings, transform, stage) -> None:
-    """The subtype model's stages: subtype map (and the card's density rule), voxel uncertainty and review queue,
-    patient embedding; filled into ``result`` (torch is imported here: densitometry and the reference classifier
-    run without it)."""
+def _dense_subtypes(result: Analysis, seen: CTImage, model: LoadedModel, settings: AnalysisSettings, transform,
+                    stage) -> None:
+    """The subtype model's stages on ``seen`` (the harmonized scan): subtype map (and the card's density rule),
+    voxel uncertainty and review queue, patient embedding; filled into ``result`` (torch is imported here:
+    densitometry and the reference classifier run without it)."""
     import torch
 
     from ..dense import predict
@@ -149,7 +159,7 @@ def _dense_subtypes(result: Analysis, model: LoadedModel, settings: AnalysisSett
     from ..dense.uncertainty import DEFAULT_KIND, voxel_uncertainty
     from .review import build_queue
 
-    ct, lungs = result.ct, result.lungs
+    ct, lungs = seen, result.lungs
     device = torch.device(model.device)
     locator, _ = locator_for(lungs, transform)
     with stage("subtypes"):
@@ -201,6 +211,8 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True, e
         info["resolution"] = result.resolution
     if result.density_veto is not None:
         info["density_veto"] = result.density_veto
+    if result.harmonization is not None:
+        info["harmonization"] = result.harmonization
     info["warnings"] = result.warnings
     if result.settings is not None:
         info["settings"] = result.settings
@@ -214,6 +226,8 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True, e
     if (result.calibration or {}).get("corrected"):  # after the contract columns: the scan as read
         info["calibration"] = {**result.calibration, "summary": describe(result.calibration)}
         columns = [*columns, *UNCORRECTED_COLUMNS]
+    if result.rows and HARMONIZED_COLUMNS[0] in result.rows[0]:
+        columns = [*columns, *HARMONIZED_COLUMNS]
     with staged_dir(out_dir) as tmp:
         write_image(result.regions, tmp / "regions.nii.gz", dtype=np.uint8)
         if result.subtypes is not None:

@@ -128,11 +128,20 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-UNCORRECTED_COLUMNS = [f"uncorrected_{c}" for c in ("mean_hu", "perc15_hu", "laa950_pct", "laa910_pct", "laa856_pct")]
+DENSITY_KEYS = ("mean_hu", "perc15_hu", "laa950_pct", "laa910_pct", "laa856_pct")
+# after the contract columns: the scan as read when the HU calibration corrected it (docs/calibration.md), and the
+# scan the model saw when analyze harmonized it (docs/acquisition.md)
+UNCORRECTED_COLUMNS = [f"uncorrected_{c}" for c in DENSITY_KEYS]
+HARMONIZED_COLUMNS = [f"harmonized_{c}" for c in DENSITY_KEYS]
+
+
+def with_densitometry_of(rows: list[dict], ct: CTImage, regions: CTImage, prefix: str) -> list[dict]:
+    """``rows`` with the densitometry of another version of the scan (``ct``) in ``<prefix>_*`` keys."""
+    other = {r["region"]: r for r in region_stats(ct, regions)}
+    return [{**r, **{f"{prefix}_{c}": other.get(r["region"], {}).get(c, float("nan")) for c in DENSITY_KEYS}}
+            for r in rows]
 
 
 def with_uncorrected(rows: list[dict], raw: CTImage, regions: CTImage) -> list[dict]:
     """``rows`` with the densitometry of the scan as read (before the HU correction) in ``uncorrected_*`` keys."""
-    before = {r["region"]: r for r in region_stats(raw, regions)}
-    return [{**r, **{c: before.get(r["region"], {}).get(c[len("uncorrected_"):], float("nan"))
-                     for c in UNCORRECTED_COLUMNS}} for r in rows]
+    return with_densitometry_of(rows, raw, regions, "uncorrected")

@@ -19,7 +19,8 @@ def add_parser(sub):
                         "as needed)")
     p.add_argument("--spacing", type=float, default=None, help="in-plane spacing mm (default: drawn)")
     p.add_argument("--thickness", type=float, default=None, help="slice thickness mm (default: drawn)")
-    p.add_argument("--kernel", default="mixed", choices=["soft", "sharp", "mixed"])
+    p.add_argument("--kernel", default="mixed", choices=["soft", "sharp", "lung", "mixed"],
+                   help="reconstruction kernel (lung: the sharp L/B70 kernel, only with --acquisition clinical)")
     p.add_argument("--noise", type=float, default=None, help="noise std HU (default: drawn by kernel)")
     p.add_argument("--healthy-fraction", type=float, default=0.3, help="share of cases without emphysema")
     p.add_argument("--subtypes", default=None, help="force subtypes present, e.g. cle,pse,ple")
@@ -27,6 +28,10 @@ def add_parser(sub):
     p.add_argument("--air-offset", type=float, default=0.0, metavar="HU",
                    help="simulate a miscalibrated scanner: add HU to every voxel (air reads about -1000 + HU; "
                         "|HU| <= 100, default 0)")
+    p.add_argument("--acquisition", default="standard", choices=["standard", "clinical"],
+                   help="clinical: real kernels (incl. the sharp lung kernel) with their noise texture, low dose, "
+                        "0.6-5 mm slices, a stronger supine gradient, denser vessels (generators 2, 3; "
+                        "docs/acquisition.md); standard (default): the generator's own protocol")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     p.add_argument("--demo", action="store_true", help="write the bundled demo case files into OUT instead")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
@@ -65,7 +70,8 @@ def run(args) -> int:
     opts = PhantomOptions(size=tuple(args.size) if args.size else None, spacing=args.spacing,
                           thickness=args.thickness, kernel=args.kernel, noise=args.noise,
                           healthy_fraction=args.healthy_fraction, subtypes=subtypes, severity=args.severity,
-                          generator=args.generator, air_offset=args.air_offset).validate()
+                          generator=args.generator, air_offset=args.air_offset,
+                          acquisition=args.acquisition).validate()
     if args.followup is not None:
         return _series(args, opts)
     # the whole cohort is staged beside OUT and moved into place at the end: all cases or nothing

@@ -26,6 +26,7 @@ REGIONS = ("lobes", "zones")
 LOBE_TOOLS = ("lungmask", "totalsegmentator")
 LOBE_CONVENTIONS = ("auto", "ltrc", "totalseg", "cip")
 HU_CALIBRATIONS = ("auto", "air", "none")
+HARMONIZATIONS = ("auto", "off")
 
 
 def option(default, *, flag: str, help: str, label: str, choices: tuple | None = None, kind: str | None = None,
@@ -68,6 +69,11 @@ class AnalysisSettings:
         "auto", flag="--hu-calibration", label="HU calibration", choices=HU_CALIBRATIONS,
         help="scanner HU calibration from outside (or tracheal) air: auto corrects an offset beyond ±20 HU, air "
              "always corrects, none only measures (default auto; see docs/calibration.md)")
+    harmonize: str = option(
+        "auto", flag="--harmonize", label="Kernel/dose harmonization", choices=HARMONIZATIONS,
+        help="acquisition harmonization: auto brings a sharp-kernel or noisy scan to the training noise look before "
+             "the model, and adds harmonized_* densitometry columns; off only measures (default auto; "
+             "docs/acquisition.md)")
     density_veto: bool | None = option(
         None, flag="--density-veto", label="Density rule", kind="tristate",
         help="turn emphysema called in normal-density lung (under 15 %% of the lung within 20 mm below -950 HU) "

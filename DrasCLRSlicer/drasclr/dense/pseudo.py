@@ -57,6 +57,18 @@ def pseudo_label(ct: CTImage, min_confidence: float = 0.8, reference: str | None
     return PseudoCase(ct, sub, meta)
 
 
+def normal_case(ct: CTImage, sample_weight: float = 1.0) -> PseudoCase:
+    """A real CT of a lung without visible emphysema as a training case: every lung voxel (HU calibration and lung
+    mask as ``analyze`` does them) labelled normal. Honest only where a reader found no emphysema in the scan."""
+    ct, lungs, calib = calibrate_and_segment(ct, "auto")
+    sub = lungs.with_array(np.where(lungs.array > 0, labels.NORMAL, 0).astype(np.uint8))
+    n = int((sub.array > 0).sum())
+    meta = {"labels": "pseudo", "labeller": "reader: no visible emphysema", "sample_weight": sample_weight,
+            "lung_voxels": n, "counts": {"normal": n}, "labelled_fraction": 1.0,
+            "hu_offset_applied": calib.applied_hu}
+    return PseudoCase(ct, sub, meta)
+
+
 def write_pseudo_case(case: PseudoCase, folder: str | Path, source: str | Path) -> Path:
     """Write a case folder (all or nothing); ``source`` is recorded by file name only."""
     folder = Path(folder)
@@ -92,9 +104,12 @@ def main(argv=None) -> int:  # python -m drasclr.dense.pseudo CT... -o DIR
     p.add_argument("-o", "--output", required=True, help="folder that receives one case folder per CT")
     p.add_argument("--min-confidence", type=float, default=0.8)
     p.add_argument("--sample-weight", type=float, default=1.0)
+    p.add_argument("--all-normal", action="store_true",
+                   help="label the whole lung normal (only for scans read as without visible emphysema)")
     args = p.parse_args(argv)
     for path in args.ct:
-        case = pseudo_label(read_ct(path), args.min_confidence, sample_weight=args.sample_weight)
+        case = (normal_case(read_ct(path), args.sample_weight) if args.all_normal else
+                pseudo_label(read_ct(path), args.min_confidence, sample_weight=args.sample_weight))
         out = write_pseudo_case(case, Path(args.output) / f"real_{image_stem(path)}", path)
         print(json.dumps({"case": str(out), **case.meta}))
     return 0

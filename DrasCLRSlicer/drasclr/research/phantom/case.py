@@ -9,7 +9,7 @@ texture) -> emphysema (PLE lobules, CLE holes, PSE spaces) -> airway and vessel 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -17,6 +17,7 @@ from scipy import ndimage as ndi
 from ...core import labels
 from ...core.errors import InputError
 from ...core.image import CTImage
+from . import acquisition as clinical
 from . import anatomy, emphysema, emphysema_v2, emphysema_v3, trees
 from .fields import smooth_field
 from .grid import Grid
@@ -47,7 +48,9 @@ class PhantomOptions:
     generator: "3" (default, realistic HRCT emphysema, docs/phantom.md and docs/realism.md), "2" (its
     predecessor) or "1" (the first generator); 1 and 2 are kept so old cohorts rebuild bit-identically;
     air_offset: HU added to the whole image, a miscalibrated scanner (air then reads about -1000 + offset;
-    |offset| <= 100)."""
+    |offset| <= 100); acquisition: "standard" (default) or "clinical" (generators 2 and 3: real kernels with their
+    noise texture incl. the sharp lung kernel, low dose, 0.6-5 mm slices, a stronger supine gradient, denser
+    vessels; :mod:`.acquisition`, docs/acquisition.md)."""
 
     size: tuple[int, int, int | None] | None = None
     spacing: float | None = None
@@ -60,6 +63,7 @@ class PhantomOptions:
     vessel_points: int = 1400  # territory points per lung per tree
     generator: str = GENERATOR_VERSION
     air_offset: float = 0.0
+    acquisition: str = "standard"
 
     def validate(self) -> PhantomOptions:
         if str(self.generator) not in GENERATORS:
@@ -79,8 +83,13 @@ class PhantomOptions:
             raise InputError(f"--spacing {self.spacing}: impossible in-plane spacing (0.3-4 mm)")
         if self.thickness is not None and not (0.5 <= self.thickness <= 10.0):
             raise InputError(f"--thickness {self.thickness}: impossible slice thickness (0.5-10 mm)")
-        if self.kernel not in ("soft", "sharp", "mixed"):
-            raise InputError(f"--kernel {self.kernel}: choose soft, sharp or mixed")
+        if self.acquisition not in clinical.ACQUISITIONS:
+            raise InputError(f"--acquisition {self.acquisition}: choose standard or clinical")
+        if self.acquisition == "clinical" and str(self.generator) == "1":
+            raise InputError("--acquisition clinical needs --generator 2 or 3")
+        lung_ok = self.acquisition == "clinical"
+        if self.kernel not in ("soft", "sharp", "mixed") + (("lung",) if lung_ok else ()):
+            raise InputError(f"--kernel {self.kernel}: choose soft, sharp{', lung' if lung_ok else ''} or mixed")
         if self.noise is not None and not (0.0 <= self.noise <= 200.0):
             raise InputError(f"--noise {self.noise}: must be 0-200 HU")
         if not (0.0 <= self.healthy_fraction <= 1.0):
@@ -115,6 +124,8 @@ class PhantomOptions:
         if str(self.generator) == "1" and self.air_offset == 0:
             d.pop("generator")
             d.pop("air_offset")
+        if self.acquisition == "standard":  # the default keeps the meta.json bytes of earlier cohorts
+            d.pop("acquisition")
         return d
 
     @staticmethod
@@ -186,7 +197,10 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
     ``healthy_fraction``)."""
     o = (options or PhantomOptions(**kwargs)).validate()
     r_plan, r_pat, r_tex, r_dis, r_tree, r_scan, r_out, r_misc = case_rngs(seed, index)
-    grid, a, h, kernel, noise = _plan(r_plan, o)
+    acq = _clinical(seed, index, o)
+    grid, a, h, kernel, noise = _plan(r_plan, o if acq is None else _clinical_plan_options(o, acq))
+    if acq is not None:
+        kernel, noise = acq.kernel, acq.noise_hu
     p = anatomy.sample_patient(r_pat, a, h, (float(grid.zf[0]), float(grid.zf[-1])))
     th = anatomy.Thorax(grid, p)
     hu, lobes, info = th.build(r_pat)
@@ -205,6 +219,10 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
         paren = em.parenchyma(yn, smooth_field(r_tex, grid.fine_axes(), 4.0))
         flat[lung_idx] = np.broadcast_to(paren, hu.shape).reshape(-1)[lung_idx]
         del paren
+        if acq is not None:  # the clinical draw's supine gradient instead of the generator's
+            grad = np.broadcast_to(np.clip(yn, 0, 1) ** 1.5, hu.shape).reshape(-1)[lung_idx]
+            flat[lung_idx] += np.float32(acq.gravity_hu - em.GRAVITY_HU) * grad
+            del grad
         healthy_case = (r_misc.uniform() < o.healthy_fraction) if healthy is None else healthy
         if o.subtypes:
             healthy_case = False
@@ -262,7 +280,7 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
     # airway and vessel trees
     vess, wall, lumen = _trees(grid, th, lobes, r_tree, lob, ple_pt, lung_idx, o.vessel_points,
                                prune=(em.PLE_PRUNE_MM, em.PLE_THIN) if hrct else (1.3, 1.0),
-                               vessel_scale=em.VESSEL_SCALE if hrct else 1.0,
+                               vessel_scale=(em.VESSEL_SCALE if acq is None else acq.vessel_scale) if hrct else 1.0,
                                airway=(em.AIRWAY_MIN_R, *em.AIRWAY_WALL) if hrct else (0.9, 0.3, 0.18),
                                prune_in_region=hrct and em.PRUNE_IN_REGION)
     if dots is not None and len(dots):  # versions 2, 3: the centrilobular artery of each CLE lobule
@@ -278,7 +296,10 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
     sub_flat[lung_idx[solid[lung_idx]]] = labels.NORMAL
     del vess, wall, lumen, solid
 
-    ct = acquire(grid, hu, kernel, noise, r_scan, version="2" if hrct else "1", air_offset=float(o.air_offset))
+    if acq is None:
+        ct = acquire(grid, hu, kernel, noise, r_scan, version="2" if hrct else "1", air_offset=float(o.air_offset))
+    else:
+        ct = clinical.acquire(grid, hu, acq, r_scan, air_offset=float(o.air_offset))
     del hu
     regions, subtypes = downsample_labels(grid, lobes, sub_flat.reshape(lobes.shape))
     fr = _fractions(subtypes)
@@ -287,7 +308,9 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
         "index": int(index), "healthy": bool(dis.healthy),
         "protocol": {"size_xyz": [grid.nx, grid.ny, grid.nz], "spacing_mm": [grid.spacing, grid.spacing,
                      grid.thickness], "slice_thickness_mm": grid.thickness, "kernel": kernel, "noise_hu": noise,
-                     "kernel_params": (KERNELS_V2 if hrct else KERNELS)[kernel], "fine_subslices": grid.k,
+                     "kernel_params": (KERNELS_V2 if hrct else KERNELS)[kernel] if acq is None else
+                     {"fc_lpmm": acq.fc, "enhance": acq.enhance}, "fine_subslices": grid.k,
+                     **({"acquisition": acq.to_dict()} if acq is not None else {}),
                      **({"air_offset_hu": float(o.air_offset)} if (hrct or o.air_offset) else {})},
         "patient": p.to_dict(),
         "disease": {"cle_severity": dis.cle, "pse_severity": dis.pse, "ple_severity": dis.ple,
@@ -301,6 +324,20 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
         "options": o.meta_options(),
     }
     return PhantomCase(grid.image(ct), grid.image(regions), grid.image(subtypes), meta)
+
+
+def _clinical(seed: int, index: int, o: PhantomOptions) -> clinical.Acquisition | None:
+    """The clinical protocol draw of this case (None for the standard acquisition)."""
+    if o.acquisition != "clinical":
+        return None
+    return clinical.draw(seed, index, o.kernel, o.noise)
+
+
+def _clinical_plan_options(o: PhantomOptions, acq: clinical.Acquisition) -> PhantomOptions:
+    """Options for :func:`_plan` that take the clinical slice thickness where the user fixed none."""
+    z_fixed = o.size is not None and o.size[2] is not None
+    kernel = "sharp" if o.kernel == "lung" else o.kernel
+    return replace(o, kernel=kernel, thickness=o.thickness if (o.thickness is not None or z_fixed) else acq.thickness)
 
 
 def _disease_hrct(em, grid: Grid, lobes, flat, lung_idx, lung_pts, dis, rng, z_base, height):

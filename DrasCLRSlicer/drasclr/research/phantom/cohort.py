@@ -84,6 +84,8 @@ def write_cohort(out: str | os.PathLike, n: int, seed: int = 0, options: Phantom
     if str(options.generator) != "1" or options.air_offset:  # version 1 keeps its old cohort meta.json bytes
         summary["generator_version"] = str(options.generator)
         summary["air_offset_hu"] = float(options.air_offset)
+    if options.acquisition != "standard":
+        summary["acquisition"] = options.acquisition
     tmp = out / ".meta.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1) + "\n")
     os.replace(tmp, out / "meta.json")

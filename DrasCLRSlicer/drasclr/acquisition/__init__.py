@@ -1,0 +1,1 @@
+"""acquisition: see drasclr/__init__.py for the layout."""

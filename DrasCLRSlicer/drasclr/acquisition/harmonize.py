@@ -1,0 +1,251 @@
+"""Acquisition harmonization: measure a scan's noise and sharpness, and bring it to the look the subtype model was
+trained on before the model and the densitometry see it (docs/acquisition.md, issue 26).
+
+**Measured on every scan** (:func:`measure`): in uniform soft tissue (muscle, blood, mediastinum: voxels whose
+~5 mm in-plane neighbourhood has a mean of -20..120 HU, inside the body, away from lung and bone) the local noise
+SD, the lag-1 in-plane autocorrelation of the fine-band noise (texture: about 0.5 for the real soft kernels
+measured, near 0 or negative for an edge-enhancing lung kernel) and the noise SD in three in-plane frequency
+bands (differences of Gaussians of sigma 0 / 0.4 / 0.8 / 1.6 mm; a fourth, 1.6-3.2 mm, is recorded for noise
+simulation); outside air's local SD is reported beside them.
+
+**Harmonization** (:func:`harmonize`), in the spirit of Gallardo-Estrella et al. 2016 (kernel normalization by
+frequency bands): the image is split into the same bands and each band is scaled by ``min(1, target / measured)``
+where ``target`` is the band's noise SD in the training phantoms (:data:`TARGET_BAND_SD`, measured with
+:func:`measure` on generator-2 phantoms, the look demo-v5 was trained on). Bands whose noise is at or below the
+training look are kept (the image is never sharpened nor given noise), so a soft-kernel scan passes unchanged,
+and a sharp or low-dose one loses the excess fine-grained power: noise and edge overshoot of a sharp kernel go
+down together, as a softer reconstruction kernel would do. In-plane only (the through-plane axis, the one of
+largest spacing, is not filtered). The calibrated HU scale is kept (the lowest band carries the mean).
+
+``mode``: ``auto`` harmonizes when a band's noise is over its target by more than :data:`TOLERANCE` (not on
+in-plane pixels over :data:`MAX_PIXEL_MM`), ``off`` never (the measurement is still recorded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..core.errors import InputError
+from ..core.image import CTImage
+
+MODES = ("auto", "off")
+BAND_SIGMAS_MM = (0.4, 0.8, 1.6)  # band i = G(s_{i-1}) - G(s_i), s_0 = 0; the last band is everything coarser
+# noise SD (HU) per band in uniform soft tissue of the training look: generator-2 phantoms (what demo-v5 was trained
+# on), measured with :func:`measure` on a soft-kernel case (noise 13.3 HU: 3.18, 6.68, 3.91) and a sharp-kernel
+# case (17.7 HU: 7.95, 7.95, 3.40); the target is their envelope, rounded
+# (``python -m drasclr.acquisition.harmonize CT...``)
+TARGET_BAND_SD = (8.0, 8.0, 4.0)
+# measured only (for noise synthesis, drasclr.acquisition.perturb): the band G(1.6 mm) - G(3.2 mm)
+COARSE_SIGMA_MM = 3.2
+TOLERANCE = 1.15  # auto: harmonize when a band's noise exceeds its target by more than this factor
+MAX_PIXEL_MM = 1.5  # coarser in-plane pixels: the bands lie below the pixel size; left unchanged
+WINDOW_MM = 5.0
+TISSUE_HU = (-20.0, 120.0)
+MAX_SLICES = 40  # measurement: at most this many slices, evenly spaced
+
+
+@dataclass
+class NoiseMeasure:
+    """What :func:`measure` found (HU); None where no uniform region was found."""
+
+    tissue_sd_hu: float | None
+    band_sd_hu: list[float] | None
+    autocorr: float | None
+    outside_air_sd_hu: float | None
+    tissue_voxels: int
+    coarse_band_sd_hu: float | None = None  # the band G(1.6 mm) - G(3.2 mm), noise plus some anatomy
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Harmonization:
+    """Measured before and after, what was done; ``to_json()`` goes into stats.json as ``harmonization``."""
+
+    mode: str
+    before: NoiseMeasure
+    applied: bool = False
+    band_gains: list[float] = field(default_factory=list)
+    after: NoiseMeasure | None = None
+    reason: str = ""
+
+    def to_json(self) -> dict:
+        return {"mode": self.mode, "applied": self.applied, "reason": self.reason,
+                "band_sigmas_mm": list(BAND_SIGMAS_MM), "target_band_sd_hu": list(TARGET_BAND_SD),
+                "band_gains": [round(g, 3) for g in self.band_gains], "before": self.before.to_json(),
+                "after": None if self.after is None else self.after.to_json()}
+
+
+def _axes(ct: CTImage) -> tuple[int, np.ndarray]:
+    """(through-plane array axis, zyx spacing): the axis of largest spacing (z for an isotropic scan)."""
+    sp = np.asarray(ct.spacing[::-1], float)
+    return int(np.argmax(sp)) if sp.max() > sp.min() * 1.01 else 0, sp
+
+
+def _sigma(sp: np.ndarray, axis: int, mm: float) -> tuple[float, float, float]:
+    return tuple(0.0 if i == axis else mm / sp[i] for i in range(3))
+
+
+def bands(a: np.ndarray, sp: np.ndarray, axis: int, sigmas=BAND_SIGMAS_MM) -> list[np.ndarray]:
+    """In-plane frequency bands of a float32 array: ``len(sigmas) + 1`` arrays that sum to ``a``."""
+    out, prev = [], a
+    for s in sigmas:
+        g = ndi.gaussian_filter(a, _sigma(sp, axis, s), mode="nearest")
+        out.append(prev - g)
+        prev = g
+    out.append(prev)
+    return out
+
+
+def _slices(a: np.ndarray, axis: int) -> np.ndarray:
+    n = a.shape[axis]
+    idx = np.unique(np.linspace(0, n - 1, min(n, MAX_SLICES)).round().astype(int))
+    return np.take(a, idx, axis=axis), idx
+
+
+def _local(a: np.ndarray, sp: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Local mean and SD over a ~5 mm in-plane window."""
+    size = _local_size(sp, axis)
+    m = ndi.uniform_filter(a, size, mode="nearest")
+    v = ndi.uniform_filter(a * a, size, mode="nearest") - m * m
+    return m, np.sqrt(np.maximum(v, 0))
+
+
+def _plane(axis: int) -> np.ndarray:
+    """3x3 in-plane structuring element (nothing along ``axis``)."""
+    plane = np.zeros((3, 3, 3), bool)
+    sl = [slice(None)] * 3
+    sl[axis] = slice(1, 2)
+    plane[tuple(sl)] = True
+    return plane
+
+
+def _tissue_mask(a: np.ndarray, m: np.ndarray, sp: np.ndarray, axis: int, lungs: np.ndarray | None) -> np.ndarray:
+    """Uniform soft tissue: local mean in ``TISSUE_HU``, eroded about 3 mm in-plane, away from the lungs."""
+    tissue = (m > TISSUE_HU[0]) & (m < TISSUE_HU[1]) & (a > -400)
+    plane = _plane(axis)
+    n_er = max(1, int(round(3.0 / min(sp[i] for i in range(3) if i != axis))))
+    tissue = ndi.binary_erosion(tissue, plane, iterations=n_er)
+    if lungs is not None:
+        tissue &= ~ndi.binary_dilation(lungs, plane, iterations=n_er)
+    return tissue
+
+
+def _autocorr(r: np.ndarray, mask: np.ndarray, axis: int) -> float | None:
+    """Lag-1 autocorrelation of ``r`` within ``mask`` along the two in-plane axes (mean of both)."""
+    vals = []
+    for ax in (i for i in range(3) if i != axis):
+        a0 = np.take(r, range(r.shape[ax] - 1), axis=ax)
+        a1 = np.take(r, range(1, r.shape[ax]), axis=ax)
+        m = np.take(mask, range(r.shape[ax] - 1), axis=ax) & np.take(mask, range(1, r.shape[ax]), axis=ax)
+        if m.sum() < 100:
+            return None
+        x, y = a0[m], a1[m]
+        vals.append(float(np.mean(x * y) / max(np.sqrt(np.mean(x * x) * np.mean(y * y)), 1e-6)))
+    return float(np.mean(vals))
+
+
+def measure(ct: CTImage, lungs: CTImage | None = None) -> NoiseMeasure:
+    """Noise and sharpness of a scan (see the module docstring); ``lungs``: the lung mask (kept out of the
+    uniform-tissue region)."""
+    axis, sp = _axes(ct)
+    a, idx = _slices(ct.array.astype(np.float32), axis)
+    lm = None if lungs is None else np.take(lungs.array > 0, idx, axis=axis)
+    m, s = _local(a, sp, axis)
+    tissue = _tissue_mask(a, m, sp, axis, lm)
+    body = np.stack([ndi.binary_fill_holes(x) for x in np.moveaxis(a > -500, axis, 0)], axis=axis)
+    outside = ~ndi.binary_dilation(body, _plane(axis), iterations=5) & (a > -1200) & (m < -800)
+    air_sd = float(np.median(s[outside])) if outside.sum() > 500 else None
+    n = int(tissue.sum())
+    if n < 500:
+        return NoiseMeasure(None, None, None, _r(air_sd), n)
+    bs = bands(a, sp, axis, (*BAND_SIGMAS_MM, COARSE_SIGMA_MM))
+    band_sd = [float(np.sqrt(np.median(ndi.uniform_filter(b * b, _local_size(sp, axis))[tissue]))) for b in bs[:-1]]
+    resid = a - bs[-1] - bs[-2]  # the fine bands
+    return NoiseMeasure(_r(float(np.median(s[tissue]))), [_r(v) for v in band_sd[:-1]],
+                        _r(_autocorr(resid, tissue, axis), 3), _r(air_sd), n, _r(band_sd[-1]))
+
+
+def _local_size(sp: np.ndarray, axis: int) -> tuple[int, int, int]:
+    return tuple(1 if i == axis else max(3, int(round(WINDOW_MM / sp[i])) | 1) for i in range(3))
+
+
+def _r(v, d: int = 2):
+    return None if v is None else round(float(v), d)
+
+
+def gains(measured: NoiseMeasure, target=TARGET_BAND_SD) -> list[float]:
+    """Per-band gain ``min(1, target / measured)`` (1 where nothing was measured)."""
+    if measured.band_sd_hu is None:
+        return [1.0] * len(target)
+    return [min(1.0, t / max(m, 1e-6)) for t, m in zip(target, measured.band_sd_hu)]
+
+
+def apply_gains(ct: CTImage, band_gains: list[float]) -> CTImage:
+    """The image with its in-plane bands scaled by ``band_gains`` (the coarsest band kept), same dtype."""
+    axis, sp = _axes(ct)
+    a = ct.array.astype(np.float32)
+    out = np.zeros_like(a)
+    for g, b in zip([*band_gains, 1.0], bands(a, sp, axis)):
+        out += np.float32(g) * b
+    if np.issubdtype(ct.array.dtype, np.integer):
+        info = np.iinfo(ct.array.dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    return ct.with_array(out.astype(ct.array.dtype))
+
+
+def harmonize(ct: CTImage, lungs: CTImage | None = None, mode: str = "auto") -> tuple[CTImage, Harmonization]:
+    """Measure and (``auto``, when needed) harmonize -> (the image the model and the harmonized densitometry
+    see, the record). ``off``: the image itself, measured only."""
+    if mode not in MODES:
+        raise InputError(f"--harmonize {mode}: choose auto or off")
+    before = measure(ct, lungs)
+    h = Harmonization(mode=mode, before=before)
+    if mode == "off":
+        h.reason = "off: measured only"
+        return ct, h
+    if before.band_sd_hu is None:
+        h.reason = "no uniform soft tissue found to measure the noise: left unchanged"
+        return ct, h
+    axis, sp = _axes(ct)
+    if max(sp[i] for i in range(3) if i != axis) > MAX_PIXEL_MM:
+        h.reason = f"in-plane pixels over {MAX_PIXEL_MM} mm: the noise bands lie below the pixel size; left unchanged"
+        return ct, h
+    g = gains(before)
+    h.band_gains = g
+    if min(g) * TOLERANCE >= 1.0:
+        h.reason = "noise at or below the training look: left unchanged"
+        return ct, h
+    out = apply_gains(ct, g)
+    h.applied, h.after = True, measure(out, lungs)
+    h.reason = "fine-band noise above the training look: bands scaled to it"
+    return out, h
+
+
+def for_analysis(ct: CTImage, lungs: CTImage, mode: str, reference: bool) -> tuple[CTImage, Harmonization]:
+    """:func:`harmonize` as ``analyze`` runs it: with the reference classifier (cip-lh, trained on real sharp-kernel
+    COPDGene CT, not on the phantoms' look) the scan is measured only."""
+    if not reference or mode == "off":
+        return harmonize(ct, lungs, mode)
+    out, h = harmonize(ct, lungs, "off")
+    h.mode, h.reason = mode, "reference classifier: measured only (its training look is real sharp-kernel CT)"
+    return out, h
+
+
+def main(argv=None) -> int:  # python -m drasclr.acquisition.harmonize CT...: each scan measured, one JSON line
+    import json
+    import sys
+
+    from ..core.io import read_ct
+
+    for path in (argv if argv is not None else sys.argv[1:]):
+        print(json.dumps({"ct": str(path), **measure(read_ct(path)).to_json()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

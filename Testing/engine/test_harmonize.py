@@ -1,0 +1,136 @@
+"""Acquisition harmonization (drasclr.acquisition.harmonize) and the bench's perturbations
+(drasclr.acquisition.perturb): the noise and
+texture measurement, a sharp/noisy scan brought back to the training noise look, a clean scan left alone, lower
+dose with the scan's own texture, thicker slices, and the analyze flag."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from drasclr.acquisition import harmonize as H
+from drasclr.acquisition.perturb import add_gradient, lower_dose, thicker_slices
+from drasclr.analysis.stats import HARMONIZED_COLUMNS
+from drasclr.core.image import CTImage
+from drasclr.core.io import write_image
+from drasclr.research.phantom.acquisition import blur, ct_noise
+
+SP = 0.8  # mm in-plane
+SOFT = (0.3, 0.0)  # fc lp/mm, edge enhancement: a soft kernel
+LUNG = (0.85, 0.9)  # the sharp lung kernel
+
+
+def chest(noise_sd: float = 0.0, kernel=SOFT, seed: int = 0, nz: int = 8) -> tuple[CTImage, np.ndarray]:
+    """A clean body (40 HU) with two lungs (-870 HU) and small vessels, blurred by ``kernel`` and given ``noise_sd``
+    HU of that kernel's noise -> (ct, lung mask)."""
+    ny = nx = 192
+    y, x = np.mgrid[:ny, :nx].astype(np.float32)
+    body = ((x - nx / 2) / 85) ** 2 + ((y - ny / 2) / 70) ** 2 < 1
+    lung = np.zeros((ny, nx), bool)
+    for cx in (0.3 * nx, 0.7 * nx):
+        lung |= ((x - cx) / 30) ** 2 + ((y - ny / 2) / 45) ** 2 < 1
+    sl = np.where(body, 40.0, -1000.0).astype(np.float32)
+    sl[lung] = -870.0
+    rng = np.random.default_rng(seed)
+    for cy, cx in rng.uniform((60, 40), (130, 150), (40, 2)):
+        dots = (x - cx) ** 2 + (y - cy) ** 2 < 4
+        sl[dots & lung] = 40.0
+    a = np.repeat(sl[None], nz, 0)
+    a = blur(a, SP, *kernel)
+    if noise_sd:
+        a = a + ct_noise(a.shape, SP, *kernel, noise_sd, rng)
+    ct = CTImage(np.rint(a).astype(np.int16), spacing=(SP, SP, 2.0))
+    return ct, np.repeat(lung[None], nz, 0)
+
+
+def test_measure_noise_sd_and_texture():
+    soft, lung = chest(20.0, SOFT)
+    sharp, _ = chest(20.0, LUNG)
+    ms, mh = H.measure(soft), H.measure(sharp)
+    assert ms.tissue_sd_hu == pytest.approx(20.0, rel=0.25)
+    assert mh.tissue_sd_hu == pytest.approx(20.0, rel=0.25)
+    # texture: the soft kernel's grain is coarse (high lag-1 autocorrelation), the lung kernel's fine
+    assert ms.autocorr > mh.autocorr + 0.3
+    # the lung kernel puts its noise into the fine bands, the soft one into the coarse
+    assert mh.band_sd_hu[0] / mh.band_sd_hu[2] > 2.5 * ms.band_sd_hu[0] / ms.band_sd_hu[2]
+    clean = H.measure(chest(0.0, SOFT)[0])
+    assert clean.tissue_sd_hu < 3.0
+
+
+def test_sharp_noisy_scan_is_brought_to_the_training_look():
+    noisy, lung = chest(60.0, LUNG, seed=1)  # a real L kernel's noise level
+    lung_img = noisy.with_array(lung.astype(np.uint8))
+    out, rec = H.harmonize(noisy, lung_img, "auto")
+    assert rec.applied and out.array.dtype == noisy.array.dtype
+    assert rec.before.tissue_sd_hu > 45
+    # every fine band ends near (at most about) its target
+    for got, target in zip(rec.after.band_sd_hu, H.TARGET_BAND_SD):
+        assert got < 1.3 * target
+    assert rec.after.tissue_sd_hu < 0.4 * rec.before.tissue_sd_hu
+    # LAA-950 of the normal lung: the noise's false low-attenuation area is gone, the density kept
+    lv_raw, lv_h = noisy.array[lung], out.array[lung]
+    assert (lv_raw < -950).mean() > 0.05 and (lv_h < -950).mean() < 0.02
+    clean_h = H.apply_gains(chest(0.0, LUNG)[0], rec.band_gains).array[lung]  # the same filter without noise
+    assert abs(float(np.median(lv_h)) - float(np.median(clean_h))) < 15
+    json.dumps(rec.to_json())  # JSON-ready for stats.json
+
+
+def test_clean_soft_scan_is_left_unchanged_and_off_only_measures():
+    ct, lung = chest(8.0, SOFT)
+    out, rec = H.harmonize(ct, None, "auto")
+    assert not rec.applied and out is ct and rec.before.tissue_sd_hu is not None
+    noisy, _ = chest(60.0, LUNG)
+    out, rec = H.harmonize(noisy, None, "off")
+    assert out is noisy and not rec.applied and rec.before.tissue_sd_hu > 45
+
+
+def test_lower_dose_doubles_the_noise_sd_with_the_scans_texture():
+    for kernel in (SOFT, LUNG):
+        ct, _ = chest(20.0, kernel)
+        before = H.measure(ct)
+        after = H.measure(lower_dose(ct, 4.0, seed=3))
+        assert after.tissue_sd_hu / before.tissue_sd_hu == pytest.approx(2.0, rel=0.2)
+        for b0, b1 in zip(before.band_sd_hu, after.band_sd_hu):  # the same spectrum, band by band
+            assert b1 / b0 == pytest.approx(2.0, rel=0.25)
+
+
+def test_thicker_slices_and_gradient():
+    ct, lung = chest(10.0, SOFT, nz=10)
+    thick = thicker_slices(ct, 4.0)
+    assert thick.array.shape[0] == 5 and thick.spacing[2] == 4.0
+    expect = ct.array[:2].astype(np.float32).mean(0)
+    assert np.abs(thick.array[0] - np.rint(expect)).max() <= 1
+    g = add_gradient(ct, lung, 60.0)
+    d = (g.array.astype(np.int32) - ct.array)[lung.astype(bool)]
+    assert d.min() >= 0 and d.max() >= 59 and not np.any((g.array != ct.array) & ~lung)
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_analyze_flag(tmp_path, mode):
+    ct, _ = chest(60.0, LUNG, nz=40)  # a sharp-kernel scan at a real L kernel's noise
+    write_image(ct, tmp_path / "ct.nii.gz")
+    out = tmp_path / "res"
+    proc = subprocess.run([sys.executable, "-m", "drasclr", "analyze", str(tmp_path / "ct.nii.gz"), "-o", str(out),
+                           "--no-model", "--regions", "zones", "--quiet", "--harmonize", mode],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.load(open(out / "stats.json"))
+    h = doc["harmonization"]
+    assert h["mode"] == mode and h["before"]["tissue_sd_hu"] > 45 and h["applied"] == (mode == "auto")
+    whole = {r["region"]: r for r in doc["regions"]}["whole_lung"]
+    if mode == "auto":  # the raw contract columns, then the harmonized ones
+        assert doc["columns"][-len(HARMONIZED_COLUMNS):] == HARMONIZED_COLUMNS
+        assert "harmonized_laa950_pct" in open(out / "stats.csv").readline()
+        assert whole["laa950_pct"] > 5 and whole["harmonized_laa950_pct"] < 2
+    else:
+        assert not any(c.startswith("harmonized_") for c in doc["columns"])
+
+
+def test_analyze_flag_refuses_a_bad_mode(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "drasclr", "analyze", str(tmp_path / "x.nii.gz"), "-o",
+                           str(tmp_path / "r"), "--harmonize", "strong"], capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:")
+    assert not (tmp_path / "r").exists()
