@@ -37,3 +37,17 @@ def test_load_comparison_as_nodes(scene, tmp_path):
     assert nodes.table.GetTable().GetNumberOfRows() == len(nodes.rows) == 16  # 2 scans x (5 lobes + 3)
     assert nodes.chart.GetNumberOfPlotSeriesNodes() == 6  # 5 lobes + whole lung
     assert "registration lung Dice" in followup.summary(nodes)
+
+
+def test_compare_with_prior_runs_the_engine(scene, tmp_path):
+    """The Logic path of the Qt button: two volume nodes -> drasclr compare in a child process -> nodes."""
+    from DrasCLRSlicerLib.logic import DrasCLRLogic
+
+    write_series(tmp_path / "s", 46, SMALL, FollowupOptions(scans=2, volume_change=(-0.1,)))
+    prior = add_volume_node(scene, read_image(tmp_path / "s" / "scan_0" / "ct.nii.gz"), "prior CT")
+    now = add_volume_node(scene, read_image(tmp_path / "s" / "scan_1" / "ct.nii.gz"), "current CT")
+    nodes = DrasCLRLogic(scene).compare_with_prior(now, prior, use_model=False, work_dir=tmp_path / "w")
+    assert nodes.baseline is prior and nodes.registration[0]["lung_dice"] >= 0.95
+    whole = next(r for r in nodes.rows if r["scan"] == 1 and r["region"] == "whole_lung")
+    assert whole["volume_ratio"] < 0.97  # the follow-up was scanned at a smaller volume
+    assert (tmp_path / "w" / "output" / "report.html").is_file()

@@ -206,7 +206,10 @@ def deform(img: CTImage, hu: np.ndarray, sub: np.ndarray, lobes: np.ndarray, tra
 
     def warp(a, interp, default):
         moving = img.with_array(a).to_sitk()
-        return sitk.GetArrayFromImage(sitk.Resample(moving, ref, transform, interp, default, moving.GetPixelID()))
+        # outside the baseline's field of view the edge continues (a shrinking lung would otherwise pull air slabs
+        # in at the image edges)
+        return sitk.GetArrayFromImage(sitk.Resample(moving, ref, transform, interp, default, moving.GetPixelID(),
+                                                    useNearestNeighborExtrapolator=True))
 
     # nearest neighbour: linear interpolation would mix chest wall into the (nearest-neighbour) lung border voxels
     hu_f = warp(hu.astype(np.float32), sitk.sitkNearestNeighbor, -1000.0)
