@@ -19,15 +19,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-build/demo-model-v6}
 MODEL=${2:-DrasCLRSlicer/drasclr/data/models/demo-v6}
-PY=${PY:-$PWD/.venv/bin/python}
-export PYTHONPATH="$PWD/DrasCLRSlicer${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's engine
-DRASCLR="$PY -m drasclr"
-REAL=${REAL:-../shared/data/real}
 STEPS=${STEPS:-4000}
-DEVICE=${DEVICE:-cpu}
 PARENT=${PARENT:-DrasCLRSlicer/drasclr/data/models/demo-v5}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread: on a shared 2-core machine faster than two fighting
-mkdir -p "$WORK"
+# shellcheck source=scripts/demo_model_lib.sh
+source scripts/demo_model_lib.sh
 echo "info: demo-v6 build $(date -u +%FT%TZ) work=$WORK model=$MODEL steps=$STEPS" >&2
 
 # --- training cohorts: version-3 phantoms with the clinical acquisition, 32 cases (8 chunks of 4) --------------
@@ -51,22 +46,10 @@ fi
 
 # --- one training folder of links --------------------------------------------------------------------------------
 TRAIN="$WORK/train_v6"
-if [ ! -d "$TRAIN" ]; then
-  mkdir -p "$TRAIN.tmp"
-  for c in "$WORK"/v3c_[ab]*/case_*; do ln -s "$(realpath "$c")" "$TRAIN.tmp/$(basename "$(dirname "$c")")_$(basename "$c")"; done
-  for c in "$WORK"/real/real_*; do [ -d "$c" ] && ln -s "$(realpath "$c")" "$TRAIN.tmp/$(basename "$c")"; done
-  mv "$TRAIN.tmp" "$TRAIN"
-fi
+link_cases "$TRAIN" "$WORK"/v3c_[ab]*/case_* "$WORK"/real/real_*
 
 # --- fine-tuning from demo-v5 (resumable; PAUSE_MINUTES pauses with exit 75) --------------------------------------
-if [ ! -f "$MODEL/model.safetensors" ]; then
-  RESUME=$([ -f "$MODEL.checkpoints/latest" ] && echo --resume || true)
-  PAUSE=$([ -n "${PAUSE_MINUTES:-}" ] && echo "--pause-after-minutes $PAUSE_MINUTES" || true)
-  # shellcheck disable=SC2086
-  $DRASCLR finetune cohort --data "$TRAIN" --from "$PARENT" -o "$MODEL" --name demo --steps "$STEPS" \
-    --batch-size 8 --lr 3e-4 --encoder-lr-scale 1.0 --freeze all --val-fraction 0.15 --seed 0 --patience 0 \
-    --save-every 200 --device "$DEVICE" $RESUME $PAUSE
-fi
+finetune_from "$PARENT" "$TRAIN" "$MODEL" 3e-4
 # the density-consistency rule of demo-v5 (drasclr/dense/density.py), written into the card before any evaluation
 $PY scripts/record_evaluation.py "$MODEL" --density-veto 0.15
 
@@ -75,12 +58,8 @@ for i in 0 1; do chunk "test_a$i" $((6201 + i)) --acquisition clinical; done
 for i in 0 1; do chunk "test_b$i" $((6301 + i)) --acquisition clinical --healthy-fraction 0 --subtypes cle,pse,ple; done
 chunk test_s0 6401
 TEST="$WORK/test_v6"
-if [ ! -d "$TEST" ]; then
-  mkdir -p "$TEST.tmp"
-  for c in "$WORK"/test_*/case_*; do ln -s "$(realpath "$c")" "$TEST.tmp/$(basename "$(dirname "$c")")_$(basename "$c")"; done
-  mv "$TEST.tmp" "$TEST"
-fi
-ls -d "$TEST"/*/ | sed 's:/$::; s:$:/ct.nii.gz:' > "$WORK/test_v6.txt"
+link_cases "$TEST" "$WORK"/test_*/case_*
+test_list "$TEST"
 for m in "$PARENT" "$MODEL"; do
   n=$(basename "$m")
   [ -d "$WORK/test_v6-pred-$n" ] || $DRASCLR analyze "$WORK/test_v6.txt" -o "$WORK/test_v6-pred-$n" --model "$m"

@@ -15,14 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-build/demo-model-v5}
 MODEL=${2:-DrasCLRSlicer/drasclr/data/models/demo-v5}
-DRASCLR="$PWD/.venv/bin/drasclr"
-PY="$PWD/.venv/bin/python"
-REAL=${REAL:-../shared/data/real}
 STEPS=${STEPS:-6000}
-DEVICE=${DEVICE:-cpu}
 PARENT=${PARENT:-DrasCLRSlicer/drasclr/data/models/demo-v4}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread: on a shared 2-core machine faster than two fighting
-mkdir -p "$WORK"
+# shellcheck source=scripts/demo_model_lib.sh
+source scripts/demo_model_lib.sh
 
 # --- training cohorts: version-2 phantoms, 40 cases (10 chunks of 4; about 30 % healthy in the a-chunks) ---------
 chunk() {  # chunk NAME SEED OPTIONS...
@@ -36,28 +32,16 @@ for i in 0 1 2 3; do chunk "v2_b$i" $((5111 + i)) --healthy-fraction 0; done
 # --- real texture: LIDC-IDRI-0001 pseudo-labelled by cip-lh where confident and density-consistent --------------
 # (only this real CT: the Lung-PET-CT-Dx scans are the specificity/kernel test cases, the COPDGene scan is 4 mm)
 if [ ! -d "$WORK/real/real_lidc_idri_0001" ] && [ -f "$REAL/lidc_idri_0001.nii.gz" ]; then
-  PYTHONPATH=DrasCLRSlicer $PY -m drasclr.dense.pseudo "$REAL/lidc_idri_0001.nii.gz" -o "$WORK/real" \
+  $PY -m drasclr.dense.pseudo "$REAL/lidc_idri_0001.nii.gz" -o "$WORK/real" \
     --min-confidence 0.8 --sample-weight 4
 fi
 
 # --- one training folder of links --------------------------------------------------------------------------------
 TRAIN="$WORK/train_v5"
-if [ ! -d "$TRAIN" ]; then
-  mkdir -p "$TRAIN.tmp"
-  for c in "$WORK"/v2_[ab]*/case_*; do ln -s "$(realpath "$c")" "$TRAIN.tmp/$(basename "$(dirname "$c")")_$(basename "$c")"; done
-  for c in "$WORK"/real/real_*; do [ -d "$c" ] && ln -s "$(realpath "$c")" "$TRAIN.tmp/$(basename "$c")"; done
-  mv "$TRAIN.tmp" "$TRAIN"
-fi
+link_cases "$TRAIN" "$WORK"/v2_[ab]*/case_* "$WORK"/real/real_*
 
 # --- fine-tuning from demo-v4 (resumable; PAUSE_MINUTES pauses with exit 75) --------------------------------------
-if [ ! -f "$MODEL/model.safetensors" ]; then
-  RESUME=$([ -f "$MODEL.checkpoints/latest" ] && echo --resume || true)
-  PAUSE=$([ -n "${PAUSE_MINUTES:-}" ] && echo "--pause-after-minutes $PAUSE_MINUTES" || true)
-  # shellcheck disable=SC2086
-  $DRASCLR finetune cohort --data "$TRAIN" --from "$PARENT" -o "$MODEL" --name demo --steps "$STEPS" \
-    --batch-size 8 --lr 5e-4 --encoder-lr-scale 1.0 --freeze all --val-fraction 0.15 --seed 0 --patience 0 \
-    --save-every 200 --device "$DEVICE" $RESUME $PAUSE
-fi
+finetune_from "$PARENT" "$TRAIN" "$MODEL" 5e-4
 # density consistency (drasclr/dense/density.py): emphysema called in normal-density lung is turned normal by
 # analyze; the same rule and threshold as the pseudo-labels above, written into the card before any evaluation
 $PY scripts/record_evaluation.py "$MODEL" --density-veto 0.15
@@ -66,15 +50,11 @@ $PY scripts/record_evaluation.py "$MODEL" --density-veto 0.15
 for i in 0 1; do chunk "test_a$i" $((5201 + i)); done
 for i in 0 1; do chunk "test_b$i" $((5301 + i)) --healthy-fraction 0 --subtypes cle,pse,ple; done
 TEST="$WORK/test_v5"
-if [ ! -d "$TEST" ]; then
-  mkdir -p "$TEST.tmp"
-  for c in "$WORK"/test_*/case_*; do ln -s "$(realpath "$c")" "$TEST.tmp/$(basename "$(dirname "$c")")_$(basename "$c")"; done
-  mv "$TEST.tmp" "$TEST"
-fi
-ls -d "$TEST"/*/ | sed 's:/$::; s:$:/ct.nii.gz:' > "$WORK/test_v5.txt"
+link_cases "$TEST" "$WORK"/test_*/case_*
+test_list "$TEST"
 [ -d "$WORK/test_v5-pred" ] || $DRASCLR analyze "$WORK/test_v5.txt" -o "$WORK/test_v5-pred" --model "$MODEL"
 [ -d "$WORK/test_v5-eval" ] || $DRASCLR evaluate --pred "$WORK/test_v5-pred" --truth "$TEST" -o "$WORK/test_v5-eval"
-[ -f "$WORK/real_scans/summary.json" ] || PYTHONPATH=DrasCLRSlicer $PY bench/bench_real_scans.py \
+[ -f "$WORK/real_scans/summary.json" ] || $PY bench/bench_real_scans.py \
   --models "$PARENT" "$MODEL" -o "$WORK/real_scans" --real "$REAL"
 # the held-out figures go into the card (metrics.held_out, metrics.real_scans)
 $PY scripts/record_evaluation.py "$MODEL" --phantoms "$WORK/test_v5-eval/metrics.json" \

@@ -47,18 +47,10 @@ SUMMARY_ROWS = {"left_lung": "Left lung", "right_lung": "Right lung", "whole_lun
 
 # statistics columns: key -> (title, unit, decimals shown)
 COLUMNS: dict[str, tuple[str, str, int]] = {
-    "region": ("Region", "", 0),
-    "volume_ml": ("Volume", "mL", 0),
-    "mean_hu": ("Mean HU", "HU", 0),
-    "perc15_hu": ("Perc15", "HU", 0),
-    "laa950_pct": ("LAA-950", "%", 1),
-    "laa910_pct": ("LAA-910", "%", 1),
-    "laa856_pct": ("LAA-856", "%", 1),
-    "normal_pct": ("Normal", "%", 1),
-    "cle_pct": ("CLE", "%", 1),
-    "pse_pct": ("PSE", "%", 1),
-    "ple_pct": ("PLE", "%", 1),
-    "mean_uncertainty": ("Uncertainty", "%", 1),
+    "region": ("Region", "", 0), "volume_ml": ("Volume", "mL", 0), "mean_hu": ("Mean HU", "HU", 0),
+    "perc15_hu": ("Perc15", "HU", 0), "laa950_pct": ("LAA-950", "%", 1), "laa910_pct": ("LAA-910", "%", 1),
+    "laa856_pct": ("LAA-856", "%", 1), "normal_pct": ("Normal", "%", 1), "cle_pct": ("CLE", "%", 1),
+    "pse_pct": ("PSE", "%", 1), "ple_pct": ("PLE", "%", 1), "mean_uncertainty": ("Uncertainty", "%", 1),
 }
 
 

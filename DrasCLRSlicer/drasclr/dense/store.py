@@ -34,7 +34,7 @@ def save_segmenter(model: SubtypeSegmenter, folder: Path, card: dict) -> Path:
     half = copy.deepcopy(model).cpu().half()
     card = {"classes": {str(k): v for k, v in {0: "outside", **labels.SUBTYPES}.items()},
             "preprocessing": {"spacing_mm": 1.0, "patch": 32, "clip_hu": [-1024, 240], "scale": "[-1, 1]",
-                              "location": "drasclr.anatomy.coords.atlas_coordinates_points(patch centre)"},
+                              "location": "drasclr.coords.atlas_coordinates_points(patch centre)"},
             "weights_dtype": "float16", **card}
     save_model(half, tmp / "model.safetensors", card)
     os.replace(tmp, folder)

@@ -168,12 +168,17 @@ def build_patch_cache(cases: list[Case], out: str | os.PathLike, scheme=None, ma
     return out
 
 
-def read_index(folder: Path, what: str) -> dict:
-    """A cache folder's ``index.json``; ``InputError`` naming ``what`` when it is missing or not JSON."""
+def read_index(folder: Path, what: str, fmt: str | None = None, version: int | None = None) -> dict:
+    """A cache folder's ``index.json``; ``InputError`` naming ``what`` when it is missing, not JSON, or (``fmt``,
+    ``version`` given) of another format or version."""
     try:
-        return json.loads((folder / "index.json").read_text())
+        index = json.loads((folder / "index.json").read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{folder}: not a readable {what} ({exc})") from None
+    if fmt is not None and (index.get("format") != fmt or index.get("version") != version):
+        raise InputError(f"{folder}: {what} format {index.get('format')} version {index.get('version')} is not "
+                         f"{fmt} version {version} (rebuild it)")
+    return index
 
 
 def is_cache(folder: str | os.PathLike) -> bool:
@@ -185,10 +190,7 @@ class PatchCache:
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
-        self.index = read_index(self.folder, "patch cache")
-        if self.index.get("format") != CACHE_FORMAT or self.index.get("version") != CACHE_VERSION:
-            raise InputError(f"{self.folder}: patch cache format {self.index.get('format')} version "
-                             f"{self.index.get('version')} is not supported (rebuild it)")
+        self.index = read_index(self.folder, "patch cache", CACHE_FORMAT, CACHE_VERSION)
         self.locations = np.load(self.folder / "locations.npy")
         self.locations_mm = np.load(self.folder / "locations_mm.npy")
         self._patches = None

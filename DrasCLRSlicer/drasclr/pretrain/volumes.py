@@ -77,10 +77,7 @@ class VolumeCache:
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
-        self.index = read_index(self.folder, "volume cache")
-        if self.index.get("format") != VOLUME_FORMAT or self.index.get("version") != VOLUME_VERSION:
-            raise InputError(f"{self.folder}: not a {VOLUME_FORMAT} version {VOLUME_VERSION} (format "
-                             f"{self.index.get('format')}); rebuild it from the cohort")
+        self.index = read_index(self.folder, "volume cache", VOLUME_FORMAT, VOLUME_VERSION)
         self._vols: dict[int, np.ndarray] = {}
         self._pts: dict[int, np.ndarray] = {}
 

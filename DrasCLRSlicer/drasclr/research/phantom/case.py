@@ -213,7 +213,6 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
     zi, yi, xi = np.unravel_index(lung_idx, lung.shape)
     lung_pts = np.stack([grid.zf[zi], grid.y[yi], grid.x[xi]], 1).astype(float)
     flat = hu.reshape(-1)
-    healthy_case = None
     if hrct:
         yn = info["yn"]
         paren = em.parenchyma(yn, smooth_field(r_tex, grid.fine_axes(), 4.0))
@@ -223,10 +222,7 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
             grad = np.broadcast_to(np.clip(yn, 0, 1) ** 1.5, hu.shape).reshape(-1)[lung_idx]
             flat[lung_idx] += np.float32(acq.gravity_hu - em.GRAVITY_HU) * grad
             del grad
-        healthy_case = (r_misc.uniform() < o.healthy_fraction) if healthy is None else healthy
-        if o.subtypes:
-            healthy_case = False
-        dis = emphysema.sample_disease(r_dis, healthy_case, o.subtypes, o.severity)
+        dis = _draw_disease(r_misc, r_dis, o, healthy)
         sub_flat, lob, ple_pt, dots, avascular = _disease_hrct(em, grid, lobes, flat, lung_idx, lung_pts, dis, r_dis,
                                                                z_base, p.lung_height)
     else:
@@ -239,39 +235,8 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
             paren, hu.shape).reshape(-1)[lung_idx]
         del tex, paren
 
-        # emphysema
-        healthy_case = (r_misc.uniform() < o.healthy_fraction) if healthy is None else healthy
-        if o.subtypes:
-            healthy_case = False
-        dis = emphysema.sample_disease(r_dis, healthy_case, o.subtypes, o.severity)
-        sub_flat = np.zeros(lung.size, np.uint8)
-        sub_flat[lung_idx] = labels.NORMAL
-        lob = emphysema.Lobules(r_dis, lung_pts.min(0), lung_pts.max(0), dis.lobule_mm)
-        ple_pt, _ = emphysema.choose_ple(r_dis, lob, lung_pts, z_base, p.lung_height, dis.ple)
-        if ple_pt.any():
-            ple_idx = lung_idx[ple_pt]
-            depth = -982.0 - 15.0 * dis.ple
-            flat[ple_idx] = depth + 0.25 * (flat[ple_idx] + 850.0)
-            sub_flat[ple_idx] = labels.PLE
-        c_cen, c_rad = emphysema.cle_holes(r_dis, lob, lung_pts, z_base, p.lung_height, dis.cle)
-        if len(c_cen):
-            occ = splat_balls(grid, c_cen, c_rad, soft=0.5 * grid.spacing).reshape(-1)
-            sel = lung_idx[occ[lung_idx] > 0]
-            flat[sel] = flat[sel] * (1 - occ[sel]) + (-1010.0) * occ[sel]
-            sub_flat[sel[occ[sel] >= 0.75]] = labels.CLE
-            del occ
-        s_cen, s_rad = emphysema.pse_spaces(r_dis, grid, lobes, z_base, p.lung_height, dis.pse)
-        if len(s_cen):
-            outer = splat_balls(grid, s_cen, s_rad).reshape(-1)
-            inner = splat_balls(grid, s_cen, np.maximum(s_rad - 0.9, 0.5)).reshape(-1)
-            sel = lung_idx[outer[lung_idx] > 0]
-            o_, i_ = outer[sel], inner[sel]
-            flat[sel] = flat[sel] * (1 - o_) + (-620.0) * o_
-            flat[sel] = flat[sel] * (1 - i_) + (-995.0) * i_
-            sub_flat[sel[o_ >= 0.5]] = labels.PSE
-            del outer, inner
-        dis.counts = {"cle_holes": int(len(c_cen)), "pse_spaces": int(len(s_cen)),
-                      "ple_lobules_voxels": int(ple_pt.sum())}
+        dis = _draw_disease(r_misc, r_dis, o, healthy)
+        sub_flat, lob, ple_pt = _disease_v1(grid, lobes, flat, lung_idx, lung_pts, dis, r_dis, z_base, p.lung_height)
 
     # fissures (thin pleural lines)
     fis = info["fissure"]
@@ -302,9 +267,59 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
         ct = clinical.acquire(grid, hu, acq, r_scan, air_offset=float(o.air_offset))
     del hu
     regions, subtypes = downsample_labels(grid, lobes, sub_flat.reshape(lobes.shape))
+    meta = _meta(seed, index, o, grid, (kernel, noise, acq, hrct), p, dis, regions, subtypes, r_out)
+    return PhantomCase(grid.image(ct), grid.image(regions), grid.image(subtypes), meta)
+
+
+def _draw_disease(r_misc, r_dis, o: PhantomOptions, healthy: bool | None):
+    """Healthy or not (drawn with ``healthy_fraction`` unless forced; never with forced subtypes), then the
+    disease's severities."""
+    healthy_case = (r_misc.uniform() < o.healthy_fraction) if healthy is None else healthy
+    if o.subtypes:
+        healthy_case = False
+    return emphysema.sample_disease(r_dis, healthy_case, o.subtypes, o.severity)
+
+
+def _disease_v1(grid, lobes, flat, lung_idx, lung_pts, dis, r_dis, z_base, height):
+    """Version 1's emphysema painted into ``flat`` (HU, in place): PLE lobules, CLE holes, PSE spaces ->
+    (subtype labels on the fine grid, flat; the lobules; the PLE mask over the lung points)."""
+    sub_flat = np.zeros(lobes.size, np.uint8)
+    sub_flat[lung_idx] = labels.NORMAL
+    lob = emphysema.Lobules(r_dis, lung_pts.min(0), lung_pts.max(0), dis.lobule_mm)
+    ple_pt, _ = emphysema.choose_ple(r_dis, lob, lung_pts, z_base, height, dis.ple)
+    if ple_pt.any():
+        ple_idx = lung_idx[ple_pt]
+        depth = -982.0 - 15.0 * dis.ple
+        flat[ple_idx] = depth + 0.25 * (flat[ple_idx] + 850.0)
+        sub_flat[ple_idx] = labels.PLE
+    c_cen, c_rad = emphysema.cle_holes(r_dis, lob, lung_pts, z_base, height, dis.cle)
+    if len(c_cen):
+        occ = splat_balls(grid, c_cen, c_rad, soft=0.5 * grid.spacing).reshape(-1)
+        sel = lung_idx[occ[lung_idx] > 0]
+        flat[sel] = flat[sel] * (1 - occ[sel]) + (-1010.0) * occ[sel]
+        sub_flat[sel[occ[sel] >= 0.75]] = labels.CLE
+        del occ
+    s_cen, s_rad = emphysema.pse_spaces(r_dis, grid, lobes, z_base, height, dis.pse)
+    if len(s_cen):
+        outer = splat_balls(grid, s_cen, s_rad).reshape(-1)
+        inner = splat_balls(grid, s_cen, np.maximum(s_rad - 0.9, 0.5)).reshape(-1)
+        sel = lung_idx[outer[lung_idx] > 0]
+        o_, i_ = outer[sel], inner[sel]
+        flat[sel] = flat[sel] * (1 - o_) + (-620.0) * o_
+        flat[sel] = flat[sel] * (1 - i_) + (-995.0) * i_
+        sub_flat[sel[o_ >= 0.5]] = labels.PSE
+        del outer, inner
+    dis.counts = {"cle_holes": int(len(c_cen)), "pse_spaces": int(len(s_cen)),
+                  "ple_lobules_voxels": int(ple_pt.sum())}
+    return sub_flat, lob, ple_pt
+
+
+def _meta(seed, index, o: PhantomOptions, grid, protocol, p, dis, regions, subtypes, r_out) -> dict:
+    """``meta.json`` of a case: protocol, patient, disease, volumes and fractions (per lobe too), outcomes."""
+    kernel, noise, acq, hrct = protocol
     fr = _fractions(subtypes)
-    meta = {
-        "generator": "drasclr.research.phantom", "generator_version": str(o.generator), "seed": int(seed),
+    return {
+        "generator": "drasclr.phantom", "generator_version": str(o.generator), "seed": int(seed),
         "index": int(index), "healthy": bool(dis.healthy),
         "protocol": {"size_xyz": [grid.nx, grid.ny, grid.nz], "spacing_mm": [grid.spacing, grid.spacing,
                      grid.thickness], "slice_thickness_mm": grid.thickness, "kernel": kernel, "noise_hu": noise,
@@ -323,7 +338,6 @@ def generate_case(seed: int = 0, index: int = 0, options: PhantomOptions | None 
         "outcomes": outcomes(r_out, fr),
         "options": o.meta_options(),
     }
-    return PhantomCase(grid.image(ct), grid.image(regions), grid.image(subtypes), meta)
 
 
 def _clinical(seed: int, index: int, o: PhantomOptions) -> clinical.Acquisition | None:

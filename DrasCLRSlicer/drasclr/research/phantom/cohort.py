@@ -80,7 +80,7 @@ def write_cohort(out: str | os.PathLike, n: int, seed: int = 0, options: Phantom
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, out / "cohort.csv")
-    summary = {"generator": "drasclr.research.phantom", "seed": seed, "n": n, "cases": rows}
+    summary = {"generator": "drasclr.phantom", "seed": seed, "n": n, "cases": rows}
     if str(options.generator) != "1" or options.air_offset:  # version 1 keeps its old cohort meta.json bytes
         summary["generator_version"] = str(options.generator)
         summary["air_offset_hu"] = float(options.air_offset)
