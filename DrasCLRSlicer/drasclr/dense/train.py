@@ -213,15 +213,12 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                     mirror: bool = True, loss_weights: tuple[float, ...] = CLASS_WEIGHTS,
                     checkpoints: Path | None = None, save_every: int = 0, resume: bool = False,
                     pause_after_seconds: float | None = None, fingerprint: dict | None = None) -> dict:
-    """Train in place; keeps the best validation state (early stopping). Returns a history dict.
-
-    Distributed (see the module doc): ``train`` is this rank's share of the cases, ``batch_size`` is per rank,
-    ``val`` is used on rank 0 only (other ranks may pass None).
-
-    Resumable (:mod:`drasclr.dense.checkpoint`): with ``checkpoints`` a folder, the whole training state is written
-    there every ``save_every`` steps and when training ends; ``resume`` continues from its newest checkpoint (which
-    must carry the same ``fingerprint`` and options); ``pause_after_seconds`` (of this process) writes a checkpoint
-    and raises :class:`TrainingPaused` so a long run can be spread over several sessions."""
+    """Train in place; keeps the best validation state (early stopping). Returns a history dict. Distributed (see
+    the module doc): ``train`` is this rank's share of the cases, ``batch_size`` is per rank, ``val`` is used on
+    rank 0 only (other ranks may pass None). Resumable (:mod:`drasclr.dense.checkpoint`): with ``checkpoints`` a
+    folder, the whole training state is written there every ``save_every`` steps and when training ends;
+    ``resume`` continues from its newest checkpoint (same ``fingerprint`` and options); ``pause_after_seconds`` (of
+    this process) writes a checkpoint and raises :class:`TrainingPaused`, to spread a long run over sessions."""
     device = torch.device(device)
     world, rank = D.world_size(), D.rank()
     rng = np.random.default_rng(seed + 7919 * rank)  # rank 0 draws exactly what a single process draws
@@ -239,14 +236,9 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                    "patience": patience, "has_val": bool(has_val)}
     start, carried, finished, sessions = 1, 0.0, False, 1
     if resume:
-        meta, tensors = load_state(Path(checkpoints), fingerprint)
-        best_state = restore_state(meta, tensors, model, opt, sched)
+        meta, best_state = _resume(Path(checkpoints), fingerprint, model, opt, sched, rng, steps)
         best, bad, history, finished = meta["best"], meta["bad"], meta["history"], meta["finished"]
         start, carried, sessions = meta["step"] + 1, meta["elapsed"], meta["sessions"] + 1
-        rng.bit_generator.state = meta["numpy_rng"][rank]
-        torch.set_rng_state(tensors[f"torch_rng.{rank}"])
-        if rank == 0:
-            log.info("resumed at step %d of %d (%.0f s trained before)", meta["step"], steps, carried)
 
     def save(step: int, done: bool) -> Path | None:
         rngs, trngs = D.gather_objects(rng.bit_generator.state), D.gather_objects(torch.get_rng_state())
@@ -261,31 +253,15 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
     step = start - 1
     for step in range(start, steps + 1 if not finished else start):
         _train_mode(model, freeze)
-        x, y, loc = sample_batch(train, batch_size, rng, focus_fraction=focus_fraction)
-        if mirror:
-            x, y, loc = mirror_augment(x, y, loc, rng)
-        xb = normalise_hu(augment(torch.from_numpy(x), rng))[:, None].to(device)
-        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
-            logits = net(xb, torch.from_numpy(loc).to(device))
-        loss = loss_fn(logits.float(), torch.from_numpy(y).to(device), loss_weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        batch = sample_batch(train, batch_size, rng, focus_fraction=focus_fraction)
+        loss = _step(net, batch, rng, mirror, device, amp_dtype, loss_weights, opt)
         sched.step()
         elapsed = time.perf_counter() - t0
         if step % log_every == 0 and rank == 0:
             log.info("progress: train %d/%d loss %.4f (%.0f s)", step, steps, loss.item(), elapsed)
-        last = step == steps or (max_seconds is not None and elapsed >= max_seconds)
-        if max_seconds is not None:
-            last = D.broadcast_float(last, device) > 0  # rank 0's clock decides for everyone
+        last = _agreed(step == steps or (max_seconds is not None and elapsed >= max_seconds), max_seconds, device)
         if has_val and (step % eval_every == 0 or last):
-            score = float("nan")
-            if rank == 0:
-                m = evaluate_patches(model, *val, device)
-                score = m["macro_dice_disease"] if not np.isnan(m["macro_dice_disease"]) else m["accuracy"]
-                log.info("validation at step %d: macro disease Dice %.3f, accuracy %.3f", step,
-                         m["macro_dice_disease"], m["accuracy"])
-            score = D.broadcast_float(score, device)
+            score = _validation_score(model, val, device, step)
             history.append({"step": step, "loss": float(loss.item()), "val": score, "seconds": elapsed})
             if score > best:
                 best, bad = score, 0
@@ -298,25 +274,73 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                     break
         if last:
             break
-        pause = pause_after_seconds is not None and time.perf_counter() - session0 >= pause_after_seconds
-        if pause_after_seconds is not None:
-            pause = D.broadcast_float(pause, device) > 0
+        pause = _agreed(pause_after_seconds is not None and time.perf_counter() - session0 >= pause_after_seconds,
+                        pause_after_seconds, device)
         if checkpoints is not None and (pause or (save_every and step % save_every == 0)):
             where = save(step, False)
             if pause:
                 raise TrainingPaused(step, steps, where or Path(checkpoints))
     if checkpoints is not None and step >= start:  # the end state too: a crash after training resumes here
         save(step, True)
+    _finish(model, best_state)
+    return {"steps": step, "seconds": time.perf_counter() - t0, "best_val": best, "history": history,
+            "sessions": sessions, "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None}
+
+
+def _agreed(flag: bool, clock, device) -> bool:
+    """A decision taken on a clock (``clock`` not None): rank 0's decides for every rank."""
+    return D.broadcast_float(flag, device) > 0 if clock is not None else bool(flag)
+
+
+def _resume(folder: Path, fingerprint: dict, model, opt, sched, rng, steps: int):
+    """Restore the newest checkpoint in ``folder`` (model, optimiser, schedule, this rank's random states) ->
+    (its facts, the best state so far)."""
+    rank = D.rank()
+    meta, tensors = load_state(folder, fingerprint)
+    best_state = restore_state(meta, tensors, model, opt, sched)
+    rng.bit_generator.state = meta["numpy_rng"][rank]
+    torch.set_rng_state(tensors[f"torch_rng.{rank}"])
+    if rank == 0:
+        log.info("resumed at step %d of %d (%.0f s trained before)", meta["step"], steps, meta["elapsed"])
+    return meta, best_state
+
+
+def _finish(model, best_state: dict | None) -> None:
+    """The best validation state, the same on every rank (BatchNorm running statistics drift apart in the last
+    steps: every rank takes rank 0's), in eval mode."""
     if best_state is not None:
         model.load_state_dict(best_state)
-    if world > 1:  # BatchNorm running statistics drift apart in the last steps: every rank takes rank 0's
+    if D.world_size() > 1:
         with torch.no_grad():
             for t in model.state_dict().values():
                 D.broadcast_(t, 0)
     model.eval()
-    return {"steps": step, "seconds": time.perf_counter() - t0, "best_val": best, "history": history,
-            "sessions": sessions,
-            "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None}
+
+
+def _step(net, batch, rng, mirror: bool, device, amp_dtype, loss_weights, opt) -> torch.Tensor:
+    """One optimisation step on a sampled batch ``(x, y, loc)`` (mirrored at random, augmented); returns the loss."""
+    x, y, loc = batch
+    if mirror:
+        x, y, loc = mirror_augment(x, y, loc, rng)
+    xb = normalise_hu(augment(torch.from_numpy(x), rng))[:, None].to(device)
+    with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+        logits = net(xb, torch.from_numpy(loc).to(device))
+    loss = loss_fn(logits.float(), torch.from_numpy(y).to(device), loss_weights)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def _validation_score(model, val, device, step: int) -> float:
+    """Rank 0's validation score (macro disease Dice, else accuracy), shared with every rank."""
+    score = float("nan")
+    if D.rank() == 0:
+        m = evaluate_patches(model, *val, device)
+        score = m["macro_dice_disease"] if not np.isnan(m["macro_dice_disease"]) else m["accuracy"]
+        log.info("validation at step %d: macro disease Dice %.3f, accuracy %.3f", step, m["macro_dice_disease"],
+                 m["accuracy"])
+    return D.broadcast_float(score, device)
 
 
 def training_amp_dtype(device: torch.device) -> torch.dtype | None:

@@ -187,33 +187,46 @@ class Thorax:
     def build(self, rng: np.random.Generator):
         """Return ``(hu, lobes, info)``: fine-grid tissue HU without lung parenchyma (float32), lobe labels
         (uint8, 0 outside lung) and a dict of geometry for the trees and disease."""
-        g, p = self.g, self.p
-        z = g.zf
-        nz, ny, nx = g.fine_shape
+        nz, ny, nx = self.g.fine_shape
         y2, x2 = self._xy()
         delta = self.cavity_delta()
+        post = np.sin(np.arctan2(y2, x2))  # +1 posterior
+        hu = np.broadcast_to(self._slice_template(y2, x2, delta), (nz, ny, nx)).copy()
+        vb = self._skeleton(hu, y2, x2, delta, post)
+        lobes, fissure, dph, yn = self._lungs(hu, y2, x2)
+        self._organs(hu, lobes, dph, y2, x2, delta, vb)
+        info = {"diaphragm": dph, "delta": delta, "yn": yn, "fissure": fissure}
+        return hu, lobes, info
+
+    def _slice_template(self, y2, x2, delta) -> np.ndarray:
+        """One axial slice of the chest wall: skin, fat, muscle, the cavity's fat, and the table under the back."""
+        p = self.p
         theta = np.arctan2(y2, x2)
-        post = np.sin(theta)  # +1 posterior
+        post = np.sin(theta)
         muscle = p.muscle * (1 + 0.9 * np.clip(post, 0, 1) ** 6) + 4 * np.exp(-((x2 / 60.0) ** 2)) * (y2 > 0)
         fat = p.fat * (1 + 0.3 * np.cos(2 * theta) + 0.2 * np.clip(-post, 0, 1))
         w = p.fissure_wave
         r_body = p.rib_layer + muscle + fat + 2.0 + 4.0 * np.sin(2 * theta + w[0]) + 3.0 * np.cos(3 * theta + w[1])
-        # 2-D template
-        t2 = np.full((ny, nx), -1000.0, np.float32)
+        t2 = np.full(delta.shape, -1000.0, np.float32)
         body = delta < r_body
         t2[body] = 30.0  # skin
         t2[delta < r_body - 2.0] = -100.0  # subcutaneous fat
         t2[delta < p.rib_layer + muscle] = 45.0  # muscle
         t2[delta < p.rib_layer] = 40.0  # intercostal muscle
-        cavity2 = delta < 0
-        t2[cavity2] = -80.0  # mediastinal / extrapleural fat default
+        t2[delta < 0] = -80.0  # mediastinal / extrapleural fat default
         # table under the back
         y_back = float(np.max(np.where(body, y2, -1e9)))
         ty = y_back + 8.0 + 0.0012 * x2 ** 2
         table = (y2 > ty) & (y2 < ty + 22) & (np.abs(x2) < 0.8 * p.half_width + 40)
         t2[table] = -550.0
         t2[table & ((y2 < ty + 2) | (y2 > ty + 20))] = 180.0
-        # spine (2-D outline, discs by z later)
+        return t2
+
+    def _skeleton(self, hu, y2, x2, delta, post) -> np.ndarray:
+        """Spine (vertebrae with discs, arches, canal), ribs and sternum painted into ``hu``; returns the 2-D
+        vertebral-body mask."""
+        p, z = self.p, self.g.zf
+        zz = z[:, None, None]
         sy, sr = self.spine_c
         vb = (x2 ** 2 + (y2 - sy) ** 2) < sr ** 2
         canal_y = sy + sr + 9.0
@@ -221,8 +234,6 @@ class Thorax:
         arch = ((x2 ** 2 + (y2 - canal_y) ** 2) < 13.0 ** 2) & ~canal
         spinous = (np.abs(x2) < 4.0) & (y2 > canal_y) & (y2 < canal_y + 32)
         transverse = (np.abs(y2 - (canal_y - 2)) < 5.0) & (np.abs(x2) < 32) & (np.abs(x2) > 8)
-        hu = np.broadcast_to(t2, (nz, ny, nx)).copy()
-        zz = z[:, None, None]
         # vertebrae: cancellous body with cortex, discs every ~27 mm
         disc = (((z - p.z_base) % 27.0) < 5.0)[:, None, None]
         rim = (x2 ** 2 + (y2 - sy) ** 2) > (sr - 2.0) ** 2
@@ -250,12 +261,18 @@ class Thorax:
         st = ((x2 / 15.0) ** 2 + ((y2 + self.bc_ant + p.rib_layer / 2) / 6.0) ** 2) < 1
         zst = ((z > p.z_base + 25) & (z < self.z_top - 25))[:, None, None]
         hu[np.broadcast_to(st, hu.shape) & zst] = 420.0
-        # --- lungs --------------------------------------------------------------------------------
+        return vb
+
+    def _lungs(self, hu, y2, x2):
+        """The lobes (LTRC values) and fissure lines inside the pleural cavity, around mediastinum, heart, great
+        vessels and spine -> (lobes, fissure mask, diaphragm height per side, normalised antero-posterior yn)."""
+        g, p, z = self.g, self.p, self.g.zf
+        zz = z[:, None, None]
+        sy, sr = self.spine_c
         band = self.med_halfwidth(z)
         hq = self.heart_q(z)
         spine_keep = ((x2 ** 2 + (y2 - sy) ** 2) < (sr + 5.0) ** 2)
         gv0, gv1, gvr = self.great_vessels()
-        ao = splat_tubes(g, gv0, gv1, gvr)
         ao_dil = splat_tubes(g, gv0, gv1, gvr + 4.0)
         inside = (self.lung_delta(z) < -1.5) & ~spine_keep[None] & (np.abs(x2)[None] > band)
         inside &= (hq > 1.25) & (ao_dil < 0.5)
@@ -285,12 +302,23 @@ class Thorax:
                 lab = np.where(lower, RLL, np.where(zz < z_hor, RML, RUL))
                 fissure |= lung & ~lower & (np.abs(zz - z_hor) < half)
             lobes[lung] = lab[lung]
-        # heart, pericardial fat, aorta
+        return lobes, fissure, dph, yn
+
+    def _organs(self, hu, lobes, dph, y2, x2, delta, vb) -> None:
+        """Heart, pericardial fat, aorta, and the abdomen under the diaphragm (liver, stomach with its gas, spleen)
+        painted into ``hu``."""
+        z = self.g.zf
+        zz = z[:, None, None]
+        sy, sr = self.spine_c
+        hq = self.heart_q(z)
+        gv0, gv1, gvr = self.great_vessels()
+        ao = splat_tubes(self.g, gv0, gv1, gvr)
         heart = hq < 1.0
         hu[(hq < 1.25) & ~heart & (lobes == 0) & (delta < 0)[None]] = -95.0
         hu[heart] = 42.0
         hu[ao >= 0.5] = 40.0
         # abdomen below the diaphragm (either dome)
+        spine_keep = ((x2 ** 2 + (y2 - sy) ** 2) < (sr + 5.0) ** 2)
         d_max = np.where(x2 > 0, dph[1], dph[-1])[None]
         belly = (delta < 0)[None] & (zz < d_max) & ~np.broadcast_to(vb | spine_keep, hu.shape)
         hu[belly & (zz > d_max - 5)] = 48.0  # diaphragm muscle
@@ -305,5 +333,3 @@ class Thorax:
         hu[gas] = -1000.0
         spl_q = ((x2 - 0.65 * self.ac) / 35.0) ** 2 + ((y2 - 0.55 * self.bc_post) / 35.0) ** 2
         hu[deep & (spl_q[None] < 1) & ~stomach] = 50.0
-        info = {"diaphragm": dph, "delta": delta, "yn": yn, "fissure": fissure}
-        return hu, lobes, info
