@@ -23,6 +23,8 @@ in-plane pixels over :data:`MAX_PIXEL_MM`), ``off`` never (the measurement is st
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -30,6 +32,7 @@ from scipy import ndimage as ndi
 
 from ..core.errors import InputError
 from ..core.image import CTImage
+from ..core.io import read_ct
 
 MODES = ("auto", "off")
 BAND_SIGMAS_MM = (0.4, 0.8, 1.6)  # band i = G(s_{i-1}) - G(s_i), s_0 = 0; the last band is everything coarser
@@ -237,10 +240,7 @@ def for_analysis(ct: CTImage, lungs: CTImage, mode: str, reference: bool) -> tup
 
 
 def main(argv=None) -> int:  # python -m drasclr.acquisition.harmonize CT...: each scan measured, one JSON line
-    import json
-    import sys
 
-    from ..core.io import read_ct
 
     for path in (argv if argv is not None else sys.argv[1:]):
         print(json.dumps({"ct": str(path), **measure(read_ct(path)).to_json()}))

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..anatomy.regions import lung_side_masks
+from ..core import labels
 from ..core.image import CTImage
 from .predict import ProbabilityMap
 
@@ -124,8 +126,6 @@ def voxel_uncertainty(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage
 def region_mean_uncertainty(uncertainty: CTImage, regions: CTImage, rows: list[dict]) -> list[dict]:
     """``rows`` (from :func:`drasclr.analysis.stats.region_stats`) each with ``mean_uncertainty`` added: the mean voxel
     uncertainty (0..1) over the row's region (lobes/zones by name, left_lung/right_lung/whole_lung by side)."""
-    from ..anatomy.regions import lung_side_masks
-    from ..core import labels
 
     u = uncertainty.array.astype(np.float32) / SCALE
     reg = regions.array

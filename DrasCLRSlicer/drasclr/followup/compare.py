@@ -18,13 +18,16 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .. import __version__
+from ..analysis.analyze import analyze_file
 from ..analysis.stats import nan_to_none, write_csv
+from ..anatomy.hu_calibration import apply_offset
 from ..core import labels
 from ..core.errors import InputError
 from ..core.image import CTImage
-from ..core.io import read_ct, write_image
+from ..core.io import read_ct, read_image, write_image
 from . import changemap, measure
 from .register import LungRegistration, register_lungs
+from .report import write_change_report
 
 log = logging.getLogger(__name__)
 EMPHYSEMA_HU = -950.0  # the voxel rule without a subtype map (volume-adjusted)
@@ -153,7 +156,6 @@ def analysis_ct_path(folder: str | Path) -> Path:
 def load_analysis(folder: Path, name: str | None = None) -> TimePoint:
     """Reuse an analysis folder: its regions and subtypes, and its CT (``source.json`` or ``ct.nii.gz``), with the
     HU correction its ``stats.json`` recorded."""
-    from ..anatomy.hu_calibration import apply_offset
 
     source = analysis_ct_path(folder)
     if not source.exists():
@@ -163,7 +165,6 @@ def load_analysis(folder: Path, name: str | None = None) -> TimePoint:
     if stats.is_file():
         cal = json.loads(stats.read_text()).get("calibration") or {}
         ct = apply_offset(ct, float(cal.get("applied_hu") or 0.0))
-    from ..core.io import read_image
 
     regions = read_image(folder / "regions.nii.gz")
     subtypes = read_image(folder / "subtypes.nii.gz") if (folder / "subtypes.nii.gz").is_file() else None
@@ -176,7 +177,6 @@ def load_analysis(folder: Path, name: str | None = None) -> TimePoint:
 def analyze_timepoint(path: Path, out: Path, name: str, settings=None, model=None) -> TimePoint:
     """Analyze one scan (file or DICOM folder) into ``out`` as ``settings`` say (an ``AnalysisSettings``) with
     ``model`` (``drasclr.analysis.loaded_model.load_for_analysis``), and return it as a time point."""
-    from ..analysis.analyze import analyze_file
 
     result = analyze_file(path, out, settings, model)
     (out / "source.json").write_text(json.dumps({"ct": str(Path(path).resolve())}) + "\n")
@@ -208,6 +208,5 @@ def write_comparison(comp: Comparison, out: Path, info: dict, report: bool = Tru
         for k, cm in enumerate(comp.change_maps, start=1):
             write_image(cm, out / f"change_map_scan_{k}.nii.gz", dtype=np.uint8)
     if report:
-        from .report import write_change_report
 
         write_change_report(out, comp)

@@ -26,8 +26,10 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
 
+from ..anatomy.lungs import segment_lungs
 from ..core.errors import InputError
 from ..core.image import CTImage, resample_isotropic, resample_to
+from ..core.io import find_images, read_ct, read_image
 from ..core.outputs import staged_dir
 from ..core.progress import progress
 from .augment import PatchAugment, normalise_hu
@@ -60,7 +62,6 @@ def find_cases(folder: str | os.PathLike) -> list[Case]:
             lungs, sub_t = sub / "regions.nii.gz", sub / "subtypes.nii.gz"
             cases.append(Case(sub.name, ct, lungs if lungs.is_file() else None, sub_t if sub_t.is_file() else None))
     if not cases:
-        from ..core.io import find_images
 
         for p in find_images(folder):
             name = p.name.split(".")[0] if p.is_file() else p.name
@@ -86,8 +87,6 @@ def cut_patch(volume: np.ndarray, corner, size: int = PATCH, fill: float = -1024
 
 def _load_case(case: Case) -> tuple[CTImage, CTImage, CTImage | None]:
     """CT at 1 mm (HU, -1024 padded), lung mask and subtypes on that grid."""
-    from ..anatomy.lungs import segment_lungs
-    from ..core.io import read_ct, read_image
 
     try:
         ct = read_ct(case.ct)

@@ -22,7 +22,9 @@ import importlib.util
 
 import numpy as np
 
-from ..anatomy.atlas import PATCH
+from ..anatomy.atlas import PATCH, load_atlas
+from ..anatomy.coords import subject_patch_corners
+from ..anatomy.registration import register_to_atlas
 from ..core.errors import InputError
 from ..core.image import CTImage
 
@@ -81,16 +83,11 @@ class AtlasScheme:
     name = "atlas"
 
     def __init__(self):
-        from ..anatomy.atlas import load_atlas
-
         self.atlas = load_atlas()
         self.locations_normalised = np.asarray(self.atlas.locations_normalised, np.float32)
         self.locations_mm = np.asarray(self.atlas.centres, np.float32)  # atlas grid is 1 mm
 
     def corners(self, ct_1mm: CTImage, lungs_1mm: CTImage) -> np.ndarray:
-        from ..anatomy.coords import subject_patch_corners
-        from ..anatomy.registration import register_to_atlas
-
         transform = register_to_atlas(lungs_1mm, self.atlas)
         return np.asarray(subject_patch_corners(transform, ct_1mm, PATCH, self.atlas), np.int64)
 

@@ -35,9 +35,10 @@ from scipy import ndimage as ndi
 
 from ...core import labels
 from ...core.errors import InputError
-from ...core.image import CTImage
+from ...core.image import CTImage, resample_to
 from ...core.io import write_image
 from ...core.outputs import staged_dir
+from ...followup.changemap import change_labels
 from . import emphysema_v3 as em
 from .case import PhantomOptions, generate_case
 from .grid import Grid
@@ -194,7 +195,6 @@ def _volume_ratio(transform: sitk.Transform, reference: CTImage) -> np.ndarray:
                                               ref.GetSpacing(), ref.GetDirection())
     det = sitk.DisplacementFieldJacobianDeterminant(field)
     full = CTImage.from_sitk(det)
-    from ...core.image import resample_to
 
     return 1.0 / np.maximum(resample_to(full, reference, 1.0, sitk.sitkLinear).array, 1e-3)
 
@@ -279,8 +279,6 @@ def generate_series(seed: int, options: PhantomOptions, follow: FollowupOptions,
 
 
 def _change_truth(base: np.ndarray, later: np.ndarray) -> np.ndarray:
-    from ...followup.changemap import change_labels
-
     return change_labels(base, later, base > 0)
 
 
