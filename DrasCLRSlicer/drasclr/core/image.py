@@ -2,7 +2,7 @@
 
 Conventions (the same as SimpleITK / ITK, so conversions are lossless):
 
-- ``array`` is indexed ``[k, j, i]`` = ``[z, y, x]`` (``axis_order == "zyx"``), the numpy view SimpleITK gives.
+- ``array`` is indexed ``[k, j, i]`` = ``[z, y, x]`` (always), the numpy view SimpleITK gives.
 - ``spacing``, ``origin`` and the columns of ``direction`` are in ``(x, y, z)`` = ``(i, j, k)`` order.
 - Physical space is **LPS** (DICOM/ITK: +x towards the patient's left, +y posterior, +z superior).
   The MRML bridge converts to Slicer's RAS in exactly one place.
@@ -26,7 +26,6 @@ class CTImage:
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
     direction: np.ndarray = field(default_factory=lambda: np.eye(3))
-    axis_order: str = "zyx"
 
     def __post_init__(self):
         if self.array.ndim != 3:
