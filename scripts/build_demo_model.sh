@@ -17,10 +17,8 @@
 # On a GPU: DEVICE=cuda (and raise STEPS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK=${1:-build/demo-model-v6}
-MODEL=${2:-DrasCLRSlicer/drasclr/data/models/demo-v6}
-STEPS=${STEPS:-4000}
-PARENT=${PARENT:-DrasCLRSlicer/drasclr/data/models/demo-v5}
+WORK=${1:-build/demo-model-v6} MODEL=${2:-DrasCLRSlicer/drasclr/data/models/demo-v6}
+STEPS=${STEPS:-4000} PARENT=${PARENT:-DrasCLRSlicer/drasclr/data/models/demo-v5}
 # shellcheck source=scripts/demo_model_lib.sh
 source scripts/demo_model_lib.sh
 echo "info: demo-v6 build $(date -u +%FT%TZ) work=$WORK model=$MODEL steps=$STEPS" >&2

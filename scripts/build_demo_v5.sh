@@ -13,10 +13,8 @@
 # On a GPU: DEVICE=cuda (and raise STEPS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK=${1:-build/demo-model-v5}
-MODEL=${2:-DrasCLRSlicer/drasclr/data/models/demo-v5}
-STEPS=${STEPS:-6000}
-PARENT=${PARENT:-DrasCLRSlicer/drasclr/data/models/demo-v4}
+WORK=${1:-build/demo-model-v5} MODEL=${2:-DrasCLRSlicer/drasclr/data/models/demo-v5}
+STEPS=${STEPS:-6000} PARENT=${PARENT:-DrasCLRSlicer/drasclr/data/models/demo-v4}
 # shellcheck source=scripts/demo_model_lib.sh
 source scripts/demo_model_lib.sh
 
