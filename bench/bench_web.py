@@ -72,6 +72,19 @@ def paint_frames(page) -> dict:
             "frames_per_s": round(len(frames) / (stroke + 1.5), 1)}
 
 
+def _open_analyze_paint(page, result: dict, what: str, count: int, open_ct, name: str) -> None:
+    """Open a CT (``open_ct`` clicks), wait until the page names it, analyze, then paint: the times into ``result``
+    under ``<what>_ct_open_s``, ``<what>_analyze_to_overlay_s`` and ``paint_<what>``."""
+    t0 = time.perf_counter()
+    open_ct()
+    page.wait_for_function(f"document.querySelector('#ct-name').textContent.includes('{name}')", timeout=300_000)
+    result[f"{what}_ct_open_s"] = round(time.perf_counter() - t0, 2)
+    page.click("#btn-reset-views")
+    result[f"{what}_analyze_to_overlay_s"] = round(analyze(page, count), 2)
+    page.wait_for_timeout(1500)
+    result[f"paint_{what}"] = paint_frames(page)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sessions", type=int, default=0, help="load test: this many users at once (e.g. 8)")
@@ -112,27 +125,13 @@ def main() -> int:
                 page.get_by_label("Mirror augmentation").uncheck()
             count = 0
             if not args.skip_demo:
-                t0 = time.perf_counter()
-                page.click("#btn-demo")
-                page.wait_for_function("document.querySelector('#ct-name').textContent.includes('demo')")
-                result["demo_ct_open_s"] = round(time.perf_counter() - t0, 2)
-                page.click("#btn-reset-views")
                 count += 1
-                result["demo_analyze_to_overlay_s"] = round(analyze(page, count), 2)
-                page.wait_for_timeout(1500)
-                result["paint_demo"] = paint_frames(page)
+                _open_analyze_paint(page, result, "demo", count, lambda: page.click("#btn-demo"), "demo")
             if args.real:
-                page.fill("#ct-path", args.real.name)
-                t0 = time.perf_counter()
-                page.click("#btn-open")
-                page.wait_for_function(f"document.querySelector('#ct-name').textContent.includes("
-                                       f"'{args.real.name.split('.')[0]}')", timeout=300_000)
-                result["real_ct_open_s"] = round(time.perf_counter() - t0, 2)
-                page.click("#btn-reset-views")
                 count += 1
-                result["real_analyze_to_overlay_s"] = round(analyze(page, count), 2)
-                page.wait_for_timeout(1500)
-                result["paint_real"] = paint_frames(page)
+                page.fill("#ct-path", args.real.name)
+                _open_analyze_paint(page, result, "real", count, lambda: page.click("#btn-open"),
+                                    args.real.name.split(".")[0])
             browser.close()
     finally:
         server.stop()
