@@ -312,17 +312,17 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.set_opacity(self._results, value)
 
     def onExportCsv(self) -> None:
-        path = qt.QFileDialog.getSaveFileName(self.parent, "Export statistics", "stats.csv", "CSV (*.csv)")
-        if path:
-            with slicer.util.tryWithErrorDisplay("Failed to export the table.", waitCursor=True):
-                self.logic.export_csv(self._results, path)
-                self.ui.statusLabel.text = f"Wrote {path}"
+        self._export("statistics", "stats.csv", "CSV (*.csv)", self.logic.export_csv)
 
     def onExportHtml(self) -> None:
-        path = qt.QFileDialog.getSaveFileName(self.parent, "Export report", "report.html", "HTML (*.html)")
+        self._export("report", "report.html", "HTML (*.html)", self.logic.export_html)
+
+    def _export(self, what: str, name: str, filter: str, write) -> None:
+        """Ask where, then ``write(results, path)`` (a Logic export)."""
+        path = qt.QFileDialog.getSaveFileName(self.parent, f"Export {what}", name, filter)
         if path:
-            with slicer.util.tryWithErrorDisplay("Failed to export the report.", waitCursor=True):
-                self.logic.export_html(self._results, path)
+            with slicer.util.tryWithErrorDisplay(f"Failed to export the {what}.", waitCursor=True):
+                write(self._results, path)
                 self.ui.statusLabel.text = f"Wrote {path}"
 
     def onCompareWithPrior(self) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from drasclr.core.image import index_to_physical
+
 FLIP3 = np.diag([-1.0, -1.0, 1.0])  # LPS <-> RAS for points and directions (its own inverse)
 FLIP4 = np.diag([-1.0, -1.0, 1.0, 1.0])  # the same for homogeneous 4x4 matrices
 
@@ -33,10 +35,7 @@ class RASGeometry:
     @property
     def ijk_to_ras(self) -> np.ndarray:
         """4x4 matrix mapping homogeneous ``(i, j, k, 1)`` to RAS millimetres."""
-        m = np.eye(4)
-        m[:3, :3] = self.directions @ np.diag(self.spacing)
-        m[:3, 3] = self.origin
-        return m
+        return index_to_physical(self.directions, self.spacing, self.origin)
 
 
 def lps_to_ras_points(points: np.ndarray) -> np.ndarray:

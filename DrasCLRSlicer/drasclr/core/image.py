@@ -18,6 +18,14 @@ import numpy as np
 import SimpleITK as sitk
 
 
+def index_to_physical(direction, spacing, origin) -> np.ndarray:
+    """4×4 matrix mapping homogeneous voxel indices ``(i, j, k, 1)`` to millimetres (direction columns are the axes)."""
+    m = np.eye(4)
+    m[:3, :3] = np.asarray(direction, dtype=float) @ np.diag(spacing)
+    m[:3, 3] = origin
+    return m
+
+
 @dataclass(frozen=True)
 class CTImage:
     """Voxels plus geometry. ``array`` shape ``(Z, Y, X)``; geometry in ITK ``(x, y, z)`` order, LPS."""
@@ -78,10 +86,7 @@ class CTImage:
     @property
     def ijk_to_lps(self) -> np.ndarray:
         """4×4 matrix mapping homogeneous ``(i, j, k, 1)`` to LPS millimetres."""
-        m = np.eye(4)
-        m[:3, :3] = self.direction @ np.diag(self.spacing)
-        m[:3, 3] = self.origin
-        return m
+        return index_to_physical(self.direction, self.spacing, self.origin)
 
     def index_to_lps(self, ijk: np.ndarray) -> np.ndarray:
         """``(N, 3)`` voxel indices in (i, j, k) order → ``(N, 3)`` LPS points."""

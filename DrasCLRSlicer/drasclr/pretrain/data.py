@@ -184,7 +184,21 @@ def is_cache(folder: str | os.PathLike) -> bool:
     return (Path(folder) / "index.json").is_file()
 
 
-class PatchCache:
+class IndexedCache:
+    """What a built cache's ``index.json`` says about its subjects (patch and volume caches)."""
+
+    index: dict
+
+    @property
+    def n_subjects(self) -> int:
+        return int(self.index["n_subjects"])
+
+    @property
+    def subjects(self) -> list[str]:
+        return list(self.index["subjects"])
+
+
+class PatchCache(IndexedCache):
     """A built cache, memory-mapped (opened lazily, so it can be handed to DataLoader workers)."""
 
     def __init__(self, folder: str | os.PathLike):
@@ -205,16 +219,8 @@ class PatchCache:
         return {**self.__dict__, "_patches": None}
 
     @property
-    def n_subjects(self) -> int:
-        return int(self.index["n_subjects"])
-
-    @property
     def n_locations(self) -> int:
         return int(self.index["n_locations"])
-
-    @property
-    def subjects(self) -> list[str]:
-        return list(self.index["subjects"])
 
     def neighbours(self, k: int) -> np.ndarray:
         """``(L, k)`` the k nearest other locations of each location."""

@@ -23,7 +23,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.outputs import staged_dir
 from ..core.progress import progress
-from .data import Case, _load_case, cut_patch, read_index
+from .data import Case, IndexedCache, _load_case, cut_patch, read_index
 
 VOLUME_FORMAT = "drasclr-volume-cache"
 VOLUME_VERSION = 1
@@ -72,7 +72,7 @@ def is_volume_cache(folder: str | os.PathLike) -> bool:
         return False
 
 
-class VolumeCache:
+class VolumeCache(IndexedCache):
     """A built volume cache; volumes are opened memory-mapped and lazily (safe to hand to DataLoader workers)."""
 
     def __init__(self, folder: str | os.PathLike):
@@ -84,13 +84,6 @@ class VolumeCache:
     def __getstate__(self):
         return {**self.__dict__, "_vols": {}, "_pts": {}}
 
-    @property
-    def n_subjects(self) -> int:
-        return int(self.index["n_subjects"])
-
-    @property
-    def subjects(self) -> list[str]:
-        return list(self.index["subjects"])
 
     def volume(self, i: int) -> np.ndarray:
         """``(Z, Y, X)`` int16 HU, memory-mapped."""
