@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from web_support import MODULE_DIR, WebServer
 
+from drasclr.core import names
+
 pytestmark = pytest.mark.slow
 
 TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}
@@ -25,13 +27,16 @@ PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-22"}
 TIMEOUT_MS = 900_000
 
 
-def cell(text: str) -> str:
-    return "–" if text in ("", None) or math.isnan(float(text)) else f"{float(text):.1f}"
+def cell(text: str, column: str) -> str:
+    """A stats.csv value as the page's table shows it (drasclr.core.names: the column's decimals)."""
+    return names.format_value(column, math.nan if text in ("", None) else float(text))
 
 
 def expected_rows(stats_csv: Path) -> list[list[str]]:
+    """The first three columns of the run's own stats.csv, as the page shows them (regions by name)."""
     with open(stats_csv, newline="") as fh:
-        return [[r["region"], cell(r["volume_ml"]), cell(r["mean_hu"])] for r in csv.DictReader(fh)]
+        return [[names.region_title(r["region"]), cell(r["volume_ml"], "volume_ml"), cell(r["mean_hu"], "mean_hu")]
+                for r in csv.DictReader(fh)]
 
 
 def shown_rows(page) -> list[list[str]]:
