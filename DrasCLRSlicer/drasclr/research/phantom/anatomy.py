@@ -190,18 +190,22 @@ class Thorax:
         nz, ny, nx = self.g.fine_shape
         y2, x2 = self._xy()
         delta = self.cavity_delta()
-        post = np.sin(np.arctan2(y2, x2))  # +1 posterior
-        hu = np.broadcast_to(self._slice_template(y2, x2, delta), (nz, ny, nx)).copy()
+        theta = np.arctan2(y2, x2)
+        post = np.sin(theta)  # +1 posterior
+        hu = np.broadcast_to(self._slice_template(y2, x2, delta, theta), (nz, ny, nx)).copy()
         vb = self._skeleton(hu, y2, x2, delta, post)
-        lobes, fissure, dph, yn = self._lungs(hu, y2, x2)
-        self._organs(hu, lobes, dph, y2, x2, delta, vb)
+        sy, sr = self.spine_c
+        spine_keep = (x2 ** 2 + (y2 - sy) ** 2) < (sr + 5.0) ** 2
+        hq = self.heart_q(self.g.zf)
+        vessels = self.great_vessels()
+        lobes, fissure, dph, yn = self._lungs(hu, y2, x2, spine_keep, hq, vessels)
+        self._organs(hu, lobes, dph, y2, x2, delta, vb | spine_keep, hq, vessels)
         info = {"diaphragm": dph, "delta": delta, "yn": yn, "fissure": fissure}
         return hu, lobes, info
 
-    def _slice_template(self, y2, x2, delta) -> np.ndarray:
+    def _slice_template(self, y2, x2, delta, theta) -> np.ndarray:
         """One axial slice of the chest wall: skin, fat, muscle, the cavity's fat, and the table under the back."""
         p = self.p
-        theta = np.arctan2(y2, x2)
         post = np.sin(theta)
         muscle = p.muscle * (1 + 0.9 * np.clip(post, 0, 1) ** 6) + 4 * np.exp(-((x2 / 60.0) ** 2)) * (y2 > 0)
         fat = p.fat * (1 + 0.3 * np.cos(2 * theta) + 0.2 * np.clip(-post, 0, 1))
@@ -263,16 +267,13 @@ class Thorax:
         hu[np.broadcast_to(st, hu.shape) & zst] = 420.0
         return vb
 
-    def _lungs(self, hu, y2, x2):
-        """The lobes (LTRC values) and fissure lines inside the pleural cavity, around mediastinum, heart, great
-        vessels and spine -> (lobes, fissure mask, diaphragm height per side, normalised antero-posterior yn)."""
+    def _lungs(self, hu, y2, x2, spine_keep, hq, vessels):
+        """The lobes (LTRC values) and fissure lines inside the pleural cavity, around mediastinum, heart (``hq``),
+        great vessels and spine -> (lobes, fissure mask, diaphragm height per side, normalised antero-posterior yn)."""
         g, p, z = self.g, self.p, self.g.zf
         zz = z[:, None, None]
-        sy, sr = self.spine_c
         band = self.med_halfwidth(z)
-        hq = self.heart_q(z)
-        spine_keep = ((x2 ** 2 + (y2 - sy) ** 2) < (sr + 5.0) ** 2)
-        gv0, gv1, gvr = self.great_vessels()
+        gv0, gv1, gvr = vessels
         ao_dil = splat_tubes(g, gv0, gv1, gvr + 4.0)
         inside = (self.lung_delta(z) < -1.5) & ~spine_keep[None] & (np.abs(x2)[None] > band)
         inside &= (hq > 1.25) & (ao_dil < 0.5)
@@ -304,23 +305,19 @@ class Thorax:
             lobes[lung] = lab[lung]
         return lobes, fissure, dph, yn
 
-    def _organs(self, hu, lobes, dph, y2, x2, delta, vb) -> None:
+    def _organs(self, hu, lobes, dph, y2, x2, delta, spine, hq, vessels) -> None:
         """Heart, pericardial fat, aorta, and the abdomen under the diaphragm (liver, stomach with its gas, spleen)
-        painted into ``hu``."""
-        z = self.g.zf
-        zz = z[:, None, None]
-        sy, sr = self.spine_c
-        hq = self.heart_q(z)
-        gv0, gv1, gvr = self.great_vessels()
+        painted into ``hu``; ``spine``: the 2-D spine mask the abdomen leaves out."""
+        zz = self.g.zf[:, None, None]
+        gv0, gv1, gvr = vessels
         ao = splat_tubes(self.g, gv0, gv1, gvr)
         heart = hq < 1.0
         hu[(hq < 1.25) & ~heart & (lobes == 0) & (delta < 0)[None]] = -95.0
         hu[heart] = 42.0
         hu[ao >= 0.5] = 40.0
         # abdomen below the diaphragm (either dome)
-        spine_keep = ((x2 ** 2 + (y2 - sy) ** 2) < (sr + 5.0) ** 2)
         d_max = np.where(x2 > 0, dph[1], dph[-1])[None]
-        belly = (delta < 0)[None] & (zz < d_max) & ~np.broadcast_to(vb | spine_keep, hu.shape)
+        belly = (delta < 0)[None] & (zz < d_max) & ~np.broadcast_to(spine, hu.shape)
         hu[belly & (zz > d_max - 5)] = 48.0  # diaphragm muscle
         deep = belly & (zz <= d_max - 5)
         hu[deep] = 25.0
