@@ -54,8 +54,8 @@ def _widget(o: dict) -> None:
     key, common = f"setting_{o['name']}", {"density": "compact", "hide_details": True, "classes": "mb-1"}
     html.Div(o["help"], classes="text-caption text-medium-emphasis")
     if o["kind"] == "tristate":
-        v3.VSelect(v_model=(key,), items=("items", [t.capitalize() for t in TRISTATE]), label=o["label"], id=f"set-{o['name']}",
-                   **common)
+        v3.VSelect(v_model=(key,), items=("items", [t.capitalize() for t in TRISTATE]), label=o["label"],
+                   id=f"set-{o['name']}", **common)
     elif o["kind"] == "choice":
         items = ([{"title": DEFAULT_TITLE, "value": ""}] if o["default"] is None else []) + [
             {"title": c, "value": c} for c in o["choices"]]
