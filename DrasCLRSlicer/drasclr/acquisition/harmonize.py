@@ -14,8 +14,8 @@ where ``target`` is the band's noise SD in the training phantoms (:data:`TARGET_
 :func:`measure` on generator-2 phantoms, the look demo-v5 was trained on). Bands whose noise is at or below the
 training look are kept (the image is never sharpened nor given noise), so a soft-kernel scan passes unchanged,
 and a sharp or low-dose one loses the excess fine-grained power: noise and edge overshoot of a sharp kernel go
-down together, as a softer reconstruction kernel would do. In-plane only (the through-plane axis, the one of
-largest spacing, is not filtered). The calibrated HU scale is kept (the lowest band carries the mean).
+down together, as a softer reconstruction kernel would do. In-plane only (the slice axis is not filtered), and
+only over the lungs' box plus :data:`BOX_MARGIN_MM`, what the model and the densitometry read. The calibrated HU scale is kept (the lowest band carries the mean).
 
 ``mode``: ``auto`` harmonizes when a band's noise is over its target by more than :data:`TOLERANCE` (not on
 in-plane pixels over :data:`MAX_PIXEL_MM`), ``off`` never (the measurement is still recorded).
@@ -47,6 +47,9 @@ TOLERANCE = 1.15  # auto: harmonize when a band's noise exceeds its target by mo
 MAX_PIXEL_MM = 1.5  # coarser in-plane pixels: the bands lie below the pixel size; left unchanged
 WINDOW_MM = 5.0
 TISSUE_HU = (-20.0, 120.0)
+# harmonized: the lungs' box + this margin: the model's lung box (8 mm, drasclr.dense.infer.lung_volume) plus the
+# support of the widest band filter (4 x 1.6 mm); outside it the scan is kept as it was (faster, less memory)
+BOX_MARGIN_MM = 16.0
 MAX_SLICES = 40  # measurement: at most this many slices, evenly spaced
 
 
@@ -73,7 +76,7 @@ class Harmonization:
     before: NoiseMeasure
     applied: bool = False
     band_gains: list[float] = field(default_factory=list)
-    after: NoiseMeasure | None = None
+    after: NoiseMeasure | None = None  # measured over the harmonized box (the lungs + BOX_MARGIN_MM)
     reason: str = ""
 
     def to_json(self) -> dict:
@@ -84,9 +87,9 @@ class Harmonization:
 
 
 def _axes(ct: CTImage) -> tuple[int, np.ndarray]:
-    """(through-plane array axis, zyx spacing): the axis of largest spacing (z for an isotropic scan)."""
-    sp = np.asarray(ct.spacing[::-1], float)
-    return int(np.argmax(sp)) if sp.max() > sp.min() * 1.01 else 0, sp
+    """(through-plane array axis, zyx spacing): the slice axis (the one nearest the body's cranio-caudal axis; the
+    reconstruction kernel acts in the slice plane, also where slices are thinner than the pixels)."""
+    return ct.superior_axis()[0], np.asarray(ct.spacing[::-1], float)
 
 
 def _sigma(sp: np.ndarray, axis: int, mm: float) -> tuple[float, float, float]:
@@ -156,7 +159,8 @@ def measure(ct: CTImage, lungs: CTImage | None = None) -> NoiseMeasure:
     """Noise and sharpness of a scan (see the module docstring); ``lungs``: the lung mask (kept out of the
     uniform-tissue region)."""
     axis, sp = _axes(ct)
-    a, idx = _slices(ct.array.astype(np.float32), axis)
+    a, idx = _slices(ct.array, axis)
+    a = a.astype(np.float32)
     lm = None if lungs is None else np.take(lungs.array > 0, idx, axis=axis)
     m, s = _local(a, sp, axis)
     tissue = _tissue_mask(a, m, sp, axis, lm)
@@ -188,8 +192,24 @@ def gains(measured: NoiseMeasure, target=TARGET_BAND_SD) -> list[float]:
     return [min(1.0, t / max(m, 1e-6)) for t, m in zip(target, measured.band_sd_hu)]
 
 
-def apply_gains(ct: CTImage, band_gains: list[float]) -> CTImage:
-    """The image with its in-plane bands scaled by ``band_gains`` (the coarsest band kept), same dtype."""
+def lung_box(ct: CTImage, lungs: CTImage | None, margin_mm: float = BOX_MARGIN_MM):
+    """(lo, hi) zyx of the lungs' bounding box plus ``margin_mm``, clipped to the grid; None without lungs."""
+    found = None if lungs is None else ndi.find_objects((lungs.array > 0).view(np.uint8))
+    if not found or found[0] is None:
+        return None
+    margin = np.ceil(margin_mm / np.asarray(ct.spacing_zyx)).astype(int)
+    lo = np.maximum([s.start for s in found[0]] - margin, 0)
+    return tuple(lo), tuple(np.minimum([s.stop for s in found[0]] + margin, ct.array.shape))
+
+
+def apply_gains(ct: CTImage, band_gains: list[float], box=None) -> CTImage:
+    """The image with its in-plane bands scaled by ``band_gains`` (the coarsest band kept), same dtype; with
+    ``box`` ((lo, hi) zyx) only inside it (the rest is the image as it was)."""
+    if box is not None:
+        inner = apply_gains(ct.crop(*box), band_gains).array
+        out = ct.array.copy()
+        out[tuple(slice(a, b) for a, b in zip(*box))] = inner
+        return ct.with_array(out)
     axis, sp = _axes(ct)
     a = ct.array.astype(np.float32)
     out = np.zeros_like(a)
@@ -223,8 +243,9 @@ def harmonize(ct: CTImage, lungs: CTImage | None = None, mode: str = "auto") -> 
     if min(g) * TOLERANCE >= 1.0:
         h.reason = "noise at or below the training look: left unchanged"
         return ct, h
-    out = apply_gains(ct, g)
-    h.applied, h.after = True, measure(out, lungs)
+    box = lung_box(ct, lungs)  # what the model and the harmonized densitometry read (the whole scan without lungs)
+    out = apply_gains(ct, g, box)
+    h.applied, h.after = True, (measure(out, lungs) if box is None else measure(out.crop(*box), lungs.crop(*box)))
     h.reason = "fine-band noise above the training look: bands scaled to it"
     return out, h
 

@@ -156,7 +156,7 @@ def _dense_subtypes(result: Analysis, seen: CTImage, model: LoadedModel, setting
     from ..dense.density import DensityVeto
     from ..dense.infer import card_class_weights, patient_embedding
     from ..dense.locate import locator_for
-    from ..dense.uncertainty import DEFAULT_KIND, voxel_uncertainty
+    from ..dense.uncertainty import DEFAULT_KIND, map_to_ct
     from .review import build_queue
 
     ct, lungs = seen, result.lungs
@@ -164,18 +164,16 @@ def _dense_subtypes(result: Analysis, seen: CTImage, model: LoadedModel, setting
     locator, _ = locator_for(lungs, transform)
     with stage("subtypes"):
         pred = predict(ct, lungs, model.net, device, locator=locator, tta=settings.tta,
-                       batch_size=settings.batch_size, class_weights=card_class_weights(model.card))
-        result.subtypes = pred.subtypes
+                       batch_size=settings.batch_size, labels=False)
     veto = DensityVeto.for_analysis(settings.density_veto, model.card)
-    if veto is not None:
-        with stage("density"):
-            result.subtypes, result.density_veto = veto.apply(result.subtypes, ct)
-    with stage("uncertainty"):
+    with stage("uncertainty"):  # labels (and the card's density rule) and the voxel uncertainty in one pass
         kind = DEFAULT_KIND if (settings.tta or DEFAULT_KIND != "disagreement") else "entropy"
-        voxel_u = voxel_uncertainty(pred.probabilities, ct, lungs, result.subtypes, kind=kind)
+        result.subtypes, voxel_u, result.density_veto = map_to_ct(
+            pred.probabilities, ct, lungs, card_class_weights(model.card), veto, kind)
         result.uncertainty, result.uncertainty_kind = voxel_u.image(), kind
+    with stage("review"):
         result.review = build_queue(result.regions, result.subtypes, voxel_u.expected_errors_in_box(),
-                                    voxel_u.in_box(), origin=voxel_u.lo)
+                                    result.uncertainty.array[voxel_u.box], origin=voxel_u.lo)
         del voxel_u
     with stage("embedding"):
         result.embedding = patient_embedding(model.net, pred.probabilities.grid, transform, device,

@@ -27,6 +27,8 @@ from scipy import ndimage
 from ..core import labels
 from ..core.image import CTImage
 
+SCALE = 100  # an integer uncertainty array is percent (drasclr.dense.uncertainty.SCALE)
+
 FORMAT_VERSION = 1
 SCORE = "expected wrong voxels: sum over the unit of 1 - p(predicted class)"
 RANKINGS = ("score", "density")
@@ -48,41 +50,54 @@ class ReviewQueue:
         return np.isin(self.labels.array, np.asarray(list(ranks), dtype=np.int64))
 
 
-def _block_keys(regions: np.ndarray, inside: np.ndarray, spacing_zyx, block_mm: float) -> np.ndarray:
-    """Per voxel of the box: a positive key shared by the voxels of one (block, region) pair, 0 outside."""
-    shape = inside.shape
-    blocks = [np.floor(np.arange(n) * s / block_mm).astype(np.int64) for n, s in zip(shape, spacing_zyx)]
-    nb = [int(b[-1]) + 1 for b in blocks]
-    block = (blocks[0][:, None, None] * nb[1] + blocks[1][None, :, None]) * nb[2] + blocks[2][None, None, :]
-    region = regions.astype(np.int64)
-    key = block * 32 + region + 1  # regions are < 32
-    return np.where(inside, key, 0)
+@dataclass
+class _Piece:
+    """One candidate unit while the queue is built: where it lies in the box and what it holds."""
+
+    sl: tuple  # its bounding box, slices into the lung box
+    mask: np.ndarray  # the piece within ``sl``
+    region: int
+    score: float
+    uncertainty: float
+    counts: np.ndarray  # voxels per predicted subtype (index = label value)
+    centroid: np.ndarray  # zyx within the box
+
+    @property
+    def voxels(self) -> int:
+        return int(self.mask.sum())
 
 
-def _pieces(key: np.ndarray, min_vox: int) -> tuple[np.ndarray, int]:
-    """The connected pieces of each (block, region) key of at least ``min_vox`` voxels, numbered 1..n (0 elsewhere),
-    and n."""
-    uniq, inverse = np.unique(key, return_inverse=True)
-    dense = (inverse.reshape(key.shape) + int(uniq[0] != 0)).astype(np.int32)  # key 0 (outside) -> 0
-    pieces = np.zeros(key.shape, np.int32)
-    n_pieces = 0
-    for k, sl in enumerate(ndimage.find_objects(dense), start=1):
-        if sl is None:
-            continue
-        lab, n = ndimage.label(dense[sl] == k)
-        if n == 0:
-            continue
-        sizes = np.bincount(lab.ravel(), minlength=n + 1)
-        keep = np.flatnonzero(sizes[1:] >= min_vox) + 1
-        if keep.size == 0:
-            continue
-        renum = np.zeros(n + 1, np.int32)
-        renum[keep] = np.arange(n_pieces + 1, n_pieces + 1 + keep.size)
-        n_pieces += keep.size
-        sub = renum[lab]
-        view = pieces[sl]
-        view[sub > 0] = sub[sub > 0]
-    return pieces, n_pieces
+def _blocks(shape, spacing_zyx, block_mm: float):
+    """The cubic blocks of ``block_mm`` over a box of ``shape``, aligned on its first voxel: slices, z-major."""
+    edges = []
+    for n, s in zip(shape, spacing_zyx):
+        b = np.floor(np.arange(n) * s / block_mm).astype(np.int64)
+        cuts = np.flatnonzero(np.diff(b)) + 1
+        edges.append(list(zip([0, *cuts.tolist()], [*cuts.tolist(), n])))
+    return (tuple(slice(a, b) for a, b in ranges) for ranges in itertools.product(*edges))
+
+
+def _pieces(reg: np.ndarray, inside: np.ndarray, sub: np.ndarray, errors: np.ndarray, unc: np.ndarray | None,
+            spacing_zyx, block_mm: float, min_vox: int) -> list[_Piece]:
+    """The connected pieces of each region within each block, of at least ``min_vox`` voxels, in block order
+    (z-major), then region value, then raster order; with their summed expected errors and uncertainty."""
+    out = []
+    for block in _blocks(inside.shape, spacing_zyx, block_mm):
+        in_b, reg_b = inside[block], reg[block]
+        origin = np.array([s.start for s in block])
+        for r in np.unique(reg_b[in_b]).tolist():
+            lab, n = ndimage.label(in_b & (reg_b == r))
+            sizes = np.bincount(lab.ravel(), minlength=n + 1)
+            for j, sl in enumerate(ndimage.find_objects(lab), start=1):
+                if sl is None or sizes[j] < min_vox:
+                    continue
+                mask = lab[sl] == j
+                at = tuple(slice(a.start + o, a.stop + o) for a, o in zip(sl, origin))
+                u = float(unc[at][mask].astype(np.float64).sum()) if unc is not None else 0.0
+                out.append(_Piece(at, mask, int(r), float(errors[at][mask].astype(np.float64).sum()), u,
+                                  np.bincount(sub[at][mask], minlength=labels.PLE + 1),
+                                  np.argwhere(mask).mean(0) + [s.start for s in at]))
+    return out
 
 
 def _unit(regions: CTImage, rank: int, region: int, piece: np.ndarray, sl: tuple, lo: np.ndarray,
@@ -115,8 +130,8 @@ def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray
     """Review units of a prediction on the CT's grid.
 
     ``regions``: lobes (1–5) or zones (11–16), 0 outside; ``subtypes``: the predicted labelmap (1–4 in the lung);
-    ``expected_errors``: per voxel chance of being wrong (0..1); ``uncertainty``: the voxel uncertainty (0..1)
-    reported as each unit's mean, optional. Both arrays cover the grid, or only a box of it that holds the lung
+    ``expected_errors``: per voxel chance of being wrong (0..1); ``uncertainty``: the voxel uncertainty (0..1, or
+    an integer array in percent: ``uncertainty.nii.gz``) reported as each unit's mean, optional. Both arrays cover the grid, or only a box of it that holds the lung
     starting at voxel ``origin`` (zyx; the lung box: no whole-scan float copies). ``rank_by``: ``density`` (default:
     expected wrong voxels per voxel, the most errors fixed per voxel reviewed) or ``score`` (expected wrong voxels)."""
     if block_mm <= 0 or min_ml < 0:
@@ -125,46 +140,29 @@ def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray
         raise ValueError(f"rank_by {rank_by!r}: expected one of {RANKINGS}")
     inside_all = (regions.array > 0) & (subtypes.array > 0)
     out = np.zeros(regions.array.shape, np.uint16)
-    if not inside_all.any():
+    found = ndimage.find_objects(inside_all.view(np.uint8))
+    if not found or found[0] is None:
         return ReviewQueue([], regions.with_array(out), block_mm, min_ml, rank_by)
-    idx = np.argwhere(inside_all)
-    lo, hi = idx.min(0), idx.max(0) + 1
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    inside = inside_all[box]
-    reg = regions.array[box]
-    key = _block_keys(reg, inside, regions.spacing_zyx, block_mm)
-    pieces, n_pieces = _pieces(key, max(1, int(np.ceil(min_ml / regions.voxel_volume_ml))))
-    if n_pieces == 0:
-        return ReviewQueue([], regions.with_array(out), block_mm, min_ml, rank_by)
-    flat = pieces.ravel()
-    m = n_pieces + 1
-    voxels = np.bincount(flat, minlength=m).astype(np.int64)
-    within = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin))  # the box in the arrays' own indices
-    score = np.bincount(flat, weights=expected_errors[within].ravel().astype(np.float64), minlength=m)
-    unc = (np.bincount(flat, weights=uncertainty[within].ravel().astype(np.float64), minlength=m)
-           if uncertainty is not None else None)
-    sub = subtypes.array[box].ravel()
-    counts = {c: np.bincount(flat, weights=(sub == c).astype(np.float64), minlength=m) for c in labels.SUBTYPES}
-    region_of = np.zeros(m, np.int64)
-    region_of[flat] = reg.ravel()
-    grid = np.indices(pieces.shape).reshape(3, -1)
-    centroid = np.stack([np.bincount(flat, weights=g.astype(np.float64), minlength=m) for g in grid], 1)
-    centroid /= np.maximum(voxels, 1)[:, None]
-    key_of = score if rank_by == "score" else score / np.maximum(voxels, 1)
-    order = sorted(range(1, m), key=lambda i: (-key_of[i], i))
-    objects = ndimage.find_objects(pieces)
+    box = found[0]
+    lo = np.array([s.start for s in box])
+    within = tuple(slice(s.start - o, s.stop - o) for s, o in zip(box, origin))  # the box in the arrays' indices
+    scale = SCALE if uncertainty is not None and np.issubdtype(uncertainty.dtype, np.integer) else 1.0
+    pieces = _pieces(regions.array[box], inside_all[box], subtypes.array[box], expected_errors[within],
+                     None if uncertainty is None else uncertainty[within], regions.spacing_zyx, block_mm,
+                     max(1, int(np.ceil(min_ml / regions.voxel_volume_ml))))
+    key = [(p.score if rank_by == "score" else p.score / p.voxels) for p in pieces]
+    order = sorted(range(len(pieces)), key=lambda i: (-key[i], i))
     units = []
     for rank, i in enumerate(order, start=1):
-        sl = objects[i - 1]
-        piece = pieces[sl] == i
-        out[box][sl][piece] = rank
-        unit = _unit(regions, rank, int(region_of[i]), piece, sl, lo, centroid[i], int(voxels[i]))
-        n = unit["voxels"]
-        unit["predicted"] = {name: round(float(counts[c][i]) / n, 4) for c, name in labels.SUBTYPES.items()}
-        unit["score"] = round(float(score[i]), 2)
-        unit["expected_error_fraction"] = round(float(score[i]) / n, 4)
-        if unc is not None:
-            unit["mean_uncertainty"] = round(float(unc[i]) / n, 4)
+        p = pieces[i]
+        out[box][p.sl][p.mask] = rank
+        n = p.voxels
+        unit = _unit(regions, rank, p.region, p.mask, p.sl, lo, p.centroid, n)
+        unit["predicted"] = {name: round(float(p.counts[c]) / n, 4) for c, name in labels.SUBTYPES.items()}
+        unit["score"] = round(p.score, 2)
+        unit["expected_error_fraction"] = round(p.score / n, 4)
+        if uncertainty is not None:
+            unit["mean_uncertainty"] = round(p.uncertainty / scale / n, 4)
         units.append(unit)
     return ReviewQueue(units, regions.with_array(out), block_mm, min_ml, rank_by)
 

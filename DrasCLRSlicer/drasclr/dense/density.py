@@ -54,29 +54,45 @@ class DensityVeto:
     def card(self) -> dict:
         return {"min_laa950": self.min_laa950, "window_mm": list(self.window_mm)}
 
+    def normal_density(self, ct: CTImage, lung: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
+        """Where lung (``lung`` non-zero) has normal density by this rule, so that an emphysema call there is turned
+        normal: ``(lo, hi, mask)`` over the lung's bounding box (zyx, hi exclusive; ``mask`` False outside the
+        lung). It depends on the CT and the lung only, not on the calls. The box filter runs over the bounding box
+        + half a window: the same values as over the whole grid."""
+        found = ndi.find_objects((lung > 0).view(np.uint8) if lung.dtype == bool else (lung > 0).astype(np.uint8))
+        if not found or found[0] is None:
+            return (0, 0, 0), (0, 0, 0), np.zeros((0, 0, 0), bool)
+        lo, hi = [s.start for s in found[0]], [s.stop for s in found[0]]
+        half = [int(round(w / s)) // 2 + 1 for w, s in zip(self.window_mm, ct.spacing_zyx)]
+        plo = [max(a - h, 0) for a, h in zip(lo, half)]
+        phi = [b + h for b, h in zip(hi, half)]
+        pad = tuple(slice(a, b) for a, b in zip(plo, phi))
+        inner = tuple(slice(a - p, b - p) for a, b, p in zip(lo, hi, plo))
+        lung_pad = lung[pad] > 0
+        low = local_low_attenuation(ct.crop(plo, phi), lung_pad, self.window_mm)[inner]
+        return tuple(lo), tuple(hi), lung_pad[inner] & (low < self.min_laa950)
+
     def vetoed(self, subtypes: np.ndarray, ct: CTImage) -> np.ndarray:
-        """Where ``subtypes`` (lung = non-zero) calls CLE/PSE/PLE in normal-density lung. The box filter runs over
-        the lung's bounding box (+ half a window) only: the same values as over the whole grid."""
+        """Where ``subtypes`` (lung = non-zero) calls CLE/PSE/PLE in normal-density lung."""
         emph = (subtypes >= labels.CLE) & (subtypes <= labels.PLE)
         out = np.zeros(subtypes.shape, bool)
         if emph.any():
-            lung = subtypes > 0
-            half = [int(round(w / s)) // 2 + 1 for w, s in zip(self.window_mm, ct.spacing_zyx)]
-            nz = np.nonzero(lung)
-            lo = [max(int(i.min()) - h, 0) for i, h in zip(nz, half)]
-            hi = [int(i.max()) + h + 1 for i, h in zip(nz, half)]
+            lo, hi, normal = self.normal_density(ct, subtypes > 0)
             box = tuple(slice(a, b) for a, b in zip(lo, hi))
-            out[box] = emph[box] & (local_low_attenuation(ct.crop(lo, hi), lung[box], self.window_mm)
-                                    < self.min_laa950)
+            out[box] = emph[box] & normal
         return out
+
+    def counts(self, before: np.ndarray, vetoed: np.ndarray) -> dict:
+        """What stats.json records: the rule and the voxels turned normal per subtype (``before``: the calls)."""
+        return {**self.card(), "vetoed_voxels": {name: int((vetoed & (before == v)).sum())
+                                                 for v, name in labels.SUBTYPES.items() if v >= labels.CLE}}
 
     def apply(self, subtypes: CTImage, ct: CTImage) -> tuple[CTImage, dict]:
         """``subtypes`` with emphysema calls in normal-density lung turned normal, and what was done (for
         stats.json): the rule, the voxels turned normal per subtype."""
         sub = subtypes.array
         vetoed = self.vetoed(sub, ct)
-        info = {**self.card(), "vetoed_voxels": {name: int((vetoed & (sub == v)).sum())
-                                                 for v, name in labels.SUBTYPES.items() if v >= labels.CLE}}
-        return subtypes.with_array(np.where(vetoed, labels.NORMAL, sub).astype(sub.dtype)), info
+        return subtypes.with_array(np.where(vetoed, labels.NORMAL, sub).astype(sub.dtype)), self.counts(sub, vetoed)
+
 
 __all__ = ["DensityVeto", "local_low_attenuation"]

@@ -83,18 +83,20 @@ class DensePrediction:
 
     probabilities: ProbabilityMap
     lungs: CTImage
-    subtypes: CTImage
+    subtypes: CTImage | None  # None when asked for the probabilities only (``labels=False``)
 
 
 def predict(ct: CTImage, lungs: CTImage, model: torch.nn.Module, device: str | torch.device = "cpu", *,
             locator: Locator | None = None, tta: bool = True, class_weights=None, stride: int | None = None,
-            batch_size: int | None = None, margin_mm: float = 8.0) -> DensePrediction:
+            batch_size: int | None = None, margin_mm: float = 8.0, labels: bool = True) -> DensePrediction:
     """Dense subtype prediction of ``model`` over the lung of ``ct``.
 
     ``lungs``: non-zero inside the region to predict (the lung mask, or any sub-region); ``locator``: LPS patch
     centres -> normalised atlas locations (default: register ``lungs`` to the atlas, :func:`locate.locator_for`);
     ``tta``: mirrored test-time augmentation (about twice the time); ``class_weights``: decision weights of
-    classes 1–4 from the model card; ``stride``: patch stride in mm (default 24 on CPU, 16 on GPU)."""
+    classes 1–4 from the model card; ``stride``: patch stride in mm (default 24 on CPU, 16 on GPU); ``labels``:
+    False leaves the labelmap to the caller (``analyze`` maps labels and uncertainty in one pass:
+    :func:`drasclr.dense.uncertainty.map_to_ct`)."""
     device = torch.device(device)
     if locator is None:
         from .locate import locator_for
@@ -104,4 +106,4 @@ def predict(ct: CTImage, lungs: CTImage, model: torch.nn.Module, device: str | t
     probs, disagreement = blend_probabilities(model, vol, locator, device, stride=stride, batch_size=batch_size,
                                               tta=tta)
     pmap = ProbabilityMap(probs, vol.ct, disagreement)
-    return DensePrediction(pmap, vol.lungs, pmap.labels(ct, lungs.array, class_weights))
+    return DensePrediction(pmap, vol.lungs, pmap.labels(ct, lungs.array, class_weights) if labels else None)

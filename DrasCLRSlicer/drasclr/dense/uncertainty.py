@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from ..anatomy.regions import lung_side_masks
 from ..core import labels
@@ -34,8 +35,9 @@ SCALE = 100  # uncertainty.nii.gz value = round(SCALE * uncertainty)
 class VoxelUncertainty:
     """Per-voxel uncertainty on a CT's grid over the lung bounding box ``lo``..``hi`` (zyx, exclusive).
 
-    ``measures[kind]`` ``(z, y, x)`` float32 in 0..1 for every kind computable (``disagreement`` only with TTA);
-    ``p_predicted`` the (renormalised) probability of the predicted class; ``inside`` the lung mask of the box."""
+    ``measures[kind]`` ``(z, y, x)`` float16 in 0..1 for every kind computed (``disagreement`` only with TTA);
+    ``p_predicted`` float16 the (renormalised) probability of the predicted class; ``inside`` the lung mask of the
+    box. Reduced precision: a thin-slice scan's lung box holds tens of millions of voxels."""
 
     grid: CTImage
     lo: tuple[int, int, int]
@@ -62,16 +64,21 @@ class VoxelUncertainty:
         return out
 
     def in_box(self, kind: str | None = None) -> np.ndarray:
-        """Measure ``kind`` (default: the chosen one) over the lung box only (0 outside the lung)."""
+        """Measure ``kind`` (default: the chosen one) over the lung box only (0 outside the lung), float32."""
         return np.where(self.inside, self.measures[kind or self.kind], 0).astype(np.float32)
 
     def expected_errors_in_box(self) -> np.ndarray:
-        """:meth:`expected_errors` over the lung box only: what the review queue needs, without whole-scan copies."""
-        return np.where(self.inside, 1.0 - self.p_predicted, 0).astype(np.float32)
+        """:meth:`expected_errors` over the lung box only (float16): what the review queue needs, without
+        whole-scan copies."""
+        return np.where(self.inside, np.float16(1) - self.p_predicted, np.float16(0))
 
     def image(self) -> CTImage:
         """The chosen measure as the ``uncertainty.nii.gz`` image: uint8 percent (0..100) on the CT's grid."""
-        return self.grid.with_array(np.rint(self.full() * SCALE).astype(np.uint8))
+        out = np.zeros(self.grid.array.shape, np.uint8)
+        m, view = self.measures[self.kind], out[self.box]
+        for z in range(0, m.shape[0], 16):  # slab by slab: no box-sized float temporaries
+            view[z:z + 16] = np.where(self.inside[z:z + 16], np.rint(m[z:z + 16].astype(np.float32) * SCALE), 0)
+        return self.grid.with_array(out)
 
 
 def measures_from_probabilities(p: np.ndarray, disagreement: np.ndarray | None = None,
@@ -100,27 +107,70 @@ def voxel_uncertainty(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage
     """Uncertainty of a prediction on ``ct``'s grid: ``probabilities`` from :func:`drasclr.dense.predict`
     (resampled linearly over the lung box), ``subtypes`` the labelmap it produced (for the predicted class).
     ``all_kinds``: compute every measure (benches), not only ``kind``."""
+    return map_to_ct(probabilities, ct, lungs, kind=kind, all_kinds=all_kinds, subtypes=subtypes)[1]
+
+
+SLAB_VOXELS = 2_000_000  # CT-grid voxels per slab of map_to_ct (4 float32 channels: 32 MB)
+
+
+def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_weights=None, veto=None,
+              kind: str = DEFAULT_KIND, all_kinds: bool = False,
+              subtypes: CTImage | None = None) -> tuple[CTImage, VoxelUncertainty, dict | None]:
+    """The subtype map and its voxel uncertainty on ``ct``'s grid in one pass: the class probabilities are
+    resampled (linear) slab by slab over the lung box, so memory does not grow with the slice count.
+
+    Labels: the most likely subtype (``argmax w_c p_c``, ``class_weights`` from the card) of every lung voxel
+    (``lungs`` non-zero), as :meth:`ProbabilityMap.labels`; with ``veto`` (a
+    :class:`~drasclr.dense.density.DensityVeto`) emphysema calls in normal-density lung become normal (its counts
+    are returned for stats.json). ``subtypes`` given: those labels are used instead (no weights, no veto).
+    Returns (subtypes, uncertainty, the veto's record or None)."""
     if kind not in KINDS:
         raise ValueError(f"uncertainty kind {kind!r}: expected one of {KINDS}")
     if kind == "disagreement" and probabilities.disagreement is None:
         raise ValueError("disagreement needs the mirrored test-time augmentation (tta=True)")
-    idx = np.argwhere(lungs.array > 0)
-    if idx.size == 0:
+    found = ndimage.find_objects((lungs.array > 0).astype(np.uint8))
+    if not found or found[0] is None:
         raise ValueError("empty lung mask")
-    lo, hi = tuple(int(v) for v in idx.min(0)), tuple(int(v) for v in idx.max(0) + 1)
+    lo, hi = tuple(s.start for s in found[0]), tuple(s.stop for s in found[0])
     box = ct.crop(lo, hi)
-    p = np.stack([probabilities.on(box, c) for c in range(1, probabilities.array.shape[0])])
+    inside = lungs.array[found[0]] > 0
     kinds = KINDS if all_kinds else (kind,)
-    dis = None
-    if probabilities.disagreement is not None and "disagreement" in kinds:
-        dis = ProbabilityMap(probabilities.disagreement[None], probabilities.grid).on(box, 0)
-    measures = measures_from_probabilities(p, dis, kinds)
-    total = p.sum(0)
-    pred = subtypes.array[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.int64)
-    chosen = np.take_along_axis(p, np.clip(pred - 1, 0, len(p) - 1)[None], 0)[0]
-    p_pred = np.where(total > 0, chosen / np.where(total > 0, total, 1), 1.0 / len(p)).astype(np.float32)
-    inside = lungs.array[tuple(slice(a, b) for a, b in zip(lo, hi))] > 0
-    return VoxelUncertainty(ct, lo, hi, measures, p_pred, inside, kind)
+    if probabilities.disagreement is None:
+        kinds = tuple(k for k in kinds if k != "disagreement")
+    measures = {k: np.zeros(inside.shape, np.float16) for k in kinds}
+    p_pred = np.zeros(inside.shape, np.float16)
+    labels_box = (np.zeros(inside.shape, np.uint8) if subtypes is None
+                  else np.asarray(subtypes.array[found[0]], np.uint8))
+    normal = veto.normal_density(ct, lungs.array)[2] if veto is not None and subtypes is None else None
+    vetoed = np.zeros(inside.shape, np.uint8) if normal is not None else None  # the call turned normal, 0: none
+    ny, nx = inside.shape[1:]
+    step = max(1, SLAB_VOXELS // (ny * nx))
+    for z0 in range(0, inside.shape[0], step):
+        z = slice(z0, min(z0 + step, inside.shape[0]))
+        slab = box.crop((z.start, 0, 0), (z.stop, ny, nx))
+        p = np.stack([probabilities.on(slab, c) for c in range(1, probabilities.array.shape[0])])
+        if subtypes is None:
+            w = p if class_weights is None else p * np.asarray(class_weights, np.float32)[:, None, None, None]
+            lab = (np.argmax(w, axis=0) + 1).astype(np.uint8)
+            if normal is not None:
+                turned = normal[z] & (lab >= labels.CLE) & (lab <= labels.PLE)
+                vetoed[z] = np.where(turned, lab, 0)
+                lab[turned] = labels.NORMAL
+            labels_box[z] = np.where(inside[z], lab, 0)
+        dis = (ProbabilityMap(probabilities.disagreement[None], probabilities.grid).on(slab, 0)
+               if "disagreement" in kinds else None)
+        for k, m in measures_from_probabilities(p, dis, kinds).items():
+            measures[k][z] = m
+        total = p.sum(0)
+        chosen = np.take_along_axis(p, np.clip(labels_box[z].astype(np.int64) - 1, 0, len(p) - 1)[None], 0)[0]
+        p_pred[z] = np.where(total > 0, chosen / np.where(total > 0, total, 1), 1.0 / len(p))
+    out = subtypes
+    if out is None:
+        full = np.zeros(ct.array.shape, np.uint8)
+        full[found[0]] = labels_box
+        out = ct.with_array(full)
+    record = veto.counts(vetoed, vetoed > 0) if vetoed is not None else None
+    return out, VoxelUncertainty(ct, lo, hi, measures, p_pred, inside, kind), record
 
 
 def region_mean_uncertainty(uncertainty: CTImage, regions: CTImage, rows: list[dict]) -> list[dict]:
