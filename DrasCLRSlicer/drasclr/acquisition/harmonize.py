@@ -15,7 +15,8 @@ where ``target`` is the band's noise SD in the training phantoms (:data:`TARGET_
 training look are kept (the image is never sharpened nor given noise), so a soft-kernel scan passes unchanged,
 and a sharp or low-dose one loses the excess fine-grained power: noise and edge overshoot of a sharp kernel go
 down together, as a softer reconstruction kernel would do. In-plane only (the slice axis is not filtered), and
-only over the lungs' box plus :data:`BOX_MARGIN_MM`, what the model and the densitometry read. The calibrated HU scale is kept (the lowest band carries the mean).
+only over the lungs' box plus :data:`BOX_MARGIN_MM`, what the model and the densitometry read. The calibrated HU
+scale is kept (the lowest band carries the mean).
 
 ``mode``: ``auto`` harmonizes when a band's noise is over its target by more than :data:`TOLERANCE` (not on
 in-plane pixels over :data:`MAX_PIXEL_MM`), ``off`` never (the measurement is still recorded).

@@ -131,9 +131,10 @@ def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray
 
     ``regions``: lobes (1–5) or zones (11–16), 0 outside; ``subtypes``: the predicted labelmap (1–4 in the lung);
     ``expected_errors``: per voxel chance of being wrong (0..1); ``uncertainty``: the voxel uncertainty (0..1, or
-    an integer array in percent: ``uncertainty.nii.gz``) reported as each unit's mean, optional. Both arrays cover the grid, or only a box of it that holds the lung
-    starting at voxel ``origin`` (zyx; the lung box: no whole-scan float copies). ``rank_by``: ``density`` (default:
-    expected wrong voxels per voxel, the most errors fixed per voxel reviewed) or ``score`` (expected wrong voxels)."""
+    an integer array in percent: ``uncertainty.nii.gz``) reported as each unit's mean, optional. Both arrays cover
+    the grid, or only a box of it that holds the lung starting at voxel ``origin`` (zyx; the lung box: no
+    whole-scan float copies). ``rank_by``: ``density`` (default: expected wrong voxels per voxel, the most errors
+    fixed per voxel reviewed) or ``score`` (expected wrong voxels)."""
     if block_mm <= 0 or min_ml < 0:
         raise ValueError("block_mm must be positive and min_ml non-negative")
     if rank_by not in RANKINGS:
