@@ -69,7 +69,7 @@ def run(engine: Path, ct: Path, out: Path, extra: list[str]) -> dict:
 
 
 def emphysema(row: dict) -> float:
-    return sum(row.get(k, 0.0) for k in ("CLE%", "PSE%", "PLE%"))
+    return sum(row.get(k, 0.0) for k in ("cle_pct", "pse_pct", "ple_pct"))
 
 
 def differing_share(a: Path, b: Path) -> float:

@@ -33,7 +33,6 @@ from ..core.image import CTImage
 from ..core.io import read_ct, write_image
 from ..core.outputs import staged_dir
 from ..core.settings import AnalysisSettings
-from ..reference.predict import predict_subtypes as predict_reference
 from .loaded_model import LoadedModel
 from .stats import (
     COLUMNS,
@@ -132,6 +131,8 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None
                       warnings=[{"code": "regions", "message": w} for w in chosen.warnings] + calibration.warnings
                       + ([resolution.warning()] if resolution and not resolution.in_range else []))
     if reference:
+        from ..reference.predict import predict_subtypes as predict_reference  # scikit-learn: only here
+
         with stage("subtypes"):
             result.subtypes = predict_reference(seen, lungs, model.net)
     elif dense:

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..core.distance import distance_to, within
 from ..core.errors import InputError
 from ..core.image import CTImage
 
@@ -193,8 +194,8 @@ def measure_outside_air(ct: CTImage) -> Measurement | None:
     body = _body(a)
     if not body.any():
         return None
-    near_object = ndi.distance_transform_edt(~objects, sampling=sp) < MARGIN_MM
-    near_pad = ndi.distance_transform_edt(valid, sampling=sp) < MARGIN_MM if not valid.all() else np.zeros_like(valid)
+    near_object = within(objects, MARGIN_MM, sp)
+    near_pad = within(~valid, MARGIN_MM, sp) if not valid.all() else np.zeros_like(valid)
     air = valid & ~_hull(body) & ~near_object & ~near_pad & ~_table_side(a, objects, body, ct)
     if not air.any():
         return None
@@ -285,7 +286,7 @@ def measure_blood(ct: CTImage, lungs: CTImage, offset_hu: float = 0.0) -> Measur
     lung = lab > 0
     hu = a.astype(np.float32) - np.float32(offset_hu)
     soft = (hu > -30) & (hu < 600)  # blood, myocardium, contrast; not fat, lung, air or cortical bone
-    deep = ndi.distance_transform_edt(soft, sampling=sp) >= 8.0
+    deep = distance_to(~soft, sp) >= 8.0
     region = np.zeros_like(lung)
     region[levels] = _hull(lung[levels]) & ~lung[levels]
     # anterior of the lungs' centre: the heart, not the spine (posterior = +y in LPS)

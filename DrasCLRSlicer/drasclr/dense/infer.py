@@ -181,6 +181,18 @@ def run_batched(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: np.
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 
+UNSURE_P = 0.9  # a lung voxel is unsure when its most likely subtype has a probability below this
+
+
+def unsure_patches(probs: np.ndarray, lung: np.ndarray) -> np.ndarray:
+    """Per patch, the share of its lung voxels (``lung`` ``(N, D, H, W)`` non-zero) whose most likely subtype
+    (classes 1-4 renormalised) has a probability below :data:`UNSURE_P` in ``probs`` ``(N, C, D, H, W)``."""
+    sub = probs[:, 1:]
+    top = sub.max(axis=1) / np.maximum(sub.sum(axis=1), 1e-6)
+    inside = lung > 0
+    return ((top < UNSURE_P) & inside).sum(axis=(1, 2, 3)) / np.maximum(inside.sum(axis=(1, 2, 3)), 1)
+
+
 def default_stride(device: torch.device) -> int:
     """Patch stride: 16 (half-patch overlap) on GPU; 24 on CPU, where it needs 2.4x fewer patches."""
     return 16 if device.type == "cuda" else 24
@@ -188,13 +200,17 @@ def default_stride(device: torch.device) -> int:
 
 def blend_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Locator, device: torch.device,
                         stride: int | None = None, batch_size: int | None = None,
-                        tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                        tta: bool = False, tta_select: float | None = None,
+                        disagreement: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Blended class probabilities ``(C, Z, Y, X)`` float32 on ``vol``'s 1 mm grid (zero where no patch ran), and
     with ``tta`` the blended disagreement ``(Z, Y, X)`` of the plain and mirrored passes (half the L1 distance of
     their probability vectors, 0..1), else None. Internal: callers use :func:`drasclr.dense.predict.predict`.
 
     ``tta``: test-time augmentation; every patch is also run mirrored left-right with its location code
-    mirrored about the atlas midline (what training augments with), and the two probabilities are averaged."""
+    mirrored about the atlas midline (what training augments with), and the two probabilities are averaged.
+    ``tta_select``: mirror only the patches whose plain pass is unsure (:func:`unsure_patches`) on more than this
+    share of their lung voxels (None: every patch); the others keep their plain pass and no disagreement.
+    ``disagreement``: False skips the disagreement map (None returned)."""
     lung = vol.lungs.array
     corners = plan_patches(lung, stride or default_stride(device))
     loc = locator(vol.ct.zyx_to_lps(corners + PATCH / 2.0)).astype(np.float32)  # patch centres
@@ -203,7 +219,7 @@ def blend_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Locato
     padded = [n + PATCH for n in lung.shape]
     acc = np.zeros((num_classes, *padded), np.float32)
     wsum = np.zeros(padded, np.float32)
-    dis = np.zeros(padded, np.float32) if tta else None
+    dis = np.zeros(padded, np.float32) if tta and disagreement else None
     model = model.to(device).eval()
     run = runner_for(model, device)
 
@@ -211,6 +227,7 @@ def blend_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Locato
         return torch.softmax(run.fn(normalise_hu(xb)[:, None], lb), dim=1)
 
     chunk = 256  # bounded memory: patches are cut and blended chunk by chunk
+    mirrored = 0
     for c0 in range(0, len(corners), chunk):
         cc = corners[c0:c0 + chunk]
         patches = extract_patches(vol.ct.array, cc)
@@ -218,18 +235,25 @@ def blend_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Locato
         probs = run_batched(step, patches, loc[c0:c0 + chunk], device, batch_size, desc=desc, workers=run.workers)
         gap = None
         if tta:
-            flipped = run_batched(step, np.ascontiguousarray(patches[..., ::-1]), mirror_left_right(loc[c0:c0 + chunk]),
-                                  device, batch_size, desc=desc + " mirrored", workers=run.workers)[..., ::-1]
-            gap = 0.5 * np.abs(probs - flipped).sum(axis=1)
-            probs += flipped
-            probs *= 0.5
-            del flipped
+            todo = (np.arange(len(cc)) if tta_select is None
+                    else np.flatnonzero(unsure_patches(probs, extract_patches(lung, cc, fill=0)) > tta_select))
+            gap = np.zeros((len(cc), *probs.shape[2:]), np.float32)
+            if len(todo):
+                flipped = run_batched(step, np.ascontiguousarray(patches[todo][..., ::-1]),
+                                      mirror_left_right(loc[c0:c0 + chunk][todo]), device, batch_size,
+                                      desc=desc + " mirrored", workers=run.workers)[..., ::-1]
+                gap[todo] = 0.5 * np.abs(probs[todo] - flipped).sum(axis=1)
+                probs[todo] = 0.5 * (probs[todo] + flipped)
+                del flipped
+            mirrored += len(todo)
         for n, ((z, y, x), p) in enumerate(zip(cc, probs)):
             box = (slice(z, z + PATCH), slice(y, y + PATCH), slice(x, x + PATCH))
             acc[(slice(None), *box)] += p * weight
             wsum[box] += weight
-            if gap is not None:
+            if dis is not None:
                 dis[box] += gap[n] * weight
+    if tta:
+        log.info("test-time augmentation: %d of %d patches mirrored", mirrored, len(corners))
     crop = tuple(slice(0, n) for n in lung.shape)
     acc, wsum = acc[(slice(None), *crop)], wsum[crop]
     np.divide(acc, wsum, out=acc, where=wsum > 0)

@@ -88,7 +88,8 @@ class DensePrediction:
 
 def predict(ct: CTImage, lungs: CTImage, model: torch.nn.Module, device: str | torch.device = "cpu", *,
             locator: Locator | None = None, tta: bool = True, class_weights=None, stride: int | None = None,
-            batch_size: int | None = None, margin_mm: float = 8.0, labels: bool = True) -> DensePrediction:
+            batch_size: int | None = None, margin_mm: float = 8.0, labels: bool = True,
+            tta_select: float | None = None, disagreement: bool = True) -> DensePrediction:
     """Dense subtype prediction of ``model`` over the lung of ``ct``.
 
     ``lungs``: non-zero inside the region to predict (the lung mask, or any sub-region); ``locator``: LPS patch
@@ -96,14 +97,15 @@ def predict(ct: CTImage, lungs: CTImage, model: torch.nn.Module, device: str | t
     ``tta``: mirrored test-time augmentation (about twice the time); ``class_weights``: decision weights of
     classes 1–4 from the model card; ``stride``: patch stride in mm (default 24 on CPU, 16 on GPU); ``labels``:
     False leaves the labelmap to the caller (``analyze`` maps labels and uncertainty in one pass:
-    :func:`drasclr.dense.uncertainty.map_to_ct`)."""
+    :func:`drasclr.dense.uncertainty.map_to_ct`); ``tta_select``, ``disagreement``: see
+    :func:`~drasclr.dense.infer.blend_probabilities`."""
     device = torch.device(device)
     if locator is None:
         from .locate import locator_for
 
         locator, _ = locator_for(lungs)
     vol = lung_volume(ct, lungs, margin_mm=margin_mm)
-    probs, disagreement = blend_probabilities(model, vol, locator, device, stride=stride, batch_size=batch_size,
-                                              tta=tta)
-    pmap = ProbabilityMap(probs, vol.ct, disagreement)
+    probs, dis = blend_probabilities(model, vol, locator, device, stride=stride, batch_size=batch_size, tta=tta,
+                                     tta_select=tta_select, disagreement=disagreement)
+    pmap = ProbabilityMap(probs, vol.ct, dis)
     return DensePrediction(pmap, vol.lungs, pmap.labels(ct, lungs.array, class_weights) if labels else None)

@@ -14,13 +14,16 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..core.errors import InputError
 from ..core.versions import REFERENCE_MODEL, resolve_model
 from .features import HistogramSpec, finish
-from .knn import LocalHistogramKNN
+
+if TYPE_CHECKING:
+    from .knn import LocalHistogramKNN
 
 ARCHITECTURE = "LocalHistogramKNN"
 KIND = "reference-local-histogram-knn"
@@ -104,6 +107,8 @@ def load_reference(path: str | os.PathLike | None = None) -> tuple[LocalHistogra
             counts, labels = data["counts"], data["labels"]
     except (ValueError, KeyError, OSError) as exc:
         raise InputError(f"{ref}: unreadable reference histograms ({exc})") from exc
+    from .knn import LocalHistogramKNN  # scikit-learn: imported when the classifier is loaded
+
     spec = HistogramSpec.from_dict(card["spec"])
     if counts.ndim != 2 or counts.shape[1] != spec.dim or len(labels) != len(counts):
         raise InputError(f"{ref}: histograms {counts.shape} / labels {labels.shape} do not match the card")

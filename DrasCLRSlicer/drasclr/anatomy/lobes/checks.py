@@ -11,6 +11,7 @@ when all is well); a lung island that touches no other lobe cannot be repaired a
 from __future__ import annotations
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
 from ...core import labels
@@ -19,9 +20,23 @@ SIDE_OF_LOBE = {v: labels.LEFT_LUNG for v in labels.LEFT_LOBES} | {v: labels.RIG
 _FULL = np.ones((3, 3, 3), bool)
 
 
-def _pieces(mask: np.ndarray) -> tuple[np.ndarray, int, tuple]:
-    lab, n = ndimage.label(mask, structure=_FULL)
-    return lab, n, ndimage.find_objects(lab)
+def _pieces(mask: np.ndarray) -> tuple[np.ndarray | None, int, tuple]:
+    """26-connected pieces of ``mask``: (labels, count, their boxes); SimpleITK (multi-threaded, GIL-free). One
+    piece or none (the usual case): (None, count, ())."""
+    f = sitk.ConnectedComponentImageFilter()
+    f.FullyConnectedOn()
+    cc = f.Execute(sitk.GetImageFromArray(np.ascontiguousarray(mask).view(np.uint8)))
+    n = f.GetObjectCount()
+    if n < 2:
+        return None, n, ()
+    lab = sitk.GetArrayFromImage(cc).astype(np.int32, copy=False)
+    return lab, n, tuple(ndimage.find_objects(lab))
+
+
+def _boxes(lobes: np.ndarray) -> dict[int, tuple]:
+    """Each lobe's bounding box (one pass over the labelmap)."""
+    found = ndimage.find_objects(lobes, max_label=max(labels.LOBES))
+    return {v: found[v - 1] for v in labels.LOBES if found[v - 1] is not None}
 
 
 def make_connected(lobes: np.ndarray, max_rounds: int = 3) -> np.ndarray:
@@ -29,16 +44,17 @@ def make_connected(lobes: np.ndarray, max_rounds: int = 3) -> np.ndarray:
     out = lobes.copy()
     for _ in range(max_rounds):
         changed = False
+        boxes = _boxes(out)
         for v in labels.LOBES:
-            box = ndimage.find_objects((out == v).astype(np.uint8))
-            if not box or box[0] is None:
+            box = _boxes(out).get(v) if changed else boxes.get(v)  # a relabelled piece may have grown a box
+            if box is None:
                 continue
-            sl = tuple(slice(max(s.start - 2, 0), s.stop + 2) for s in box[0])
+            sl = tuple(slice(max(s.start - 2, 0), s.stop + 2) for s in box)
             sub = out[sl]
             lab, n, objs = _pieces(sub == v)
             if n < 2:
                 continue
-            sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))
+            sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
             keep = int(np.argmax(sizes)) + 1
             same_side = [w for w, s in SIDE_OF_LOBE.items() if s == SIDE_OF_LOBE[v] and w != v]
             for k in range(1, n + 1):
@@ -59,13 +75,14 @@ def make_connected(lobes: np.ndarray, max_rounds: int = 3) -> np.ndarray:
     return out
 
 
-def _attached_pieces(lobes: np.ndarray, v: int) -> list[int]:
-    """Sizes of the pieces of lobe ``v`` that touch another lobe of the same lung (a piece alone on a lung
-    island, cut off from the rest of the lung by the lung mask itself, is not counted)."""
-    box = ndimage.find_objects((lobes == v).astype(np.uint8))[0]
+def _attached_pieces(lobes: np.ndarray, v: int, box: tuple) -> list[int]:
+    """Sizes of the pieces of lobe ``v`` (within ``box``) that touch another lobe of the same lung (a piece alone
+    on a lung island, cut off from the rest of the lung by the lung mask itself, is not counted)."""
     sl = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
     sub = lobes[sl]
     lab, n, objs = _pieces(sub == v)
+    if n < 2:  # one piece: nothing stray
+        return [int(np.count_nonzero(sub == v))] if n else []
     same_side = [w for w, s in SIDE_OF_LOBE.items() if s == SIDE_OF_LOBE[v] and w != v]
     sizes = []
     for k in range(1, n + 1):
@@ -80,24 +97,26 @@ def _attached_pieces(lobes: np.ndarray, v: int) -> list[int]:
 def lobe_problems(lobes: np.ndarray, lungs: np.ndarray) -> list[str]:
     """What breaks the lobe contract (``lobes`` 1–5, ``lungs`` 1 right / 2 left, same grid); [] when none."""
     problems = []
-    lung = lungs > 0
-    unlabelled = int(np.sum(lung & (lobes == 0)))
+    # voxels per (lung value, lobe value) in one pass: lung 0 outside, 1 right, 2 left (other values: lung)
+    side = np.minimum(lungs, 3).astype(np.uint8)
+    pairs = np.stack([np.bincount(np.minimum(lobes[side == s], 15), minlength=16) for s in range(4)])
+    unlabelled = int(pairs[1:, 0].sum())
     if unlabelled:
         problems.append(f"{unlabelled} lung voxels carry no lobe")
-    outside = int(np.sum(~lung & (lobes > 0)))
+    outside = int(pairs[0, 1:].sum())
     if outside:
         problems.append(f"{outside} lobe voxels lie outside the lung mask")
-    for v, side in SIDE_OF_LOBE.items():
-        mask = lobes == v
-        if not np.any(lungs == side):
+    boxes = _boxes(lobes)
+    for v, s in SIDE_OF_LOBE.items():
+        if not pairs[s].any():
             continue
-        if not mask.any():
+        if v not in boxes:
             problems.append(f"{labels.LOBES[v]} is empty")
             continue
-        wrong = int(np.sum(mask & lung & (lungs != side)))
+        wrong = int(pairs[1:, v].sum() - pairs[s, v])
         if wrong:
             problems.append(f"{labels.LOBES[v]}: {wrong} voxels in the other lung")
-        n = len(_attached_pieces(lobes, v))
+        n = len(_attached_pieces(lobes, v, boxes[v]))
         if n > 1:
             problems.append(f"{labels.LOBES[v]} is in {n} pieces")
     return problems

@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...core import labels
+from ...core.distance import distance_to
 from .fissures import SheetEvidence
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ def relabel(prior_lobes: np.ndarray, lungs: np.ndarray, evidence: SheetEvidence,
             # evidence only inside the pair's lobes, away from the other lobes' fissures (the horizontal
             # fissure's search must not find the oblique one)
             other = lung & ~pair
-            where = pair & (ndimage.distance_transform_edt(~other) * spacing > OTHER_MARGIN_MM) if other.any() else lung
+            where = pair & (distance_to(other, (spacing,) * 3) > OTHER_MARGIN_MM) if other.any() else lung
             z_atlas = z0
             least = MIN_CONTRAST if oblique else MIN_CONTRAST_HORIZONTAL
             z0, contrast = fit_plane_offset(evidence, where, z0, reach, spacing,
