@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..anatomy.regions import lung_side_masks
+from ..anatomy.regions import region_histograms
 from ..core import labels
 from ..core.image import CTImage
 
@@ -48,19 +48,47 @@ def subtype_fractions(sub: np.ndarray | None) -> dict[str, float]:
 
 
 def region_stats(ct: CTImage, regions: CTImage, subtypes: CTImage | None = None) -> list[dict]:
-    """One row per lobe/zone present, then left_lung, right_lung, whole_lung."""
-    hu, reg = ct.array, regions.array
-    sub = None if subtypes is None else subtypes.array
-    masks: list[tuple[str, np.ndarray]] = []
-    for value in sorted(int(v) for v in np.unique(reg) if v in labels.REGION_NAMES):
-        masks.append((labels.REGION_NAMES[value], reg == value))
-    masks += list(lung_side_masks(reg).items())
+    """One row per lobe/zone present, then left_lung, right_lung, whole_lung. An integer CT (as read, calibrated or
+    harmonized) is summed per region as a histogram of its HU values: one pass per region over the regions' box,
+    no mask per region held, whatever the slice count."""
+    hist = region_histograms(ct.array, regions.array)
+    sub = None if subtypes is None else region_histograms(subtypes.array, regions.array, offset=0)
     rows = []
-    for name, mask in masks:
-        row = {"region": name, **densitometry(hu[mask], ct.voxel_volume_ml),
-               **subtype_fractions(None if sub is None else sub[mask])}
-        rows.append(row)
+    for name, (lo, counts) in hist.items():
+        if counts is None:  # a float image: the values themselves
+            dens = densitometry(lo, ct.voxel_volume_ml)
+        else:
+            dens = histogram_densitometry(lo, counts, ct.voxel_volume_ml)
+        fractions = subtype_fractions(None) if sub is None else _fractions(sub[name][1])
+        rows.append({"region": name, **dens, **fractions})
     return rows
+
+
+def histogram_densitometry(lo: int, counts: np.ndarray, voxel_ml: float) -> dict[str, float]:
+    """:func:`densitometry` from a histogram of integer HU (``counts[i]`` voxels of value ``lo + i``): the same
+    numbers (Perc15 interpolated between order statistics as ``numpy.percentile`` does)."""
+    n = int(counts.sum())
+    if n == 0:
+        return {c: math.nan for c in COLUMNS[1:7]}
+    values = np.arange(lo, lo + counts.size, dtype=np.float64)
+    cum = np.cumsum(counts)
+    pos = 0.15 * (n - 1)
+    below, above = (int(np.searchsorted(cum, k, side="right")) for k in (math.floor(pos), math.ceil(pos)))
+    perc = values[below] + (values[above] - values[below]) * (pos - math.floor(pos))
+
+    def share_below(hu: float) -> float:
+        k = int(np.clip(math.ceil(hu) - lo, 0, counts.size))
+        return 100.0 * float(cum[k - 1] if k > 0 else 0) / n
+
+    return {"volume_ml": n * voxel_ml, "mean_hu": float((values * counts).sum() / n), "perc15_hu": float(perc),
+            "laa950_pct": share_below(-950), "laa910_pct": share_below(-910), "laa856_pct": share_below(-856)}
+
+
+def _fractions(counts: np.ndarray) -> dict[str, float]:
+    """Columns normal_pct … ple_pct from a histogram of subtype labels (counts from 0)."""
+    n = int(counts.sum())
+    counts = np.pad(counts, (0, max(0, labels.NUM_CLASSES - counts.size)))
+    return {f"{name}_pct": (100.0 * counts[v] / n if n else math.nan) for v, name in labels.SUBTYPES.items()}
 
 
 def _fmt(v) -> str:

@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from ..core import labels
 from ..core.errors import InputError
@@ -85,6 +86,39 @@ def lung_side_masks(regions: np.ndarray) -> dict[str, np.ndarray]:
     left = np.isin(regions, labels.LEFT_LOBES + labels.LEFT_ZONES)
     right = np.isin(regions, labels.RIGHT_LOBES + labels.RIGHT_ZONES)
     return {"left_lung": left, "right_lung": right, "whole_lung": left | right}
+
+
+def _region_sets(present: list[int]) -> dict[str, list[int]]:
+    """Region name -> the label values summed for it: each lobe/zone present, then the two lungs and both."""
+    sets = {labels.REGION_NAMES[v]: [v] for v in present}
+    left = [v for v in present if v in labels.LEFT_LOBES + labels.LEFT_ZONES]
+    right = [v for v in present if v in labels.RIGHT_LOBES + labels.RIGHT_ZONES]
+    return {**sets, "left_lung": left, "right_lung": right, "whole_lung": left + right}
+
+
+def region_histograms(image: np.ndarray, regions: np.ndarray, offset: int | None = None) -> dict[str, tuple]:
+    """Per region (as :func:`region_stats` orders them), ``(lowest value, counts per value from it)`` of an
+    integer ``image`` over the region; for a float image ``(values, None)``. ``offset``: the lowest value to
+    count from (default: the image's minimum over the regions' box)."""
+    found = ndimage.find_objects(regions, max_label=max(labels.REGION_NAMES))
+    present = [v for v in sorted(labels.REGION_NAMES) if found[v - 1] is not None]
+    out: dict[str, tuple] = {}
+    if not present:
+        return {name: (np.zeros(0, np.float32), None) if not np.issubdtype(image.dtype, np.integer)
+                else (0, np.zeros(1, np.int64)) for name in _region_sets([])}
+    box = tuple(slice(min(found[v - 1][i].start for v in present), max(found[v - 1][i].stop for v in present))
+                for i in range(3))
+    img, reg = image[box], regions[box]
+    if not np.issubdtype(image.dtype, np.integer):
+        for name, values in _region_sets(present).items():
+            out[name] = (img[np.isin(reg, values)] if values else np.zeros(0, np.float32), None)
+        return out
+    lo = int(img.min()) if offset is None else offset
+    size = int(img.max()) - lo + 1
+    per = {v: np.bincount((img[reg == v].astype(np.int64) - lo), minlength=size) for v in present}
+    for name, values in _region_sets(present).items():
+        out[name] = (lo, sum((per[v] for v in values), np.zeros(size, np.int64)))
+    return out
 
 
 # --- lobe files ----------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..anatomy.regions import lung_side_masks
+from ..anatomy.regions import region_histograms
 from ..core import labels
 from ..core.image import CTImage
 from .predict import ProbabilityMap
@@ -176,15 +176,12 @@ def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_
 def region_mean_uncertainty(uncertainty: CTImage, regions: CTImage, rows: list[dict]) -> list[dict]:
     """``rows`` (from :func:`drasclr.analysis.stats.region_stats`) each with ``mean_uncertainty`` added: the mean voxel
     uncertainty (0..1) over the row's region (lobes/zones by name, left_lung/right_lung/whole_lung by side)."""
-
-    u = uncertainty.array.astype(np.float32) / SCALE
-    reg = regions.array
-    masks = {labels.REGION_NAMES[v]: reg == v for v in np.unique(reg).tolist() if v in labels.REGION_NAMES}
-    masks.update(lung_side_masks(reg))
+    hist = region_histograms(uncertainty.array, regions.array, offset=0)
     out = []
     for row in rows:
-        m = masks.get(row["region"])
-        value = float(u[m].mean()) if m is not None and m.any() else float("nan")
+        _, counts = hist.get(row["region"], (0, None))
+        n = 0 if counts is None else int(counts.sum())
+        value = float((np.arange(counts.size) * counts).sum() / n / SCALE) if n else float("nan")
         out.append({**row, "mean_uncertainty": value})
     return out
 
