@@ -51,6 +51,7 @@ TISSUE_HU = (-20.0, 120.0)
 # harmonized: the lungs' box + this margin: the model's lung box (8 mm, drasclr.dense.infer.lung_volume) plus the
 # support of the widest band filter (4 x 1.6 mm); outside it the scan is kept as it was (faster, less memory)
 BOX_MARGIN_MM = 16.0
+SLAB_VOXELS = 4_000_000  # harmonized slab by slab (float32 bands of a slab: tens of MB, not GB)
 MAX_SLICES = 40  # measurement: at most this many slices, evenly spaced
 
 
@@ -212,14 +213,19 @@ def apply_gains(ct: CTImage, band_gains: list[float], box=None) -> CTImage:
         out[tuple(slice(a, b) for a, b in zip(*box))] = inner
         return ct.with_array(out)
     axis, sp = _axes(ct)
-    a = ct.array.astype(np.float32)
-    out = np.zeros_like(a)
-    for g, b in zip([*band_gains, 1.0], bands(a, sp, axis)):
-        out += np.float32(g) * b
-    if np.issubdtype(ct.array.dtype, np.integer):
-        info = np.iinfo(ct.array.dtype)
-        out = np.clip(np.rint(out), info.min, info.max)
-    return ct.with_array(out.astype(ct.array.dtype))
+    out = np.empty(ct.array.shape, ct.array.dtype)
+    step = max(1, SLAB_VOXELS // max(1, ct.array.size // ct.array.shape[axis]))
+    for i in range(0, ct.array.shape[axis], step):  # slab by slab: the bands are in-plane, so this is exact
+        sl = tuple(slice(i, i + step) if k == axis else slice(None) for k in range(3))
+        a = ct.array[sl].astype(np.float32)
+        acc = np.zeros_like(a)
+        for g, b in zip([*band_gains, 1.0], bands(a, sp, axis)):
+            acc += np.float32(g) * b
+        if np.issubdtype(ct.array.dtype, np.integer):
+            info = np.iinfo(ct.array.dtype)
+            acc = np.clip(np.rint(acc), info.min, info.max)
+        out[sl] = acc
+    return ct.with_array(out)
 
 
 def harmonize(ct: CTImage, lungs: CTImage | None = None, mode: str = "auto") -> tuple[CTImage, Harmonization]:
