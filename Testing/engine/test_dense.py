@@ -205,6 +205,17 @@ class _LocationOnly(torch.nn.Module):
         return torch.cat([torch.zeros_like(x), 4.0 * lx, -4.0 * lx, torch.zeros_like(x), torch.zeros_like(x)], 1)
 
 
+class _HalfSure(torch.nn.Module):
+    """Sure normal for patches right of the atlas midline (x code > 0), unsure (and another answer) left of it."""
+
+    num_classes = labels.NUM_CLASSES
+
+    def forward(self, x, loc):
+        right = (loc[:, 2] > 0).float().view(-1, 1, 1, 1, 1).expand_as(x)
+        return torch.cat([torch.zeros_like(x), 10.0 * right, 0.5 * (1 - right), torch.zeros_like(x),
+                          torch.zeros_like(x)], 1)
+
+
 def test_mirrored_tta_maps_predictions_back_and_mirrors_locations():
     from drasclr.dense.locate import mirror_left_right
 
@@ -262,3 +273,57 @@ def test_model_names_resolve_to_bundled_then_user_models_and_paths_win(tmp_path,
     assert resolve_model(bundled[-1]) == local.relative_to(tmp_path)  # an existing path is never shadowed
     with pytest.raises(InputError, match="model not found"):
         load_segmenter("no-such-model-v9")
+
+
+def test_blending_weight_is_monais_gaussian_without_importing_monai():
+    from monai.data.utils import compute_importance_map
+
+    from drasclr.dense.infer import gaussian_weight
+
+    expected = compute_importance_map((32,) * 3, mode="gaussian", sigma_scale=0.125).numpy().astype(np.float32)
+    assert np.array_equal(gaussian_weight(32), expected)
+
+
+def test_selective_tta_mirrors_only_unsure_patches():
+    """Patches whose plain pass is sure keep it; the unsure ones are averaged with their mirrored pass (the
+    location-only model is sure on one side of the box and unsure on the other)."""
+    from drasclr.dense.infer import unsure_patches
+
+    probs = np.zeros((3, 5, 4, 4, 4), np.float32)
+    probs[0, 1] = 1.0  # sure normal
+    probs[1, 1], probs[1, 2] = 0.6, 0.4  # unsure everywhere
+    probs[2, 1] = 1.0
+    probs[2, 2, 0, 0, 0], probs[2, 1, 0, 0, 0] = 0.5, 0.5  # unsure in one voxel only
+    lung = np.ones((3, 4, 4, 4), np.uint8)
+    lung[2] = 0
+    lung[2, 0, 0, :2] = 1  # ... which is half of its lung
+    np.testing.assert_allclose(unsure_patches(probs, lung), [0.0, 1.0, 0.5])
+
+    ct, truth = synthetic_chest(shape=(30, 64, 64), spacing=(3.0, 3.0, 4.0))
+    lungs = ct.with_array(truth)
+
+    def run(**kw):
+        return predict(ct, lungs, _HalfSure(), "cpu", locator=box_locator, stride=24, **kw).probabilities
+
+    every, none = run(tta=True, tta_select=None), run(tta=False)
+    chosen = run(tta=True, tta_select=0.05)
+    same_as_plain = np.isclose(chosen.array, none.array, atol=1e-5).all(axis=0)
+    same_as_every = np.isclose(chosen.array, every.array, atol=1e-5).all(axis=0)
+    assert (same_as_every | same_as_plain).mean() > 0.99  # each voxel took one of the two (blends at seams)
+    assert (~same_as_plain).mean() > 0.05 and (~same_as_every).mean() > 0.05  # both kinds of patch are there
+    assert run(tta=True, tta_select=1.0).disagreement.max() == 0  # nothing mirrored: no disagreement measured
+
+
+def test_the_analysis_path_leaves_monai_and_scikit_learn_unimported():
+    """Every analysis pays for what it imports (MONAI about 0.7 s, scikit-learn about 0.7 s): neither is needed to
+    load the default model and run the dense path."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from drasclr.analysis import analyze; from drasclr.analysis.loaded_model import "
+             "load_for_analysis; from drasclr.core.settings import AnalysisSettings; "
+             "from drasclr.dense import predict, uncertainty, density; load_for_analysis(AnalysisSettings()); "
+             "print(sorted(m for m in ('monai', 'sklearn') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-500:]
+    assert run.stdout.strip().splitlines()[-1] == "[]"

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from ..core.image import CTImage
-from .infer import Locator, blend_probabilities, lung_volume
+from .infer import TTA_SELECT, Locator, blend_probabilities, lung_volume
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,13 @@ class DensePrediction:
 def predict(ct: CTImage, lungs: CTImage, model: torch.nn.Module, device: str | torch.device = "cpu", *,
             locator: Locator | None = None, tta: bool = True, class_weights=None, stride: int | None = None,
             batch_size: int | None = None, margin_mm: float = 8.0, labels: bool = True,
-            tta_select: float | None = None, disagreement: bool = True) -> DensePrediction:
+            tta_select: float | None = TTA_SELECT, disagreement: bool = True) -> DensePrediction:
     """Dense subtype prediction of ``model`` over the lung of ``ct``.
 
     ``lungs``: non-zero inside the region to predict (the lung mask, or any sub-region); ``locator``: LPS patch
     centres -> normalised atlas locations (default: register ``lungs`` to the atlas, :func:`locate.locator_for`);
-    ``tta``: mirrored test-time augmentation (about twice the time); ``class_weights``: decision weights of
-    classes 1–4 from the model card; ``stride``: patch stride in mm (default 24 on CPU, 16 on GPU); ``labels``:
+    ``tta``: mirrored test-time augmentation of the unsure patches (``tta_select``; None: every patch);
+    ``class_weights``: decision weights of classes 1–4 from the model card; ``stride``: patch stride in mm (default 24 on CPU, 16 on GPU); ``labels``:
     False leaves the labelmap to the caller (``analyze`` maps labels and uncertainty in one pass:
     :func:`drasclr.dense.uncertainty.map_to_ct`); ``tta_select``, ``disagreement``: see
     :func:`~drasclr.dense.infer.blend_probabilities`."""
