@@ -96,9 +96,9 @@ def predict(ct: CTImage, lungs: CTImage, model: torch.nn.Module, device: str | t
     centres -> normalised atlas locations (default: register ``lungs`` to the atlas, :func:`locate.locator_for`);
     ``tta``: mirrored test-time augmentation of the unsure patches (``tta_select``; None: every patch);
     ``class_weights``: decision weights of classes 1–4 from the model card; ``stride``: patch stride in mm
-    (default 24 on CPU, 16 on GPU); ``labels``: False leaves the labelmap to the caller (``analyze`` maps labels and uncertainty in one pass:
-    :func:`drasclr.dense.uncertainty.map_to_ct`); ``tta_select``, ``disagreement``: see
-    :func:`~drasclr.dense.infer.blend_probabilities`."""
+    (default 24 on CPU, 16 on GPU); ``labels``: False leaves the labelmap to the caller (``analyze`` maps labels
+    and uncertainty in one pass: :func:`drasclr.dense.uncertainty.map_to_ct`); ``tta_select``, ``disagreement``:
+    see :func:`~drasclr.dense.infer.blend_probabilities`."""
     device = torch.device(device)
     if locator is None:
         from .locate import locator_for
