@@ -163,12 +163,12 @@ def _dense_subtypes(result: Analysis, seen: CTImage, model: LoadedModel, setting
     ct, lungs = seen, result.lungs
     device = torch.device(model.device)
     locator, _ = locator_for(lungs, transform)
+    kind = DEFAULT_KIND if (settings.tta or DEFAULT_KIND != "disagreement") else "entropy"
     with stage("subtypes"):
         pred = predict(ct, lungs, model.net, device, locator=locator, tta=settings.tta,
-                       batch_size=settings.batch_size, labels=False)
+                       batch_size=settings.batch_size, labels=False, disagreement=kind == "disagreement")
     veto = DensityVeto.for_analysis(settings.density_veto, model.card)
     with stage("uncertainty"):  # labels (and the card's density rule) and the voxel uncertainty in one pass
-        kind = DEFAULT_KIND if (settings.tta or DEFAULT_KIND != "disagreement") else "entropy"
         result.subtypes, voxel_u, result.density_veto = map_to_ct(
             pred.probabilities, ct, lungs, card_class_weights(model.card), veto, kind)
         result.uncertainty, result.uncertainty_kind = voxel_u.image(), kind
