@@ -38,14 +38,22 @@ class ProbabilityMap:
         return self.grid.with_array(self.array[c])
 
     def on(self, target: CTImage, c: int) -> np.ndarray:
-        """Class ``c``'s probability resampled (linear) onto ``target``'s grid, float32 ``(Z, Y, X)``."""
+        """Class ``c``'s probability resampled (linear) onto ``target``'s grid, float32 ``(Z, Y, X)``. Only the part
+        of the map under ``target`` (plus a voxel) is handed to SimpleITK: a slab of a thin-slice scan costs its own
+        size, not the whole map's."""
         ref = sitk.Image(target.shape_xyz, sitk.sitkUInt8)
         ref.SetSpacing(target.spacing)
         ref.SetOrigin(target.origin)
         ref.SetDirection(tuple(target.direction.ravel()))
-        src = self.channel(c).to_sitk()
-        return sitk.GetArrayFromImage(sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, 0.0,
-                                                    sitk.sitkFloat32))
+        src = self.channel(c)
+        corners = np.array(np.meshgrid(*[(0, n - 1) for n in target.array.shape], indexing="ij")).reshape(3, -1).T
+        at = src.lps_to_zyx(target.zyx_to_lps(corners.astype(float)))
+        lo = np.maximum(np.floor(at.min(0)).astype(int) - 1, 0)
+        hi = np.minimum(np.ceil(at.max(0)).astype(int) + 2, src.array.shape)
+        if np.any(hi <= lo):  # the target lies outside the map: zeros, as SimpleITK's default
+            return np.zeros(target.array.shape, np.float32)
+        return sitk.GetArrayFromImage(sitk.Resample(src.crop(lo, hi).to_sitk(), ref, sitk.Transform(),
+                                                    sitk.sitkLinear, 0.0, sitk.sitkFloat32))
 
     def labels(self, target: CTImage, target_lungs: np.ndarray, class_weights=None) -> CTImage:
         """The most likely subtype (1–4) of every voxel of ``target_lungs`` on ``target``'s grid, 0 outside.
