@@ -72,10 +72,16 @@ class StageEvent:
 
     def text(self) -> str:
         """``Lobes (4 of 9) — about 25 s left``."""
-        if self.finished:
-            return f"Finished in {describe_seconds(self.elapsed_s)}"
-        left = f" — {describe_left(self.left_s)}" if self.left_s is not None else ""
-        return f"{self.name} ({self.index} of {self.count}){left}"
+        return stage_text(self.name, self.index, self.count, self.left_s, self.elapsed_s, self.finished)
+
+
+def stage_text(name: str, index: int, count: int, left_s: float | None, elapsed_s: float | None = None,
+               finished: bool = False) -> str:
+    """``Lobes (4 of 9) — about 25 s left``; ``Finished in 38 s`` at the end."""
+    if finished:
+        return "Finished" + (f" in {describe_seconds(elapsed_s)}" if elapsed_s is not None else "")
+    left = f" — {describe_left(left_s)}" if left_s is not None else ""
+    return f"{name} ({index} of {count}){left}"
 
 
 def describe_seconds(seconds: float) -> str:
