@@ -25,7 +25,8 @@ DEFAULTS: dict[str, tuple[float, float]] = {
     "lung_mask": (0.4, 0.06),
     "harmonize": (0.05, 0.18),
     "registration": (1.7, 0.0),
-    "regions": (4.0, 0.12),
+    "regions": (4.0, 0.12),  # estimated lobes (atlas + fissures)
+    "regions_simple": (0.1, 0.1),  # zones, or a lobe file
     "subtypes": (0.5, 4.6),  # per litre, without TTA (mirrored TTA: twice)
     "subtypes_reference": (1.0, 5.0),
     "density": (0.01, 0.013),
@@ -82,6 +83,8 @@ def _stage(key: str, name: str, settings: AnalysisSettings, model, lobes_given: 
             default = (default[0], default[1] / 10)
     elif key == "regions":
         variant = "file" if lobes_given else (settings.lobes_from or settings.regions)
+        if variant in ("file", "zones"):
+            default = DEFAULTS["regions_simple"]
     elif key == "harmonize":
         variant = str(settings.harmonize)
     kind = f"{key}|{variant}" if variant else key
