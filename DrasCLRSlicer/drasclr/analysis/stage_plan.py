@@ -22,7 +22,7 @@ from ..core.stages import Stage, StageEvent, StageTracker, tracking
 # 2-core CPU with the demo model, fitted to the demo CT (2.3 M voxels, 2.7 l of lung), a 96 x 96 x 48 synthetic chest
 # and lidc_idri_0001 (512 x 512 x 133, 3.7 l); this machine's own runs replace them (drasclr.core.stages.History)
 DEFAULTS: dict[str, tuple[float, float]] = {
-    "lung_mask": (0.4, 0.06),
+    "lung_mask": (0.9, 0.045),
     "harmonize": (0.05, 0.18),
     "registration": (1.7, 0.0),
     "regions": (4.0, 0.12),  # estimated lobes (atlas + fissures)

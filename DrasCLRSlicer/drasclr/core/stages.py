@@ -8,10 +8,10 @@ A :class:`StageTracker` is made active for one run with :func:`tracking`; the ru
 ``count``, ``left_s``, ``stage_s``, ``elapsed_s``, ``finished``), or a readable line on a terminal. The shells'
 Logic parses the JSON line (``DrasCLRSlicerLib.process``); the plain ``progress: <desc> i/n`` lines stay as they are.
 
-Estimate: each stage costs ``seconds = rate * units`` where units are the scan's voxels or its lungs' volume (known
-after the lung mask; before it, the voxels times the lung fraction seen before). Rates come from this machine's own
-earlier runs (:class:`History`, a small JSON file in the user cache folder, written atomically; never fatal), or
-from the plan's built-in defaults where no run of that kind was seen. The history holds stage names, model
+Estimate: each stage costs ``seconds = base + rate * units`` (the plan's built-in curve) where units are the scan's
+voxels or its lungs' volume (known after the lung mask; before it, the voxels times the lung fraction seen before),
+scaled by how much faster or slower this machine ran that kind of stage before (:class:`History`, a small JSON file
+in the user cache folder, written atomically; never fatal). The history holds stage names, model
 names, devices and sizes only: no input names, no patient identifiers.
 """
 
@@ -160,18 +160,19 @@ class History:
         if units > 0 and seconds >= 0:
             self.samples[kind] = [*self.samples.get(kind, []), [float(units), round(float(seconds), 4)]][-KEEP:]
 
-    def predict(self, kind: str, units: float) -> float | None:
-        """Seconds for ``units`` from the samples of ``kind`` (each scaled by size; nearer sizes and later runs
-        weigh more); None without samples."""
+    def predict(self, kind: str, units: float, curve: Callable[[float], float]) -> float | None:
+        """Seconds for ``units`` from the samples of ``kind``: each sample says how much faster or slower than
+        ``curve`` (the built-in seconds for a size) this machine ran, at the sample's size; nearer sizes and later
+        runs weigh more. None without samples."""
         samples = self.samples.get(kind)
         if not samples or units <= 0:
             return None
         num = den = 0.0
         for age, (u, s) in enumerate(reversed(samples)):
             w = math.exp(-abs(math.log(units / u))) * 0.8 ** age
-            num += w * s * units / u
+            num += w * s / max(curve(u), 1e-3)
             den += w
-        return num / den
+        return curve(units) * num / den
 
     def fraction(self) -> float:
         return self.lung_fraction[-1] if self.lung_fraction else DEFAULT_LUNG_FRACTION
@@ -231,12 +232,14 @@ class StageTracker:
         return self.voxels / 1e6
 
     def estimate(self, stage: Stage) -> float:
-        units = self.units(stage)
-        seen = self.history.predict(stage.history_key, units)
-        if seen is not None:
-            return seen
         base, per_unit = stage.default
-        return base + per_unit * units
+
+        def curve(units: float) -> float:
+            return base + per_unit * units
+
+        units = self.units(stage)
+        seen = self.history.predict(stage.history_key, units, curve)
+        return curve(units) if seen is None else seen
 
     def left(self, index: int) -> float:
         """Estimated seconds of the plan's stages from ``index`` (0-based) on."""
