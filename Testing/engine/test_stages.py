@@ -98,3 +98,18 @@ def test_unwritable_cache_never_fails_the_analysis(tmp_path, monkeypatch):
 def test_plain_progress_lines_are_unchanged(capsys):
     list(progress(range(4), desc="patches", every=2))
     assert capsys.readouterr().err.splitlines() == ["progress: patches 2/4", "progress: patches 4/4"]
+
+
+def test_history_scales_the_cost_curve_by_this_machines_speed():
+    """A run twice as slow as the built-in curve at one size predicts twice the curve at another size (a fixed
+    cost stays fixed); nearer sizes weigh more."""
+    def curve(u):
+        return 4.0 + 0.1 * u
+
+    h = History()
+    assert h.predict("regions", 10.0, curve) is None
+    h.add("regions", 2.0, 2 * curve(2.0))
+    assert h.predict("regions", 30.0, curve) == pytest.approx(2 * curve(30.0))
+    h.add("regions", 30.0, curve(30.0))  # as fast as the curve at 30
+    assert curve(30.0) < h.predict("regions", 30.0, curve) < 1.5 * curve(30.0)
+    assert h.predict("regions", 3.0, curve) > 1.5 * curve(3.0)
