@@ -19,8 +19,8 @@ from drasclr.core.stages import History, parse_stage_line
 from drasclr.core.versions import default_model
 from synthetic import synthetic_chest
 
-MODEL_STAGES = ["Lung mask", "Harmonization", "Atlas registration", "Lobes", "Subtype map", "Density rule",
-                "Uncertainty and review", "Patient embedding", "Statistics", "Writing report"]
+MODEL_STAGES = ["Lung mask", "Harmonization", "Atlas registration", "Lobes", "Subtype map", "Labels and uncertainty",
+                "Review queue", "Patient embedding", "Statistics", "Writing report"]
 ZONE_STAGES = ["Lung mask", "Harmonization", "Zones", "Statistics", "Writing report"]
 
 

@@ -137,8 +137,8 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
             page.wait_for_function("/ \\(\\d+ of \\d+\\)/.test(document.querySelector('#job-message').textContent)",
                                    timeout=ANALYSIS_TIMEOUT_MS)
             stage_line = page.inner_text("#job-message")
-            assert re.search(r"analysis: (Lung mask|Harmonization|Atlas registration|Lobes|Subtype map|Density rule|"
-                             r"Uncertainty and review|Patient embedding|Statistics|Writing report) \(\d+ of \d+\)",
+            assert re.search(r"analysis: (Lung mask|Harmonization|Atlas registration|Lobes|Subtype map|Labels and "
+                             r"uncertainty|Review queue|Patient embedding|Statistics|Writing report) \(\d+ of \d+\)",
                              stage_line), stage_line
             page.wait_for_function("document.querySelector('#analysis-count').textContent.includes('1')",
                                    timeout=ANALYSIS_TIMEOUT_MS)

@@ -3,9 +3,9 @@
 or ``analyze`` + ``write_analysis`` (the Logic's in-process path).
 
 The plan mirrors what :func:`drasclr.analysis.analyze.analyze` runs for the settings and model: lung mask,
-harmonization, atlas registration (subtype model), regions, subtype map (any model), density rule (when the card or
-the settings ask for it), uncertainty and review, patient embedding (subtype model), statistics, then writing the
-files and the report. A stage the plan did not foresee is still reported (the count grows).
+harmonization, atlas registration (subtype model), regions, subtype map (any model), labels (with the density rule)
+and voxel uncertainty, review queue, patient embedding (subtype model), statistics, then writing the files and the
+report. A stage the plan did not foresee is still reported (the count grows).
 """
 
 from __future__ import annotations
@@ -19,32 +19,33 @@ from ..core.settings import AnalysisSettings
 from ..core.stages import Stage, StageEvent, StageTracker, tracking
 
 # default cost (seconds, seconds per unit: million voxels, or litre of lung for the model's patch stages) on a
-# 2-core CPU with the demo model, fitted to the demo CT (2.3 M voxels, 2.7 l of lung), a 96 x 96 x 48 synthetic chest
-# and lidc_idri_0001 (512 x 512 x 133, 3.7 l); this machine's own runs replace them (drasclr.core.stages.History)
+# 2-core CPU with the demo model, fitted to the demo CT (2.3 M voxels, 2.7 l of lung), lidc_idri_0001 (512 x 512 x 133,
+# 34.9 M voxels, 3.7 l) and a 96 x 96 x 48 synthetic chest (1.6 l); this machine's own runs scale them
+# (drasclr.core.stages.History)
 DEFAULTS: dict[str, tuple[float, float]] = {
-    "lung_mask": (0.9, 0.045),
-    "harmonize": (0.05, 0.18),
-    "registration": (1.7, 0.0),
-    "regions": (4.0, 0.12),  # estimated lobes (atlas + fissures)
+    "lung_mask": (1.1, 0.05),
+    "harmonize": (0.05, 0.1),
+    "registration": (1.8, 0.01),
+    "regions": (4.0, 0.07),  # estimated lobes (atlas + fissures)
     "regions_simple": (0.1, 0.1),  # zones, or a lobe file
-    "subtypes": (0.5, 4.6),  # per litre, without TTA (mirrored TTA: twice)
+    "subtypes": (3.0, 3.3),  # per litre, without TTA (mirrored TTA: twice)
     "subtypes_reference": (1.0, 5.0),
-    "density": (0.01, 0.013),
-    "uncertainty": (0.05, 0.27),
-    "embedding": (1.0, 0.6),  # per litre
-    "stats": (0.02, 0.065),
-    "writing": (0.3, 0.3),
+    "uncertainty": (0.13, 0.08),  # labels, the density rule and the voxel uncertainty
+    "review": (0.05, 0.011),
+    "embedding": (1.9, 0.0),
+    "stats": (0.0, 0.03),
+    "writing": (0.3, 0.015),
 }
 LUNG_UNITS = {"subtypes", "embedding"}  # the model reads patches over the lungs, at its own spacing
-MODEL_STAGES = {"subtypes", "density", "uncertainty", "embedding"}
+MODEL_STAGES = {"subtypes", "uncertainty", "review", "embedding"}
 
 
 def _names(settings: AnalysisSettings, lobes_given: bool, thin: bool) -> dict[str, str]:
     regions = "Lungs" if thin and not lobes_given else ("Zones" if settings.regions == "zones" and not lobes_given
                                                           else "Lobes")
     return {"lung_mask": "Lung mask", "harmonize": "Harmonization", "registration": "Atlas registration",
-            "regions": regions, "subtypes": "Subtype map", "density": "Density rule",
-            "uncertainty": "Uncertainty and review", "embedding": "Patient embedding", "stats": "Statistics",
+            "regions": regions, "subtypes": "Subtype map", "uncertainty": "Labels and uncertainty",
+            "review": "Review queue", "embedding": "Patient embedding", "stats": "Statistics",
             "writing": "Writing report"}
 
 
@@ -57,11 +58,7 @@ def plan(ct: CTImage, settings: AnalysisSettings, model=None, lobes_given: bool 
     if model is not None:
         keys.append("subtypes")
     if dense:
-        from ..dense.density import DensityVeto
-
-        if DensityVeto.for_analysis(settings.density_veto, model.card) is not None:
-            keys.append("density")
-        keys += ["uncertainty", "embedding"]
+        keys += ["uncertainty", "review", "embedding"]
     keys += ["stats", "writing"]
     names = _names(settings, lobes_given, thin)
     return [_stage(k, names[k], settings, model, lobes_given) for k in keys]
@@ -78,7 +75,7 @@ def _stage(key: str, name: str, settings: AnalysisSettings, model, lobes_given: 
         if key == "subtypes" and model.reference:
             default = DEFAULTS["subtypes_reference"]
         elif key == "subtypes" and tta:
-            default = (default[0], default[1] * 2)
+            default = (default[0] * 2, default[1] * 2)
         if _device(model) != "cpu":
             default = (default[0], default[1] / 10)
     elif key == "regions":
