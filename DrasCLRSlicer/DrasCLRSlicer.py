@@ -278,10 +278,10 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showResults(results)
 
     def _onProgress(self, progress) -> None:
+        # during an analysis: "Lobes (4 of 9) — about 25 s left", the bar on the estimated share of the run done
         if progress.fraction is not None:
             self.ui.progressBar.setValue(int(round(100 * progress.fraction)))
-        total = "?" if progress.total is None else progress.total
-        self.ui.statusLabel.text = f"{progress.desc} {progress.done}/{total}"
+        self.ui.statusLabel.text = progress.text
 
     def onCancel(self) -> None:
         self._cancelRequested = True

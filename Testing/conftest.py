@@ -17,3 +17,18 @@ def real_ct_dir() -> Path:
     if not (REAL_DIR / "lidc_idri_0001.nii.gz").exists():
         pytest.skip(f"real CTs not found in {REAL_DIR}")
     return REAL_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stage_history_cache(tmp_path_factory):
+    """Analyses in tests keep their stage times (drasclr.core.stages) in a temporary cache, not the user's; child
+    processes inherit it."""
+    import os
+
+    old = os.environ.get("DRASCLR_CACHE_DIR")
+    os.environ["DRASCLR_CACHE_DIR"] = str(tmp_path_factory.mktemp("drasclr-cache"))
+    yield Path(os.environ["DRASCLR_CACHE_DIR"])
+    if old is None:
+        os.environ.pop("DRASCLR_CACHE_DIR", None)
+    else:
+        os.environ["DRASCLR_CACHE_DIR"] = old

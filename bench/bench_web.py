@@ -14,7 +14,11 @@ so that a 2-core machine gets through the run in minutes.
 
 Starts ``drasclr web`` on 127.0.0.1 and a free port with a scratch data folder, then reports:
 - page load -> first view image (the slice views stream images; measured from ``page.goto``),
-- Analyze click -> overlay and table shown, for the demo CT and (``--real``) a real CT opened by path,
+- Analyze click -> overlay and table shown, for the demo CT and (``--real``) a real CT opened by path, beside the
+  engine's own time (the child ``drasclr analyze``: its input written -> its output folder in place, from the run
+  folder's file times; and the stage times it recorded in stats.json), the difference split into before the engine
+  (writing the CT from the scene) and after it (loading the outputs as nodes, the page's update), and when the
+  page showed each stage line ("Lobes (4 of 10) — about 25 s left") after the click,
 - slice-view frame time while painting: image updates of the axial view during a 60-step Paint stroke
   (median interval between updates, and updates per second).
 """
@@ -42,6 +46,13 @@ WATCH_FRAMES = """
 """
 
 
+WATCH_JOB = """
+() => { window.__job = []; const el = document.querySelector('#job-message');
+  new MutationObserver(() => window.__job.push([performance.now(), el.textContent.trim()])).observe(el,
+  {childList: true, characterData: true, subtree: true}); return performance.now(); }
+"""
+
+
 def analyze(page, count: int) -> float:
     t0 = time.perf_counter()
     page.click("#btn-analyze")
@@ -49,6 +60,29 @@ def analyze(page, count: int) -> float:
                            timeout=1_200_000)
     page.wait_for_selector("#stats-table tr.stats-row")
     return time.perf_counter() - t0
+
+
+def engine_times(run: Path, clicked: float, shown: float) -> dict:
+    """The engine's part of one web analysis from its run folder (``clicked``, ``shown``: wall-clock times of the
+    click and of the overlay): seconds before the child (the CT written), the child (input -> output in place,
+    interpreter start included), after it, and the stage times the engine recorded."""
+    ct = run / "input" / "ct.nrrd"
+    out = run / "output"
+    start, end = ct.stat().st_mtime, out.stat().st_mtime
+    stages = json.loads((out / "stats.json").read_text())["timings_s"]
+    return {"before_engine_s": round(start - clicked, 2), "engine_s": round(end - start, 2),
+            "after_engine_s": round(shown - end, 2), "engine_stages_s": round(sum(stages.values()), 2),
+            "overlay_minus_engine_s": round(shown - clicked - (end - start), 2)}
+
+
+def stage_timeline(page, origin: float) -> list:
+    """[seconds after the click, text] of each job line the page showed (``origin``: performance.now() when the
+    watch began, just before the click)."""
+    seen = []
+    for t, text in page.evaluate("window.__job"):
+        if not seen or seen[-1][1] != text:
+            seen.append([round((t - origin) / 1000, 2), text])
+    return seen
 
 
 def paint_frames(page) -> dict:
@@ -72,7 +106,7 @@ def paint_frames(page) -> dict:
             "frames_per_s": round(len(frames) / (stroke + 1.5), 1)}
 
 
-def _open_analyze_paint(page, result: dict, what: str, count: int, open_ct, name: str) -> None:
+def _open_analyze_paint(page, server, result: dict, what: str, count: int, open_ct, name: str) -> None:
     """Open a CT (``open_ct`` clicks), wait until the page names it, analyze, then paint: the times into ``result``
     under ``<what>_ct_open_s``, ``<what>_analyze_to_overlay_s`` and ``paint_<what>``."""
     t0 = time.perf_counter()
@@ -80,7 +114,12 @@ def _open_analyze_paint(page, result: dict, what: str, count: int, open_ct, name
     page.wait_for_function(f"document.querySelector('#ct-name').textContent.includes('{name}')", timeout=300_000)
     result[f"{what}_ct_open_s"] = round(time.perf_counter() - t0, 2)
     page.click("#btn-reset-views")
+    origin = page.evaluate(WATCH_JOB)
+    clicked = time.time()
     result[f"{what}_analyze_to_overlay_s"] = round(analyze(page, count), 2)
+    shown = time.time()
+    result[f"{what}_engine"] = engine_times(sorted(server.session_dir().glob("analysis-*"))[-1], clicked, shown)
+    result[f"{what}_page_stages"] = stage_timeline(page, origin)
     page.wait_for_timeout(1500)
     result[f"paint_{what}"] = paint_frames(page)
 
@@ -126,11 +165,11 @@ def main() -> int:
             count = 0
             if not args.skip_demo:
                 count += 1
-                _open_analyze_paint(page, result, "demo", count, lambda: page.click("#btn-demo"), "demo")
+                _open_analyze_paint(page, server, result, "demo", count, lambda: page.click("#btn-demo"), "demo")
             if args.real:
                 count += 1
                 page.fill("#ct-path", args.real.name)
-                _open_analyze_paint(page, result, "real", count, lambda: page.click("#btn-open"),
+                _open_analyze_paint(page, server, result, "real", count, lambda: page.click("#btn-open"),
                                     args.real.name.split(".")[0])
             browser.close()
     finally:

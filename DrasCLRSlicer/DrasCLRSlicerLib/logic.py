@@ -29,6 +29,7 @@ import importlib.util
 import math
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,6 +153,15 @@ class _Named:
     name: str
 
 
+def _progress_sink(on_progress):
+    """A stage sink (drasclr.core.stages) that hands ``on_progress`` the Progress a child's line would give; None
+    (print the lines) without ``on_progress``."""
+    if on_progress is None:
+        return None
+    reader = process.ProgressReader()
+    return lambda event: on_progress(reader.read(event.line()))
+
+
 def lobe_value_from_name(name: str) -> int | None:
     """LTRC lobe value of a segment name such as 'Left upper lobe' or 'lung_middle_lobe_right'."""
     words = set(name.lower().replace("_", " ").replace("-", " ").split())
@@ -200,24 +210,31 @@ class DrasCLRLogic:
         its choices."""
         return AnalysisSettings.from_panel(overrides, base=settings, strict=True)
 
-    def analyze(self, volume_node, lobes_node=None, settings: AnalysisSettings | None = None,
+    def analyze(self, volume_node, lobes_node=None, settings: AnalysisSettings | None = None, on_progress=None,
                 **overrides) -> AnalysisNodes:
         """Run the engine on ``volume_node`` in this process (tests, scripts) and create/update the result nodes.
 
         ``settings``/``overrides``: see :meth:`settings`. The analysis is written to a temporary output folder
         and shown from it by :meth:`load_outputs`, the same path as :meth:`run_in_subprocess` (one way to build
-        the displayed result); the folder is kept as ``nodes.output_dir`` until the next analysis."""
+        the displayed result); the folder is kept as ``nodes.output_dir`` until the next analysis.
+        ``on_progress(Progress)``: each stage as it starts (name, index, estimate), as :meth:`run_in_subprocess`
+        reports them."""
         from drasclr.analysis.analyze import analyze as engine_analyze
         from drasclr.analysis.analyze import write_analysis
         from drasclr.analysis.loaded_model import load_for_analysis
+        from drasclr.analysis.stage_plan import track_analysis
 
+        started = time.perf_counter()
         settings = self.settings(settings, **overrides)
         ct = image_from_volume_node(volume_node)
         lobes = lobes_image(lobes_node, volume_node, ct) if lobes_node is not None else None
-        result = engine_analyze(ct, lobes, model=load_for_analysis(settings), settings=settings)
+        model = load_for_analysis(settings)
         work = Path(tempfile.mkdtemp(prefix="drasclr-"))
         try:
-            write_analysis(result, work / "output")
+            with track_analysis(ct, settings, model, lobes is not None, sink=_progress_sink(on_progress),
+                                started=started):
+                result = engine_analyze(ct, lobes, model=model, settings=settings)
+                write_analysis(result, work / "output")
             nodes = self.finish_analysis(volume_node, work / "output")
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)

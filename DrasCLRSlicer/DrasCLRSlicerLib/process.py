@@ -1,7 +1,9 @@
 """Running the engine's command line in a child process: the command, its progress lines, cancelling.
 
 No slicer import: the Slicer module and the tests use the same code. The engine prints
-``progress: <desc> <i>/<n>`` on stderr when stderr is not a terminal (``drasclr.core.progress``).
+``progress: <desc> <i>/<n>`` on stderr when stderr is not a terminal (``drasclr.core.progress``), and
+``progress: stage {json}`` when an analysis stage starts (``drasclr.core.stages``): :class:`ProgressReader` turns
+both into :class:`Progress` objects, the loop lines of a stage carrying that stage's name and estimate.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from drasclr.core.settings import AnalysisSettings
+from drasclr.core.stages import StageEvent, parse_stage_line, stage_text
 
 PROGRESS_RE = re.compile(r"^progress:\s*(?P<desc>.*?)\s*(?P<i>\d+)/(?P<n>\d+|\?)\s*$")
 MODULE_DIR = Path(__file__).resolve().parents[1]  # DrasCLRSlicer/, which holds the drasclr package
@@ -40,13 +43,39 @@ class EngineError(RuntimeError):
 
 @dataclass(frozen=True)
 class Progress:
+    """One progress report: ``desc done/total`` (a loop of the engine, or a stage: its name, index and count) and,
+    during an analysis, its ``stage`` (``Lobes``), ``index`` of ``count`` stages, ``seconds_left`` (estimated),
+    ``elapsed`` seconds and ``overall`` (the estimated fraction of the whole run done)."""
+
     desc: str
     done: int
     total: int | None
+    stage: str | None = None
+    index: int | None = None
+    count: int | None = None
+    seconds_left: float | None = None
+    elapsed: float | None = None
+    overall: float | None = None
+    finished: bool = False
 
     @property
     def fraction(self) -> float | None:
+        """Of the whole analysis as estimated when a stage is known, else of this loop."""
+        if self.overall is not None:
+            return self.overall
         return None if not self.total else min(1.0, self.done / self.total)
+
+    @property
+    def text(self) -> str:
+        """``Lobes (4 of 9) — about 25 s left`` during an analysis stage, else ``desc done/total``."""
+        return self.headline if self.stage is not None else f"{self.desc} {self.done}/{self.total or '?'}"
+
+    @property
+    def headline(self) -> str:
+        """The stage's line, or the loop's ``desc`` alone."""
+        if self.stage is None:
+            return self.desc
+        return stage_text(self.stage, self.index, self.count, self.seconds_left, self.elapsed, self.finished)
 
 
 def parse_progress(line: str) -> Progress | None:
@@ -56,6 +85,41 @@ def parse_progress(line: str) -> Progress | None:
         return None
     n = m.group("n")
     return Progress(m.group("desc"), int(m.group("i")), None if n == "?" else int(n))
+
+
+class ProgressReader:
+    """Engine output lines -> :class:`Progress` (None for other lines). A ``progress: stage`` line sets the current
+    stage; the plain loop lines after it carry that stage, its elapsed time and its estimate counted down by the
+    clock (never below the estimate of the stages after it). ``overall`` never goes back."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.stage: StageEvent | None = None
+        self.at = 0.0
+        self.overall = 0.0
+
+    def read(self, line: str) -> Progress | None:
+        event = parse_stage_line(line)
+        if event is not None:
+            self.stage, self.at = event, self.clock()
+            return self._with_stage(Progress(event.name, event.index, event.count), 0.0)
+        p = parse_progress(line)
+        if p is None or self.stage is None or self.stage.finished:
+            return p
+        return self._with_stage(p, self.clock() - self.at)
+
+    def _with_stage(self, p: Progress, since: float) -> Progress:
+        ev = self.stage
+        left = ev.left_s
+        if left is not None and since > 0:
+            left = max(left - since, left - (ev.stage_s or 0.0), 0.0)
+        elapsed = ev.elapsed_s + since
+        if ev.finished:
+            self.overall = 1.0
+        elif left is not None and elapsed + left > 0:
+            self.overall = max(self.overall, min(0.99, elapsed / (elapsed + left)))
+        return replace(p, stage=ev.name, index=ev.index, count=ev.count, seconds_left=left,
+                       elapsed=round(elapsed, 1), overall=self.overall, finished=ev.finished)
 
 
 def python_executable() -> str:
@@ -161,6 +225,7 @@ def run_engine(cmd: list[str], on_progress: Callable[[Progress], None] | None = 
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
+    progress_lines = ProgressReader()
     out: list[str] = []
     try:
         finished = False
@@ -179,7 +244,7 @@ def run_engine(cmd: list[str], on_progress: Callable[[Progress], None] | None = 
                 out.append(line)
                 if on_line is not None:
                     on_line(line)
-                p = parse_progress(line)
+                p = progress_lines.read(line)
                 if p is not None and on_progress is not None:
                     on_progress(p)
             if on_idle is not None:

@@ -379,7 +379,6 @@ class ReadingRoom:
         self.logic.set_opacity(nodes, float(self.state.opacity))
         if nodes.subtypes is not None:
             self.editor.set_active_segmentation(nodes.subtypes, nodes.volume)
-            self._show_3d(nodes.subtypes)
         for view in self.slicer_app.view_manager.get_views():
             if isinstance(view, ThreeDView):
                 for renderer in view.renderers():  # translucent surfaces vanish with depth peeling on software EGL
@@ -394,6 +393,25 @@ class ReadingRoom:
                     uncertainty=bool(self.state.uncertainty and nodes.uncertainty is not None),
                     **self._review_reset(nodes))
         self._show_crosshair(False)  # a new queue: nothing visited yet
+        if nodes.subtypes is not None:
+            self._show_3d_soon(nodes.subtypes)
+
+    def _show_3d_soon(self, segmentation, delay_s: float = 0.5) -> None:
+        """The 3-D surfaces once the 2-D overlay and the table have gone to the page (building them takes about a
+        second on a full-size CT; bench/bench_web.py); at once where no event loop runs."""
+        def show():
+            if self.nodes is None or self.nodes.subtypes is not segmentation:
+                return  # a newer result replaced it
+            self._show_3d(segmentation)
+            for view in self.slicer_app.view_manager.get_views():
+                if isinstance(view, ThreeDView):
+                    view.reset_view()
+                    view.schedule_render()
+
+        try:
+            asyncio.get_running_loop().call_later(delay_s, show)
+        except RuntimeError:
+            show()
 
     def _show_3d(self, segmentation) -> None:
         """Segment surfaces in the 3-D view for the emphysema subtypes only (normal lung would hide them)."""

@@ -117,7 +117,7 @@ class JobRunner:
                 self._worker_idle.set()
 
         def on_progress(p: Progress):
-            loop.call_soon_threadsafe(lambda: self.state.running and self._set(desc=p.desc, fraction=p.fraction))
+            loop.call_soon_threadsafe(lambda: self.state.running and self._set(desc=p.headline, fraction=p.fraction))
 
         try:
             if self.queue is not None:

@@ -195,6 +195,42 @@ def test_progress_line_parsing():
     assert process.parse_progress("wrote out") is None
 
 
+DENSITOMETRY_STAGES = ["Lung mask", "Harmonization", "Lobes", "Statistics", "Writing report"]
+
+
+def assert_stage_progress(progress):
+    """A densitometry analysis's progress: each stage in order with its place and a non-negative estimate, the
+    bar (the estimated share done) never going back, then finished."""
+    stages = [p for p in progress if p.stage is not None and not p.finished]
+    firsts = [p for i, p in enumerate(stages) if i == 0 or p.stage != stages[i - 1].stage]
+    assert [p.stage for p in firsts] == DENSITOMETRY_STAGES
+    assert [(p.index, p.count) for p in firsts] == [(i, 5) for i in range(1, 6)]
+    assert firsts[1].text.startswith("Harmonization (2 of 5)")
+    assert all(p.seconds_left is not None and p.seconds_left >= 0 and p.elapsed >= 0 for p in stages)
+    fractions = [p.fraction for p in progress if p.stage is not None]
+    assert fractions == sorted(fractions) and 0 <= fractions[0] < fractions[-2] < 1
+    assert progress[-1].finished and progress[-1].fraction == 1.0 and progress[-1].text.startswith("Finished in")
+
+
+def test_stage_lines_become_progress_with_a_countdown():
+    """Plain loop lines during a stage carry the stage and its estimate, counted down by the clock."""
+    now = [100.0]
+    reader = process.ProgressReader(clock=lambda: now[0])
+    first = reader.read('progress: stage {"name": "Subtype map", "index": 5, "count": 10, "left_s": 40.0, '
+                        '"stage_s": 30.0, "elapsed_s": 10.0, "finished": false}')
+    assert (first.stage, first.index, first.count, first.seconds_left) == ("Subtype map", 5, 10, 40.0)
+    assert first.text == "Subtype map (5 of 10) — about 40 s left" and first.fraction == pytest.approx(0.2)
+    now[0] += 12.0
+    loop = reader.read("progress: subtypes 2/3 mirrored 16/16")
+    assert (loop.desc, loop.done, loop.total) == ("subtypes 2/3 mirrored", 16, 16)
+    assert loop.seconds_left == pytest.approx(28.0) and loop.elapsed == pytest.approx(22.0)
+    assert loop.headline == "Subtype map (5 of 10) — about 30 s left" and loop.fraction > first.fraction
+    now[0] += 60.0  # overran its estimate: the stages after it are still ahead
+    assert reader.read("progress: subtypes 3/3 4/4").seconds_left == pytest.approx(10.0)
+    assert reader.read("warning: something") is None
+    assert process.ProgressReader().read("progress: lung mask 3/10").text == "lung mask 3/10"  # no stage yet
+
+
 def _parsed(cmd):
     """The settings the engine's own parser reads from a child command line."""
     from drasclr.cli import build_parser
@@ -246,11 +282,12 @@ def test_finetune_command_and_summary(tmp_path):
 def test_run_in_subprocess_loads_outputs(scene, chest, chest_result, tmp_path):
     ct_node = volumes.add_volume_node(scene, chest, "chest")
     logic = DrasCLRLogic(scene)
-    lines, idle = [], []
+    lines, idle, progress = [], [], []
     nodes = logic.run_in_subprocess(ct_node, on_line=lines.append, on_idle=lambda: idle.append(1), use_model=False,
-                                    work_dir=tmp_path / "work")
+                                    work_dir=tmp_path / "work", on_progress=progress.append)
     assert any(line.startswith("wrote ") for line in lines)
     assert idle, "the GUI hook must be called while the child runs"
+    assert_stage_progress(progress)
     rows = tables.table_to_rows(nodes.table)
     assert [r["region"] for r in rows] == LOBE_ROWS  # the engine's default: estimated lobes
     want = chest_result.rows
@@ -273,8 +310,11 @@ def test_in_process_results_come_from_an_output_folder_like_the_child(scene, che
     """One way to build the displayed result: the in-process path writes the engine's output folder (report
     included) and shows it as the child-process path does; the export is that report; it goes with cleanup."""
     logic = DrasCLRLogic(scene)
-    nodes = logic.analyze(volumes.add_volume_node(scene, chest, "chest"), use_model=False)
+    progress = []
+    nodes = logic.analyze(volumes.add_volume_node(scene, chest, "chest"), use_model=False,
+                          on_progress=progress.append)
     assert read_json(nodes.output_dir / "stats.json")["settings"]["use_model"] is False
+    assert_stage_progress(progress)  # the same progress objects as from the child's lines
     html = logic.export_html(nodes, tmp_path / "report.html").read_text()
     assert html == (nodes.output_dir / "report.html").read_text() and "Left upper lobe" in html
     logic.cleanup()

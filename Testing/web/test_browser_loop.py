@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,13 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
             # 2. analyze (mirrored TTA off: half the time; the checkbox is part of the page)
             page.get_by_label("Mirror augmentation").uncheck()
             page.click("#btn-analyze")
+            # while it runs, the page names the stage, its place and the time left (drasclr.core.stages)
+            page.wait_for_function("/ \\(\\d+ of \\d+\\)/.test(document.querySelector('#job-message').textContent)",
+                                   timeout=ANALYSIS_TIMEOUT_MS)
+            stage_line = page.inner_text("#job-message")
+            assert re.search(r"analysis: (Lung mask|Harmonization|Atlas registration|Lobes|Subtype map|Labels and "
+                             r"uncertainty|Review queue|Patient embedding|Statistics|Writing report) \(\d+ of \d+\)",
+                             stage_line), stage_line
             page.wait_for_function("document.querySelector('#analysis-count').textContent.includes('1')",
                                    timeout=ANALYSIS_TIMEOUT_MS)
             page.wait_for_selector("#stats-table tr.stats-row")

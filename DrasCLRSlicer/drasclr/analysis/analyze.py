@@ -33,6 +33,7 @@ from ..core.image import CTImage
 from ..core.io import read_ct, write_image
 from ..core.outputs import staged_dir
 from ..core.settings import AnalysisSettings
+from ..core.stages import reported
 from .loaded_model import LoadedModel
 from .stats import (
     COLUMNS,
@@ -82,7 +83,8 @@ class Analysis:
 def _stage(timings: dict, name: str):
     """Record the wall time of a ``with`` block as ``timings[name + "_s"]``."""
     t0 = time.perf_counter()
-    yield
+    with reported(name):  # the stage's name and the time left, to the shells (drasclr.core.stages)
+        yield
     timings[f"{name}_s"] = round(time.perf_counter() - t0, 3)
 
 

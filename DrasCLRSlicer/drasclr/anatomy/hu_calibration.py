@@ -43,6 +43,7 @@ from scipy import ndimage as ndi
 from ..core.distance import distance_to, within
 from ..core.errors import InputError
 from ..core.image import CTImage
+from ..core.stages import note_lungs
 
 AIR_HU = -1000.0  # nominal air
 TOLERANCE_HU = 20.0  # auto mode corrects larger offsets
@@ -403,6 +404,7 @@ def calibrate_and_segment(ct: CTImage, mode: str = "auto", segment=None,
     if cal.applied_hu != guess:  # mask again on the scan actually used
         used = apply_offset(ct, cal.applied_hu)
         lungs = segment(used)
+    note_lungs(lungs)  # stage estimates scale with the lung voxels from here on (drasclr.core.stages)
     return used, lungs, cal
 
 

@@ -154,9 +154,11 @@ def _read(src: Path, settings: AnalysisSettings):
 def _run_one(args, src: Path, settings: AnalysisSettings) -> int:
     from ..analysis.analyze import analyze_file
     from ..analysis.loaded_model import load_for_analysis
+    from ..analysis.stage_plan import track_analysis
     from ..analysis.stats import format_table
     from ..core.outputs import claimed_output
 
+    started = time.perf_counter()
     with claimed_output(args.output, overwrite=args.overwrite):
         # every check on the inputs before the model is loaded: a bad input gives one error line, nothing else
         ct, read_s = _read(src, settings)
@@ -166,8 +168,10 @@ def _run_one(args, src: Path, settings: AnalysisSettings) -> int:
             read_lobes(args.lobes, ct, settings.lobes_convention)
         _check_resolution(settings, ct)
         extra = _dicom_writer(args, src, ct)
-        result = analyze_file(src, args.output, settings, load_for_analysis(settings), lobes_path=args.lobes, ct=ct,
-                              read_seconds=read_s, extra=extra)
+        model = load_for_analysis(settings)
+        with track_analysis(ct, settings, model, lobes_given=bool(args.lobes), started=started):  # stage lines
+            result = analyze_file(src, args.output, settings, model, lobes_path=args.lobes, ct=ct,
+                                  read_seconds=read_s, extra=extra)
     if not args.quiet:
         print(format_table(result.rows))
     for w in result.warnings:
