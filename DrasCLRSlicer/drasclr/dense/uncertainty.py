@@ -148,22 +148,26 @@ def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_
     for z0 in range(0, inside.shape[0], step):
         z = slice(z0, min(z0 + step, inside.shape[0]))
         slab = box.crop((z.start, 0, 0), (z.stop, ny, nx))
-        p = np.stack([probabilities.on(slab, c) for c in range(1, probabilities.array.shape[0])])
+        ins = inside[z]
+        # the lung's voxels of the slab only, as (classes, voxels): the box around a lung is mostly not lung
+        p = np.stack([probabilities.on(slab, c)[ins] for c in range(1, probabilities.array.shape[0])])
         if subtypes is None:
-            w = p if class_weights is None else p * np.asarray(class_weights, np.float32)[:, None, None, None]
+            w = p if class_weights is None else p * np.asarray(class_weights, np.float32)[:, None]
             lab = (np.argmax(w, axis=0) + 1).astype(np.uint8)
             if normal is not None:
-                turned = normal[z] & (lab >= labels.CLE) & (lab <= labels.PLE)
-                vetoed[z] = np.where(turned, lab, 0)
+                turned = normal[z][ins] & (lab >= labels.CLE) & (lab <= labels.PLE)
+                vetoed[z][ins] = np.where(turned, lab, 0)
                 lab[turned] = labels.NORMAL
-            labels_box[z] = np.where(inside[z], lab, 0)
-        dis = (ProbabilityMap(probabilities.disagreement[None], probabilities.grid).on(slab, 0)
+            labels_box[z][ins] = lab
+        else:
+            lab = labels_box[z][ins]
+        dis = (ProbabilityMap(probabilities.disagreement[None], probabilities.grid).on(slab, 0)[ins]
                if "disagreement" in kinds else None)
         for k, m in measures_from_probabilities(p, dis, kinds).items():
-            measures[k][z] = m
+            measures[k][z][ins] = m
         total = p.sum(0)
-        chosen = np.take_along_axis(p, np.clip(labels_box[z].astype(np.int64) - 1, 0, len(p) - 1)[None], 0)[0]
-        p_pred[z] = np.where(total > 0, chosen / np.where(total > 0, total, 1), 1.0 / len(p))
+        chosen = np.take_along_axis(p, np.clip(lab.astype(np.int64) - 1, 0, len(p) - 1)[None], 0)[0]
+        p_pred[z][ins] = np.where(total > 0, chosen / np.where(total > 0, total, 1), 1.0 / len(p))
     out = subtypes
     if out is None:
         full = np.zeros(ct.array.shape, np.uint8)
