@@ -52,7 +52,8 @@ TISSUE_HU = (-20.0, 120.0)
 # support of the widest band filter (4 x 1.6 mm); outside it the scan is kept as it was (faster, less memory)
 BOX_MARGIN_MM = 16.0
 SLAB_VOXELS = 4_000_000  # harmonized slab by slab (float32 bands of a slab: tens of MB, not GB)
-MAX_SLICES = 40  # measurement: at most this many slices, evenly spaced
+# measurement: at most this many slices, evenly spaced (against 40 on lidc and the A0001 pair: gains within 1.3 %)
+MAX_SLICES = 20
 
 
 @dataclass
