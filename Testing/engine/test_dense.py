@@ -39,6 +39,21 @@ def test_planned_patches_cover_every_lung_voxel():
     assert covered[lung > 0].all()
 
 
+def test_patches_with_little_lung_are_left_out_only_where_others_cover_it():
+    lung = np.zeros((70, 50, 90), np.uint8)
+    lung[5:60, 10:45, 3:60] = 1
+    lung[30, 20, 85:87] = 1  # a sliver only the last column of patches sees
+    every = plan_patches(lung, stride=24)
+    fewer = plan_patches(lung, stride=24, min_share=0.05)
+    assert len(fewer) < len(every) and set(map(tuple, fewer)) <= set(map(tuple, every))
+    covered = np.zeros(lung.shape, bool)
+    for z, y, x in fewer:
+        covered[z:z + 32, y:y + 32, x:x + 32] = True
+    assert covered[lung > 0].all()  # every lung voxel is still in a patch, the sliver's included
+    dropped = set(map(tuple, every)) - set(map(tuple, fewer))
+    assert all(lung[z:z + 32, y:y + 32, x:x + 32].mean() < 0.05 for z, y, x in dropped)
+
+
 def test_extract_patches_pads_outside_volume():
     vol = np.arange(40 ** 3, dtype=np.int32).reshape(40, 40, 40)
     p = extract_patches(vol, np.array([[-5, 0, 20]]), fill=-7)[0]

@@ -57,11 +57,12 @@ def lung_volume(ct: CTImage, lungs: CTImage, spacing_mm: float = 1.0, margin_mm:
     return LungVolume(iso_ct, iso_lung)
 
 
-def plan_patches(lung: np.ndarray, stride: int = 16, patch: int = PATCH) -> np.ndarray:
+def plan_patches(lung: np.ndarray, stride: int = 16, patch: int = PATCH, min_share: float = 0.0) -> np.ndarray:
     """Corners ``(N, 3)`` (zyx voxel index) of patches on a ``stride`` grid that touch the lung.
 
     The grid covers the whole volume; the last patch along each axis is shifted to end at the border.
-    """
+    ``min_share``: patches whose box holds less than this share of lung are left out where the other patches
+    cover every lung voxel they hold (a lung tip grazing a corner is seen by its neighbours)."""
     starts = []
     for n in lung.shape:
         s = list(range(0, max(n - patch, 0) + 1, stride))
@@ -76,7 +77,18 @@ def plan_patches(lung: np.ndarray, stride: int = 16, patch: int = PATCH) -> np.n
     z1, y1, x1 = b.T
     count = (cs[z1, y1, x1] - cs[z0, y1, x1] - cs[z1, y0, x1] - cs[z1, y1, x0]
              + cs[z0, y0, x1] + cs[z0, y1, x0] + cs[z1, y0, x0] - cs[z0, y0, x0])
-    return corners[count > 0]
+    corners, count = corners[count > 0], count[count > 0]
+    sparse = count < min_share * patch ** 3
+    if not sparse.any():
+        return corners
+    covered = np.zeros(lung.shape, bool)
+    for z, y, x in corners[~sparse]:
+        covered[z:z + patch, y:y + patch, x:x + patch] = True
+    needed = np.array([bool((lung[z:z + patch, y:y + patch, x:x + patch] > 0)[
+        ~covered[z:z + patch, y:y + patch, x:x + patch]].any()) for z, y, x in corners[sparse]])
+    keep = ~sparse
+    keep[np.flatnonzero(sparse)[needed]] = True
+    return corners[keep]
 
 
 def extract_patches(volume: np.ndarray, corners: np.ndarray, patch: int = PATCH, fill: float = -1024) -> np.ndarray:
@@ -190,6 +202,9 @@ def gaussian_weight(patch: int = PATCH, sigma_scale: float = 0.125) -> np.ndarra
     return torch.clamp_(w, min=max(torch.min(w).item(), 1e-3)).numpy().astype(np.float32)
 
 
+# patches holding less lung than this share are left out where the others cover their lung voxels: on
+# lidc_idri_0001 115 of 748 patches (BENCHMARKS.md, issue 28)
+MIN_LUNG_SHARE = 0.02
 UNSURE_P = 0.9  # a lung voxel is unsure when its most likely subtype has a probability below this
 # test-time augmentation mirrors the patches unsure on more than this share of their lung voxels (the others keep
 # their plain pass): on lidc_idri_0001 551 of 748 patches, 0.006 % of lung voxels change label against mirroring
@@ -225,7 +240,7 @@ def blend_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Locato
     share of their lung voxels (None: every patch); the others keep their plain pass and no disagreement.
     ``disagreement``: False skips the disagreement map (None returned)."""
     lung = vol.lungs.array
-    corners = plan_patches(lung, stride or default_stride(device))
+    corners = plan_patches(lung, stride or default_stride(device), min_share=MIN_LUNG_SHARE)
     loc = locator(vol.ct.zyx_to_lps(corners + PATCH / 2.0)).astype(np.float32)  # patch centres
     weight = gaussian_weight(PATCH)
     num_classes = getattr(model, "num_classes", labels.NUM_CLASSES)
