@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -53,6 +54,7 @@ def resampled(ct_path: Path, n: int, work: Path) -> Path:
 
 def run(engine: Path, ct: Path, out: Path, extra: list[str]) -> dict:
     """One ``drasclr analyze`` in a child process: wall s, peak RSS GiB, stats.json's timings and whole lung."""
+    shutil.rmtree(out, ignore_errors=True)  # a rerun replaces its own outputs
     env = {**os.environ, "PYTHONPATH": str(engine)}
     cmd = [sys.executable, "-m", "drasclr", "analyze", str(ct), "-o", str(out), *extra]
     t0 = time.perf_counter()
@@ -76,8 +78,8 @@ def differing_share(a: Path, b: Path) -> float:
     """Share of lung voxels (subtype map > 0 in either) whose subtype differs between two output folders."""
     import SimpleITK as sitk
 
-    x = sitk.GetArrayViewFromImage(sitk.ReadImage(str(a / "subtypes.nii.gz")))
-    y = sitk.GetArrayViewFromImage(sitk.ReadImage(str(b / "subtypes.nii.gz")))
+    x = sitk.GetArrayFromImage(sitk.ReadImage(str(a / "subtypes.nii.gz")))
+    y = sitk.GetArrayFromImage(sitk.ReadImage(str(b / "subtypes.nii.gz")))
     lung = (x > 0) | (y > 0)
     return float((x[lung] != y[lung]).mean()) if lung.any() else 0.0
 

@@ -174,13 +174,15 @@ def _dense_subtypes(result: Analysis, seen: CTImage, model: LoadedModel, setting
         result.subtypes, voxel_u, result.density_veto = map_to_ct(
             pred.probabilities, ct, lungs, card_class_weights(model.card), veto, kind)
         result.uncertainty, result.uncertainty_kind = voxel_u.image(), kind
+        grid = pred.probabilities.grid  # the 1 mm lung box the embedding reads; the probabilities go now
+        del pred
     with stage("review"):
-        result.review = build_queue(result.regions, result.subtypes, voxel_u.expected_errors_in_box(),
-                                    result.uncertainty.array[voxel_u.box], origin=voxel_u.lo)
-        del voxel_u
+        errors, box, lo = voxel_u.expected_errors_in_box(), voxel_u.box, voxel_u.lo
+        del voxel_u  # its measures are in result.uncertainty now
+        result.review = build_queue(result.regions, result.subtypes, errors, result.uncertainty.array[box], origin=lo)
+        del errors
     with stage("embedding"):
-        result.embedding = patient_embedding(model.net, pred.probabilities.grid, transform, device,
-                                             settings.batch_size)
+        result.embedding = patient_embedding(model.net, grid, transform, device, settings.batch_size)
 
 
 def _region_rows(result: Analysis) -> list[dict]:
