@@ -155,8 +155,9 @@ def main(argv=None) -> int:
             for model in args.models:
                 for mode in args.modes:
                     runs = args.output / "runs" / scan
-                    base = analyse(src, model, mode, runs / "none" / f"{model}_{mode}", args.regions, not args.no_tta)
-                    new = analyse(ct, model, mode, runs / pert / f"{model}_{mode}", args.regions, not args.no_tta)
+                    tag = f"{Path(model).name}_{mode}"  # a model given as a folder: its name (a path would escape)
+                    base = analyse(src, model, mode, runs / "none" / tag, args.regions, not args.no_tta)
+                    new = analyse(ct, model, mode, runs / pert / tag, args.regions, not args.no_tta)
                     results.append({"scan": scan, "perturbation": pert, "model": model, "harmonize": mode,
                                     "base": base, "perturbed": new, "truth": truth(src),
                                     "delta": {k: delta(base[k], new[k]) for k in ("emph_pct", *KEYS)}})
