@@ -23,7 +23,8 @@ def run_cli(*args, cwd=None):
 
 def assert_refused(proc, out_dir, match=""):
     assert proc.returncode == 2, proc.stderr
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    # progress lines (the stage that was running when the input was refused) may come first; one message
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip() and not ln.startswith("progress:")]
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert match.lower() in lines[0].lower()
     assert not out_dir.exists()
