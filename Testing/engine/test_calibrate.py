@@ -1,13 +1,12 @@
 """Per-class decision weights: fitted on whole volumes, stored in the card, applied by analyze."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
+from cli_runner import run_cli
 from drasclr.core import labels
 from drasclr.core.io import read_image, write_image
 from drasclr.dense import ProbabilityMap
@@ -86,10 +85,6 @@ def test_a_card_with_bad_weights_is_refused_at_load(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and "class_weights" in proc.stderr
     assert not (tmp_path / "out").exists()
 
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "drasclr", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
 
 
 @pytest.fixture(scope="module")

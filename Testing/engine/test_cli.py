@@ -9,26 +9,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from cli_runner import assert_refused, run_cli
 from dicom_writer import write_dicom_series
 from drasclr.analysis.stats import COLUMNS
 from drasclr.core.image import CTImage
 from drasclr.core.io import read_image, write_image
 from synthetic import synthetic_chest
-
-
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "drasclr", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
-
-
-def assert_refused(proc, out_dir, match=""):
-    assert proc.returncode == 2, proc.stderr
-    # progress lines (the stage that was running when the input was refused) may come first; one message
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip() and not ln.startswith("progress:")]
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-    assert match.lower() in lines[0].lower()
-    assert not out_dir.exists()
-    assert not [p for p in out_dir.parent.iterdir() if ".tmp-" in p.name]
 
 
 def _bad_inputs(tmp):

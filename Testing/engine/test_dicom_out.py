@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from cli_runner import run_cli
 from dicom_checks import assert_regions_equal, assert_sr_equals_csv, source_order
 from dicom_writer import write_dicom_series
 from drasclr.core import labels
@@ -20,10 +21,6 @@ from drasclr.core.io import read_image
 hd = pytest.importorskip("highdicom", reason="highdicom not installed (pip install '.[dicom]')")
 DEMO_CT = Path(__file__).resolve().parents[2] / "DrasCLRSlicer" / "drasclr" / "data" / "demo_ct.nii.gz"
 
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "drasclr", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,11 @@ bad server, bad UID, wrong credentials and a non-CT series give one ``error:`` l
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+import cli_runner
 import orthanc_server
 from dicom_checks import assert_regions_equal, assert_sr_equals_csv, source_order
 from dicom_writer import write_dicom_series
@@ -58,8 +57,7 @@ def pacs(tmp_path_factory):
 def run_cli(*args, password=orthanc_server.PASSWORD):
     env = {**os.environ, "DRASCLR_DICOMWEB_USERNAME": orthanc_server.USER, "DRASCLR_DICOMWEB_PASSWORD": password,
            "DRASCLR_DICOMWEB_CONFIG": "/nonexistent"}
-    return subprocess.run([sys.executable, "-m", "drasclr", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env=env)
+    return cli_runner.run_cli(*args, env=env)
 
 
 def _web(url: str) -> str:

@@ -3,12 +3,11 @@
 import csv
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from cli_runner import run_cli
 from drasclr.analysis.stats import region_stats, write_csv
 from drasclr.core.errors import InputError
 from drasclr.core.image import CTImage
@@ -22,11 +21,6 @@ from drasclr.research.evaluate import (
     format_report,
     laa950_by_region,
 )
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "drasclr", *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
 
 
 def test_dice_by_hand_and_nan_when_class_absent_from_both():

@@ -5,12 +5,11 @@ report and the logic's warnings, refused with --strict; and the scanner calibrat
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+import cli_runner
 from drasclr.checks import resolution as guard
 from drasclr.core.errors import InputError
 from drasclr.core.image import CTImage
@@ -28,8 +27,7 @@ TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}
 def run_cli(*args):
     """``drasclr analyze`` per zone (lobe estimation is not what these tests are about)."""
     args = [*args, "--regions", "zones"] if args and args[0] == "analyze" else list(args)
-    return subprocess.run([sys.executable, "-m", "drasclr", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+    return cli_runner.run_cli(*args)
 
 
 def ct_with_spacing(spacing_xyz, direction=None) -> CTImage:

@@ -4,19 +4,13 @@ exact, models are never overwritten, and bad input exits 2."""
 import csv
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from cli_runner import run_cli
 from drasclr.analysis.stats import COLUMNS, write_csv
 from drasclr.research.outcome import FeatureMap, cross_validate, fit, fit_model, load_cohort, load_outcome_model
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "drasclr", *map(str, args)], capture_output=True, text=True,
-                          timeout=180)
 
 
 def make_cohort(root, n=160, dim=32, seed=0):

@@ -5,22 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import SimpleITK as sitk
 
+from cli_runner import run_cli
 from drasclr.analysis.stats import COLUMNS
 from drasclr.core import labels
 from drasclr.core.image import CTImage
 from drasclr.core.io import read_ct, read_image, write_image
 from reference_synthetic import chest_slice
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "drasclr", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
 
 
 def _rows(out):

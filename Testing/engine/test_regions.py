@@ -3,12 +3,10 @@ conventions, resampled to the CT grid; unknown values and non-overlapping files 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
+from cli_runner import assert_refused, run_cli
 from drasclr.anatomy.atlas.shape import canonical_lobes, lungs_from_lobes, synthetic_ct
 from drasclr.anatomy.regions import detect_lobe_convention, lobes_to_ltrc, lung_side_masks, read_lobes, zones_from_lungs
 from drasclr.core import labels
@@ -106,20 +104,6 @@ def test_unknown_values_and_no_overlap_are_refused(lobes, tmp_path):
 
 
 # --- through the command line: exit 2, one error line, no output folder ---------------------------------------
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "drasclr", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
-
-
-def assert_refused(proc, out_dir, match):
-    assert proc.returncode == 2, proc.stderr
-    # progress lines (the stage that was running when the input was refused) may come first; one message
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip() and not ln.startswith("progress:")]
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-    assert match.lower() in lines[0].lower(), lines[0]
-    assert not out_dir.exists()
-    assert not [p for p in out_dir.parent.iterdir() if ".tmp-" in p.name]
-
 
 @pytest.fixture(scope="module")
 def chest(tmp_path_factory):

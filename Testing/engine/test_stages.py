@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+import cli_runner
 from drasclr.analysis.analyze import analyze, write_analysis
 from drasclr.analysis.stage_plan import track_analysis
 from drasclr.core.io import write_image
@@ -26,8 +25,7 @@ ZONE_STAGES = ["Lung mask", "Harmonization", "Zones", "Statistics", "Writing rep
 
 def run_cli(*args, cache):
     env = {**os.environ, "DRASCLR_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "drasclr", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=env)
+    return cli_runner.run_cli(*args, env=env, timeout=300)
 
 
 @pytest.mark.skipif(not default_model().exists(), reason="the bundled demo model is not built (make demo-model)")
