@@ -113,8 +113,7 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
     sync_api, chromium = browser_env
     server = WebServer(tmp_path / "data", tmp_path / "server.log", finetune_seconds=FINETUNE_SECONDS)
     shots = shots_dir(tmp_path)
-    try:
-        server.wait_ready()
+    with server:
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1500, "height": 950})
@@ -226,11 +225,6 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
             message = page.inner_text("#message")
             assert NEXT in message and "2 reviewed regions" in message, message
             browser.close()
-    except Exception:
-        print(server.tail())
-        raise
-    finally:
-        server.stop()
 
     new = server.data / "models" / NEXT
     card = json.loads((new / "model.json").read_text())
@@ -274,8 +268,7 @@ def test_upload_path_check_and_cancel(browser_env, tmp_path):
     from web_support import MODULE_DIR
 
     server = WebServer(tmp_path / "data", tmp_path / "server.log")
-    try:
-        server.wait_ready()
+    with server:
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1500, "height": 950})
@@ -299,9 +292,4 @@ def test_upload_path_check_and_cancel(browser_env, tmp_path):
             page.wait_for_function("document.querySelector('#job-message').textContent.includes('cancelled')")
             assert page.locator("#stats-table").count() == 0
             browser.close()
-    except Exception:
-        print(server.tail())
-        raise
-    finally:
-        server.stop()
     assert not (session / "analysis-001" / "output").exists()

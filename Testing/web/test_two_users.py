@@ -86,8 +86,7 @@ def test_two_users_are_isolated_and_queued(browser_env, tmp_path):
     sync_api, chromium = browser_env
     data, users, bob_ct = setup_data(tmp_path)
     server = WebServer(data, tmp_path / "server.log", args=("--users", str(users), "--max-jobs", "1"))
-    try:
-        server.wait_ready()
+    with server:
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             alice_ctx = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -126,11 +125,6 @@ def test_two_users_are_isolated_and_queued(browser_env, tmp_path):
                 assert bob_ctx.request.get(server.url + path).status == 404, path
             assert bob_ctx.request.get(server.url + f"s/{sid_b}/").status == 200
             browser.close()
-    except Exception:
-        print(server.tail())
-        raise
-    finally:
-        server.stop()
 
     # the queue ran Alice's analysis first, Bob's after it (one slot)
     jobs_a = json.loads((data / "sessions" / sid_a / "session.json").read_text())["jobs"]

@@ -60,6 +60,20 @@ class WebServer:
                 time.sleep(0.3)
         raise TimeoutError(f"the web server did not answer within {timeout:.0f} s: {self.tail()}")
 
+    def __enter__(self) -> WebServer:
+        """``with WebServer(...) as server``: ready when entered; stopped on leaving, its logs printed on a failure."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is not None:
+            print(self.tail())
+        self.stop()
+
     def tail(self, n: int = 3000) -> str:
         """The end of the gateway's log and of each session process' log (``DATA/run/logs``)."""
         self._log.flush()
