@@ -51,8 +51,10 @@ def region_stats(ct: CTImage, regions: CTImage, subtypes: CTImage | None = None)
     """One row per lobe/zone present, then left_lung, right_lung, whole_lung. An integer CT (as read, calibrated or
     harmonized) is summed per region as a histogram of its HU values: one pass per region over the regions' box,
     no mask per region held, whatever the slice count."""
-    hist = region_histograms(ct.array, regions.array)
-    sub = None if subtypes is None else region_histograms(subtypes.array, regions.array, offset=0)
+    if subtypes is None:
+        hist, sub = region_histograms(regions.array, ct.array)[0], None
+    else:
+        hist, sub = region_histograms(regions.array, ct.array, subtypes.array, offsets=[None, 0])
     rows = []
     for name, (lo, counts) in hist.items():
         if counts is None:  # a float image: the values themselves

@@ -96,28 +96,38 @@ def _region_sets(present: list[int]) -> dict[str, list[int]]:
     return {**sets, "left_lung": left, "right_lung": right, "whole_lung": left + right}
 
 
-def region_histograms(image: np.ndarray, regions: np.ndarray, offset: int | None = None) -> dict[str, tuple]:
-    """Per region (as :func:`region_stats` orders them), ``(lowest value, counts per value from it)`` of an
-    integer ``image`` over the region; for a float image ``(values, None)``. ``offset``: the lowest value to
-    count from (default: the image's minimum over the regions' box)."""
+def region_histograms(regions: np.ndarray, *images: np.ndarray, offsets=None) -> list[dict[str, tuple]]:
+    """For each of ``images``: per region (as :func:`drasclr.analysis.stats.region_stats` orders them),
+    ``(lowest value, counts per value from it)`` of an integer image over the region, or ``(values, None)`` for a
+    float image. Each region's mask is made once for all the images, over the regions' box. ``offsets``: per image,
+    the lowest value to count from (None: the image's minimum over the box)."""
+    offsets = offsets or [None] * len(images)
     found = ndimage.find_objects(regions, max_label=max(labels.REGION_NAMES))
     present = [v for v in sorted(labels.REGION_NAMES) if found[v - 1] is not None]
-    out: dict[str, tuple] = {}
+    sets = _region_sets(present)
     if not present:
-        return {name: (np.zeros(0, np.float32), None) if not np.issubdtype(image.dtype, np.integer)
-                else (0, np.zeros(1, np.int64)) for name in _region_sets([])}
+        return [{name: (0, np.zeros(1, np.int64)) if np.issubdtype(im.dtype, np.integer)
+                 else (np.zeros(0, np.float32), None) for name in sets} for im in images]
     box = tuple(slice(min(found[v - 1][i].start for v in present), max(found[v - 1][i].stop for v in present))
                 for i in range(3))
-    img, reg = image[box], regions[box]
-    if not np.issubdtype(image.dtype, np.integer):
-        for name, values in _region_sets(present).items():
-            out[name] = (img[np.isin(reg, values)] if values else np.zeros(0, np.float32), None)
-        return out
-    lo = int(img.min()) if offset is None else offset
-    size = int(img.max()) - lo + 1
-    per = {v: np.bincount((img[reg == v].astype(np.int64) - lo), minlength=size) for v in present}
-    for name, values in _region_sets(present).items():
-        out[name] = (lo, sum((per[v] for v in values), np.zeros(size, np.int64)))
+    reg, crops = regions[box], [im[box] for im in images]
+    integer = [np.issubdtype(im.dtype, np.integer) for im in images]
+    lows = [(int(c.min()) if o is None else o) if i else 0 for c, o, i in zip(crops, offsets, integer)]
+    sizes = [int(c.max()) - lo + 1 if i else 0 for c, lo, i in zip(crops, lows, integer)]
+    per: list[dict[int, np.ndarray]] = [{} for _ in images]
+    for v in present:
+        mask = reg == v
+        for k, (c, lo, size) in enumerate(zip(crops, lows, sizes)):
+            per[k][v] = (np.bincount(c[mask].astype(np.int64) - lo, minlength=size) if integer[k]
+                         else c[mask])
+    out = []
+    for k in range(len(images)):
+        if integer[k]:
+            out.append({name: (lows[k], sum((per[k][v] for v in vals), np.zeros(sizes[k], np.int64)))
+                        for name, vals in sets.items()})
+        else:
+            out.append({name: (np.concatenate([per[k][v] for v in vals]) if vals else np.zeros(0, np.float32),
+                               None) for name, vals in sets.items()})
     return out
 
 

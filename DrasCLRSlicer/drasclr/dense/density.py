@@ -59,7 +59,7 @@ class DensityVeto:
         normal: ``(lo, hi, mask)`` over the lung's bounding box (zyx, hi exclusive; ``mask`` False outside the
         lung). It depends on the CT and the lung only, not on the calls. The box filter runs over the bounding box
         + half a window: the same values as over the whole grid."""
-        found = ndi.find_objects((lung > 0).view(np.uint8) if lung.dtype == bool else (lung > 0).astype(np.uint8))
+        found = ndi.find_objects((lung > 0).view(np.uint8))
         if not found or found[0] is None:
             return (0, 0, 0), (0, 0, 0), np.zeros((0, 0, 0), bool)
         lo, hi = [s.start for s in found[0]], [s.stop for s in found[0]]

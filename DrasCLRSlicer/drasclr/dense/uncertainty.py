@@ -180,7 +180,7 @@ def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_
 def region_mean_uncertainty(uncertainty: CTImage, regions: CTImage, rows: list[dict]) -> list[dict]:
     """``rows`` (from :func:`drasclr.analysis.stats.region_stats`) each with ``mean_uncertainty`` added: the mean voxel
     uncertainty (0..1) over the row's region (lobes/zones by name, left_lung/right_lung/whole_lung by side)."""
-    hist = region_histograms(uncertainty.array, regions.array, offset=0)
+    hist = region_histograms(regions.array, uncertainty.array, offsets=[0])[0]
     out = []
     for row in rows:
         _, counts = hist.get(row["region"], (0, None))
