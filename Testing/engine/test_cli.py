@@ -82,6 +82,7 @@ def test_analyze_synthetic_writes_contract_outputs(tmp_path):
         assert read_image(out / "uncertainty.nii.gz").same_grid(ct, tol=1e-5)
         assert json.load(open(out / "review.json"))["units"] and (out / "review_units.nii.gz").exists()
         assert list(rows[0].keys())[len(COLUMNS):] == ["mean_uncertainty"]
+        assert not (out / "embedding.npy").exists()  # only with --embedding (test_stages)
 
 
 def test_analyze_zones_on_request(tmp_path):

@@ -18,10 +18,11 @@ from realdata import real_ct_path
 TINY = {"channels": [4, 4, 6, 8, 8, 8, 8], "num_experts": 3, "in_channels": 1}
 
 
-def tiny_model(encoder_arch="DrasCLREncoder"):
+def tiny_model(encoder_arch="DrasCLREncoder", full_res_kernel=3):
     """A small segmenter whose BatchNorms and InstanceNorms are not the identity (as after training)."""
     torch.manual_seed(0)
-    model = SubtypeSegmenter(encoder=TINY, decoder=(8, 8, 6, 4, 4), encoder_arch=encoder_arch)
+    model = SubtypeSegmenter(encoder=TINY, decoder=(8, 8, 6, 4, 4), encoder_arch=encoder_arch,
+                             full_res_kernel=full_res_kernel)
     for m in model.modules():
         if isinstance(m, (torch.nn.BatchNorm3d, torch.nn.InstanceNorm3d)):
             with torch.no_grad():
@@ -33,10 +34,10 @@ def tiny_model(encoder_arch="DrasCLREncoder"):
     return model.eval()
 
 
-@pytest.mark.parametrize("arch", ["DrasCLREncoder", "PlainEncoder"])
+@pytest.mark.parametrize("arch,kernel", [("DrasCLREncoder", 3), ("PlainEncoder", 3), ("DrasCLREncoder", 1)])
 @pytest.mark.parametrize("same_location", [False, True])
-def test_fused_model_computes_the_model(arch, same_location):
-    model = tiny_model(arch)
+def test_fused_model_computes_the_model(arch, kernel, same_location):
+    model = tiny_model(arch, kernel)
     fused = fuse_for_inference(model)
     assert fused is not None
     g = torch.Generator().manual_seed(1)

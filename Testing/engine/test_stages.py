@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 import cli_runner
@@ -32,9 +33,11 @@ def run_cli(*args, cache):
 def test_cli_reports_each_stage_in_order_with_a_falling_estimate(tmp_path):
     ct, _ = synthetic_chest()
     write_image(ct, tmp_path / "ct.nrrd")
-    proc = run_cli("analyze", tmp_path / "ct.nrrd", "-o", tmp_path / "out", "--no-tta", "--quiet",
+    proc = run_cli("analyze", tmp_path / "ct.nrrd", "-o", tmp_path / "out", "--no-tta", "--quiet", "--embedding",
                    cache=tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr
+    emb = np.load(tmp_path / "out" / "embedding.npy")  # asked for: the embedding stage ran and wrote it
+    assert emb.ndim == 1 and emb.size == 128 and np.isfinite(emb).all()
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert all(ln.startswith(("progress:", "info:", "warning:")) for ln in lines), lines  # the CLI contract
     events = [e for e in map(parse_stage_line, lines) if e is not None]

@@ -151,8 +151,8 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None
 def _dense_subtypes(result: Analysis, seen: CTImage, model: LoadedModel, settings: AnalysisSettings, transform,
                     stage) -> None:
     """The subtype model's stages on ``seen`` (the harmonized scan): subtype map (and the card's density rule),
-    voxel uncertainty and review queue, patient embedding; filled into ``result`` (torch is imported here:
-    densitometry and the reference classifier run without it)."""
+    voxel uncertainty and review queue, patient embedding (when asked for); filled into ``result`` (torch is
+    imported here: densitometry and the reference classifier run without it)."""
     import torch
 
     from ..dense import predict
@@ -181,8 +181,9 @@ def _dense_subtypes(result: Analysis, seen: CTImage, model: LoadedModel, setting
         del voxel_u  # its measures are in result.uncertainty now
         result.review = build_queue(result.regions, result.subtypes, errors, result.uncertainty.array[box], origin=lo)
         del errors
-    with stage("embedding"):
-        result.embedding = patient_embedding(model.net, grid, transform, device, settings.batch_size)
+    if settings.embedding:
+        with stage("embedding"):
+            result.embedding = patient_embedding(model.net, grid, transform, device, settings.batch_size)
 
 
 def _region_rows(result: Analysis) -> list[dict]:

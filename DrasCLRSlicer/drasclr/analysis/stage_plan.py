@@ -58,7 +58,7 @@ def plan(ct: CTImage, settings: AnalysisSettings, model=None, lobes_given: bool 
     if model is not None:
         keys.append("subtypes")
     if dense:
-        keys += ["uncertainty", "review", "embedding"]
+        keys += ["uncertainty", "review", *(["embedding"] if settings.embedding else [])]
     keys += ["stats", "writing"]
     names = _names(settings, lobes_given, thin)
     return [_stage(k, names[k], settings, model, lobes_given) for k in keys]

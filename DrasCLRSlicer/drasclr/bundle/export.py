@@ -43,7 +43,7 @@ def inference_config(card: dict) -> dict:
         "card": "$json.load(open(@bundle_root + '/models/model.json'))",
         "network_def": {"_target_": "drasclr.dense.segmenter.SubtypeSegmenter", "encoder": cfg.get("encoder"),
                         "decoder": cfg.get("decoder"), "num_classes": cfg.get("num_classes", 5),
-                        **({"encoder_arch": cfg["encoder_arch"]} if "encoder_arch" in cfg else {})},
+                        **{k: cfg[k] for k in ("encoder_arch", "full_res_kernel") if k in cfg}},
         "network": "$@network_def.to(@device)",
         "preprocessing": {"_target_": "Compose", "transforms": [
             {"_target_": "drasclr.bundle.transforms.LoadCTd", "keys": "image"},

@@ -65,6 +65,15 @@ def add_parser(sub):
                    help="cross-entropy weight per class (outside, normal, CLE, PSE, PLE; default 1,1,3,3,3)")
     c.add_argument("--no-mirror", action="store_true",
                    help="no left-right mirror augmentation (default: half the patches, location mirrored too)")
+    c.add_argument("--full-res-kernel", type=int, choices=[1, 3], default=None,
+                   help="kernel of the decoder's full-resolution stage: 3 (default for a new model) or 1 (pointwise: "
+                        "about a third less inference time); with --from 3 -> 1 converts the parent's stage "
+                        "(default: the parent's)")
+    c.add_argument("--distill-from", default=None, metavar="MODEL",
+                   help="a teacher model: learn its voxel probabilities too (knowledge distillation)")
+    c.add_argument("--distill-weight", type=float, default=1.0,
+                   help="with --distill-from: loss = (1-w) x labels + w x teacher (default 1: copy the teacher; its "
+                        "decision weights and density rule are then kept when --no-calibrate is given)")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     c.add_argument("--overwrite", action="store_true",
                    help="replace an existing non-empty -o folder that holds no model (a model is never replaced)")
@@ -136,6 +145,7 @@ def check_arguments(args) -> None:
         check_range(args.label_fraction, "--label-fraction", lo=0, hi=1, lo_open=True)
         check_range(args.save_every, "--save-every", lo=0)
         check_range(args.pause_after_minutes, "--pause-after-minutes", lo=0, lo_open=True)
+        check_range(args.distill_weight, "--distill-weight", lo=0, hi=1, lo_open=True)
     if args.mode == "corrections":
         check_range(args.max_seconds, "--max-seconds", lo=0, hi=86400, lo_open=True)
         for name in ("ct", "prediction", "corrected"):
@@ -144,7 +154,7 @@ def check_arguments(args) -> None:
     else:
         if not Path(args.data).is_dir():
             raise InputError(f"data folder not found: {args.data}")
-        for name in ("encoder", "from_model", "model"):
+        for name in ("encoder", "from_model", "model", "distill_from"):
             value = getattr(args, name, None)
             if value and not resolve_model(value).exists():
                 raise InputError(f"model not found: {value}")
@@ -191,12 +201,14 @@ def run_cohort(args) -> int:
         label_slices=args.label_slices, label_fraction=args.label_fraction, amp=not args.no_amp,
         mirror=not args.no_mirror, loss_weights=_loss_weights(args.loss_weights), calibrate=not args.no_calibrate,
         save_every=args.save_every,
-        pause_after_seconds=args.pause_after_minutes * 60 if args.pause_after_minutes else None)
+        pause_after_seconds=args.pause_after_minutes * 60 if args.pause_after_minutes else None,
+        distill=args.distill_weight if args.distill_from else 0.0)
     checkpoints = _checkpoint_folder(args, out)
     parent, enc_card, parent_card = {}, {}, {}
     if args.from_model:
         model, parent_card, parent_dir = load_segmenter(args.from_model)
         parent = lineage(parent_card, parent_dir)
+        model = _with_full_res_kernel(model, args.full_res_kernel)
     else:
         model, enc_card = _new_segmenter(args)
     card = {"name": args.name or out.name, "version": out.name,
@@ -204,9 +216,16 @@ def run_cohort(args) -> int:
                          "encoder_init": Path(args.encoder).name if args.encoder else
                          ("from " + Path(args.from_model).name if args.from_model else "random")},
             "validated_spacing_mm": _validated_spacing(find_cases(args.data), parent_card), **parent}
+    teacher = None
+    if args.distill_from:
+        teacher, teacher_card, teacher_dir = load_segmenter(args.distill_from)
+        card["training"]["distilled_from"] = lineage(teacher_card, teacher_dir)["parent"]
+        if args.no_calibrate and args.distill_weight == 1 and teacher_card.get("inference"):
+            # a copy of the teacher decides as the teacher does: its decision weights and density rule
+            card["inference"] = {**teacher_card["inference"], "inherited_from": teacher_dir.name}
     try:
         res = train_cohort(model, args.data, out, recipe, pick_device(args.device), card, checkpoints=checkpoints,
-                           resume=args.resume)
+                           resume=args.resume, teacher=teacher)
     except TrainingPaused as p:
         if int(os.environ.get("RANK", 0)) == 0:
             print(f"info: paused at step {p.step} of {p.steps}; checkpoint {p.checkpoint}; run the same command "
@@ -266,6 +285,19 @@ def _loss_weights(text: str | None) -> tuple[float, ...]:
     return w
 
 
+def _with_full_res_kernel(model, kernel: int | None):
+    """The parent ``model`` with the asked full-resolution kernel: as it is, or its 3³ stage made pointwise."""
+    from ..core.errors import InputError
+    from ..dense.segmenter import pointwise_full_res
+
+    if kernel is None or kernel == model.full_res_kernel:
+        return model
+    if kernel == 3:
+        raise InputError("--full-res-kernel 3: the parent's full-resolution stage is pointwise; a 3x3x3 stage "
+                         "cannot be made from it (start from a 3x3x3 model)")
+    return pointwise_full_res(model)
+
+
 def _new_segmenter(args):
     """A segmenter with a random decoder (the same start for every --encoder) and a pretrained or random encoder."""
     import torch
@@ -275,7 +307,8 @@ def _new_segmenter(args):
 
     torch.manual_seed(args.seed)
     enc, enc_card = load_pretrained_encoder(args.encoder) if args.encoder else (None, {})
-    model = SubtypeSegmenter(encoder_arch=enc.architecture if enc is not None else "DrasCLREncoder")
+    model = SubtypeSegmenter(encoder_arch=enc.architecture if enc is not None else "DrasCLREncoder",
+                             full_res_kernel=args.full_res_kernel or 3)
     if enc is not None:
         if enc.config() != model.encoder.config():
             raise InputError(f"{args.encoder}: encoder config {enc.config()} does not fit the segmenter")

@@ -82,6 +82,10 @@ class AnalysisSettings:
         False, flag="--strict", label="Refuse unvalidated voxel sizes",
         help="refuse a scan whose voxel size is outside the model's validated range (default: analyze it and flag "
              "the subtype map)")
+    embedding: bool = option(
+        False, flag="--embedding", label="Patient embedding", shell=False,
+        help="also write embedding.npy, the patient's mean patch representation (the features of `drasclr outcome`; "
+             "about 1-2 s more on a CPU)")
     batch_size: int | None = option(None, flag="--batch-size", label="Patches per pass", kind="int", lo=1, hi=65536,
                                     help="patches per forward pass (default: from memory)")
     series: str | None = option(None, flag="--series", label="DICOM series", shell=False,

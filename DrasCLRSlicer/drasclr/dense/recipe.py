@@ -44,6 +44,7 @@ class CohortRecipe:
     calibrate: bool = True
     save_every: int = 200  # steps between checkpoints (with a checkpoint folder)
     pause_after_seconds: float | None = None  # write a checkpoint and stop (resume later)
+    distill: float = 0.0  # weight of the teacher's soft targets (with a teacher; 1: copy the teacher)
 
 
 @dataclass
@@ -55,11 +56,12 @@ class CohortResult:
 
 
 def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, device, card: dict,
-                 checkpoints: Path | None = None, resume: bool = False) -> CohortResult:
+                 checkpoints: Path | None = None, resume: bool = False, teacher=None) -> CohortResult:
     """Train ``model`` on the labelled cases in ``data`` and (on the main rank) write it to ``out`` with ``card``
     completed by the training facts, the validation metric and the calibration. ``device``: the requested device
     (under torchrun each rank takes its own GPU). ``checkpoints``: folder for resumable training state
-    (``resume`` continues from it; :class:`~drasclr.dense.checkpoint.TrainingPaused` at a planned pause)."""
+    (``resume`` continues from it; :class:`~drasclr.dense.checkpoint.TrainingPaused` at a planned pause).
+    ``teacher``: a model to distil from (``recipe.distill``, see :mod:`drasclr.dense.train`)."""
     cases = find_cases(data)
     info = D.init_distributed(device)
     try:
@@ -88,11 +90,13 @@ def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, devic
                                max_seconds=recipe.max_seconds, amp=recipe.amp, mirror=recipe.mirror,
                                loss_weights=recipe.loss_weights, checkpoints=checkpoints,
                                save_every=recipe.save_every, resume=resume,
-                               pause_after_seconds=recipe.pause_after_seconds,
+                               pause_after_seconds=recipe.pause_after_seconds, teacher=teacher,
+                               distill=recipe.distill if teacher is not None else 0.0,
                                fingerprint={"cases": [cases[i].name for i in train_idx],
                                             "val_cases": [cases[i].name for i in val_idx],
                                             "label_slices": recipe.label_slices,
-                                            "label_fraction": recipe.label_fraction, "amp": recipe.amp})
+                                            "label_fraction": recipe.label_fraction, "amp": recipe.amp,
+                                            **_architecture_key(model)})
     finally:
         D.cleanup()
     log.info("rank %d: trained %d steps, weights sha256 %s", info.rank, hist["steps"], D.state_digest(model))
@@ -101,6 +105,8 @@ def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, devic
         return result
     facts = {k: v for k, v in asdict(recipe).items() if k in ("label_slices", "label_fraction", "freeze",
                                                               "batch_size", "lr", "seed")}
+    if teacher is not None:
+        facts["distill"] = recipe.distill
     card = {**card}
     card["training"] = {**card.get("training", {}), "cases": [cases[i].name for i in train_idx],
                         "val_cases": [cases[i].name for i in val_idx], **facts, "steps": hist["steps"],
@@ -117,3 +123,10 @@ def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, devic
         card["metrics"]["val_volume_macro_dice_disease"] = cal.macro_after
     save_segmenter(model, out, card)
     return result
+
+
+def _architecture_key(model) -> dict:
+    """What of the architecture a checkpoint must match beyond its tensor names (none for a 3³ full-res stage,
+    so older checkpoints still resume)."""
+    kernel = getattr(model, "full_res_kernel", 3)
+    return {} if kernel == 3 else {"full_res_kernel": kernel}

@@ -6,6 +6,12 @@ Input ``x`` ``(B, 1, 32, 32, 32)`` normalised HU and ``loc`` ``(B, 3)`` normalis
 the 1³ patch representation and the location are appended as context, and climbs back through the encoder's
 skip connections at 4³, 8³, 16³ and 32³. The last decoder stage also sees the input in a lung window
 (-1000..-800 HU spread over a few units), so fine density differences reach it at full resolution.
+
+``full_res_kernel``: the kernel of that last (32³) stage: 3 (demo-v5 and before) or 1, a pointwise stage that
+mixes the upsampled context with the full-resolution skip and density voxel by voxel. The 3³ stage is about 60 % of
+a patch's multiply-adds; its spatial reach is already in the upsampled 16³ map. :func:`pointwise_full_res` turns a
+trained 3³ model into the lighter one (each 3³ kernel summed over space: the same response on smooth maps) as the
+start of a fine-tuning run.
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ ENCODERS = {"DrasCLREncoder": DrasCLREncoder, "PlainEncoder": PlainEncoder}
 DEFAULT_DECODER = (64, 48, 32, 16, 16)
 
 
-def _conv(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=False), nn.InstanceNorm3d(cout, affine=True),
-                         nn.LeakyReLU(0.01, inplace=True))
+def _conv(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv3d(cin, cout, kernel, padding=kernel // 2, bias=False),
+                         nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.01, inplace=True))
 
 
 def lung_window(x: torch.Tensor) -> torch.Tensor:
@@ -46,8 +52,12 @@ class SubtypeSegmenter(nn.Module):
     architecture = "SubtypeSegmenter"
 
     def __init__(self, encoder: dict | None = None, decoder: tuple[int, ...] = DEFAULT_DECODER,
-                 num_classes: int = labels.NUM_CLASSES, encoder_arch: str = "DrasCLREncoder"):
+                 num_classes: int = labels.NUM_CLASSES, encoder_arch: str = "DrasCLREncoder",
+                 full_res_kernel: int = 3):
         super().__init__()
+        if full_res_kernel not in (1, 3):
+            raise ValueError(f"full_res_kernel must be 1 or 3, got {full_res_kernel!r}")
+        self.full_res_kernel = int(full_res_kernel)
         enc_cfg = dict(encoder or {"channels": list(DEFAULT_CHANNELS), "num_experts": 8, "in_channels": 1})
         if encoder_arch not in ENCODERS:
             raise ValueError(f"encoder_arch must be one of {sorted(ENCODERS)}, got {encoder_arch!r}")
@@ -63,7 +73,7 @@ class SubtypeSegmenter(nn.Module):
             _conv(d[0] + c[3], d[1]),  # 4^3, skip: stage 3
             _conv(d[1] + c[2], d[2]),  # 8^3, skip: stage 2
             _conv(d[2] + c[1], d[3]),  # 16^3, skip: stage 1
-            _conv(d[3] + c[0] + 1, d[4]),  # 32^3, skip: stage 0 + the lung-window input
+            _conv(d[3] + c[0] + 1, d[4], self.full_res_kernel),  # 32^3, skip: stage 0 + the lung-window input
         ])
         self.classifier = nn.Conv3d(d[4], self.num_classes, 1)
 
@@ -72,6 +82,8 @@ class SubtypeSegmenter(nn.Module):
                "num_classes": self.num_classes}
         if self.encoder_arch != "DrasCLREncoder":  # older cards (no key) keep loading as DrasCLREncoder
             cfg["encoder_arch"] = self.encoder_arch
+        if self.full_res_kernel != 3:  # likewise: no key = the 3^3 stage
+            cfg["full_res_kernel"] = self.full_res_kernel
         return cfg
 
     def forward(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
@@ -89,3 +101,19 @@ class SubtypeSegmenter(nn.Module):
     def embed(self, x: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
         """The encoder's patch representation ``(B, 128)`` (for patient-level embeddings)."""
         return self.encoder(x, loc)
+
+
+def pointwise_full_res(model: SubtypeSegmenter) -> SubtypeSegmenter:
+    """A copy of ``model`` whose 32³ stage is pointwise (``full_res_kernel=1``): every weight as in ``model`` except
+    that stage's kernels, each summed over its 3³ taps (on a map constant over the kernel's reach both give the
+    same output). ``model`` itself is not changed."""
+    if model.full_res_kernel == 1:
+        raise ValueError("the model's full-resolution stage is pointwise already")
+    cfg = model.config()
+    cfg.pop("encoder_arch", None)
+    light = SubtypeSegmenter(**cfg, encoder_arch=model.encoder_arch, full_res_kernel=1)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    key = "up.3.0.weight"
+    state[key] = state[key].sum(dim=(2, 3, 4), keepdim=True)
+    light.load_state_dict(state)
+    return light.train(model.training)

@@ -7,6 +7,11 @@ Loss: cross-entropy + soft Dice over the subtypes present. Freeze options: ``hea
 ``last`` (decoder + the last encoder stages), ``all`` (everything, encoder at a tenth of the learning rate).
 Validation on a fixed set of held-out patches; early stopping on macro Dice over CLE/PSE/PLE.
 
+Distillation (``teacher`` + ``distill`` in (0, 1]): the loss becomes ``(1 - distill) * hard + distill * KL``, the
+KL divergence of the model's voxel probabilities from a fixed teacher's on the same augmented patch (the teacher
+runs in eval mode, without gradients). With ``distill=1`` the labels only choose which patches are drawn and
+score validation: the model learns to copy the teacher (a lighter architecture keeping the teacher's answers).
+
 Under torchrun (``WORLD_SIZE`` > 1, process group joined by the caller) the model is wrapped in DDP: every rank
 draws its own patches (batch per rank, gradients averaged), rank 0 validates and its score, stop and time
 decisions are broadcast so all ranks take the same steps and keep the same best state. On CUDA the forward pass
@@ -212,7 +217,8 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
                     log_every: int = 25, encoder_lr_scale: float = 0.1, amp: bool = True,
                     mirror: bool = True, loss_weights: tuple[float, ...] = CLASS_WEIGHTS,
                     checkpoints: Path | None = None, save_every: int = 0, resume: bool = False,
-                    pause_after_seconds: float | None = None, fingerprint: dict | None = None) -> dict:
+                    pause_after_seconds: float | None = None, fingerprint: dict | None = None,
+                    teacher: torch.nn.Module | None = None, distill: float = 0.0) -> dict:
     """Train in place; keeps the best validation state (early stopping). Returns a history dict. Distributed (see
     the module doc): ``train`` is this rank's share of the cases, ``batch_size`` is per rank, ``val`` is used on
     rank 0 only (other ranks may pass None). Resumable (:mod:`drasclr.dense.checkpoint`): with ``checkpoints`` a
@@ -233,7 +239,10 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
     fingerprint = {**(fingerprint or {}), "steps": steps, "batch_size": batch_size, "lr": lr, "freeze": freeze,
                    "seed": seed, "world_size": world, "encoder_lr_scale": encoder_lr_scale, "mirror": mirror,
                    "loss_weights": list(loss_weights), "focus_fraction": focus_fraction, "eval_every": eval_every,
-                   "patience": patience, "has_val": bool(has_val)}
+                   "patience": patience, "has_val": bool(has_val), **({"distill": distill} if teacher else {})}
+    if teacher is not None and not 0 < distill <= 1:
+        raise ValueError(f"distill must be in (0, 1] with a teacher, got {distill}")
+    soft = _teacher_fn(teacher, device) if teacher is not None else None
     start, carried, finished, sessions = 1, 0.0, False, 1
     if resume:
         meta, best_state = _resume(Path(checkpoints), fingerprint, model, opt, sched, rng, steps)
@@ -254,7 +263,7 @@ def train_segmenter(model, train: list[TrainCase], val: tuple[np.ndarray, np.nda
     for step in range(start, steps + 1 if not finished else start):
         _train_mode(model, freeze)
         batch = sample_batch(train, batch_size, rng, focus_fraction=focus_fraction)
-        loss = _step(net, batch, rng, mirror, device, amp_dtype, loss_weights, opt)
+        loss = _step(net, batch, rng, mirror, device, amp_dtype, loss_weights, opt, soft, distill)
         sched.step()
         elapsed = time.perf_counter() - t0
         if step % log_every == 0 and rank == 0:
@@ -317,15 +326,41 @@ def _finish(model, best_state: dict | None) -> None:
     model.eval()
 
 
-def _step(net, batch, rng, mirror: bool, device, amp_dtype, loss_weights, opt) -> torch.Tensor:
-    """One optimisation step on a sampled batch ``(x, y, loc)`` (mirrored at random, augmented); returns the loss."""
+def _teacher_fn(teacher: torch.nn.Module, device):
+    """The teacher's logits function: its fused inference twin on CPU (same answers, half the work), else itself,
+    in eval mode and without gradients."""
+    from .fused import fuse_for_inference
+
+    teacher = teacher.to(device).eval().requires_grad_(False)
+    fused = fuse_for_inference(teacher) if device.type == "cpu" else None
+    fn = fused if fused is not None else teacher
+    return lambda x, loc: fn(x, loc).float()
+
+
+def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over voxels of KL(teacher || model) between the two voxel class distributions."""
+    return F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher_logits, 1), log_target=True,
+                    reduction="none").sum(1).mean()
+
+
+def _step(net, batch, rng, mirror: bool, device, amp_dtype, loss_weights, opt, soft=None,
+          distill: float = 0.0) -> torch.Tensor:
+    """One optimisation step on a sampled batch ``(x, y, loc)`` (mirrored at random, augmented); returns the loss.
+    ``soft``: the teacher's logits function (distillation, weight ``distill``)."""
     x, y, loc = batch
     if mirror:
         x, y, loc = mirror_augment(x, y, loc, rng)
     xb = normalise_hu(augment(torch.from_numpy(x), rng))[:, None].to(device)
+    lb = torch.from_numpy(loc).to(device)
     with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
-        logits = net(xb, torch.from_numpy(loc).to(device))
-    loss = loss_fn(logits.float(), torch.from_numpy(y).to(device), loss_weights)
+        logits = net(xb, lb)
+    hard = loss_fn(logits.float(), torch.from_numpy(y).to(device), loss_weights) if distill < 1 else 0.0
+    if soft is not None:
+        with torch.no_grad():
+            target = soft(xb, lb)
+        loss = (1 - distill) * hard + distill * distill_loss(logits.float(), target)
+    else:
+        loss = hard
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

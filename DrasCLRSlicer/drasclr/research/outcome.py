@@ -69,7 +69,7 @@ def load_features(features_dir) -> Features:
         raise InputError(f"no analyze output folders (embedding.npy + stats.csv) in {root}")
     no_emb = [p.name for p in folders if not (p / "embedding.npy").exists()]
     if no_emb:
-        raise InputError(f"{len(no_emb)} case(s) without embedding.npy (run analyze with a model): "
+        raise InputError(f"{len(no_emb)} case(s) without embedding.npy (run analyze with a model and --embedding): "
                          f"{', '.join(no_emb[:10])}")
     no_stats = [p.name for p in folders if not (p / "stats.csv").exists()]
     if no_stats:
