@@ -45,8 +45,20 @@ class Atlas:
     lobes: CTImage
     lungs: CTImage
     grid_image: CTImage
-    grid: np.ndarray
-    threshold: float
+
+    @functools.cached_property
+    def _grid(self) -> tuple[np.ndarray, float]:
+        # made on first use (about 0.7 s): analyze maps locations through ``grid_image`` and needs the grid only
+        # for the patient embedding
+        return location_grid(self.grid_image.array > 0)
+
+    @property
+    def grid(self) -> np.ndarray:
+        return self._grid[0]
+
+    @property
+    def threshold(self) -> float:
+        return self._grid[1]
 
     @property
     def centres(self) -> np.ndarray:
@@ -97,14 +109,13 @@ def location_grid(mask: np.ndarray, patch: int = PATCH, stride: int = STRIDE,
 
 @functools.lru_cache(maxsize=1)
 def load_atlas() -> Atlas:
-    """The shipped atlas with its location grid (cached; ~1 s the first time)."""
+    """The shipped atlas (cached; its location grid is made on first use)."""
     lobes = read_image(ATLAS_FILE)
     lobes = lobes.with_array(lobes.array.astype(np.uint8))
     lungs = lobes.with_array(np.where(np.isin(lobes.array, (1, 2)), 2, np.where(lobes.array > 0, 1, 0))
                              .astype(np.uint8))
     grid_image = resample_isotropic(lungs, 1.0, default=0, interpolator=sitk.sitkNearestNeighbor)
-    grid, threshold = location_grid(grid_image.array > 0)
-    return Atlas(lobes=lobes, lungs=lungs, grid_image=grid_image, grid=grid, threshold=threshold)
+    return Atlas(lobes=lobes, lungs=lungs, grid_image=grid_image)
 
 
 __all__ = ["Atlas", "load_atlas", "location_grid", "PATCH", "STRIDE"]

@@ -51,18 +51,24 @@ class LobeEstimate:
     affine: AtlasTransform | None = None
 
 
-def fill_sides(prior: np.ndarray, lungs: np.ndarray) -> dict[int, np.ndarray]:
-    """Per lung side, the whole grid labelled with the nearest of that side's lobes in ``prior``."""
+def fill_sides(prior: np.ndarray, lungs: np.ndarray, margin: int = 2) -> dict[int, np.ndarray]:
+    """Per lung side, the grid labelled with the nearest of that side's lobes in ``prior``: exactly so within
+    ``margin`` voxels of the box holding that lung and those lobes (all that is read: the lung's voxels and, on the
+    CT grid, their nearest work-grid voxels), that side's first lobe beyond."""
     out = {}
     for side, values in SIDES.items():
         have = np.isin(prior, values)
+        filled = np.full(prior.shape, values[0], np.uint8)
+        out[side] = filled
         if not have.any():
             if np.any(lungs == side):
                 log.warning("atlas transfer gave no lobe of lung %d; its first lobe takes the whole lung", side)
-            out[side] = np.full(prior.shape, values[0], np.uint8)
             continue
-        idx = ndimage.distance_transform_edt(~have, return_distances=False, return_indices=True)
-        out[side] = prior[tuple(idx)]
+        # every labelled voxel is in the box, so within it the nearest one is found exactly
+        box = ndimage.find_objects((have | (lungs == side)).astype(np.uint8))[0]
+        box = tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(box, prior.shape))
+        idx = ndimage.distance_transform_edt(~have[box], return_distances=False, return_indices=True)
+        filled[box] = prior[box][tuple(idx)]
     return out
 
 
