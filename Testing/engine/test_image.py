@@ -54,3 +54,19 @@ def test_resample_labelmap_back_to_grid_is_exact_on_same_grid():
     back = resample_to(lab, lab)
     assert np.array_equal(back.array, lab.array)
     assert back.array.dtype == np.uint8
+
+
+def test_bounding_box_is_find_objects_box():
+    from scipy import ndimage
+
+    from drasclr.core.image import bounding_box
+
+    rng = np.random.default_rng(0)
+    for shape in [(7, 9, 11), (1, 5, 5), (30, 4, 6)]:
+        for _ in range(20):
+            m = np.zeros(shape, np.uint8)
+            n = rng.integers(1, 4)
+            m[tuple(rng.integers(0, s, n) for s in shape)] = rng.integers(1, 4, n)
+            want = ndimage.find_objects((m > 0).view(np.uint8))[0]
+            assert bounding_box(m) == want and bounding_box(m > 0) == want
+    assert bounding_box(np.zeros((3, 3, 3), bool)) is None

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..core.errors import InputError
-from ..core.image import CTImage
+from ..core.image import CTImage, bounding_box
 from ..core.io import read_ct
 
 MODES = ("auto", "off")
@@ -197,12 +197,12 @@ def gains(measured: NoiseMeasure, target=TARGET_BAND_SD) -> list[float]:
 
 def lung_box(ct: CTImage, lungs: CTImage | None, margin_mm: float = BOX_MARGIN_MM):
     """(lo, hi) zyx of the lungs' bounding box plus ``margin_mm``, clipped to the grid; None without lungs."""
-    found = None if lungs is None else ndi.find_objects((lungs.array > 0).view(np.uint8))
-    if not found or found[0] is None:
+    found = None if lungs is None else bounding_box(lungs.array)
+    if found is None:
         return None
     margin = np.ceil(margin_mm / np.asarray(ct.spacing_zyx)).astype(int)
-    lo = np.maximum([s.start for s in found[0]] - margin, 0)
-    return tuple(lo), tuple(np.minimum([s.stop for s in found[0]] + margin, ct.array.shape))
+    lo = np.maximum([s.start for s in found] - margin, 0)
+    return tuple(lo), tuple(np.minimum([s.stop for s in found] + margin, ct.array.shape))
 
 
 def apply_gains(ct: CTImage, band_gains: list[float], box=None) -> CTImage:

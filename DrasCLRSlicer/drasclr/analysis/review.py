@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core import labels
-from ..core.image import CTImage
+from ..core.image import CTImage, bounding_box
 
 SCALE = 100  # an integer uncertainty array is percent (drasclr.dense.uncertainty.SCALE)
 
@@ -141,10 +141,9 @@ def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray
         raise ValueError(f"rank_by {rank_by!r}: expected one of {RANKINGS}")
     inside_all = (regions.array > 0) & (subtypes.array > 0)
     out = np.zeros(regions.array.shape, np.uint16)
-    found = ndimage.find_objects(inside_all.view(np.uint8))
-    if not found or found[0] is None:
+    box = bounding_box(inside_all)
+    if box is None:
         return ReviewQueue([], regions.with_array(out), block_mm, min_ml, rank_by)
-    box = found[0]
     lo = np.array([s.start for s in box])
     within = tuple(slice(s.start - o, s.stop - o) for s, o in zip(box, origin))  # the box in the arrays' indices
     scale = SCALE if uncertainty is not None and np.issubdtype(uncertainty.dtype, np.integer) else 1.0

@@ -33,7 +33,7 @@ from scipy import ndimage
 
 from ..core import labels
 from ..core.errors import InputError
-from ..core.image import CTImage, resample_to
+from ..core.image import CTImage, bounding_box, resample_to
 from ..core.io import IMAGE_SUFFIXES, read_image
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,10 @@ def region_histograms(regions: np.ndarray, *images: np.ndarray, offsets=None) ->
     float image. Each region's mask is made once for all the images, over the regions' box. ``offsets``: per image,
     the lowest value to count from (None: the image's minimum over the box)."""
     offsets = offsets or [None] * len(images)
-    found = ndimage.find_objects(regions, max_label=max(labels.REGION_NAMES))
+    outer = bounding_box(regions)  # the labelled part first (fast), the regions' own boxes inside it
+    found = [None] * max(labels.REGION_NAMES) if outer is None else [
+        None if f is None else tuple(slice(a.start + o.start, a.stop + o.start) for a, o in zip(f, outer))
+        for f in ndimage.find_objects(regions[outer], max_label=max(labels.REGION_NAMES))]
     present = [v for v in sorted(labels.REGION_NAMES) if found[v - 1] is not None]
     sets = _region_sets(present)
     if not present:

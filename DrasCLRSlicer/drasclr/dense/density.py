@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..core import labels
-from ..core.image import CTImage
+from ..core.image import CTImage, bounding_box
 
 LAA_HU = -950.0
 
@@ -59,10 +59,10 @@ class DensityVeto:
         normal: ``(lo, hi, mask)`` over the lung's bounding box (zyx, hi exclusive; ``mask`` False outside the
         lung). It depends on the CT and the lung only, not on the calls. The box filter runs over the bounding box
         + half a window: the same values as over the whole grid."""
-        found = ndi.find_objects((lung > 0).view(np.uint8))
-        if not found or found[0] is None:
+        found = bounding_box(lung)
+        if found is None:
             return (0, 0, 0), (0, 0, 0), np.zeros((0, 0, 0), bool)
-        lo, hi = [s.start for s in found[0]], [s.stop for s in found[0]]
+        lo, hi = [s.start for s in found], [s.stop for s in found]
         half = [int(round(w / s)) // 2 + 1 for w, s in zip(self.window_mm, ct.spacing_zyx)]
         plo = [max(a - h, 0) for a, h in zip(lo, half)]
         phi = [b + h for b, h in zip(hi, half)]

@@ -19,11 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from ..anatomy.regions import region_histograms
 from ..core import labels
-from ..core.image import CTImage
+from ..core.image import CTImage, bounding_box
 from .predict import ProbabilityMap
 
 KINDS = ("entropy", "disagreement", "margin")
@@ -128,19 +127,19 @@ def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_
         raise ValueError(f"uncertainty kind {kind!r}: expected one of {KINDS}")
     if kind == "disagreement" and probabilities.disagreement is None:
         raise ValueError("disagreement needs the mirrored test-time augmentation (tta=True)")
-    found = ndimage.find_objects((lungs.array > 0).astype(np.uint8))
-    if not found or found[0] is None:
+    found = bounding_box(lungs.array)
+    if found is None:
         raise ValueError("empty lung mask")
-    lo, hi = tuple(s.start for s in found[0]), tuple(s.stop for s in found[0])
+    lo, hi = tuple(s.start for s in found), tuple(s.stop for s in found)
     box = ct.crop(lo, hi)
-    inside = lungs.array[found[0]] > 0
+    inside = lungs.array[found] > 0
     kinds = KINDS if all_kinds else (kind,)
     if probabilities.disagreement is None:
         kinds = tuple(k for k in kinds if k != "disagreement")
     measures = {k: np.zeros(inside.shape, np.float16) for k in kinds}
     p_pred = np.zeros(inside.shape, np.float16)
     labels_box = (np.zeros(inside.shape, np.uint8) if subtypes is None
-                  else np.asarray(subtypes.array[found[0]], np.uint8))
+                  else np.asarray(subtypes.array[found], np.uint8))
     normal = veto.normal_density(ct, lungs.array)[2] if veto is not None and subtypes is None else None
     vetoed = np.zeros(inside.shape, np.uint8) if normal is not None else None  # the call turned normal, 0: none
     ny, nx = inside.shape[1:]
@@ -171,7 +170,7 @@ def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_
     out = subtypes
     if out is None:
         full = np.zeros(ct.array.shape, np.uint8)
-        full[found[0]] = labels_box
+        full[found] = labels_box
         out = ct.with_array(full)
     record = veto.counts(vetoed, vetoed > 0) if vetoed is not None else None
     return out, VoxelUncertainty(ct, lo, hi, measures, p_pred, inside, kind), record

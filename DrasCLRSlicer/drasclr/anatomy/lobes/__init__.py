@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from ...core import labels
 from ...core.errors import InputError
-from ...core.image import CTImage
+from ...core.image import CTImage, bounding_box
 from ..registration import AtlasTransform
 from .checks import lobe_problems, make_connected
 from .fissures import sheet_evidence
@@ -65,7 +65,7 @@ def fill_sides(prior: np.ndarray, lungs: np.ndarray, margin: int = 2) -> dict[in
                 log.warning("atlas transfer gave no lobe of lung %d; its first lobe takes the whole lung", side)
             continue
         # every labelled voxel is in the box, so within it the nearest one is found exactly
-        box = ndimage.find_objects((have | (lungs == side)).astype(np.uint8))[0]
+        box = bounding_box(have | (lungs == side))
         box = tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(box, prior.shape))
         idx = ndimage.distance_transform_edt(~have[box], return_distances=False, return_indices=True)
         filled[box] = prior[box][tuple(idx)]
@@ -103,7 +103,7 @@ def estimate_lobes(ct: CTImage, lungs: CTImage, method: str = "atlas+fissures",
     if not np.any(lungs.array):
         raise InputError("cannot estimate lobes: the lung mask is empty")
     full_ct, full_lungs = ct, lungs
-    box = ndimage.find_objects((lungs.array > 0).astype(np.uint8))[0]  # every CT-grid step runs in the lungs' box
+    box = bounding_box(lungs.array)  # every CT-grid step runs in the lungs' box
     lo, hi = [s.start for s in box], [s.stop for s in box]
     ct, lungs = ct.crop(lo, hi), lungs.crop(lo, hi)
     timings: dict[str, float] = {}

@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ...core import labels
+from ...core.image import bounding_box
 
 SIDE_OF_LOBE = {v: labels.LEFT_LUNG for v in labels.LEFT_LOBES} | {v: labels.RIGHT_LUNG for v in labels.RIGHT_LOBES}
 _FULL = np.ones((3, 3, 3), bool)
@@ -35,8 +36,12 @@ def _pieces(mask: np.ndarray) -> tuple[np.ndarray | None, int, tuple]:
 
 def _boxes(lobes: np.ndarray) -> dict[int, tuple]:
     """Each lobe's bounding box (one pass over the labelmap)."""
-    found = ndimage.find_objects(lobes, max_label=max(labels.LOBES))
-    return {v: found[v - 1] for v in labels.LOBES if found[v - 1] is not None}
+    outer = bounding_box(lobes)  # the labelled part first (fast), each lobe's box inside it
+    if outer is None:
+        return {}
+    found = ndimage.find_objects(lobes[outer], max_label=max(labels.LOBES))
+    return {v: tuple(slice(a.start + o.start, a.stop + o.start) for a, o in zip(found[v - 1], outer))
+            for v in labels.LOBES if found[v - 1] is not None}
 
 
 def make_connected(lobes: np.ndarray, max_rounds: int = 3) -> np.ndarray:
