@@ -102,7 +102,9 @@ def make_windows(args) -> None:
         kw["thickness"] = args.thickness
     if args.kernel:
         kw["kernel"] = args.kernel
-    opts = PhantomOptions(**kw)
+    if args.acquisition != "standard":
+        kw["acquisition"] = args.acquisition
+    opts = PhantomOptions(**kw).validate()
     for i in range(args.n):
         out = work / f"seed{args.seed}_case{i:03d}.npz"
         if out.exists():
@@ -280,7 +282,9 @@ def main(argv=None) -> None:
     w.add_argument("--n", type=int, default=12)
     w.add_argument("--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"))
     w.add_argument("--thickness", type=float, default=None)
-    w.add_argument("--kernel", default=None, choices=["soft", "sharp", "mixed"])
+    w.add_argument("--kernel", default=None, choices=["soft", "sharp", "mixed", "lung"])
+    w.add_argument("--acquisition", default="standard", choices=["standard", "clinical"],
+                   help="clinical: the clinical acquisition variety (kernels, dose, 0.6-5 mm slices; docs/acquisition.md)")
     w.add_argument("--per-class", type=int, default=40)
     w.add_argument("--work", required=True)
     r = sub.add_parser("report", help="statistics and cross-domain kNN")

@@ -101,8 +101,17 @@ def test_checks_find_and_repair_broken_lobes():
     np.testing.assert_array_equal(fixed, lob)  # nothing to repair
     stray = lob.copy()
     stray[4:6, 4:6, 26:28] = 1
-    repaired = make_connected(stray)
+    whole = set()
+    repaired = make_connected(stray, whole=whole)
     assert np.all(repaired[4:6, 4:6, 26:28] == 2) and lobe_problems(repaired, lungs) == []
+    # settled: every lobe, whose piece count lobe_problems then trusts; the other checks still run
+    assert whole == {1, 2, 3, 4, 5} and lobe_problems(repaired, lungs, whole) == []
+    repaired[15, 15, 15] = 0
+    assert lobe_problems(repaired, lungs, whole) == lobe_problems(repaired, lungs) == ["1 lung voxels carry no lobe"]
+    # not settled within the rounds allowed: nothing is promised
+    unsettled = set()
+    make_connected(stray, max_rounds=1, whole=unsettled)
+    assert unsettled == set()
 
 
 def test_metrics_measure_a_known_shift():

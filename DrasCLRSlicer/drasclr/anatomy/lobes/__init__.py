@@ -130,8 +130,9 @@ def estimate_lobes(ct: CTImage, lungs: CTImage, method: str = "atlas+fissures",
     on_ct = to_ct_grid(both, ref, ct)
     out = np.where(lungs.array == labels.LEFT_LUNG, on_ct >> 4,
                    np.where(lungs.array == labels.RIGHT_LUNG, on_ct & 15, 0)).astype(np.uint8)
-    out = make_connected(out)
-    problems = lobe_problems(out, lungs.array)
+    whole: set[int] = set()
+    out = make_connected(out, whole=whole)
+    problems = lobe_problems(out, lungs.array, whole)
     timings["ct_grid_s"] = round(time.perf_counter() - t2, 3)
     for p in problems:
         log.warning("estimated lobes: %s", p)

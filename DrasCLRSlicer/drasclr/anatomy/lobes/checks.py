@@ -44,8 +44,11 @@ def _boxes(lobes: np.ndarray) -> dict[int, tuple]:
             for v in labels.LOBES if found[v - 1] is not None}
 
 
-def make_connected(lobes: np.ndarray, max_rounds: int = 3) -> np.ndarray:
-    """Every lobe's stray pieces (all but the largest) relabelled to the same-lung lobe they touch most."""
+def make_connected(lobes: np.ndarray, max_rounds: int = 3, whole: set | None = None) -> np.ndarray:
+    """Every lobe's stray pieces (all but the largest) relabelled to the same-lung lobe they touch most.
+    ``whole``: a set that receives, when a round changed nothing, every lobe present: each is then one piece
+    plus, at most, pieces touching no other lobe of its lung (islands of the lung mask itself), which is what
+    :func:`lobe_problems` checks, so it need not look again."""
     out = lobes.copy()
     for _ in range(max_rounds):
         changed = False
@@ -76,6 +79,8 @@ def make_connected(lobes: np.ndarray, max_rounds: int = 3) -> np.ndarray:
                     view[piece] = best[1]
                     changed = True
         if not changed:
+            if whole is not None:
+                whole.update(boxes)
             break
     return out
 
@@ -99,28 +104,32 @@ def _attached_pieces(lobes: np.ndarray, v: int, box: tuple) -> list[int]:
     return sizes
 
 
-def lobe_problems(lobes: np.ndarray, lungs: np.ndarray) -> list[str]:
-    """What breaks the lobe contract (``lobes`` 1–5, ``lungs`` 1 right / 2 left, same grid); [] when none."""
+def lobe_problems(lobes: np.ndarray, lungs: np.ndarray, whole: set | None = None) -> list[str]:
+    """What breaks the lobe contract (``lobes`` 1–5, ``lungs`` 1 right / 2 left, same grid); [] when none.
+    ``whole``: lobes already known to be in one piece (from :func:`make_connected` on this very labelmap)."""
     problems = []
-    # voxels per (lung value, lobe value) in one pass: lung 0 outside, 1 right, 2 left (other values: lung)
-    side = np.minimum(lungs, 3).astype(np.uint8)
-    pairs = np.stack([np.bincount(np.minimum(lobes[side == s], 15), minlength=16) for s in range(4)])
-    unlabelled = int(pairs[1:, 0].sum())
+    lung, lobe = lungs > 0, lobes > 0
+    unlabelled = int(np.count_nonzero(lung & ~lobe))
     if unlabelled:
         problems.append(f"{unlabelled} lung voxels carry no lobe")
-    outside = int(pairs[0, 1:].sum())
+    outside = int(np.count_nonzero(lobe & ~lung))
     if outside:
         problems.append(f"{outside} lobe voxels lie outside the lung mask")
     boxes = _boxes(lobes)
+    present = {s: bool(np.any(lungs == s)) for s in set(SIDE_OF_LOBE.values())}
     for v, s in SIDE_OF_LOBE.items():
-        if not pairs[s].any():
+        if not present[s]:
             continue
         if v not in boxes:
             problems.append(f"{labels.LOBES[v]} is empty")
             continue
-        wrong = int(pairs[1:, v].sum() - pairs[s, v])
+        here = lobes[boxes[v]] == v
+        wrong = int(np.count_nonzero(here & (lungs[boxes[v]] != s)))  # in the other lung (or outside: counted above)
+        wrong -= int(np.count_nonzero(here & (lungs[boxes[v]] == 0)))
         if wrong:
             problems.append(f"{labels.LOBES[v]}: {wrong} voxels in the other lung")
+        if whole is not None and v in whole:
+            continue
         n = len(_attached_pieces(lobes, v, boxes[v]))
         if n > 1:
             problems.append(f"{labels.LOBES[v]} is in {n} pieces")
