@@ -232,7 +232,7 @@ def report(args) -> dict:
         print(f"| {name} | {r['balanced_accuracy']:.2f} | " + " | ".join(f"{r['recall'][NAMES[c]]:.2f}"
                                                                       for c in CLASSES) + " |")
     print("\nphantom normal windows by kernel (real: 2.1 % below -950 HU):")
-    for kern in ("soft", "sharp"):
+    for kern in ("soft", "sharp", "lung"):
         m = np.isin(case_of, [j for j, i in enumerate(infos) if i["kernel"] == kern]) & (py == 1)
         if m.any():
             s = class_stats(pw[m], PIXEL_MM)
@@ -284,7 +284,8 @@ def main(argv=None) -> None:
     w.add_argument("--thickness", type=float, default=None)
     w.add_argument("--kernel", default=None, choices=["soft", "sharp", "mixed", "lung"])
     w.add_argument("--acquisition", default="standard", choices=["standard", "clinical"],
-                   help="clinical: the clinical acquisition variety (kernels, dose, 0.6-5 mm slices; docs/acquisition.md)")
+                   help="clinical: the clinical acquisition variety (kernels, dose, 0.6-5 mm slices; "
+                        "docs/acquisition.md)")
     w.add_argument("--per-class", type=int, default=40)
     w.add_argument("--work", required=True)
     r = sub.add_parser("report", help="statistics and cross-domain kNN")
