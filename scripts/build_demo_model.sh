@@ -23,28 +23,9 @@ STEPS=${STEPS:-4000} PARENT=${PARENT:-DrasCLRSlicer/drasclr/data/models/demo-v5}
 source scripts/demo_model_lib.sh
 echo "info: demo-v6 build $(date -u +%FT%TZ) work=$WORK model=$MODEL steps=$STEPS" >&2
 
-# --- training cohorts: version-3 phantoms with the clinical acquisition, 32 cases (8 chunks of 4) --------------
-chunk() {  # chunk NAME SEED OPTIONS...
-  local name=$1 seed=$2
-  shift 2
-  [ -d "$WORK/$name" ] || $DRASCLR phantom -o "$WORK/$name" --n 4 --seed "$seed" --generator 3 --workers 1 "$@"
-}
-for i in 0 1 2 3 4; do chunk "v3c_a$i" $((6101 + i)) --acquisition clinical; done
-for i in 0 1 2; do chunk "v3c_b$i" $((6111 + i)) --acquisition clinical --healthy-fraction 0; done
-
-# --- real texture: LIDC-IDRI-0001 pseudo-labelled (as demo-v5); A0002 read as without emphysema: all normal ----
-mkdir -p "$WORK/real"
-if [ ! -d "$WORK/real/real_lidc_idri_0001" ] && [ -f "$REAL/lidc_idri_0001.nii.gz" ]; then
-  $PY -m drasclr.dense.pseudo "$REAL/lidc_idri_0001.nii.gz" -o "$WORK/real" --min-confidence 0.8 --sample-weight 4
-fi
-if [ ! -d "$WORK/real/real_lungpetctdx_A0002_8mm_B40f" ] && [ -f "$REAL/lungpetctdx_A0002_8mm_B40f.nii.gz" ]; then
-  $PY -m drasclr.dense.pseudo "$REAL/lungpetctdx_A0002_8mm_B40f.nii.gz" -o "$WORK/real" --all-normal \
-    --sample-weight 2
-fi
-
-# --- one training folder of links --------------------------------------------------------------------------------
+# --- training cohorts: version-3 clinical phantoms + the two real CTs (scripts/demo_model_lib.sh) -----------------
+v6_cohort
 TRAIN="$WORK/train_v6"
-link_cases "$TRAIN" "$WORK"/v3c_[ab]*/case_* "$WORK"/real/real_*
 
 # --- fine-tuning from demo-v5 (resumable; PAUSE_MINUTES pauses with exit 75) --------------------------------------
 finetune_from "$PARENT" "$TRAIN" "$MODEL" 3e-4

@@ -5,7 +5,7 @@
 # (finetune cohort --distill-from, weight 1: the labels only choose the patches and score validation), decoder
 # only (the encoder and its BatchNorm statistics stay demo-v5's), and keeps demo-v5's decision weights and
 # density rule. The patches come from the demo-v6 cohort (version-3 phantoms with the clinical acquisition
-# variety + the two real CTs; scripts/build_demo_model.sh makes them, the same seeds).
+# variety + the two real CTs; made here if missing, the same seeds as scripts/build_demo_model.sh).
 # Usage: scripts/build_light_model.sh [WORK_DIR] [MODEL_DIR]
 # Defaults: WORK_DIR=build/demo-model-v6 (the cohorts), MODEL_DIR=DrasCLRSlicer/drasclr/data/models/demo-v5-light
 # (refused if it exists). Resumable like the other builds (checkpoints every 200 steps; PAUSE_MINUTES=N).
@@ -16,12 +16,8 @@ STEPS=${STEPS:-3000} PARENT=${PARENT:-DrasCLRSlicer/drasclr/data/models/demo-v5}
 # shellcheck source=scripts/demo_model_lib.sh
 source scripts/demo_model_lib.sh
 echo "info: demo-v5-light build $(date -u +%FT%TZ) work=$WORK model=$MODEL steps=$STEPS" >&2
+v6_cohort  # the demo-v6 build's cohort (the same seeds; kept once made): where demo-v5's answers are learnt
 TRAIN="$WORK/train_v6"
-if [ ! -d "$TRAIN" ]; then  # the cohort of the demo-v6 build: make it (no training) with that script's steps
-  echo "error: $TRAIN not found: build the cohorts first (STEPS=0 is not supported; run scripts/build_demo_model.sh" \
-    "$WORK until its training starts, or point WORK_DIR at an existing demo-v6 work folder)" >&2
-  exit 2
-fi
 if [ ! -f "$MODEL/model.safetensors" ]; then
   resume="" pause=""
   [ -f "$MODEL.checkpoints/latest" ] && resume=--resume

@@ -42,3 +42,28 @@ finetune_from() {
 test_list() {
   ls -d "$1"/*/ | sed 's:/$::; s:$:/ct.nii.gz:' > "$1.txt"
 }
+
+# chunk NAME SEED OPTIONS...: 4 version-3 phantoms into WORK/NAME (all-or-nothing, kept once made)
+chunk() {
+  local name=$1 seed=$2
+  shift 2
+  [ -d "$WORK/$name" ] || $DRASCLR phantom -o "$WORK/$name" --n 4 --seed "$seed" --generator 3 --workers 1 "$@"
+}
+
+# v6_cohort: the demo-v6 training cohort in WORK/train_v6 (links): version-3 phantoms with the clinical acquisition,
+# 32 cases (8 chunks of 4), LIDC-IDRI-0001 pseudo-labelled by cip-lh (as for demo-v5) and Lung-PET-CT-Dx A0002
+# (8 mm, read as without visible emphysema) labelled all normal. The A0001 kernel pair is NOT in it (the kernel test).
+v6_cohort() {
+  local i
+  for i in 0 1 2 3 4; do chunk "v3c_a$i" $((6101 + i)) --acquisition clinical; done
+  for i in 0 1 2; do chunk "v3c_b$i" $((6111 + i)) --acquisition clinical --healthy-fraction 0; done
+  mkdir -p "$WORK/real"
+  if [ ! -d "$WORK/real/real_lidc_idri_0001" ] && [ -f "$REAL/lidc_idri_0001.nii.gz" ]; then
+    $PY -m drasclr.dense.pseudo "$REAL/lidc_idri_0001.nii.gz" -o "$WORK/real" --min-confidence 0.8 --sample-weight 4
+  fi
+  if [ ! -d "$WORK/real/real_lungpetctdx_A0002_8mm_B40f" ] && [ -f "$REAL/lungpetctdx_A0002_8mm_B40f.nii.gz" ]; then
+    $PY -m drasclr.dense.pseudo "$REAL/lungpetctdx_A0002_8mm_B40f.nii.gz" -o "$WORK/real" --all-normal \
+      --sample-weight 2
+  fi
+  link_cases "$WORK/train_v6" "$WORK"/v3c_[ab]*/case_* "$WORK"/real/real_*
+}
