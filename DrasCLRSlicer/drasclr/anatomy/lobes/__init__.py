@@ -3,7 +3,7 @@
 ``estimate_lobes(ct, lungs)`` returns LTRC lobes (1 left upper, 2 left lower, 3 right upper, 4 right middle,
 5 right lower) on the CT's grid that partition the lung mask (left lung: lobes 1–2, right lung: 3–5):
 
-1. working grid: the lungs' box at 1.5 mm (:mod:`.grid`);
+1. working grid: the lungs' box at 2 mm (:mod:`.grid`);
 2. atlas transfer: the affine atlas registration refined by demons on the lung masks, atlas lobes resampled
    through both (:mod:`.transfer`); every lung voxel gets the nearest atlas lobe of its own lung;
 3. fissures: bright thin sheets in vessel-free parenchyma, away from the pleura (:mod:`.fissures`);

@@ -1,7 +1,7 @@
 """Fissure evidence in the CT: thin bright sheets, in vessel-free parenchyma, facing the expected way.
 
 Fissures are pleural sheets (about -800 to -600 HU, under 1 mm thick) in darker parenchyma; vessels are
-bright tubes, the pleura a bright wall. On the working grid (1.5 mm):
+bright tubes, the pleura a bright wall. On the working grid (2 mm):
 
 1. vessels: HU above ``VESSEL_HU`` after a light Gaussian (σ = 1 mm), grown by one voxel, are replaced by the
    local parenchyma level (a normalised Gaussian mean over vessel-free lung), so tubes leave no ridge; the

@@ -11,7 +11,9 @@ import SimpleITK as sitk
 
 from ...core.image import CTImage
 
-WORK_MM = 1.5
+# 2 mm since session 10 (1.5 mm before): half the time; on 8 held-out phantoms with lobe truth mean lobe Dice 0.914 ->
+# 0.926 and on the 5 real CTs 99.0-99.5 % of lung voxels keep their lobe (docs/lobes.md, "Working grid")
+WORK_MM = 2.0
 
 
 def work_reference(lungs: CTImage, spacing_mm: float = WORK_MM, margin_mm: float = 6.0) -> sitk.Image:
