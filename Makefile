@@ -27,9 +27,10 @@ bench: setup
 	PYTHONPATH=DrasCLRSlicer $(PY) bench/bench_anatomy.py --real $(REAL)
 	PYTHONPATH=DrasCLRSlicer $(PY) bench/bench_phantom.py speed
 
-# Rebuild the bundled demo model (phantoms -> pretraining -> fine-tuning -> held-out evaluation)
+# Rebuild the bundled default model demo-light-v1 (distilled from the bundled demo-v5; docs/demo_model.md).
+# demo-v5 itself: scripts/build_demo_v5.sh; the demo-v6 candidate: scripts/build_demo_model.sh (docs/acquisition.md)
 demo-model: setup
-	bash scripts/build_demo_model.sh  # the demo-v6 candidate (docs/acquisition.md); demo-v5: scripts/build_demo_v5.sh
+	bash scripts/build_light_model.sh
 
 cmake-lists: setup
 	$(PY) scripts/update_cmake_lists.py

@@ -14,7 +14,8 @@ from pathlib import Path
 from .. import DATA_DIR
 
 PACKAGE_MODELS = DATA_DIR / "models"
-DEMO_MODEL = PACKAGE_MODELS / "demo-v5"  # the default subtype model (``$DRASCLR_MODEL`` overrides it)
+# the default subtype model (``$DRASCLR_MODEL`` overrides it): demo-v5 distilled into a lighter decoder (session 10)
+DEMO_MODEL = PACKAGE_MODELS / "demo-light-v1"
 # the reference local-histogram classifier (``drasclr.reference``): ``model.json`` + ``references.npz``, no weights
 REFERENCE_MODEL = PACKAGE_MODELS / "cip-lh"
 # names ``--model`` accepts besides folders and files
@@ -35,7 +36,7 @@ def default_model() -> Path:
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
     """The folder (or file) of a ``--model`` argument: a path that exists, else the name of a bundled model
-    (``cip-lh``, ``demo-v5``, ...) or of one in the user folder; None for the default model."""
+    (``cip-lh``, ``demo-v5``, ``demo-light-v1`` ...) or of one in the user folder; None for the default model."""
     if model is None:
         return default_model()
     text = str(model)
