@@ -27,8 +27,8 @@ bench: setup
 	PYTHONPATH=DrasCLRSlicer $(PY) bench/bench_anatomy.py --real $(REAL)
 	PYTHONPATH=DrasCLRSlicer $(PY) bench/bench_phantom.py speed
 
-# Rebuild the bundled default model demo-light-v1 (distilled from the bundled demo-v5; docs/demo_model.md).
-# demo-v5 itself: scripts/build_demo_v5.sh; the demo-v6 candidate: scripts/build_demo_model.sh (docs/acquisition.md)
+# Rebuild the bundled models: demo-light-v1 (distilled from the bundled demo-v5, docs/demo_model.md). demo-v5, the
+# default, from scratch: scripts/build_demo_v5.sh; the demo-v6 candidate: scripts/build_demo_model.sh
 demo-model: setup
 	bash scripts/build_light_model.sh
 

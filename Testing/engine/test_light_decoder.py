@@ -87,7 +87,8 @@ def test_distilled_light_model_learns_the_teacher_and_keeps_its_decisions(tmp_pa
     data = synthetic_cohort(tmp_path / "data", 3, seed=20)
     teacher = tiny_model()
     card = {"name": "t", "version": "teacher", "inference": {"class_weights": [1.0, 0.7, 0.9, 0.5],
-                                                           "density_veto": {"min_laa950": 0.15}}}
+                                                           "density_veto": {"min_laa950": 0.15}},
+            "validated_spacing_mm": {"in_plane": [0.7, 0.9], "slice": [1.0, 1.25]}}
     tdir = save_segmenter(teacher, tmp_path / "teacher", card)
     out = tmp_path / "student"
     r = run_cli("finetune", "cohort", "--data", str(data), "--val-fraction", "0.34", "--from", str(tdir),
@@ -100,6 +101,9 @@ def test_distilled_light_model_learns_the_teacher_and_keeps_its_decisions(tmp_pa
     assert scard["inference"]["class_weights"] == [1.0, 0.7, 0.9, 0.5]
     assert scard["inference"]["inherited_from"] == "teacher" and scard["training"]["distill"] == 1.0
     assert scard["training"]["distilled_from"]["folder"] == "teacher"
+    # validated where the teacher was, not over the patches' cohort (which only chose what to copy)
+    spacing = scard["validated_spacing_mm"]
+    assert spacing["in_plane"] == [0.7, 0.9] and spacing["slice"] == [1.0, 1.25]
     g = torch.Generator().manual_seed(3)
     x, loc = torch.rand(6, 1, 32, 32, 32, generator=g) * 2 - 1, torch.rand(6, 3, generator=g) * 2 - 1
     with torch.no_grad():

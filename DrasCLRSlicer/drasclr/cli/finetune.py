@@ -220,6 +220,10 @@ def run_cohort(args) -> int:
     if args.distill_from:
         teacher, teacher_card, teacher_dir = load_segmenter(args.distill_from)
         card["training"]["distilled_from"] = lineage(teacher_card, teacher_dir)["parent"]
+        if args.distill_weight == 1 and teacher_card.get("validated_spacing_mm"):
+            # a copy of the teacher is validated where the teacher is (the cohort only chose the patches)
+            card["validated_spacing_mm"] = {**teacher_card["validated_spacing_mm"],
+                                            "source": f"the teacher's ({teacher_dir.name}; a distilled copy)"}
         if args.no_calibrate and args.distill_weight == 1 and teacher_card.get("inference"):
             # a copy of the teacher decides as the teacher does: its decision weights and density rule
             card["inference"] = {**teacher_card["inference"], "inherited_from": teacher_dir.name}

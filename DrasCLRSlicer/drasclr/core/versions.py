@@ -14,8 +14,9 @@ from pathlib import Path
 from .. import DATA_DIR
 
 PACKAGE_MODELS = DATA_DIR / "models"
-# the default subtype model (``$DRASCLR_MODEL`` overrides it): demo-v5 distilled into a lighter decoder (session 10)
-DEMO_MODEL = PACKAGE_MODELS / "demo-light-v1"
+# the default subtype model (``$DRASCLR_MODEL`` overrides it). ``demo-light-v1`` (session 10) gives its answers with
+# a lighter decoder in less time, but learns an annotator's corrections more slowly: bundled, not the default
+DEMO_MODEL = PACKAGE_MODELS / "demo-v5"
 # the reference local-histogram classifier (``drasclr.reference``): ``model.json`` + ``references.npz``, no weights
 REFERENCE_MODEL = PACKAGE_MODELS / "cip-lh"
 # names ``--model`` accepts besides folders and files
