@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from drasclr.core.versions import PACKAGE_MODELS, split_version, user_models_dir
+from drasclr.core.versions import PACKAGE_MODELS, default_model, split_version, user_models_dir
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,16 @@ class ModelStore:
             if chosen is not None:
                 return chosen
         return versions[-1] if versions else None
+
+    def default(self) -> ModelEntry | None:
+        """What a shell selects before the user chooses: the active version of the engine's default model's family
+        (``drasclr analyze`` without ``--model``), else of the last family listed."""
+        entries = self.all()
+        if not entries:
+            return None
+        engine = default_model().resolve()
+        family = next((e.name for e in entries if e.path.resolve() == engine), entries[-1].name)
+        return self.active(family)
 
     def revert(self, name: str, version: str) -> ModelEntry:
         """Make ``version`` (a folder name such as ``demo-v1``) the active version of ``name``."""

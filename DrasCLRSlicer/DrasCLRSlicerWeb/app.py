@@ -293,8 +293,8 @@ class ReadingRoom:
         items = [{"title": e.label, "value": str(e.path)} for e in entries]
         current = select or self.state.model_path
         if current not in {i["value"] for i in items}:
-            active = store.active(entries[-1].name) if entries else None
-            current = str(active.path) if active else None
+            chosen = store.default()  # the engine's default model family, its active version
+            current = str(chosen.path) if chosen else None
         names = {e.name for e in entries if str(e.path) == current}
         versions = [{"title": e.label, "value": e.version} for e in entries if e.name in names]
         self._flush(models=items, model_path=current, versions=versions,

@@ -85,3 +85,17 @@ def test_requirements_cover_the_engine_dependencies():
 
 def test_missing_reports_absent_modules():
     assert dependencies.missing(["scipy>=1.0", "surely-not-a-module-xyz>=1"]) == ["surely-not-a-module-xyz>=1"]
+
+
+def test_default_selection_is_the_engines_default_family(tmp_path, monkeypatch):
+    """Shells preselect the family of the model ``drasclr analyze`` uses without --model, whatever other families
+    sort after it (a bundled ``demo-light`` sorts after ``demo``), and that family's active version."""
+    store = models.ModelStore(tmp_path / "user", bundled_root=tmp_path / "bundled")
+    default = make_model(tmp_path / "bundled", "demo-v5", name="demo")
+    make_model(tmp_path / "bundled", "demo-light-v1", name="demo-light")
+    monkeypatch.setenv("DRASCLR_MODEL", str(default))
+    assert store.default().version == "demo-v5"
+    make_model(tmp_path / "user", "demo-v6", name="demo", finetuned=True)  # a fine-tuned version: now the newest
+    assert store.default().version == "demo-v6"
+    monkeypatch.setenv("DRASCLR_MODEL", str(tmp_path / "elsewhere" / "x-v1"))  # not in the store: the last family
+    assert store.default().name == "demo-light"
