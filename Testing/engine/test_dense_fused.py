@@ -141,3 +141,25 @@ def test_fast_path_matches_the_old_path_on_a_real_ct_crop(monkeypatch):
     lo, hi = np.array([mid - 10, 0, 0]), np.array([mid + 10, *ct.array.shape[1:]])
     ref, fast = _compare_paths(monkeypatch, ct.crop(lo, hi), lungs.crop(lo, hi), locator)
     _assert_same_answers(ref, fast, lungs.crop(lo, hi))
+
+
+def test_blending_does_not_depend_on_the_worker_threads():
+    """Worker threads run the batches (plain pass, mirrored pass of the unsure patches, weighting); the main thread
+    adds their results in patch order: one worker or two, the very same probabilities and disagreement."""
+    ct = read_ct(demo_paths()["ct"])
+    lungs = segment_lungs(ct)
+    locator, _ = locator_for(lungs)
+    model, card, _ = load_segmenter(DEMO_MODEL, "cpu")
+    threads = torch.get_num_threads()
+    out = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out.append(predict(ct, lungs, model, "cpu", locator=locator, tta=True, stride=32, batch_size=3,
+                               class_weights=card_class_weights(card)))
+    finally:
+        torch.set_num_threads(threads)
+    one, two = (o.probabilities for o in out)
+    assert one.array.max() > 0.5 and np.array_equal(one.array, two.array)
+    assert np.array_equal(one.disagreement, two.disagreement) and one.disagreement.max() > 0
+    assert np.array_equal(out[0].subtypes.array, out[1].subtypes.array)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import torch
 from ..anatomy.atlas import PATCH
 from ..core import labels
 from ..core.errors import InputError
-from ..core.image import CTImage, resample_isotropic, resample_to
+from ..core.image import CTImage, box_sums, resample_isotropic, resample_to
 from ..core.intensity import normalise_hu
 from ..core.progress import progress
 from .fused import fast_path_enabled, fuse_for_inference
@@ -69,14 +70,9 @@ def plan_patches(lung: np.ndarray, stride: int = 16, patch: int = PATCH, min_sha
         if s[-1] != max(n - patch, 0):
             s.append(max(n - patch, 0))
         starts.append(s)
-    # a patch touches the lung when its box holds a lung voxel: integral image test
-    cs = np.pad(lung > 0, ((1, 0), (1, 0), (1, 0))).cumsum(0).cumsum(1).cumsum(2)
+    # a patch touches the lung when its box holds a lung voxel
+    count = box_sums(lung > 0, starts, patch).ravel()
     corners = np.array(np.meshgrid(*starts, indexing="ij")).reshape(3, -1).T
-    a, b = corners, np.minimum(corners + patch, lung.shape)
-    z0, y0, x0 = a.T
-    z1, y1, x1 = b.T
-    count = (cs[z1, y1, x1] - cs[z0, y1, x1] - cs[z1, y0, x1] - cs[z1, y1, x0]
-             + cs[z0, y0, x1] + cs[z0, y1, x0] + cs[z1, y0, x0] - cs[z0, y0, x0])
     corners, count = corners[count > 0], count[count > 0]
     sparse = count < min_share * patch ** 3
     if not sparse.any():
@@ -93,12 +89,7 @@ def plan_patches(lung: np.ndarray, stride: int = 16, patch: int = PATCH, min_sha
 
 def extract_patches(volume: np.ndarray, corners: np.ndarray, patch: int = PATCH, fill: float = -1024) -> np.ndarray:
     """``(N, patch, patch, patch)`` blocks at ``corners`` (zyx, may lie partly outside), padded with ``fill``."""
-    corners = np.clip(np.asarray(corners, int), -patch, np.asarray(volume.shape))
-    pad = np.pad(volume, [(patch, patch)] * 3, constant_values=fill)
-    out = np.empty((len(corners), patch, patch, patch), dtype=volume.dtype)
-    for n, (z, y, x) in enumerate(corners + patch):
-        out[n] = pad[z:z + patch, y:y + patch, x:x + patch]
-    return out
+    return PaddedVolume(volume, fill, patch).cut(corners)
 
 
 def _autocast(device: torch.device):
@@ -238,48 +229,41 @@ def blend_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Locato
     mirrored about the atlas midline (what training augments with), and the two probabilities are averaged.
     ``tta_select``: mirror only the patches whose plain pass is unsure (:func:`unsure_patches`) on more than this
     share of their lung voxels (None: every patch); the others keep their plain pass and no disagreement.
-    ``disagreement``: False skips the disagreement map (None returned)."""
+    ``disagreement``: False skips the disagreement map (None returned).
+
+    Each batch is one job (:class:`_PatchJob`: cut, plain pass, mirrored pass of its unsure patches, Gaussian
+    weighting), run by the worker threads; the main thread only adds the weighted results into the grid, in
+    patch order (the same sums, so the same answer, whatever the threads' timing)."""
     lung = vol.lungs.array
     corners = plan_patches(lung, stride or default_stride(device), min_share=MIN_LUNG_SHARE)
     loc = locator(vol.ct.zyx_to_lps(corners + PATCH / 2.0)).astype(np.float32)  # patch centres
-    weight = gaussian_weight(PATCH)
     num_classes = getattr(model, "num_classes", labels.NUM_CLASSES)
     padded = [n + PATCH for n in lung.shape]
     acc = np.zeros((num_classes, *padded), np.float32)
     wsum = np.zeros(padded, np.float32)
     dis = np.zeros(padded, np.float32) if tta and disagreement else None
-    model = model.to(device).eval()
-    run = runner_for(model, device)
-
-    def step(xb, lb):
-        return torch.softmax(run.fn(normalise_hu(xb)[:, None], lb), dim=1)
-
-    chunk = 256  # bounded memory: patches are cut and blended chunk by chunk
+    run = runner_for(model.to(device).eval(), device)
+    job = _PatchJob(run.fn, PaddedVolume(vol.ct.array, -1024), PaddedVolume(lung, 0), corners, loc, device,
+                    tta, tta_select, dis is not None)
+    bs = _batch_size(device, batch_size, run.workers)
+    starts = range(0, len(corners), bs)
+    weight = job.weight
     mirrored = 0
-    for c0 in range(0, len(corners), chunk):
-        cc = corners[c0:c0 + chunk]
-        patches = extract_patches(vol.ct.array, cc)
-        desc = f"subtypes {c0 // chunk + 1}/{(len(corners) + chunk - 1) // chunk}"
-        probs = run_batched(step, patches, loc[c0:c0 + chunk], device, batch_size, desc=desc, workers=run.workers)
-        gap = None
-        if tta:
-            todo = (np.arange(len(cc)) if tta_select is None
-                    else np.flatnonzero(unsure_patches(probs, extract_patches(lung, cc, fill=0)) > tta_select))
-            gap = np.zeros((len(cc), *probs.shape[2:]), np.float32)
-            if len(todo):
-                flipped = run_batched(step, np.ascontiguousarray(patches[todo][..., ::-1]),
-                                      mirror_left_right(loc[c0:c0 + chunk][todo]), device, batch_size,
-                                      desc=desc + " mirrored", workers=run.workers)[..., ::-1]
-                gap[todo] = 0.5 * np.abs(probs[todo] - flipped).sum(axis=1)
-                probs[todo] = 0.5 * (probs[todo] + flipped)
-                del flipped
-            mirrored += len(todo)
-        for n, ((z, y, x), p) in enumerate(zip(cc, probs)):
-            box = (slice(z, z + PATCH), slice(y, y + PATCH), slice(x, x + PATCH))
-            acc[(slice(None), *box)] += p * weight
-            wsum[box] += weight
-            if dis is not None:
-                dis[box] += gap[n] * weight
+    with contextlib.ExitStack() as stack:
+        if run.workers > 1 and len(starts) > 1:
+            stack.enter_context(_single_threaded_ops(run.workers))
+            pool = stack.enter_context(ThreadPoolExecutor(run.workers, thread_name_prefix="drasclr-patches"))
+            results = _ordered(pool, lambda s: job(s, s + bs), starts, ahead=2 * run.workers)
+        else:
+            results = (job(s, s + bs) for s in starts)
+        for s, (probs, gap, n_mirrored) in zip(starts, progress(results, total=len(starts), desc="subtypes")):
+            mirrored += n_mirrored
+            for n, (z, y, x) in enumerate(corners[s:s + bs]):
+                box = (slice(z, z + PATCH), slice(y, y + PATCH), slice(x, x + PATCH))
+                acc[(slice(None), *box)] += probs[n]
+                wsum[box] += weight
+                if dis is not None:
+                    dis[box] += gap[n]
     if tta:
         log.info("test-time augmentation: %d of %d patches mirrored", mirrored, len(corners))
     crop = tuple(slice(0, n) for n in lung.shape)
@@ -289,6 +273,81 @@ def blend_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Locato
         dis = dis[crop]
         np.divide(dis, wsum, out=dis, where=wsum > 0)
     return acc, dis
+
+
+class PaddedVolume:
+    """A volume padded once by a patch on every side, so that patches (partly outside, too) are cut as views."""
+
+    def __init__(self, volume: np.ndarray, fill: float, patch: int = PATCH):
+        self.patch = patch
+        self.shape = np.asarray(volume.shape)
+        self.array = np.pad(volume, [(patch, patch)] * 3, constant_values=fill)
+
+    def cut(self, corners: np.ndarray) -> np.ndarray:
+        """``(N, patch, patch, patch)`` blocks at ``corners`` (zyx of the unpadded volume)."""
+        p = self.patch
+        corners = np.clip(np.asarray(corners, int), -p, self.shape) + p
+        out = np.empty((len(corners), p, p, p), dtype=self.array.dtype)
+        for n, (z, y, x) in enumerate(corners):
+            out[n] = self.array[z:z + p, y:y + p, x:x + p]
+        return out
+
+
+@dataclass
+class _PatchJob:
+    """One batch of patches ``[s, e)`` through the model: probabilities (and the mirrored pass of the unsure
+    patches, averaged in), multiplied by the Gaussian blending weight; the disagreement likewise. Returns
+    ``(weighted probabilities (B, C, p, p, p), weighted disagreement (B, p, p, p) or None, patches mirrored)``."""
+
+    fn: Callable
+    ct: PaddedVolume
+    lung: PaddedVolume
+    corners: np.ndarray
+    loc: np.ndarray
+    device: torch.device
+    tta: bool
+    tta_select: float | None
+    disagreement: bool
+
+    def __post_init__(self):
+        self.weight = gaussian_weight(PATCH)
+
+    def _probs(self, x: np.ndarray, loc: np.ndarray) -> np.ndarray:
+        def step(xb, lb):
+            return torch.softmax(self.fn(normalise_hu(xb)[:, None], lb), dim=1)
+
+        out = _forward(step, x, loc, self.device)
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+    def __call__(self, s: int, e: int) -> tuple[np.ndarray, np.ndarray | None, int]:
+        cc, loc = self.corners[s:e], self.loc[s:e]
+        x = self.ct.cut(cc)
+        probs = self._probs(x, loc)
+        gap = np.zeros((len(cc), *probs.shape[2:]), np.float32) if self.disagreement else None
+        todo = np.zeros(0, int)
+        if self.tta:
+            todo = (np.arange(len(cc)) if self.tta_select is None
+                    else np.flatnonzero(unsure_patches(probs, self.lung.cut(cc)) > self.tta_select))
+        if len(todo):
+            flipped = self._probs(np.ascontiguousarray(x[todo][..., ::-1]), mirror_left_right(loc[todo]))[..., ::-1]
+            if gap is not None:
+                gap[todo] = 0.5 * np.abs(probs[todo] - flipped).sum(axis=1)
+            probs[todo] = 0.5 * (probs[todo] + flipped)
+        probs *= self.weight
+        if gap is not None:
+            gap *= self.weight
+        return probs, gap, len(todo)
+
+
+def _ordered(pool: ThreadPoolExecutor, fn: Callable, items, ahead: int) -> Iterator:
+    """``pool.map(fn, items)`` with at most ``ahead`` results waiting: memory bounded when the consumer is slow."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def card_class_weights(card: dict | None) -> list[float] | None:

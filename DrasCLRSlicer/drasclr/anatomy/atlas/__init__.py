@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ... import DATA_DIR
-from ...core.image import CTImage, resample_isotropic
+from ...core.image import CTImage, box_sums, resample_isotropic
 from ...core.io import read_image
 
 ATLAS_FILE = DATA_DIR / "atlas" / "atlas_lobes_2mm.nii.gz"
@@ -90,12 +90,8 @@ def location_grid(mask: np.ndarray, patch: int = PATCH, stride: int = STRIDE,
     Corners run ``0, stride, 2·stride, …`` while the patch fits in the volume; a patch is kept when its lung
     fraction is above the threshold, raised from 0.1 by 0.1 until fewer than ``max_locations`` remain.
     """
-    total = mask.astype(np.int32)
     starts = [np.arange(0, n - patch + 1, stride) for n in mask.shape]
-    for axis, st in enumerate(starts):  # box sums, one axis at a time, only at the patch starts
-        cs = np.cumsum(total, axis=axis, dtype=np.int32)
-        cs = np.concatenate([np.zeros_like(cs.take([0], axis=axis)), cs], axis=axis)
-        total = cs.take(st + patch, axis=axis) - cs.take(st, axis=axis)
+    total = box_sums(mask, starts, patch)
     z, y, x = np.meshgrid(*starts, indexing="ij")
     frac = (total / patch ** 3).ravel()
     corners = np.stack([z.ravel(), y.ravel(), x.ravel()], axis=1)
