@@ -181,11 +181,26 @@ def measure(ct: CTImage, lungs: CTImage | None = None) -> NoiseMeasure:
     n = int(tissue.sum())
     if n < 500:
         return NoiseMeasure(None, None, None, _r(air_sd), n)
-    bs = bands(a, sp, axis, (*BAND_SIGMAS_MM, COARSE_SIGMA_MM))
-    band_sd = [float(np.sqrt(np.median(ndi.uniform_filter(b * b, _local_size(sp, axis))[tissue]))) for b in bs[:-1]]
-    resid = a - bs[-1] - bs[-2]  # the fine bands
+    crop = _reach(tissue, sp, axis)  # the bands only where the tissue's measures read them: the same numbers
+    ac, tc = a[crop], tissue[crop]
+    bs = bands(ac, sp, axis, (*BAND_SIGMAS_MM, COARSE_SIGMA_MM))
+    band_sd = [float(np.sqrt(np.median(ndi.uniform_filter(b * b, _local_size(sp, axis))[tc]))) for b in bs[:-1]]
+    resid = ac - bs[-1] - bs[-2]  # the fine bands
     return NoiseMeasure(_r(float(np.median(s[tissue]))), [_r(v) for v in band_sd[:-1]],
-                        _r(_autocorr(resid, tissue, axis), 3), _r(air_sd), n, _r(band_sd[-1]))
+                        _r(_autocorr(resid, tc, axis), 3), _r(air_sd), n, _r(band_sd[-1]))
+
+
+def _reach(mask: np.ndarray, sp: np.ndarray, axis: int) -> tuple[slice, ...]:
+    """The in-plane box of ``mask`` widened by what a band's local SD at a mask voxel reads (the coarsest Gaussian's
+    radius, as scipy truncates it, plus half the local window): filtering only this box gives the same values on
+    the mask as filtering the whole slices."""
+    found = bounding_box(mask)
+    size = _local_size(sp, axis)
+    out = []
+    for i, (s, n) in enumerate(zip(found, mask.shape)):
+        m = 0 if i == axis else int(4.0 * COARSE_SIGMA_MM / sp[i] + 0.5) + size[i] // 2 + 1
+        out.append(slice(max(s.start - m, 0), min(s.stop + m, n)))
+    return tuple(out)
 
 
 def _local_size(sp: np.ndarray, axis: int) -> tuple[int, int, int]:
