@@ -26,7 +26,7 @@ import torch
 from ..anatomy.atlas import PATCH
 from ..core import labels
 from ..core.errors import InputError
-from ..core.image import CTImage, box_sums, resample_isotropic, resample_to
+from ..core.image import CTImage, bounding_box, box_sums, resample_isotropic, resample_to
 from ..core.intensity import normalise_hu
 from ..core.progress import progress
 from .fused import fast_path_enabled, fuse_for_inference
@@ -46,11 +46,12 @@ class LungVolume:
 
 def lung_volume(ct: CTImage, lungs: CTImage, spacing_mm: float = 1.0, margin_mm: float = 8.0) -> LungVolume:
     """Crop ``ct`` to the lung bounding box (+ margin) and resample it to ``spacing_mm`` isotropic."""
-    idx = np.argwhere(lungs.array > 0)
-    if idx.size == 0:
+    found = bounding_box(lungs.array)
+    if found is None:
         raise ValueError("empty lung mask")
     margin = np.ceil(margin_mm / np.asarray(ct.spacing_zyx)).astype(int)
-    lo, hi = idx.min(0) - margin, idx.max(0) + 1 + margin
+    lo = np.array([s.start for s in found]) - margin
+    hi = np.array([s.stop for s in found]) + margin
     sub_ct = ct.crop(lo, hi)
     sub_lung = lungs.crop(lo, hi).with_array((lungs.crop(lo, hi).array > 0).astype(np.uint8))
     iso_ct = resample_isotropic(sub_ct.with_array(sub_ct.array.astype(np.int16)), spacing_mm, default=-1024)

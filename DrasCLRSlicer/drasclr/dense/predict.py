@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..core.image import CTImage
+from ..core.image import CTImage, bounding_box
 from .infer import TTA_SELECT, Locator, blend_probabilities, lung_volume
 
 
@@ -61,11 +61,11 @@ class ProbabilityMap:
         Probabilities are resampled (linear) channel by channel over the lung bounding box only.
         ``class_weights``: decision weights of classes 1–4 (``argmax w_c p_c``; see :mod:`drasclr.dense.calibrate`).
         """
-        idx = np.argwhere(target_lungs > 0)
+        found = bounding_box(target_lungs)
         out = np.zeros(target.array.shape, np.uint8)
-        if idx.size == 0:
+        if found is None:
             return target.with_array(out)
-        lo, hi = idx.min(0), idx.max(0) + 1
+        lo, hi = np.array([s.start for s in found]), np.array([s.stop for s in found])
         box = target.crop(lo, hi)
         best = best_p = None
         for c in range(1, self.array.shape[0]):

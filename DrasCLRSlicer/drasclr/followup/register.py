@@ -25,7 +25,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from ..core.errors import InputError
-from ..core.image import CTImage
+from ..core.image import CTImage, bounding_box
 
 WORK_MM = 3.0
 MESH_MM = 50.0
@@ -66,12 +66,12 @@ def _resample(image: CTImage, reference: CTImage, transform, label: bool, defaul
 
 def _crop(image: CTImage, lung: np.ndarray) -> tuple[sitk.Image, sitk.Image]:
     """(CT, lung mask as float) cropped to the lung box + margin, as SimpleITK images with their geometry."""
-    idx = np.argwhere(lung)
-    if idx.size == 0:
+    found = bounding_box(lung)
+    if found is None:
         raise InputError("cannot register: a lung mask is empty")
     m = np.ceil(MARGIN_MM / np.asarray(image.spacing_zyx)).astype(int)
-    lo = np.maximum(idx.min(0) - m, 0)
-    hi = np.minimum(idx.max(0) + m + 1, lung.shape)
+    lo = np.maximum(np.array([s.start for s in found]) - m, 0)
+    hi = np.minimum(np.array([s.stop for s in found]) + m, lung.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     origin = np.asarray(image.origin) + image.direction @ (lo[::-1] * np.asarray(image.spacing))
     out = []
