@@ -43,11 +43,12 @@ test_list() {
   ls -d "$1"/*/ | sed 's:/$::; s:$:/ct.nii.gz:' > "$1.txt"
 }
 
-# chunk NAME SEED OPTIONS...: 4 version-3 phantoms into WORK/NAME (all-or-nothing, kept once made)
+# chunk NAME SEED OPTIONS...: 4 phantoms of generator GEN (default 3) into WORK/NAME (all-or-nothing, kept once made)
 chunk() {
   local name=$1 seed=$2
   shift 2
-  [ -d "$WORK/$name" ] || $DRASCLR phantom -o "$WORK/$name" --n 4 --seed "$seed" --generator 3 --workers 1 "$@"
+  [ -d "$WORK/$name" ] || $DRASCLR phantom -o "$WORK/$name" --n 4 --seed "$seed" --generator "${GEN:-3}" \
+    --workers 1 "$@"
 }
 
 # v6_cohort: the demo-v6 training cohort in WORK/train_v6 (links): version-3 phantoms with the clinical acquisition,
