@@ -199,9 +199,10 @@ def gaussian_weight(patch: int = PATCH, sigma_scale: float = 0.125) -> np.ndarra
 MIN_LUNG_SHARE = 0.02
 UNSURE_P = 0.9  # a lung voxel is unsure when its most likely subtype has a probability below this
 # test-time augmentation mirrors the patches unsure on more than this share of their lung voxels (the others keep
-# their plain pass): on lidc_idri_0001 551 of 748 patches, 0.006 % of lung voxels change label against mirroring
-# every patch; on held-out phantoms the same Dice to 4 decimals (BENCHMARKS.md, issue 28)
-TTA_SELECT = 0.05
+# their plain pass): on lidc_idri_0001 215 of 633 patches. Against 0.05 (466 patches; session 10), on 20 held-out
+# phantoms and the 5 real CTs: macro Dice -0.0015 (worst case -0.004), emphysema % within 0.1 point, 0.1-0.5 % of
+# lung voxels relabelled, a fifth less subtype time (BENCHMARKS.md, issue 28; 0.1: -0.0005, 7 % less)
+TTA_SELECT = 0.2
 
 
 def unsure_patches(probs: np.ndarray, lung: np.ndarray) -> np.ndarray:
