@@ -342,3 +342,28 @@ def test_the_analysis_path_leaves_monai_and_scikit_learn_unimported():
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-500:]
     assert run.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_probabilities_at_lung_voxels_are_the_resampled_map(flip):
+    """ProbabilityMap.at interpolates only at the voxels asked for (torch grid_sample); it gives what resampling the
+    whole map onto the target grid (SimpleITK, ProbabilityMap.on) gives there, for any grid geometry."""
+    from drasclr.dense.predict import ProbabilityMap
+
+    rng = np.random.default_rng(3)
+    smooth = np.cumsum(np.cumsum(rng.random((5, 30, 28, 26), dtype=np.float32), axis=2), axis=3)
+    smooth /= smooth.max()
+    direction = np.diag([1.0, -1.0, 1.0]) if flip else np.eye(3)
+    grid = CTImage(np.zeros((30, 28, 26), np.int16), (1.0, 1.0, 1.0), (-3.0, 20.0, 5.0), direction)
+    dis = smooth[0] * 0.5
+    pmap = ProbabilityMap(smooth, grid, dis)
+    target = CTImage(np.zeros((17, 40, 33), np.int16), (0.7, 0.6, 1.3), (-1.2, 17.5, 8.1), direction)
+    inside = rng.random(target.array.shape) < 0.3
+    inside[:2] = inside[-2:] = False
+    got = pmap.at(target, inside)
+    want = np.stack([pmap.on(target, c)[inside] for c in range(1, 5)])
+    assert got.shape == want.shape and want.max() > 0.5
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    np.testing.assert_allclose(pmap.disagreement_at(target, inside),
+                               ProbabilityMap(dis[None], grid).on(target, 0)[inside], atol=2e-5)
+    assert pmap.at(target, np.zeros(target.array.shape, bool)).shape == (4, 0)

@@ -55,6 +55,18 @@ class ProbabilityMap:
         return sitk.GetArrayFromImage(sitk.Resample(src.crop(lo, hi).to_sitk(), ref, sitk.Transform(),
                                                     sitk.sitkLinear, 0.0, sitk.sitkFloat32))
 
+    def at(self, target: CTImage, inside: np.ndarray) -> np.ndarray:
+        """Classes 1..C-1 interpolated (linear) at the voxels of ``target`` where ``inside`` is true: ``(C - 1, n)``
+        float32, in ``np.nonzero(inside)`` order. Only those voxels are computed (torch's ``grid_sample`` at their
+        points), so the cost follows the lung, not its box: what :meth:`on` gives there, up to float rounding."""
+        return _sample(self.array[1:], self.grid, target, inside)
+
+    def disagreement_at(self, target: CTImage, inside: np.ndarray) -> np.ndarray:
+        """The disagreement map at the voxels of ``target`` where ``inside`` is true, ``(n,)`` (as :meth:`at`)."""
+        if self.disagreement is None:
+            raise ValueError("no disagreement map (tta=False)")
+        return _sample(self.disagreement[None], self.grid, target, inside)[0]
+
     def labels(self, target: CTImage, target_lungs: np.ndarray, class_weights=None) -> CTImage:
         """The most likely subtype (1–4) of every voxel of ``target_lungs`` on ``target``'s grid, 0 outside.
 
@@ -81,6 +93,42 @@ class ProbabilityMap:
         inside = target_lungs[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] > 0
         out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = np.where(inside, best, 0)
         return target.with_array(out)
+
+
+def _sample(channels: np.ndarray, grid: CTImage, target: CTImage, inside: np.ndarray) -> np.ndarray:
+    """``channels`` ``(K, Z, Y, X)`` on ``grid``, interpolated (trilinear; 0 outside, by SimpleITK's rule) at the
+    voxels of ``target`` where ``inside`` is true: ``(K, n)`` float32. Only the part of the map under ``target`` (plus
+    a voxel) is copied."""
+    out = np.zeros((len(channels), int(np.count_nonzero(inside))), np.float32)
+    if out.shape[1] == 0:
+        return out
+    # target (z, y, x) index -> map (z, y, x) index is one affine map: at = a @ idx + shift
+    a = (np.linalg.inv(grid._index_matrix()) @ target._index_matrix())[::-1, ::-1]
+    shift = grid.lps_to_zyx(np.asarray(target.origin)[None])[0]
+    corners = np.array(np.meshgrid(*[(0, n - 1) for n in target.array.shape], indexing="ij")).reshape(3, -1).T
+    reach = corners @ a.T + shift
+    lo = np.maximum(np.floor(reach.min(0)).astype(int) - 1, 0)
+    hi = np.minimum(np.ceil(reach.max(0)).astype(int) + 2, channels.shape[1:])
+    if np.any(hi <= lo):  # the target lies outside the map: zeros
+        return out
+    sub = np.ascontiguousarray(channels[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], np.float32)
+    idx = np.nonzero(inside)
+    norm = np.empty((out.shape[1], 3), np.float32)  # grid_sample wants (x, y, z) of the sub-map in [-1, 1]
+    for k in range(3):
+        scale = 2.0 / max(sub.shape[1 + k] - 1, 1)
+        col = np.full(out.shape[1], (shift[k] - lo[k]) * scale - 1.0, np.float32)
+        for j in range(3):
+            if a[k, j] != 0.0:  # axis-aligned grids (the usual case): one term per axis
+                col += idx[j].astype(np.float32) * np.float32(a[k, j] * scale)
+        norm[:, 2 - k] = col
+    with torch.no_grad():
+        res = torch.nn.functional.grid_sample(torch.from_numpy(sub)[None], torch.from_numpy(norm)[None, None, None],
+                                              mode="bilinear", padding_mode="border", align_corners=True)
+    out[:] = res[0, :, 0, 0].numpy()
+    # as SimpleITK: half a voxel beyond the edge voxels' centres is still the map (their value), further out is 0
+    half = np.array([1.0 / max(n - 1, 1) for n in sub.shape[:0:-1]], np.float32)  # (x, y, z)
+    out[:, ((norm < -1.0 - half) | (norm >= 1.0 + half)).any(axis=1)] = 0.0
+    return out
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,8 @@ def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_
               kind: str = DEFAULT_KIND, all_kinds: bool = False,
               subtypes: CTImage | None = None) -> tuple[CTImage, VoxelUncertainty, dict | None]:
     """The subtype map and its voxel uncertainty on ``ct``'s grid in one pass: the class probabilities are
-    resampled (linear) slab by slab over the lung box, so memory does not grow with the slice count.
+    interpolated (linear) at the lung voxels only, slab by slab over the lung box: memory does not grow with the
+    slice count, and the time follows the lung, not its box.
 
     Labels: the most likely subtype (``argmax w_c p_c``, ``class_weights`` from the card) of every lung voxel
     (``lungs`` non-zero), as :meth:`ProbabilityMap.labels`; with ``veto`` (a
@@ -149,7 +150,7 @@ def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_
         slab = box.crop((z.start, 0, 0), (z.stop, ny, nx))
         ins = inside[z]
         # the lung's voxels of the slab only, as (classes, voxels): the box around a lung is mostly not lung
-        p = np.stack([probabilities.on(slab, c)[ins] for c in range(1, probabilities.array.shape[0])])
+        p = probabilities.at(slab, ins)
         if subtypes is None:
             w = p if class_weights is None else p * np.asarray(class_weights, np.float32)[:, None]
             lab = (np.argmax(w, axis=0) + 1).astype(np.uint8)
@@ -160,8 +161,7 @@ def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_
             labels_box[z][ins] = lab
         else:
             lab = labels_box[z][ins]
-        dis = (ProbabilityMap(probabilities.disagreement[None], probabilities.grid).on(slab, 0)[ins]
-               if "disagreement" in kinds else None)
+        dis = probabilities.disagreement_at(slab, ins) if "disagreement" in kinds else None
         for k, m in measures_from_probabilities(p, dis, kinds).items():
             measures[k][z][ins] = m
         total = p.sum(0)
