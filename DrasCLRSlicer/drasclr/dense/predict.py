@@ -70,7 +70,7 @@ class ProbabilityMap:
     def labels(self, target: CTImage, target_lungs: np.ndarray, class_weights=None) -> CTImage:
         """The most likely subtype (1–4) of every voxel of ``target_lungs`` on ``target``'s grid, 0 outside.
 
-        Probabilities are resampled (linear) channel by channel over the lung bounding box only.
+        Probabilities are interpolated (linear) at the lung voxels only (:meth:`at`); ties go to the lower class.
         ``class_weights``: decision weights of classes 1–4 (``argmax w_c p_c``; see :mod:`drasclr.dense.calibrate`).
         """
         found = bounding_box(target_lungs)
@@ -78,20 +78,12 @@ class ProbabilityMap:
         if found is None:
             return target.with_array(out)
         lo, hi = np.array([s.start for s in found]), np.array([s.stop for s in found])
-        box = target.crop(lo, hi)
-        best = best_p = None
-        for c in range(1, self.array.shape[0]):
-            p = self.on(box, c)
-            if class_weights is not None:
-                p *= np.float32(class_weights[c - 1])
-            if best is None:
-                best, best_p = np.full(p.shape, c, np.uint8), p
-            else:
-                better = p > best_p
-                best[better] = c
-                np.maximum(best_p, p, out=best_p)
-        inside = target_lungs[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] > 0
-        out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = np.where(inside, best, 0)
+        inside = target_lungs[found] > 0
+        p = self.at(target.crop(lo, hi), inside)
+        if class_weights is not None:
+            p *= np.asarray(class_weights, np.float32)[:, None]
+        view = out[found]
+        view[inside] = np.argmax(p, axis=0).astype(np.uint8) + 1
         return target.with_array(out)
 
 
