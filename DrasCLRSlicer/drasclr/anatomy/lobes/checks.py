@@ -54,7 +54,7 @@ def make_connected(lobes: np.ndarray, max_rounds: int = 3, whole: set | None = N
         changed = False
         boxes = _boxes(out)
         for v in labels.LOBES:
-            box = _boxes(out).get(v) if changed else boxes.get(v)  # a relabelled piece may have grown a box
+            box = boxes.get(v)  # grown below by every piece a lobe takes over, so it always holds the lobe
             if box is None:
                 continue
             sl = tuple(slice(max(s.start - 2, 0), s.stop + 2) for s in box)
@@ -78,6 +78,10 @@ def make_connected(lobes: np.ndarray, max_rounds: int = 3, whole: set | None = N
                     view = sub[o]
                     view[piece] = best[1]
                     changed = True
+                    at = tuple(slice(a.start + b.start, a.stop + b.start) for a, b in zip(o, sl))  # whole grid
+                    old_box = boxes.get(best[1], at)
+                    boxes[best[1]] = tuple(slice(min(a.start, b.start), max(a.stop, b.stop))
+                                           for a, b in zip(old_box, at))
         if not changed:
             if whole is not None:
                 whole.update(boxes)
