@@ -112,6 +112,7 @@ def _batch_size(device: torch.device, requested: int | None, workers: int = 1) -
 
 
 MAX_WORKERS = 16
+MAX_JOB = 256  # patches per job at most (a GPU's batch; the job's maps are held on the host)
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ def blend_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Locato
     run = runner_for(model.to(device).eval(), device)
     job = _PatchJob(run.fn, PaddedVolume(vol.ct.array, -1024), PaddedVolume(lung, 0), corners, loc, device,
                     tta, tta_select, dis is not None)
-    bs = _batch_size(device, batch_size, run.workers)
+    bs = min(_batch_size(device, batch_size, run.workers), MAX_JOB)  # host memory: 256 patches' maps are 0.2 GB
     starts = range(0, len(corners), bs)
     weight = job.weight
     mirrored = 0
