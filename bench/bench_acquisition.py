@@ -11,7 +11,8 @@ perturbed CT is written once (OUT/inputs) and ``drasclr analyze`` runs with ``--
   (``dose4`` = twice the noise SD, about a quarter of the dose);
 - ``slice2.5`` / ``slice5``: slices averaged to 2.5 / 5 mm where the scan is thinner;
 - ``soften`` / ``sharpen``: a simulated kernel change (Gaussian MTF 0.6 mm; unsharp mask 1.0 mm, gain 1);
-- ``gradient``: a supine antero-posterior gradient of +60 HU added in the lung (phantoms: their true lung).
+- ``gradient``: a supine antero-posterior gradient of +60 HU added to the normal parenchyma (phantoms only: their
+  true normal lung; the air spaces of emphysema are left as they are).
 
 Each row is the change against the unperturbed scan (kernel_pair: against kernel B) of the whole-lung CLE, PSE,
 PLE and total emphysema % (model), and of LAA-950 / Perc15 (raw densitometry; in the harmonized run also
@@ -38,6 +39,7 @@ from pathlib import Path
 from drasclr.acquisition.perturb import add_gradient, change_kernel, lower_dose, thicker_slices
 from drasclr.analysis.stats import by_region, read_json
 from drasclr.core.io import read_ct, read_image, write_image
+from drasclr.core.labels import NORMAL
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"
@@ -69,10 +71,12 @@ def perturbed(scan: str, src: Path, pert: str, out: Path) -> Path | None:
     elif pert in ("soften", "sharpen"):
         new = change_kernel(ct, 0.6) if pert == "soften" else change_kernel(ct, -1.0, 1.0)
     elif pert == "gradient":
-        truth = src.parent / "regions.nii.gz"
+        # the normal parenchyma only (the phantom's true normal lung): gravity loads tissue and blood, and the
+        # air spaces of emphysema hold neither, so a gradient over every lung voxel would erase the true disease
+        truth = src.parent / "subtypes.nii.gz"
         if not truth.is_file():
             return None
-        new = add_gradient(ct, read_image(truth).array > 0, 60.0)
+        new = add_gradient(ct, read_image(truth).array == NORMAL, 60.0)
     else:
         raise SystemExit(f"unknown perturbation {pert}")
     path.parent.mkdir(parents=True, exist_ok=True)
