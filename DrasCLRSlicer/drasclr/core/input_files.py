@@ -236,6 +236,13 @@ def check_image_file(path: str | os.PathLike, analysis: bool = True) -> Header:
     """All checks that need no voxels: readable header, geometry, memory estimate, then the byte stream.
     ``analysis``: the memory estimate is that of a whole analysis of this grid (the CT being analysed); otherwise
     (a labelmap, the atlas) that of holding the image itself."""
+    header = check_image_header(path, analysis)
+    check_image_stream(path, header)
+    return header
+
+
+def check_image_header(path: str | os.PathLike, analysis: bool = True) -> Header:
+    """The checks of :func:`check_image_file` that read the header only (no pass over the byte stream)."""
     path = Path(path)
     header = read_header(path)
     if len(header.size) >= 3 and min(header.size[:3]) >= 1:
@@ -244,11 +251,31 @@ def check_image_file(path: str | os.PathLike, analysis: bool = True) -> Header:
             check_memory(header.size[:3], header.spacing, path.name)
         else:
             _check_fits(header.voxels * max(header.bytes_per_pixel, 1) * 3, header.size[:3], path.name)
+    return header
+
+
+DEFLATE_MAX_RATIO = 1032  # deflate cannot expand a byte stream more than about 1032-fold
+
+
+def stream_check_is_quick(path: str | os.PathLike, header: Header) -> bool:
+    """Whether :func:`check_image_stream` is cheap here, or sure to refuse: a file that is not gzip-compressed (its
+    length is known without reading it), or a gzip file too small to decompress to the voxels its header declares
+    (a 4 KB file declaring 1024^3 voxels is refused without reading a byte of it, let alone allocating the grid)."""
+    path = Path(path)
+    if not path.name.lower().endswith(".gz"):
+        return True
+    return path.stat().st_size * DEFLATE_MAX_RATIO < header.voxels * max(header.bytes_per_pixel, 1)
+
+
+def check_image_stream(path: str | os.PathLike, header: Header) -> None:
+    """The checks of :func:`check_image_file` that pass over the file's bytes: a gzip stream decompresses to its
+    end, a NIfTI file holds the voxels its header declares. (It reads 4 MiB at a time and may run beside the
+    reader: ITK reads a truncated or corrupt .nii.gz without complaint, zeros or garbage in the missing part.)"""
+    path = Path(path)
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti(path, header)
     elif path.name.lower().endswith(".gz"):
         _gzip_stream(path)
-    return header
 
 
 def check_finite(array: np.ndarray, name: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,15 @@ import SimpleITK as sitk
 
 from .errors import InputError
 from .image import CTImage
-from .input_files import check_finite, check_geometry, check_image_file, check_memory, native_stderr
+from .input_files import (
+    check_finite,
+    check_geometry,
+    check_image_header,
+    check_image_stream,
+    check_memory,
+    native_stderr,
+    stream_check_is_quick,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +54,10 @@ def read_image(path: str | os.PathLike, allow_uneven: bool = False, single_slice
     """Read a 3-D image file or a DICOM series folder, with no check on its intensities (labelmaps too).
     ``single_slice``: also accept one slice (a 3-D image of one slice, or a 2-D image: one slice 1 mm thick).
 
-    The file is checked first (header, geometry, memory estimate, integrity: ``drasclr.core.input_files``), so a
-    truncated or absurd file is refused before any voxel is allocated; NaN/Inf voxels are refused after.
+    The file is checked first (header, geometry, memory estimate: ``drasclr.core.input_files``), so an absurd
+    file, or one too short to hold its grid, is refused before any voxel is allocated; a gzip stream's integrity is
+    checked while ITK reads it, and a truncated or corrupt one is refused before its voxels are used; NaN/Inf voxels
+    are refused after.
     ``analysis``: the memory estimate is that of analysing this image (``read_ct``), else of holding it.
     """
     path = Path(path)
@@ -56,18 +67,35 @@ def read_image(path: str | os.PathLike, allow_uneven: bool = False, single_slice
         return read_dicom_series(path, allow_uneven=allow_uneven)
     if not path.is_file():
         raise InputError(f"cannot read image {path.name}: not a regular file")
-    check_image_file(path, analysis=analysis)
+    header = check_image_header(path, analysis=analysis)
+    if stream_check_is_quick(path, header):
+        check_image_stream(path, header)
+        return _as_3d(_sitk_read(path), path.name, single_slice)
+    # the pass over a gzip stream (integrity, declared length) runs beside ITK's own read: on a thin-slice .nii.gz
+    # each is a full decompression. ITK reads a truncated or corrupt stream without complaint (zeros or garbage in
+    # the missing part), so the stream's verdict comes first, before ITK's image or ITK's error is used. The grid
+    # ITK allocates meanwhile has passed the memory check.
+    with ThreadPoolExecutor(1) as pool:
+        stream = pool.submit(check_image_stream, path, header)
+        try:
+            image = _sitk_read(path)
+        finally:
+            if stream.exception() is not None:
+                stream.result()
+    return _as_3d(image, path.name, single_slice)
+
+
+def _sitk_read(path: Path) -> sitk.Image:
     said: list[str] = []
     try:
         with native_stderr(said):
-            image = sitk.ReadImage(str(path))
+            return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         reason = said[0].splitlines()[0].strip()[:120] if said else (str(exc).strip().splitlines() or ["?"])[-1]
         raise InputError(f"cannot read image {path.name}: not a readable NIfTI/NRRD/MHA/DICOM file "
                          f"({reason[:120]})") from None
     except MemoryError:
         raise InputError(f"cannot read image {path.name}: not enough memory") from None
-    return _as_3d(image, path.name, single_slice)
 
 
 def _as_3d(image: sitk.Image, name: str, single_slice: bool = False) -> CTImage:
