@@ -17,6 +17,7 @@ from scipy import ndimage as ndi
 
 from ..core import labels
 from ..core.image import CTImage, bounding_box
+from ..core.threads import for_each
 
 LAA_HU = -950.0
 
@@ -24,8 +25,24 @@ LAA_HU = -950.0
 def local_low_attenuation(ct: CTImage, lung: np.ndarray, window_mm=(10.0, 20.0, 20.0)) -> np.ndarray:
     """Per voxel, the fraction of lung below -950 HU in a box of ``window_mm`` (z, y, x) around it."""
     size = [max(1, int(round(w / s))) for w, s in zip(window_mm, ct.spacing_zyx)]
-    low = ndi.uniform_filter(((ct.array < LAA_HU) & lung).astype(np.float32), size)
-    return low / np.maximum(ndi.uniform_filter(lung.astype(np.float32), size), 1e-6)
+    low = _box_mean(((ct.array < LAA_HU) & lung).astype(np.float32), size)
+    return np.divide(low, np.maximum(_box_mean(lung.astype(np.float32), size), 1e-6), out=low)
+
+
+def _box_mean(a: np.ndarray, size) -> np.ndarray:
+    """``scipy.ndimage.uniform_filter(a, size)`` in place, axis by axis (the same values: scipy filters axis by axis
+    through its output array too), without its second full-size array (on a thin-slice scan each is 0.3 GB), each
+    axis' pass in blocks along another axis on the analysis' threads."""
+    for axis, n in enumerate(size):
+        across = 1 if axis == 0 else 0
+        step = max(1, -(-a.shape[across] // 8))
+
+        def block(i: int, axis=axis, n=n, across=across, step=step) -> None:
+            sl = tuple(slice(i, i + step) if k == across else slice(None) for k in range(a.ndim))
+            ndi.uniform_filter1d(a[sl], n, axis=axis, output=a[sl])
+
+        for_each(block, range(0, a.shape[across], step))
+    return a
 
 
 @dataclass(frozen=True)

@@ -128,8 +128,11 @@ def estimate_lobes(ct: CTImage, lungs: CTImage, method: str = "atlas+fissures",
     # one nearest-neighbour resampling carries both lungs' labels (left lobes 1-2 in the high bits)
     both = (filled[labels.LEFT_LUNG] << 4) | filled[labels.RIGHT_LUNG]
     on_ct = to_ct_grid(both, ref, ct)
-    out = np.where(lungs.array == labels.LEFT_LUNG, on_ct >> 4,
-                   np.where(lungs.array == labels.RIGHT_LUNG, on_ct & 15, 0)).astype(np.uint8)
+    side = lungs.array
+    out = np.bitwise_and(on_ct, 15, dtype=np.uint8)  # right lobes; the left lung's and outside the lungs below
+    left = side == labels.LEFT_LUNG
+    out[left] = on_ct[left] >> 4
+    out[(side != labels.LEFT_LUNG) & (side != labels.RIGHT_LUNG)] = 0
     whole: set[int] = set()
     out = make_connected(out, whole=whole)
     problems = lobe_problems(out, lungs.array, whole)

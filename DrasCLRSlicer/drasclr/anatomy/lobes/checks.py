@@ -22,16 +22,25 @@ _FULL = np.ones((3, 3, 3), bool)
 
 
 def _pieces(mask: np.ndarray) -> tuple[np.ndarray | None, int, tuple]:
-    """26-connected pieces of ``mask``: (labels, count, their boxes); SimpleITK (multi-threaded, GIL-free). One
-    piece or none (the usual case): (None, count, ())."""
+    """26-connected pieces of ``mask``, largest first: (labels, count, their boxes); SimpleITK (multi-threaded,
+    GIL-free). One piece or none (the usual case): (None, count, ())."""
     f = sitk.ConnectedComponentImageFilter()
     f.FullyConnectedOn()
     cc = f.Execute(sitk.GetImageFromArray(np.ascontiguousarray(mask).view(np.uint8)))
     n = f.GetObjectCount()
     if n < 2:
         return None, n, ()
-    lab = sitk.GetArrayFromImage(cc).astype(np.int32, copy=False)
-    return lab, n, tuple(ndimage.find_objects(lab))
+    lab = sitk.GetArrayFromImage(sitk.RelabelComponent(cc, sortByObjectSize=True))
+    lab = lab.view(np.int32) if lab.dtype == np.uint32 else lab.astype(np.int32)  # counts far below 2**31
+    # the boxes of the pieces after the largest, from their voxels' indices (they are small; a find_objects
+    # pass over the whole box cost more than the components themselves on a thin-slice scan)
+    where = np.nonzero(lab > 1)
+    which = lab[where]
+    boxes = [tuple(slice(0, n_) for n_ in lab.shape)]
+    for k in range(2, n + 1):
+        sel = which == k
+        boxes.append(tuple(slice(int(ix[sel].min()), int(ix[sel].max()) + 1) for ix in where))
+    return lab, n, tuple(boxes)
 
 
 def _boxes(lobes: np.ndarray) -> dict[int, tuple]:
@@ -50,24 +59,22 @@ def make_connected(lobes: np.ndarray, max_rounds: int = 3, whole: set | None = N
     plus, at most, pieces touching no other lobe of its lung (islands of the lung mask itself), which is what
     :func:`lobe_problems` checks, so it need not look again."""
     out = lobes.copy()
+    boxes = _boxes(out)
+    todo = set(boxes)  # a lobe is looked at again only after it took over a piece (that piece may hold strays)
     for _ in range(max_rounds):
         changed = False
-        boxes = _boxes(out)
+        grown: set[int] = set()
         for v in labels.LOBES:
             box = boxes.get(v)  # grown below by every piece a lobe takes over, so it always holds the lobe
-            if box is None:
+            if box is None or v not in todo:
                 continue
             sl = tuple(slice(max(s.start - 2, 0), s.stop + 2) for s in box)
             sub = out[sl]
             lab, n, objs = _pieces(sub == v)
             if n < 2:
                 continue
-            sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-            keep = int(np.argmax(sizes)) + 1
             same_side = [w for w, s in SIDE_OF_LOBE.items() if s == SIDE_OF_LOBE[v] and w != v]
-            for k in range(1, n + 1):
-                if k == keep:
-                    continue
+            for k in range(2, n + 1):  # piece 1 is the largest: kept
                 o = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in objs[k - 1])
                 piece = lab[o] == k
                 ring = ndimage.binary_dilation(piece, structure=_FULL) & ~piece
@@ -78,6 +85,7 @@ def make_connected(lobes: np.ndarray, max_rounds: int = 3, whole: set | None = N
                     view = sub[o]
                     view[piece] = best[1]
                     changed = True
+                    grown.add(best[1])
                     at = tuple(slice(a.start + b.start, a.stop + b.start) for a, b in zip(o, sl))  # whole grid
                     old_box = boxes.get(best[1], at)
                     boxes[best[1]] = tuple(slice(min(a.start, b.start), max(a.stop, b.stop))
@@ -86,6 +94,7 @@ def make_connected(lobes: np.ndarray, max_rounds: int = 3, whole: set | None = N
             if whole is not None:
                 whole.update(boxes)
             break
+        todo = grown
     return out
 
 

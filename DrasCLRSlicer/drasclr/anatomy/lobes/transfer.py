@@ -27,9 +27,13 @@ MASK_SIGMA_MM = 2.0
 
 def _coded_lungs(lungs: CTImage, reference: sitk.Image, transform: sitk.Transform | None = None) -> sitk.Image:
     """Right lung 1, left lung 2 (float, linear-resampled onto ``reference`` through ``transform``), smoothed."""
-    code = np.zeros(lungs.array.shape, np.float32)
-    code[lungs.array == labels.RIGHT_LUNG] = 1.0
-    code[lungs.array == labels.LEFT_LUNG] = 2.0
+    a = lungs.array
+    if a.dtype == np.uint8 and labels.RIGHT_LUNG == 1 and labels.LEFT_LUNG == 2 and int(a.max(initial=0)) <= 2:
+        code = a  # already the code: resampled as it is (no float copy of a thin-slice grid)
+    else:
+        code = np.zeros(a.shape, np.float32)
+        code[a == labels.RIGHT_LUNG] = 1.0
+        code[a == labels.LEFT_LUNG] = 2.0
     img = sitk.Resample(lungs.with_array(code).to_sitk(), reference, transform or sitk.Transform(),
                         sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     return sitk.SmoothingRecursiveGaussian(img, MASK_SIGMA_MM)
