@@ -454,7 +454,8 @@ def render_figures(out_dir: Path, ct: CTImage, subtypes: CTImage | None, regions
         _save_png(rgb, out_dir / "report_coronal.png")
         figures.append(("report_coronal.png", "Coronal, through the lung centre", ("R", "L")))
     bar_chart(rows, out_dir / "report_regions.png", with_subtypes)
-    return figures, sorted(int(v) for v in np.unique(reg) if int(v) in labels.REGION_NAMES)
+    present = np.unique(reg[tuple(slice(a, b) for a, b in box)]) if box is not None else []  # regions are lung
+    return figures, sorted(int(v) for v in present if int(v) in labels.REGION_NAMES)
 
 
 def report_html(figures, rows: list[dict], info: dict, with_subtypes: bool, region_values: list[int]) -> str:
