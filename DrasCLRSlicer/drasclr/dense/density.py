@@ -25,8 +25,11 @@ LAA_HU = -950.0
 def local_low_attenuation(ct: CTImage, lung: np.ndarray, window_mm=(10.0, 20.0, 20.0)) -> np.ndarray:
     """Per voxel, the fraction of lung below -950 HU in a box of ``window_mm`` (z, y, x) around it."""
     size = [max(1, int(round(w / s))) for w, s in zip(window_mm, ct.spacing_zyx)]
-    low = _box_mean(((ct.array < LAA_HU) & lung).astype(np.float32), size)
-    return np.divide(low, np.maximum(_box_mean(lung.astype(np.float32), size), 1e-6), out=low)
+    a = ct.array  # HU below -950 on an integer grid: below -950 as an integer (no float copy of the grid)
+    below = a < int(np.ceil(LAA_HU)) if a.dtype.kind in "iu" and LAA_HU == int(LAA_HU) else a < LAA_HU
+    low = _box_mean(np.logical_and(below, lung, out=below).astype(np.float32), size)
+    share = _box_mean(lung.astype(np.float32), size)
+    return np.divide(low, np.maximum(share, np.float32(1e-6), out=share), out=low)  # in place: no third array
 
 
 def _box_mean(a: np.ndarray, size) -> np.ndarray:
