@@ -12,7 +12,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+# numpy asks the kernel for transparent huge pages on every large array (NUMPY_MADVISE_HUGEPAGE): on a thin-slice
+# scan, whose per-voxel temporaries are large, that held 0.27 GiB more resident memory at 533 slices for no speed
+# (docs/inference_speed.md, session 12). Read when numpy is first imported, which the command line has not done yet;
+# a value set by the user wins.
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 
 from ..core.errors import InputError, Terminated
 from ..core.outputs import terminate_on_signals
