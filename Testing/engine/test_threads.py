@@ -20,14 +20,20 @@ def workers(request, monkeypatch):
 
 def test_for_each_runs_every_item_and_raises_the_first_error(workers):
     seen, names = [], set()
+    both = threading.Barrier(2, timeout=10)  # with two workers the first two items must run at once
 
     def record(i):
+        if workers > 1 and i < 2:
+            both.wait()
         seen.append(i)
         names.add(threading.current_thread().name)
 
     threads.for_each(record, range(10))
     assert sorted(seen) == list(range(10))
-    assert (len(names) > 1 or workers == 1) and (workers > 1 or names == {threading.current_thread().name})
+    if workers == 1:
+        assert names == {threading.current_thread().name}
+    else:
+        assert len(names) == 2 and threading.current_thread().name not in names
 
     def boom(i):
         if i == 3:
