@@ -387,12 +387,14 @@ def _refine(coarse: np.ndarray, airway: np.ndarray, ct: CTImage, f: list[int]) -
     outer[airway[box_c] & (c == 0)] = 0
     box_f = tuple(slice(s.start * k, min(n, s.stop * k)) for s, k, n in zip(box_c, f, shape))
     sub = tuple(slice(0, s.stop - s.start) for s in box_f)
-    up_inner = _upsample(inner, f)[sub]
-    up_outer = _upsample(outer, f)[sub]
+    # the core (inner) keeps its label; the band around it is lung where the HU says air. The core's label is the
+    # outer map's there (the core is the eroded labelled part), so: the outer map where core or air, else 0
     hu = ct.array[box_f]
-    band_lung = (up_outer > 0) & (hu < AIR_HU) & (hu > PAD_HU)
+    keep = (hu < AIR_HU) & (hu > PAD_HU)
+    keep |= _upsample(inner > 0, f)[sub]
     out = np.zeros(shape, np.uint8)
-    out[box_f] = np.where(up_inner > 0, up_inner, np.where(band_lung, up_outer, 0))
+    out[box_f] = _upsample(outer, f)[sub]
+    out[box_f] *= keep
     return out
 
 

@@ -113,16 +113,17 @@ def region_histograms(regions: np.ndarray, *images: np.ndarray, offsets=None) ->
                  else (np.zeros(0, np.float32), None) for name in sets} for im in images]
     box = tuple(slice(min(found[v - 1][i].start for v in present), max(found[v - 1][i].stop for v in present))
                 for i in range(3))
-    reg, crops = regions[box], [im[box] for im in images]
+    crops = [im[box] for im in images]
     integer = [np.issubdtype(im.dtype, np.integer) for im in images]
     lows = [(int(c.min()) if o is None else o) if i else 0 for c, o, i in zip(crops, offsets, integer)]
     sizes = [int(c.max()) - lo + 1 if i else 0 for c, lo, i in zip(crops, lows, integer)]
     per: list[dict[int, np.ndarray]] = [{} for _ in images]
     for v in present:
-        mask = reg == v
-        for k, (c, lo, size) in enumerate(zip(crops, lows, sizes)):
-            per[k][v] = (np.bincount(c[mask].astype(np.int64) - lo, minlength=size) if integer[k]
-                         else c[mask])
+        own = found[v - 1]  # each region over its own box: a lobe's box is a fraction of the lungs'
+        mask = regions[own] == v
+        for k, (im, lo, size) in enumerate(zip(images, lows, sizes)):
+            values = im[own][mask]
+            per[k][v] = np.bincount(values.astype(np.int64) - lo, minlength=size) if integer[k] else values
     out = []
     for k in range(len(images)):
         if integer[k]:

@@ -23,6 +23,7 @@ import numpy as np
 from ..anatomy.regions import region_histograms
 from ..core import labels
 from ..core.image import CTImage, bounding_box
+from ..core.threads import for_each
 from .predict import ProbabilityMap
 
 KINDS = ("entropy", "disagreement", "margin")
@@ -145,7 +146,8 @@ def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_
     vetoed = np.zeros(inside.shape, np.uint8) if normal is not None else None  # the call turned normal, 0: none
     ny, nx = inside.shape[1:]
     step = max(1, SLAB_VOXELS // (ny * nx))
-    for z0 in range(0, inside.shape[0], step):
+
+    def one_slab(z0: int) -> None:  # each slab writes its own z range only: the slabs run on the analysis' threads
         z = slice(z0, min(z0 + step, inside.shape[0]))
         slab = box.crop((z.start, 0, 0), (z.stop, ny, nx))
         ins = inside[z]
@@ -167,6 +169,8 @@ def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_
         total = p.sum(0)
         chosen = np.take_along_axis(p, np.clip(lab.astype(np.int64) - 1, 0, len(p) - 1)[None], 0)[0]
         p_pred[z][ins] = np.where(total > 0, chosen / np.where(total > 0, total, 1), 1.0 / len(p))
+
+    for_each(one_slab, range(0, inside.shape[0], step))  # torch's grid_sample runs one thread per call
     out = subtypes
     if out is None:
         full = np.zeros(ct.array.shape, np.uint8)
