@@ -20,3 +20,23 @@ def test_command_line_turns_off_hugepage_advice_unless_asked(env, want):
         environ["NUMPY_MADVISE_HUGEPAGE"] = env
     out = subprocess.run([sys.executable, "-c", PROBE], env=environ, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == want
+
+
+def test_huge_page_zeros_are_writable_zeros_of_the_shape():
+    import mmap
+
+    import numpy as np
+
+    from drasclr.core import memory
+
+    small = memory.zeros((3, 4), np.uint8)
+    assert small.dtype == np.uint8 and small.shape == (3, 4) and not small.any()
+    big = memory.zeros((5, 64, 256, 128), np.float32)  # 40 MiB: on huge pages where the platform has them
+    assert big.shape == (5, 64, 256, 128) and big.dtype == np.float32 and not big.any()
+    big[2, 10:20] += 1.5
+    assert big.sum() == 1.5 * 10 * 256 * 128 and big.flags.writeable
+    if hasattr(mmap, "MADV_HUGEPAGE"):  # its own anonymous mapping, not numpy's allocator
+        owner = big
+        while owner.base is not None and isinstance(owner.base, np.ndarray):
+            owner = owner.base
+        assert isinstance(getattr(owner.base, "obj", owner.base), mmap.mmap)

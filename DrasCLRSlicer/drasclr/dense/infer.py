@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..anatomy.atlas import PATCH
-from ..core import labels
+from ..core import labels, memory
 from ..core.errors import InputError
 from ..core.image import CTImage, bounding_box, box_sums, resample_isotropic, resample_to
 from ..core.intensity import normalise_hu
@@ -242,9 +242,10 @@ def blend_probabilities(model: torch.nn.Module, vol: LungVolume, locator: Locato
     loc = locator(vol.ct.zyx_to_lps(corners + PATCH / 2.0)).astype(np.float32)  # patch centres
     num_classes = getattr(model, "num_classes", labels.NUM_CLASSES)
     padded = [n + PATCH for n in lung.shape]
-    acc = np.zeros((num_classes, *padded), np.float32)
-    wsum = np.zeros(padded, np.float32)
-    dis = np.zeros(padded, np.float32) if tta and disagreement else None
+    # every patch is added into these at its place: huge pages (drasclr.core.memory)
+    acc = memory.zeros((num_classes, *padded), np.float32)
+    wsum = memory.zeros(padded, np.float32)
+    dis = memory.zeros(padded, np.float32) if tta and disagreement else None
     run = runner_for(model.to(device).eval(), device)
     job = _PatchJob(run.fn, PaddedVolume(vol.ct.array, -1024), PaddedVolume(lung, 0), corners, loc, device,
                     tta, tta_select, dis is not None)
