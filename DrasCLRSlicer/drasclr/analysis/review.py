@@ -139,15 +139,19 @@ def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray
         raise ValueError("block_mm must be positive and min_ml non-negative")
     if rank_by not in RANKINGS:
         raise ValueError(f"rank_by {rank_by!r}: expected one of {RANKINGS}")
-    inside_all = (regions.array > 0) & (subtypes.array > 0)
     out = np.zeros(regions.array.shape, np.uint16)
-    box = bounding_box(inside_all)
-    if box is None:
+    # the units lie where a region and a call are both: first the regions' box (one pass over the grid), then
+    # that box tightened to where both are (the same box as over the whole grid, without whole-grid masks)
+    outer = bounding_box(regions.array)
+    inner = None if outer is None else bounding_box((regions.array[outer] > 0) & (subtypes.array[outer] > 0))
+    if inner is None:
         return ReviewQueue([], regions.with_array(out), block_mm, min_ml, rank_by)
+    box = tuple(slice(i.start + o.start, i.stop + o.start) for i, o in zip(inner, outer))
+    inside_box = (regions.array[box] > 0) & (subtypes.array[box] > 0)
     lo = np.array([s.start for s in box])
     within = tuple(slice(s.start - o, s.stop - o) for s, o in zip(box, origin))  # the box in the arrays' indices
     scale = SCALE if uncertainty is not None and np.issubdtype(uncertainty.dtype, np.integer) else 1.0
-    pieces = _pieces(regions.array[box], inside_all[box], subtypes.array[box], expected_errors[within],
+    pieces = _pieces(regions.array[box], inside_box, subtypes.array[box], expected_errors[within],
                      None if uncertainty is None else uncertainty[within], regions.spacing_zyx, block_mm,
                      max(1, int(np.ceil(min_ml / regions.voxel_volume_ml))))
     key = [(p.score if rank_by == "score" else p.score / p.voxels) for p in pieces]
