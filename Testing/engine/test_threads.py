@@ -60,3 +60,28 @@ def test_threaded_harmonization_is_slab_for_slab_the_same(monkeypatch):
         out[n] = harmonize.apply_gains(ct, [0.5, 0.7, 0.9]).array
     assert np.array_equal(out[1], out[2])
     assert not np.array_equal(out[1], ct.array)  # the gains did something
+
+
+def test_beside_keeps_the_foreground_in_this_thread_and_runs_every_job(workers):
+    here = threading.current_thread().name
+    ran, where = [], {}
+
+    def fg():
+        where["fg"] = threading.current_thread().name
+
+    def job(i):
+        ran.append(i)
+        where[i] = threading.current_thread().name
+
+    threads.beside(fg, [lambda i=i: job(i) for i in range(5)])
+    assert sorted(ran) == list(range(5)) and where["fg"] == here
+    assert all((where[i] != here) == (workers > 1) for i in range(5))
+
+    done = []
+
+    def bad():
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        threads.beside(fg, [bad, lambda: done.append(1)])
+    assert done == [1]  # the other job still ran before the error was raised

@@ -34,6 +34,7 @@ from ..core.io import read_ct, write_image
 from ..core.outputs import staged_dir
 from ..core.settings import AnalysisSettings
 from ..core.stages import reported
+from ..core.threads import beside
 from .loaded_model import LoadedModel
 from .stats import (
     COLUMNS,
@@ -233,24 +234,27 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True, e
     if result.rows and HARMONIZED_COLUMNS[0] in result.rows[0]:
         columns = [*columns, *HARMONIZED_COLUMNS]
     with staged_dir(out_dir) as tmp:
-        write_image(result.regions, tmp / "regions.nii.gz", dtype=np.uint8)
-        if result.subtypes is not None:
-            write_image(result.subtypes, tmp / "subtypes.nii.gz", dtype=np.uint8)
-        if result.embedding is not None:
-            np.save(tmp / "embedding.npy", result.embedding)
-        if result.uncertainty is not None:
-            write_image(result.uncertainty, tmp / "uncertainty.nii.gz", dtype=np.uint8)
-        if result.review is not None:
-            from .review import write_review
-
-            write_image(result.review.labels, tmp / "review_units.nii.gz", dtype=np.uint16)
-            write_review(result.review, tmp / "review.json", {"uncertainty_kind": result.uncertainty_kind})
-        write_csv(result.rows, tmp / "stats.csv", columns)
-        write_json(result.rows, tmp / "stats.json", info, columns)
+        # the compressed images (a few hundred MB each to compress on a thin-slice scan) are written on the
+        # analysis' other threads while the report is drawn in this one (matplotlib stays in the caller's thread)
+        draw = None
         if report:
             from .report import write_report
 
-            write_report(tmp, result.ct, result.subtypes, result.regions, result.rows, info)
+            def draw():
+                write_report(tmp, result.ct, result.subtypes, result.regions, result.rows, info)
+        images = [(result.regions, "regions.nii.gz", np.uint8), (result.subtypes, "subtypes.nii.gz", np.uint8),
+                  (result.uncertainty, "uncertainty.nii.gz", np.uint8),
+                  (None if result.review is None else result.review.labels, "review_units.nii.gz", np.uint16)]
+        beside(draw, [lambda im=im, name=name, dtype=dtype: write_image(im, tmp / name, dtype=dtype)
+                      for im, name, dtype in images if im is not None])
+        if result.embedding is not None:
+            np.save(tmp / "embedding.npy", result.embedding)
+        if result.review is not None:
+            from .review import write_review
+
+            write_review(result.review, tmp / "review.json", {"uncertainty_kind": result.uncertainty_kind})
+        write_csv(result.rows, tmp / "stats.csv", columns)
+        write_json(result.rows, tmp / "stats.json", info, columns)
         if extra is not None:
             extra(tmp, result)
     return out_dir

@@ -30,12 +30,43 @@ def for_each(fn: Callable, items: Iterable) -> None:
     items = list(items)
     workers = min(cpu_workers(), len(items))
     if workers <= 1:
-        for item in items:
-            fn(item)
+        _all_then_raise([lambda item=item: fn(item) for item in items])
         return
     with ThreadPoolExecutor(workers, thread_name_prefix="drasclr-slabs") as pool:
         for future in [pool.submit(fn, item) for item in items]:
             future.result()
 
 
-__all__ = ["cpu_workers", "for_each"]
+def _all_then_raise(jobs: list[Callable]) -> None:
+    """Every job, in order, in this thread; then the first error, if any."""
+    first = None
+    for job in jobs:
+        try:
+            job()
+        except Exception as exc:  # re-raised below, after the other jobs (an interrupt stops at once)
+            first = first or exc
+    if first is not None:
+        raise first
+
+
+def beside(foreground: Callable | None, background: Iterable[Callable]) -> None:
+    """``foreground()`` in this thread (what must stay in the caller's thread: matplotlib, say) while the
+    ``background`` jobs run on :func:`cpu_workers` - 1 threads; one after the other with one worker. The first error
+    is raised after all have run."""
+    background = list(background)
+    if cpu_workers() <= 1 or not background:
+        _all_then_raise(([foreground] if foreground is not None else []) + background)
+        return
+    with ThreadPoolExecutor(min(cpu_workers() - 1, len(background)), thread_name_prefix="drasclr-beside") as pool:
+        futures = [pool.submit(job) for job in background]
+        try:
+            if foreground is not None:
+                foreground()
+        finally:
+            for future in futures:
+                future.exception()  # every job done before anything is raised
+        for future in futures:
+            future.result()
+
+
+__all__ = ["beside", "cpu_workers", "for_each"]
