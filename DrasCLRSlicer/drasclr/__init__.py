@@ -24,7 +24,7 @@ def __getattr__(name):
 
 # --- the engine's layout, and its old import paths --------------------------------------------------------------
 # core/      image, io and its input-file checks, labels, names, settings, errors, outputs, progress, device, versions,
-#            intensity, distributed
+#            intensity, distributed, threads (per-voxel work on the analysis' threads), memory (huge-page arrays)
 # checks/    resolution guard, lung plausibility
 # anatomy/   HU calibration (air, trachea, blood), lungs, registration, coords, atlas, lobes, regions, adapters
 # model/     the DrasCLR network (CondConv encoder, heads), model files, training-state checkpoints
