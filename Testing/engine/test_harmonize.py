@@ -136,3 +136,16 @@ def test_analyze_flag_refuses_a_bad_mode(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:")
     assert not (tmp_path / "r").exists()
+
+
+def test_noise_measure_in_slabs_on_two_threads_is_one_threads(monkeypatch):
+    """measure() runs its in-plane steps in slabs on the analysis' threads: the very same numbers as in one piece."""
+    from drasclr.core import threads
+
+    ct, lungs = chest(noise_sd=60.0, kernel=LUNG, nz=12)
+    lung_image = ct.with_array(lungs.astype(np.uint8))
+    got = {}
+    for n in (1, 2):
+        monkeypatch.setattr(threads, "cpu_workers", lambda n=n: n)
+        got[n] = H.measure(ct, lung_image).to_json()
+    assert got[1] == got[2] and got[1]["band_sd_hu"] is not None

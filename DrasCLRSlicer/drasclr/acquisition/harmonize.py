@@ -35,7 +35,7 @@ from scipy import ndimage as ndi
 from ..core.errors import InputError
 from ..core.image import CTImage, bounding_box
 from ..core.io import read_ct
-from ..core.threads import for_each
+from ..core.threads import for_each, in_slabs
 
 MODES = ("auto", "off")
 BAND_SIGMAS_MM = (0.4, 0.8, 1.6)  # band i = G(s_{i-1}) - G(s_i), s_0 = 0; the last band is everything coarser
@@ -174,19 +174,30 @@ def measure(ct: CTImage, lungs: CTImage | None = None) -> NoiseMeasure:
     a, idx = _slices(ct.array, axis)
     a = a.astype(np.float32)
     lm = None if lungs is None else np.take(lungs.array > 0, idx, axis=axis)
-    m, s = _local(a, sp, axis)
-    tissue = _tissue_mask(a, m, sp, axis, lm)
-    body = np.stack([ndi.binary_fill_holes(x) for x in np.moveaxis(a > -500, axis, 0)], axis=axis)
-    outside = ~ndi.binary_dilation(body, _plane(axis), iterations=5) & (a > -1200) & (m < -800)
+    # every step below is in-plane (nothing reaches across slices), so the slices are measured in slabs on the
+    # analysis' threads and put back together: the same arrays as in one piece
+
+    def masks(a, lm):
+        m, s = _local(a, sp, axis)
+        tissue = _tissue_mask(a, m, sp, axis, lm)
+        body = np.stack([ndi.binary_fill_holes(x) for x in np.moveaxis(a > -500, axis, 0)], axis=axis)
+        outside = ~ndi.binary_dilation(body, _plane(axis), iterations=5) & (a > -1200) & (m < -800)
+        return s, tissue, outside
+
+    s, tissue, outside = in_slabs(masks, axis, a, lm)
     air_sd = float(np.median(s[outside])) if outside.sum() > 500 else None
     n = int(tissue.sum())
     if n < 500:
         return NoiseMeasure(None, None, None, _r(air_sd), n)
     crop = _reach(tissue, sp, axis)  # the bands only where the tissue's measures read them: the same numbers
     ac, tc = a[crop], tissue[crop]
-    bs = bands(ac, sp, axis, (*BAND_SIGMAS_MM, COARSE_SIGMA_MM))
-    band_sd = [float(np.sqrt(np.median(ndi.uniform_filter(b * b, _local_size(sp, axis))[tc]))) for b in bs[:-1]]
-    resid = ac - bs[-1] - bs[-2]  # the fine bands
+
+    def band_maps(ac):  # each band's local variance, and the fine bands together
+        bs = bands(ac, sp, axis, (*BAND_SIGMAS_MM, COARSE_SIGMA_MM))
+        return (*(ndi.uniform_filter(b * b, _local_size(sp, axis)) for b in bs[:-1]), ac - bs[-1] - bs[-2])
+
+    *local_var, resid = in_slabs(band_maps, axis, ac)
+    band_sd = [float(np.sqrt(np.median(v[tc]))) for v in local_var]
     return NoiseMeasure(_r(float(np.median(s[tissue]))), [_r(v) for v in band_sd[:-1]],
                         _r(_autocorr(resid, tc, axis), 3), _r(air_sd), n, _r(band_sd[-1]))
 

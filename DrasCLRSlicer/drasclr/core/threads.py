@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 
 def cpu_workers() -> int:
     """Torch's thread count where torch is loaded, else ``OMP_NUM_THREADS``, else the CPU count."""
@@ -69,4 +71,21 @@ def beside(foreground: Callable | None, background: Iterable[Callable]) -> None:
             future.result()
 
 
-__all__ = ["beside", "cpu_workers", "for_each"]
+def in_slabs(fn: Callable, axis: int, *arrays) -> tuple:
+    """``fn(*arrays)`` (a tuple of arrays shaped like the first) computed on :func:`cpu_workers` slabs of ``arrays``
+    along ``axis`` at once and joined: the same result when nothing ``fn`` does reaches across ``axis`` (in-plane
+    filters, say). None passes through as None."""
+    n = arrays[0].shape[axis]
+    k = max(1, min(cpu_workers(), n))
+    edges = np.linspace(0, n, k + 1).round().astype(int)
+    parts: list = [None] * k
+
+    def part(i: int) -> None:
+        sl = tuple(slice(edges[i], edges[i + 1]) if d == axis else slice(None) for d in range(arrays[0].ndim))
+        parts[i] = fn(*(None if x is None else x[sl] for x in arrays))
+
+    for_each(part, range(k))
+    return tuple(np.concatenate([p[j] for p in parts], axis=axis) for j in range(len(parts[0])))
+
+
+__all__ = ["beside", "cpu_workers", "for_each", "in_slabs"]
