@@ -35,7 +35,7 @@ from scipy import ndimage as ndi
 from ..core.errors import InputError
 from ..core.image import CTImage, bounding_box
 from ..core.io import read_ct
-from ..core.threads import for_each, in_slabs
+from ..core.threads import for_each, in_slabs, slab
 
 MODES = ("auto", "off")
 BAND_SIGMAS_MM = (0.4, 0.8, 1.6)  # band i = G(s_{i-1}) - G(s_i), s_0 = 0; the last band is everything coarser
@@ -252,8 +252,8 @@ def apply_gains(ct: CTImage, band_gains: list[float], box=None) -> CTImage:
     out = np.empty(ct.array.shape, ct.array.dtype)
     step = max(1, SLAB_VOXELS // max(1, ct.array.size // ct.array.shape[axis]))
 
-    def slab(i: int) -> None:  # slab by slab: the bands are in-plane, so this is exact
-        sl = tuple(slice(i, i + step) if k == axis else slice(None) for k in range(3))
+    def one_slab(i: int) -> None:  # slab by slab: the bands are in-plane, so this is exact
+        sl = slab(axis, i, i + step)
         a = ct.array[sl].astype(np.float32)
         acc = np.zeros_like(a)
         # the sum of gain x band of :func:`bands`, band by band in the same order and precision (the same values),
@@ -270,7 +270,7 @@ def apply_gains(ct: CTImage, band_gains: list[float], box=None) -> CTImage:
             acc = np.clip(np.rint(acc, out=acc), info.min, info.max, out=acc)
         out[sl] = acc
 
-    for_each(slab, range(0, ct.array.shape[axis], step))  # the slabs on the analysis' threads
+    for_each(one_slab, range(0, ct.array.shape[axis], step))  # the slabs on the analysis' threads
     return ct.with_array(out)
 
 

@@ -143,11 +143,12 @@ def build_queue(regions: CTImage, subtypes: CTImage, expected_errors: np.ndarray
     # the units lie where a region and a call are both: first the regions' box (one pass over the grid), then
     # that box tightened to where both are (the same box as over the whole grid, without whole-grid masks)
     outer = bounding_box(regions.array)
-    inner = None if outer is None else bounding_box((regions.array[outer] > 0) & (subtypes.array[outer] > 0))
+    both = None if outer is None else (regions.array[outer] > 0) & (subtypes.array[outer] > 0)
+    inner = None if both is None else bounding_box(both)
     if inner is None:
         return ReviewQueue([], regions.with_array(out), block_mm, min_ml, rank_by)
     box = tuple(slice(i.start + o.start, i.stop + o.start) for i, o in zip(inner, outer))
-    inside_box = (regions.array[box] > 0) & (subtypes.array[box] > 0)
+    inside_box = both[inner]
     lo = np.array([s.start for s in box])
     within = tuple(slice(s.start - o, s.stop - o) for s, o in zip(box, origin))  # the box in the arrays' indices
     scale = SCALE if uncertainty is not None and np.issubdtype(uncertainty.dtype, np.integer) else 1.0

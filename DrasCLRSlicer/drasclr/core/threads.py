@@ -71,6 +71,11 @@ def beside(foreground: Callable | None, background: Iterable[Callable]) -> None:
             future.result()
 
 
+def slab(axis: int, start: int, stop: int, ndim: int = 3) -> tuple[slice, ...]:
+    """The index of ``[start, stop)`` along ``axis``, everything along the other axes."""
+    return tuple(slice(start, stop) if d == axis else slice(None) for d in range(ndim))
+
+
 def in_slabs(fn: Callable, axis: int, *arrays) -> tuple:
     """``fn(*arrays)`` (a tuple of arrays shaped like the first) computed on :func:`cpu_workers` slabs of ``arrays``
     along ``axis`` at once and joined: the same result when nothing ``fn`` does reaches across ``axis`` (in-plane
@@ -81,11 +86,11 @@ def in_slabs(fn: Callable, axis: int, *arrays) -> tuple:
     parts: list = [None] * k
 
     def part(i: int) -> None:
-        sl = tuple(slice(edges[i], edges[i + 1]) if d == axis else slice(None) for d in range(arrays[0].ndim))
+        sl = slab(axis, edges[i], edges[i + 1], arrays[0].ndim)
         parts[i] = fn(*(None if x is None else x[sl] for x in arrays))
 
     for_each(part, range(k))
     return tuple(np.concatenate([p[j] for p in parts], axis=axis) for j in range(len(parts[0])))
 
 
-__all__ = ["beside", "cpu_workers", "for_each", "in_slabs"]
+__all__ = ["beside", "cpu_workers", "for_each", "in_slabs", "slab"]

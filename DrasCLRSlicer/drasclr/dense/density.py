@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 
 from ..core import labels
 from ..core.image import CTImage, bounding_box
-from ..core.threads import for_each
+from ..core.threads import for_each, slab
 
 LAA_HU = -950.0
 
@@ -41,7 +41,7 @@ def _box_mean(a: np.ndarray, size) -> np.ndarray:
         step = max(1, -(-a.shape[across] // 8))
 
         def block(i: int, axis=axis, n=n, across=across, step=step) -> None:
-            sl = tuple(slice(i, i + step) if k == across else slice(None) for k in range(a.ndim))
+            sl = slab(across, i, i + step, a.ndim)
             ndi.uniform_filter1d(a[sl], n, axis=axis, output=a[sl])
 
         for_each(block, range(0, a.shape[across], step))
