@@ -9,7 +9,9 @@ default build/bench-slices). Each analysis runs as its own child process (``pyth
 settings unless ANALYZE_ARGS are given), so its peak resident memory is its own (``wait4``). ``--engines`` runs
 two checkouts of the engine side by side in one run (name=path of the folder holding ``drasclr``), interleaved;
 ``name=path@MODEL`` runs that engine with ``--model MODEL`` (two models side by side:
-``--engines v5=DrasCLRSlicer@demo-v5,light=DrasCLRSlicer@demo-v5-light``).
+``--engines v5=DrasCLRSlicer@demo-v5,light=DrasCLRSlicer@demo-v5-light``); ``name=path+ARG+ARG`` adds analyze
+arguments to that engine only (one engine two ways:
+``--engines native=DrasCLRSlicer+--thin-slices+native,slabs=DrasCLRSlicer``).
 
 Prints per engine and slice count: wall time, peak RSS, the stage timings from stats.json; the ratio of each slice
 count's time to the first's; and, between the first and every other engine, the whole-lung emphysema % difference
@@ -103,6 +105,8 @@ def main(argv=None) -> int:
         return 0
     work = Path(args.work)
     engines = dict(e.split("=", 1) for e in args.engines.split(","))
+    own_args = {name: path.split("+")[1:] for name, path in engines.items()}
+    engines = {name: path.split("+")[0] for name, path in engines.items()}
     models = {name: path.split("@", 1)[1] if "@" in path else None for name, path in engines.items()}
     engines = {name: path.split("@", 1)[0] for name, path in engines.items()}
     counts = [int(s) for s in args.slices.split(",")]
@@ -111,7 +115,7 @@ def main(argv=None) -> int:
     for rep in range(args.repeat):
         for n in counts:
             for name, path in engines.items():  # interleaved: a drift of the machine hits every engine alike
-                own = ["--model", models[name]] if models[name] else []
+                own = (["--model", models[name]] if models[name] else []) + own_args[name]
                 r = run(Path(path).resolve(), cts[n], work / f"out_{name}_{n}_{rep}", [*extra, *own])
                 results.setdefault((name, n), []).append(r)
                 print(f"{name:>8} {n:4d} slices: {r['wall_s']:6.1f} s  {r['rss_gib']:.2f} GiB", file=sys.stderr)

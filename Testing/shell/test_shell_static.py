@@ -149,7 +149,7 @@ def test_panel_settings_fields_are_analysis_settings(shell_tree):
     options = {camel(o["name"]): o for o in shell_options()}
     shown = set(fields) & set(options)
     assert {"model", "device", "tta", "huCalibration", "strict", "regions", "densityVeto", "batchSize",
-            "harmonize"} <= shown
+            "harmonize", "thinSlices"} <= shown
     for name in shown:
         annotation = fields[name]
         if "Choice(" in annotation:

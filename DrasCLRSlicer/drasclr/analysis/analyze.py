@@ -12,6 +12,7 @@ line, and through it both shells' child processes); ``write_analysis`` writes an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -22,7 +23,7 @@ import numpy as np
 
 from .. import __version__
 from ..acquisition.harmonize import for_analysis
-from ..anatomy.hu_calibration import calibrate_and_segment, describe
+from ..anatomy.hu_calibration import apply_offset, calibrate_and_segment, describe
 from ..anatomy.lobes.source import Regions, choose_regions
 from ..anatomy.lungs import segment_lung_slices
 from ..anatomy.regions import lungs_as_regions, read_lobes
@@ -35,6 +36,7 @@ from ..core.outputs import staged_dir
 from ..core.settings import AnalysisSettings
 from ..core.stages import reported
 from ..core.threads import beside
+from . import thin_slices
 from .loaded_model import LoadedModel
 from .stats import (
     COLUMNS,
@@ -78,6 +80,7 @@ class Analysis:
     density_veto: dict | None = None  # drasclr.dense.density: the rule applied and the voxels it turned normal
     settings: dict | None = None  # AnalysisSettings.to_json(): what was asked for
     harmonization: dict | None = None  # drasclr.acquisition.harmonize: noise/sharpness measured, what was done
+    analysis_grid: dict | None = None  # drasclr.analysis.thin_slices: thin slices analysed as slabs (None: native)
 
 
 @contextlib.contextmanager
@@ -106,10 +109,15 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None
     if thin and dense:
         raise InputError(f"the image has {ct.array.shape[ct.superior_axis()[0]]} slice(s): the 3-D subtype model "
                          "needs a volume (single slices: --model cip-lh)")
+    raw = ct  # as read: its densitometry is written beside the corrected one when HU are corrected
+    slabs = None if thin or reference else thin_slices.plan(ct, settings.thin_slices)
+    given = lobes  # a lobe file on the CT's grid: the native regions come from it, not from its slab copy
+    if slabs is not None:  # sub-millimetre slices: every stage up to the stats on slabs of about 2 mm
+        ct = slabs.down(ct)
+        lobes = None if lobes is None else slabs.pick(lobes)
     resolution = (require_resolution if settings.strict else check_resolution)(ct, card) if dense else None
     with stage("lung_mask"):
         # segment_lungs, or slice by slice for fewer than 3 slices; on the HU-corrected scan
-        raw = ct  # as read: its densitometry is written beside the corrected one when HU are corrected
         ct, lungs, calibration = calibrate_and_segment(ct, settings.hu_calibration, segment=segment_lung_slices)
     with stage("harmonize"):  # what the model (and the harmonized_* densitometry) sees; the contract numbers: ct
         seen, harmonized = for_analysis(ct, lungs, settings.harmonize, reference)
@@ -141,12 +149,28 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None
     elif dense:
         _dense_subtypes(result, seen, model, settings, transform, stage)
     with stage("stats"):
+        analysed_regions = result.regions
+        if slabs is not None:  # the maps back on the native slices, the contract densitometry measured there
+            _to_native(result, slabs, apply_offset(raw, calibration.applied_hu or 0.0), given)
         result.rows = _region_rows(result)
         if calibration.corrected:
             result.rows = with_uncorrected(result.rows, raw, result.regions)
         if harmonized.applied:
-            result.rows = with_densitometry_of(result.rows, seen, result.regions, "harmonized")
+            result.rows = with_densitometry_of(result.rows, seen, analysed_regions, "harmonized")
     return result
+
+
+def _to_native(result: Analysis, slabs: thin_slices.Slabs, ct: CTImage, given: CTImage | None) -> None:
+    """``result``'s slab-grid maps on the native grid of ``ct`` (the native CT, HU-corrected as the slabs were);
+    ``given``: the lobe file on that grid (its own boundaries, within the lungs)."""
+    result.ct, result.analysis_grid = ct, slabs.to_json()
+    result.lungs, result.regions = slabs.up(result.lungs), slabs.up(result.regions)
+    if given is not None:
+        result.regions = ct.with_array(np.where(result.lungs.array > 0, given.array, 0).astype(np.uint8))
+    result.subtypes, result.uncertainty = slabs.up(result.subtypes), slabs.up(result.uncertainty)
+    if result.review is not None:
+        q = result.review
+        result.review = dataclasses.replace(q, units=slabs.up_units(q.units, q.labels), labels=slabs.up(q.labels))
 
 
 def _dense_subtypes(result: Analysis, seen: CTImage, model: LoadedModel, settings: AnalysisSettings, transform,
@@ -218,6 +242,8 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True, e
         info["density_veto"] = result.density_veto
     if result.harmonization is not None:
         info["harmonization"] = result.harmonization
+    if result.analysis_grid is not None:
+        info["analysis_grid"] = result.analysis_grid
     info["warnings"] = result.warnings
     if result.settings is not None:
         info["settings"] = result.settings

@@ -1,0 +1,156 @@
+"""Thin slices analysed as slabs: a sub-millimetre scan's anatomy and subtype map on a grid of about 2 mm slabs,
+its densitometry on the native slices.
+
+A thin-slice HRCT (0.5-0.9 mm slices, 300-700 of them) holds three to four times the voxels of the same lung at
+2-2.5 mm, while the subtype model reads a 1 mm grid of its own and 30 mm blocks, lobes and the lung's outline
+change little within 2 mm. So with ``thin_slices="slabs"`` (the default) consecutive slices are averaged into
+slabs of about :data:`SLAB_MM` (the thicker reconstruction a scanner would make), and the lung mask,
+harmonization, registration, lobes, subtype map, uncertainty and review queue run on the slab grid: the analysis
+time follows the lung's volume, not the slice count. What is per voxel in the outputs comes back to the native
+slices: every native slice takes the labels of its slab (the maps are written on the CT's own grid), and the
+contract densitometry (LAA-950, Perc15, mean HU, volumes) is measured on the native voxels with those masks.
+The harmonized_* densitometry is measured where the harmonization ran (the slab grid). ``thin_slices="native"``:
+every stage on the native slices. Scans with slices of :data:`SLABS_BELOW_MM` or more are always read natively.
+Accuracy and time, measured: docs/inference_speed.md ("Thin slices as slabs").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.image import CTImage
+
+MODES = ("slabs", "native")
+SLABS_BELOW_MM = 1.0  # slices at least this thick are analysed as they are
+SLAB_MM = 2.0  # the slab thickness aimed at: round(SLAB_MM / slice) slices per slab
+
+
+@dataclass(frozen=True)
+class Slabs:
+    """``k`` consecutive native slices (array ``axis``) per slab; ``native``: the CT as read (its grid)."""
+
+    native: CTImage
+    axis: int
+    k: int
+
+    @property
+    def count(self) -> int:
+        """Native slices."""
+        return self.native.array.shape[self.axis]
+
+    @property
+    def slice_mm(self) -> float:
+        return self.native.spacing_zyx[self.axis]
+
+    def to_json(self) -> dict:
+        """What stats.json records (``analysis_grid``)."""
+        return {"kind": "slabs", "slices_per_slab": self.k, "native_slice_mm": round(self.slice_mm, 4),
+                "slab_mm": round(self.slice_mm * self.k, 4), "native_slices": self.count,
+                "slabs": -(-self.count // self.k),
+                "native": "labels, uncertainty and review units copied from each slice's slab; contract "
+                          "densitometry on the native voxels; harmonized_* and the density rule's voxel counts on "
+                          "the slabs"}
+
+    # --- down: the slab grid ------------------------------------------------------------------------------
+    def grid(self, array: np.ndarray) -> CTImage:
+        """``array`` (slab shape) on the slab grid: spacing ``k`` slices along ``axis``, each slab's origin at the
+        centre of its first ``k`` native slices."""
+        n = self.native
+        spacing = list(n.spacing)
+        spacing[2 - self.axis] *= self.k
+        shift = np.zeros(3)
+        shift[self.axis] = (self.k - 1) / 2.0
+        origin = n.zyx_to_lps(shift)[0]
+        return CTImage(array, tuple(spacing), tuple(origin), n.direction)
+
+    def down(self, image: CTImage | None = None) -> CTImage:
+        """The mean of each slab's slices (``image``: the native CT by default, or another image on its grid), in
+        ``image``'s dtype (integers rounded); the last slab holds what is left."""
+        a = np.moveaxis((image or self.native).array, self.axis, 0)
+        m = -(-a.shape[0] // self.k)
+        out = np.empty((m, *a.shape[1:]), a.dtype)
+        acc = np.empty(a.shape[1:], np.float32)
+        for j in range(m):
+            part = a[j * self.k:(j + 1) * self.k]
+            np.add.reduce(part, axis=0, dtype=np.float32, out=acc)
+            acc /= len(part)
+            if np.issubdtype(a.dtype, np.integer):
+                np.rint(acc, out=acc)
+            out[j] = acc
+        return self.grid(np.moveaxis(out, 0, self.axis))
+
+    def pick(self, image: CTImage) -> CTImage:
+        """A native-grid labelmap (a given lobe file) on the slab grid: each slab takes its middle slice."""
+        idx = np.minimum(np.arange(-(-self.count // self.k)) * self.k + (self.k - 1) // 2, self.count - 1)
+        return self.grid(np.ascontiguousarray(np.take(image.array, idx, axis=self.axis)))
+
+    # --- up: back to the native slices ----------------------------------------------------------------------
+    def up(self, image: CTImage | None) -> CTImage | None:
+        """A slab-grid image on the native grid: every native slice takes its slab's values."""
+        if image is None:
+            return None
+        a = np.repeat(image.array, self.k, axis=self.axis)
+        a = a[(slice(None),) * self.axis + (slice(0, self.count),)]
+        return self.native.with_array(np.ascontiguousarray(a))
+
+    def native_weights(self) -> np.ndarray:
+        """Native slices per slab (``k``, the last one what is left)."""
+        m = -(-self.count // self.k)
+        w = np.full(m, self.k, np.int64)
+        w[-1] = self.count - self.k * (m - 1)
+        return w
+
+    def up_units(self, units: list[dict], slab_labels: CTImage) -> list[dict]:
+        """Review units (:func:`drasclr.analysis.review.build_queue` on the slab grid) in native voxels: index
+        boxes and centres on the native slices, LPS from them, voxels counted over the native slices (``score``
+        scaled alike; fractions unchanged)."""
+        if not units:
+            return units
+        a = np.moveaxis(slab_labels.array, self.axis, 0)
+        w = self.native_weights()
+        ranks = len(units)
+        # native voxels per unit: each slab's count times its native slices
+        per_slab = np.stack([np.bincount(a[j].ravel(), minlength=ranks + 1)[:ranks + 1] for j in range(a.shape[0])])
+        native_counts = (per_slab * w[:, None]).sum(0)
+        out = []
+        for u in units:
+            c = np.array(u["centre_zyx"])
+            c[self.axis] = min(c[self.axis] * self.k + (self.k - 1) // 2, self.count - 1)
+            lo, hi = np.array(u["bbox_zyx"][0]), np.array(u["bbox_zyx"][1])
+            lo[self.axis] *= self.k
+            hi[self.axis] = min(hi[self.axis] * self.k, self.count)
+            corners = np.array([[(lo, hi - 1)[b][i] for i, b in enumerate(bits)]
+                                for bits in np.ndindex(2, 2, 2)], float)
+            lps = self.native.zyx_to_lps(corners)
+            n = int(native_counts[u["rank"]])
+            v = {**u, "centre_zyx": [int(x) for x in c],
+                 "centre_lps": [round(float(x), 2) for x in self.native.zyx_to_lps(c[None].astype(float))[0]],
+                 "bbox_zyx": [[int(x) for x in lo], [int(x) for x in hi]],
+                 "bbox_lps": [[round(float(x), 2) for x in lps.min(0)], [round(float(x), 2) for x in lps.max(0)]],
+                 "voxels": n, "volume_ml": round(n * self.native.voxel_volume_ml, 3)}
+            if u.get("voxels"):
+                v["score"] = round(u["score"] * n / u["voxels"], 2)
+            out.append(v)
+        return out
+
+
+def plan(ct: CTImage, mode: str = "slabs") -> Slabs | None:
+    """The slabs ``ct`` is analysed on, or None (``native``, slices of :data:`SLABS_BELOW_MM` or more, or too few
+    slices for three slabs)."""
+    if mode not in MODES:
+        raise ValueError(f"thin slices {mode!r}: expected one of {MODES}")
+    if mode == "native":
+        return None
+    axis = ct.superior_axis()[0]
+    s = ct.spacing_zyx[axis]
+    if s >= SLABS_BELOW_MM or s <= 0:
+        return None
+    k = int(np.floor(SLAB_MM / s + 0.5))
+    if k < 2 or ct.array.shape[axis] < 3 * k:
+        return None
+    return Slabs(ct, axis, k)
+
+
+__all__ = ["MODES", "SLABS_BELOW_MM", "SLAB_MM", "Slabs", "plan"]
