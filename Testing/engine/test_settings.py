@@ -26,7 +26,7 @@ def test_every_field_has_a_flag_and_round_trips_through_it():
     """A non-default value of every field survives settings -> flags -> the analyze parser -> settings."""
     other = {"model": "cip-lh", "use_model": False, "device": "cpu", "tta": False, "regions": "zones",
              "lobes_from": "lungmask", "lobes_convention": "cip", "hu_calibration": "air", "harmonize": "off",
-             "thin_slices": "native",
+             "thin_slices": "slabs",
              "density_veto": True,
              "strict": True, "embedding": True, "batch_size": 12, "series": "1.2.3", "allow_uneven_slices": True}
     assert set(other) == {f.name for f in fields()}, "a new setting needs a value here"

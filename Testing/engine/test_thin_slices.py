@@ -31,25 +31,26 @@ def _ct(nz=20, sz=0.625, direction=None):
 
 @pytest.mark.parametrize("sz,k", [(0.5, 4), (0.625, 3), (0.8, 3), (0.9, 2), (0.99, 2)])
 def test_sub_millimetre_slices_become_slabs_of_about_2_mm(sz, k):
-    s = thin_slices.plan(_ct(40, sz))
+    s = thin_slices.plan(_ct(40, sz), "slabs")
     assert s is not None and s.k == k and s.axis == 0
 
 
 @pytest.mark.parametrize("sz", [1.0, 1.25, 2.5, 5.0])
 def test_slices_of_a_millimetre_or_more_are_read_natively(sz):
-    assert thin_slices.plan(_ct(40, sz)) is None
+    assert thin_slices.plan(_ct(40, sz), "slabs") is None
 
 
-def test_native_mode_and_too_few_slices_stay_native():
-    assert thin_slices.plan(_ct(40), "native") is None
-    assert thin_slices.plan(_ct(8)) is None  # under three slabs
+def test_native_mode_the_default_and_too_few_slices_stay_native():
+    assert thin_slices.plan(_ct(40), "native") is None and thin_slices.plan(_ct(40)) is None
+    assert AnalysisSettings().thin_slices == "native"
+    assert thin_slices.plan(_ct(8), "slabs") is None  # under three slabs
     with pytest.raises(ValueError):
         thin_slices.plan(_ct(40), "thick")
 
 
 def test_slab_values_are_the_mean_of_their_slices_and_sit_at_their_centre():
     ct = _ct(20)  # 20 slices of 0.625 mm: 6 slabs of 3, the last one of 2
-    s = thin_slices.plan(ct)
+    s = thin_slices.plan(ct, "slabs")
     d = s.down()
     assert d.array.shape == (7, 6, 5) and d.array.dtype == np.int16
     a = ct.array.astype(np.float64)
@@ -64,13 +65,13 @@ def test_slabs_follow_the_cranio_caudal_axis_whatever_the_array_order():
     # array axis 1 is superior here (a coronal acquisition): the slabs must be cut along it
     direction = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 0]])
     ct = CTImage(np.zeros((6, 30, 5), np.int16), spacing=(0.7, 0.625, 0.8), direction=direction)
-    s = thin_slices.plan(ct)
+    s = thin_slices.plan(ct, "slabs")
     assert s is not None and s.axis == 1 and s.down().array.shape == (6, 10, 5)
 
 
 def test_up_gives_every_native_slice_its_slab_and_pick_the_middle_slice():
     ct = _ct(20)
-    s = thin_slices.plan(ct)
+    s = thin_slices.plan(ct, "slabs")
     slab_labels = s.grid(np.arange(7, dtype=np.uint8)[:, None, None] * np.ones((7, 6, 5), np.uint8))
     up = s.up(slab_labels)
     assert up.same_grid(ct) and up.array[:, 0, 0].tolist() == [i // 3 for i in range(20)]
@@ -141,7 +142,7 @@ def test_a_given_lobe_file_keeps_its_own_boundaries_on_the_native_slices():
     lobes[:50][truth[:50] == 1] = 5
     lobes[:50][truth[:50] == 2] = 1
     lobes[50:][truth[50:] == 1] = 3  # right: upper 3 / lower 5; left: upper 2 / lower 1 (LTRC numbering)
-    res = analyze(ct, ct.with_array(lobes), settings=AnalysisSettings(use_model=False))
+    res = analyze(ct, ct.with_array(lobes), settings=AnalysisSettings(use_model=False, thin_slices="slabs"))
     assert res.analysis_grid is not None and res.region_source == "file"
     inside = res.lungs.array > 0
     assert np.array_equal(res.regions.array[inside], lobes[inside])
