@@ -46,3 +46,18 @@ def synthetic_cohort(root, n: int = 4, seed: int = 10):
         write_image(ct, root / f"case_{i}" / "ct.nii.gz")
         write_image(ct.with_array(sub), root / f"case_{i}" / "subtypes.nii.gz")
     return root
+
+
+TINY_ENCODER = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}
+
+
+def tiny_loaded_model(seed: int = 0):
+    """An untrained tiny subtype model, loaded as ``analyze`` takes it (CPU): fast end-to-end analyses in tests."""
+    import torch
+
+    from drasclr.analysis.loaded_model import LoadedModel
+    from drasclr.dense.segmenter import SubtypeSegmenter
+
+    torch.manual_seed(seed)
+    model = SubtypeSegmenter(encoder=TINY_ENCODER, decoder=(8, 8, 8, 4, 4))
+    return LoadedModel(model, {"name": "tiny", "version": "tiny-v1"}, None, torch.device("cpu"))

@@ -6,27 +6,20 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from drasclr.analysis.analyze import analyze, write_analysis
-from drasclr.analysis.loaded_model import LoadedModel
 from drasclr.analysis.review import read_review
 from drasclr.analysis.stats import COLUMNS, UNCERTAINTY_COLUMN, read_json
 from drasclr.core.io import read_image
 from drasclr.core.settings import AnalysisSettings
-from drasclr.dense.segmenter import SubtypeSegmenter
 from drasclr.dense.uncertainty import SCALE
-from synthetic import synthetic_chest
-
-TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}
+from synthetic import synthetic_chest, tiny_loaded_model
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     ct, _ = synthetic_chest(shape=(30, 64, 64), spacing=(3.0, 3.0, 4.0))
-    torch.manual_seed(0)
-    model = SubtypeSegmenter(encoder=TINY, decoder=(8, 8, 8, 4, 4))
-    loaded = LoadedModel(model, {"name": "tiny", "version": "tiny-v1"}, None, torch.device("cpu"))
+    loaded = tiny_loaded_model()
     res = analyze(ct, model=loaded, settings=AnalysisSettings(batch_size=32))
     out = write_analysis(res, tmp_path_factory.mktemp("guided") / "out", report=False)
     return res, out

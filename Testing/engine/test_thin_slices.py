@@ -6,20 +6,15 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from drasclr.analysis import thin_slices
 from drasclr.analysis.analyze import analyze, write_analysis
-from drasclr.analysis.loaded_model import LoadedModel
 from drasclr.analysis.review import read_review
 from drasclr.analysis.stats import region_stats
 from drasclr.core.image import CTImage
 from drasclr.core.io import read_image
 from drasclr.core.settings import AnalysisSettings
-from drasclr.dense.segmenter import SubtypeSegmenter
-from synthetic import synthetic_chest
-
-TINY = {"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1}
+from synthetic import synthetic_chest, tiny_loaded_model
 
 
 def _ct(nz=20, sz=0.625, direction=None):
@@ -84,9 +79,7 @@ def test_up_gives_every_native_slice_its_slab_and_pick_the_middle_slice():
 def thin_result(tmp_path_factory):
     """A synthetic chest at 0.8 mm slices analysed with a tiny untrained model, as slabs and natively."""
     ct, _ = synthetic_chest(shape=(100, 64, 64), spacing=(3.0, 3.0, 0.8))
-    torch.manual_seed(0)
-    model = SubtypeSegmenter(encoder=TINY, decoder=(8, 8, 8, 4, 4))
-    loaded = LoadedModel(model, {"name": "tiny", "version": "tiny-v1"}, None, torch.device("cpu"))
+    loaded = tiny_loaded_model()
     root = tmp_path_factory.mktemp("thin")
     out = {}
     for mode in ("slabs", "native"):
