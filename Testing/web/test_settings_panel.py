@@ -17,7 +17,7 @@ def test_every_advanced_setting_has_a_state_key_with_the_engine_default():
     settings_panel.init_state(state)
     shown = {o["name"] for o in shell_options(advanced=True)} - settings_panel.SHOWN_ELSEWHERE
     assert {k.removeprefix("setting_") for k in state} == shown
-    assert {"hu_calibration", "density_veto", "regions", "strict", "batch_size", "lobes_from"} <= shown
+    assert {"hu_calibration", "density_veto", "regions", "strict", "batch_size", "lobes_from", "thin_slices"} <= shown
     # untouched widgets give exactly the command line's defaults
     assert settings_panel.settings(state, device="auto", tta=True) == AnalysisSettings()
 
