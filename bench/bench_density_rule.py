@@ -22,26 +22,20 @@ from pathlib import Path
 import numpy as np
 
 
-def local_share(ct_path: Path, lung: np.ndarray, window=(10.0, 20.0, 20.0)) -> np.ndarray:
-    """The rule's statistic on the scan as the model sees it (HU-calibrated, harmonized), over the lung's box."""
+def local_share(ct_path: Path, lung: np.ndarray) -> np.ndarray:
+    """The rule's statistic (:meth:`DensityVeto.local_share`, the shipped window) on the scan as the model sees it
+    (HU-calibrated, harmonized), 1 outside the lung's box (no call there to turn)."""
     from drasclr.acquisition.harmonize import for_analysis
     from drasclr.anatomy.hu_calibration import calibrate_and_segment
     from drasclr.anatomy.lungs import segment_lung_slices
-    from drasclr.core.image import bounding_box
     from drasclr.core.io import read_ct
-    from drasclr.dense.density import local_low_attenuation
+    from drasclr.dense.density import DensityVeto
 
     used, lungs, _ = calibrate_and_segment(read_ct(ct_path), "auto", segment=segment_lung_slices)
     seen, _ = for_analysis(used, lungs, "auto", False)
-    found = bounding_box(lung)
-    lo, hi = [s.start for s in found], [s.stop for s in found]
-    half = [int(round(w / s)) // 2 + 1 for w, s in zip(window, seen.spacing_zyx)]
-    plo = [max(a - h, 0) for a, h in zip(lo, half)]
-    phi = [b + h for b, h in zip(hi, half)]
-    pad = tuple(slice(a, b) for a, b in zip(plo, phi))
-    inner = tuple(slice(a - p, b - p) for a, b, p in zip(lo, hi, plo))
-    out = np.ones(lung.shape, np.float32)  # outside the box: no call to turn
-    out[found] = local_low_attenuation(seen.crop(plo, phi), lung[pad], window)[inner]
+    lo, hi, share, _ = DensityVeto().local_share(seen, lung)
+    out = np.ones(lung.shape, np.float32)
+    out[tuple(slice(a, b) for a, b in zip(lo, hi))] = share
     return out
 
 

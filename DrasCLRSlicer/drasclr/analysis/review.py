@@ -108,19 +108,27 @@ def _unit(regions: CTImage, rank: int, region: int, piece: np.ndarray, sl: tuple
     centre = pts[np.argmin(((pts - centroid) ** 2).sum(1))] + lo
     b_lo = np.array([s.start for s in sl]) + lo
     b_hi = np.array([s.stop for s in sl]) + lo
-    corners = np.array(list(itertools.product(*zip(b_lo, b_hi - 1))))
-    corners_lps = regions.zyx_to_lps(corners.astype(float))
     return {
         "rank": rank,
         "region": labels.REGION_NAMES.get(region, str(region)),
         "region_value": region,
-        "centre_lps": [round(float(v), 2) for v in regions.zyx_to_lps(centre[None].astype(float))[0]],
+        **unit_place(regions, centre, b_lo, b_hi),
+        "voxels": n,
+        "volume_ml": round(n * regions.voxel_volume_ml, 3),
+    }
+
+
+def unit_place(grid: CTImage, centre, lo, hi) -> dict:
+    """Where a unit lies on ``grid``, as review.json gives it: ``centre_lps``, ``centre_zyx``, ``bbox_lps`` (the
+    corners' [min, max], mm) and ``bbox_zyx`` (voxel indices, ``hi`` exclusive)."""
+    centre, lo, hi = (np.asarray(v) for v in (centre, lo, hi))
+    corners_lps = grid.zyx_to_lps(np.array(list(itertools.product(*zip(lo, hi - 1))), float))
+    return {
+        "centre_lps": [round(float(v), 2) for v in grid.zyx_to_lps(centre[None].astype(float))[0]],
         "centre_zyx": [int(v) for v in centre],
         "bbox_lps": [[round(float(v), 2) for v in corners_lps.min(0)],
                      [round(float(v), 2) for v in corners_lps.max(0)]],
-        "bbox_zyx": [[int(v) for v in b_lo], [int(v) for v in b_hi]],
-        "voxels": n,
-        "volume_ml": round(n * regions.voxel_volume_ml, 3),
+        "bbox_zyx": [[int(v) for v in lo], [int(v) for v in hi]],
     }
 
 
@@ -199,4 +207,4 @@ def read_review(path: str | Path) -> dict:
     return data
 
 
-__all__ = ["ReviewQueue", "build_queue", "queue_json", "read_review", "write_review"]
+__all__ = ["ReviewQueue", "build_queue", "queue_json", "read_review", "unit_place", "write_review"]

@@ -45,6 +45,15 @@ class Slabs:
         return self.native.array.shape[self.axis]
 
     @property
+    def slabs(self) -> int:
+        """Slabs (the last one may hold fewer than ``k`` slices)."""
+        return -(-self.count // self.k)
+
+    def middle(self, j):
+        """The native slice at the centre of slab(s) ``j`` (the last slab's last slice at most)."""
+        return np.minimum(np.asarray(j) * self.k + (self.k - 1) // 2, self.count - 1)
+
+    @property
     def slice_mm(self) -> float:
         return self.native.spacing_zyx[self.axis]
 
@@ -52,7 +61,7 @@ class Slabs:
         """What stats.json records (``analysis_grid``)."""
         return {"kind": "slabs", "slices_per_slab": self.k, "native_slice_mm": round(self.slice_mm, 4),
                 "slab_mm": round(self.slice_mm * self.k, 4), "native_slices": self.count,
-                "slabs": -(-self.count // self.k),
+                "slabs": self.slabs,
                 "native": "labels, uncertainty and review units copied from each slice's slab; contract "
                           "densitometry on the native voxels; harmonized_* and the density rule's voxel counts on "
                           "the slabs"}
@@ -73,10 +82,9 @@ class Slabs:
         """The mean of each slab's slices (``image``: the native CT by default, or another image on its grid), in
         ``image``'s dtype (integers rounded); the last slab holds what is left."""
         a = np.moveaxis((image or self.native).array, self.axis, 0)
-        m = -(-a.shape[0] // self.k)
-        out = np.empty((m, *a.shape[1:]), a.dtype)
+        out = np.empty((self.slabs, *a.shape[1:]), a.dtype)
         acc = np.empty(a.shape[1:], np.float32)
-        for j in range(m):
+        for j in range(self.slabs):
             part = a[j * self.k:(j + 1) * self.k]
             np.add.reduce(part, axis=0, dtype=np.float32, out=acc)
             acc /= len(part)
@@ -87,8 +95,8 @@ class Slabs:
 
     def pick(self, image: CTImage) -> CTImage:
         """A native-grid labelmap (a given lobe file) on the slab grid: each slab takes its middle slice."""
-        idx = np.minimum(np.arange(-(-self.count // self.k)) * self.k + (self.k - 1) // 2, self.count - 1)
-        return self.grid(np.ascontiguousarray(np.take(image.array, idx, axis=self.axis)))
+        return self.grid(np.ascontiguousarray(np.take(image.array, self.middle(np.arange(self.slabs)),
+                                                      axis=self.axis)))
 
     # --- up: back to the native slices ----------------------------------------------------------------------
     def up(self, image: CTImage | None) -> CTImage | None:
@@ -101,15 +109,16 @@ class Slabs:
 
     def native_weights(self) -> np.ndarray:
         """Native slices per slab (``k``, the last one what is left)."""
-        m = -(-self.count // self.k)
-        w = np.full(m, self.k, np.int64)
-        w[-1] = self.count - self.k * (m - 1)
+        w = np.full(self.slabs, self.k, np.int64)
+        w[-1] = self.count - self.k * (self.slabs - 1)
         return w
 
     def up_units(self, units: list[dict], slab_labels: CTImage) -> list[dict]:
         """Review units (:func:`drasclr.analysis.review.build_queue` on the slab grid) in native voxels: index
         boxes and centres on the native slices, LPS from them, voxels counted over the native slices (``score``
         scaled alike; fractions unchanged)."""
+        from .review import unit_place
+
         if not units:
             return units
         a = np.moveaxis(slab_labels.array, self.axis, 0)
@@ -121,19 +130,13 @@ class Slabs:
         out = []
         for u in units:
             c = np.array(u["centre_zyx"])
-            c[self.axis] = min(c[self.axis] * self.k + (self.k - 1) // 2, self.count - 1)
+            c[self.axis] = self.middle(c[self.axis])
             lo, hi = np.array(u["bbox_zyx"][0]), np.array(u["bbox_zyx"][1])
             lo[self.axis] *= self.k
             hi[self.axis] = min(hi[self.axis] * self.k, self.count)
-            corners = np.array([[(lo, hi - 1)[b][i] for i, b in enumerate(bits)]
-                                for bits in np.ndindex(2, 2, 2)], float)
-            lps = self.native.zyx_to_lps(corners)
             n = int(native_counts[u["rank"]])
-            v = {**u, "centre_zyx": [int(x) for x in c],
-                 "centre_lps": [round(float(x), 2) for x in self.native.zyx_to_lps(c[None].astype(float))[0]],
-                 "bbox_zyx": [[int(x) for x in lo], [int(x) for x in hi]],
-                 "bbox_lps": [[round(float(x), 2) for x in lps.min(0)], [round(float(x), 2) for x in lps.max(0)]],
-                 "voxels": n, "volume_ml": round(n * self.native.voxel_volume_ml, 3)}
+            v = {**u, **unit_place(self.native, c, lo, hi), "voxels": n,
+                 "volume_ml": round(n * self.native.voxel_volume_ml, 3)}
             if u.get("voxels"):
                 v["score"] = round(u["score"] * n / u["voxels"], 2)
             out.append(v)

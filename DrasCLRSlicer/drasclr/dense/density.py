@@ -74,14 +74,15 @@ class DensityVeto:
     def card(self) -> dict:
         return {"min_laa950": self.min_laa950, "window_mm": list(self.window_mm)}
 
-    def normal_density(self, ct: CTImage, lung: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
-        """Where lung (``lung`` non-zero) has normal density by this rule, so that an emphysema call there is turned
-        normal: ``(lo, hi, mask)`` over the lung's bounding box (zyx, hi exclusive; ``mask`` False outside the
-        lung). It depends on the CT and the lung only, not on the calls. The box filter runs over the bounding box
-        + half a window: the same values as over the whole grid."""
+    def local_share(self, ct: CTImage, lung: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray,
+                                                                  np.ndarray]:
+        """The rule's statistic, :func:`local_low_attenuation` in this rule's window, over the lung's bounding box:
+        ``(lo, hi, share, inside)`` (zyx, hi exclusive; ``inside`` the lung within the box). The box filter runs
+        over the bounding box + half a window: the same values as over the whole grid."""
         found = bounding_box(lung)
         if found is None:
-            return (0, 0, 0), (0, 0, 0), np.zeros((0, 0, 0), bool)
+            empty = np.zeros((0, 0, 0), bool)
+            return (0, 0, 0), (0, 0, 0), empty.astype(np.float32), empty
         lo, hi = [s.start for s in found], [s.stop for s in found]
         half = [int(round(w / s)) // 2 + 1 for w, s in zip(self.window_mm, ct.spacing_zyx)]
         plo = [max(a - h, 0) for a, h in zip(lo, half)]
@@ -89,8 +90,15 @@ class DensityVeto:
         pad = tuple(slice(a, b) for a, b in zip(plo, phi))
         inner = tuple(slice(a - p, b - p) for a, b, p in zip(lo, hi, plo))
         lung_pad = lung[pad] > 0
-        low = local_low_attenuation(ct.crop(plo, phi), lung_pad, self.window_mm)[inner]
-        return tuple(lo), tuple(hi), lung_pad[inner] & (low < self.min_laa950)
+        share = local_low_attenuation(ct.crop(plo, phi), lung_pad, self.window_mm)[inner]
+        return tuple(lo), tuple(hi), share, lung_pad[inner]
+
+    def normal_density(self, ct: CTImage, lung: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
+        """Where lung (``lung`` non-zero) has normal density by this rule, so that an emphysema call there is turned
+        normal: ``(lo, hi, mask)`` over the lung's bounding box (zyx, hi exclusive; ``mask`` False outside the
+        lung). It depends on the CT and the lung only, not on the calls."""
+        lo, hi, share, inside = self.local_share(ct, lung)
+        return lo, hi, inside & (share < self.min_laa950)
 
     def vetoed(self, subtypes: np.ndarray, ct: CTImage) -> np.ndarray:
         """Where ``subtypes`` (lung = non-zero) calls CLE/PSE/PLE in normal-density lung."""
