@@ -28,7 +28,8 @@ bench: setup
 	PYTHONPATH=DrasCLRSlicer $(PY) bench/bench_phantom.py speed
 
 # Rebuild the bundled models: demo-light-v1 (distilled from the bundled demo-v5, docs/demo_model.md). demo-v5, the
-# default, from scratch: scripts/build_demo_v5.sh; the demo-v6 candidate: scripts/build_demo_model.sh
+# default, from scratch: scripts/build_demo_v5.sh; the candidates demo-v6 / v7 / v8: scripts/build_demo_model.sh,
+# scripts/build_demo_v7.sh, scripts/build_demo_v8.sh (docs/acquisition.md)
 demo-model: setup
 	bash scripts/build_light_model.sh
 

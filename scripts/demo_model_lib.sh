@@ -26,7 +26,8 @@ link_cases() {
 }
 
 # finetune_from PARENT TRAIN MODEL LR: fine-tune PARENT on TRAIN into MODEL, resuming from MODEL.checkpoints;
-# PAUSE_MINUTES=N pauses cleanly (exit 75); nothing is done once MODEL holds its weights
+# PAUSE_MINUTES=N pauses cleanly (exit 75); HARMONIZE=auto trains on the harmonized cases; nothing is done once MODEL
+# holds its weights
 finetune_from() {
   local parent=$1 train=$2 model=$3 lr=$4 resume="" pause=""
   [ -f "$model/model.safetensors" ] && return 0
@@ -35,7 +36,7 @@ finetune_from() {
   # shellcheck disable=SC2086
   $DRASCLR finetune cohort --data "$train" --from "$parent" -o "$model" --name demo --steps "$STEPS" \
     --batch-size 8 --lr "$lr" --encoder-lr-scale 1.0 --freeze all --val-fraction 0.15 --seed 0 --patience 0 \
-    --save-every 200 --device "$DEVICE" $resume $pause
+    --save-every 200 --device "$DEVICE" --harmonize "${HARMONIZE:-off}" $resume $pause
 }
 
 # test_list TEST: the held-out cases' CT files, one a line, into TEST.txt

@@ -74,6 +74,9 @@ def add_parser(sub):
     c.add_argument("--distill-weight", type=float, default=1.0,
                    help="with --distill-from: loss = (1-w) x labels + w x teacher (default 1: copy the teacher; its "
                         "decision weights and density rule are then kept when --no-calibrate is given)")
+    c.add_argument("--harmonize", choices=["off", "auto"], default="off",
+                   help="auto: train on every case harmonized as `analyze` harmonizes a scan (the look the model "
+                        "is shown at inference; docs/acquisition.md); off (default): the CTs as stored")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     c.add_argument("--overwrite", action="store_true",
                    help="replace an existing non-empty -o folder that holds no model (a model is never replaced)")
@@ -202,7 +205,7 @@ def run_cohort(args) -> int:
         mirror=not args.no_mirror, loss_weights=_loss_weights(args.loss_weights), calibrate=not args.no_calibrate,
         save_every=args.save_every,
         pause_after_seconds=args.pause_after_minutes * 60 if args.pause_after_minutes else None,
-        distill=args.distill_weight if args.distill_from else 0.0)
+        distill=args.distill_weight if args.distill_from else 0.0, harmonize=args.harmonize)
     checkpoints = _checkpoint_folder(args, out)
     parent, enc_card, parent_card = {}, {}, {}
     if args.from_model:

@@ -45,6 +45,7 @@ class CohortRecipe:
     save_every: int = 200  # steps between checkpoints (with a checkpoint folder)
     pause_after_seconds: float | None = None  # write a checkpoint and stop (resume later)
     distill: float = 0.0  # weight of the teacher's soft targets (with a teacher; 1: copy the teacher)
+    harmonize: str = "off"  # "auto": every case harmonized as analyze harmonizes a scan (drasclr.acquisition)
 
 
 @dataclass
@@ -76,6 +77,7 @@ def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, devic
         train, val, val_raw = [], [], []
         for i in progress(sorted(mine + (val_idx if info.is_main else [])), desc="prepare cases"):
             ct, sub, lungs = load_case(cases[i])  # only this rank's cases are read; only their 1 mm crops kept
+            ct = harmonized_for_training(ct, lungs, recipe.harmonize)
             locator, _ = locator_for(lungs)
             if i in val_idx:
                 val.append(prepare_case(ct, sub, lungs, locator, rng=rng))
@@ -96,6 +98,7 @@ def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, devic
                                             "val_cases": [cases[i].name for i in val_idx],
                                             "label_slices": recipe.label_slices,
                                             "label_fraction": recipe.label_fraction, "amp": recipe.amp,
+                                            "harmonize": recipe.harmonize,
                                             **_architecture_key(model)})
     finally:
         D.cleanup()
@@ -104,7 +107,7 @@ def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, devic
     if not info.is_main:
         return result
     facts = {k: v for k, v in asdict(recipe).items() if k in ("label_slices", "label_fraction", "freeze",
-                                                              "batch_size", "lr", "seed")}
+                                                              "batch_size", "lr", "seed", "harmonize")}
     if teacher is not None:
         facts["distill"] = recipe.distill
     card = {**card}
@@ -123,6 +126,17 @@ def train_cohort(model, data: str | Path, out: Path, recipe: CohortRecipe, devic
         card["metrics"]["val_volume_macro_dice_disease"] = cal.macro_after
     save_segmenter(model, out, card)
     return result
+
+
+def harmonized_for_training(ct, lungs, mode: str):
+    """The case's CT as ``analyze`` would hand it to the model: ``mode`` "auto" harmonizes it
+    (:func:`drasclr.acquisition.harmonize.harmonize`, the case's labelled lung as the lung mask), so that the model
+    learns the look it is shown at inference; "off": the CT as stored."""
+    if mode == "off":
+        return ct
+    from ..acquisition.harmonize import harmonize
+
+    return harmonize(ct, lungs, mode)[0]
 
 
 def _architecture_key(model) -> dict:
