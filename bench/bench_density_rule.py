@@ -10,6 +10,15 @@ computed once, and the rule is applied offline at every pair of thresholds: CLE 
 ``--other`` (the shipped rule: 0.15 for all). Per pair: whole-lung emphysema % (real scans: what is called on a
 normal lung) and, with a truth, the voxel counts for pooled Dice. ``--report`` prints the pooled table of one or
 more result files instead.
+
+    PYTHONPATH=DrasCLRSlicer python bench/bench_density_rule.py --real-patches [DIR] [--cle 0.02,0.04,0.1,0.15]
+
+``--real-patches``: the rule's statistic on the real expert-labelled CIP patches (DIR, default
+../shared/data/real_labels/cip_emphysema_patches): per patch (31 x 31 pixels, about 20 mm: the rule's in-plane
+window) the share of its lung pixels below -950 HU, lung pixels being those below -500 HU (vessels and chest wall
+left out, so the share is if anything larger than the rule's, which counts vessels as lung); per class (normal, CLE
+mild / moderate / severe, PSE, PLE) the fraction of patches at or above each threshold: how much real emphysema a
+threshold would keep, and how much real normal lung it would let a false call stand in.
 """
 
 from __future__ import annotations
@@ -66,6 +75,35 @@ def sweep(spec: str, cle: list[float], other: list[float]) -> dict:
     return out
 
 
+REAL_PATCHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_labels" / "cip_emphysema_patches"
+PATCH_CLASSES = (("NT", "normal"), ("CL1", "CLE mild"), ("CL2", "CLE moderate"), ("CL3", "CLE severe"),
+                 ("PS", "PSE"), ("PL", "PLE"))
+
+
+def real_patch_shares(folder: Path) -> dict[str, np.ndarray]:
+    """Per CIP class, each real patch's share of lung pixels (below -500 HU) below -950 HU."""
+    d = np.load(folder / "patches.npz")
+    p, cls = d["patches"], d["cip_class"]
+    lung = p < -500
+    share = ((p < -950) & lung).sum((1, 2)) / np.maximum(lung.sum((1, 2)), 1)
+    return {c: share[cls == c] for c, _ in PATCH_CLASSES}
+
+
+def real_patch_table(folder: Path, thresholds: list[float]) -> list[dict]:
+    shares = real_patch_shares(folder)
+    rows = []
+    for t in thresholds:
+        row = {"threshold": t}
+        for c, name in PATCH_CLASSES:
+            row[name] = round(float((shares[c] >= t).mean()), 3)
+        rows.append(row)
+    print("threshold | " + " | ".join(f"{name} (n={len(shares[c])})" for c, name in PATCH_CLASSES))
+    for row in rows:
+        print(f"{row['threshold']:9.2f} | " + " | ".join(f"{row[name]:.2f}" for _, name in PATCH_CLASSES))
+    print("(fraction of real patches whose share reaches the threshold: the calls the rule would keep)")
+    return rows
+
+
 def report(paths: list[str]) -> None:
     for path in paths:
         cases = json.loads(Path(path).read_text())
@@ -92,7 +130,16 @@ def main(argv=None) -> int:
     ap.add_argument("--cle", default="0,0.04,0.08,0.1,0.15")
     ap.add_argument("--other", default="0,0.15")
     ap.add_argument("--report", nargs="+")
+    ap.add_argument("--real-patches", nargs="?", const=str(REAL_PATCHES), default=None, metavar="DIR")
     args = ap.parse_args(argv)
+    if args.real_patches:
+        if not (Path(args.real_patches) / "patches.npz").is_file():
+            print(f"error: no patches.npz in {args.real_patches}", file=sys.stderr)
+            return 2
+        rows = real_patch_table(Path(args.real_patches), [float(v) for v in args.cle.split(",")])
+        if args.output:
+            Path(args.output).write_text(json.dumps(rows, indent=1))
+        return 0
     if args.report:
         report(args.report)
         return 0
