@@ -46,4 +46,13 @@ for set in held_c3_8643 held_v3_8631 held_v2_8632; do
       $(for c in "$WORK/$set"/case_*; do echo "$c/ct.nii.gz:$out-pred/$(basename "$c"):$c"; done)
   done
 done
+# --- the real CTs (no labels: what is called on each at every threshold; A0001 B/L and A0002 read as without
+# visible emphysema, the COPD patient as emphysematous) -----------------------------------------------------------
+ls "$REAL"/*.nii.gz > "$WORK/real_scans.txt"
+for m in "$PARENT" "$MODEL"; do
+  out="$WORK/real-$(basename "$m")"
+  [ -d "$out-pred" ] || $DRASCLR analyze "$WORK/real_scans.txt" -o "$out-pred" --model "$m" --no-density-veto --quiet
+  [ -f "$out-rule.json" ] || $PY bench/bench_density_rule.py -o "$out-rule.json" \
+    $(while read -r c; do n=$(basename "$c"); echo "$c:$out-pred/${n%%.*}"; done < "$WORK/real_scans.txt")
+done
 echo "info: demo-v8 build done $(date -u +%FT%TZ)" >&2

@@ -1,6 +1,6 @@
 """Write a model's held-out evaluation into its card (``model.json`` → ``metrics``), from the files the build made.
 
-    python scripts/record_evaluation.py MODEL --density-veto 0.15          # before the evaluation: the rule
+    python scripts/record_evaluation.py MODEL --density-veto 0.15 [--density-veto-subtype cle=0.04]  # the rule
     python scripts/record_evaluation.py MODEL --phantoms EVAL/metrics.json --phantom-cases "seeds 5201-5202, ..." \
         [--real REAL_SCANS/summary.json]
 
@@ -59,6 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--phantom-cases", default="", help="which held-out cases (seeds), for the card")
     ap.add_argument("--density-veto", type=float, default=None, metavar="F",
                     help="write the density-consistency rule (minimum local LAA-950 fraction) into the card")
+    ap.add_argument("--density-veto-subtype", action="append", default=[], metavar="NAME=F",
+                    help="with --density-veto: a subtype's own threshold (cle=0.04); repeatable")
     ap.add_argument("--command", default="drasclr analyze TEST.txt -o PRED --model MODEL && "
                                           "drasclr evaluate --pred PRED --truth TEST")
     ap.add_argument("--real", type=Path, default=None, help="bench/bench_real_scans.py's summary.json")
@@ -73,7 +75,9 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DrasCLRSlicer"))
         from drasclr.dense.density import DensityVeto
 
-        card.setdefault("inference", {})["density_veto"] = DensityVeto(min_laa950=a.density_veto).card()
+        by = tuple(sorted((k.strip(), float(v)) for k, v in (x.split("=", 1) for x in a.density_veto_subtype)))
+        card.setdefault("inference", {})["density_veto"] = DensityVeto(min_laa950=a.density_veto,
+                                                                       by_subtype=by).card()
     metrics = card.setdefault("metrics", {})
     if a.phantoms is not None:
         metrics["held_out"] = phantom_metrics(json.loads(a.phantoms.read_text()), a.phantom_cases, a.command)

@@ -94,3 +94,53 @@ def test_analyze_applies_the_cards_rule_and_records_it(tmp_path):
     assert stats["density_veto"]["vetoed_voxels"]["ple"] == res.density_veto["vetoed_voxels"]["ple"]
     assert "density_veto" not in plain.__dict__ or plain.density_veto is None
     np.testing.assert_array_equal(res.subtypes.array > 0, plain.subtypes.array > 0)
+
+
+def _lung_with_a_faint_focus():
+    """Normal-density lung (-860 HU) with a faint focus: 8 % of its voxels at -980 HU (a real mild CLE's share);
+    a map calling CLE on one half of the focus and PLE on the other."""
+    ct = np.full((40, 80, 80), -860, np.int16)
+    rng = np.random.default_rng(0)
+    focus = np.zeros(ct.shape, bool)
+    focus[5:35, 10:70, 10:70] = True
+    ct[focus & (rng.random(ct.shape) < 0.08)] = -980
+    sub = np.full(ct.shape, labels.NORMAL, np.uint8)
+    sub[12:28, 25:55, 15:40] = labels.CLE
+    sub[12:28, 25:55, 40:65] = labels.PLE
+    sub[:, :, 0] = labels.OUTSIDE
+    img = CTImage(ct, spacing=(1.0, 1.0, 2.5))
+    return img, img.with_array(sub)
+
+
+def test_a_subtype_can_have_its_own_threshold():
+    ct, sub = _lung_with_a_faint_focus()
+    shipped = DensityVeto().apply(sub, ct)[0].array
+    assert (shipped[12:28, 25:55, 15:65] == labels.NORMAL).all()  # 8 % < 15 %: every call turned normal
+    loose = DensityVeto(by_subtype=(("cle", 0.04),))
+    out, info = loose.apply(sub, ct)
+    assert (out.array[12:28, 25:55, 15:40] == labels.CLE).all()  # CLE needs 4 % only: kept
+    assert (out.array[12:28, 25:55, 40:65] == labels.NORMAL).all()  # PLE still needs 15 %
+    assert info["min_laa950_by_subtype"] == {"cle": 0.04} and info["vetoed_voxels"]["cle"] == 0
+    # the same thresholds for all: the same map as the single threshold
+    same = DensityVeto(by_subtype=(("cle", 0.15), ("ple", 0.15), ("pse", 0.15))).apply(sub, ct)[0].array
+    np.testing.assert_array_equal(same, shipped)
+    # the card round trip, and a subtype the rule does not know is refused
+    card = {"inference": {"density_veto": loose.card()}}
+    assert DensityVeto.from_card(json.loads(json.dumps(card))) == loose
+    with pytest.raises(ValueError, match="unknown subtype"):
+        DensityVeto.from_card({"inference": {"density_veto": {"min_laa950_by_subtype": {"normal": 0.1}}}})
+
+
+def test_map_to_ct_applies_a_subtype_threshold_as_the_rule_on_a_map_does():
+    from drasclr.dense.predict import ProbabilityMap
+    from drasclr.dense.uncertainty import map_to_ct
+
+    ct, sub = _lung_with_a_faint_focus()
+    probs = np.zeros((5, *ct.array.shape), np.float32)  # one-hot probabilities of the map, on the CT's own grid
+    for c in range(1, 5):
+        probs[c] = sub.array == c
+    lungs = sub.with_array((sub.array > 0).astype(np.uint8))
+    rule = DensityVeto(by_subtype=(("cle", 0.04),))
+    mapped, _, info = map_to_ct(ProbabilityMap(probs, ct), ct, lungs, veto=rule, kind="entropy")
+    np.testing.assert_array_equal(mapped.array, rule.apply(sub, ct)[0].array)
+    assert info["vetoed_voxels"]["ple"] == int((sub.array == labels.PLE).sum()) and info["vetoed_voxels"]["cle"] == 0

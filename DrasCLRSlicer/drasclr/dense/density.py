@@ -20,6 +20,7 @@ from ..core.image import CTImage, bounding_box
 from ..core.threads import for_each, slab
 
 LAA_HU = -950.0
+EMPHYSEMA = {"cle": labels.CLE, "pse": labels.PSE, "ple": labels.PLE}  # the subtypes a threshold can be given for
 
 
 def local_low_attenuation(ct: CTImage, lung: np.ndarray, window_mm=(10.0, 20.0, 20.0)) -> np.ndarray:
@@ -50,8 +51,13 @@ def _box_mean(a: np.ndarray, size) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DensityVeto:
+    """The rule: a CLE/PSE/PLE call needs ``min_laa950`` of the lung within ``window_mm`` below -950 HU;
+    ``by_subtype`` (``(("cle", 0.04), ...)``) gives a subtype its own threshold (a model whose calls of one subtype on
+    real normal lung are rarer needs less of the rule there; docs/acquisition.md)."""
+
     min_laa950: float = 0.15
     window_mm: tuple[float, float, float] = (10.0, 20.0, 20.0)
+    by_subtype: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def from_card(cls, card: dict | None) -> DensityVeto | None:
@@ -59,8 +65,13 @@ class DensityVeto:
         spec = ((card or {}).get("inference") or {}).get("density_veto")
         if not spec:
             return None
+        by = spec.get("min_laa950_by_subtype") or {}
+        unknown = sorted(set(by) - set(EMPHYSEMA))
+        if unknown:
+            raise ValueError(f"density rule: unknown subtype(s) {unknown} (expected {sorted(EMPHYSEMA)})")
         return cls(float(spec.get("min_laa950", cls.min_laa950)),
-                   tuple(float(v) for v in spec.get("window_mm", cls.window_mm)))
+                   tuple(float(v) for v in spec.get("window_mm", cls.window_mm)),
+                   tuple(sorted((k, float(v)) for k, v in by.items())))
 
     @classmethod
     def for_analysis(cls, override: bool | None, card: dict | None) -> DensityVeto | None:
@@ -72,7 +83,31 @@ class DensityVeto:
         return rule if rule is not None or not override else cls()
 
     def card(self) -> dict:
-        return {"min_laa950": self.min_laa950, "window_mm": list(self.window_mm)}
+        out = {"min_laa950": self.min_laa950, "window_mm": list(self.window_mm)}
+        if self.by_subtype:
+            out["min_laa950_by_subtype"] = dict(self.by_subtype)
+        return out
+
+    def _cuts(self) -> np.ndarray:
+        """The rule's distinct thresholds, ascending (float32, as the share is compared)."""
+        return np.asarray(sorted({self.min_laa950, *(t for _, t in self.by_subtype)}), np.float32)
+
+    def levels(self, ct: CTImage, lung: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray,
+                                                             np.ndarray]:
+        """:meth:`local_share` with the share kept as its level among the rule's thresholds (uint8: how many of
+        them it reaches), all :meth:`turns` needs at a byte a voxel: ``(lo, hi, levels, inside)``."""
+        lo, hi, share, inside = self.local_share(ct, lung)
+        return lo, hi, np.searchsorted(self._cuts(), share, side="right").astype(np.uint8), inside
+
+    def turns(self, levels: np.ndarray, subtypes: np.ndarray) -> np.ndarray:
+        """Which calls of ``subtypes`` (CLE/PSE/PLE) the rule turns normal, given :meth:`levels` there: those whose
+        share is below their threshold (``min_laa950``, or their subtype's own)."""
+        cuts = list(self._cuts())
+        need = np.full(subtypes.shape, cuts.index(np.float32(self.min_laa950)), np.uint8)
+        for name, t in self.by_subtype:
+            need[subtypes == EMPHYSEMA[name]] = cuts.index(np.float32(t))
+        emph = (subtypes >= labels.CLE) & (subtypes <= labels.PLE)
+        return emph & (levels <= need)
 
     def local_share(self, ct: CTImage, lung: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray,
                                                                   np.ndarray]:
@@ -93,21 +128,14 @@ class DensityVeto:
         share = local_low_attenuation(ct.crop(plo, phi), lung_pad, self.window_mm)[inner]
         return tuple(lo), tuple(hi), share, lung_pad[inner]
 
-    def normal_density(self, ct: CTImage, lung: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
-        """Where lung (``lung`` non-zero) has normal density by this rule, so that an emphysema call there is turned
-        normal: ``(lo, hi, mask)`` over the lung's bounding box (zyx, hi exclusive; ``mask`` False outside the
-        lung). It depends on the CT and the lung only, not on the calls."""
-        lo, hi, share, inside = self.local_share(ct, lung)
-        return lo, hi, inside & (share < self.min_laa950)
-
     def vetoed(self, subtypes: np.ndarray, ct: CTImage) -> np.ndarray:
         """Where ``subtypes`` (lung = non-zero) calls CLE/PSE/PLE in normal-density lung."""
         emph = (subtypes >= labels.CLE) & (subtypes <= labels.PLE)
         out = np.zeros(subtypes.shape, bool)
         if emph.any():
-            lo, hi, normal = self.normal_density(ct, subtypes > 0)
+            lo, hi, level, inside = self.levels(ct, subtypes > 0)
             box = tuple(slice(a, b) for a, b in zip(lo, hi))
-            out[box] = emph[box] & normal
+            out[box] = self.turns(level, subtypes[box]) & inside
         return out
 
     def counts(self, before: np.ndarray, vetoed: np.ndarray) -> dict:

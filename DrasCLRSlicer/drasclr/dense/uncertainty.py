@@ -142,8 +142,8 @@ def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_
     p_pred = np.zeros(inside.shape, np.float16)
     labels_box = (np.zeros(inside.shape, np.uint8) if subtypes is None
                   else np.asarray(subtypes.array[found], np.uint8))
-    normal = veto.normal_density(ct, lungs.array)[2] if veto is not None and subtypes is None else None
-    vetoed = np.zeros(inside.shape, np.uint8) if normal is not None else None  # the call turned normal, 0: none
+    rule = veto.levels(ct, lungs.array)[2] if veto is not None and subtypes is None else None  # a byte a voxel
+    vetoed = np.zeros(inside.shape, np.uint8) if rule is not None else None  # the call turned normal, 0: none
     ny, nx = inside.shape[1:]
     step = max(1, SLAB_VOXELS // (ny * nx))
 
@@ -156,8 +156,8 @@ def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_
         if subtypes is None:
             w = p if class_weights is None else p * np.asarray(class_weights, np.float32)[:, None]
             lab = (np.argmax(w, axis=0) + 1).astype(np.uint8)
-            if normal is not None:
-                turned = normal[z][ins] & (lab >= labels.CLE) & (lab <= labels.PLE)
+            if rule is not None:
+                turned = veto.turns(rule[z][ins], lab)
                 vetoed[z][ins] = np.where(turned, lab, 0)
                 lab[turned] = labels.NORMAL
             labels_box[z][ins] = lab
