@@ -21,11 +21,7 @@ source scripts/demo_model_lib.sh
 echo "info: demo-v7 build $(date -u +%FT%TZ) work=$WORK model=$MODEL steps=$STEPS" >&2
 
 # --- training cohort: demo-v6's + demo-v5's look (version 2) + standard version 3 ---------------------------------
-v6_cohort
-GEN=2 chunk v2_a0 5101
-GEN=2 chunk v2_b0 5111 --healthy-fraction 0
-chunk v3s_a0 7101
-link_cases "$WORK/train_v7" "$WORK"/v3c_[ab]*/case_* "$WORK"/v2_[ab]0/case_* "$WORK"/v3s_a0/case_* "$WORK"/real/real_*
+v7_cohort
 
 # --- fine-tuning from demo-v5 at a third of demo-v6's learning rate (resumable) ------------------------------------
 finetune_from "$PARENT" "$WORK/train_v7" "$MODEL" 1e-4

@@ -23,11 +23,7 @@ source scripts/demo_model_lib.sh
 echo "info: demo-v8 build $(date -u +%FT%TZ) work=$WORK model=$MODEL steps=$STEPS" >&2
 
 # --- training cohort: demo-v7's ------------------------------------------------------------------------------------
-v6_cohort
-GEN=2 chunk v2_a0 5101
-GEN=2 chunk v2_b0 5111 --healthy-fraction 0
-chunk v3s_a0 7101
-link_cases "$WORK/train_v7" "$WORK"/v3c_[ab]*/case_* "$WORK"/v2_[ab]0/case_* "$WORK"/v3s_a0/case_* "$WORK"/real/real_*
+v7_cohort
 
 # --- fine-tuning from demo-v5 on the harmonized cases (resumable) ---------------------------------------------------
 HARMONIZE=auto finetune_from "$PARENT" "$WORK/train_v7" "$MODEL" 1e-4
@@ -48,7 +44,7 @@ for set in held_c3_8643 held_v3_8631 held_v2_8632; do
 done
 # --- the real CTs (no labels: what is called on each at every threshold; A0001 B/L and A0002 read as without
 # visible emphysema, the COPD patient as emphysematous) -----------------------------------------------------------
-ls "$REAL"/*.nii.gz > "$WORK/real_scans.txt"
+ls "$(realpath "$REAL")"/*.nii.gz | grep -v "_lungs\." > "$WORK/real_scans.txt"  # absolute; the CTs, not masks
 for m in "$PARENT" "$MODEL"; do
   out="$WORK/real-$(basename "$m")"
   [ -d "$out-pred" ] || $DRASCLR analyze "$WORK/real_scans.txt" -o "$out-pred" --model "$m" --no-density-veto --quiet

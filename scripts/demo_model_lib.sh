@@ -69,3 +69,14 @@ v6_cohort() {
   fi
   link_cases "$WORK/train_v6" "$WORK"/v3c_[ab]*/case_* "$WORK"/real/real_*
 }
+
+# v7_cohort: the demo-v7 (and demo-v8) training cohort in WORK/train_v7 (links): the demo-v6 cohort, 8 of demo-v5's
+# own version-2 training phantoms (seeds 5101, 5111: the look demo-v5 was trained for) and 4 standard version-3
+# ones (seed 7101)
+v7_cohort() {
+  v6_cohort
+  GEN=2 chunk v2_a0 5101
+  GEN=2 chunk v2_b0 5111 --healthy-fraction 0
+  chunk v3s_a0 7101
+  link_cases "$WORK/train_v7" "$WORK"/v3c_[ab]*/case_* "$WORK"/v2_[ab]0/case_* "$WORK"/v3s_a0/case_* "$WORK"/real/real_*
+}
