@@ -29,26 +29,6 @@ v7_cohort
 HARMONIZE=auto finetune_from "$PARENT" "$WORK/train_v7" "$MODEL" 1e-4
 $PY scripts/record_evaluation.py "$MODEL" --density-veto 0.15  # demo-v5's density rule, before any evaluation
 
-# --- held-out evaluation: maps without the rule, the rule applied offline at several thresholds --------------------
-chunk held_c3_8643 8643 --acquisition clinical --healthy-fraction 0 --subtypes cle,pse,ple
-chunk held_v3_8631 8631 --thickness 0.625 --healthy-fraction 0 --subtypes cle,pse,ple
-GEN=2 chunk held_v2_8632 8632 --thickness 0.625 --healthy-fraction 0 --subtypes cle,pse,ple
-for set in held_c3_8643 held_v3_8631 held_v2_8632; do
-  test_list "$WORK/$set"
-  for m in "$PARENT" "$MODEL"; do
-    out="$WORK/$set-$(basename "$m")"
-    [ -d "$out-pred" ] || $DRASCLR analyze "$WORK/$set.txt" -o "$out-pred" --model "$m" --no-density-veto --quiet
-    [ -f "$out-rule.json" ] || $PY bench/bench_density_rule.py -o "$out-rule.json" \
-      $(for c in "$WORK/$set"/case_*; do echo "$c/ct.nii.gz:$out-pred/$(basename "$c"):$c"; done)
-  done
-done
-# --- the real CTs (no labels: what is called on each at every threshold; A0001 B/L and A0002 read as without
-# visible emphysema, the COPD patient as emphysematous) -----------------------------------------------------------
-ls "$(realpath "$REAL")"/*.nii.gz | grep -v "_lungs\." > "$WORK/real_scans.txt"  # absolute; the CTs, not masks
-for m in "$PARENT" "$MODEL"; do
-  out="$WORK/real-$(basename "$m")"
-  [ -d "$out-pred" ] || $DRASCLR analyze "$WORK/real_scans.txt" -o "$out-pred" --model "$m" --no-density-veto --quiet
-  [ -f "$out-rule.json" ] || $PY bench/bench_density_rule.py -o "$out-rule.json" \
-    $(while read -r c; do n=$(basename "$c"); echo "$c:$out-pred/${n%%.*}"; done < "$WORK/real_scans.txt")
-done
+# --- held-out phantoms and the real CTs, each read once without the rule, the rule applied offline -----------------
+rule_evaluation "$PARENT" "$MODEL"
 echo "info: demo-v8 build done $(date -u +%FT%TZ)" >&2

@@ -80,3 +80,33 @@ v7_cohort() {
   chunk v3s_a0 7101
   link_cases "$WORK/train_v7" "$WORK"/v3c_[ab]*/case_* "$WORK"/v2_[ab]0/case_* "$WORK"/v3s_a0/case_* "$WORK"/real/real_*
 }
+
+# rule_evaluation MODEL...: each model's maps without the density rule (--no-density-veto) on the held-out phantoms
+# of session 13 (version-3 clinical seed 8643, version 3 at 0.625 mm seed 8631, version 2 at 0.625 mm seed 8632; 4
+# cases with CLE, PSE and PLE each) and on the real CTs (what is called on each), and the rule applied offline at
+# every threshold (bench/bench_density_rule.py): WORK/<set>-<model>-rule.json, WORK/real-<model>-rule.json
+rule_evaluation() {
+  local set m out
+  chunk held_c3_8643 8643 --acquisition clinical --healthy-fraction 0 --subtypes cle,pse,ple
+  chunk held_v3_8631 8631 --thickness 0.625 --healthy-fraction 0 --subtypes cle,pse,ple
+  GEN=2 chunk held_v2_8632 8632 --thickness 0.625 --healthy-fraction 0 --subtypes cle,pse,ple
+  for set in held_c3_8643 held_v3_8631 held_v2_8632; do
+    test_list "$WORK/$set"
+    for m in "$@"; do
+      out="$WORK/$set-$(basename "$m")"
+      [ -d "$out-pred" ] || $DRASCLR analyze "$WORK/$set.txt" -o "$out-pred" --model "$m" --no-density-veto --quiet
+      # shellcheck disable=SC2046
+      [ -f "$out-rule.json" ] || $PY bench/bench_density_rule.py -o "$out-rule.json" \
+        $(for c in "$WORK/$set"/case_*; do echo "$c/ct.nii.gz:$out-pred/$(basename "$c"):$c"; done)
+    done
+  done
+  # the CTs, not the lung-mask file beside one; absolute, as a list's paths are read from its folder
+  ls "$(realpath "$REAL")"/*.nii.gz | grep -v "_lungs\." > "$WORK/real_scans.txt"
+  for m in "$@"; do
+    out="$WORK/real-$(basename "$m")"
+    [ -d "$out-pred" ] || $DRASCLR analyze "$WORK/real_scans.txt" -o "$out-pred" --model "$m" --no-density-veto --quiet
+    # shellcheck disable=SC2046
+    [ -f "$out-rule.json" ] || $PY bench/bench_density_rule.py -o "$out-rule.json" \
+      $(while read -r c; do n=$(basename "$c"); echo "$c:$out-pred/${n%%.*}"; done < "$WORK/real_scans.txt")
+  done
+}
