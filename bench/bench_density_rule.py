@@ -94,12 +94,13 @@ def real_patch_table(folder: Path, thresholds: list[float]) -> list[dict]:
     rows = []
     for t in thresholds:
         row = {"threshold": t}
-        for c, name in PATCH_CLASSES:
-            row[name] = round(float((shares[c] >= t).mean()), 3)
+        for c, name in PATCH_CLASSES:  # None: no patch of that class in the set
+            row[name] = round(float((shares[c] >= t).mean()), 3) if len(shares[c]) else None
         rows.append(row)
     print("threshold | " + " | ".join(f"{name} (n={len(shares[c])})" for c, name in PATCH_CLASSES))
     for row in rows:
-        print(f"{row['threshold']:9.2f} | " + " | ".join(f"{row[name]:.2f}" for _, name in PATCH_CLASSES))
+        print(f"{row['threshold']:9.2f} | " + " | ".join("-" if row[name] is None else f"{row[name]:.2f}"
+                                                        for _, name in PATCH_CLASSES))
     print("(fraction of real patches whose share reaches the threshold: the calls the rule would keep)")
     return rows
 

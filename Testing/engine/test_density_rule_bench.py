@@ -1,0 +1,52 @@
+"""The density-rule bench's real-patch mode (bench/bench_density_rule.py --real-patches): the rule's statistic on
+constructed patches whose share is known, and on the real CIP patches (skipped where ../shared is absent) what the
+documented finding says: at the shipped threshold few real normal patches and few real mild CLE patches pass."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_density_rule", REPO / "bench" / "bench_density_rule.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_share_counts_lung_pixels_below_950(bench, tmp_path):
+    p = np.full((2, 31, 31), -880, np.int16)
+    p[0, :10, :] = 40  # chest wall: not lung, not counted
+    p[0, 10:, :3] = -990  # 3 of 31 lung columns below -950
+    p[1, :, :] = -1000  # all of it
+    np.savez(tmp_path / "patches.npz", patches=p, cip_class=np.array(["NT", "PL"]))
+    shares = bench.real_patch_shares(tmp_path)
+    assert shares["NT"][0] == pytest.approx(3 / 31) and shares["PL"][0] == 1.0
+    rows = bench.real_patch_table(tmp_path, [0.05, 0.15])
+    assert rows[0]["normal"] == 1.0 and rows[1]["normal"] == 0.0 and rows[1]["PLE"] == 1.0
+    assert rows[0]["CLE mild"] is None  # no patch of that class: no number
+
+
+def test_the_cli_refuses_a_folder_without_patches(tmp_path):
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "bench_density_rule.py"), "--real-patches",
+                        str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().startswith("error:")
+
+
+def test_on_real_patches_the_shipped_threshold_keeps_little_mild_cle(bench):
+    if not (bench.REAL_PATCHES / "patches.npz").is_file():
+        pytest.skip("the real CIP patches (../shared) are not here")
+    rows = {r["threshold"]: r for r in bench.real_patch_table(bench.REAL_PATCHES, [0.04, 0.15])}
+    assert rows[0.15]["normal"] <= 0.05 and rows[0.15]["CLE mild"] <= 0.2  # the documented finding
+    assert rows[0.15]["CLE severe"] >= 0.99 and rows[0.15]["PLE"] >= 0.99
+    for name in ("normal", "CLE mild", "CLE moderate", "PSE"):  # a lower threshold keeps more
+        assert rows[0.04][name] >= rows[0.15][name]
