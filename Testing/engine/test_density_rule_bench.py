@@ -4,23 +4,18 @@ documented finding says: at the shipped threshold few real normal patches and fe
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from repo_scripts import REPO, load_repo_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_density_rule", REPO / "bench" / "bench_density_rule.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_repo_script("bench/bench_density_rule.py")
 
 
 def test_the_share_counts_lung_pixels_below_950(bench, tmp_path):

@@ -3,21 +3,15 @@ size, and the judge (the shipped cip-lh, drasclr.reference) on constructed input
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from repo_scripts import load_repo_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_realism", REPO / "bench" / "bench_realism.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_repo_script("bench/bench_realism.py")
 
 
 def test_windows_are_pure(bench):

@@ -4,7 +4,6 @@ these tests read the sources (ast, XML) instead of importing the module."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +40,6 @@ def attribute_uses(node: ast.AST, *chain: str) -> set[str]:
 
 def load_update_cmake_lists():
     """scripts/update_cmake_lists.py as a module (the walk and the list parser the tests share)."""
-    spec = importlib.util.spec_from_file_location("update_cmake_lists", ROOT / "scripts" / "update_cmake_lists.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from repo_scripts import load_repo_script
+
+    return load_repo_script("scripts/update_cmake_lists.py")
