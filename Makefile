@@ -15,7 +15,7 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) scripts/update_cmake_lists.py --check
-	$(PY) -m pytest -q
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -90,6 +90,19 @@ def case_windows(ct: np.ndarray, sub: np.ndarray, spacing: float, rng: np.random
     return np.rint(np.stack(wins)).astype(np.int16), np.asarray(labs)
 
 
+def shown_ct(case, mode: str):
+    """``(CT, harmonized?)``: the case's CT as stored (``off``) or as ``analyze`` hands it to the model (``auto``:
+    :func:`drasclr.acquisition.harmonize.harmonize` with the case's lungs, as ``finetune cohort --harmonize auto``
+    trains on it)."""
+    if mode == "off":
+        return case.ct, False
+    from drasclr.acquisition.harmonize import harmonize
+
+    lungs = case.regions.with_array((case.regions.array > 0).astype(np.uint8))
+    out, record = harmonize(case.ct, lungs, mode)
+    return out, bool(record.applied)
+
+
 def make_windows(args) -> None:
     from drasclr.research.phantom import PhantomOptions, generate_case
 
@@ -112,12 +125,13 @@ def make_windows(args) -> None:
         t0 = time.perf_counter()
         case = generate_case(args.seed, i, opts)
         dt = time.perf_counter() - t0
+        ct, harmonized = shown_ct(case, args.harmonize)
         rng = np.random.default_rng([args.seed, i, 77])
-        w, lab = case_windows(case.ct.array, case.subtypes.array, float(case.ct.spacing[0]), rng, args.per_class)
+        w, lab = case_windows(ct.array, case.subtypes.array, float(case.ct.spacing[0]), rng, args.per_class)
         pr = case.meta["protocol"]
         info = {"seed": args.seed, "index": i, "generator": case.meta["generator_version"], "seconds": round(dt, 1),
                 "size_xyz": pr["size_xyz"], "spacing_mm": pr["spacing_mm"], "kernel": pr["kernel"],
-                "noise_hu": pr["noise_hu"], "disease": case.meta["disease"],
+                "noise_hu": pr["noise_hu"], "disease": case.meta["disease"], "harmonized": harmonized,
                 "windows": {NAMES[c]: int((lab == c).sum()) for c in CLASSES}}
         tmp = work / f".{out.name}.tmp.npz"
         np.savez_compressed(tmp, windows=w, subtype=lab, info=np.array(json.dumps(info)))
@@ -286,6 +300,8 @@ def main(argv=None) -> None:
     w.add_argument("--acquisition", default="standard", choices=["standard", "clinical"],
                    help="clinical: the clinical acquisition variety (kernels, dose, 0.6-5 mm slices; "
                         "docs/acquisition.md)")
+    w.add_argument("--harmonize", default="off", choices=["off", "auto"],
+                   help="window the CT as analyze shows it to the model (auto) instead of as generated (off)")
     w.add_argument("--per-class", type=int, default=40)
     w.add_argument("--work", required=True)
     r = sub.add_parser("report", help="statistics and cross-domain kNN")

@@ -69,3 +69,22 @@ def test_the_judge_is_the_shipped_classifier(bench):
 def judge_trained_on_without_pse(bench, train, y):
     keep = y != 3
     return bench.judge_trained_on(train[keep], y[keep])
+
+
+def test_windows_can_be_cut_from_the_ct_as_analyze_shows_it(bench):
+    """``windows --harmonize auto``: the judge reads the phantom as the model is shown it (harmonized with the case's
+    lungs, the lobes map > 0); ``off`` is the CT as generated."""
+    from types import SimpleNamespace
+
+    from test_harmonize import LUNG, chest
+
+    from drasclr.acquisition.harmonize import harmonize
+
+    noisy, lung = chest(60.0, LUNG, seed=3)
+    case = SimpleNamespace(ct=noisy, regions=noisy.with_array(np.where(lung, 3, 0).astype(np.uint8)))
+    ct, applied = bench.shown_ct(case, "auto")
+    expected, record = harmonize(noisy, noisy.with_array(lung.astype(np.uint8)), "auto")
+    assert applied and record.applied
+    np.testing.assert_array_equal(ct.array, expected.array)
+    assert (noisy.array[lung] < -950).mean() > 0.05 > (ct.array[lung] < -950).mean()
+    assert bench.shown_ct(case, "off") == (noisy, False)
