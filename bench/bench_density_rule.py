@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 
 
-def local_share(ct_path: Path, lung: np.ndarray) -> np.ndarray:
-    """The rule's statistic (:meth:`DensityVeto.local_share`, the shipped window) on the scan as the model sees it
-    (HU-calibrated, harmonized), 1 outside the lung's box (no call there to turn)."""
+def local_shares(ct_path: Path, lung: np.ndarray, hus: list[float]) -> dict[float, np.ndarray]:
+    """Per attenuation cut in ``hus``, the rule's statistic (:meth:`DensityVeto.local_share`, the shipped window)
+    on the scan as the model sees it (HU-calibrated, harmonized), 1 outside the lung's box (no call there to
+    turn)."""
     from drasclr.acquisition.harmonize import for_analysis
     from drasclr.anatomy.hu_calibration import calibrate_and_segment
     from drasclr.anatomy.lungs import segment_lung_slices
@@ -42,32 +43,40 @@ def local_share(ct_path: Path, lung: np.ndarray) -> np.ndarray:
 
     used, lungs, _ = calibrate_and_segment(read_ct(ct_path), "auto", segment=segment_lung_slices)
     seen, _ = for_analysis(used, lungs, "auto", False)
-    lo, hi, share, _ = DensityVeto().local_share(seen, lung)
-    out = np.ones(lung.shape, np.float32)
-    out[tuple(slice(a, b) for a, b in zip(lo, hi))] = share
-    return out
+    shares = {}
+    for hu in hus:
+        lo, hi, share, _ = DensityVeto(laa_hu=hu).local_share(seen, lung)
+        shares[hu] = np.ones(lung.shape, np.float32)
+        shares[hu][tuple(slice(a, b) for a, b in zip(lo, hi))] = share
+    return shares
 
 
-def sweep(spec: str, cle: list[float], other: list[float]) -> dict:
+def rule_key(cle: float, other: float, hu: float) -> str:
+    """A row's name: ``CLE/other`` thresholds, ``@HU`` when the share is counted below another HU than -950."""
+    return f"{cle}/{other}" + ("" if hu == -950 else f"@{hu:g}")
+
+
+def sweep(spec: str, cle: list[float], other: list[float], hus: tuple[float, ...] = (-950.0,)) -> dict:
     from drasclr.core.io import read_image
 
     ct_path, pred_dir, *truth_dir = spec.split(":")
     pred = read_image(Path(pred_dir) / "subtypes.nii.gz").array
     lung = pred > 0
-    share = local_share(Path(ct_path), lung)
+    shares = local_shares(Path(ct_path), lung, list(hus))
     truth = read_image(Path(truth_dir[0]) / "subtypes.nii.gz").array if truth_dir else None
     emph = (pred >= 2) & (pred <= 4)
     rows = {}
-    for tc in cle:
-        for to in other:
-            thr = np.where(pred == 2, np.float32(tc), np.float32(to))
-            p = np.where(emph & (share < thr), 1, pred)
-            row = {"emphysema_pct": round(100 * float((p[lung] >= 2).mean()), 3),
-                   "by_subtype_pct": [round(100 * float((p[lung] == c).mean()), 3) for c in (2, 3, 4)]}
-            if truth is not None:
-                row["tp_pred_true"] = [[int(((truth == c) & (p == c)).sum()), int((p == c).sum()),
-                                        int((truth == c).sum())] for c in (1, 2, 3, 4)]
-            rows[f"{tc}/{to}"] = row
+    for hu, share in shares.items():
+        for tc in cle:
+            for to in other:
+                thr = np.where(pred == 2, np.float32(tc), np.float32(to))
+                p = np.where(emph & (share < thr), 1, pred)
+                row = {"emphysema_pct": round(100 * float((p[lung] >= 2).mean()), 3),
+                       "by_subtype_pct": [round(100 * float((p[lung] == c).mean()), 3) for c in (2, 3, 4)]}
+                if truth is not None:
+                    row["tp_pred_true"] = [[int(((truth == c) & (p == c)).sum()), int((p == c).sum()),
+                                            int((truth == c).sum())] for c in (1, 2, 3, 4)]
+                rows[rule_key(tc, to, hu)] = row
     out = {"rows": rows}
     if truth is not None:
         tl = truth > 0
@@ -80,20 +89,27 @@ PATCH_CLASSES = (("NT", "normal"), ("CL1", "CLE mild"), ("CL2", "CLE moderate"),
                  ("PS", "PSE"), ("PL", "PLE"))
 
 
-def real_patch_shares(folder: Path) -> dict[str, np.ndarray]:
-    """Per CIP class, each real patch's share of lung pixels (below -500 HU) below -950 HU."""
+def real_patch_shares(folder: Path, hu: float = -950.0) -> dict[str, np.ndarray]:
+    """Per CIP class, each real patch's share of lung pixels (below -500 HU) below ``hu``."""
     d = np.load(folder / "patches.npz")
     p, cls = d["patches"], d["cip_class"]
     lung = p < -500
-    share = ((p < -950) & lung).sum((1, 2)) / np.maximum(lung.sum((1, 2)), 1)
+    share = ((p < hu) & lung).sum((1, 2)) / np.maximum(lung.sum((1, 2)), 1)
     return {c: share[cls == c] for c, _ in PATCH_CLASSES}
 
 
-def real_patch_table(folder: Path, thresholds: list[float]) -> list[dict]:
-    shares = real_patch_shares(folder)
+def specificity_point(shares: dict[str, np.ndarray], specificity: float = 0.97) -> float:
+    """The threshold at which ``specificity`` of the real normal patches fall below it (the shipped 0.15 is this
+    point of the -950 HU share)."""
+    return round(float(np.quantile(shares["NT"], specificity)), 3)
+
+
+def real_patch_table(folder: Path, thresholds: list[float], hu: float = -950.0) -> list[dict]:
+    shares = real_patch_shares(folder, hu)
     rows = []
+    print(f"share of lung below {hu:g} HU; 97 % of real normal patches lie below {specificity_point(shares)}")
     for t in thresholds:
-        row = {"threshold": t}
+        row = {"threshold": t, "hu": hu}
         for c, name in PATCH_CLASSES:  # None: no patch of that class in the set
             row[name] = round(float((shares[c] >= t).mean()), 3) if len(shares[c]) else None
         rows.append(row)
@@ -130,14 +146,20 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--output")
     ap.add_argument("--cle", default="0,0.04,0.08,0.1,0.15")
     ap.add_argument("--other", default="0,0.15")
+    ap.add_argument("--hu", default="-950", help="attenuation cut(s) the share is counted below, comma-separated")
     ap.add_argument("--report", nargs="+")
     ap.add_argument("--real-patches", nargs="?", const=str(REAL_PATCHES), default=None, metavar="DIR")
     args = ap.parse_args(argv)
+    hus = [float(v) for v in args.hu.split(",")]
+    if not all(-1024 < hu < -500 for hu in hus):
+        print(f"error: --hu {args.hu}: a low-attenuation cut lies between -1024 and -500 HU", file=sys.stderr)
+        return 2
     if args.real_patches:
         if not (Path(args.real_patches) / "patches.npz").is_file():
             print(f"error: no patches.npz in {args.real_patches}", file=sys.stderr)
             return 2
-        rows = real_patch_table(Path(args.real_patches), [float(v) for v in args.cle.split(",")])
+        rows = [row for hu in hus for row in real_patch_table(Path(args.real_patches),
+                                                               [float(v) for v in args.cle.split(",")], hu)]
         if args.output:
             Path(args.output).write_text(json.dumps(rows, indent=1))
         return 0
@@ -150,7 +172,7 @@ def main(argv=None) -> int:
     other = [float(v) for v in args.other.split(",")]
     results = {}
     for spec in args.cases:
-        results[spec] = sweep(spec, cle, other)
+        results[spec] = sweep(spec, cle, other, tuple(hus))
         print(f"{spec}: done", file=sys.stderr)
     Path(args.output).write_text(json.dumps(results, indent=1))
     report([args.output])

@@ -45,3 +45,36 @@ def test_on_real_patches_the_shipped_threshold_keeps_little_mild_cle(bench):
     assert rows[0.15]["CLE severe"] >= 0.99 and rows[0.15]["PLE"] >= 0.99
     for name in ("normal", "CLE mild", "CLE moderate", "PSE"):  # a lower threshold keeps more
         assert rows[0.04][name] >= rows[0.15][name]
+
+
+def test_the_share_can_be_counted_below_another_attenuation(bench, tmp_path):
+    p = np.full((3, 31, 31), -880, np.int16)
+    p[0, :, :4] = -960  # below -950, not below -970
+    p[1, :, :2] = -990  # below both
+    p[2, :, :] = -1000
+    np.savez(tmp_path / "patches.npz", patches=p, cip_class=np.array(["NT", "NT", "PL"]))
+    at950, at970 = bench.real_patch_shares(tmp_path, -950.0), bench.real_patch_shares(tmp_path, -970.0)
+    np.testing.assert_allclose(at950["NT"], [4 / 31, 2 / 31])
+    np.testing.assert_allclose(at970["NT"], [0.0, 2 / 31])
+    assert bench.specificity_point(at970, 0.5) == pytest.approx(round(1 / 31, 3))
+    assert bench.rule_key(0.02, 0.15, -970.0) == "0.02/0.15@-970" and bench.rule_key(0.15, 0.15, -950.0) == "0.15/0.15"
+    rows = bench.real_patch_table(tmp_path, [0.05], -970.0)
+    assert rows[0]["hu"] == -970.0 and rows[0]["normal"] == 0.5 and rows[0]["PLE"] == 1.0
+    bad = subprocess.run([sys.executable, str(REPO / "bench" / "bench_density_rule.py"), "--real-patches",
+                          str(tmp_path), "--hu=-300"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:")
+
+
+def test_on_real_patches_a_lower_cut_at_the_same_specificity_keeps_more_emphysema(bench):
+    """The session-15 finding (docs/acquisition.md): at the threshold where 97 % of real normal patches fall below
+    it, the share below -970 HU keeps more real mild and moderate CLE and PSE than the share below -950 HU."""
+    if not (bench.REAL_PATCHES / "patches.npz").is_file():
+        pytest.skip("the real CIP patches (../shared) are not here")
+    kept = {}
+    for hu in (-950.0, -970.0):
+        shares = bench.real_patch_shares(bench.REAL_PATCHES, hu)
+        t = bench.specificity_point(shares)
+        kept[hu] = {c: float((shares[c] >= t).mean()) for c in ("NT", "CL1", "CL2", "PS")}
+    assert abs(kept[-950.0]["NT"] - kept[-970.0]["NT"]) <= 0.01
+    for c in ("CL1", "CL2", "PS"):
+        assert kept[-970.0][c] >= kept[-950.0][c] + 0.15

@@ -144,3 +144,44 @@ def test_map_to_ct_applies_a_subtype_threshold_as_the_rule_on_a_map_does():
     mapped, _, info = map_to_ct(ProbabilityMap(probs, ct), ct, lungs, veto=rule, kind="entropy")
     np.testing.assert_array_equal(mapped.array, rule.apply(sub, ct)[0].array)
     assert info["vetoed_voxels"]["ple"] == int((sub.array == labels.PLE).sum()) and info["vetoed_voxels"]["cle"] == 0
+
+
+def test_the_rule_can_count_below_another_attenuation():
+    """``laa_hu``: a focus at -960 HU holds no lung below -970 HU, so a rule counted there turns the call on it that
+    the -950 HU rule keeps; a focus at -990 HU passes both. The card carries the cut only when it is not -950 (the
+    default rule's record is as it always was) and refuses one that is not a low attenuation."""
+    ct, sub = _lung_with_a_bulla()
+    arr = ct.array.copy()
+    arr[10:30, 20:60, 5:35] = -960
+    mid = ct.with_array(arr)
+    focus = (slice(12, 28), slice(25, 55), slice(8, 30))
+    assert (DensityVeto().apply(sub, mid)[0].array[focus] == labels.CLE).all()
+    out, info = DensityVeto(laa_hu=-970.0).apply(sub, mid)
+    assert (out.array[focus] == labels.NORMAL).all() and info["laa_hu"] == -970.0
+    assert (DensityVeto(laa_hu=-970.0).apply(sub, ct)[0].array[focus] == labels.CLE).all()  # -980 HU: kept
+    assert "laa_hu" not in DensityVeto().card()
+    card = {"inference": {"density_veto": DensityVeto(0.02, laa_hu=-970.0).card()}}
+    assert DensityVeto.from_card(json.loads(json.dumps(card))) == DensityVeto(0.02, laa_hu=-970.0)
+    with pytest.raises(ValueError, match="laa_hu"):
+        DensityVeto.from_card({"inference": {"density_veto": {"min_laa950": 0.02, "laa_hu": -400}}})
+
+
+def test_record_evaluation_writes_the_cut_into_the_card_and_refuses_a_bad_one(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "record_evaluation.py"
+    card = tmp_path / "model.json"
+    card.write_text(json.dumps({"name": "m", "inference": {}}))
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(script), str(tmp_path), *args], capture_output=True, text=True,
+                              timeout=120)
+
+    assert run("--density-veto", "0.02", "--density-veto-hu=-970").returncode == 0
+    rule = json.loads(card.read_text())["inference"]["density_veto"]
+    assert rule["laa_hu"] == -970.0 and rule["min_laa950"] == 0.02
+    before = card.read_text()
+    bad = run("--density-veto", "0.02", "--density-veto-hu=-300")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and card.read_text() == before

@@ -3,9 +3,10 @@
 A subtype model reads texture; on a scan unlike its training data (thick slices, a sharp kernel, a real lung
 instead of a phantom) it can call texture "emphysema" where the lung has normal density. The rule here keeps a
 CLE/PSE/PLE voxel only where at least ``min_laa950`` of the lung in a box of ``window_mm`` (z, y, x) around it is
-below -950 HU on the calibrated CT; elsewhere the voxel becomes normal. The same rule (15 % within 20 mm in-plane,
-10 mm through-plane) filters the reference classifier's pseudo-labels in training (:mod:`drasclr.dense.pseudo`),
-where it was set on the training CT; a model opts in through its card (``inference.density_veto``).
+below ``laa_hu`` (-950 HU unless the card says otherwise) on the calibrated CT; elsewhere the voxel becomes normal.
+The same rule (15 % within 20 mm in-plane, 10 mm through-plane) filters the reference classifier's pseudo-labels in
+training (:mod:`drasclr.dense.pseudo`), where it was set on the training CT; a model opts in through its card
+(``inference.density_veto``).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ LAA_HU = -950.0
 EMPHYSEMA = {"cle": labels.CLE, "pse": labels.PSE, "ple": labels.PLE}  # the subtypes a threshold can be given for
 
 
-def local_low_attenuation(ct: CTImage, lung: np.ndarray, window_mm=(10.0, 20.0, 20.0)) -> np.ndarray:
-    """Per voxel, the fraction of lung below -950 HU in a box of ``window_mm`` (z, y, x) around it."""
+def local_low_attenuation(ct: CTImage, lung: np.ndarray, window_mm=(10.0, 20.0, 20.0),
+                          hu: float = LAA_HU) -> np.ndarray:
+    """Per voxel, the fraction of lung below ``hu`` (-950 HU) in a box of ``window_mm`` (z, y, x) around it."""
     size = [max(1, int(round(w / s))) for w, s in zip(window_mm, ct.spacing_zyx)]
-    a = ct.array  # HU below -950 on an integer grid: below -950 as an integer (no float copy of the grid)
-    below = a < int(np.ceil(LAA_HU)) if a.dtype.kind in "iu" and LAA_HU == int(LAA_HU) else a < LAA_HU
+    a = ct.array  # HU below a whole number on an integer grid: compared as an integer (no float copy of the grid)
+    below = a < int(np.ceil(hu)) if a.dtype.kind in "iu" and hu == int(hu) else a < hu
     low = _box_mean(np.logical_and(below, lung, out=below).astype(np.float32), size)
     share = _box_mean(lung.astype(np.float32), size)
     return np.divide(low, np.maximum(share, np.float32(1e-6), out=share), out=low)  # in place: no third array
@@ -53,11 +55,13 @@ def _box_mean(a: np.ndarray, size) -> np.ndarray:
 class DensityVeto:
     """The rule: a CLE/PSE/PLE call needs ``min_laa950`` of the lung within ``window_mm`` below -950 HU;
     ``by_subtype`` (``(("cle", 0.04), ...)``) gives a subtype its own threshold (a model whose calls of one subtype on
-    real normal lung are rarer needs less of the rule there; docs/acquisition.md)."""
+    real normal lung are rarer needs less of the rule there; docs/acquisition.md). ``laa_hu``: the attenuation the
+    share is counted below (the names keep "950", the default; a card's ``laa_hu`` sets another)."""
 
     min_laa950: float = 0.15
     window_mm: tuple[float, float, float] = (10.0, 20.0, 20.0)
     by_subtype: tuple[tuple[str, float], ...] = ()
+    laa_hu: float = LAA_HU
 
     @classmethod
     def from_card(cls, card: dict | None) -> DensityVeto | None:
@@ -69,9 +73,12 @@ class DensityVeto:
         unknown = sorted(set(by) - set(EMPHYSEMA))
         if unknown:
             raise ValueError(f"density rule: unknown subtype(s) {unknown} (expected {sorted(EMPHYSEMA)})")
+        hu = float(spec.get("laa_hu", LAA_HU))
+        if not -1024.0 < hu < -500.0:
+            raise ValueError(f"density rule: laa_hu {hu:g} is not a low-attenuation threshold (-1024 < HU < -500)")
         return cls(float(spec.get("min_laa950", cls.min_laa950)),
                    tuple(float(v) for v in spec.get("window_mm", cls.window_mm)),
-                   tuple(sorted((k, float(v)) for k, v in by.items())))
+                   tuple(sorted((k, float(v)) for k, v in by.items())), hu)
 
     @classmethod
     def for_analysis(cls, override: bool | None, card: dict | None) -> DensityVeto | None:
@@ -86,6 +93,8 @@ class DensityVeto:
         out = {"min_laa950": self.min_laa950, "window_mm": list(self.window_mm)}
         if self.by_subtype:
             out["min_laa950_by_subtype"] = dict(self.by_subtype)
+        if self.laa_hu != LAA_HU:  # the default rule's record as it always was
+            out["laa_hu"] = self.laa_hu
         return out
 
     def _cuts(self) -> np.ndarray:
@@ -125,7 +134,7 @@ class DensityVeto:
         pad = tuple(slice(a, b) for a, b in zip(plo, phi))
         inner = tuple(slice(a - p, b - p) for a, b, p in zip(lo, hi, plo))
         lung_pad = lung[pad] > 0
-        share = local_low_attenuation(ct.crop(plo, phi), lung_pad, self.window_mm)[inner]
+        share = local_low_attenuation(ct.crop(plo, phi), lung_pad, self.window_mm, self.laa_hu)[inner]
         return tuple(lo), tuple(hi), share, lung_pad[inner]
 
     def vetoed(self, subtypes: np.ndarray, ct: CTImage) -> np.ndarray:
