@@ -185,3 +185,21 @@ def test_record_evaluation_writes_the_cut_into_the_card_and_refuses_a_bad_one(tm
     before = card.read_text()
     bad = run("--density-veto", "0.02", "--density-veto-hu=-300")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and card.read_text() == before
+
+
+def test_map_to_ct_counts_below_the_cards_attenuation_as_the_rule_on_a_map_does():
+    from drasclr.dense.predict import ProbabilityMap
+    from drasclr.dense.uncertainty import map_to_ct
+
+    ct, sub = _lung_with_a_bulla()
+    arr = ct.array.copy()
+    arr[10:30, 20:60, 5:35] = -960  # kept at -950 HU, turned at -970 HU
+    mid = ct.with_array(arr)
+    probs = np.zeros((5, *arr.shape), np.float32)
+    for c in range(1, 5):
+        probs[c] = sub.array == c
+    lungs = sub.with_array((sub.array > 0).astype(np.uint8))
+    rule = DensityVeto(0.02, laa_hu=-970.0)
+    mapped, _, info = map_to_ct(ProbabilityMap(probs, mid), mid, lungs, veto=rule, kind="entropy")
+    np.testing.assert_array_equal(mapped.array, rule.apply(sub, mid)[0].array)
+    assert info["laa_hu"] == -970.0 and info["vetoed_voxels"]["cle"] == int((sub.array == labels.CLE).sum())
