@@ -150,9 +150,14 @@ def main(argv=None) -> int:
     ap.add_argument("--report", nargs="+")
     ap.add_argument("--real-patches", nargs="?", const=str(REAL_PATCHES), default=None, metavar="DIR")
     args = ap.parse_args(argv)
+    from drasclr.dense.density import DensityVeto
+
     hus = [float(v) for v in args.hu.split(",")]
-    if not all(-1024 < hu < -500 for hu in hus):
-        print(f"error: --hu {args.hu}: a low-attenuation cut lies between -1024 and -500 HU", file=sys.stderr)
+    try:  # the cuts the rule accepts
+        for hu in hus:
+            DensityVeto(laa_hu=hu)
+    except ValueError as e:
+        print(f"error: --hu {args.hu}: {e}", file=sys.stderr)
         return 2
     if args.real_patches:
         if not (Path(args.real_patches) / "patches.npz").is_file():

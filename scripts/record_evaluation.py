@@ -8,9 +8,8 @@
 ``--phantoms``: ``drasclr evaluate``'s ``metrics.json`` on held-out phantoms; ``--real``: the ``summary.json`` of
 ``bench/bench_real_scans.py``; ``--density-veto F``: ``analyze`` turns emphysema called where under F of the
 lung within 20 mm is below -950 HU (``--density-veto-hu``) normal (``inference.density_veto``,
-drasclr.dense.density). Only the card
-changes (the weights and their sha256 do not); it is rewritten through a temporary file, so a failure leaves the
-old card.
+drasclr.dense.density). Only the card changes (the weights and their sha256 do not); it is rewritten through a
+temporary file, so a failure leaves the old card.
 """
 
 from __future__ import annotations
@@ -80,13 +79,12 @@ def main(argv=None) -> int:
         from drasclr.dense.density import DensityVeto
 
         by = tuple(sorted((k.strip(), float(v)) for k, v in (x.split("=", 1) for x in a.density_veto_subtype)))
-        rule = DensityVeto(min_laa950=a.density_veto, by_subtype=by, laa_hu=a.density_veto_hu).card()
-        try:  # what analyze will read back: refused here, not at the first scan
-            DensityVeto.from_card({"inference": {"density_veto": rule}})
+        try:  # a rule analyze would refuse is refused here, not at the first scan
+            rule = DensityVeto(min_laa950=a.density_veto, by_subtype=by, laa_hu=a.density_veto_hu)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        card.setdefault("inference", {})["density_veto"] = rule
+        card.setdefault("inference", {})["density_veto"] = rule.card()
     metrics = card.setdefault("metrics", {})
     if a.phantoms is not None:
         metrics["held_out"] = phantom_metrics(json.loads(a.phantoms.read_text()), a.phantom_cases, a.command)

@@ -63,6 +63,11 @@ class DensityVeto:
     by_subtype: tuple[tuple[str, float], ...] = ()
     laa_hu: float = LAA_HU
 
+    def __post_init__(self) -> None:
+        if not -1024.0 < self.laa_hu < -500.0:
+            raise ValueError(f"density rule: laa_hu {self.laa_hu:g} is not a low-attenuation threshold "
+                             "(-1024 < HU < -500)")
+
     @classmethod
     def from_card(cls, card: dict | None) -> DensityVeto | None:
         """The rule a model card asks for (``inference.density_veto``), None when it asks for none."""
@@ -73,12 +78,9 @@ class DensityVeto:
         unknown = sorted(set(by) - set(EMPHYSEMA))
         if unknown:
             raise ValueError(f"density rule: unknown subtype(s) {unknown} (expected {sorted(EMPHYSEMA)})")
-        hu = float(spec.get("laa_hu", LAA_HU))
-        if not -1024.0 < hu < -500.0:
-            raise ValueError(f"density rule: laa_hu {hu:g} is not a low-attenuation threshold (-1024 < HU < -500)")
         return cls(float(spec.get("min_laa950", cls.min_laa950)),
                    tuple(float(v) for v in spec.get("window_mm", cls.window_mm)),
-                   tuple(sorted((k, float(v)) for k, v in by.items())), hu)
+                   tuple(sorted((k, float(v)) for k, v in by.items())), float(spec.get("laa_hu", LAA_HU)))
 
     @classmethod
     def for_analysis(cls, override: bool | None, card: dict | None) -> DensityVeto | None:
