@@ -1,13 +1,14 @@
 """Write a model's held-out evaluation into its card (``model.json`` → ``metrics``), from the files the build made.
 
     python scripts/record_evaluation.py MODEL --density-veto 0.15 [--density-veto-subtype cle=0.04] \
-        [--density-veto-hu -970]  # the rule
+        [--density-veto-hu -970] [--density-veto-smooth 1]  # the rule
     python scripts/record_evaluation.py MODEL --phantoms EVAL/metrics.json --phantom-cases "seeds 5201-5202, ..." \
         [--real REAL_SCANS/summary.json]
 
 ``--phantoms``: ``drasclr evaluate``'s ``metrics.json`` on held-out phantoms; ``--real``: the ``summary.json`` of
 ``bench/bench_real_scans.py``; ``--density-veto F``: ``analyze`` turns emphysema called where under F of the
-lung within 20 mm is below -950 HU (``--density-veto-hu``) normal (``inference.density_veto``,
+lung within 20 mm is below -950 HU (``--density-veto-hu``; on the CT smoothed in-plane with a Gaussian of
+``--density-veto-smooth`` mm) normal (``inference.density_veto``,
 drasclr.dense.density). Only the card changes (the weights and their sha256 do not); it is rewritten through a
 temporary file, so a failure leaves the old card.
 """
@@ -64,6 +65,8 @@ def main(argv=None) -> int:
                     help="with --density-veto: a subtype's own threshold (cle=0.04); repeatable")
     ap.add_argument("--density-veto-hu", type=float, default=-950.0, metavar="HU",
                     help="with --density-veto: the attenuation the local share is counted below (default -950)")
+    ap.add_argument("--density-veto-smooth", type=float, default=0.0, metavar="MM",
+                    help="with --density-veto: smooth the CT in-plane (Gaussian sigma, mm) before counting (default 0)")
     ap.add_argument("--command", default="drasclr analyze TEST.txt -o PRED --model MODEL && "
                                           "drasclr evaluate --pred PRED --truth TEST")
     ap.add_argument("--real", type=Path, default=None, help="bench/bench_real_scans.py's summary.json")
@@ -80,7 +83,8 @@ def main(argv=None) -> int:
 
         by = tuple(sorted((k.strip(), float(v)) for k, v in (x.split("=", 1) for x in a.density_veto_subtype)))
         try:  # a rule analyze would refuse is refused here, not at the first scan
-            rule = DensityVeto(min_laa950=a.density_veto, by_subtype=by, laa_hu=a.density_veto_hu)
+            rule = DensityVeto(min_laa950=a.density_veto, by_subtype=by, laa_hu=a.density_veto_hu,
+                               smooth_mm=a.density_veto_smooth)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

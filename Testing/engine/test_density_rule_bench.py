@@ -78,3 +78,21 @@ def test_on_real_patches_a_lower_cut_at_the_same_specificity_keeps_more_emphysem
     assert abs(kept[-950.0]["NT"] - kept[-970.0]["NT"]) <= 0.01
     for c in ("CL1", "CL2", "PS"):
         assert kept[-970.0][c] >= kept[-950.0][c] + 0.15
+
+
+def test_the_share_can_be_counted_on_the_patch_smoothed(bench, tmp_path):
+    """``--smooth``: isolated pixels below -950 HU (noise) stop counting once the patch is smoothed at 1 mm; a
+    low-attenuation area 10 pixels wide keeps most of its share."""
+    p = np.full((2, 31, 31), -880, np.int16)
+    p[0, ::4, ::4] = -990  # isolated dark pixels
+    p[1, :, :10] = -1000  # an area
+    np.savez(tmp_path / "patches.npz", patches=p, cip_class=np.array(["NT", "CL2"]))
+    raw, smooth = bench.real_patch_shares(tmp_path, -950.0), bench.real_patch_shares(tmp_path, -950.0, 1.0)
+    assert raw["NT"][0] == pytest.approx(64 / 961) and smooth["NT"][0] == 0.0
+    assert raw["CL2"][0] == pytest.approx(10 / 31) and smooth["CL2"][0] >= 8 / 31
+    assert bench.rule_key(0.08, 0.08, -950.0, 1.0) == "0.08/0.08~1"
+    assert bench.rule_key(0.15, 0.15, -950.0) == "0.15/0.15"
+    assert bench.real_patch_table(tmp_path, [0.05], -950.0, 1.0)[0]["smooth_mm"] == 1.0
+    bad = subprocess.run([sys.executable, str(REPO / "bench" / "bench_density_rule.py"), "--real-patches",
+                          str(tmp_path), "--smooth", "9"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:")

@@ -4,6 +4,9 @@ A subtype model reads texture; on a scan unlike its training data (thick slices,
 instead of a phantom) it can call texture "emphysema" where the lung has normal density. The rule here keeps a
 CLE/PSE/PLE voxel only where at least ``min_laa950`` of the lung in a box of ``window_mm`` (z, y, x) around it is
 below ``laa_hu`` (-950 HU unless the card says otherwise) on the calibrated CT; elsewhere the voxel becomes normal.
+With ``smooth_mm`` (a card's ``smooth_mm``) the CT is first smoothed in-plane (Gaussian, that sigma in mm): the
+share then counts lung that is low in attenuation over about a millimetre, not single voxels pushed below the
+cut by noise or a sharp kernel (docs/acquisition.md, "The rule on a smoothed scan").
 The same rule (15 % within 20 mm in-plane, 10 mm through-plane) filters the reference classifier's pseudo-labels in
 training (:mod:`drasclr.dense.pseudo`), where it was set on the training CT; a model opts in through its card
 (``inference.density_veto``).
@@ -21,18 +24,39 @@ from ..core.image import CTImage, bounding_box
 from ..core.threads import for_each, slab
 
 LAA_HU = -950.0
+MAX_SMOOTH_MM = 5.0  # a wider smoothing than this would blur the lesions the rule keeps
 EMPHYSEMA = {"cle": labels.CLE, "pse": labels.PSE, "ple": labels.PLE}  # the subtypes a threshold can be given for
 
 
 def local_low_attenuation(ct: CTImage, lung: np.ndarray, window_mm=(10.0, 20.0, 20.0),
-                          hu: float = LAA_HU) -> np.ndarray:
-    """Per voxel, the fraction of lung below ``hu`` (-950 HU) in a box of ``window_mm`` (z, y, x) around it."""
+                          hu: float = LAA_HU, smooth_mm: float = 0.0) -> np.ndarray:
+    """Per voxel, the fraction of lung below ``hu`` (-950 HU) in a box of ``window_mm`` (z, y, x) around it; with
+    ``smooth_mm`` > 0, below ``hu`` on the CT smoothed in-plane (:func:`smoothed_below`)."""
     size = [max(1, int(round(w / s))) for w, s in zip(window_mm, ct.spacing_zyx)]
     a = ct.array  # HU below a whole number on an integer grid: compared as an integer (no float copy of the grid)
-    below = a < int(np.ceil(hu)) if a.dtype.kind in "iu" and hu == int(hu) else a < hu
+    if smooth_mm > 0:
+        below = smoothed_below(ct, hu, smooth_mm)
+    else:
+        below = a < int(np.ceil(hu)) if a.dtype.kind in "iu" and hu == int(hu) else a < hu
     low = _box_mean(np.logical_and(below, lung, out=below).astype(np.float32), size)
     share = _box_mean(lung.astype(np.float32), size)
     return np.divide(low, np.maximum(share, np.float32(1e-6), out=share), out=low)  # in place: no third array
+
+
+def smoothed_below(ct: CTImage, hu: float, smooth_mm: float) -> np.ndarray:
+    """Where ``ct`` smoothed in-plane with a Gaussian of sigma ``smooth_mm`` (mm; not across slices, whose thickness
+    already averages) is below ``hu``; slice blocks on the analysis' threads, without a float copy of the grid."""
+    axis = ct.superior_axis()[0]
+    sigma = [0.0 if d == axis else smooth_mm / s for d, s in enumerate(ct.spacing_zyx)]
+    a, out = ct.array, np.empty(ct.array.shape, bool)
+    step = max(1, -(-a.shape[axis] // 8))
+
+    def block(i: int) -> None:
+        sl = slab(axis, i, i + step, a.ndim)
+        np.less(ndi.gaussian_filter(a[sl].astype(np.float32), sigma, mode="nearest"), hu, out=out[sl])
+
+    for_each(block, range(0, a.shape[axis], step))
+    return out
 
 
 def _box_mean(a: np.ndarray, size) -> np.ndarray:
@@ -56,17 +80,21 @@ class DensityVeto:
     """The rule: a CLE/PSE/PLE call needs ``min_laa950`` of the lung within ``window_mm`` below -950 HU;
     ``by_subtype`` (``(("cle", 0.04), ...)``) gives a subtype its own threshold (a model whose calls of one subtype on
     real normal lung are rarer needs less of the rule there; docs/acquisition.md). ``laa_hu``: the attenuation the
-    share is counted below (the names keep "950", the default; a card's ``laa_hu`` sets another)."""
+    share is counted below (the names keep "950", the default; a card's ``laa_hu`` sets another); ``smooth_mm``: the
+    in-plane Gaussian sigma (mm) the CT is smoothed with before it is counted (0: as it is)."""
 
     min_laa950: float = 0.15
     window_mm: tuple[float, float, float] = (10.0, 20.0, 20.0)
     by_subtype: tuple[tuple[str, float], ...] = ()
     laa_hu: float = LAA_HU
+    smooth_mm: float = 0.0
 
     def __post_init__(self) -> None:
         if not -1024.0 < self.laa_hu < -500.0:
             raise ValueError(f"density rule: laa_hu {self.laa_hu:g} is not a low-attenuation threshold "
                              "(-1024 < HU < -500)")
+        if not 0.0 <= self.smooth_mm <= MAX_SMOOTH_MM:
+            raise ValueError(f"density rule: smooth_mm {self.smooth_mm:g} is outside 0-{MAX_SMOOTH_MM:g} mm")
 
     @classmethod
     def from_card(cls, card: dict | None) -> DensityVeto | None:
@@ -80,7 +108,8 @@ class DensityVeto:
             raise ValueError(f"density rule: unknown subtype(s) {unknown} (expected {sorted(EMPHYSEMA)})")
         return cls(float(spec.get("min_laa950", cls.min_laa950)),
                    tuple(float(v) for v in spec.get("window_mm", cls.window_mm)),
-                   tuple(sorted((k, float(v)) for k, v in by.items())), float(spec.get("laa_hu", LAA_HU)))
+                   tuple(sorted((k, float(v)) for k, v in by.items())), float(spec.get("laa_hu", LAA_HU)),
+                   float(spec.get("smooth_mm", 0.0)))
 
     @classmethod
     def for_analysis(cls, override: bool | None, card: dict | None) -> DensityVeto | None:
@@ -97,6 +126,8 @@ class DensityVeto:
             out["min_laa950_by_subtype"] = dict(self.by_subtype)
         if self.laa_hu != LAA_HU:  # the default rule's record as it always was
             out["laa_hu"] = self.laa_hu
+        if self.smooth_mm:
+            out["smooth_mm"] = self.smooth_mm
         return out
 
     def _cuts(self) -> np.ndarray:
@@ -136,7 +167,7 @@ class DensityVeto:
         pad = tuple(slice(a, b) for a, b in zip(plo, phi))
         inner = tuple(slice(a - p, b - p) for a, b, p in zip(lo, hi, plo))
         lung_pad = lung[pad] > 0
-        share = local_low_attenuation(ct.crop(plo, phi), lung_pad, self.window_mm, self.laa_hu)[inner]
+        share = local_low_attenuation(ct.crop(plo, phi), lung_pad, self.window_mm, self.laa_hu, self.smooth_mm)[inner]
         return tuple(lo), tuple(hi), share, lung_pad[inner]
 
     def vetoed(self, subtypes: np.ndarray, ct: CTImage) -> np.ndarray:
@@ -162,4 +193,4 @@ class DensityVeto:
         return subtypes.with_array(np.where(vetoed, labels.NORMAL, sub).astype(sub.dtype)), self.counts(sub, vetoed)
 
 
-__all__ = ["DensityVeto", "local_low_attenuation"]
+__all__ = ["DensityVeto", "local_low_attenuation", "smoothed_below"]
