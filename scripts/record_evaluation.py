@@ -30,7 +30,7 @@ def phantom_metrics(metrics: dict, cases: str, command: str) -> dict:
     pooled = metrics["pooled"]
     whole = pooled["fractions"].get("whole_lung", {})
     return {
-        "cases": f"{pooled['n_cases']} held-out version-2 phantoms ({cases}); never trained on, never used to select",
+        "cases": f"{pooled['n_cases']} held-out phantoms ({cases}); never trained on, never used to select",
         "command": command,
         "dice": {k: _r(v) for k, v in pooled["dice"].items()},
         "macro_dice_cle_pse_ple_pooled": _r(pooled["macro_dice"]),

@@ -197,7 +197,10 @@ def test_bundled_demo_model_loads_and_documents_itself():
     assert len(card_class_weights(card)) == 4
     held_out = card["metrics"]["held_out"]  # scripts/record_evaluation.py, from the build's held-out evaluation
     assert 0.75 <= held_out["macro_dice_cle_pse_ple_pooled"] <= 1 and held_out["emphysema_free_cases"] >= 1
-    assert card["inference"]["density_veto"] == {"min_laa950": 0.15, "window_mm": [10.0, 20.0, 20.0]}
+    # demo-v10: demo-v5's weights (the same sha256) with the density rule counted on the scan smoothed in-plane
+    assert card["inference"]["density_veto"] == {"min_laa950": 0.08, "window_mm": [10.0, 20.0, 20.0],
+                                                 "laa_hu": -955.0, "smooth_mm": 0.5}
+    assert card["parent"] == {"folder": "demo-v5", "sha256": card["sha256"]}
     assert set(card["metrics"]["real_scans"]["emphysema_on_normal_lungs_pct"]) >= {"lungpetctdx_A0002_8mm_B40f"}
 
 

@@ -55,7 +55,7 @@ def test_uncertainty_switch_next_region_and_reviewed_finetune(room, tmp_path):
     room._open(lambda: add_volume_node(room.scene, chest_phantom((20, 28, 28), (6.0, 6.0, 6.0), None, 0), "small"))
     assert room.state.has_ct and not room.state.has_review
     room.refresh_models()  # the engine's default family is preselected; this test picks its tiny model (fast)
-    assert room.state.model_path.endswith("demo-v5")
+    assert room.state.model_path.endswith("demo-v10")
     room.refresh_models(select=str(tmp_path / "data" / "models" / "tiny-v1"))
     assert room.state.model_path.endswith("tiny-v1")
     nodes = room.logic.analyze(room.volume, model=room._model(), device="cpu", tta=False)

@@ -14,9 +14,11 @@ from pathlib import Path
 from .. import DATA_DIR
 
 PACKAGE_MODELS = DATA_DIR / "models"
-# the default subtype model (``$DRASCLR_MODEL`` overrides it). ``demo-light-v1`` (session 10) gives its answers with
-# a lighter decoder in less time, but learns an annotator's corrections more slowly: bundled, not the default
-DEMO_MODEL = PACKAGE_MODELS / "demo-v5"
+# the default subtype model (``$DRASCLR_MODEL`` overrides it): demo-v10 (session 16) is demo-v5's weights with the
+# density rule counted on the scan smoothed in-plane (scripts/build_demo_v10.sh). demo-v5 stays bundled (its rule
+# unsmoothed); ``demo-light-v1`` (session 10) gives demo-v5's answers with a lighter decoder in less time, but learns
+# an annotator's corrections more slowly: bundled, not the default
+DEMO_MODEL = PACKAGE_MODELS / "demo-v10"
 # the reference local-histogram classifier (``drasclr.reference``): ``model.json`` + ``references.npz``, no weights
 REFERENCE_MODEL = PACKAGE_MODELS / "cip-lh"
 # names ``--model`` accepts besides folders and files
@@ -37,7 +39,7 @@ def default_model() -> Path:
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
     """The folder (or file) of a ``--model`` argument: a path that exists, else the name of a bundled model
-    (``cip-lh``, ``demo-v5``, ``demo-light-v1`` ...) or of one in the user folder; None for the default model."""
+    (``cip-lh``, ``demo-v10``, ``demo-v5``, ``demo-light-v1`` ...) or of one in the user folder; None for the default model."""
     if model is None:
         return default_model()
     text = str(model)
