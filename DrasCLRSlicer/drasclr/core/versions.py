@@ -39,7 +39,8 @@ def default_model() -> Path:
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
     """The folder (or file) of a ``--model`` argument: a path that exists, else the name of a bundled model
-    (``cip-lh``, ``demo-v10``, ``demo-v5``, ``demo-light-v1`` ...) or of one in the user folder; None for the default model."""
+    (``cip-lh``, ``demo-v10``, ``demo-v5``, ``demo-light-v1`` ...) or of one in the user folder; None for the default
+    model."""
     if model is None:
         return default_model()
     text = str(model)
