@@ -25,18 +25,17 @@ TMP="$MODEL.tmp"
 if [ ! -f "$TMP/model.json" ]; then
   rm -rf "$TMP.part" && mkdir -p "$TMP.part"
   cp "$PARENT/model.safetensors" "$PARENT/model.json" "$TMP.part/"
-  $PY - "$TMP.part/model.json" <<'PY'
+  $PY - "$TMP.part/model.json" "$PARENT" <<'PY'
 import json, sys
-path = sys.argv[1]
+from pathlib import Path
+from drasclr.dense.store import lineage
+path, parent = sys.argv[1], Path(sys.argv[2])
 card = json.load(open(path))
-card["parent"] = {"folder": card["version"], "sha256": card["sha256"]}
-card["lineage"] = [*card.get("lineage", []), card["version"]]
-card["version"] = "demo-v10"
+card.update(lineage(card, parent), version="demo-v10")
 card["training"] = {**card.get("training", {}), "note": "the weights of demo-v5, unchanged; only the density rule "
                     "differs (scripts/build_demo_v10.sh, docs/acquisition.md)"}
-card.setdefault("metrics", {}).pop("held_out", None)  # demo-v5's, with its rule: measured again below
-card["metrics"].pop("real_scans", None)
-card["metrics"].pop("speed", None)
+for key in ("held_out", "real_scans", "speed"):  # demo-v5's, with its rule: measured again below (speed: unchanged)
+    card.setdefault("metrics", {}).pop(key, None)
 json.dump(card, open(path, "w"), indent=2)
 PY
   $PY scripts/record_evaluation.py "$TMP.part" --density-veto 0.08 --density-veto-hu=-955 --density-veto-smooth 0.5
@@ -57,7 +56,7 @@ real=()
 if ls "$REAL"/*.nii.gz > /dev/null 2>&1; then
   [ -f "$WORK/real/summary.json" ] || $PY bench/bench_real_scans.py --models "$(realpath "$TMP")" --real "$REAL" \
     -o "$WORK/real"
-  real=(--real "$WORK/real/summary.json" --real-name demo-v10.tmp)
+  real=(--real "$WORK/real/summary.json" --real-name "$(basename "$TMP")")
 fi
 $PY scripts/record_evaluation.py "$TMP" --phantoms "$WORK/held_v10-eval/metrics.json" \
   --phantom-cases "version 3: clinical acquisition seed 1643 and 0.625 mm seed 1631, 4 cases each with CLE, PSE and PLE; clinical healthy seed 1645, 2 cases" \

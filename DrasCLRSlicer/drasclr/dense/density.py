@@ -33,10 +33,10 @@ def local_low_attenuation(ct: CTImage, lung: np.ndarray, window_mm=(10.0, 20.0, 
     """Per voxel, the fraction of lung below ``hu`` (-950 HU) in a box of ``window_mm`` (z, y, x) around it; with
     ``smooth_mm`` > 0, below ``hu`` on the CT smoothed in-plane (:func:`smoothed_below`)."""
     size = [max(1, int(round(w / s))) for w, s in zip(window_mm, ct.spacing_zyx)]
-    a = ct.array  # HU below a whole number on an integer grid: compared as an integer (no float copy of the grid)
     if smooth_mm > 0:
         below = smoothed_below(ct, hu, smooth_mm)
-    else:
+    else:  # HU below a whole number on an integer grid: compared as an integer (no float copy of the grid)
+        a = ct.array
         below = a < int(np.ceil(hu)) if a.dtype.kind in "iu" and hu == int(hu) else a < hu
     low = _box_mean(np.logical_and(below, lung, out=below).astype(np.float32), size)
     share = _box_mean(lung.astype(np.float32), size)
@@ -49,12 +49,12 @@ def smoothed_below(ct: CTImage, hu: float, smooth_mm: float) -> np.ndarray:
     axis = ct.superior_axis()[0]
     a, out = ct.array, np.empty(ct.array.shape, bool)
     step = max(1, -(-a.shape[axis] // 32))  # blocks of a few slices: the two passes stay in cache
+    first, second = (d for d in range(a.ndim) if d != axis)  # the in-plane axes
 
     def block(i: int) -> None:
         sl = slab(axis, i, i + step, a.ndim)
         b = a[sl].astype(np.float32)
         tmp = np.empty_like(b)
-        first, second = (d for d in range(a.ndim) if d != axis)
         ndi.gaussian_filter1d(b, smooth_mm / ct.spacing_zyx[first], axis=first, output=tmp, mode="nearest")
         ndi.gaussian_filter1d(tmp, smooth_mm / ct.spacing_zyx[second], axis=second, output=b, mode="nearest")
         np.less(b, hu, out=out[sl])
