@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy.ndimage import gaussian_filter1d
 
 from drasclr.analysis import thin_slices
 from drasclr.analysis.analyze import analyze, write_analysis
@@ -37,10 +38,56 @@ def test_slices_of_a_millimetre_or_more_are_read_natively(sz):
 
 def test_native_mode_the_default_and_too_few_slices_stay_native():
     assert thin_slices.plan(_ct(40), "native") is None and thin_slices.plan(_ct(40)) is None
-    assert AnalysisSettings().thin_slices == "native"
+    assert AnalysisSettings().thin_slices == "auto"
     assert thin_slices.plan(_ct(8), "slabs") is None  # under three slabs
     with pytest.raises(ValueError):
         thin_slices.plan(_ct(40), "thick")
+
+
+def _interpolated(ct: CTImage, f: int) -> CTImage:
+    """``ct`` resampled to slices ``f`` times thinner by linear interpolation (a scan resampled from thick slices:
+    no detail finer than the thick slices). The thick slices' noise is first made to vary smoothly from slice to
+    slice, as a real lung's structures do (white noise at the thick grid is the hardest case: docs)."""
+    a = gaussian_filter1d(ct.array.astype(np.float32), 1.0, axis=0)
+    z = np.arange((a.shape[0] - 1) * f + 1) / f
+    i = np.minimum(np.floor(z).astype(int), a.shape[0] - 2)
+    w = (z - i)[:, None, None]
+    out = np.rint((1 - w) * a[i] + w * a[i + 1]).astype(np.int16)
+    sx, sy, sz = ct.spacing
+    return CTImage(out, spacing=(sx, sy, sz / f), origin=ct.origin, direction=ct.direction)
+
+
+def test_auto_tells_true_thin_slices_from_slices_interpolated_from_thick_ones():
+    true_thin, _ = synthetic_chest(shape=(100, 64, 64), spacing=(3.0, 3.0, 0.8), seed=3)
+    resampled = _interpolated(synthetic_chest(shape=(26, 64, 64), spacing=(3.0, 3.0, 3.2), seed=3)[0], 4)
+    s, record = thin_slices.decide(resampled, "auto")
+    assert s is not None and s.k == 3 and record is None
+    assert s.z_detail < thin_slices.Z_DETAIL_LIMIT / 2
+    assert s.to_json()["mode"] == "auto" and s.to_json()["z_detail"] == s.z_detail
+    s, record = thin_slices.decide(true_thin, "auto")
+    assert s is None and record["kind"] == "native" and record["z_detail"] > 4 * thin_slices.Z_DETAIL_LIMIT
+    # slices reconstructed with overlap (1.6 mm thick every 0.8 mm) still hold detail the slabs would remove
+    a = true_thin.array.astype(np.float32)
+    overlap = true_thin.with_array(np.rint((a + np.roll(a, 1, axis=0)) / 2).astype(np.int16))
+    assert thin_slices.decide(overlap, "auto")[0] is None
+    # the other modes measure nothing: slabs always, native never
+    s, record = thin_slices.decide(true_thin, "slabs")
+    assert s is not None and s.z_detail is None and record is None and "mode" not in s.to_json()
+    assert thin_slices.decide(resampled, "native") == (None, None)
+
+
+def test_auto_records_its_choice_in_stats_json(tmp_path):
+    true_thin, _ = synthetic_chest(shape=(100, 64, 64), spacing=(3.0, 3.0, 0.8), seed=4)
+    resampled = _interpolated(synthetic_chest(shape=(26, 64, 64), spacing=(3.0, 3.0, 3.2), seed=4)[0], 4)
+    grids = {}
+    for name, ct in (("thin", true_thin), ("resampled", resampled)):
+        res = analyze(ct, settings=AnalysisSettings(use_model=False))  # the default: auto
+        write_analysis(res, tmp_path / name, report=False)
+        grids[name] = json.loads((tmp_path / name / "stats.json").read_text())["analysis_grid"]
+        assert res.regions.same_grid(ct) and res.lungs.same_grid(ct)
+    assert grids["thin"]["kind"] == "native" and grids["thin"]["mode"] == "auto"
+    assert grids["resampled"]["kind"] == "slabs" and grids["resampled"]["mode"] == "auto"
+    assert grids["resampled"]["slices_per_slab"] == 3 and grids["resampled"]["native_slices"] == 101
 
 
 def test_slab_values_are_the_mean_of_their_slices_and_sit_at_their_centre():

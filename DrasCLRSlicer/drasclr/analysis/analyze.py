@@ -80,7 +80,7 @@ class Analysis:
     density_veto: dict | None = None  # drasclr.dense.density: the rule applied and the voxels it turned normal
     settings: dict | None = None  # AnalysisSettings.to_json(): what was asked for
     harmonization: dict | None = None  # drasclr.acquisition.harmonize: noise/sharpness measured, what was done
-    analysis_grid: dict | None = None  # drasclr.analysis.thin_slices: thin slices analysed as slabs (None: native)
+    analysis_grid: dict | None = None  # drasclr.analysis.thin_slices: the slab grid, or auto's native choice
 
 
 @contextlib.contextmanager
@@ -110,7 +110,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None
         raise InputError(f"the image has {ct.array.shape[ct.superior_axis()[0]]} slice(s): the 3-D subtype model "
                          "needs a volume (single slices: --model cip-lh)")
     raw = ct  # as read: its densitometry is written beside the corrected one when HU are corrected
-    slabs = None if thin or reference else thin_slices.plan(ct, settings.thin_slices)
+    slabs, grid = (None, None) if thin or reference else thin_slices.decide(ct, settings.thin_slices)
     given = lobes  # a lobe file on the CT's grid: the native regions come from it, not from its slab copy
     if slabs is not None:  # sub-millimetre slices: every stage up to the stats on slabs of about 2 mm
         ct = slabs.down(ct)
@@ -138,6 +138,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None
                       tta=bool(settings.tta and dense), region_source=chosen.source,
                       calibration=calibration.to_json(), settings=settings.to_json(),
                       harmonization=harmonized.to_json(),
+                      analysis_grid=grid,
                       resolution=None if resolution is None else resolution.to_json(),
                       warnings=[{"code": "regions", "message": w} for w in chosen.warnings] + calibration.warnings
                       + ([resolution.warning()] if resolution and not resolution.in_range else []))

@@ -1,21 +1,26 @@
-"""Thin slices analysed as slabs (``--thin-slices slabs``, opt-in): a sub-millimetre scan's anatomy and subtype
-map on a grid of about 2 mm slabs, its densitometry on the native slices.
+"""Thin slices analysed as slabs: a sub-millimetre scan's anatomy and subtype map on a grid of about 2 mm slabs,
+its densitometry on the native slices, when its slices hold no detail finer than the slab (``--thin-slices auto``,
+the default), or always (``slabs``), or never (``native``).
 
 A thin-slice HRCT (0.5-0.9 mm slices, 300-700 of them) holds three to four times the voxels of the same lung at
-2-2.5 mm. With ``thin_slices="slabs"`` consecutive slices are averaged into slabs of about :data:`SLAB_MM` (the
-thicker reconstruction a scanner would make), and the lung mask, harmonization, registration, lobes, subtype map,
-uncertainty and review queue run on the slab grid: the time follows the lung's volume, not the slice count. What is
+2-2.5 mm. On the slab grid consecutive slices are averaged into slabs of about :data:`SLAB_MM` (the thicker
+reconstruction a scanner would make), and the lung mask, harmonization, registration, lobes, subtype map,
+uncertainty and review queue run on the slabs: the time follows the lung's volume, not the slice count. What is
 per voxel in the outputs comes back to the native slices: every native slice takes the labels of its slab (the maps
 are written on the CT's own grid), a given lobe file keeps its own boundaries, and the contract densitometry
 (LAA-950, Perc15, mean HU, volumes) is measured on the native voxels under those masks. The harmonized_*
 densitometry and the density rule's voxel counts are the slab grid's.
 
-It is not the default (``native``: every stage on the native slices) because it costs accuracy, measured on
-held-out thin-slice phantoms (0.625 mm, 4 + 4 cases never trained or tuned on, demo-v5): pooled macro Dice over
-CLE/PSE/PLE 0.758 -> 0.737 (version 3) and 0.871 -> 0.850 (version 2) with 2 mm slabs, 0.707 / 0.828 with
-2.5 mm; the averaging smooths the texture the model reads (without the density rule: 0.865 -> 0.841). The
-time and the measurements: docs/inference_speed.md ("Thin slices as slabs"). Scans with slices of
-:data:`SLABS_BELOW_MM` or more are always read natively.
+Averaging costs accuracy where the slices hold real thin-slice detail, measured on held-out thin-slice phantoms
+(0.625 mm, 4 + 4 cases never trained or tuned on, demo-v5): pooled macro Dice over CLE/PSE/PLE 0.758 -> 0.737
+(version 3) and 0.871 -> 0.850 (version 2) with 2 mm slabs; the averaging smooths the texture the model reads.
+It costs nothing where the slices are finer than the detail they hold: a scan reconstructed with overlap (slices
+thicker than their spacing) or resampled from thicker slices (lidc_idri_0001 at 533 slices: subtype agreement
+0.997 with the native run). ``auto`` tells the two apart by measuring (:func:`z_detail`): the share of the lung's
+cranio-caudal detail power above the slab grid's Nyquist frequency; under :data:`Z_DETAIL_LIMIT` the slabs lose
+nothing the slices hold, and the scan is analysed on them; otherwise natively. The time and the measurements:
+docs/inference_speed.md ("Thin slices as slabs"). Scans with slices of :data:`SLABS_BELOW_MM` or more are always read
+natively.
 """
 
 from __future__ import annotations
@@ -26,9 +31,16 @@ import numpy as np
 
 from ..core.image import CTImage
 
-MODES = ("native", "slabs")
+MODES = ("auto", "native", "slabs")
 SLABS_BELOW_MM = 1.0  # slices at least this thick are analysed as they are
 SLAB_MM = 2.0  # the slab thickness aimed at: round(SLAB_MM / slice) slices per slab
+# auto: slabs when under this share of the lung's cranio-caudal detail power lies above the slab grid's Nyquist
+# frequency. Measured (docs/inference_speed.md): true 0.625 mm phantom slices 0.30-0.42, slices 1.25 mm thick every
+# 0.625 mm 0.17-0.23, real scans resampled from 2.5-8 mm to 0.5-0.8 mm slices 0.002-0.022.
+Z_DETAIL_LIMIT = 0.05
+Z_WINDOW_MM = 15.0  # the cranio-caudal runs the spectrum is measured over
+Z_COLUMN_MM = 3.0  # in-plane spacing of the columns measured
+PARENCHYMA_HU = (-1024, -500)  # a run is measured where all its voxels lie strictly between these (no vessel, no wall)
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,7 @@ class Slabs:
     native: CTImage
     axis: int
     k: int
+    z_detail: float | None = None  # auto: :func:`z_detail` of the scan (None: slabs asked for)
 
     @property
     def count(self) -> int:
@@ -59,9 +72,11 @@ class Slabs:
 
     def to_json(self) -> dict:
         """What stats.json records (``analysis_grid``)."""
+        measured = {} if self.z_detail is None else {"mode": "auto", "z_detail": self.z_detail,
+                                                          "z_detail_limit": Z_DETAIL_LIMIT}
         return {"kind": "slabs", "slices_per_slab": self.k, "native_slice_mm": round(self.slice_mm, 4),
                 "slab_mm": round(self.slice_mm * self.k, 4), "native_slices": self.count,
-                "slabs": self.slabs,
+                "slabs": self.slabs, **measured,
                 "native": "labels, uncertainty and review units copied from each slice's slab; contract "
                           "densitometry on the native voxels; harmonized_* and the density rule's voxel counts on "
                           "the slabs"}
@@ -143,21 +158,79 @@ class Slabs:
         return out
 
 
-def plan(ct: CTImage, mode: str = "native") -> Slabs | None:
-    """The slabs ``ct`` is analysed on, or None (``native``, slices of :data:`SLABS_BELOW_MM` or more, or too few
-    slices for three slabs)."""
+def z_detail(ct: CTImage, axis: int, k: int) -> float | None:
+    """The share of the cranio-caudal detail power of ``ct``'s lung above the Nyquist frequency of slabs of ``k``
+    slices: what averaging them would remove. Runs of :data:`Z_WINDOW_MM` along ``axis`` on columns
+    :data:`Z_COLUMN_MM` apart in-plane, wherever the whole run is lung parenchyma (or air); each run's mean is taken
+    off and it is Hann-windowed; their power spectra are summed (less the white noise of rounding to integer HU), and
+    the share of the power above ``1 / (2 k slice)`` is returned. About 0.3-0.4 for true sub-millimetre slices (their
+    noise and texture change from slice to slice), near 0 for slices interpolated from thicker ones. None: no run to
+    measure."""
+    s = float(ct.spacing_zyx[axis])
+    run = max(8, 2 * int(round(Z_WINDOW_MM / s / 2)))
+    plane = [i for i in range(3) if i != axis]
+    steps = [max(1, int(round(Z_COLUMN_MM / ct.spacing_zyx[i]))) for i in plane]
+    cols = [slice(None)] * 3
+    for i, st in zip(plane, steps):
+        cols[i] = slice(st // 2, None, st)
+    a = np.moveaxis(ct.array[tuple(cols)], axis, 0)
+    a = a.reshape(a.shape[0], -1)
+    if a.shape[0] < run:
+        return None
+    hann = np.hanning(run).astype(np.float32)
+    power = np.zeros(run // 2 + 1)
+    columns = 0
+    lo, hi = PARENCHYMA_HU
+    for z0 in range(0, a.shape[0] - run + 1, run // 2):
+        w = a[z0:z0 + run]
+        inside = ((w > lo) & (w < hi)).all(0)
+        if not inside.any():
+            continue
+        w = w[:, inside].astype(np.float32)
+        w -= w.mean(0)
+        power += (np.abs(np.fft.rfft(w * hann[:, None], axis=0)) ** 2).sum(1)
+        columns += w.shape[1]
+    # integer HU: rounding adds white noise of variance 1/12, the same in every frequency bin; taken off, so that a
+    # scan interpolated from thick slices (all its fine detail that rounding) is not read as detailed
+    if np.issubdtype(ct.array.dtype, np.integer):
+        power = np.maximum(power - columns * float((hann ** 2).sum()) / 12.0, 0.0)
+    f = np.fft.rfftfreq(run, s)
+    band = f > 0  # all the detail the run holds (its mean taken off)
+    total = power[band].sum()
+    if total <= 0:
+        return None
+    return round(float(power[band & (f > 1.0 / (2 * k * s))].sum() / total), 4)
+
+
+def decide(ct: CTImage, mode: str = "auto") -> tuple[Slabs | None, dict | None]:
+    """The slabs ``ct`` is analysed on (None: natively), and what stats.json records of a choice ``auto`` measured
+    for a native run (None otherwise; a slab run records :meth:`Slabs.to_json`). Natively: ``native``, slices of
+    :data:`SLABS_BELOW_MM` or more, too few slices for three slabs, or ``auto`` with detail finer than the slabs."""
     if mode not in MODES:
         raise ValueError(f"thin slices {mode!r}: expected one of {MODES}")
     if mode == "native":
-        return None
+        return None, None
     axis = ct.superior_axis()[0]
     s = ct.spacing_zyx[axis]
     if s >= SLABS_BELOW_MM or s <= 0:
-        return None
+        return None, None
     k = int(np.floor(SLAB_MM / s + 0.5))
     if k < 2 or ct.array.shape[axis] < 3 * k:
-        return None
-    return Slabs(ct, axis, k)
+        return None, None
+    if mode == "slabs":
+        return Slabs(ct, axis, k), None
+    detail = z_detail(ct, axis, k)
+    if detail is not None and detail < Z_DETAIL_LIMIT:
+        return Slabs(ct, axis, k, detail), None
+    return None, {"kind": "native", "mode": "auto", "z_detail": detail, "z_detail_limit": Z_DETAIL_LIMIT,
+                  "native_slice_mm": round(float(s), 4), "slab_mm": round(float(s) * k, 4),
+                  "native": "the slices hold detail finer than the slabs (z_detail at or above the limit, or not "
+                            "measurable): every stage on the native slices"}
 
 
-__all__ = ["MODES", "SLABS_BELOW_MM", "SLAB_MM", "Slabs", "plan"]
+def plan(ct: CTImage, mode: str = "auto") -> Slabs | None:
+    """The slabs ``ct`` is analysed on, or None: :func:`decide`'s first answer."""
+    return decide(ct, mode)[0]
+
+
+__all__ = ["MODES", "SLABS_BELOW_MM", "SLAB_MM", "Slabs", "Z_DETAIL_LIMIT", "decide", "plan", "z_detail"]

@@ -27,7 +27,7 @@ LOBE_TOOLS = ("lungmask", "totalsegmentator")
 LOBE_CONVENTIONS = ("auto", "ltrc", "totalseg", "cip")
 HU_CALIBRATIONS = ("auto", "air", "none")
 HARMONIZATIONS = ("auto", "off")
-THIN_SLICES = ("native", "slabs")  # drasclr.analysis.thin_slices.MODES
+THIN_SLICES = ("auto", "native", "slabs")  # drasclr.analysis.thin_slices.MODES
 
 
 def option(default, *, flag: str, help: str, label: str, choices: tuple | None = None, kind: str | None = None,
@@ -76,15 +76,17 @@ class AnalysisSettings:
              "the model, and adds harmonized_* densitometry columns; off only measures (default auto; "
              "docs/acquisition.md)")
     thin_slices: str = option(
-        "native", flag="--thin-slices", label="Thin slices", choices=THIN_SLICES,
-        help="slices under 1 mm: native (default) runs every stage on the native slices; slabs analyses them as "
-             "slabs of about 2 mm (consecutive slices averaged, maps copied back to every slice, contract "
-             "densitometry on the native voxels): faster on a thin-slice scan, but the subtype map loses about 0.02 "
-             "macro Dice (docs/inference_speed.md)")
+        "auto", flag="--thin-slices", label="Thin slices", choices=THIN_SLICES,
+        help="slices under 1 mm: auto (default) analyses them as slabs of about 2 mm when they hold no finer detail "
+             "(measured along the body axis: a scan reconstructed with overlap, or resampled), else natively; "
+             "native runs every stage on the native slices; slabs always averages them (faster, but on true "
+             "thin-slice detail about 0.02 macro Dice less). Maps come back to every slice, the contract "
+             "densitometry is measured on the native voxels (docs/inference_speed.md)")
     density_veto: bool | None = option(
         None, flag="--density-veto", label="Density rule", kind="tristate",
-        help="turn emphysema called in normal-density lung (under 15 %% of the lung within 20 mm below -950 HU) "
-             "normal (default: as the model card says; docs/demo_model.md)")
+        help="turn emphysema called in normal-density lung normal: too little of the lung around it below the "
+             "card's cut (demo-v10: under 8 %% within 20 mm below -955 HU, each slice smoothed at 0.5 mm) (default: "
+             "as the model card says; docs/demo_model.md)")
     strict: bool = option(
         False, flag="--strict", label="Refuse unvalidated voxel sizes",
         help="refuse a scan whose voxel size is outside the model's validated range (default: analyze it and flag "
