@@ -83,8 +83,9 @@ class DrasCLRSlicerParameterNode:
     strict - refuse a CT whose voxel size is outside the model's validated range (else: flagged in the panel).
     regions, densityVeto, batchSize, harmonize, thinSlices - the advanced settings: statistics per lobe or zone; the
         density rule (as the model card says, on or off); patches per forward pass (0: from memory); kernel/dose
-        harmonization; sub-millimetre slices analysed natively (Native, default) or as about 2 mm slabs (Slabs: faster,
-        a little less accurate).
+        harmonization; sub-millimetre slices analysed as about 2 mm slabs when they hold no finer detail (Auto,
+        default), always natively (Native) or always as slabs (Slabs: faster, a little less accurate on true thin
+        slices).
     The analysis fields are named as ``drasclr.core.settings.AnalysisSettings`` (camelCase) and become one settings
     object in ``DrasCLRSlicerLogic.analysisSettings``: a new option is a field there plus one widget here.
     opacity - fill opacity of the result segmentations.
@@ -102,7 +103,7 @@ class DrasCLRSlicerParameterNode:
     densityVeto: Annotated[str, Choice(["Model card", "On", "Off"])] = "Model card"
     batchSize: Annotated[int, WithinRange(0, 65536)] = 0
     harmonize: Annotated[str, Choice(["Auto", "Off"])] = "Auto"
-    thinSlices: Annotated[str, Choice(["Native", "Slabs"])] = "Native"
+    thinSlices: Annotated[str, Choice(["Auto", "Native", "Slabs"])] = "Auto"
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
     model: str = ""
     subtypes: Optional[vtkMRMLSegmentationNode]  # noqa: UP007,UP045 (parameterNodeWrapper reads typing forms)
