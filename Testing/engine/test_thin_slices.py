@@ -76,6 +76,19 @@ def test_auto_tells_true_thin_slices_from_slices_interpolated_from_thick_ones():
     assert thin_slices.decide(resampled, "native") == (None, None)
 
 
+def test_slabs_auto_chose_take_their_centre_not_the_mean():
+    # a band-limited scan is sampled at each slab's centre (averaging would blur it once more); asked-for slabs
+    # (true thin slices) average their slices
+    ct = _ct(20)
+    sampled = thin_slices.Slabs(ct, 0, 3, z_detail=0.01).down()
+    assert np.array_equal(sampled.array, ct.array[[1, 4, 7, 10, 13, 16, 19]])
+    even = thin_slices.Slabs(ct, 0, 4, z_detail=0.01).down()  # centre between slices 4j+1 and 4j+2
+    a = ct.array.astype(np.float64)
+    assert np.array_equal(even.array, np.rint((a[[1, 5, 9, 13, 17]] + a[[2, 6, 10, 14, 18]]) / 2).astype(np.int16))
+    assert sampled.spacing == thin_slices.Slabs(ct, 0, 3).down().spacing  # the same grid either way
+    assert thin_slices.Slabs(ct, 0, 3, z_detail=0.01).to_json()["slab_values"].startswith("its centre")
+
+
 def test_auto_records_its_choice_in_stats_json(tmp_path):
     true_thin, _ = synthetic_chest(shape=(100, 64, 64), spacing=(3.0, 3.0, 0.8), seed=4)
     resampled = _interpolated(synthetic_chest(shape=(26, 64, 64), spacing=(3.0, 3.0, 3.2), seed=4)[0], 4)

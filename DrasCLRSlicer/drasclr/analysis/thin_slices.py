@@ -77,6 +77,7 @@ class Slabs:
         return {"kind": "slabs", "slices_per_slab": self.k, "native_slice_mm": round(self.slice_mm, 4),
                 "slab_mm": round(self.slice_mm * self.k, 4), "native_slices": self.count,
                 "slabs": self.slabs, **measured,
+                "slab_values": "mean of its slices" if self.z_detail is None else "its centre (middle slice(s))",
                 "native": "labels, uncertainty and review units copied from each slice's slab; contract "
                           "densitometry on the native voxels; harmonized_* and the density rule's voxel counts on "
                           "the slabs"}
@@ -94,13 +95,21 @@ class Slabs:
         return CTImage(array, tuple(spacing), tuple(origin), n.direction)
 
     def down(self, image: CTImage | None = None) -> CTImage:
-        """The mean of each slab's slices (``image``: the native CT by default, or another image on its grid), in
-        ``image``'s dtype (integers rounded); the last slab holds what is left."""
+        """Each slab's value (``image``: the native CT by default, or another image on its grid), in ``image``'s
+        dtype (integers rounded): the mean of its slices (the last slab holds what is left), or, for slabs ``auto``
+        chose (:attr:`z_detail` set: the slices hold no detail finer than the slabs), the value at its centre (its
+        middle slice, or the mean of its two middle ones): such a scan is band-limited below the slab grid's Nyquist
+        frequency, so sampling it keeps what it holds, where averaging would blur it once more."""
         a = np.moveaxis((image or self.native).array, self.axis, 0)
         out = np.empty((self.slabs, *a.shape[1:]), a.dtype)
         acc = np.empty(a.shape[1:], np.float32)
+        centre = self.z_detail is not None
         for j in range(self.slabs):
-            part = a[j * self.k:(j + 1) * self.k]
+            if centre:
+                first = min(j * self.k + (self.k - 1) // 2, self.count - 1)
+                part = a[first:min(j * self.k + self.k // 2, self.count - 1) + 1]
+            else:
+                part = a[j * self.k:(j + 1) * self.k]
             np.add.reduce(part, axis=0, dtype=np.float32, out=acc)
             acc /= len(part)
             if np.issubdtype(a.dtype, np.integer):
