@@ -4,7 +4,8 @@ the default), or always (``slabs``), or never (``native``).
 
 A thin-slice HRCT (0.5-0.9 mm slices, 300-700 of them) holds three to four times the voxels of the same lung at
 2-2.5 mm. On the slab grid consecutive slices are averaged into slabs of about :data:`SLAB_MM` (the thicker
-reconstruction a scanner would make), and the lung mask, harmonization, registration, lobes, subtype map,
+reconstruction a scanner would make; slabs ``auto`` chose are sampled at their centre instead: :meth:`Slabs.down`),
+and the lung mask, harmonization, registration, lobes, subtype map,
 uncertainty and review queue run on the slabs: the time follows the lung's volume, not the slice count. What is
 per voxel in the outputs comes back to the native slices: every native slice takes the labels of its slab (the maps
 are written on the CT's own grid), a given lobe file keeps its own boundaries, and the contract densitometry
