@@ -133,6 +133,32 @@ def test_truncated_nifti_would_have_been_read_as_zeros_by_itk(tmp_path):
         read_ct(t)
 
 
+@pytest.mark.parametrize("module", ["isal", "gzip"])
+def test_gzip_stream_check_refuses_truncated_and_corrupt_streams_with_either_decompressor(tmp_path, monkeypatch,
+                                                                                             module):
+    """The integrity pass uses ISA-L's gzip when installed and the standard library's otherwise (Slicer's Python
+    without isal): the same verdicts either way."""
+    from drasclr.core import input_files
+    from drasclr.core.errors import InputError
+
+    if module == "isal":
+        igzip = pytest.importorskip("isal.igzip")
+        monkeypatch.setattr(input_files, "_gzip_module", igzip)
+    else:
+        monkeypatch.setattr(input_files, "_gzip_module", gzip)
+    good = write_chest(tmp_path / "good.nii.gz")
+    head, total = input_files._gzip_stream(good)
+    assert head[:4] == (348).to_bytes(4, "little") and total == len(gzip.decompress(good.read_bytes()))
+    assert read_ct(good).array.size > 0
+    with pytest.raises(InputError, match="truncated"):
+        read_ct(truncated(good, tmp_path / "t.nii.gz"))
+    bad = bytearray(good.read_bytes())
+    bad[len(bad) // 2: len(bad) // 2 + 64] = os.urandom(64)
+    (tmp_path / "c.nii.gz").write_bytes(bytes(bad))
+    with pytest.raises(InputError, match="corrupt|truncated"):
+        input_files._gzip_stream(tmp_path / "c.nii.gz")
+
+
 # --- DICOM folders ------------------------------------------------------------------------------------------------
 def _dicom_cases(tmp: Path) -> dict[str, tuple[list, str]]:
     ct = small_chest()
