@@ -114,3 +114,27 @@ def test_history_scales_the_cost_curve_by_this_machines_speed():
     h.add("regions", 30.0, curve(30.0))  # as fast as the curve at 30
     assert curve(30.0) < h.predict("regions", 30.0, curve) < 1.5 * curve(30.0)
     assert h.predict("regions", 3.0, curve) > 1.5 * curve(3.0)
+
+
+def test_estimates_follow_the_slab_grid_when_thin_slices_run_as_slabs(tmp_path):
+    """Thin slices analysed on slabs (drasclr.analysis.thin_slices): the stages up to the statistics scale with the
+    slab grid's voxels, and the lungs counted there are measured in the slab grid's voxel volume (the scan's own
+    lung volume, not a third of it); statistics and writing stay on the scan's own voxels."""
+    from drasclr.core.stages import Stage, StageTracker, note_grid, note_lungs, tracking
+
+    plan = [Stage("lung_mask", "Lung mask"), Stage("subtypes", "Subtype map", "lung_ml"), Stage("stats", "Statistics")]
+    tracker = StageTracker(plan, voxels=3_000_000, voxel_ml=0.0005, sink=lambda e: None, history=History(),
+                           path=tmp_path / "h.json")
+    slab_grid = np.zeros((100, 100, 100), np.int16)  # 1e6 voxels of three native slices each
+
+    class Grid:
+        array, voxel_volume_ml = slab_grid, 0.0015
+
+    with tracking(tracker):
+        assert tracker.units(plan[0]) == pytest.approx(3.0)
+        note_grid(Grid())
+        note_lungs(np.ones(200_000, np.uint8))  # counted on the slab grid
+        assert tracker.units(plan[0]) == pytest.approx(1.0)  # million voxels of the slab grid
+        assert tracker.units(plan[1]) == pytest.approx(0.3)  # litres: 200,000 x 1.5 ml
+        assert tracker.units(plan[2]) == pytest.approx(3.0)  # the statistics on the native voxels
+    assert tracker.done.lung_fraction == [0.2]

@@ -34,7 +34,7 @@ from ..core.image import CTImage
 from ..core.io import read_ct, write_image
 from ..core.outputs import staged_dir
 from ..core.settings import AnalysisSettings
-from ..core.stages import reported
+from ..core.stages import note_grid, reported
 from ..core.threads import beside
 from . import thin_slices
 from .loaded_model import LoadedModel
@@ -114,6 +114,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None
     given = lobes  # a lobe file on the CT's grid: the native regions come from it, not from its slab copy
     if slabs is not None:  # sub-millimetre slices: every stage up to the stats on slabs of about 2 mm
         ct = slabs.down(ct)
+        note_grid(ct)  # the stage estimates follow the slab grid
         lobes = None if lobes is None else slabs.pick(lobes)
     resolution = (require_resolution if settings.strict else check_resolution)(ct, card) if dense else None
     with stage("lung_mask"):

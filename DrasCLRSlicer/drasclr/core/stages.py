@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_VERSION = 1
 KEEP = 12  # samples kept per stage kind
+NATIVE_STAGES = {"stats", "writing"}  # on the CT's own grid, whatever grid the stages before them ran on
 DEFAULT_LUNG_FRACTION = 0.1  # lung voxels / voxels before any run was seen (demo CT 0.11, lidc_idri_0001 0.09)
 
 
@@ -220,16 +221,21 @@ class StageTracker:
         self.path = history_path() if path is None else Path(path)
         self.history = History.load(self.path) if history is None else history
         self.lung_voxels: int | None = None
+        self.grid_voxels: int | None = None  # the grid the analysis runs on when it is not the scan's (slabs)
+        self.grid_voxel_ml: float | None = None
         self.done = History()  # this run's samples
         self.current: tuple[Stage, float] | None = None
         self.events: list[StageEvent] = []
 
     # --- estimates --------------------------------------------------------------------------------------
     def units(self, stage: Stage) -> float:
+        voxels, voxel_ml = self.voxels, self.voxel_ml
+        if self.grid_voxels is not None and stage.key not in NATIVE_STAGES:
+            voxels, voxel_ml = self.grid_voxels, self.grid_voxel_ml
         if stage.units == "lung_ml":
-            lung = self.lung_voxels if self.lung_voxels is not None else self.voxels * self.history.fraction()
-            return lung * self.voxel_ml / 1000.0
-        return self.voxels / 1e6
+            lung = self.lung_voxels if self.lung_voxels is not None else voxels * self.history.fraction()
+            return lung * voxel_ml / 1000.0
+        return voxels / 1e6
 
     def estimate(self, stage: Stage) -> float:
         base, per_unit = stage.default
@@ -277,10 +283,15 @@ class StageTracker:
     def lungs(self, count: int) -> None:
         self.lung_voxels = int(count)
 
+    def grid(self, voxels: int, voxel_ml: float) -> None:
+        """The stages from here on (but statistics and writing) run on another grid: ``voxels`` of ``voxel_ml``."""
+        self.grid_voxels, self.grid_voxel_ml = int(voxels), float(voxel_ml)
+
     def finish(self, save: bool = True) -> None:
         self.end()
-        if self.lung_voxels and self.voxels:
-            self.done.lung_fraction.append(round(self.lung_voxels / self.voxels, 5))
+        voxels = self.grid_voxels or self.voxels  # the lungs were counted on the grid the analysis ran on
+        if self.lung_voxels and voxels:
+            self.done.lung_fraction.append(round(self.lung_voxels / voxels, 5))
         if save:
             self.history.save(self.path, self.done)
         last = self.events[-1] if self.events else None
@@ -324,6 +335,14 @@ def reported(key: str) -> Iterator[None]:
     yield
     if tracker.current is not None and tracker.current[0].key == key:
         tracker.end()
+
+
+def note_grid(image) -> None:
+    """The analysis runs on ``image``'s grid (thin slices as slabs: drasclr.analysis.thin_slices), not the scan's:
+    the estimates of its stages scale with that grid's voxels (statistics and writing stay on the scan's)."""
+    tracker = _active.get()
+    if tracker is not None:
+        tracker.grid(image.array.size, image.voxel_volume_ml)
 
 
 def note_lungs(lungs) -> None:
