@@ -106,9 +106,8 @@ class Slabs:
         acc = np.empty(a.shape[1:], np.float32)
         centre = self.z_detail is not None
         for j in range(self.slabs):
-            if centre:
-                first = min(j * self.k + (self.k - 1) // 2, self.count - 1)
-                part = a[first:min(j * self.k + self.k // 2, self.count - 1) + 1]
+            if centre:  # middle() and, for an even k, the slice after it
+                part = a[int(self.middle(j)):min(j * self.k + self.k // 2, self.count - 1) + 1]
             else:
                 part = a[j * self.k:(j + 1) * self.k]
             np.add.reduce(part, axis=0, dtype=np.float32, out=acc)
