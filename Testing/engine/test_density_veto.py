@@ -146,6 +146,26 @@ def test_map_to_ct_applies_a_subtype_threshold_as_the_rule_on_a_map_does():
     assert info["vetoed_voxels"]["ple"] == int((sub.array == labels.PLE).sum()) and info["vetoed_voxels"]["cle"] == 0
 
 
+def test_map_to_ct_counts_the_rule_on_the_scan_it_is_given():
+    """``counted``: the rule's densities come from that scan (analyze: the scan harmonized by the bands alone when
+    thin noisy slices were averaged), the labels' grid from ``ct``."""
+    from drasclr.dense.predict import ProbabilityMap
+    from drasclr.dense.uncertainty import map_to_ct
+
+    ct, sub = _lung_with_a_faint_focus()
+    probs = np.zeros((5, *ct.array.shape), np.float32)
+    for c in range(1, 5):
+        probs[c] = sub.array == c
+    lungs = sub.with_array((sub.array > 0).astype(np.uint8))
+    rule = DensityVeto()
+    dark = ct.with_array(np.where(sub.array > 1, -1000, ct.array).astype(ct.array.dtype))  # every call dense enough
+    on_ct, _, info_ct = map_to_ct(ProbabilityMap(probs, ct), ct, lungs, veto=rule, kind="entropy")
+    on_dark, _, info_dark = map_to_ct(ProbabilityMap(probs, ct), ct, lungs, veto=rule, kind="entropy", counted=dark)
+    assert sum(info_ct["vetoed_voxels"].values()) > 0 and sum(info_dark["vetoed_voxels"].values()) == 0
+    np.testing.assert_array_equal(on_dark.array, sub.array)
+    np.testing.assert_array_equal(on_ct.array, rule.apply(sub, ct)[0].array)
+
+
 def test_the_rule_can_count_below_another_attenuation():
     """``laa_hu``: a focus at -960 HU holds no lung below -970 HU, so a rule counted there turns the call on it that
     the -950 HU rule keeps; a focus at -990 HU passes both. The card carries the cut only when it is not -950 (the

@@ -149,7 +149,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None
         with stage("subtypes"):
             result.subtypes = predict_reference(seen, lungs, model.net)
     elif dense:
-        _dense_subtypes(result, seen, model, settings, transform, stage)
+        _dense_subtypes(result, seen, model, settings, transform, stage, counted=harmonized.counted)
     with stage("stats"):
         analysed_regions = result.regions
         if slabs is not None:  # the maps back on the native slices, the contract densitometry measured there
@@ -176,8 +176,9 @@ def _to_native(result: Analysis, slabs: thin_slices.Slabs, ct: CTImage, given: C
 
 
 def _dense_subtypes(result: Analysis, seen: CTImage, model: LoadedModel, settings: AnalysisSettings, transform,
-                    stage) -> None:
-    """The subtype model's stages on ``seen`` (the harmonized scan): subtype map (and the card's density rule),
+                    stage, counted: CTImage | None = None) -> None:
+    """The subtype model's stages on ``seen`` (the harmonized scan): subtype map (and the card's density rule,
+    counted on ``counted`` where given: the scan harmonized by the bands alone when thin slices were averaged),
     voxel uncertainty and review queue, patient embedding (when asked for); filled into ``result`` (torch is
     imported here: densitometry and the reference classifier run without it)."""
     import torch
@@ -199,7 +200,7 @@ def _dense_subtypes(result: Analysis, seen: CTImage, model: LoadedModel, setting
     veto = DensityVeto.for_analysis(settings.density_veto, model.card)
     with stage("uncertainty"):  # labels (and the card's density rule) and the voxel uncertainty in one pass
         result.subtypes, voxel_u, result.density_veto = map_to_ct(
-            pred.probabilities, ct, lungs, card_class_weights(model.card), veto, kind)
+            pred.probabilities, ct, lungs, card_class_weights(model.card), veto, kind, counted=counted)
         result.uncertainty, result.uncertainty_kind = voxel_u.image(), kind
         grid = pred.probabilities.grid  # the 1 mm lung box the embedding reads; the probabilities go now
         del pred

@@ -115,7 +115,8 @@ SLAB_VOXELS = 2_000_000  # CT-grid voxels per slab of map_to_ct (4 float32 chann
 
 def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_weights=None, veto=None,
               kind: str = DEFAULT_KIND, all_kinds: bool = False,
-              subtypes: CTImage | None = None) -> tuple[CTImage, VoxelUncertainty, dict | None]:
+              subtypes: CTImage | None = None,
+              counted: CTImage | None = None) -> tuple[CTImage, VoxelUncertainty, dict | None]:
     """The subtype map and its voxel uncertainty on ``ct``'s grid in one pass: the class probabilities are
     interpolated (linear) at the lung voxels only, slab by slab over the lung box: memory does not grow with the
     slice count, and the time follows the lung, not its box.
@@ -123,7 +124,8 @@ def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_
     Labels: the most likely subtype (``argmax w_c p_c``, ``class_weights`` from the card) of every lung voxel
     (``lungs`` non-zero), as :meth:`ProbabilityMap.labels`; with ``veto`` (a
     :class:`~drasclr.dense.density.DensityVeto`) emphysema calls in normal-density lung become normal (its counts
-    are returned for stats.json). ``subtypes`` given: those labels are used instead (no weights, no veto).
+    are returned for stats.json), its densities counted on ``counted`` (default ``ct``; the same grid).
+    ``subtypes`` given: those labels are used instead (no weights, no veto).
     Returns (subtypes, uncertainty, the veto's record or None)."""
     if kind not in KINDS:
         raise ValueError(f"uncertainty kind {kind!r}: expected one of {KINDS}")
@@ -142,7 +144,8 @@ def map_to_ct(probabilities: ProbabilityMap, ct: CTImage, lungs: CTImage, class_
     p_pred = np.zeros(inside.shape, np.float16)
     labels_box = (np.zeros(inside.shape, np.uint8) if subtypes is None
                   else np.asarray(subtypes.array[found], np.uint8))
-    rule = veto.levels(ct, lungs.array)[2] if veto is not None and subtypes is None else None  # a byte a voxel
+    counted = ct if counted is None else counted
+    rule = veto.levels(counted, lungs.array)[2] if veto is not None and subtypes is None else None  # a byte a voxel
     vetoed = np.zeros(inside.shape, np.uint8) if rule is not None else None  # the call turned normal, 0: none
     ny, nx = inside.shape[1:]
     step = max(1, SLAB_VOXELS // (ny * nx))
