@@ -269,14 +269,26 @@ def lung_box(ct: CTImage, lungs: CTImage | None, margin_mm: float = BOX_MARGIN_M
     return tuple(lo), tuple(np.minimum([s.stop for s in found] + margin, ct.array.shape))
 
 
+def _inside(box, ct: CTImage, fn) -> CTImage:
+    """``fn`` applied to ``ct`` inside ``box`` ((lo, hi) zyx); the rest of the image as it was."""
+    out = ct.array.copy()
+    out[tuple(slice(a, b) for a, b in zip(*box))] = fn(ct.crop(*box)).array
+    return ct.with_array(out)
+
+
+def _rounded(acc: np.ndarray, dtype) -> np.ndarray:
+    """float32 values in ``dtype``: integers rounded and clipped to its range (in place)."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        acc = np.clip(np.rint(acc, out=acc), info.min, info.max, out=acc)
+    return acc
+
+
 def apply_gains(ct: CTImage, band_gains: list[float], box=None) -> CTImage:
     """The image with its in-plane bands scaled by ``band_gains`` (the coarsest band kept), same dtype; with
     ``box`` ((lo, hi) zyx) only inside it (the rest is the image as it was)."""
     if box is not None:
-        inner = apply_gains(ct.crop(*box), band_gains).array
-        out = ct.array.copy()
-        out[tuple(slice(a, b) for a, b in zip(*box))] = inner
-        return ct.with_array(out)
+        return _inside(box, ct, lambda part: apply_gains(part, band_gains))
     axis, sp = _axes(ct)
     out = np.empty(ct.array.shape, ct.array.dtype)
     step = max(1, SLAB_VOXELS // max(1, ct.array.size // ct.array.shape[axis]))
@@ -294,10 +306,7 @@ def apply_gains(ct: CTImage, band_gains: list[float], box=None) -> CTImage:
             acc += np.multiply(band, np.float32(g), out=band)
             prev, smooth = smooth, (np.empty_like(a) if prev is a else prev)
         acc += prev  # the coarsest band, kept (gain 1)
-        if np.issubdtype(ct.array.dtype, np.integer):
-            info = np.iinfo(ct.array.dtype)
-            acc = np.clip(np.rint(acc, out=acc), info.min, info.max, out=acc)
-        out[sl] = acc
+        out[sl] = _rounded(acc, ct.array.dtype)
 
     for_each(one_slab, range(0, ct.array.shape[axis], step))  # the slabs on the analysis' threads
     return ct.with_array(out)
@@ -328,10 +337,7 @@ def average_slices(ct: CTImage, k: int, box=None) -> CTImage:
     """Each slice the mean of the ``k`` (odd) slices centred on it (the scan's end slices repeated past its ends),
     same dtype; with ``box`` ((lo, hi) zyx) only inside it."""
     if box is not None:
-        inner = average_slices(ct.crop(*box), k).array
-        out = ct.array.copy()
-        out[tuple(slice(a, b) for a, b in zip(*box))] = inner
-        return ct.with_array(out)
+        return _inside(box, ct, lambda part: average_slices(part, k))
     axis = _axes(ct)[0]
     across = next(i for i in range(3) if i != axis)  # chunks along an in-plane axis: the filter never crosses them
     out = np.empty(ct.array.shape, ct.array.dtype)
@@ -340,10 +346,7 @@ def average_slices(ct: CTImage, k: int, box=None) -> CTImage:
     def one_chunk(i: int) -> None:
         sl = slab(across, i, i + step)
         acc = ndi.uniform_filter1d(ct.array[sl].astype(np.float32), k, axis=axis, mode="nearest")
-        if np.issubdtype(ct.array.dtype, np.integer):
-            info = np.iinfo(ct.array.dtype)
-            acc = np.clip(np.rint(acc, out=acc), info.min, info.max, out=acc)
-        out[sl] = acc
+        out[sl] = _rounded(acc, ct.array.dtype)
 
     for_each(one_chunk, range(0, ct.array.shape[across], step))
     return ct.with_array(out)
