@@ -305,8 +305,8 @@ class DrasCLRSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         what = "subtype map and statistics" if results.subtypes is not None else (
             f"{results.region_kind} and statistics (no subtype model in this engine)")
         warnings = [w.get("message", "") for w in getattr(results, "warnings", None) or []]
-        calibration = getattr(results, "calibration_line", "")
-        self.ui.statusLabel.text = (f"Done: {what}." + (f"\n{calibration}" if calibration else "")
+        notes = [getattr(results, "calibration_line", ""), getattr(results, "harmonization_line", "")]
+        self.ui.statusLabel.text = (f"Done: {what}." + "".join(f"\n{n}" for n in notes if n)
                                     + "".join(f"\nWarning: {w}" for w in warnings))
         self.ui.statusLabel.setStyleSheet("color: #d9822b" if warnings else "")
         self._checkCanApply()

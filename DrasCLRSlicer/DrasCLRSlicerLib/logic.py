@@ -71,6 +71,7 @@ class AnalysisNodes:
     review: guided.ReviewWalk | None = None  # the review queue and the units visited
     warnings: list[dict] = field(default_factory=list)  # {"code", "message"}: HU calibration, resolution guard
     calibration: dict | None = None  # stats.json "calibration": air/blood measured, offset applied
+    harmonization: dict | None = None  # stats.json "harmonization": noise measured, what the model read
 
     @property
     def calibration_line(self) -> str:
@@ -79,6 +80,14 @@ class AnalysisNodes:
         from drasclr.anatomy.hu_calibration import describe
 
         return describe(self.calibration)
+
+    @property
+    def harmonization_line(self) -> str:
+        """One line on what harmonization did to the scan the model read ("" when it read the scan as is): shown
+        beside the calibration line."""
+        from drasclr.acquisition.harmonize import describe
+
+        return describe(self.harmonization)
 
 
 def ensure_scene_logics(scene) -> None:
@@ -349,6 +358,7 @@ class DrasCLRLogic:
         nodes = self._show(volume_node, regions, subtypes, read_csv(out_dir / "stats.csv"), facts["region_kind"],
                            model=Path(folder) if folder else None)
         nodes.warnings, nodes.calibration = list(facts.get("warnings") or []), facts.get("calibration")
+        nodes.harmonization = facts.get("harmonization")
         if subtypes is not None and (out_dir / "review.json").exists():
             from drasclr.analysis.review import read_review
 

@@ -152,6 +152,7 @@ class ReadingRoom:
         s.analysis_count = 0
         s.rows = []
         s.calibration = ""  # an applied HU correction, shown above the table (Logic's calibration_line)
+        s.harmonization = ""  # what harmonization did to the scan the model read (Logic's harmonization_line)
         s.bars = []
         s.opacity = 0.6
         s.effect = "none"
@@ -238,7 +239,7 @@ class ReadingRoom:
         dm.show_volume_in_slice_foreground(None)
         dm.reset_views()
         self._flush(has_ct=True, ct_name=node.GetName(), has_result=False, rows=[], bars=[], effect="none",
-                    calibration="")
+                    calibration="", harmonization="")
         self._info(f"opened {node.GetName()}")
         if source is not None:
             self._remember(ct=str(source), result=None)
@@ -388,7 +389,8 @@ class ReadingRoom:
         if self.state.uncertainty:  # the switch stays on: the new analysis' map (off when it has none)
             self.logic.show_uncertainty(nodes, nodes.uncertainty is not None)
         self._flush(has_result=True, rows=table_rows(nodes.rows), bars=bar_rows(nodes.rows, self.colors),
-                    calibration=nodes.calibration_line, analysis_count=self.state.analysis_count + 1, effect="none",
+                    calibration=nodes.calibration_line, harmonization=nodes.harmonization_line,
+                    analysis_count=self.state.analysis_count + 1, effect="none",
                     last_model=nodes.model.name if nodes.model else "",
                     uncertainty=bool(self.state.uncertainty and nodes.uncertainty is not None),
                     **self._review_reset(nodes))
@@ -747,6 +749,8 @@ class ReadingRoom:
             with html.Div():
                 html.Div("Per-region statistics (model {{ last_model }})", classes="text-subtitle-2")
                 html.Div("{{ calibration }}", v_if="calibration", id="calibration-line",
+                         style="font-size: 12px; color: #8ab4f8; max-width: 720px;")
+                html.Div("{{ harmonization }}", v_if="harmonization", id="harmonization-line",
                          style="font-size: 12px; color: #8ab4f8; max-width: 720px;")
                 with html.Table(id="stats-table"):
                     with html.Tr():

@@ -61,3 +61,23 @@ def test_child_process_warnings_are_read_back(scene, tmp_path):
     node = volumes.add_volume_node(scene, miscalibrated(), "ct2")
     nodes = DrasCLRLogic(scene).run_in_subprocess(node, use_model=False, regions="zones", work_dir=tmp_path / "auto")
     assert nodes.calibration_line.startswith("HU corrected by -7")
+
+
+def test_harmonization_line_says_what_the_model_read(scene):
+    """A thin (1 mm) lung-kernel scan at 90 HU: the Logic returns the harmonization record and the line both shells
+    show (slices averaged through the plane, bands scaled); a clean scan: no line."""
+    from drasclr.research.phantom.acquisition import ct_noise
+    from DrasCLRSlicerLib.phantom import chest_phantom
+
+    clean = chest_phantom((80, 256, 256), (0.8, 0.8, 1.0))
+    noise = ct_noise(clean.array.shape, 0.8, 0.85, 0.9, 90.0, np.random.default_rng(3))
+    noisy = clean.with_array(np.clip(np.rint(clean.array + noise), -1024, 3000).astype(np.int16))
+    logic = DrasCLRLogic(scene)
+    nodes = logic.analyze(volumes.add_volume_node(scene, noisy, "thin"), use_model=False, regions="zones")
+    h = nodes.harmonization
+    assert h["applied"] and h["through_plane"]["slices_averaged"] == 3 and h["before"]["tissue_sd_hu"] > 60
+    assert nodes.harmonization_line.startswith("Harmonized for the model")
+    assert "3 slices averaged through the plane (3.0 mm)" in nodes.harmonization_line
+    assert "harmonized_laa950_pct" in nodes.rows[-1]
+    nodes = logic.analyze(volumes.add_volume_node(scene, clean, "clean"), use_model=False, regions="zones")
+    assert not nodes.harmonization["applied"] and nodes.harmonization_line == ""

@@ -106,6 +106,9 @@ def test_thin_noisy_slices_are_averaged_through_the_plane_before_the_bands(monke
     assert tp["slices_averaged"] == 3 and tp["averaged_mm"] == pytest.approx(3.0) and tp["max_mm"] == 3.2
     assert "averaged through the plane" in rec.reason
     json.dumps(rec.to_json())
+    line = H.describe(rec.to_json())  # what the shells and the terminal show
+    assert line.startswith("Harmonized for the model (soft-tissue noise 99 HU -> ") and "3 slices averaged" in line
+    assert "(3.0 mm)" in line and "fine bands scaled x 0." in line
     # the density rule counts on the scan harmonized by the bands alone, as it was without the averaging
     box = H.lung_box(noisy, lung_img)
     expect = H.apply_gains(noisy, H.gains(rec.before, strength=H.STRENGTH), box)
@@ -130,7 +133,7 @@ def test_thin_noisy_slices_are_averaged_through_the_plane_before_the_bands(monke
 def test_clean_soft_scan_is_left_unchanged_and_off_only_measures():
     ct, lung = chest(8.0, SOFT)
     out, rec = H.harmonize(ct, None, "auto")
-    assert not rec.applied and out is ct and rec.before.tissue_sd_hu is not None
+    assert not rec.applied and out is ct and rec.before.tissue_sd_hu is not None and H.describe(rec.to_json()) == ""
     noisy, _ = chest(60.0, LUNG)
     out, rec = H.harmonize(noisy, None, "off")
     assert out is noisy and not rec.applied and rec.before.tissue_sd_hu > 45
@@ -169,6 +172,8 @@ def test_analyze_flag(tmp_path, mode):
     doc = json.load(open(out / "stats.json"))
     h = doc["harmonization"]
     assert h["mode"] == mode and h["before"]["tissue_sd_hu"] > 45 and h["applied"] == (mode == "auto")
+    assert h["summary"].startswith("Harmonized for the model") == (mode == "auto")
+    assert "slices averaged" not in h["summary"]  # 2 mm slices: the bands alone
     whole = {r["region"]: r for r in doc["regions"]}["whole_lung"]
     if mode == "auto":  # the raw contract columns, then the harmonized ones
         assert doc["columns"][-len(HARMONIZED_COLUMNS):] == HARMONIZED_COLUMNS
@@ -176,6 +181,47 @@ def test_analyze_flag(tmp_path, mode):
         assert whole["laa950_pct"] > 5 and whole["harmonized_laa950_pct"] < 2
     else:
         assert not any(c.startswith("harmonized_") for c in doc["columns"])
+
+
+def test_analyze_counts_the_density_rule_on_the_band_only_scan(tmp_path, monkeypatch):
+    """End to end with a subtype model and its card's rule on a thin noisy scan: the model reads the averaged scan,
+    the rule counts on the scan harmonized by the bands alone, and stats.json says what was done."""
+    import torch
+
+    from drasclr.analysis.analyze import analyze, write_analysis
+    from drasclr.analysis.loaded_model import LoadedModel
+    from drasclr.core.settings import AnalysisSettings
+    from drasclr.dense import uncertainty
+    from drasclr.dense.density import DensityVeto
+    from drasclr.dense.segmenter import SubtypeSegmenter
+
+    torch.manual_seed(0)
+    tiny = SubtypeSegmenter(encoder={"channels": [4, 4, 4, 8, 8, 8, 8], "num_experts": 2, "in_channels": 1},
+                            decoder=(8, 8, 8, 4, 4))
+    seen = {}
+    real = uncertainty.map_to_ct
+
+    def spy(probabilities, ct, lungs, *args, **kw):
+        seen.update(ct=ct, lungs=lungs, counted=kw.get("counted"))
+        return real(probabilities, ct, lungs, *args, **kw)
+
+    monkeypatch.setattr(uncertainty, "map_to_ct", spy)
+    ct, _ = chest(90.0, LUNG, seed=5, nz=60, slice_mm=1.0)
+    card = {"inference": {"density_veto": DensityVeto().card()}}
+    res = analyze(ct, model=LoadedModel(tiny, card, None, torch.device("cpu")),
+                  settings=AnalysisSettings(tta=False, regions="zones"))
+    assert res.harmonization["through_plane"]["slices_averaged"] == 3 and res.density_veto is not None
+    assert seen["counted"] is not None and seen["counted"].array.shape == seen["ct"].array.shape
+    # the rule's scan is the calibrated scan harmonized by the bands alone (as before the averaging existed); the
+    # model's is the averaged one, less noisy
+    monkeypatch.setattr(H, "THROUGH_NOISE_HU", 1e9)
+    bands_only, rec = H.harmonize(res.ct, res.lungs, "auto")
+    assert rec.slices_averaged == 1
+    np.testing.assert_array_equal(seen["counted"].array, bands_only.array)
+    assert H.measure(seen["ct"], seen["lungs"]).tissue_sd_hu < H.measure(bands_only, seen["lungs"]).tissue_sd_hu
+    write_analysis(res, tmp_path / "out", report=False)
+    h = json.loads((tmp_path / "out" / "stats.json").read_text())["harmonization"]
+    assert "3 slices averaged through the plane" in h["summary"] and h["through_plane"]["averaged_mm"] == 3.0
 
 
 def test_analyze_flag_refuses_a_bad_mode(tmp_path):

@@ -400,6 +400,26 @@ def harmonize(ct: CTImage, lungs: CTImage | None = None, mode: str = "auto") -> 
     return ct, h
 
 
+def describe(record: dict | None) -> str:
+    """One line on what harmonization did to the scan the model read (terminal ``info:``, Slicer panel, web table);
+    "" when it left the scan as read. ``record``: :meth:`Harmonization.to_json`."""
+    if not record or not record.get("applied"):
+        return ""
+    before = record.get("before") or {}
+    done = []
+    through = record.get("through_plane") or {}
+    if through.get("slices_averaged", 1) > 1:
+        done.append(f"{through['slices_averaged']} slices averaged through the plane "
+                    f"({through.get('averaged_mm', 0):.1f} mm)")
+    gains_ = record.get("band_gains") or []
+    if any(g < 1.0 for g in gains_):
+        done.append("fine bands scaled x " + " / ".join(f"{g:.2f}" for g in gains_))
+    after = (record.get("after") or {}).get("tissue_sd_hu")
+    noise = f"soft-tissue noise {before.get('tissue_sd_hu', 0):.0f} HU" + (f" -> {after:.0f} HU" if after else "")
+    return (f"Harmonized for the model ({noise}): {'; '.join(done)}; densitometry as read in the table, "
+            "harmonized_* beside it")
+
+
 def for_analysis(ct: CTImage, lungs: CTImage, mode: str, reference: bool) -> tuple[CTImage, Harmonization]:
     """:func:`harmonize` as ``analyze`` runs it: with the reference classifier (cip-lh, trained on real sharp-kernel
     COPDGene CT, not on the phantoms' look) the scan is measured only."""

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..acquisition.harmonize import describe as describe_harmonization
 from ..acquisition.harmonize import for_analysis
 from ..anatomy.hu_calibration import apply_offset, calibrate_and_segment, describe
 from ..anatomy.lobes.source import Regions, choose_regions
@@ -244,7 +245,7 @@ def write_analysis(result: Analysis, out_dir: str | Path, report: bool = True, e
     if result.density_veto is not None:
         info["density_veto"] = result.density_veto
     if result.harmonization is not None:
-        info["harmonization"] = result.harmonization
+        info["harmonization"] = {**result.harmonization, "summary": describe_harmonization(result.harmonization)}
     if result.analysis_grid is not None:
         info["analysis_grid"] = result.analysis_grid
     info["warnings"] = result.warnings
