@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from web_support import WebServer
+from web_support import WebServer, open_room
 
 from drasclr.core.versions import DEMO_MODEL, split_version
 
@@ -115,11 +115,7 @@ def test_analyze_correct_finetune_reanalyze(browser_env, tmp_path):
     shots = shots_dir(tmp_path)
     with server:
         with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1500, "height": 950})
-            page.set_default_timeout(120_000)
-            page.goto(server.url)
-            page.wait_for_selector("#btn-demo")
+            browser, page = open_room(pw, chromium, server.url, 120_000)
             page.wait_for_selector("img.image-display-area")  # the views stream images
 
             # 1. demo CT
@@ -270,11 +266,7 @@ def test_upload_path_check_and_cancel(browser_env, tmp_path):
     server = WebServer(tmp_path / "data", tmp_path / "server.log")
     with server:
         with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1500, "height": 950})
-            page.set_default_timeout(180_000)
-            page.goto(server.url)
-            page.wait_for_selector("#btn-demo")
+            browser, page = open_room(pw, chromium, server.url, 180_000)
 
             page.fill("#ct-path", "/etc/passwd")
             page.click("#btn-open")

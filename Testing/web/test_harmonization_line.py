@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from web_support import WebServer
+from web_support import WebServer, open_room
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +30,7 @@ def test_the_harmonization_line_above_the_table(browser_env, tmp_path):
     server = WebServer(tmp_path / "data", tmp_path / "server.log")
     with server:
         with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1500, "height": 950})
-            page.set_default_timeout(900_000)
-            page.goto(server.url)
-            page.wait_for_selector("#btn-demo")
+            browser, page = open_room(pw, chromium, server.url, 900_000)
             page.set_input_files("#upload", str(ct))
             page.wait_for_function("document.querySelector('#ct-name').textContent.includes('thin_lung_kernel')")
             page.get_by_label("Mirror augmentation").uncheck()

@@ -30,6 +30,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def open_room(pw, chromium: str, url: str, timeout_ms: int):
+    """(browser, page): Chromium with a 1500 x 950 page on the reading room at ``url``, its controls loaded."""
+    browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": 1500, "height": 950})
+    page.set_default_timeout(timeout_ms)
+    page.goto(url)
+    page.wait_for_selector("#btn-demo")
+    return browser, page
+
+
 class WebServer:
     """``drasclr web`` in a child process on 127.0.0.1 and a free port, with its own data folder (``args``: more
     options, e.g. ``--users FILE``)."""
