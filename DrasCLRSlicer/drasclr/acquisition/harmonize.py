@@ -106,9 +106,17 @@ class Harmonization:
     slices_averaged: int = 1  # thin noisy slices: this many averaged through the plane before the bands
     slice_mm: float | None = None
     averaged: NoiseMeasure | None = None  # measured after the through-plane averaging, what the gains answer
-    # slices averaged: the scan harmonized by the bands alone (as without the averaging), what the model card's
-    # density rule counts on (its thresholds were chosen on that look); not written anywhere
-    counted: CTImage | None = field(default=None, repr=False)
+    _source: CTImage | None = field(default=None, repr=False)  # slices averaged: the scan before, and the box
+    _box: tuple | None = field(default=None, repr=False)
+
+    @property
+    def counted(self) -> CTImage | None:
+        """Slices averaged: the scan harmonized by the bands alone (as without the averaging), what the model card's
+        density rule counts on (its thresholds were chosen on that look); made when asked for, not kept. None when
+        no slices were averaged."""
+        if self.slices_averaged == 1 or self._source is None:
+            return None
+        return apply_gains(self._source, gains(self.before, strength=STRENGTH), self._box)
 
     def to_json(self) -> dict:
         return {"mode": self.mode, "applied": self.applied, "reason": self.reason,
@@ -312,18 +320,16 @@ def apply_gains(ct: CTImage, band_gains: list[float], box=None) -> CTImage:
     return ct.with_array(out)
 
 
-def slices_to_average(measured: NoiseMeasure, slice_mm: float, noise_hu: float | None = None,
-                      max_mm: float | None = None) -> int:
+def slices_to_average(measured: NoiseMeasure, slice_mm: float) -> int:
     """How many slices (odd; 1: none) to average through the plane: the fewest that bring the soft-tissue noise SD to
-    ``noise_hu`` (noise independent from slice to slice falls with the square root of the count), at most ``max_mm``
-    of slices together; 1 where the noise is at or below ``noise_hu``, unmeasured, or ``max_mm`` holds fewer than
-    three slices. Defaults: :data:`THROUGH_NOISE_HU`, :data:`THROUGH_MAX_MM`."""
-    noise_hu = THROUGH_NOISE_HU if noise_hu is None else noise_hu
-    max_mm = THROUGH_MAX_MM if max_mm is None else max_mm
+    :data:`THROUGH_NOISE_HU` (noise independent from slice to slice falls with the square root of the count), at
+    most :data:`THROUGH_MAX_MM` of slices together; 1 where the noise is at or below that, unmeasured, or
+    :data:`THROUGH_MAX_MM` holds fewer than three slices."""
+    noise_hu = THROUGH_NOISE_HU
     sd = measured.tissue_sd_hu
     if sd is None or sd <= noise_hu or slice_mm <= 0:
         return 1
-    most = int(np.floor(max_mm / slice_mm + 1e-6))
+    most = int(np.floor(THROUGH_MAX_MM / slice_mm + 1e-6))
     most -= 1 - most % 2  # odd: centred on its slice
     if most < 3:
         return 1
@@ -382,7 +388,7 @@ def harmonize(ct: CTImage, lungs: CTImage | None = None, mode: str = "auto") -> 
     h.slices_averaged = slices_to_average(before, h.slice_mm)
     done = []
     if h.slices_averaged > 1:  # thin noisy slices: through the plane first, then the bands answer what is left
-        h.counted = apply_gains(ct, gains(before, strength=STRENGTH), box)
+        h._source, h._box = ct, box  # the rule's band-only scan: Harmonization.counted, made when it counts
         ct = average_slices(ct, h.slices_averaged, box)
         h.averaged = _measure_box(ct, lungs, box)
         done.append(f"{h.slices_averaged} thin noisy slices averaged through the plane "

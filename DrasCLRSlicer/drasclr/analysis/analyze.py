@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..acquisition.harmonize import Harmonization, for_analysis
 from ..acquisition.harmonize import describe as describe_harmonization
-from ..acquisition.harmonize import for_analysis
 from ..anatomy.hu_calibration import apply_offset, calibrate_and_segment, describe
 from ..anatomy.lobes.source import Regions, choose_regions
 from ..anatomy.lungs import segment_lung_slices
@@ -150,7 +150,7 @@ def analyze(ct: CTImage, lobes: CTImage | None = None, model: LoadedModel | None
         with stage("subtypes"):
             result.subtypes = predict_reference(seen, lungs, model.net)
     elif dense:
-        _dense_subtypes(result, seen, model, settings, transform, stage, counted=harmonized.counted)
+        _dense_subtypes(result, seen, model, settings, transform, stage, harmonized)
     with stage("stats"):
         analysed_regions = result.regions
         if slabs is not None:  # the maps back on the native slices, the contract densitometry measured there
@@ -177,9 +177,10 @@ def _to_native(result: Analysis, slabs: thin_slices.Slabs, ct: CTImage, given: C
 
 
 def _dense_subtypes(result: Analysis, seen: CTImage, model: LoadedModel, settings: AnalysisSettings, transform,
-                    stage, counted: CTImage | None = None) -> None:
+                    stage, harmonized: Harmonization | None = None) -> None:
     """The subtype model's stages on ``seen`` (the harmonized scan): subtype map (and the card's density rule,
-    counted on ``counted`` where given: the scan harmonized by the bands alone when thin slices were averaged),
+    counted on ``harmonized.counted`` where there is one: the scan harmonized by the bands alone when thin slices
+    were averaged),
     voxel uncertainty and review queue, patient embedding (when asked for); filled into ``result`` (torch is
     imported here: densitometry and the reference classifier run without it)."""
     import torch
@@ -199,6 +200,7 @@ def _dense_subtypes(result: Analysis, seen: CTImage, model: LoadedModel, setting
         pred = predict(ct, lungs, model.net, device, locator=locator, tta=settings.tta,
                        batch_size=settings.batch_size, labels=False, disagreement=kind == "disagreement")
     veto = DensityVeto.for_analysis(settings.density_veto, model.card)
+    counted = harmonized.counted if veto is not None and harmonized is not None else None
     with stage("uncertainty"):  # labels (and the card's density rule) and the voxel uncertainty in one pass
         result.subtypes, voxel_u, result.density_veto = map_to_ct(
             pred.probabilities, ct, lungs, card_class_weights(model.card), veto, kind, counted=counted)

@@ -176,12 +176,12 @@ def _run_one(args, src: Path, settings: AnalysisSettings) -> int:
         print(format_table(result.rows))
     for w in result.warnings:
         log.warning("warning: %s", w["message"])
-    _log_calibration(result.calibration, result.harmonization)
+    _log_corrections(result.calibration, result.harmonization)
     print(f"wrote {args.output}")
     return 0
 
 
-def _log_calibration(calibration: dict | None, harmonization: dict | None = None) -> None:
+def _log_corrections(calibration: dict | None, harmonization: dict | None = None) -> None:
     """``info:`` lines on an applied HU correction (offset and its references) and on what harmonization did."""
     from ..acquisition.harmonize import describe as harmonized
     from ..anatomy.hu_calibration import describe
@@ -230,7 +230,7 @@ def _run_batch(args, cases: list[Path], settings: AnalysisSettings) -> int:
             with claimed_output(target, overwrite=args.overwrite, what="case folder"):
                 ct, read_s = _read(path, settings)
                 res = analyze_file(path, target, settings, model, ct=ct, read_seconds=read_s)
-            _log_calibration(res.calibration, res.harmonization)
+            _log_corrections(res.calibration, res.harmonization)
         except InputError as exc:
             failed.append((name, str(path), " ".join(str(exc).split())))
             log.warning("skipped %s: %s", name, failed[-1][2])
